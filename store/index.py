@@ -1,0 +1,232 @@
+"""Search many neuron graphs by their activating and context tokens.
+
+In: an iterable of :class:`store.graph.NeuronGraph` (one model's store). Out: a :class:`GraphIndex`,
+built once and then queried::
+
+    index = GraphIndex(read_graphs(path))
+    index.search(activating=[" everyone"], context=[" except"])   # the paper's Figure 1 neuron
+    index.search(repeated=True, min_f1=0.5)                          # in-context learning candidates
+
+The paper (Foote et al. 2023, section 3.3) searches graphs by activating and by context tokens, and
+finds in-context learning neurons by looking for graphs that hold some token both as an activating
+and as a context token (section 4.2); ``search(repeated=True)`` is that search.
+
+Tokens match case- and space-insensitively (``store.tokens.normalize``) unless ``exact=True``.
+Every filter is a set of graph *positions*; a query intersects those sets smallest first, so its
+cost follows the rarest token asked for rather than the number of graphs. A graph's position is its
+rank in result order (F1 descending, None last, then layer, then neuron), so sorting hits by
+position sorts them for the answer, and ``min_f1`` is a prefix of the positions.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Literal, NamedTuple
+
+from store.graph import NeuronGraph
+from store.tokens import normalize
+
+Kind = Literal["activating", "context"]
+
+
+class TokenKeys(NamedTuple):
+    """A graph's activating and context tokens as matching keys."""
+
+    activating: frozenset[str]
+    context: frozenset[str]
+
+
+def _identity(token: str) -> str:
+    return token
+
+
+def token_keys(graph: NeuronGraph, exact: bool = False) -> TokenKeys:
+    """The keys a graph's tokens match under: normalised (default) or exact spellings.
+
+    >>> from store.trie import NeuronTrie
+    >>> from store.graph import Matching, graph_record
+    >>> trie = NeuronTrie()
+    >>> trie.insert((" The", " cat"), 1.0, [0.9])
+    >>> g = graph_record(model="m", layer=0, neuron=0, hook="h", max_activation=1.0,
+    ...                  trie=trie, matching=Matching())
+    >>> token_keys(g)
+    TokenKeys(activating=frozenset({'the'}), context=frozenset({'cat'}))
+    """
+    key = _identity if exact else normalize
+    return TokenKeys(frozenset(map(key, graph.activating_tokens)),
+                     frozenset(map(key, graph.context_tokens)))
+
+
+def top_f1(graph: NeuronGraph) -> float | None:
+    """The graph's N2G F1 on its held-out top examples (the paper's Table 1 figure), or None."""
+    value = graph.fidelity.n2g.top.f1 if graph.fidelity is not None else None
+    # NaN cannot be ordered; it says as little as a missing score.
+    return None if value is None or math.isnan(value) else value
+
+
+def repeated_tokens(graph: NeuronGraph, exact: bool = False) -> list[str]:
+    """Activating tokens that also stand among the graph's context tokens, strongest first.
+
+    A token that makes the neuron fire when it appeared earlier in the text is the signature of
+    in-context (induction-like) behaviour: "ab ... ab". Tokens are compared by normalised key unless
+    ``exact``; the activating spelling is returned.
+    """
+    key = _identity if exact else normalize
+    context = {key(t) for t in graph.context_tokens}
+    return [t for t in graph.activating_tokens if key(t) in context]
+
+
+def _result_order(graph: NeuronGraph) -> tuple[bool, float, int, int]:
+    f1 = top_f1(graph)
+    return (f1 is None, -(f1 or 0.0), graph.layer, graph.neuron)
+
+
+class GraphIndex:
+    """Inverted indexes from tokens to graphs, over one model's graphs.
+
+    A neuron given twice keeps its last graph, as a store read keeps a neuron's last line.
+
+    Args:
+        graphs: the graphs to index; iterated once.
+    """
+
+    def __init__(self, graphs: Iterable[NeuronGraph]) -> None:
+        latest: dict[tuple[int, int], NeuronGraph] = {}
+        for graph in graphs:
+            latest[(graph.layer, graph.neuron)] = graph
+        ordered = sorted(latest.values(), key=_result_order)
+        self._graphs: tuple[NeuronGraph, ...] = tuple(ordered)
+        self._position = {(g.layer, g.neuron): i for i, g in enumerate(ordered)}
+
+        # Many graphs share tokens; one string object per key keeps the index small.
+        canonical: dict[str, str] = {}
+
+        def intern(keys: frozenset[str]) -> frozenset[str]:
+            return frozenset(canonical.setdefault(k, k) for k in keys)
+
+        keys: list[TokenKeys] = []
+        postings: dict[tuple[Kind, bool], defaultdict[str, set[int]]] = {
+            (kind, exact): defaultdict(set)
+            for kind in ("activating", "context") for exact in (False, True)
+        }
+        by_layer: defaultdict[int, set[int]] = defaultdict(set)
+        repeated: dict[bool, set[int]] = {False: set(), True: set()}
+        for i, graph in enumerate(ordered):
+            by_layer[graph.layer].add(i)
+            for exact in (False, True):
+                act, ctx = token_keys(graph, exact)
+                act, ctx = intern(act), intern(ctx)
+                if not exact:
+                    keys.append(TokenKeys(act, ctx))
+                for k in act:
+                    postings[("activating", exact)][k].add(i)
+                for k in ctx:
+                    postings[("context", exact)][k].add(i)
+                if not act.isdisjoint(ctx):
+                    repeated[exact].add(i)
+        self._keys: tuple[TokenKeys, ...] = tuple(keys)
+        self._postings: dict[tuple[Kind, bool], dict[str, frozenset[int]]] = {
+            name: {k: frozenset(v) for k, v in table.items()} for name, table in postings.items()
+        }
+        self._by_layer = {layer: frozenset(v) for layer, v in by_layer.items()}
+        self._repeated = {exact: frozenset(v) for exact, v in repeated.items()}
+        # Negated F1s of the scored graphs, ascending: the graphs with F1 >= x are the first
+        # bisect_right(self._neg_f1, -x) positions.
+        self._neg_f1 = [-f for f in map(top_f1, ordered) if f is not None]
+
+    # ----------------------------------------------------------------- container
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._position
+
+    @property
+    def graphs(self) -> tuple[NeuronGraph, ...]:
+        """Every indexed graph, in result order (F1 descending, None last, then layer, neuron)."""
+        return self._graphs
+
+    def get(self, layer: int, neuron: int) -> NeuronGraph | None:
+        """The graph of one neuron, or None where the index has none."""
+        i = self._position.get((layer, neuron))
+        return None if i is None else self._graphs[i]
+
+    def layers(self) -> list[int]:
+        """The layers that have at least one graph, ascending."""
+        return sorted(self._by_layer)
+
+    # ----------------------------------------------------------------- positions
+    # Positions let store.similarity walk postings without re-deriving every graph's keys.
+    def at(self, position: int) -> NeuronGraph:
+        """The graph at a position (its rank in result order)."""
+        return self._graphs[position]
+
+    def position(self, layer: int, neuron: int) -> int | None:
+        """The position of one neuron's graph, or None."""
+        return self._position.get((layer, neuron))
+
+    def keys(self, position: int) -> TokenKeys:
+        """The normalised token keys of the graph at a position."""
+        return self._keys[position]
+
+    def postings(self, token: str, kind: Kind = "activating", *, exact: bool = False) -> frozenset[int]:
+        """Positions of the graphs holding a token as an activating or a context token.
+
+        Args:
+            token: the token; normalised first unless ``exact``.
+            kind: which token set to look in.
+            exact: match the spelling exactly instead of case- and space-insensitively.
+        """
+        key = token if exact else normalize(token)
+        return self._postings[(kind, exact)].get(key, frozenset())
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self,
+        activating: Sequence[str] = (),
+        context: Sequence[str] = (),
+        *,
+        exact: bool = False,
+        layer: int | None = None,
+        min_f1: float | None = None,
+        repeated: bool = False,
+    ) -> list[NeuronGraph]:
+        """Graphs that hold every given activating token and every given context token.
+
+        Args:
+            activating: tokens that must all be among the graph's activating tokens.
+            context: tokens that must all be among the graph's context tokens.
+            exact: compare spellings exactly; by default case- and space-insensitively.
+            layer: only graphs of this layer.
+            min_f1: only graphs whose N2G top-example F1 is at least this; graphs with no
+                fidelity or an undefined F1 are left out.
+            repeated: only graphs where some token is both activating and context (compared as
+                ``exact`` says): the paper's search for in-context learning neurons.
+
+        Returns:
+            The matching graphs, best F1 first (None last), then by layer and neuron. With no
+            token and no filter, every graph.
+        """
+        if isinstance(activating, str) or isinstance(context, str):
+            # A bare string would be read as a sequence of one-character tokens.
+            raise TypeError("activating and context take a list of tokens, not a string")
+        sets: list[frozenset[int]] = [self.postings(t, "activating", exact=exact) for t in activating]
+        sets += [self.postings(t, "context", exact=exact) for t in context]
+        if layer is not None:
+            sets.append(self._by_layer.get(layer, frozenset()))
+        if repeated:
+            sets.append(self._repeated[exact])
+        end = len(self._graphs) if min_f1 is None else bisect_right(self._neg_f1, -min_f1)
+
+        if not sets:
+            return list(self._graphs[:end])
+        sets.sort(key=len)
+        hits = set(sets[0])
+        for other in sets[1:]:
+            if not hits:
+                break
+            hits.intersection_update(other)
+        return [self._graphs[i] for i in sorted(hits) if i < end]

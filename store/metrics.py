@@ -1,0 +1,81 @@
+"""Fidelity figures: how well predicted activations match a neuron's real ones.
+
+Following the paper (Foote et al. 2023, section 4.1), a token *fires* when its normalised
+activation is at least 0.5, and precision, recall and F1 are those of the firing class only:
+neurons fire on few tokens, so counting correct non-firings would flatter any predictor.
+Correlation is the Pearson correlation of predicted and true normalised activations over all
+tokens, as OpenAI's and delphi's simulation scorers report it.
+
+Where the neuron fires somewhere, a predictor that predicts no firing gets precision 0, as
+scikit-learn's zero-division rule (and so the paper's table) counts it. Where the neuron never
+fires, recall and F1 are undefined and are None, not 0: a graph that rightly predicts nothing on
+text where the neuron is silent has not failed, and layer averages skip it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+FIRING_THRESHOLD = 0.5
+"""Normalised activation at which a token counts as firing (the paper's value)."""
+
+
+class Scores(BaseModel):
+    """Precision, recall and F1 on firing tokens, and correlation over all tokens."""
+
+    precision: float | None = Field(description="of the tokens predicted to fire, the share that fire")
+    recall: float | None = Field(description="of the tokens that fire, the share predicted to fire")
+    f1: float | None = Field(description="harmonic mean of precision and recall")
+    correlation: float | None = Field(
+        default=None, description="Pearson correlation of predicted and true normalised activations"
+    )
+    firing: int = Field(description="tokens that truly fire")
+    predicted: int = Field(description="tokens predicted to fire")
+    tokens: int = Field(description="tokens scored")
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation, or None where either side is constant (correlation undefined)."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def score(true: Sequence[float], predicted: Sequence[float],
+          threshold: float = FIRING_THRESHOLD) -> Scores:
+    """Score predicted against true normalised activations, token by token.
+
+    >>> s = score([0.9, 0.1, 0.7, 0.0], [0.8, 0.6, 0.0, 0.0])
+    >>> s.precision, s.recall, s.f1
+    (0.5, 0.5, 0.5)
+    """
+    t = np.asarray(true, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"{t.size} true values but {p.size} predictions")
+    fires, predicted_fires = t >= threshold, p >= threshold
+    hits, n_fires, n_predicted = int(np.sum(fires & predicted_fires)), int(fires.sum()), int(predicted_fires.sum())
+    recall = _ratio(hits, n_fires)
+    precision = _ratio(hits, n_predicted)
+    if precision is None and n_fires:
+        precision = 0.0
+    if recall is None:
+        f1 = None
+    else:
+        f1 = 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
+    return Scores(precision=precision, recall=recall, f1=f1, correlation=pearson(t, p),
+                  firing=n_fires, predicted=n_predicted, tokens=int(t.size))
+
+
+def mean_defined(values: Iterable[float | None]) -> float | None:
+    """Mean of the defined values (None where there are none): the per-layer averages."""
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None

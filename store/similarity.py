@@ -1,0 +1,258 @@
+"""Similar neurons: graphs whose activating and context token sets overlap.
+
+In: a :class:`store.index.GraphIndex` and either one target graph (:func:`similar_to`) or nothing
+(:func:`similar_pairs`). Out: :class:`Match` or :class:`Pair` records, most similar first.
+
+The paper (Foote et al. 2023, section 4.2) calls two neurons similar when both their activating
+token sets and their context token sets overlap by at least 90%; its reference code measures
+``overlap(A, B) = |A & B| / max(|A|, |B|)`` over every pair of neurons, O(N^2). Here tokens are
+compared by normalised key (``store.tokens.normalize``), and the work goes through the index:
+
+- Candidates come from the postings of the activating tokens: a graph that shares no activating
+  token with another has activating overlap 0, so it cannot reach a positive threshold. At
+  threshold 0 this means only graphs sharing an activating token are considered.
+- A size filter: ``overlap(A, B) <= min(|A|, |B|) / max(|A|, |B|)``, so pairs whose sizes differ
+  too much are never intersected.
+- For all pairs, a prefix filter (Bayardo et al. 2007, "Scaling up all pairs similarity search"):
+  order each graph's activating tokens rarest first; two sets sharing at least ``ceil(t * |A|)``
+  tokens must share one among the first ``|A| - ceil(t * |A|) + 1`` tokens of each. Common tokens
+  then rarely generate candidates, which keeps the candidate count far below N^2.
+
+Graphs with no activating tokens (dead neurons) are skipped: they are all alike and say nothing.
+``mode="subset"`` asks whether the target's behaviour is contained in another neuron's, the
+paper's proposed extension for finding neurons composed of earlier ones (section 6).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from store.graph import NeuronGraph
+from store.index import GraphIndex, token_keys
+from store.names import neuron_id
+
+Mode = Literal["similar", "subset"]
+
+# Thresholds times set sizes are compared as integers; this keeps 0.7 * 10 = 7.000000000000001
+# from demanding 8 shared tokens.
+_EPS = 1e-9
+
+
+class Match(BaseModel):
+    """A neuron similar to a target.
+
+    In ``mode="subset"`` the two overlaps are containments: the share of the target's tokens that
+    this neuron also has.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="neuron id, e.g. L4/N117")
+    layer: int
+    neuron: int
+    activating_overlap: float = Field(ge=0, le=1, description="overlap of the activating token sets")
+    context_overlap: float = Field(ge=0, le=1, description="overlap of the context token sets")
+
+
+class Pair(BaseModel):
+    """Two similar neurons; ``a`` comes before ``b`` by (layer, neuron)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    a: str = Field(description="neuron id of the first neuron")
+    b: str = Field(description="neuron id of the second neuron")
+    activating_overlap: float = Field(ge=0, le=1, description="overlap of the activating token sets")
+    context_overlap: float = Field(ge=0, le=1, description="overlap of the context token sets")
+
+
+def overlap(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
+    """``|a & b| / max(|a|, |b|)``: 1.0 for two empty sets, 0.0 when only one is empty.
+
+    >>> overlap({"a", "b"}, {"a", "b", "c"})
+    0.6666666666666666
+    """
+    if not a and not b:
+        return 1.0
+    return len(a & b) / max(len(a), len(b))
+
+
+def containment(target: frozenset[str] | set[str], other: frozenset[str] | set[str]) -> float:
+    """``|target & other| / |target|``: how much of the target ``other`` holds; 1.0 if target is empty.
+
+    >>> containment({"a"}, {"a", "b"}), containment({"a", "b"}, {"a"})
+    (1.0, 0.5)
+    """
+    if not target:
+        return 1.0
+    return len(target & other) / len(target)
+
+
+def _check(threshold: float, limit: int) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if limit < 0:
+        raise ValueError(f"limit must be at least 0, got {limit}")
+
+
+def _sizes_allow(n: int, m: int, threshold: float) -> bool:
+    """Whether sets of sizes n and m can overlap by ``threshold`` at all."""
+    return min(n, m) / max(n, m) >= threshold
+
+
+def similar_to(
+    index: GraphIndex,
+    target: NeuronGraph,
+    *,
+    threshold: float = 0.9,
+    mode: Mode = "similar",
+    limit: int = 20,
+) -> list[Match]:
+    """Neurons in the index whose behaviour resembles the target's.
+
+    Args:
+        index: the graphs to search.
+        target: the graph to compare with; it need not be in the index, and is never its own match.
+        threshold: the least overlap (or containment) of both token sets, between 0 and 1.
+        mode: ``"similar"``: both overlaps at least ``threshold``. ``"subset"``: the target's
+            activating and context tokens are each at least ``threshold`` contained in the other's
+            (an empty target context counts as contained).
+        limit: the most matches to return.
+
+    Returns:
+        Matches, the smaller of the two overlaps descending, then by layer and neuron. Empty when
+        the target has no activating tokens.
+
+    Raises:
+        ValueError: for a threshold outside [0, 1] or a negative limit.
+    """
+    _check(threshold, limit)
+    act, ctx = token_keys(target)
+    if not act:
+        return []
+    # How many of the target's activating tokens each candidate shares: |A_t & A_o| for free.
+    shared: Counter[int] = Counter()
+    for key in act:
+        shared.update(index.postings(key))
+
+    found: list[tuple[float, int, int, float, float]] = []
+    for position, n_shared in shared.items():
+        other = index.at(position)
+        if (other.model, other.layer, other.neuron) == (target.model, target.layer, target.neuron):
+            continue
+        other_act, other_ctx = index.keys(position)
+        if mode == "similar":
+            if not _sizes_allow(len(act), len(other_act), threshold):
+                continue
+            act_score = n_shared / max(len(act), len(other_act))
+            if act_score < threshold:
+                continue
+            ctx_score = overlap(ctx, other_ctx)
+        else:
+            act_score = n_shared / len(act)
+            if act_score < threshold:
+                continue
+            ctx_score = containment(ctx, other_ctx)
+        if ctx_score >= threshold:
+            found.append((min(act_score, ctx_score), other.layer, other.neuron, act_score, ctx_score))
+
+    best = heapq.nsmallest(limit, found, key=lambda f: (-f[0], f[1], f[2]))
+    return [
+        Match(id=neuron_id(layer, neuron), layer=layer, neuron=neuron,
+              activating_overlap=a, context_overlap=c)
+        for _, layer, neuron, a, c in best
+    ]
+
+
+def candidate_pairs(
+    index: GraphIndex, *, threshold: float = 0.9, layer: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """The pairs of index positions ``(i, j)``, ``i < j``, whose overlaps :func:`similar_pairs` computes.
+
+    Every pair of graphs whose activating overlap reaches ``threshold`` (and who share an
+    activating token) is among them, each once; the prefix and size filters keep out most others.
+    Exposed so that tests can count the work without timing it.
+
+    Args:
+        index: the graphs.
+        threshold: the least activating overlap a pair must be able to reach.
+        layer: only graphs of this layer.
+    """
+    live = [
+        i for i in range(len(index))
+        if index.keys(i).activating and (layer is None or index.at(i).layer == layer)
+    ]
+    # A global token order, rarest first; any fixed order is correct, rare-first is fast.
+    def rarity(key: str) -> tuple[int, str]:
+        return (len(index.postings(key)), key)
+
+    prefixes: dict[int, list[str]] = {}
+    prefix_postings: defaultdict[str, list[int]] = defaultdict(list)
+    for i in live:  # ascending, so every prefix posting list is sorted
+        ordered = sorted(index.keys(i).activating, key=rarity)
+        need = max(1, math.ceil(threshold * len(ordered) - _EPS))
+        prefixes[i] = ordered[: len(ordered) - need + 1]
+        for key in prefixes[i]:
+            prefix_postings[key].append(i)
+
+    for i in live:
+        n = len(index.keys(i).activating)
+        seen: set[int] = set()
+        for key in prefixes[i]:
+            posting = prefix_postings[key]
+            for j in posting[bisect_right(posting, i):]:
+                if j in seen:
+                    continue
+                seen.add(j)
+                if _sizes_allow(n, len(index.keys(j).activating), threshold):
+                    yield i, j
+
+
+def similar_pairs(
+    index: GraphIndex,
+    *,
+    threshold: float = 0.9,
+    limit: int = 20,
+    layer: int | None = None,
+) -> list[Pair]:
+    """Pairs of similar neurons in the index: both overlaps at least ``threshold``.
+
+    Args:
+        index: the graphs to compare with each other.
+        threshold: the least overlap of both the activating and the context token sets.
+        limit: the most pairs to return.
+        layer: only pairs whose two neurons are both in this layer (to find the twins of one
+            neuron across layers, use :func:`similar_to`).
+
+    Returns:
+        Each unordered pair once, the smaller of its two overlaps descending, then by the two
+        neurons' (layer, neuron).
+
+    Raises:
+        ValueError: for a threshold outside [0, 1] or a negative limit.
+    """
+    _check(threshold, limit)
+    found: list[tuple[float, tuple[int, int], tuple[int, int], float, float]] = []
+    for i, j in candidate_pairs(index, threshold=threshold, layer=layer):
+        (act_i, ctx_i), (act_j, ctx_j) = index.keys(i), index.keys(j)
+        act_score = overlap(act_i, act_j)
+        if act_score < threshold:
+            continue
+        ctx_score = overlap(ctx_i, ctx_j)
+        if ctx_score < threshold:
+            continue
+        gi, gj = index.at(i), index.at(j)
+        a, b = sorted([(gi.layer, gi.neuron), (gj.layer, gj.neuron)])
+        found.append((min(act_score, ctx_score), a, b, act_score, ctx_score))
+
+    best = heapq.nsmallest(limit, found, key=lambda f: (-f[0], f[1], f[2]))
+    return [
+        Pair(a=neuron_id(*a), b=neuron_id(*b), activating_overlap=act, context_overlap=ctx)
+        for _, a, b, act, ctx in best
+    ]
