@@ -57,6 +57,17 @@ def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
     return int(ids[0])
 
 
+def _pivots(trace: np.ndarray, max_act: float, config: BuildConfig) -> list[int]:
+    """Positions of a training window that become examples (see ``ExampleConfig``)."""
+    argmax = int(np.argmax(trace))
+    if trace[argmax] <= 0:
+        return []
+    if config.examples.pivots == "argmax":
+        return [argmax]
+    firing = np.flatnonzero(trace >= config.examples.firing * max_act).tolist()
+    return firing if argmax in firing else [*firing, argmax]
+
+
 def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, split_name: str) -> Example:
     pivot = int(np.argmax(trace))
     start, end = max(0, pivot - EXAMPLE_BEFORE), min(len(window), pivot + EXAMPLE_AFTER + 1)
@@ -88,11 +99,10 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         train, test = split(k, config.eval.train, config.seed, layer, n)
         splits[n] = (train, test)
         for j in train:
+            window = windows[layer_scan.windows[j, n]].tolist()
             trace = layer_scan.traces[j, n]
-            pivot = int(np.argmax(trace))
-            if trace[pivot] > 0:
-                top.append(TopExample(n, windows[layer_scan.windows[j, n]].tolist(), pivot,
-                                      float(trace[pivot])))
+            top += [TopExample(n, window, p, float(trace[p]))
+                    for p in _pivots(trace, max_act, config)]
 
     mtok = config.max_batch_tokens
     mask = _mask_id(model, config)

@@ -36,6 +36,19 @@ class ScanConfig:
 
 
 @dataclass(frozen=True)
+class ExampleConfig:
+    """Which tokens of the training windows become examples to prune, augment and fit."""
+
+    pivots: Literal["argmax", "firing"] = "argmax"
+    """'argmax': one example per window, at its most activating token (the paper). 'firing':
+    also every other token of the window that fires (normalised activation >= ``firing``), as
+    the reference code builds a path for every firing token; more examples per neuron is the
+    paper's first suggestion for better recall."""
+    firing: float = 0.5
+    """Normalised activation at which a token counts as firing (the paper's threshold)."""
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """Pruning: the shortest prefix ending at the pivot that keeps the neuron firing."""
 
@@ -109,6 +122,7 @@ class BuildConfig:
     """Everything one build needs, saved beside the graphs it makes."""
 
     scan: ScanConfig = field(default_factory=ScanConfig)
+    examples: ExampleConfig = field(default_factory=ExampleConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -65,29 +65,41 @@ def _hub_texts(name: str) -> Iterator[str]:
     yield from (row["text"] for row in stream if isinstance(row.get("text"), str))
 
 
+def resolve_corpus(corpus: str | Path | None) -> Path | str:
+    """The corpus file, or a dataset name for the hub; checks files before any model loads.
+
+    Raises:
+        BadRequest: for a path that names no file.
+    """
+    if corpus is None:
+        return DEFAULT_CORPUS
+    path = Path(corpus).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix or str(corpus).startswith(("/", ".", "~")):
+        raise BadRequest(f"corpus file not found: {path}")
+    return str(corpus)
+
+
 def iter_texts(corpus: str | Path | None = None) -> Iterator[str]:
     """The documents of a corpus, in order.
 
     Raises:
         BadRequest: for a missing file, an unknown format, or a record without text.
     """
-    if corpus is None:
-        corpus = DEFAULT_CORPUS
-    path = Path(corpus).expanduser()
-    suffixes = "".join(path.suffixes[-2:])
-    if path.is_file():
+    path = resolve_corpus(corpus)
+    if isinstance(path, Path):
+        suffixes = "".join(path.suffixes[-2:])
         if path.suffix == ".txt":
             yield path.read_text(encoding="utf-8", errors="replace")
-        elif suffixes in (".jsonl", ".jsonl.gz") or path.suffix == ".jsonl":
+        elif suffixes in (".jsonl", ".jsonl.gz"):
             yield from _jsonl_texts(path)
         elif path.suffix == ".parquet":
             yield from _parquet_texts(path)
         else:
             raise BadRequest(f"corpus {path}: unknown format; use .txt, .jsonl, .jsonl.gz or .parquet")
-    elif path.suffix or str(corpus).startswith(("/", ".", "~")):
-        raise BadRequest(f"corpus file not found: {path}")
     else:
-        yield from _hub_texts(str(corpus))
+        yield from _hub_texts(path)
 
 
 def make_windows(model: LoadedModel, corpus: str | Path | None, window: int,

@@ -1,0 +1,33 @@
+# Set-up and everyday commands. `make demo` and `make test` each set up everything they need on a
+# fresh machine (a virtual environment in .venv with a CPU build of torch).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where a CPU-only torch comes from on a machine with internet; pip skips it when unreachable.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: setup demo test test-quick bench store report
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned to a CPU build, so nothing below pulls a multi-GB CUDA wheel.
+	$(BIN)/pip install --retries 1 --extra-index-url $(TORCH_INDEX) "torch==2.13.*"
+	$(BIN)/pip install -e ".[builder,dev]"
+	touch $@
+
+# The main job: a scripted agent investigation through a real MCP client over stdio, against
+# the embedded default model (fetched and converted on first use).
+demo: setup
+	$(BIN)/python -m n2g_mcp.investigate
+
+test: setup
+	$(BIN)/python -m pytest
+
+# Without the tests that load the real model.
+test-quick: setup
+	$(BIN)/python -m pytest -m "not model"
+
+bench: setup
+	$(BIN)/python benchmarks/build_throughput.py

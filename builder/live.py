@@ -1,0 +1,98 @@
+"""A loaded model serving interactive requests: tokens, a neuron's activations, a few graphs.
+
+The MCP server holds one :class:`LiveModel` per model and calls it from worker threads; the lock
+makes one request at a time use the model. Scans and corpus windows are kept after the first
+build, so later builds of the same layer only run the N2G stages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builder.build import build_layer
+from builder.config import BuildConfig
+from builder.corpus import make_windows
+from builder.forward import neuron_activations
+from builder.models import LoadedModel, load_model
+from builder.scan import LayerScan, scan
+from store.graph import NeuronGraph
+from store.jsonl import StoreWriter
+
+Progress = Callable[[float, float, str], None]
+
+
+class LiveModel:
+    """One model, loaded once, shared by requests one at a time."""
+
+    def __init__(self, model: LoadedModel, config: BuildConfig | None = None) -> None:
+        self.model = model
+        self.config = config or BuildConfig()
+        self.lock = threading.Lock()
+        self._windows: np.ndarray | None = None
+        self._scans: dict[int, LayerScan] = {}
+
+    @property
+    def name(self) -> str:
+        """The model's name, as stores record it."""
+        return self.model.name
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layers."""
+        return self.model.n_layers
+
+    @property
+    def d_mlp(self) -> int:
+        """Neurons per layer."""
+        return self.model.d_mlp
+
+    @property
+    def hook_template(self) -> str:
+        """Hook point of the neurons, with ``{layer}``."""
+        return self.model.hook_template
+
+    def tokens(self, text: str) -> list[str]:
+        """The text's tokens as graphs store them."""
+        return [self.model.vocab[i] for i in self.model.encode(text)]
+
+    def activations(self, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+        """The text's tokens and the neuron's raw activation on each."""
+        self.model.check_layer(layer)
+        self.model.check_neuron(neuron)
+        ids = self.model.encode(text)
+        if not ids:
+            return [], []
+        with self.lock:
+            acts = neuron_activations(self.model, layer, [ids], [neuron])[0]
+        return [self.model.vocab[i] for i in ids], [float(a) for a in acts]
+
+    def build(self, layer: int, neurons: Sequence[int], store_path: Path,
+              progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> list[NeuronGraph]:
+        """Build graphs for neurons of one layer and append them to a store."""
+        self.model.check_layer(layer)
+        with self.lock:
+            if self._windows is None:
+                self._windows = make_windows(self.model, None, self.config.scan.window,
+                                             self.config.scan.max_tokens)
+            if layer not in self._scans:
+                self._scans.update(scan(self.model, self._windows, [layer], self.config.scan,
+                                        progress=progress))
+            return build_layer(self.model, layer, list(neurons), self._scans[layer], self._windows,
+                               self.config, StoreWriter(store_path, self.model.name), progress, cancel)
+
+
+def load_live_model(name: str, device: str | None = None) -> LiveModel:
+    """Load a model for interactive use (slow: seconds to a minute)."""
+    return LiveModel(load_model(name, device=device))
+
+
+def build_graphs(model: LiveModel, layer: int, neurons: Sequence[int], store_path: Path, *,
+                 progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    """Build graphs with a live model into ``store_path`` (see :meth:`LiveModel.build`)."""
+    return model.build(layer, neurons, store_path, progress, cancel)

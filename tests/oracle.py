@@ -1,0 +1,129 @@
+"""A rule-defined "model" whose neurons we understand completely, for oracle tests.
+
+It plugs into ``builder.models.LoadedModel`` in place of a TransformerBridge, so the real scan,
+prune, saliency, augment, fit and evaluate stages run on it unchanged. Tokens are words (with
+their leading space) and punctuation. Its single layer has these neurons:
+
+- ``EXCEPT`` fires (1.0) on " except" when " everyone" stands within 3 tokens before it.
+- ``REPEAT`` fires (1.0) on any token that already appeared earlier in the sequence.
+- ``TOKEN`` fires on " the" (0.8) whatever the context.
+- ``DEAD`` never fires.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from builder.models import LoadedModel
+
+EXCEPT, REPEAT, TOKEN, DEAD = 0, 1, 2, 3
+BOS, MASK = "<bos>", "<mask>"
+_SPLIT = re.compile(r" ?\w+|[^\w\s]")
+
+WORDS = (" everyone", " except", " the", " cat", " dog", " sat", " on", " mat", " went", " home",
+         " me", " him", " here", " is", " a", " big", " small", " red", " blue", " house", " tree",
+         " ran", " and", " but", " was", " saw", " old", " new", " car", " road", " sun", " rain",
+         "The", "Everyone", "We", ".", ",")
+
+
+class WordTokenizer:
+    """Splits text into words with their leading space, and punctuation."""
+
+    unk_token = MASK
+    pad_token_id = None
+    eos_token_id = None
+    bos_token_id = 0
+
+    def __init__(self, words: tuple[str, ...] = WORDS) -> None:
+        self.vocab = [BOS, MASK, *words]
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.unk_token_id = self.index[MASK]
+        self.all_special_ids = [0, 1]
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [self.index.get(t, self.unk_token_id) for t in _SPLIT.findall(text)]}
+
+    def convert_tokens_to_ids(self, tokens: list[str] | str):
+        if isinstance(tokens, str):
+            return self.index.get(tokens, self.unk_token_id)
+        return [self.index.get(t, self.unk_token_id) for t in tokens]
+
+
+class RuleBridge:
+    """Computes the rule neurons' activations; mimics the bridge calls the builder makes."""
+
+    def __init__(self, tokenizer: WordTokenizer, d_model: int = 8) -> None:
+        self.tok = tokenizer
+        gen = torch.Generator().manual_seed(0)
+        self.W_E = torch.randn(len(tokenizer.vocab), d_model, generator=gen)
+        self.hook_dict = {"blocks.0.mlp.hook_post": None}
+
+    def activations(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, pos, 4)`` activations of the four rule neurons."""
+        t = self.tok.index
+        acts = torch.zeros(*ids.shape, 4)
+        for b, row in enumerate(ids.tolist()):
+            seen: set[int] = set()
+            for p, token in enumerate(row):
+                window = row[max(0, p - 3):p]
+                if token == t[" except"] and t[" everyone"] in window:
+                    acts[b, p, EXCEPT] = 1.0
+                if p > 0 and token in seen and token not in (0, 1):
+                    acts[b, p, REPEAT] = 1.0
+                if token == t[" the"]:
+                    acts[b, p, TOKEN] = 0.8
+                if p > 0:  # the BOS at position 0 is not part of the text
+                    seen.add(token)
+        return acts
+
+    def run_with_hooks(self, ids: torch.Tensor, fwd_hooks, stop_at_layer: int | None = None, **_):
+        acts = self.activations(ids)
+        for name, hook in fwd_hooks:
+            hook(acts, name)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(1)
+        return torch.randn(*ids.shape, len(self.tok.vocab), generator=gen)  # (batch, pos, vocab)
+
+
+def rule_model() -> LoadedModel:
+    """The rule-defined model as the builder sees a loaded model."""
+    tok = WordTokenizer()
+    return LoadedModel(
+        name="rule-model", bridge=RuleBridge(tok), tokenizer=tok,
+        hook_template="blocks.{layer}.mlp.hook_post", n_layers=1, d_mlp=4, bos_id=0,
+        mask_id=tok.unk_token_id, vocab=list(tok.vocab), special_ids=frozenset({0, 1}),
+        device="cpu",
+    )
+
+
+def _sentence(rng: random.Random) -> str:
+    filler = [w for w in WORDS if w.startswith(" ") and w not in (" everyone", " except")]
+    kind = rng.random()
+    words = [rng.choice(filler) for _ in range(rng.randint(3, 7))]
+    if kind < 0.35:  # the pattern: " everyone" within 3 tokens before " except"
+        gap = rng.randint(0, 2)
+        words[-1:] = [" everyone", *[rng.choice(filler) for _ in range(gap)], " except",
+                      rng.choice(filler)]
+    elif kind < 0.5:  # " except" with " everyone" too far before it, or absent
+        words += [" except", rng.choice(filler)]
+    return "We" + "".join(words) + "."
+
+
+def write_corpus(path: Path, documents: int = 120, seed: int = 0) -> Path:
+    """A synthetic corpus for the rule model: short sentences, some with the EXCEPT pattern."""
+    rng = random.Random(seed)
+    lines = [" ".join(_sentence(rng) for _ in range(12)) for _ in range(documents)]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def rule_activations(model: LoadedModel, text: str, neuron: int) -> np.ndarray:
+    """What the rule neuron truly does on a text (the oracle's ground truth)."""
+    ids = torch.tensor([[model.bos_id, *model.encode(text)]])
+    return model.bridge.activations(ids)[0, 1:, neuron].numpy()

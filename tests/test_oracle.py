@@ -1,0 +1,97 @@
+"""Oracle tests: neurons defined by rules must come back as the graphs the rules imply.
+
+The real builder stages (scan, prune, saliency, augment, fit, evaluate) run on the rule model of
+``tests/oracle.py``; only the transformer is replaced.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.build import build
+from builder.config import BuildConfig, EvalConfig, ScanConfig
+from store.jsonl import read_store
+from store.trie import IGNORE
+from tests.oracle import DEAD, EXCEPT, REPEAT, TOKEN, rule_activations, rule_model, write_corpus
+
+CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
+                     eval=EvalConfig(train=40), neuron_batch=2)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("oracle")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("N2G_CACHE", str(root / "cache"))
+    model = rule_model()
+    corpus = write_corpus(root / "corpus.txt")
+    store = root / "store.jsonl"
+    build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], store, CONFIG, corpus=corpus)
+    yield model, read_store(store), corpus
+    mp.undo()
+
+
+def test_except_neuron_comes_back_as_except_after_everyone(built) -> None:
+    _, store, _ = built
+    graph = store.get(0, EXCEPT)
+    assert set(graph.activating_tokens) == {" except"}
+    assert set(graph.context_tokens) == {" everyone"}
+    paths = set(graph.graph)
+    assert paths, "the graph has no paths"
+    for path in paths:
+        assert path[0] == " except" and path[-1] == " everyone"
+        assert all(t is IGNORE for t in path[1:-1]) and len(path) <= 4, path
+    graph.graph._check()
+
+
+def test_except_graph_predicts_fresh_text(built) -> None:
+    model, store, _ = built
+    graph = store.get(0, EXCEPT)
+    gaps = {len(p) - 2 for p in graph.graph}
+    for gap in sorted(gaps):
+        text = "The dog saw everyone" + " red" * gap + " except him. The cat ran except me."
+        tokens = [model.vocab[i] for i in model.encode(text)]
+        predicted = graph.predict(tokens)
+        truth = rule_activations(model, text, EXCEPT)
+        assert [p >= 0.5 for p in predicted] == [t >= 0.5 for t in truth], (gap, tokens, predicted)
+
+
+def test_repeat_neuron_paths_end_on_the_token_they_start_with(built) -> None:
+    _, store, _ = built
+    graph = store.get(0, REPEAT)
+    paths = list(graph.graph)
+    assert len(paths) >= 3
+    for path in paths:
+        assert len(path) >= 2 and path[-1] == path[0], path
+        assert all(t is IGNORE for t in path[1:-1]), path
+
+
+def test_token_neuron_needs_no_context(built) -> None:
+    _, store, _ = built
+    graph = store.get(0, TOKEN)
+    assert list(graph.graph) == [(" the",)]
+    assert graph.graph[(" the",)] == pytest.approx(1.0)
+    assert graph.fidelity.n2g.top.f1 == pytest.approx(1.0)
+    assert graph.fidelity.n2g.random.correlation == pytest.approx(1.0)
+
+
+def test_dead_neuron_is_stored_without_graph_or_fidelity(built) -> None:
+    _, store, _ = built
+    graph = store.get(0, DEAD)
+    assert graph.fidelity is None and len(graph.graph) == 0 and graph.build["dead"]
+
+
+def test_context_neuron_beats_token_lookup_on_precision(built) -> None:
+    _, store, _ = built
+    fidelity = store.get(0, EXCEPT).fidelity
+    # " except" also appears without " everyone" before it, which only the graph tells apart.
+    assert fidelity.n2g.random.precision == pytest.approx(1.0)
+    assert fidelity.token_lookup.random.precision < 1.0
+    assert fidelity.n2g.top.recall == pytest.approx(1.0)
+
+
+def test_rebuild_skips_stored_neurons(built, tmp_path, monkeypatch) -> None:
+    model, store, corpus = built
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    again = build(model, [0], [EXCEPT, TOKEN], store.path, CONFIG, corpus=corpus)
+    assert again == []
