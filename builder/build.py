@@ -82,12 +82,73 @@ def _dead_graph(model: LoadedModel, layer: int, neuron: int, max_act: float,
                         build={"config": config.to_dict(), "dead": True})
 
 
+def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippet],
+                      importance: Sequence[np.ndarray], variants: Sequence[Snippet], mask: int,
+                      config: BuildConfig) -> tuple[list[Snippet], list[np.ndarray]]:
+    """Importances of augmented variants, and their final form.
+
+    A variant with a substituted context token inherits its original's importances (or has them
+    measured again, with ``augment.saliency = "recompute"``). A variant with a substituted pivot is
+    a new example: its new token may fire for other reasons and need a different context, so it
+    is pruned and measured afresh.
+    """
+    mtok = config.max_batch_tokens
+    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1] for v in variants]
+    fresh = prune(model, layer, [TopExample(v.neuron, v.tokens, len(v.tokens) - 1, v.activation)
+                                 for v, new in zip(variants, new_pivot, strict=True) if new],
+                  config.prune, mtok)
+    fresh_iter = iter(fresh)
+    out = [Snippet(v.neuron, next(fresh_iter).tokens, v.activation, v.parent) if new else v
+           for v, new in zip(variants, new_pivot, strict=True)]
+    imps = [importance[v.parent] for v in out]
+    remeasure = [i for i, new in enumerate(new_pivot) if new or config.augment.saliency == "recompute"]
+    measured, acts = saliency(model, layer, [out[i] for i in remeasure], mask, mtok)
+    for i, imp, act in zip(remeasure, measured, acts, strict=True):
+        imps[i] = imp
+        out[i] = Snippet(out[i].neuron, out[i].tokens, float(act), out[i].parent)
+    return out, imps
+
+
+def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
+                  items: Sequence[tuple[Snippet, np.ndarray]], layer_scan: LayerScan,
+                  windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
+                  config: BuildConfig, cost: dict[str, float]) -> NeuronGraph:
+    """Fit one neuron's graph from its snippets, then score the stored graph on held-out text."""
+    vocab = model.vocab
+    max_act = float(layer_scan.max_activation[neuron])
+    trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
+               [s.activation / max_act for s, _ in items], config.fit)
+    train, test = halves
+    examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
+                for name, part in (("train", train), ("test", test)) for j in part]
+    pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
+                      activation=round(s.activation, 4), split="train",
+                      importances=[round(float(v), 3) for v in imp])
+              for s, imp in items if s.parent < 0]
+    graph = graph_record(
+        model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer), max_activation=max_act,
+        trie=trie, matching=matching, examples=sorted(examples, key=lambda e: -e.activation),
+        pruned=pruned,
+        build={"config": config.to_dict(), "snippets": len(items),
+               "augmented": sum(s.parent >= 0 for s, _ in items), "per_neuron": cost},
+    )
+
+    def top(rows: np.ndarray) -> list[Window]:
+        return [Window([vocab[t] for t in windows[layer_scan.windows[j, neuron]]],
+                       layer_scan.traces[j, neuron] / max_act) for j in rows]
+
+    negatives = [Window([vocab[t] for t in windows[w]], layer_scan.random_traces[i, :, neuron] / max_act)
+                 for i, w in enumerate(layer_scan.random_windows)]
+    # Scored through the record itself, so the figures are those of the graph as stored.
+    graph.fidelity = evaluate(graph.predict, top(train), top(test), negatives, config.eval.ngram)
+    return graph
+
+
 def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                 windows: np.ndarray, config: BuildConfig) -> list[NeuronGraph]:
     """Build the graphs of some neurons of one layer, sharing forward passes between them."""
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
-    vocab = model.vocab
     live, top, splits = [], [], {}
     graphs: dict[int, NeuronGraph] = {}
     for n in neurons:
@@ -111,51 +172,19 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     pruned = [Snippet(s.neuron, s.tokens, float(a)) for s, a in zip(pruned, acts, strict=True)]
     helper = make_helper(config.augment.helper, model, mtok)
     variants = augment(model, layer, pruned, importance, helper, config.augment, mtok)
-    variant_importance, variant_acts = saliency(model, layer, variants, mask, mtok)
-    variants = [Snippet(s.neuron, s.tokens, float(a), s.parent)
-                for s, a in zip(variants, variant_acts, strict=True)]
-
+    variants, variant_importance = _measure_variants(model, layer, pruned, importance, variants,
+                                                     mask, config)
     by_neuron: dict[int, list[tuple[Snippet, np.ndarray]]] = {n: [] for n in live}
     for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
         by_neuron[s.neuron].append((s, imp))
     matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
     elapsed = time.perf_counter() - started
-    per_neuron = {"seconds": round(elapsed / max(1, len(neurons)), 3),
+    per_neuron: dict[str, float] = {"seconds": round(elapsed / max(1, len(neurons)), 3),
                   "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons))}
 
     for n in live:
-        max_act = float(layer_scan.max_activation[n])
-        items = by_neuron[n]
-        trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
-                   [s.activation / max_act for s, _ in items], config.fit)
-        train, test = splits[n]
-
-        def window(j: int, neuron: int = n, scale: float = max_act) -> Window:
-            ids = windows[layer_scan.windows[j, neuron]]
-            return Window([vocab[t] for t in ids], layer_scan.traces[j, neuron] / scale)
-
-        negatives = [Window([vocab[t] for t in windows[w]], layer_scan.random_traces[i, :, n] / max_act)
-                     for i, w in enumerate(layer_scan.random_windows)]
-        predictor = trie.normalized_copy() if matching.normalized else trie
-        fidelity = evaluate(lambda tokens: predictor.predict(tokens, rule=matching.rule),
-                            [window(j) for j in train], [window(j) for j in test], negatives,
-                            config.eval.ngram)
-        examples = sorted(
-            [_stored_example(model, windows[layer_scan.windows[j, n]], layer_scan.traces[j, n], name)
-             for name, part in (("train", train), ("test", test)) for j in part],
-            key=lambda e: -e.activation)
-        pruned_examples = [
-            Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
-                    activation=round(s.activation, 4), split="train",
-                    importances=[round(float(v), 3) for v in imp])
-            for s, imp in items if s.parent < 0]
-        graphs[n] = graph_record(
-            model=model.name, layer=layer, neuron=n, hook=model.hook(layer), max_activation=max_act,
-            trie=trie, matching=matching, fidelity=fidelity, examples=examples,
-            pruned=pruned_examples,
-            build={"config": config.to_dict(), "snippets": len(items),
-                   "augmented": sum(s.parent >= 0 for s, _ in items), "per_neuron": per_neuron},
-        )
+        graphs[n] = _neuron_graph(model, layer, n, by_neuron[n], layer_scan, windows, splits[n],
+                                  matching, config, per_neuron)
     return [graphs[n] for n in neurons]
 
 

@@ -109,6 +109,8 @@ def make_windows(model: LoadedModel, corpus: str | Path | None, window: int,
     Raises:
         BadRequest: if the corpus yields no full window.
     """
+    if max_tokens is not None and max_tokens < window:
+        raise BadRequest(f"max_tokens {max_tokens} is less than one window of {window} tokens")
     rows: list[np.ndarray] = []
     total = 0
     for text in iter_texts(corpus):
@@ -123,7 +125,7 @@ def make_windows(model: LoadedModel, corpus: str | Path | None, window: int,
         raise BadRequest(f"corpus {corpus or DEFAULT_CORPUS} has no text of {window} tokens or more")
     windows = np.concatenate(rows)
     if max_tokens is not None:
-        windows = windows[: max(1, max_tokens // window)]
+        windows = windows[: max_tokens // window]
     return windows
 
 

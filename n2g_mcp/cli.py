@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
 from store.jsonl import StoreError, describe_corrupt, read_store, write_store
@@ -38,11 +38,6 @@ PAPER_TABLE_1 = {
 
 class UsageError(Exception):
     """A bad argument, reported in one line."""
-
-
-def default_stores_dir() -> Path:
-    """``$N2G_STORES``, else the ``stores/`` folder of this checkout."""
-    return Path(os.environ.get("N2G_STORES") or Path(__file__).resolve().parents[1] / "stores")
 
 
 def parse_range(text: str, upper: int | None = None) -> list[int]:
@@ -70,17 +65,30 @@ def parse_range(text: str, upper: int | None = None) -> list[int]:
 
 # --------------------------------------------------------------------------- build
 def _build_config(args: argparse.Namespace):
-    from builder.config import (AugmentConfig, BuildConfig, FitConfig, PruneConfig, SaliencyConfig,
-                                ScanConfig)
+    """The default BuildConfig with the options given on the command line applied.
 
-    return BuildConfig(
-        scan=ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens),
-        prune=PruneConfig(enabled=not args.no_prune),
-        saliency=SaliencyConfig(mask_token=args.mask_token),
-        augment=AugmentConfig(helper=args.augment, pivot=args.augment_pivot),
-        fit=FitConfig(rule=args.rule, normalized=args.normalized),
-        neuron_batch=args.neuron_batch,
-    )
+    Options left unset keep the dataclass defaults, so the defaults live in builder/config.py only.
+    """
+    from dataclasses import replace
+
+    from builder.config import BuildConfig
+
+    config = BuildConfig.paper() if args.paper else BuildConfig()
+    sections = {
+        "scan": {"window": args.window, "top_k": args.top_k, "max_tokens": args.max_tokens},
+        "examples": {"pivots": args.pivots},
+        "prune": {"enabled": False if args.no_prune else None},
+        "saliency": {"mask_token": args.mask_token},
+        "augment": {"helper": args.augment, "pivot": args.augment_pivot},
+        "fit": {"rule": args.rule, "normalized": args.normalized},
+    }
+    for name, values in sections.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            config = replace(config, **{name: replace(getattr(config, name), **given)})
+    if args.neuron_batch is not None:
+        config = replace(config, neuron_batch=args.neuron_batch)
+    return config
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -91,6 +99,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     shape = model_shape(args.model)
     layers = parse_range(args.layers, shape[0] if shape else None)
     neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
+    if args.sample is not None:
+        if shape is None and neurons is None:
+            raise UsageError("--sample needs --neurons for a model whose size is not known")
+        neurons = sample(neurons if neurons is not None else range(shape[1]), args.sample)
     if shape is not None:
         _check_ranges(args.model, shape, layers, neurons)
     resolve_corpus(args.corpus)
@@ -107,6 +119,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{len(graphs) / seconds:.2f} neurons/s, "
               f"{model.tokens_forwarded / len(graphs):,.0f} tokens forwarded per neuron (scan included)")
     return 0
+
+
+def sample(neurons: Sequence[int], count: int, seed: int = 0) -> list[int]:
+    """A reproducible random sample of neurons, sorted.
+
+    >>> sample(range(10), 3) == sample(range(10), 3)
+    True
+    """
+    import random
+
+    if count <= 0:
+        raise UsageError("--sample must be a positive number of neurons")
+    pool = list(neurons)
+    return sorted(random.Random(seed).sample(pool, min(count, len(pool))))
 
 
 def _check_ranges(model: str, shape: tuple[int, int], layers: Sequence[int],
@@ -202,22 +228,31 @@ def make_parser() -> argparse.ArgumentParser:
                    help="smollm2-135m (embedded), a local HF directory or .gguf, or a hub name")
     b.add_argument("--layers", default="0", help="layers, e.g. 0 or 0-1 or all (default 0)")
     b.add_argument("--neurons", help="neurons, e.g. 0-63 (default: every neuron)")
+    b.add_argument("--sample", type=int, help="a random sample of this many of those neurons per "
+                                              "layer (seeded; the same on every run)")
     b.add_argument("--store", help="the .jsonl store to append to (default: stores/<model>.jsonl)")
     b.add_argument("--corpus", help="a .txt, .jsonl(.gz) or .parquet file, or a HF dataset name "
                                     "(default: the embedded corpus)")
     b.add_argument("--hook", default="blocks.{layer}.mlp.hook_post", help="neuron hook point")
     b.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    b.add_argument("--window", type=int, default=64, help="tokens per corpus window")
-    b.add_argument("--top-k", type=int, default=20, help="top examples per neuron")
+    b.add_argument("--window", type=int, help="tokens per corpus window (64)")
+    b.add_argument("--top-k", type=int, help="top examples per neuron (20)")
     b.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
-    b.add_argument("--augment", default="embedding", choices=["embedding", "model", "distilbert", "none"],
+    b.add_argument("--augment", choices=["embedding", "model", "distilbert", "none"],
                    help="augmentation helper")
-    b.add_argument("--augment-pivot", action="store_true", help="also substitute the activating token")
+    b.add_argument("--pivots", choices=["argmax", "firing"],
+                   help="example tokens of each train window: its argmax, or every firing token")
+    b.add_argument("--augment-pivot", action=argparse.BooleanOptionalAction,
+                   help="also substitute the activating token (default on)")
     b.add_argument("--no-prune", action="store_true", help="keep whole windows (ablation)")
     b.add_argument("--mask-token", help="token used to mask in saliency (default: unk/pad)")
-    b.add_argument("--rule", default="all", choices=["all", "greedy"], help="prediction matching rule")
-    b.add_argument("--normalized", action="store_true", help="match tokens case/space-insensitively")
-    b.add_argument("--neuron-batch", type=int, default=64, help="neurons built together")
+    b.add_argument("--rule", choices=["all", "greedy"], help="prediction matching rule")
+    b.add_argument("--normalized", action=argparse.BooleanOptionalAction,
+                   help="match tokens case/space-insensitively (default on)")
+    b.add_argument("--paper", action="store_true",
+                   help="the paper's method where our defaults differ (argmax pivots, context-only "
+                        "augmentation, exact matching); other options apply on top")
+    b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
     b.set_defaults(func=cmd_build)
 

@@ -3,7 +3,7 @@
 In: a :class:`store.graph.NeuronGraph`. Out: DOT source (``to_dot``) that ``dot -Tsvg`` renders,
 and node and edge counts (``render_summary``) for a caller that wants to say what it drew.
 
-The paper's drawing (Foote et al. 2023, section 3.3, "Graph Building"):
+The paper's drawing (Foote et al. 2023, section 3.2, "Graph Building"):
 
 - IGNORE nodes are removed; a path through an IGNORE node links the real tokens on either side.
 - At each depth (distance from the activating token, counted after removing IGNOREs) identical
@@ -148,7 +148,7 @@ def layout(graph: NeuronGraph, max_nodes: int = 150) -> Drawing:
             continue  # a weaker path that shares more nodes may still fit
         kept += 1
         for n, weight in zip(path.nodes, path.weights, strict=True):
-            nodes[n] = max(nodes.get(n, 0.0), weight)
+            nodes[n] = max(nodes.get(n, weight), weight)
         edges |= _edges(path)
         ends.add(path.nodes[-1])
     return Drawing(nodes=nodes, edges=frozenset(edges), ends=frozenset(ends),

@@ -10,17 +10,17 @@ compared by normalised key (``store.tokens.normalize``), and the work goes throu
 
 - Candidates come from the postings of the activating tokens: a graph that shares no activating
   token with another has activating overlap 0, so it cannot reach a positive threshold. At
-  threshold 0 this means only graphs sharing an activating token are considered.
-- A size filter: ``overlap(A, B) <= min(|A|, |B|) / max(|A|, |B|)``, so pairs whose sizes differ
-  too much are never intersected.
-- For all pairs, a prefix filter (Bayardo et al. 2007, "Scaling up all pairs similarity search"):
-  order each graph's activating tokens rarest first; two sets sharing at least ``ceil(t * |A|)``
-  tokens must share one among the first ``|A| - ceil(t * |A|) + 1`` tokens of each. Common tokens
-  then rarely generate candidates, which keeps the candidate count far below N^2.
+  threshold 0 this means only graphs sharing an activating token are considered. For one target,
+  counting its postings gives every candidate's shared-token count, with no set intersections.
+- For all pairs, a size filter, ``overlap(A, B) <= min(|A|, |B|) / max(|A|, |B|)``, and a prefix
+  filter (Bayardo et al. 2007, "Scaling up all pairs similarity search"): order each graph's
+  activating tokens rarest first; two sets sharing at least ``ceil(t * |A|)`` tokens must share
+  one among the first ``|A| - ceil(t * |A|) + 1`` tokens of each. Common tokens then rarely make
+  candidates, which keeps the count far below N^2 (:func:`candidate_pairs` yields them).
 
 Graphs with no activating tokens (dead neurons) are skipped: they are all alike and say nothing.
 ``mode="subset"`` asks whether the target's behaviour is contained in another neuron's, the
-paper's proposed extension for finding neurons composed of earlier ones (section 6).
+paper's proposed extension for finding neurons composed of earlier ones (section 5, appendix A).
 """
 
 from __future__ import annotations
@@ -101,11 +101,6 @@ def _check(threshold: float, limit: int) -> None:
         raise ValueError(f"limit must be at least 0, got {limit}")
 
 
-def _sizes_allow(n: int, m: int, threshold: float) -> bool:
-    """Whether sets of sizes n and m can overlap by ``threshold`` at all."""
-    return min(n, m) / max(n, m) >= threshold
-
-
 def similar_to(
     index: GraphIndex,
     target: NeuronGraph,
@@ -136,7 +131,8 @@ def similar_to(
     act, ctx = token_keys(target)
     if not act:
         return []
-    # How many of the target's activating tokens each candidate shares: |A_t & A_o| for free.
+    # How many of the target's activating tokens each candidate shares: |A_t & A_o| for free, so
+    # the activating score costs one division and no size filter could save work here.
     shared: Counter[int] = Counter()
     for key in act:
         shared.update(index.postings(key))
@@ -148,8 +144,6 @@ def similar_to(
             continue
         other_act, other_ctx = index.keys(position)
         if mode == "similar":
-            if not _sizes_allow(len(act), len(other_act), threshold):
-                continue
             act_score = n_shared / max(len(act), len(other_act))
             if act_score < threshold:
                 continue
@@ -188,6 +182,8 @@ def candidate_pairs(
         i for i in range(len(index))
         if index.keys(i).activating and (layer is None or index.at(i).layer == layer)
     ]
+    size = {i: len(index.keys(i).activating) for i in live}
+
     # A global token order, rarest first; any fixed order is correct, rare-first is fast.
     def rarity(key: str) -> tuple[int, str]:
         return (len(index.postings(key)), key)
@@ -196,22 +192,23 @@ def candidate_pairs(
     prefix_postings: defaultdict[str, list[int]] = defaultdict(list)
     for i in live:  # ascending, so every prefix posting list is sorted
         ordered = sorted(index.keys(i).activating, key=rarity)
-        need = max(1, math.ceil(threshold * len(ordered) - _EPS))
-        prefixes[i] = ordered[: len(ordered) - need + 1]
+        need = max(1, math.ceil(threshold * size[i] - _EPS))
+        prefixes[i] = ordered[: size[i] - need + 1]
         for key in prefixes[i]:
             prefix_postings[key].append(i)
 
     for i in live:
-        n = len(index.keys(i).activating)
+        n = size[i]
         seen: set[int] = set()
         for key in prefixes[i]:
             posting = prefix_postings[key]
             for j in posting[bisect_right(posting, i):]:
-                if j in seen:
-                    continue
-                seen.add(j)
-                if _sizes_allow(n, len(index.keys(j).activating), threshold):
-                    yield i, j
+                if j not in seen:
+                    seen.add(j)
+                    m = size[j]
+                    # overlap <= min(n, m) / max(n, m): pairs of too different sizes cannot match.
+                    if (n if n < m else m) / (m if n < m else n) >= threshold:
+                        yield i, j
 
 
 def similar_pairs(

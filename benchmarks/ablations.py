@@ -1,0 +1,81 @@
+"""Ablations: each N2G stage and choice switched off or swapped, on a sample of neurons.
+
+    python benchmarks/ablations.py [--layers 0,15] [--neurons 64,16] [--scan-tokens 0,200000]
+
+For each layer, a seeded sample of neurons is built once per variant (nothing is stored) from the
+same scan and the same train/test splits, and one markdown table row is printed per variant:
+N2G's precision, recall and F1 on the paper's protocol (test top examples), F1 and correlation
+with random negatives added, and the cost in tokens forwarded and seconds per neuron.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from builder.config import AugmentConfig, BuildConfig, FitConfig, PruneConfig, ScanConfig
+from store.metrics import mean_defined
+
+
+def variants(base: BuildConfig) -> dict[str, BuildConfig]:
+    """The configurations compared; ``default`` is what ``n2g build`` uses."""
+    replace = dataclasses.replace
+    return {
+        "default (firing pivots, pivot augmentation, folded matching)": base,
+        "paper's method (argmax pivots, context augmentation, exact)": replace(
+            BuildConfig.paper(), scan=base.scan),
+        "no pruning": replace(base, prune=PruneConfig(enabled=False)),
+        "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
+        "augmentation helper: model's own predictions": replace(base, augment=AugmentConfig(helper="model")),
+        "augmentation helper: embedding neighbours": replace(base, augment=AugmentConfig(helper="embedding")),
+        "matching: paper (all paths, exact tokens)": replace(base, fit=FitConfig(rule="all", normalized=False)),
+        "matching: reference (greedy walk, folded tokens)": replace(base, fit=FitConfig(rule="greedy", normalized=True)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--layers", default="0,15")
+    parser.add_argument("--neurons", default="64,16", help="sample size per layer")
+    parser.add_argument("--scan-tokens", default="0,200000", help="corpus tokens scanned per layer (0: all)")
+    parser.add_argument("--only", help="comma-separated substrings of variant names to run")
+    args = parser.parse_args()
+
+    from builder.build import build_layer
+    from builder.corpus import make_windows
+    from builder.models import load_model
+    from builder.scan import scan
+    from n2g_mcp.cli import sample
+
+    model = load_model(args.model)
+    layers = [int(x) for x in args.layers.split(",")]
+    sizes = [int(x) for x in args.neurons.split(",")]
+    budgets = [int(x) or None for x in args.scan_tokens.split(",")]
+    print("| layer | variant | neurons | P | R | F1 | F1 with negatives | r | tokens / neuron | s / neuron |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    for layer, size, budget in zip(layers, sizes, budgets, strict=True):
+        base = BuildConfig(scan=ScanConfig(max_tokens=budget))
+        windows = make_windows(model, None, base.scan.window, budget)
+        layer_scan = scan(model, windows, [layer], base.scan)[layer]
+        neurons = sample(range(model.d_mlp), size)
+        for name, config in variants(base).items():
+            if args.only and not any(part in name for part in args.only.split(",")):
+                continue
+            started, before = time.perf_counter(), model.tokens_forwarded
+            graphs = [g for g in build_layer(model, layer, neurons, layer_scan, windows, config)
+                      if g.fidelity is not None]
+            seconds = (time.perf_counter() - started) / len(neurons)
+            tokens = (model.tokens_forwarded - before) / len(neurons)
+            top = [g.fidelity.n2g.top for g in graphs]
+            rnd = [g.fidelity.n2g.random for g in graphs]
+            cells = [mean_defined(s.precision for s in top), mean_defined(s.recall for s in top),
+                     mean_defined(s.f1 for s in top), mean_defined(s.f1 for s in rnd),
+                     mean_defined(s.correlation for s in rnd)]
+            text = " | ".join("-" if v is None else f"{v:.2f}" for v in cells)
+            print(f"| {layer} | {name} | {len(graphs)} | {text} | {tokens:,.0f} | {seconds:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""TEST HOOK: a fake live model whose neurons follow a known rule, for testing without torch.
+
+Never used unless asked for: tests pass :class:`FakeLiveBackend` to ``create_server``, and a
+server process started with the environment variable ``N2G_MCP_TEST_FAKE_LIVE=1`` uses it instead
+of the real builder (this is how the stdio tests and the ``investigate`` test run a subprocess
+without a model). Graphs it builds are marked ``"fake": true`` in their ``build`` field.
+
+The rule, for neuron ``n`` of layer ``l``: the neuron has an activating word ``A = word(n)`` and
+a context word ``C = word(7n + l + 3)`` (a different word). On a token that is ``A``
+(case- and space-insensitively) its raw activation is 4.0 when ``C`` stands among the three tokens
+before, else 1.0; on every other token it is 0.0. The graph it "builds" holds the paths
+``(A, C)`` and ``(A, IGNORE, C)`` at 1.0 and ``(A,)`` at 0.25, so it predicts the rule exactly
+except when ``C`` stands three tokens back (a known miss, which makes agreement figures
+non-trivial).
+
+>>> fake = FakeLiveBackend()
+>>> fake.tokens("test-model", "A cat sat.")
+['A', ' cat', ' sat', '.']
+>>> fake.rule(0, 1)
+(' dog', ' apple')
+>>> fake.activations("test-model", 0, 1, "an apple dog")[1]
+[0.0, 0.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from n2g_mcp.live import BuildCancelled, LiveError, Progress
+from store.graph import Example, Fidelity, Matching, MethodFidelity, NeuronGraph, graph_record
+from store.jsonl import StoreWriter
+from store.metrics import score
+from store.tokens import normalize
+from store.trie import IGNORE, NeuronTrie
+
+ENV_VAR = "N2G_MCP_TEST_FAKE_LIVE"
+"""Set to 1 to make ``n2g-mcp`` serve the fake backend (tests only)."""
+
+WORDS = (" cat", " dog", " tree", " house", " river", " stone", " book", " light",
+         " road", " cloud", " apple", " glass", " bird", " sand", " door", " wheel")
+MAX_ACTIVATION = 4.0
+_TOKEN = re.compile(r" ?[A-Za-z]+| ?\d+| ?[^\sA-Za-z\d]|\s+")
+
+
+class FakeLiveBackend:
+    """A :class:`n2g_mcp.live.LiveBackend` with a known rule; see the module docstring.
+
+    Args:
+        model: the one model it knows (the tests' store model).
+        n_layers: layers of the fake model.
+        d_mlp: neurons per layer.
+        delay: seconds each of the build's four steps sleeps (to test progress and cancelling).
+    """
+
+    def __init__(self, model: str = "test-model", n_layers: int = 4, d_mlp: int = 64,
+                 delay: float = 0.0) -> None:
+        self.default_model = model
+        self.n_layers, self.d_mlp, self.delay = n_layers, d_mlp, delay
+        self.calls: list[str] = []
+        """What was asked, in order (``"tokens"``, ``"activations"``, ``"build"``)."""
+        self.cancelled = threading.Event()
+        """Set when a build saw its cancel event."""
+
+    # ----------------------------------------------------------------- the rule
+    @staticmethod
+    def rule(layer: int, neuron: int) -> tuple[str, str]:
+        """The (activating, context) words of a neuron."""
+        act = WORDS[neuron % len(WORDS)]
+        ctx_index = (7 * neuron + layer + 3) % len(WORDS)
+        if WORDS[ctx_index] == act:
+            ctx_index = (ctx_index + 1) % len(WORDS)
+        return act, WORDS[ctx_index]
+
+    def _check(self, model: str) -> None:
+        if model != self.default_model:
+            raise LiveError(f"unknown model {model!r}: the fake backend knows only {self.default_model!r}")
+
+    # ----------------------------------------------------------------- LiveBackend
+    def shape(self, model: str) -> tuple[int, int] | None:
+        return (self.n_layers, self.d_mlp) if model == self.default_model else None
+
+    def availability(self, model: str) -> str | None:
+        return None if model == self.default_model else f"the fake backend cannot build {model!r}"
+
+    def tokens(self, model: str, text: str) -> list[str]:
+        self._check(model)
+        self.calls.append("tokens")
+        return _TOKEN.findall(text)
+
+    def raw(self, layer: int, neuron: int, tokens: Sequence[str]) -> list[float]:
+        """Raw activations of a neuron on tokens, by the rule."""
+        act, ctx = (normalize(t) for t in self.rule(layer, neuron))
+        keys = [normalize(t) for t in tokens]
+        return [0.0 if key != act else MAX_ACTIVATION if ctx in keys[max(0, i - 3):i] else 1.0
+                for i, key in enumerate(keys)]
+
+    def activations(self, model: str, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+        self._check(model)
+        self.calls.append("activations")
+        tokens = _TOKEN.findall(text)
+        return tokens, self.raw(layer, neuron, tokens)
+
+    def build(self, model: str, layer: int, neurons: Sequence[int], store_path: Path, *,
+              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
+        self._check(model)
+        self.calls.append("build")
+        for step, what in enumerate(("scan", "prune", "saliency", "fit")):
+            if cancel is not None and cancel.is_set():
+                self.cancelled.set()
+                raise BuildCancelled("build cancelled; nothing was written")
+            if progress is not None:
+                progress(step, 4, f"{what} (fake)")
+            time.sleep(self.delay)
+        graphs = [self.graph(model, layer, n) for n in neurons]
+        StoreWriter(store_path, model).append(graphs)
+        if progress is not None:
+            progress(4, 4, "done")
+        return graphs
+
+    # ----------------------------------------------------------------- graphs
+    def graph(self, model: str, layer: int, neuron: int) -> NeuronGraph:
+        """The graph the fake 'builds' for a neuron, scored on its own examples."""
+        act, ctx = self.rule(layer, neuron)
+        trie = NeuronTrie()
+        trie.insert((act, ctx), 1.0, [0.9])
+        trie.insert((act, IGNORE, ctx), 1.0, [0.0, 0.8])
+        trie.insert((act,), 0.25)
+        windows = [[" the", ctx, act, " is", " here"], [" a", ctx, " big", act, "."],
+                   [ctx, " and", " the", act, " again"], [" one", act, " alone", ".", " end"]]
+        examples = []
+        for i, tokens in enumerate(windows):
+            pivot = tokens.index(act)
+            examples.append(Example(tokens=tokens, pivot=pivot, activation=self.raw(layer, neuron, tokens)[pivot],
+                                    split="train" if i % 2 == 0 else "test"))
+        examples.sort(key=lambda e: -e.activation)
+        pruned = [Example(tokens=e.tokens[: e.pivot + 1], pivot=e.pivot, activation=e.activation,
+                          importances=[0.9 if t == ctx else 0.0 for t in e.tokens[: e.pivot + 1]])
+                  for e in examples if e.split == "train"]
+        true: list[float] = []
+        predicted: list[float] = []
+        for e in examples:
+            if e.split == "test":
+                true += [a / MAX_ACTIVATION for a in self.raw(layer, neuron, e.tokens)]
+                predicted += trie.predict(e.tokens)
+        scores = score(true, predicted)
+        method = MethodFidelity(top=scores, random=scores)
+        return graph_record(
+            model=model, layer=layer, neuron=neuron, hook=f"blocks.{layer}.mlp.hook_post",
+            max_activation=MAX_ACTIVATION, trie=trie, matching=Matching(),
+            fidelity=Fidelity(n2g=method, token_lookup=method, ngram_lookup=method),
+            examples=examples, pruned=pruned, build={"fake": True},
+        )

@@ -1,0 +1,232 @@
+"""A scripted neuron investigation through a real MCP client, as an agent would run it.
+
+It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
+MCP SDK's client, and prints a readable report: what the stores hold, in-context neurons found by
+search, a graph built (or fetched) for one neuron, a hypothesis tested against the real neuron,
+similar neurons, and a drawing saved as DOT::
+
+    python -m n2g_mcp.investigate                      # layer 0, a neuron chosen by search
+    python -m n2g_mcp.investigate --layer 2 --neuron 17 --stores stores/ --out out/
+
+The first run on a fresh machine loads the default model and scans the corpus for the layer,
+which takes minutes on a CPU; later runs reuse the cache and the store. Exit status: 0 when the
+investigation completed, 1 when a step it needs failed (the report says which and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import CallToolResult
+
+NEGATIVE_TEXT = "The weather report for tomorrow says it will be mild, with light wind from the west."
+"""A plain sentence used as a negative control when the neuron's tokens are not in it."""
+
+
+class StepFailed(Exception):
+    """A tool call the investigation cannot go on without returned an error."""
+
+
+def _text(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content).strip()
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _plain(example_text: str) -> str:
+    """An example window as plain text: pivot markers and cut marks removed."""
+    return example_text.replace("[[", "").replace("]]", "").strip("…")
+
+
+class Investigation:
+    """One investigation over an open client; each step prints what it found."""
+
+    def __init__(self, client: Client, out: Any = sys.stdout) -> None:
+        self.client, self.out = client, out
+        self.findings: list[str] = []
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def heading(self, text: str) -> None:
+        self.say()
+        self.say(f"== {text}")
+
+    async def call(self, tool: str, required: bool = True, **args: Any) -> CallToolResult:
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        self.say(f"-> {tool}({shown})")
+        started = time.monotonic()
+        last: list[Any] = [-100.0, None]
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            # One line per new stage, and one per 5% within a stage (the count in brackets aside).
+            stage = re.sub(r" \(\d+/\d+\)$", "", message or "")
+            if done - last[0] >= 5 or stage != last[1]:
+                last[:] = [done, stage]
+                pct = f"{done:5.1f}%" if total == 100 else f"{done:g}/{total}"
+                self.say(f"   [{pct}] {message or ''}")
+
+        result = await self.client.call_tool(tool, args, progress_callback=progress)
+        took = time.monotonic() - started
+        if result.is_error:
+            self.say(_indent(f"error ({took:.1f}s): {_text(result)}"))
+            if required:
+                raise StepFailed(f"{tool} failed: {_text(result)}")
+        elif took > 2:
+            self.say(f"   ({took:.1f}s)")
+        return result
+
+    async def run(self, layer: int, neuron: int | None, out_dir: Path) -> None:
+        self.heading("1. What the stores hold")
+        models = await self.call("list_models")
+        self.say(_indent(_text(models)))
+        default = next(m for m in models.structured_content["models"] if m["default"])
+        model = default["model"]
+        if not default["can_build"] and not default["graphs"]:
+            raise StepFailed(f"no graphs of {model} are stored and none can be built here: {default['build_note']}")
+
+        self.heading(f"2. Search layer {layer} for in-context (induction-like) neurons")
+        hits: list[dict[str, Any]] = []
+        if default["graphs"]:
+            repeated = await self.call("search_graphs", required=False, repeated=True, layer=layer, limit=5)
+            self.say(_indent(_text(repeated)))
+            best = await self.call("search_graphs", required=False, layer=layer, limit=5)
+            self.say(_indent(_text(best)))
+            for result in (repeated, best):
+                if not result.is_error:
+                    hits += result.structured_content["results"]
+        else:
+            self.say("    (the store is empty: nothing to search yet)")
+        if neuron is None:
+            neuron = hits[0]["neuron"] if hits else 0
+            why = f"the top search hit {hits[0]['id']}" if hits else "neuron 0 (nothing found to choose from)"
+            self.say(f"Chose {why}.")
+
+        self.heading(f"3. Build (or fetch) the graph of L{layer}/N{neuron}")
+        built = await self.call("build_graph", layer=layer, neuron=neuron)
+        self.say(_indent(_text(built).splitlines()[0]))
+        description = await self.call("get_graph", layer=layer, neuron=neuron)
+        self.say(_indent(_text(description)))
+        graph = description.structured_content
+        acts = list(graph["activating_tokens"])
+        ctx = list(graph["context_tokens"])
+        fid = graph["fidelity"]
+        self.findings.append(
+            f"L{layer}/N{neuron} fires on {', '.join(map(repr, acts[:5])) or 'nothing'}"
+            + (f" after {', '.join(map(repr, ctx[:5]))}" if ctx else "")
+            + (f"; graph F1 {fid['f1']:.2f} on held-out examples" if fid and fid["f1"] is not None else ""))
+
+        self.heading("4. Test the hypothesis against the real neuron")
+        # (label, text, whether the neuron should fire on it if the graph is right)
+        texts: list[tuple[str, str, bool]] = []
+        if graph["examples"]:
+            texts.append(("pruned example", _plain(graph["examples"][0]["text"]), True))
+        top = await self.call("top_activations", required=False, layer=layer, neuron=neuron, limit=3)
+        if not top.is_error and top.structured_content["examples"]:
+            texts.append(("top corpus example", _plain(top.structured_content["examples"][0]["text"]), True))
+        if acts:
+            alone = acts[0].strip() + " " + acts[0].strip() + "."
+            # Without context tokens the graph says the token alone fires it; with them, it should not.
+            texts.append(("activating token alone", alone, not ctx))
+        negative = NEGATIVE_TEXT
+        if any(re.search(re.escape(t.strip()), negative, re.IGNORECASE) for t in acts[:10] if t.strip()):
+            negative = "1 2 3 4 5 6 7 8 9 10"
+        texts.append(("unrelated control text", negative, False))
+        agreement: list[str] = []
+        for label, text, should_fire in texts:
+            self.say(f"  {label}, should {'' if should_fire else 'not '}fire: {text[:120]!r}")
+            result = await self.call("predict_activations", required=False, layer=layer, neuron=neuron,
+                                     text=text, compare=True)
+            if result.is_error:
+                continue
+            self.say(_indent(_text(result)))
+            data = result.structured_content
+            peak = max(data["actual"] or [0.0])
+            verdict = "as expected" if (peak >= 0.5) == should_fire else "NOT as expected"
+            f1 = data["agreement"]["f1"]
+            agreement.append(f"{label}: real peak {peak:.2f}, {'fires' if peak >= 0.5 else 'silent'} "
+                             f"({verdict}); graph vs real F1 {'n/a (nothing fires)' if f1 is None else format(f1, '.2f')}")
+        self.findings += agreement or ["the real neuron could not be run (see step 4)"]
+
+        self.heading("5. Similar neurons")
+        similar = await self.call("find_similar_neurons", required=False, layer=layer, neuron=neuron, threshold=0.5)
+        self.say(_indent(_text(similar)))
+        pairs = await self.call("find_similar_neurons", required=False, layer=layer, threshold=0.9, limit=5)
+        self.say(_indent(_text(pairs)))
+        if not similar.is_error:
+            found = [r["id"] for r in similar.structured_content["results"]]
+            self.findings.append(f"neurons like it (overlap >= 0.5): {', '.join(found[:5]) or 'none among the stored graphs'}")
+
+        self.heading("6. Draw the graph")
+        render = await self.call("render_graph_dot", layer=layer, neuron=neuron)
+        data = render.structured_content
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"L{layer}_N{neuron}.dot"
+        path.write_text(data["dot"], encoding="utf-8")
+        self.say(_indent(f"{data['shown_nodes']} of {data['nodes']} nodes drawn; saved to {path} "
+                         f"(render: dot -Tsvg {path} -o {path.with_suffix('.svg')})"))
+        self.findings.append(f"drawing: {path}")
+
+    def report(self) -> None:
+        self.heading("Findings")
+        for line in self.findings:
+            self.say(f"- {line}")
+
+
+async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,
+                      out: Any = sys.stdout, command: list[str] | None = None) -> int:
+    """Run the investigation against a server subprocess; returns the exit status.
+
+    ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests.
+    """
+    if command is None:
+        command = [sys.executable, "-m", "n2g_mcp"] + (["--stores", str(stores)] if stores else [])
+    # The server inherits this environment (N2G_STORES, N2G_CACHE, and the tests' fake-backend hook).
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    print(f"Starting the n2g-mcp server: {' '.join(command)}", file=out, flush=True)
+    try:
+        async with Client(params) as client:
+            investigation = Investigation(client, out)
+            try:  # inside the client, whose task group would wrap the exception
+                await investigation.run(layer, neuron, out_dir)
+            except StepFailed as exc:
+                print(f"\nInvestigation stopped: {exc}", file=out, flush=True)
+                investigation.report()
+                return 1
+            investigation.report()
+            return 0
+    except Exception as exc:  # the client's task groups wrap what went wrong; show the innermost
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        print(f"\nThe server could not be started or stopped answering ({exc!r}); see its messages "
+              f"above, and check that n2g-mcp is installed for {sys.executable}.", file=out, flush=True)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m n2g_mcp.investigate", description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", type=Path, default=None,
+                        help="stores directory (default: the server's, $N2G_STORES else the repository's stores/)")
+    parser.add_argument("--layer", type=int, default=0, help="layer to investigate (default 0)")
+    parser.add_argument("--neuron", type=int, default=None, help="neuron to investigate (default: chosen by search)")
+    parser.add_argument("--out", type=Path, default=Path("out") / "investigate",
+                        help="where the DOT drawing is saved (default out/investigate)")
+    args = parser.parse_args(argv)
+    if args.layer < 0 or (args.neuron is not None and args.neuron < 0):
+        parser.error("--layer and --neuron must be 0 or more")
+    sys.exit(anyio.run(investigate, args.stores, args.layer, args.neuron, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The structured results of the MCP tools: one pydantic model per tool, described for the agent.
+
+Each model becomes its tool's ``outputSchema``; the tool also returns a short text summary
+(``n2g_mcp.service``). Neurons are always named ``L{layer}/N{neuron}``; activations are
+normalised (raw activation / the neuron's largest activation in the corpus) unless a field says
+"raw".
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from store.metrics import Scores
+
+
+class Figures(BaseModel):
+    """Agreement between predicted and real activations on firing tokens (normalised >= 0.5)."""
+
+    precision: float | None = Field(description="of the tokens predicted to fire, the share that fire")
+    recall: float | None = Field(description="of the tokens that fire, the share predicted to fire")
+    f1: float | None = Field(description="harmonic mean of precision and recall")
+    correlation: float | None = Field(description="Pearson correlation over all tokens")
+
+    @classmethod
+    def of(cls, scores: Scores) -> Figures:
+        return cls(precision=_round(scores.precision), recall=_round(scores.recall),
+                   f1=_round(scores.f1), correlation=_round(scores.correlation))
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# --------------------------------------------------------------------- list_models
+class ModelInfo(BaseModel):
+    """One model: its stores here and whether graphs can be built for it."""
+
+    model: str
+    default: bool = Field(description="the model tools use when none is named")
+    graphs: int = Field(description="neurons with a graph in the stores")
+    layers: list[int] = Field(description="layers that have at least one graph")
+    n_layers: int | None = Field(description="layers of the model, where known without loading it")
+    d_mlp: int | None = Field(description="neurons per layer, where known without loading it")
+    files: list[str] = Field(description="store files holding this model, in merge order (later wins)")
+    corrupt_lines: int = Field(description="store lines skipped because they do not parse")
+    corrupt: list[str] = Field(description="which lines were skipped and why")
+    can_build: bool = Field(description="whether build_graph and predict_activations(compare=true) work here")
+    build_note: str | None = Field(description="why not, where they do not")
+
+
+class ListModelsOutput(BaseModel):
+    stores_dir: str = Field(description="the directory the server reads stores from")
+    models: list[ModelInfo]
+    problems: list[str] = Field(description="files that are not readable stores")
+
+
+# --------------------------------------------------------------------- graphs
+class GraphSummary(BaseModel):
+    """A neuron's graph at a glance: what fires it, in what context, and how well it predicts."""
+
+    id: str = Field(description="neuron id, e.g. L3/N1024")
+    model: str
+    layer: int
+    neuron: int
+    activating_tokens: dict[str, float] = Field(
+        description="tokens the neuron fires on -> largest normalised activation, strongest first")
+    context_tokens: dict[str, float] = Field(
+        description="earlier tokens that make it fire -> largest importance, most important first")
+    activating_total: int = Field(description="activating tokens in the graph (the map shows the top ones)")
+    context_total: int = Field(description="context tokens in the graph (the map shows the top ones)")
+    fidelity: Figures | None = Field(
+        description="N2G on its held-out top-activating examples (the paper's Table 1 measure)")
+    fidelity_with_negatives: Figures | None = Field(
+        description="N2G on held-out examples plus random text as negatives (harder, more honest)")
+    built: bool = Field(default=False, description="true when this call built the graph, false when it was stored")
+
+
+class ExampleView(BaseModel):
+    """A text window with its activating token marked [[like this]]."""
+
+    text: str = Field(description="the window, pivot token wrapped in [[ ]]; '…' where cut")
+    pivot_token: str
+    activation: float = Field(description="normalised activation on the pivot token")
+    raw_activation: float
+    split: str | None = Field(default=None, description="'train' (used to build) or 'test' (held out)")
+    important_tokens: list[str] = Field(
+        default_factory=list, description="context tokens whose masking most lowers the activation")
+
+
+class GraphDescription(GraphSummary):
+    """A neuron's graph in full enough detail to explain it."""
+
+    hook: str = Field(description="where activations were read, e.g. blocks.3.mlp.hook_post")
+    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    paths: int = Field(description="paths (activating token plus context) in the graph")
+    depth: int = Field(description="longest path, in tokens")
+    matching: str = Field(description="how the graph matches text: 'all' paths or 'greedy'; normalised or exact")
+    baselines_f1: dict[str, float | None] = Field(
+        description="F1 of the paper's baselines on the same examples: token_lookup, ngram_lookup")
+    examples: list[ExampleView] = Field(description="pruned training examples: the least context that fires it")
+
+
+# --------------------------------------------------------------------- search
+class SearchHit(BaseModel):
+    id: str = Field(description="neuron id, e.g. L3/N1024")
+    layer: int
+    neuron: int
+    activating_tokens: list[str] = Field(description="strongest activating tokens (up to 8)")
+    context_tokens: list[str] = Field(description="most important context tokens (up to 8)")
+    f1: float | None = Field(description="N2G F1 on held-out top examples; null where not scored")
+    repeated_tokens: list[str] = Field(
+        default_factory=list, description="tokens both activating and context (in-context behaviour)")
+
+
+class SearchOutput(BaseModel):
+    model: str
+    results: list[SearchHit]
+    total: int = Field(description="graphs matching the query, over all pages")
+    next_cursor: str | None = Field(description="pass as cursor to get the next page; null on the last page")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
+
+
+# --------------------------------------------------------------------- similar
+class SimilarItem(BaseModel):
+    id: str = Field(description="neuron id of the similar neuron")
+    layer: int
+    neuron: int
+    similar_to: str = Field(description="the neuron it resembles: the target, or its pair partner")
+    activating_overlap: float = Field(description="overlap of activating token sets (containment in subset mode)")
+    context_overlap: float = Field(description="overlap of context token sets (containment in subset mode)")
+
+
+class SimilarOutput(BaseModel):
+    model: str
+    target: str | None = Field(description="the neuron compared against; null when listing similar pairs")
+    mode: str
+    threshold: float
+    results: list[SimilarItem]
+    warnings: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------- render
+class RenderOutput(BaseModel):
+    id: str
+    model: str
+    dot: str = Field(description="Graphviz DOT source; render with `dot -Tsvg`")
+    nodes: int = Field(description="nodes of the whole graph as drawn (IGNOREs removed)")
+    shown_nodes: int = Field(description="nodes in this drawing")
+    paths: int
+    shown_paths: int
+    max_nodes: int = Field(description="the node cap this drawing used")
+
+
+# --------------------------------------------------------------------- examples
+class TopActivationsOutput(BaseModel):
+    id: str
+    model: str
+    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    examples: list[ExampleView] = Field(description="top-activating corpus windows, strongest first")
+    total: int = Field(description="stored examples of this neuron")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+
+
+# --------------------------------------------------------------------- predict
+class TokenRow(BaseModel):
+    index: int
+    token: str
+    predicted: float
+    actual: float | None = None
+
+
+class PredictOutput(BaseModel):
+    id: str
+    model: str
+    tokens: list[str] = Field(description="the text's tokens, as the graph sees them")
+    predicted: list[float] = Field(description="the graph's normalised activation per token")
+    actual: list[float] | None = Field(
+        default=None, description="the real neuron per token, raw / max_activation (compare=true only)")
+    agreement: Figures | None = Field(default=None, description="predicted vs actual (compare=true only)")
+    firing: list[TokenRow] = Field(
+        description="tokens predicted or (with compare) found to fire, >= 0.5; at most 100")

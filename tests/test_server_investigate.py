@@ -1,0 +1,65 @@
+"""The scripted investigation (``python -m n2g_mcp.investigate``) through a real stdio client."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from n2g_mcp.fake_live import ENV_VAR
+from n2g_mcp.investigate import investigate
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", *args], env=os.environ | env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_investigation_searches_builds_tests_compares_and_draws(stores_dir: Path, tmp_path: Path):
+    done = run(["--stores", str(stores_dir), "--layer", "2", "--neuron", "9", "--out", str(tmp_path / "out")],
+               {ENV_VAR: "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for step in ("-> list_models()", "-> search_graphs(repeated=True, layer=2", "-> build_graph(layer=2, neuron=9)",
+                 "Built L2/N9 of test-model", "compare=True", "Agreement: precision",
+                 "-> find_similar_neurons(layer=2, neuron=9", "== Findings"):
+        assert step in out, step
+    assert "pruned example: real peak 1.00, fires (as expected)" in out
+    assert "activating token alone: real peak 0.25, silent (as expected)" in out
+    assert "unrelated control text: real peak 0.00, silent (as expected)" in out
+    assert (tmp_path / "out" / "L2_N9.dot").read_text().startswith("// N2G neuron graph L2/N9")
+
+
+def test_investigation_chooses_a_neuron_by_search_when_none_is_given(stores_dir: Path, tmp_path: Path):
+    done = run(["--stores", str(stores_dir), "--layer", "1", "--out", str(tmp_path)], {ENV_VAR: "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Chose the top search hit L1/N4." in done.stdout
+
+
+def test_investigation_stops_with_a_clear_message_when_a_step_fails(stores_dir: Path, tmp_path: Path):
+    done = run(["--stores", str(stores_dir), "--layer", "7", "--neuron", "0", "--out", str(tmp_path)], {ENV_VAR: "1"})
+    assert done.returncode == 1
+    assert "Investigation stopped: build_graph failed" in done.stdout
+    assert "layer 7 is out of range: test-model has 4 layers" in done.stdout
+
+
+@pytest.mark.model
+def test_investigation_runs_against_the_real_default_model(tmp_path: Path):
+    done = run(["--stores", str(tmp_path / "stores"), "--layer", "0", "--neuron", "5", "--out", str(tmp_path)],
+               {}, timeout=1500)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Built L0/N5 of smollm2-135m" in done.stdout and "Agreement: precision" in done.stdout
+
+
+
+@pytest.mark.anyio
+async def test_investigation_says_so_when_the_server_cannot_start(tmp_path: Path):
+    out = io.StringIO()
+    status = await investigate(None, 0, None, tmp_path, out=out,
+                               command=[sys.executable, "-c", "raise SystemExit('broken server')"])
+    assert status == 1
+    assert "The server could not be started or stopped answering" in out.getvalue()

@@ -1,0 +1,172 @@
+"""Similar neurons: overlap of activating and context token sets, found through the index."""
+
+from __future__ import annotations
+
+import random
+from itertools import combinations
+
+import pytest
+
+from store.graph import NeuronGraph
+from store.index import GraphIndex, token_keys
+from store.similarity import (
+    Pair,
+    candidate_pairs,
+    containment,
+    overlap,
+    similar_pairs,
+    similar_to,
+)
+from tests.graphs import make_graph
+
+
+def graph_of(activating: list[str], context: list[str], layer: int, neuron: int) -> NeuronGraph:
+    """A graph whose activating and context token sets are exactly the ones given."""
+    paths = [((a, c), 1.0) for a in activating for c in context] if context else [
+        ((a,), 1.0) for a in activating]
+    return make_graph(paths, layer=layer, neuron=neuron)
+
+
+TEN = [f" t{i}" for i in range(10)]
+TARGET = graph_of(TEN, [" ctx1", " ctx2"], layer=1, neuron=404)
+TWIN = graph_of(TEN, [" CTX1", "ctx2"], layer=4, neuron=12)  # same tokens, other spellings
+DISJOINT = graph_of([" x", " y"], [" z"], layer=2, neuron=1)
+SUPERSET = graph_of(TEN + [f" u{i}" for i in range(10)], [" ctx1", " ctx2", " ctx3"], layer=5, neuron=2)
+DEAD = make_graph([], layer=0, neuron=99)
+
+
+@pytest.fixture(scope="module")
+def index() -> GraphIndex:
+    return GraphIndex([TARGET, TWIN, DISJOINT, SUPERSET, DEAD])
+
+
+def test_overlap_divides_the_intersection_by_the_larger_set() -> None:
+    assert overlap(frozenset("ab"), frozenset("abcd")) == 0.5
+    assert overlap(frozenset(), frozenset()) == 1.0
+    assert overlap(frozenset("a"), frozenset()) == 0.0
+
+
+def test_containment_is_the_share_of_the_target_held_by_the_other() -> None:
+    assert containment(frozenset("ab"), frozenset("abcd")) == 1.0
+    assert containment(frozenset("abcd"), frozenset("ab")) == 0.5
+    assert containment(frozenset(), frozenset("a")) == 1.0
+
+
+def test_a_graph_with_the_same_tokens_is_similar_at_0_9(index: GraphIndex) -> None:
+    matches = similar_to(index, TARGET, threshold=0.9)
+    assert [m.id for m in matches] == ["L4/N12"]
+    assert (matches[0].activating_overlap, matches[0].context_overlap) == (1.0, 1.0)
+
+
+def test_a_graph_sharing_no_token_is_not_similar(index: GraphIndex) -> None:
+    assert "L2/N1" not in [m.id for m in similar_to(index, TARGET, threshold=0.0)]
+
+
+def test_the_target_is_never_its_own_match(index: GraphIndex) -> None:
+    assert "L1/N404" not in [m.id for m in similar_to(index, TARGET, threshold=0.0)]
+
+
+def test_a_target_outside_the_index_is_compared_with_all_of_it(index: GraphIndex) -> None:
+    outsider = graph_of(TEN, [" ctx1", " ctx2"], layer=7, neuron=7)
+    assert [m.id for m in similar_to(index, outsider)] == ["L1/N404", "L4/N12"]
+
+
+def test_subset_mode_finds_a_neuron_containing_the_targets_behaviour(index: GraphIndex) -> None:
+    assert "L5/N2" in [m.id for m in similar_to(index, TARGET, mode="subset")]
+    # Half of the superset's activating tokens: not similar in the paper's sense.
+    assert "L5/N2" not in [m.id for m in similar_to(index, TARGET, mode="similar")]
+
+
+def test_subset_mode_does_not_hold_in_reverse(index: GraphIndex) -> None:
+    assert "L1/N404" not in [m.id for m in similar_to(index, SUPERSET, mode="subset")]
+
+
+def test_a_dead_target_has_no_matches(index: GraphIndex) -> None:
+    assert similar_to(index, DEAD, threshold=0.0) == []
+
+
+def test_matches_are_ordered_by_smaller_overlap_then_layer_and_neuron() -> None:
+    target = graph_of(TEN, [" c"], layer=0, neuron=0)
+    near = graph_of(TEN[:9], [" c"], layer=1, neuron=1)  # activating overlap 0.9
+    same_late = graph_of(TEN, [" c"], layer=3, neuron=0)
+    same_early = graph_of(TEN, [" c"], layer=2, neuron=5)
+    found = similar_to(GraphIndex([target, near, same_late, same_early]), target, threshold=0.9)
+    assert [m.id for m in found] == ["L2/N5", "L3/N0", "L1/N1"]
+
+
+def test_limit_caps_the_matches(index: GraphIndex) -> None:
+    assert len(similar_to(index, TARGET, threshold=0.0, mode="subset", limit=1)) == 1
+
+
+def test_threshold_outside_zero_to_one_is_refused(index: GraphIndex) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        similar_to(index, TARGET, threshold=1.5)
+
+
+def test_similar_pairs_lists_each_pair_once(index: GraphIndex) -> None:
+    assert similar_pairs(index) == [
+        Pair(a="L1/N404", b="L4/N12", activating_overlap=1.0, context_overlap=1.0)
+    ]
+
+
+def test_similar_pairs_layer_filter_keeps_pairs_within_that_layer(index: GraphIndex) -> None:
+    assert similar_pairs(index, layer=1) == []
+
+
+def test_dead_neurons_are_not_paired_with_each_other() -> None:
+    dead = [make_graph([], layer=0, neuron=n) for n in range(3)]
+    assert similar_pairs(GraphIndex(dead), threshold=0.0) == []
+
+
+# --------------------------------------------------------------------- at scale
+def random_graphs(n: int, seed: int, vocab_size: int = 400) -> list[NeuronGraph]:
+    """Graphs with Zipf-like token frequencies, some of them near-copies of earlier ones."""
+    rng = random.Random(seed)
+    vocab = [f" v{i}" for i in range(vocab_size)]
+    weights = [1 / (rank + 1) for rank in range(vocab_size)]
+    graphs: list[NeuronGraph] = []
+    for i in range(n):
+        if graphs and rng.random() < 0.1:
+            act = set(graphs[rng.randrange(len(graphs))].activating_tokens)  # a twin, maybe perturbed
+            if rng.random() < 0.5:
+                act.add(rng.choice(vocab))
+            ctx = set(rng.choices(vocab, weights, k=rng.randint(0, 3)))
+        else:
+            act = set(rng.choices(vocab, weights, k=rng.randint(1, 6)))
+            ctx = set(rng.choices(vocab, weights, k=rng.randint(0, 4)))
+        graphs.append(graph_of(sorted(act), sorted(ctx), layer=i % 6, neuron=i))
+    return graphs
+
+
+def brute_force_pairs(graphs: list[NeuronGraph], threshold: float) -> set[tuple[str, str]]:
+    found = set()
+    for g, h in combinations(graphs, 2):
+        (ga, gc), (ha, hc) = token_keys(g), token_keys(h)
+        if ga and ha and not ga.isdisjoint(ha) and overlap(ga, ha) >= threshold \
+                and overlap(gc, hc) >= threshold:
+            found.add(tuple(sorted([g.id, h.id])))
+    return found
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 0.9, 1.0])
+def test_similar_pairs_finds_the_same_pairs_as_comparing_all_of_them(threshold: float) -> None:
+    graphs = random_graphs(300, seed=1, vocab_size=60)
+    pairs = similar_pairs(GraphIndex(graphs), threshold=threshold, limit=10**6)
+    assert {tuple(sorted([p.a, p.b])) for p in pairs} == brute_force_pairs(graphs, threshold)
+    assert len(pairs) == len({(p.a, p.b) for p in pairs})
+
+
+def test_similar_pairs_examines_far_fewer_than_all_pairs() -> None:
+    graphs = random_graphs(2000, seed=2)
+    index = GraphIndex(graphs)
+    examined = sum(1 for _ in candidate_pairs(index, threshold=0.9))
+    all_pairs = len(graphs) * (len(graphs) - 1) // 2
+    assert examined < all_pairs / 100
+    assert similar_pairs(index, threshold=0.9)  # the planted twins are found
+
+
+def test_similar_pairs_are_ordered_by_smaller_overlap_then_ids() -> None:
+    pairs = similar_pairs(GraphIndex(random_graphs(300, seed=3, vocab_size=60)),
+                          threshold=0.5, limit=10**6)
+    keys = [-min(p.activating_overlap, p.context_overlap) for p in pairs]
+    assert keys == sorted(keys)
