@@ -1,7 +1,7 @@
 """Build throughput: neurons per second and tokens forwarded per neuron, for two layers.
 
     python benchmarks/build_throughput.py [--model smollm2-135m] [--layers 0,15] [--neurons 64]
-                                          [--scan-tokens 200000] [--device cpu]
+                                          [--scan-tokens 100000] [--device cpu]
 
 For each layer it times the activation scan (tokens/s) and the N2G stages for ``--neurons``
 neurons (prune, saliency, augment, fit, evaluate; nothing is written), and prints one table.
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--layers", default="0,15")
     parser.add_argument("--neurons", type=int, default=64)
-    parser.add_argument("--scan-tokens", type=int, default=200_000,
+    parser.add_argument("--scan-tokens", type=int, default=100_000,
                         help="corpus tokens scanned (deep layers scan slowly on a CPU)")
     parser.add_argument("--device")
     args = parser.parse_args()

@@ -149,7 +149,7 @@ METHODS = (("n2g", "N2G"), ("token_lookup", "Token lookup"), ("ngram_lookup", "5
 
 
 def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
-    """Per-layer means of precision, recall and F1 (and correlation with negatives), markdown.
+    """Per-layer means of precision, recall, F1 and correlation (r), as a markdown table.
 
     ``protocol`` is ``"top"`` (test top examples: the paper's Table 1) or ``"random"`` (random
     windows added as negatives).
@@ -158,7 +158,7 @@ def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
     for g in graphs:
         if g.fidelity is not None:
             by_layer.setdefault(g.layer, []).append(g)
-    cols = ["P", "R", "F1"] + (["r"] if protocol == "random" else [])
+    cols = ["P", "R", "F1", "r"]
     head = "| layer | neurons | " + " | ".join(f"{name} {c}" for _, name in METHODS for c in cols) + " |"
     lines = [head, "|" + " --- |" * (2 + len(cols) * len(METHODS))]
     for layer in sorted(by_layer):
@@ -167,9 +167,7 @@ def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
         for key, _ in METHODS:
             scores = [getattr(getattr(g.fidelity, key), protocol) for g in group]
             values = [mean_defined(s.precision for s in scores), mean_defined(s.recall for s in scores),
-                      mean_defined(s.f1 for s in scores)]
-            if protocol == "random":
-                values.append(mean_defined(s.correlation for s in scores))
+                      mean_defined(s.f1 for s in scores), mean_defined(s.correlation for s in scores)]
             cells += ["-" if v is None else f"{v:.2f}" for v in values]
         lines.append(f"| {layer} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -196,9 +194,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"no graphs in {args.store}" + (f" for layers {args.layers}" if args.layers else ""))
     dead = sum(g.fidelity is None for g in graphs)
     print(f"{store.model}: {len(graphs)} graphs ({dead} dead neurons without fidelity) in {args.store}\n")
-    print("Test top-activating examples only (the paper's Table 1 protocol); means over neurons:\n")
+    print("Test top-activating examples only (the paper's Table 1 protocol); means over neurons; "
+          "r = Pearson correlation:\n")
     print(fidelity_table(graphs, "top"))
-    print("\nWith random corpus windows added as negatives; r = Pearson correlation:\n")
+    print("\nWith random corpus windows added as negatives:\n")
     print(fidelity_table(graphs, "random"))
     if args.paper:
         print("\nThe paper's Table 1 (SoLU-6L, Foote et al. 2023):\n")

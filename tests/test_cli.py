@@ -1,0 +1,46 @@
+"""The n2g command: clear one-line errors, and fidelity tables from a store."""
+
+from __future__ import annotations
+
+import pytest
+
+from n2g_mcp.cli import main, parse_range, sample
+from tests.test_store_io import GOLDEN
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--layers", "40"], "layer 40 is out of range"),
+    (["build", "--neurons", "1536"], "neuron 1536 is out of range"),
+    (["build", "--neurons", "3-1"], "bad range"),
+    (["build", "--corpus", "/no/such/corpus.txt"], "corpus file not found"),
+    (["build", "--model", "./no/such/model"], "no model at"),
+    (["build", "--sample", "0"], "--sample must be a positive"),
+    (["eval", "--store", "/no/such/store.jsonl"], "No such file"),
+])
+def test_bad_arguments_end_with_one_line_and_status_2(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("n2g: error:") and message in err and "\n" not in err
+
+
+def test_eval_prints_per_layer_tables_for_all_three_methods(capsys) -> None:
+    assert main(["eval", "--store", str(GOLDEN), "--paper"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 | 2 |" in out  # layer 0, two neurons, in both protocols
+    for method in ("N2G F1", "Token lookup F1", "5-gram lookup F1"):
+        assert method in out
+    assert "| 5 | 0.38 | 0.68 | 0.37 |" in out  # the paper's row for layer 5
+
+
+def test_compact_writes_a_store_that_reads_back(tmp_path, capsys) -> None:
+    target = tmp_path / "out.jsonl.gz"
+    assert main(["store", "compact", str(GOLDEN), str(target)]) == 0
+    assert main(["eval", "--store", str(target)]) == 0
+    assert "2 graphs" in capsys.readouterr().out
+
+
+def test_ranges_and_samples() -> None:
+    assert parse_range("0-2,7") == [0, 1, 2, 7]
+    assert parse_range("all", 3) == [0, 1, 2]
+    picked = sample(range(1536), 32)
+    assert picked == sample(range(1536), 32) and len(set(picked)) == 32
