@@ -1,6 +1,7 @@
 """The runner: the N2G stages in order, for many neurons of a layer at once, into a store.
 
-    scan -> split -> prune -> saliency -> augment -> saliency -> fit -> evaluate -> store
+    scan -> split -> prune -> saliency -> augment (new pivots pruned and measured again)
+         -> fit -> evaluate -> store
 
 Neurons are taken ``neuron_batch`` at a time; every stage of a batch shares its forward passes
 across the batch's neurons. Each finished batch is appended to the store in one write, so a
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from builder.augment import augment, make_helper
+from builder.augment import Helper, augment, make_helper
 from builder.config import BuildConfig
 from builder.corpus import make_windows
 from builder.errors import BadRequest, Cancelled
@@ -52,7 +53,8 @@ def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
     if token is None:
         return model.mask_id
     ids = model.tokenizer.convert_tokens_to_ids([token])
-    if not ids or ids[0] is None or ids[0] == model.tokenizer.unk_token_id and token != model.tokenizer.unk_token:
+    unknown = ids and ids[0] == model.tokenizer.unk_token_id and token != model.tokenizer.unk_token
+    if not ids or ids[0] is None or unknown:
         raise BadRequest(f"mask token {token!r} is not a single token of {model.name}")
     return int(ids[0])
 
@@ -145,7 +147,7 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
 
 
 def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
-                windows: np.ndarray, config: BuildConfig) -> list[NeuronGraph]:
+                windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> list[NeuronGraph]:
     """Build the graphs of some neurons of one layer, sharing forward passes between them."""
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
@@ -170,7 +172,6 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     pruned = prune(model, layer, top, config.prune, mtok)
     importance, acts = saliency(model, layer, pruned, mask, mtok)
     pruned = [Snippet(s.neuron, s.tokens, float(a)) for s, a in zip(pruned, acts, strict=True)]
-    helper = make_helper(config.augment.helper, model, mtok)
     variants = augment(model, layer, pruned, importance, helper, config.augment, mtok)
     variants, variant_importance = _measure_variants(model, layer, pruned, importance, variants,
                                                      mask, config)
@@ -179,8 +180,10 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         by_neuron[s.neuron].append((s, imp))
     matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
     elapsed = time.perf_counter() - started
-    per_neuron: dict[str, float] = {"seconds": round(elapsed / max(1, len(neurons)), 3),
-                  "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons))}
+    per_neuron: dict[str, float] = {
+        "seconds": round(elapsed / max(1, len(neurons)), 3),
+        "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
+    }
 
     for n in live:
         graphs[n] = _neuron_graph(model, layer, n, by_neuron[n], layer_scan, windows, splits[n],
@@ -200,12 +203,13 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     for n in neurons:
         model.check_neuron(n)
     built: list[NeuronGraph] = []
+    helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
-        graphs = build_batch(model, layer, batch, layer_scan, windows, config)
+        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper)
         if writer is not None:
             writer.append(graphs)
         built.extend(graphs)
