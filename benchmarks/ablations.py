@@ -1,6 +1,6 @@
 """Ablations: each N2G stage and choice switched off or swapped, on a sample of neurons.
 
-    python benchmarks/ablations.py [--layers 0,15] [--neurons 64,16] [--scan-tokens 0,200000]
+    python benchmarks/ablations.py [--layers 0,15] [--neurons 64,12] [--scan-tokens 0,200000]
 
 For each layer, a seeded sample of neurons is built once per variant (nothing is stored) from the
 same scan and the same train/test splits, and one markdown table row is printed per variant:
@@ -27,8 +27,8 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
             BuildConfig.paper(), scan=base.scan),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
-        "augmentation helper: model's own predictions": replace(base, augment=AugmentConfig(helper="model")),
-        "augmentation helper: embedding neighbours": replace(base, augment=AugmentConfig(helper="embedding")),
+        "augmentation helper: model's own predictions (default: embedding neighbours)": replace(
+            base, augment=AugmentConfig(helper="model")),
         "matching: paper (all paths, exact tokens)": replace(base, fit=FitConfig(rule="all", normalized=False)),
         "matching: reference (greedy walk, folded tokens)": replace(base, fit=FitConfig(rule="greedy", normalized=True)),
     }
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--layers", default="0,15")
-    parser.add_argument("--neurons", default="64,16", help="sample size per layer")
+    parser.add_argument("--neurons", default="64,12", help="sample size per layer")
     parser.add_argument("--scan-tokens", default="0,200000", help="corpus tokens scanned per layer (0: all)")
     parser.add_argument("--only", help="comma-separated substrings of variant names to run")
     args = parser.parse_args()
