@@ -35,26 +35,6 @@ class LiveModel:
         self._windows: np.ndarray | None = None
         self._scans: dict[int, LayerScan] = {}
 
-    @property
-    def name(self) -> str:
-        """The model's name, as stores record it."""
-        return self.model.name
-
-    @property
-    def n_layers(self) -> int:
-        """Number of layers."""
-        return self.model.n_layers
-
-    @property
-    def d_mlp(self) -> int:
-        """Neurons per layer."""
-        return self.model.d_mlp
-
-    @property
-    def hook_template(self) -> str:
-        """Hook point of the neurons, with ``{layer}``."""
-        return self.model.hook_template
-
     def tokens(self, text: str) -> list[str]:
         """The text's tokens as graphs store them."""
         return [self.model.vocab[i] for i in self.model.encode(text)]
@@ -90,9 +70,3 @@ def load_live_model(name: str, device: str | None = None) -> LiveModel:
     """Load a model for interactive use (slow: seconds to a minute)."""
     return LiveModel(load_model(name, device=device))
 
-
-def build_graphs(model: LiveModel, layer: int, neurons: Sequence[int], store_path: Path, *,
-                 progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> list[NeuronGraph]:
-    """Build graphs with a live model into ``store_path`` (see :meth:`LiveModel.build`)."""
-    return model.build(layer, neurons, store_path, progress, cancel)

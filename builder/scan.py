@@ -13,7 +13,6 @@ layer, so later stages and later runs reuse them; a layer already cached is not 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from builder.config import ScanConfig
 from builder.corpus import windows_key
 from builder.forward import run_layers
 from builder.models import LoadedModel, cache_dir
+from store.names import file_safe
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,9 @@ class LayerScan:
 
 def scan_dir(model: LoadedModel, windows: np.ndarray, config: ScanConfig) -> Path:
     """The cache folder of one model, corpus and scan configuration."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name).strip("_")
-    hook = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.hook_template)
-    name = f"{windows_key(windows)}-k{config.top_k}-r{config.random_windows}-s{config.seed}-{hook}"
-    return cache_dir() / "scans" / safe / name
+    name = (f"{windows_key(windows)}-k{config.top_k}-r{config.random_windows}-s{config.seed}"
+            f"-{file_safe(model.hook_template)}")
+    return cache_dir() / "scans" / file_safe(model.name) / name
 
 
 def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config: ScanConfig,

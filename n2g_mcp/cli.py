@@ -17,13 +17,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder.models import DEFAULT_MODEL  # imports no torch
 from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
 from store.jsonl import StoreError, describe_corrupt, read_store, write_store
 from store.metrics import mean_defined
 
-DEFAULT_MODEL = "smollm2-135m"  # builder.models.DEFAULT_MODEL, without importing torch here
 
 PAPER_TABLE_1 = {
     # layer: (N2G P, R, F1), (token lookup P, R, F1), (5-gram P, R, F1); SoLU-6L, Foote et al. 2023

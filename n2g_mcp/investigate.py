@@ -123,7 +123,7 @@ class Investigation:
         ctx = list(graph["context_tokens"])
         fid = graph["fidelity"]
         self.findings.append(
-            f"L{layer}/N{neuron} fires on {', '.join(map(repr, acts[:5])) or 'nothing'}"
+            f"{graph['id']} fires on {', '.join(map(repr, acts[:5])) or 'nothing'}"
             + (f" after {', '.join(map(repr, ctx[:5]))}" if ctx else "")
             + (f"; graph F1 {fid['f1']:.2f} on held-out examples" if fid and fid["f1"] is not None else ""))
 

@@ -146,14 +146,13 @@ class BuilderBackend:
     def build(self, model: str, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
         from builder.errors import Cancelled, N2GError
-        from builder.live import build_graphs
 
         with self._lock_for(model):
             if progress is not None and model not in self._models:
                 progress(0, 1, f"loading {model} (once; can take a minute)")
             loaded = self._model(model)
             try:
-                return build_graphs(loaded, layer, list(neurons), store_path, progress=progress, cancel=cancel)
+                return loaded.build(layer, list(neurons), store_path, progress=progress, cancel=cancel)
             except Cancelled as exc:
                 raise BuildCancelled(str(exc)) from exc
             except N2GError as exc:

@@ -26,7 +26,6 @@ worker threads).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,6 +34,7 @@ from pathlib import Path
 from store.graph import NeuronGraph
 from store.index import GraphIndex
 from store.jsonl import Store, StoreFormatError, describe_corrupt, read_store
+from store.names import file_safe
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def store_filename(model: str) -> str:
     >>> store_filename("smollm2-135m"), store_filename("NeelNanda/SoLU_6L")
     ('smollm2-135m.jsonl', 'NeelNanda_SoLU_6L.jsonl')
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
-    return f"{safe}.jsonl"
+    return f"{file_safe(model)}.jsonl"
 
 
 def _is_store_file(path: Path) -> bool:

@@ -16,6 +16,15 @@ def neuron_id(layer: int, neuron: int) -> str:
     return f"L{layer}/N{neuron}"
 
 
+def file_safe(name: str) -> str:
+    """A name usable as one file or folder name: runs of other characters become ``_``.
+
+    >>> file_safe("NeelNanda/SoLU_6L"), file_safe("blocks.{layer}.mlp.hook_post")
+    ('NeelNanda_SoLU_6L', 'blocks._layer_.mlp.hook_post')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
 def parse_neuron_id(text: str) -> tuple[int, int]:
     """Parse ``L{layer}/N{neuron}`` (case- and space-insensitive) into ``(layer, neuron)``.
 
