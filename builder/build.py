@@ -32,6 +32,7 @@ from builder.saliency import saliency
 from builder.scan import LayerScan, scan
 from store.graph import Example, Matching, NeuronGraph, graph_record
 from store.jsonl import StoreWriter, read_store
+from store.scanfile import ScanFile
 from store.trie import NeuronTrie
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,8 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
 def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
           store_path: Path | None, config: BuildConfig, corpus: str | Path | None = None,
           rebuild: bool = False, progress: Progress | None = None,
-          cancel: threading.Event | None = None) -> list[NeuronGraph]:
+          cancel: threading.Event | None = None,
+          scan_file: ScanFile | None = None) -> list[NeuronGraph]:
     """Scan once for all layers, then build the requested neurons of each layer into a store.
 
     Args:
@@ -236,6 +238,8 @@ def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | No
         rebuild: build neurons already in the store again (the newer line wins on read).
         progress: ``progress(done, total, message)``; without it tqdm bars are shown.
         cancel: set it to stop between batches.
+        scan_file: a shipped whole-model scan to take top windows from instead of scanning
+            (used where it was made over the same corpus windows).
     """
     for layer in layers:
         model.check_layer(layer)
@@ -252,8 +256,9 @@ def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | No
         return []
 
     windows = make_windows(model, corpus, config.scan.window, config.scan.max_tokens)
+    wanted = sorted({n for layer in layers for n in todo[layer]})
     scans = scan(model, windows, [layer for layer in layers if todo[layer]], config.scan,
-                 progress=progress)
+                 progress=progress, cancel=cancel, scan_file=scan_file, neurons=wanted)
     built: list[NeuronGraph] = []
     for layer in layers:
         if todo[layer]:

@@ -141,3 +141,38 @@ def next_token_logits(model: LoadedModel, rows: Sequence[Sequence[int]],
         for b, i in enumerate(group):
             out[i] = logits[b, :lengths[i]].float().cpu()
     return out
+
+
+Edits = dict[int, tuple[Sequence[int], torch.Tensor]]
+"""Neuron edits for a forward pass: ``{layer: (neurons, values)}``; ``values`` is ``(n,)`` (one
+value per neuron, at every position), the replacement activation."""
+
+
+def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits | None = None,
+                 max_batch_tokens: int = 8192) -> list[np.ndarray]:
+    """Each row's next-token loss at every position, optionally with neurons set to values.
+
+    Entry k of a row is ``-log p(row[k] | BOS, row[:k])``. With ``edits``, the listed neurons'
+    activations are replaced at every position (an ablation: zeros, or their mean).
+    """
+    if model.bos_id is None:
+        raise ValueError("next-token losses for token 0 need a BOS token")
+    hooks = []
+    for layer, (neurons, values) in (edits or {}).items():
+        index = torch.as_tensor(list(neurons), dtype=torch.long)
+
+        def replace(acts: torch.Tensor, hook: object, index=index, values=values) -> torch.Tensor:
+            acts[..., index.to(acts.device)] = values.to(acts.device, acts.dtype)
+            return acts
+        hooks.append((model.hook(layer), replace))
+    out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(rows)
+    lengths = [len(r) for r in rows]
+    for group in _batches(lengths, max_batch_tokens):
+        ids = _pack(model, [rows[i] for i in group])
+        with torch.inference_mode():
+            logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..
+            loss = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (batch, pos)
+        for b, i in enumerate(group):
+            out[i] = loss[b, :lengths[i]].cpu().numpy()
+    return out
