@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +39,10 @@ from builder.errors import Cancelled
 from builder.forward import run_layers
 from builder.models import LoadedModel, cache_dir
 from store.names import file_safe
+from store.progress import Progress
 from store.scanfile import ScanFile, write_scan_file
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, float, str], None]
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 """Activation quantiles recorded per neuron."""
