@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from builder.errors import BadRequest
 from builder.forward import Edits, run_layers, token_losses
 from builder.induction import repeated_sequences
 from builder.models import LoadedModel
@@ -100,10 +101,10 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         top: how many most-changed tokens to report.
 
     Raises:
-        ValueError: for no neurons, or a text with fewer than two tokens.
+        BadRequest: for no neurons, or a text with fewer than two tokens.
     """
     if not neurons:
-        raise ValueError("no neurons to ablate")
+        raise BadRequest("no neurons to ablate")
     for layer, n in neurons:
         model.check_layer(layer)
         model.check_neuron(n)
@@ -114,7 +115,7 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
     else:
         ids = model.encode(text)
         if len(ids) < 2:
-            raise ValueError("the text needs at least two tokens to measure a loss")
+            raise BadRequest("the text needs at least two tokens to measure a loss")
         rows = np.asarray([ids])
         measured = np.ones(rows.shape, dtype=bool)
         measured[:, 0] = False  # the first token follows only BOS

@@ -1,9 +1,11 @@
-"""``n2g build``: the builder's command line, which ``n2g_mcp/cli.py`` dispatches to.
+"""``n2g build`` and ``n2g scan``: the builder's command line, which ``n2g_mcp/cli.py`` dispatches to.
 
     n2g build --model smollm2-135m --layers 0 --neurons 0-63
     n2g build --layers 0-1 --store stores/smollm2-135m.jsonl --sample 32
+    n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
-:func:`add_build_command` adds the ``build`` sub-command to a parser; its function loads the
+:func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
+functions load the model and run ``builder.build.build`` or ``builder.scan.scan``. The build
 model and runs ``builder.build.build``. Importing this module imports no torch (the command
 imports the builder's stages when it runs), so ``n2g eval`` stays light. Layer and neuron ranges
 are checked with ``store.names.check_range`` before any model loads.
@@ -19,6 +21,7 @@ from pathlib import Path
 from store.catalog import store_filename
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
 from store.names import OutOfRange, check_range
+from store.scanfile import scan_filename
 
 
 class UsageError(Exception):
@@ -96,10 +99,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     resolve_corpus(args.corpus)
     store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(args.model)
     config = _build_config(args)
+    scan_path = Path(args.scan_file) if args.scan_file else Path(args.stores_dir) / scan_filename(args.model)
+    if args.scan_file and not scan_path.is_file():
+        raise UsageError(f"no scan file at {scan_path}; write one with `n2g scan`")
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device)
+    scan_file = _scan_file(scan_path, model.name)
     loaded = time.perf_counter()
-    graphs = build(model, layers, neurons, store, config, corpus=args.corpus, rebuild=args.rebuild)
+    graphs = build(model, layers, neurons, store, config, corpus=args.corpus, rebuild=args.rebuild,
+                   scan_file=scan_file)
     seconds = time.perf_counter() - loaded
     print(f"built {len(graphs)} graphs into {store} in {seconds:.1f} s "
           f"(model load {loaded - started:.1f} s); {model.tokens_forwarded:,} tokens forwarded")
@@ -107,6 +115,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{len(graphs) / seconds:.2f} neurons/s, "
               f"{model.tokens_forwarded / len(graphs):,.0f} tokens forwarded per neuron (scan included)")
     return 0
+
+
+def _scan_file(path: Path, model: str):
+    """The scan file at ``path`` where it is one of ``model`` (else None: the build scans)."""
+    from store.scanfile import ScanFile, ScanFileError
+
+    if not path.is_file():
+        return None
+    try:
+        found = ScanFile(path)
+    except ScanFileError as exc:
+        raise UsageError(str(exc)) from None
+    return found if found.model == model else None
 
 
 def sample(neurons: Sequence[int], count: int, seed: int = 0) -> list[int]:
@@ -159,5 +180,50 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                         "augmentation, exact matching); other options apply on top")
     b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
+    b.add_argument("--scan-file", help="a whole-model scan to take top windows from (default: "
+                                       "stores/<model>.scan.npz where it exists and matches the corpus)")
     b.set_defaults(func=cmd_build, stores_dir=stores_dir)
     return b
+
+
+# --------------------------------------------------------------------------- scan
+def cmd_scan(args: argparse.Namespace) -> int:
+    from builder.config import ScanConfig
+    from builder.corpus import make_windows, resolve_corpus
+    from builder.models import load_model
+    from builder.scan import export_scan_file, scan
+
+    resolve_corpus(args.corpus)
+    if args.top_k < 1 or args.window < 2:
+        raise UsageError("--top-k must be at least 1 and --window at least 2")
+    out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.model)
+    model = load_model(args.model, hook=args.hook, device=args.device)
+    config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
+    windows = make_windows(model, args.corpus, config.window, config.max_tokens)
+    started = time.perf_counter()
+    scans = scan(model, windows, list(range(model.n_layers)), config)
+    seconds = time.perf_counter() - started
+    export_scan_file(model, windows, scans, out, config)
+    print(f"scanned {windows.size:,} tokens through {model.n_layers} layers in {seconds:.0f} s "
+          f"({windows.size / seconds:,.0f} tokens/s; cached layers are not scanned again)")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): top {config.top_k} windows, max, firing "
+          f"density and quantiles of all {model.n_layers * model.d_mlp:,} neurons")
+    return 0
+
+
+def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argparse.ArgumentParser:
+    """Add ``scan`` (the whole-model activation scan, written as a scan file) to a parser."""
+    s = sub.add_parser("scan", help="scan the corpus through every layer: each neuron's top windows "
+                                    "and statistics, into stores/<model>.scan.npz")
+    s.add_argument("--model", default=DEFAULT_MODEL,
+                   help="smollm2-135m (embedded), a local HF directory or .gguf, or a hub name")
+    s.add_argument("--corpus", help="a .txt, .jsonl(.gz) or .parquet file, or a HF dataset name "
+                                    "(default: the embedded corpus)")
+    s.add_argument("--out", help="the scan file to write (default: stores/<model>.scan.npz)")
+    s.add_argument("--hook", default=DEFAULT_HOOK, help="neuron hook point")
+    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.add_argument("--window", type=int, default=64, help="tokens per corpus window (64)")
+    s.add_argument("--top-k", type=int, default=50, help="top windows kept per neuron (50)")
+    s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
+    s.set_defaults(func=cmd_scan, stores_dir=stores_dir)
+    return s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from builder.errors import BadRequest
 from builder.forward import run_layers
 from builder.models import LoadedModel
 
@@ -43,10 +44,10 @@ def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Se
         limit: how many hits.
 
     Raises:
-        IndexError: for a position outside the text.
+        BadRequest: for a position outside the text.
     """
     if not -len(ids) <= position < len(ids):
-        raise IndexError(f"position {position} is outside the text's {len(ids)} tokens")
+        raise BadRequest(f"position {position} is outside the text's {len(ids)} tokens")
     # Only the prefix up to the token matters in a causal model.
     prefix = list(ids[: position % len(ids) + 1])
     acts = run_layers(model, [prefix], sorted(set(layers)))

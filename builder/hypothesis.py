@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import regex
 
+from builder.errors import BadRequest
 from builder.forward import neuron_activations
 from builder.models import LoadedModel
 from builder.scan import LayerScan
@@ -40,7 +41,7 @@ CONTEXT = 12
 """Tokens shown on each side of a marked token."""
 
 
-class BadPattern(ValueError):
+class BadPattern(BadRequest, ValueError):
     """A pattern that does not compile, runs too long, or claims nothing anywhere."""
 
 

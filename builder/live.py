@@ -21,17 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.ablate import Ablation, AblationMode, ablate
 from builder.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
+from builder.firing import Hit, neurons_at
 from builder.forward import neuron_activations
+from builder.hypothesis import CorpusText, HypothesisResult, PatternKind, score_hypothesis
+from builder.induction import InductionScore, induction_scores
 from builder.models import LoadedModel, load_model
-from builder.scan import LayerScan, scan
+from builder.scan import LayerScan, scan, scan_file_serves
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter
 from store.models import EMBEDDED, ModelSpec
 from store.progress import Progress
+from store.scanfile import ScanFile
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class _Loaded:
     model: LoadedModel
     windows: np.ndarray | None = None
     scans: dict[int, LayerScan] = field(default_factory=dict)
+    corpus: CorpusText | None = None
 
 
 class LiveModels:
@@ -100,9 +106,38 @@ class LiveModels:
             acts = neuron_activations(model, layer, [ids], [neuron])[0]
         return [model.vocab[i] for i in ids], [float(a) for a in acts]
 
+    def _windows(self, loaded: _Loaded, scan_file: ScanFile | None) -> np.ndarray:
+        """The corpus windows: the scan file's where it has them (no tokenising), else made."""
+        if loaded.windows is None:
+            if scan_file is not None:
+                loaded.windows = scan_file.windows.astype(np.int32)
+            else:
+                loaded.windows = make_windows(loaded.model, None, self.config.scan.window,
+                                              self.config.scan.max_tokens)
+        return loaded.windows
+
+    def _layer_scan(self, loaded: _Loaded, layer: int, neurons: Sequence[int],
+                    scan_file: ScanFile | None, progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> LayerScan:
+        """A layer's scan with these neurons' traces: kept, cached on disk, from the scan file
+        (a few windows measured again), or, failing all three, a scan of the corpus."""
+        if layer in loaded.scans:
+            return loaded.scans[layer]
+        windows = self._windows(loaded, scan_file)
+        serves = scan_file_serves(scan_file, windows, self.config.scan)
+        scans = scan(loaded.model, windows, [layer], self.config.scan, progress=progress, cancel=cancel,
+                     scan_file=scan_file if serves else None, neurons=neurons)
+        if not serves:  # a whole-layer scan: worth keeping for the next build of this layer
+            loaded.scans.update(scans)
+        return scans[layer]
+
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
         """Build graphs for neurons of one layer and append them to a store.
+
+        With the model's scan file, the neurons' top windows come from it (seconds); without,
+        the first build of a layer scans the corpus (minutes on a CPU).
 
         Raises:
             builder.errors.Cancelled: when ``cancel`` is set (checked between batches).
@@ -112,9 +147,44 @@ class LiveModels:
             loaded = self._get(spec, progress)
             model = loaded.model
             model.check_layer(layer)
-            if loaded.windows is None:
-                loaded.windows = make_windows(model, None, self.config.scan.window, self.config.scan.max_tokens)
-            if layer not in loaded.scans:
-                loaded.scans.update(scan(model, loaded.windows, [layer], self.config.scan, progress=progress))
-            return build_layer(model, layer, list(neurons), loaded.scans[layer], loaded.windows,
+            layer_scan = self._layer_scan(loaded, layer, neurons, scan_file, progress, cancel)
+            return build_layer(model, layer, list(neurons), layer_scan, self._windows(loaded, scan_file),
                                self.config, StoreWriter(store_path, model.name), progress, cancel)
+
+    # ----------------------------------------------------------------- probes of the live model
+    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
+                   max_activation: dict[int, np.ndarray], limit: int) -> list[Hit]:
+        """The neurons most active at one token (see :func:`builder.firing.neurons_at`)."""
+        with self._lock:
+            return neurons_at(self._get(spec).model, ids, position, layers, max_activation, limit)
+
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        """The text's token ids and strings."""
+        with self._lock:
+            model = self._get(spec).model
+            ids = model.encode(text)
+            return ids, [model.vocab[i] for i in ids]
+
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
+                  max_activation: dict[int, np.ndarray] | None) -> list[InductionScore]:
+        """The repeated-sequence probe (see :mod:`builder.induction`)."""
+        with self._lock:
+            return induction_scores(self._get(spec).model, layers, sequences, length, seed, max_activation)
+
+    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None,
+               mode: AblationMode, control: bool, means: dict[int, np.ndarray] | None) -> Ablation:
+        """Loss with neurons ablated (see :mod:`builder.ablate`)."""
+        with self._lock:
+            return ablate(self._get(spec).model, neurons, text, mode, control, means)
+
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
+                   scan_file: ScanFile) -> HypothesisResult:
+        """A pattern scored against the real neuron at corpus scale (see :mod:`builder.hypothesis`)."""
+        with self._lock:
+            loaded = self._get(spec)
+            layer_scan = self._layer_scan(loaded, layer, [neuron], scan_file)
+            windows = self._windows(loaded, scan_file)
+            if loaded.corpus is None:
+                loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
+            return score_hypothesis(loaded.model, layer, neuron, pattern, kind, layer_scan, windows,
+                                    loaded.corpus)

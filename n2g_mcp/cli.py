@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from builder.cli import UsageError, add_build_command, parse_range
+from builder.cli import UsageError, add_build_command, add_scan_command, parse_range
 from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
@@ -115,6 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_build_command(sub, default_stores_dir())
+    add_scan_command(sub, default_stores_dir())
 
     e = sub.add_parser("eval", help="per-layer fidelity of a store vs the paper's baselines")
     e.add_argument("--store", default=str(default_stores_dir() / store_filename(DEFAULT_MODEL)))

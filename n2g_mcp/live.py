@@ -21,6 +21,7 @@ from n2g_mcp.errors import BadArgument, Cancelled, Unavailable
 from store.graph import NeuronGraph
 from store.models import ModelSpec
 from store.progress import Progress
+from store.scanfile import ScanFile
 
 
 class LiveBackend(Protocol):
@@ -39,12 +40,40 @@ class LiveBackend(Protocol):
         ...
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
         """Build graphs, append them to ``store_path``, return them.
 
         Raises:
             Cancelled: when ``cancel`` was set.
         """
+        ...
+
+    # The probes of the whole model (issue: find neurons without a graph). Each returns the
+    # builder's result dataclass (``builder.firing.Hit``, ``builder.induction.InductionScore``,
+    # ``builder.ablate.Ablation``, ``builder.hypothesis.HypothesisResult``), read by attribute.
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        """The text's token ids and token strings."""
+        ...
+
+    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
+                   max_activation: dict[int, Any], limit: int) -> list[Any]:
+        """The neurons most active at ``ids[position]``, normalised by ``max_activation``."""
+        ...
+
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
+                  max_activation: dict[int, Any] | None) -> list[Any]:
+        """Every neuron of ``layers`` on the repeated-sequence probe, best first."""
+        ...
+
+    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
+               control: bool, means: dict[int, Any] | None) -> Any:
+        """The next-token loss with the neurons ablated, and a random control."""
+        ...
+
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
+                   scan_file: ScanFile) -> Any:
+        """A pattern scored as an explanation of the neuron at corpus scale."""
         ...
 
 
@@ -92,5 +121,26 @@ class BuilderBackend:
         return self._call("activations", spec, layer, neuron, text)
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
-        return self._call("build", spec, layer, neurons, store_path, progress=progress, cancel=cancel)
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
+        return self._call("build", spec, layer, neurons, store_path, progress=progress, cancel=cancel,
+                          scan_file=scan_file)
+
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        return self._call("encode", spec, text)
+
+    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
+                   max_activation: dict[int, Any], limit: int) -> list[Any]:
+        return self._call("neurons_at", spec, ids, position, layers, max_activation, limit)
+
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
+                  max_activation: dict[int, Any] | None) -> list[Any]:
+        return self._call("induction", spec, layers, sequences, length, seed, max_activation)
+
+    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
+               control: bool, means: dict[int, Any] | None) -> Any:
+        return self._call("ablate", spec, neurons, text, mode, control, means)
+
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
+                   scan_file: ScanFile) -> Any:
+        return self._call("hypothesis", spec, layer, neuron, pattern, kind, scan_file)

@@ -167,6 +167,10 @@ class TopActivationsOutput(BaseModel):
     max_activation: float = Field(description="raw activation that normalises to 1.0")
     examples: list[ExampleView] = Field(description="top-activating corpus windows, strongest first")
     total: int = Field(description="stored examples of this neuron")
+    source: str = Field(default="graph", description="'scan' (the model's whole-corpus scan: any neuron) "
+                        "or 'graph' (the examples stored with its graph)")
+    stats: NeuronStatsView | None = Field(default=None, description="firing density and quantiles "
+                                          "(from the scan)")
     offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
@@ -191,3 +195,110 @@ class PredictOutput(BaseModel):
     firing: list[TokenRow] = Field(
         description="tokens predicted or (with compare) found to fire, >= 0.5; at most 100")
     firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
+
+
+# --------------------------------------------------------------------- the whole-model scan and probes
+class NeuronStatsView(BaseModel):
+    """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
+
+    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    density: float = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
+    quantiles: dict[str, float] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
+
+
+class FindHit(BaseModel):
+    """A neuron active at the chosen token."""
+
+    id: str
+    layer: int
+    neuron: int
+    activation: float = Field(description="activation at the token / the neuron's corpus max")
+    raw_activation: float
+    has_graph: bool = Field(description="whether a graph is stored for it (get_graph reads it)")
+    activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens")
+    f1: float | None = Field(default=None, description="its graph's F1 on held-out examples")
+
+
+class FindNeuronsOutput(BaseModel):
+    model: str
+    token: str = Field(description="the token looked at")
+    position: int = Field(description="its index in the text's tokens")
+    tokens: int = Field(description="tokens in the text")
+    layers: list[int]
+    results: list[FindHit] = Field(description="most active first")
+
+
+class InductionHit(BaseModel):
+    id: str
+    layer: int
+    neuron: int
+    score: float = Field(description="firing rate on the second copy minus the rate on the first")
+    first: float = Field(description="share of first-copy tokens at which it fires")
+    second: float = Field(description="share of second-copy tokens at which it fires")
+    has_graph: bool
+
+
+class InductionOutput(BaseModel):
+    model: str
+    layers: list[int]
+    sequences: int
+    length: int
+    seed: int
+    threshold_source: str = Field(description="what 'fires' was measured against: the corpus scan's max, "
+                                  "or the probe's own max where no scan is served")
+    results: list[InductionHit] = Field(description="best first")
+    seconds: float
+
+
+class TokenChangeView(BaseModel):
+    position: int
+    token: str = Field(description="the token whose prediction changed")
+    loss_clean: float
+    loss_ablated: float
+
+
+class AblationOutput(BaseModel):
+    model: str
+    neurons: list[str]
+    mode: str
+    measured_on: str = Field(description="'repeated-sequence probe (second copies)' or 'the given text'")
+    tokens_measured: int
+    loss_clean: float = Field(description="mean next-token loss (nats) of the intact model")
+    loss_ablated: float
+    delta: float = Field(description="loss_ablated - loss_clean")
+    control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
+    control_delta: float | None = Field(description="the same delta for the control; null without control")
+    top_changes: list[TokenChangeView] = Field(description="tokens whose loss changed most")
+
+
+class HypothesisSetView(BaseModel):
+    set: str = Field(description="'top' (the neuron's top windows), 'random' (random corpus windows), "
+                     "'matches' (corpus windows where the pattern matches)")
+    windows: int
+    tokens: int
+    firing: int = Field(description="tokens that truly fire")
+    claimed: int = Field(description="tokens the pattern claims")
+    figures: Figures
+
+
+class MarkedView(BaseModel):
+    set: str
+    text: str = Field(description="the window with the token in [[ ]]")
+    token: str
+    activation: float = Field(description="normalised activation at the marked token")
+
+
+class HypothesisOutput(BaseModel):
+    id: str
+    model: str
+    pattern: str
+    kind: str
+    overall: Figures = Field(description="the claim scored over all three sets together")
+    sets: list[HypothesisSetView]
+    corpus_windows_matched: int = Field(description="corpus windows where the pattern claims a token")
+    false_positives: list[MarkedView] = Field(description="claimed tokens where the neuron does not fire, "
+                                              "weakest first")
+    false_negatives: list[MarkedView] = Field(description="firing tokens the pattern misses, strongest first")
+
+
+TopActivationsOutput.model_rebuild()  # its stats field names a model defined after it

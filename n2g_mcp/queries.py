@@ -25,18 +25,28 @@ from n2g_mcp import text
 from n2g_mcp.errors import BadArgument, Cancelled, NotFound, Unavailable
 from n2g_mcp.live import BuilderBackend, LiveBackend
 from n2g_mcp.outputs import (
+    AblationOutput,
     ExampleView,
     Figures,
+    FindHit,
+    FindNeuronsOutput,
     GraphDescription,
     GraphSummary,
+    HypothesisOutput,
+    HypothesisSetView,
+    InductionHit,
+    InductionOutput,
     ListModelsOutput,
+    MarkedView,
     ModelInfo,
     PredictOutput,
     RenderOutput,
     SearchHit,
     SearchOutput,
     SimilarItem,
+    NeuronStatsView,
     SimilarOutput,
+    TokenChangeView,
     TokenRow,
     TopActivationsOutput,
 )
@@ -47,9 +57,11 @@ from store.graph import Example, NeuronGraph
 from store.index import repeated_tokens, top_f1
 from store.metrics import FIRING_THRESHOLD, score
 from store.models import ModelSpec
-from store.names import OutOfRange, check_range, parse_neuron_id
+from store.names import OutOfRange, check_range, neuron_id, parse_neuron_id
 from store.progress import Progress
 from store.render import render_summary, to_dot
+from store.scanfile import ScanFile, ScanFileError, scan_filename
+from store.tokens import normalize
 from store.similarity import similar_pairs, similar_to
 
 MAX_TEXT_CHARS = 20_000
@@ -68,6 +80,10 @@ HIT_TOKENS = 8
 """Activating and context tokens shown per search hit."""
 MAX_FIRING_ROWS = 100
 """Most rows of the firing list predict_activations returns (the per-token arrays have all)."""
+MAX_ABLATE = 256
+"""Most neurons ablate_neurons takes in one call."""
+MAX_PATTERN_CHARS = 500
+"""Longest pattern test_hypothesis takes."""
 
 
 # --------------------------------------------------------------------- result pieces
@@ -138,6 +154,7 @@ class Queries:
         self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.models = models if models is not None else ServedModels()
         self.pager = pager if pager is not None else Pager()
+        self._scans: dict[str, tuple[float, ScanFile]] = {}
 
     # ----------------------------------------------------------------- checks
     @property
@@ -272,6 +289,10 @@ class Queries:
     def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
                         cursor: str | None = None) -> TopActivationsOutput:
         model = self.model(model)
+        self.check_range(model, layer, neuron)
+        scan = self.scan_file(model)
+        if scan is not None:
+            return self._top_from_scan(model, scan, layer, neuron, limit, cursor)
         graph, view = self.graph(model, layer, neuron)
         query = ["top_activations", model, layer, neuron, limit]
         offset = self.pager.decode(cursor, query, "top_activations")
@@ -386,7 +407,7 @@ class Queries:
                          "the server where the builder extra is installed.")
         try:
             graphs = self.live.build(spec, layer, [neuron], self.catalog.writable_path(model),
-                                     progress=progress, cancel=cancel)
+                                     progress=progress, cancel=cancel, scan_file=self.scan_file(model))
         except Cancelled as exc:
             raise Cancelled(text.build_cancelled(layer, neuron, str(exc))) from exc
         graph = next((g for g in graphs if (g.layer, g.neuron) == (layer, neuron)), None)
@@ -394,3 +415,191 @@ class Queries:
             raise Unavailable(f"the builder returned no graph for L{layer}/N{neuron}; check the server log, "
                               "then call build_graph again")
         return summarize(graph, built=True)
+
+    # ----------------------------------------------------------------- the whole-model scan
+    def scan_file(self, model: str) -> ScanFile | None:
+        """The model's scan file in the stores directory, read once (again if it changes)."""
+        path = self.catalog.directory / scan_filename(model)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        cached = self._scans.get(model)
+        if cached is None or cached[0] != mtime:
+            try:
+                cached = (mtime, ScanFile(path))
+            except ScanFileError as exc:
+                raise Unavailable(f"{exc}. Tools that need the scan are unavailable until it is fixed.") from None
+            self._scans[model] = cached
+        return cached[1]
+
+    def _need_scan(self, model: str, tool: str) -> ScanFile:
+        scan = self.scan_file(model)
+        if scan is None:
+            raise NotFound(text.no_scan(model, str(self.catalog.directory), tool))
+        return scan
+
+    def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
+                       cursor: str | None) -> TopActivationsOutput:
+        query = ["top_activations", model, layer, neuron, limit]
+        offset = self.pager.decode(cursor, query, "top_activations")
+        stats = scan.stats(layer, neuron)
+        scale = stats.max_activation if stats.max_activation > 0 else 1.0
+        page = scan.top(layer, neuron, limit=limit, offset=offset)
+        total = len(scan.top(layer, neuron))
+        examples = [example_view(Example(tokens=w.tokens, pivot=w.pivot, activation=w.activation, split=None),
+                                 scale) for w in page]
+        end = offset + len(page)
+        view = self.catalog.get(model)
+        return TopActivationsOutput(
+            id=neuron_id(layer, neuron), model=model, max_activation=round(stats.max_activation, 4),
+            examples=examples, total=total, source="scan",
+            stats=NeuronStatsView(max_activation=round(stats.max_activation, 4), density=round(stats.density, 6),
+                                  quantiles={k: round(v, 4) for k, v in stats.quantiles.items()}),
+            offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
+            warnings=view.corrupt_reports() if view else [])
+
+    def _layers(self, model: str, layers: list[int] | None) -> list[int]:
+        shape = self.models.shape(model)
+        if layers is None or not layers:
+            if shape is None:
+                raise BadArgument("pass layers: this model's shape is not known before it loads")
+            return list(range(shape[0]))
+        for layer in layers:
+            self.check_range(model, layer)
+        return sorted(set(layers))
+
+    def _graph_info(self, model: str, layer: int, neuron: int) -> tuple[bool, list[str], float | None]:
+        view = self.catalog.get(model)
+        graph = None if view is None else view.get(layer, neuron)
+        if graph is None:
+            return False, [], None
+        f1 = top_f1(graph)
+        return True, list(graph.activating_tokens)[:HIT_TOKENS], None if f1 is None else round(f1, 4)
+
+    def _probe_spec(self, model: str, doing: str) -> ModelSpec:
+        return self.spec(model, doing, "Search the stored graphs with search_graphs instead.")
+
+    def find_neurons(self, model: str | None, value: str, token: str | None = None, position: int | None = None,
+                     layers: list[int] | None = None, limit: int = 20) -> FindNeuronsOutput:
+        """The neurons that fire most at one token of a text, over all requested layers; slow."""
+        model = self.model(model)
+        self.check_text(value)
+        layers = self._layers(model, layers)
+        scan = self._need_scan(model, "find_neurons")
+        spec = self._probe_spec(model, "run the model")
+        ids, strings = self.live.encode(spec, value)
+        if not ids:
+            raise BadArgument(text.NO_TOKENS)
+        if len(ids) > MAX_COMPARE_TOKENS:
+            raise BadArgument(text.too_many_tokens(len(ids), MAX_COMPARE_TOKENS))
+        if token is not None:
+            matches = [i for i, t in enumerate(strings) if t == token] or \
+                      [i for i, t in enumerate(strings) if normalize(t) == normalize(token)]
+            if not matches:
+                raise BadArgument(text.no_such_token(token, strings))
+            at = matches[-1]
+        else:
+            at = -1 if position is None else position
+            if not -len(ids) <= at < len(ids):
+                raise BadArgument(text.position_outside(at, len(ids)))
+            at %= len(ids)
+        maxes = {layer: scan.max_activation[layer] for layer in layers}
+        hits = self.live.neurons_at(spec, ids, at, layers, maxes, limit)
+        results = []
+        for h in hits:
+            has, acts, f1 = self._graph_info(model, h.layer, h.neuron)
+            results.append(FindHit(id=neuron_id(h.layer, h.neuron), layer=h.layer, neuron=h.neuron,
+                                   activation=round(h.normalized, 4), raw_activation=round(h.activation, 4),
+                                   has_graph=has, activating_tokens=acts, f1=f1))
+        return FindNeuronsOutput(model=model, token=strings[at], position=at, tokens=len(ids), layers=layers,
+                                 results=results)
+
+    def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = 50,
+                       sequences: int = 24, length: int = 48, seed: int = 0) -> InductionOutput:
+        """Neurons that fire more on the second copy of repeated random sequences; slow."""
+        import time
+
+        model = self.model(model)
+        layers = self._layers(model, layers)
+        spec = self._probe_spec(model, "run the induction probe")
+        scan = self.scan_file(model)
+        maxes = None if scan is None else {layer: scan.max_activation[layer] for layer in layers}
+        started = time.perf_counter()
+        scores = self.live.induction(spec, layers, sequences, length, seed, maxes)
+        seconds = time.perf_counter() - started
+        results = [InductionHit(id=neuron_id(r.layer, r.neuron), layer=r.layer, neuron=r.neuron,
+                                score=round(r.score, 4), first=round(r.first, 4), second=round(r.second, 4),
+                                has_graph=self._graph_info(model, r.layer, r.neuron)[0])
+                   for r in scores[:limit]]
+        return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
+                               threshold_source="corpus scan max" if scan is not None else "probe max",
+                               results=results, seconds=round(seconds, 2))
+
+    def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
+               mode: Literal["zero", "mean"] = "zero", control: bool = True) -> AblationOutput:
+        """The model's next-token loss with neurons ablated, against a random control; slow."""
+        model = self.model(model)
+        if not neurons:
+            raise BadArgument("pass at least one neuron id, e.g. ['L17/N938']")
+        if len(neurons) > MAX_ABLATE:
+            raise BadArgument(text.too_many_neurons(len(neurons), MAX_ABLATE))
+        pairs, bad = [], []
+        for item in neurons:
+            try:
+                pairs.append(parse_neuron_id(item))
+            except ValueError:
+                bad.append(item)
+        if bad:
+            raise BadArgument(text.bad_neuron_ids(bad))
+        for layer, n in pairs:
+            self.check_range(model, layer, n)
+        pairs = sorted(set(pairs))
+        if value is not None:
+            self.check_text(value)
+        means = None
+        if mode == "mean":
+            scan = self.scan_file(model)
+            means = None if scan is None else {layer: scan.mean[layer] for layer, _ in pairs}
+        spec = self._probe_spec(model, "ablate neurons")
+        if value is not None:
+            n_tokens = len(self.live.encode(spec, value)[0])
+            if n_tokens > MAX_COMPARE_TOKENS:
+                raise BadArgument(text.too_many_tokens(n_tokens, MAX_COMPARE_TOKENS))
+        r = self.live.ablate(spec, pairs, value, mode, control, means)
+        return AblationOutput(
+            model=model, neurons=[neuron_id(*p) for p in r.neurons], mode=mode,
+            measured_on="repeated-sequence probe (second copies)" if value is None else "the given text",
+            tokens_measured=r.tokens_measured, loss_clean=round(r.loss_clean, 4),
+            loss_ablated=round(r.loss_ablated, 4), delta=round(r.delta, 4),
+            control_neurons=[neuron_id(*p) for p in r.control_neurons],
+            control_delta=None if r.control_delta is None else round(r.control_delta, 4),
+            top_changes=[TokenChangeView(position=c.position, token=c.token, loss_clean=round(c.loss_clean, 4),
+                                         loss_ablated=round(c.loss_ablated, 4)) for c in r.top_changes])
+
+    def hypothesis(self, model: str | None, layer: int, neuron: int, pattern: str,
+                   kind: Literal["regex", "tokens"] = "regex") -> HypothesisOutput:
+        """A pattern scored as the neuron's explanation on its top, random and matching windows; slow."""
+        model = self.model(model)
+        self.check_range(model, layer, neuron)
+        if not pattern:
+            raise BadArgument(text.bad_pattern("the pattern is empty"))
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise BadArgument(text.bad_pattern(f"the pattern has {len(pattern)} characters, over {MAX_PATTERN_CHARS}"))
+        scan = self._need_scan(model, "test_hypothesis")
+        spec = self._probe_spec(model, "test a hypothesis")
+        try:
+            r = self.live.hypothesis(spec, layer, neuron, pattern, kind, scan)
+        except BadArgument as exc:
+            raise BadArgument(text.bad_pattern(str(exc))) from None
+
+        def marked(m: object) -> MarkedView:
+            return MarkedView(set=m.set, text=m.text, token=m.token, activation=round(m.activation, 4))
+
+        return HypothesisOutput(
+            id=neuron_id(layer, neuron), model=model, pattern=pattern, kind=kind, overall=Figures.of(r.overall),
+            sets=[HypothesisSetView(set=s.set, windows=s.windows, tokens=s.scores.tokens, firing=s.scores.firing,
+                                    claimed=s.scores.predicted, figures=Figures.of(s.scores)) for s in r.sets],
+            corpus_windows_matched=r.corpus_windows_matched,
+            false_positives=[marked(m) for m in r.false_positives],
+            false_negatives=[marked(m) for m in r.false_negatives])

@@ -37,8 +37,12 @@ from n2g_mcp import text as wording
 from n2g_mcp.errors import QueryError
 from n2g_mcp.live import LiveBackend
 from n2g_mcp.outputs import (
+    AblationOutput,
+    FindNeuronsOutput,
     GraphDescription,
     GraphSummary,
+    HypothesisOutput,
+    InductionOutput,
     ListModelsOutput,
     PredictOutput,
     RenderOutput,
@@ -49,11 +53,13 @@ from n2g_mcp.outputs import (
 from n2g_mcp.paths import prompts_dir as default_prompts_dir
 from n2g_mcp.prompts import load_prompts
 from n2g_mcp.queries import (
+    MAX_ABLATE,
     MAX_COMPARE_TOKENS,
     MAX_DOT_CHARS,
     MAX_FIRING_ROWS,
     MAX_LIMIT,
     MAX_NODES,
+    MAX_PATTERN_CHARS,
     MAX_TEXT_CHARS,
     Queries,
 )
@@ -69,8 +75,11 @@ largest activation (1.0), and a token "fires" at >= 0.5.
 Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
 in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
 not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
-that should and should not fire it; find duplicates with find_similar_neurons; draw with
-render_graph_dot. The prompts walk through these workflows."""
+that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
+find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
+top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
+at a token of any text, find_induction_neurons runs a behavioural probe across all layers, and
+ablate_neurons checks causally that neurons matter. The prompts walk through these workflows."""
 
 
 # --------------------------------------------------------------------- parameter types
@@ -214,9 +223,10 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Examples per page.")] = 10,
         cursor: Cursor = None,
     ) -> Annotated[CallToolResult, TopActivationsOutput]:
-        """The corpus windows a neuron fires most on (from its stored graph), strongest first,
-        with the activating token marked [[like this]] and whether each was used to build the
-        graph (train) or held out to score it (test)."""
+        """The corpus windows a neuron fires most on, strongest first, with the activating token
+        marked [[like this]]: for any neuron of any layer from the model's whole-corpus scan, with
+        its firing density and activation quantiles (source 'scan'); where no scan is served, from
+        its stored graph, marking whether each window built the graph (train) or scored it (test)."""
         out = q.top_activations(model, layer, neuron, limit, cursor)
         return _result(wording.top_activations(out), out)
 
@@ -304,6 +314,113 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
 
         out = await run_in_worker(ctx, work, f"building L{layer}/N{neuron}")
         return _result(wording.build(out), out)
+
+    # ----------------------------------------------------------------- probing the whole model
+    Layers = Annotated[list[Annotated[int, Strict(), Field(ge=0)]] | None, Field(
+        max_length=200, description="Layers to include; omit for every layer of the model.")]
+
+    @tool(READ_ONLY, max_tokens=f"{MAX_COMPARE_TOKENS:,}")
+    async def find_neurons(
+        text: Annotated[Annotated[str, Strict()], Field(description=f"The text to run (up to {MAX_TEXT_CHARS} "
+                                                        f"characters and {MAX_COMPARE_TOKENS} tokens).")],
+        ctx: Context,
+        token: Annotated[Annotated[str, Strict()] | None, Field(
+            max_length=200, description="The token to look at, e.g. ' import' (its last occurrence); "
+            "omit for the last token.")] = None,
+        position: Annotated[Count | None, Field(
+            description="Index of the token instead of token=; -1 is the last.")] = None,
+        layers: Layers = None,
+        model: ModelName = None,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = 20,
+    ) -> Annotated[CallToolResult, FindNeuronsOutput]:
+        """Which neurons fire at a token of any text: one forward pass through all requested
+        layers, neurons ranked by activation / their corpus max (1.0 = as strongly as anywhere in
+        the corpus). Each hit says whether a graph is stored, with its activating tokens and F1.
+        Text of at most {max_tokens} tokens."""
+        name = q.model(model)
+        q.check_text(text)
+        if token is not None and position is not None:
+            raise ToolError("pass token or position, not both")
+
+        def work(progress: Any, cancel: threading.Event) -> FindNeuronsOutput:
+            return q.find_neurons(name, text, token, position, layers, limit)
+
+        out = await run_in_worker(ctx, work, "running the model (it loads on first use)")
+        return _result(wording.find_neurons(out), out)
+
+    @tool(READ_ONLY)
+    async def find_induction_neurons(
+        ctx: Context,
+        layers: Layers = None,
+        model: ModelName = None,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = 50,
+        sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences in the probe.")] = 24,
+        length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = 48,
+        seed: Annotated[Count, Field(ge=0, description="Picks the sequences; same seed, same ranking.")] = 0,
+    ) -> Annotated[CallToolResult, InductionOutput]:
+        """Find induction-like neurons by behaviour: random sequences of ordinary word tokens,
+        each repeated once; every neuron of the requested layers is scored by its firing rate on
+        the second copy minus its rate on the first (fires = activation >= 0.5 x its corpus
+        max). In-context neurons score near 1; token detectors near 0. Best first. Follow up with
+        ablate_neurons for causal evidence and build_graph / top_activations to read them."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> InductionOutput:
+            return q.find_induction(name, layers, limit, sequences, length, seed)
+
+        out = await run_in_worker(ctx, work, "running the induction probe (the model loads on first use)")
+        return _result(wording.induction(out), out)
+
+    @tool(READ_ONLY, max_neurons=MAX_ABLATE)
+    async def ablate_neurons(
+        neurons: Annotated[Annotated[list[Annotated[str, Strict(), Field(max_length=40)]], BeforeValidator(_one_or_many)],
+                           Field(min_length=1, max_length=MAX_ABLATE, description="Neuron ids such as 'L17/N938'.")],
+        ctx: Context,
+        text: Annotated[Annotated[str, Strict()] | None, Field(
+            description="Text to measure the loss on; omit for the repeated-sequence probe (loss on "
+            "the second copies, where induction neurons matter).")] = None,
+        mode: Annotated[Literal["zero", "mean"], Field(
+            description="'zero' sets the activations to 0; 'mean' to their corpus mean.")] = "zero",
+        control: Annotated[Flag, Field(description="Also ablate as many random neurons of the same "
+                                       "layers, for comparison.")] = True,
+        model: ModelName = None,
+    ) -> Annotated[CallToolResult, AblationOutput]:
+        """A causal check: the model's next-token loss with the neurons ablated versus intact
+        (at most {max_neurons} neurons), and, with control=true, the same for as many random neurons
+        of the same layers. A delta well above the control's means the neurons carry something
+        the model uses here. Also lists the tokens whose prediction changed most."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> AblationOutput:
+            return q.ablate(name, neurons, text, mode, control)
+
+        out = await run_in_worker(ctx, work, "running the model clean and ablated")
+        return _result(wording.ablation(out), out)
+
+    @tool(READ_ONLY, max_chars=MAX_PATTERN_CHARS)
+    async def test_hypothesis(
+        layer: Layer, neuron: Neuron,
+        pattern: Annotated[Annotated[str, Strict()], Field(
+            min_length=1, max_length=MAX_PATTERN_CHARS,
+            description="kind='regex': a regular expression over the text; every token overlapping a "
+            "match is claimed (put required context in a look-behind, e.g. '(?<=from \\w+) import'). "
+            "kind='tokens': tokens separated by '|', e.g. ' import| from' (case/space-insensitive).")],
+        ctx: Context,
+        kind: Annotated[Literal["regex", "tokens"], Field(description="How to read pattern.")] = "regex",
+        model: ModelName = None,
+    ) -> Annotated[CallToolResult, HypothesisOutput]:
+        """Check an explanation at corpus scale: the claim "the neuron fires on the tokens the
+        pattern matches", scored with the real activations (precision, recall, F1 on firing
+        tokens, correlation) on the neuron's top windows, on random windows, and on corpus windows
+        where the pattern matches; lists the worst false positives and false negatives as marked
+        windows. Patterns up to {max_chars} characters; a regex that runs too long is stopped."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> HypothesisOutput:
+            return q.hypothesis(name, layer, neuron, pattern, kind)
+
+        out = await run_in_worker(ctx, work, "scoring the pattern against the neuron")
+        return _result(wording.hypothesis(out), out)
 
     # ----------------------------------------------------------------- resources and prompts
     @server.resource("graph://{model}/{layer}/{neuron}", mime_type="application/json",

@@ -14,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from n2g_mcp.outputs import (
+    AblationOutput,
     Figures,
+    FindNeuronsOutput,
     GraphDescription,
     GraphSummary,
+    HypothesisOutput,
+    InductionOutput,
     ListModelsOutput,
     PredictOutput,
     RenderOutput,
@@ -177,7 +181,12 @@ def top_activations(out: TopActivationsOutput) -> str:
                  "(activating token in [[ ]], normalised activation):"]
     else:
         lines = [f"{out.id} of {out.model}: no stored examples on this page ({out.total} in all)."]
-    lines += [f"{first + i + 1}. {e.activation:.2f} [{e.split or '-'}] {e.text!r}" for i, e in enumerate(out.examples)]
+    if out.stats is not None:
+        st = out.stats
+        lines.insert(1, f"Fires on {st.density:.3%} of corpus tokens; raw quantiles "
+                     + ", ".join(f"{k} {v:.3g}" for k, v in st.quantiles.items())
+                     + f"; max {st.max_activation:.3g}.")
+    lines += [f"{first + i + 1}. {e.activation:.2f} [{e.split or out.source}] {e.text!r}" for i, e in enumerate(out.examples)]
     if out.next_cursor:
         lines.append(f"More: call top_activations with cursor={out.next_cursor!r}.")
     return with_warnings("\n".join(lines), out.warnings)
@@ -289,4 +298,86 @@ def predict(out: PredictOutput, *, max_rows: int) -> str:
     if out.firing_total > max_rows:
         lines.append(f"({out.firing_total} firing tokens; the firing list keeps the first {max_rows}, "
                      "the per-token arrays have all.)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- the scan and the probes
+def no_scan(model: str, stores_dir: str, tool: str) -> str:
+    return (f"{tool} needs the whole-model scan of {model} ({model}.scan.npz in {stores_dir}), which is "
+            f"not there; its operator writes it with `n2g scan --model {model}`. Use search_graphs and "
+            "get_graph on the stored graphs meanwhile.")
+
+
+def no_such_token(token: str, text_tokens: Sequence[str]) -> str:
+    return (f"the text has no token {tok(token)}; its tokens are {tokens(text_tokens, 30)}. Pass one of "
+            "them as token, or position (an index; -1 is the last).")
+
+
+def position_outside(position: int, n: int) -> str:
+    return f"position {position} is outside the text's {n} tokens; use 0-{n - 1}, or -1 for the last"
+
+
+def too_many_neurons(n: int, limit: int) -> str:
+    return f"{n} neurons given; ablate_neurons takes at most {limit}. Ablate the strongest candidates first."
+
+
+def bad_neuron_ids(bad: Sequence[str]) -> str:
+    return (f"not neuron ids: {', '.join(repr(b[:40]) for b in bad[:5])}; write them as 'L17/N938' "
+            "(find_induction_neurons and search_graphs return them in that form)")
+
+
+def bad_pattern(reason: str) -> str:
+    return f"{reason}. Fix the pattern and call test_hypothesis again."
+
+
+def find_neurons(out: FindNeuronsOutput) -> str:
+    lines = [f"Neurons of {out.model} most active at token {out.position} {tok(out.token)} "
+             f"(layers {out.layers[0]}-{out.layers[-1]}; activation / the neuron's corpus max):"]
+    for h in out.results:
+        graph = (f"graph: {tokens(h.activating_tokens, 4)}, F1 {number(h.f1)}" if h.has_graph
+                 else "no graph (build_graph builds one)")
+        lines.append(f"- {h.id} {h.activation:.2f} (raw {h.raw_activation:.3g}); {graph}")
+    lines.append("Next: top_activations or get_graph on a hit; test_hypothesis to check what it fires on.")
+    return "\n".join(lines)
+
+
+def induction(out: InductionOutput) -> str:
+    lines = [f"Induction probe on {out.model}: {out.sequences} random sequences of {out.length} tokens, "
+             f"each repeated; layers {out.layers[0]}-{out.layers[-1]}, seed {out.seed}, {out.seconds:.1f} s. "
+             "Score = firing rate on the second copy - on the first:"]
+    lines += [f"- {h.id} score {h.score:.2f} (first {h.first:.2f}, second {h.second:.2f})"
+              + ("" if h.has_graph else ", no graph") for h in out.results[:15]]
+    if len(out.results) > 15:
+        lines.append(f"... {len(out.results) - 15} more in the structured results.")
+    lines.append("Next: ablate_neurons on the top candidates for causal evidence; build_graph and "
+                 "top_activations to see what each reads.")
+    return "\n".join(lines)
+
+
+def ablation(out: AblationOutput) -> str:
+    lines = [f"Ablated {count(len(out.neurons), 'neuron')} of {out.model} ({out.mode}) on {out.measured_on}, "
+             f"{out.tokens_measured} tokens: loss {out.loss_clean:.3f} -> {out.loss_ablated:.3f} "
+             f"(delta {out.delta:+.3f} nats)."]
+    if out.control_delta is not None:
+        ratio = (f", {out.delta / out.control_delta:.1f}x the control" if out.control_delta > 1e-6
+                 else "")
+        lines.append(f"Control ({count(len(out.control_neurons), 'random neuron')} of the same layers): "
+                     f"delta {out.control_delta:+.3f}{ratio}.")
+    if out.top_changes:
+        lines.append("Most changed: " + "; ".join(
+            f"{tok(c.token)} at {c.position} {c.loss_clean:.2f}->{c.loss_ablated:.2f}" for c in out.top_changes[:5]))
+    return "\n".join(lines)
+
+
+def hypothesis(out: HypothesisOutput) -> str:
+    lines = [f"{out.id} of {out.model}, claim: fires on tokens matched by {out.kind} {out.pattern!r} "
+             f"(matches in {out.corpus_windows_matched} corpus windows). Overall: {figures(out.overall)}."]
+    lines += [f"- {s.set} ({s.windows} windows, {s.firing} firing, {s.claimed} claimed): {figures(s.figures)}"
+              for s in out.sets]
+    if out.false_positives:
+        lines.append("Claimed but silent: " + "; ".join(f"{m.text!r} ({m.activation:.2f})"
+                                                          for m in out.false_positives[:3]))
+    if out.false_negatives:
+        lines.append("Fires but unclaimed: " + "; ".join(f"{m.text!r} ({m.activation:.2f})"
+                                                           for m in out.false_negatives[:3]))
     return "\n".join(lines)

@@ -106,7 +106,8 @@ class FakeLiveBackend:
         return tokens, self.raw(layer, neuron, tokens)
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: object = None) -> list[NeuronGraph]:
         self._check(spec)
         model = spec.name
         self.calls.append("build")

@@ -11,6 +11,7 @@ import pytest
 from builder.ablate import ablate
 from builder.config import ScanConfig
 from builder.corpus import make_windows
+from builder.errors import BadRequest
 from builder.firing import neurons_at
 from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
 from builder.induction import induction_scores, repeated_sequences
@@ -56,7 +57,7 @@ def test_mean_ablation_uses_the_given_means():
 
 
 def test_ablation_rejects_a_one_token_text():
-    with pytest.raises(ValueError, match="two tokens"):
+    with pytest.raises(BadRequest, match="two tokens"):
         ablate(induction_model(), [(1, 3)], text="aaa")
 
 
@@ -68,7 +69,7 @@ def test_the_firing_neuron_at_a_token_is_found_across_layers():
     assert (hits[0].layer, hits[0].neuron, hits[0].normalized) == (INDUCT_LAYER, INDUCT, 1.0)
     even = neurons_at(model, model.encode("aaa abc"), 0, [0], maxes, limit=1)[0]  # " aaa" is word 0
     assert (even.layer, even.neuron) == (0, EVEN)
-    with pytest.raises(IndexError):
+    with pytest.raises(BadRequest, match="outside"):
         neurons_at(model, ids, 9, [0], maxes)
 
 
