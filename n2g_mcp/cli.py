@@ -21,7 +21,8 @@ from builder.models import DEFAULT_MODEL  # imports no torch
 from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
-from store.jsonl import StoreError, describe_corrupt, read_store, write_store
+from store.jsonl import (Store, StoreError, check_not_locked, describe_corrupt, read_header, read_store,
+                         write_store)
 from store.metrics import mean_defined
 
 
@@ -108,6 +109,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     resolve_corpus(args.corpus)
     store = Path(args.store) if args.store else default_stores_dir() / store_filename(args.model)
     config = _build_config(args)
+    check_not_locked(store)  # before the slow model load; the build takes the lock for real
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device)
     loaded = time.perf_counter()
@@ -182,8 +184,15 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
+def _read(path: str) -> Store:
+    """A store, its lines checked against its model's shape where the header lacks it."""
+    from builder.models import model_shape  # imports no torch
+
+    return read_store(path, shape=model_shape(read_header(path).model))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    store = read_store(args.store)
+    store = _read(args.store)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -207,10 +216,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- store
 def cmd_compact(args: argparse.Namespace) -> int:
-    store = read_store(args.source)
+    store = _read(args.source)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
-    count = write_store(args.target, store.model, store)
+    count = write_store(args.target, store.model, store, shape=store.shape)
     print(f"wrote {count} graphs of {store.model} to {args.target}")
     return 0
 

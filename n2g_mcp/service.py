@@ -193,7 +193,7 @@ class Service:
     """
 
     def __init__(self, stores_dir: Path, live: LiveBackend) -> None:
-        self.catalog = Catalog(stores_dir)
+        self.catalog = Catalog(stores_dir, shapes=live.shape)  # lines outside the model are skipped
         self.live = live
 
     # ----------------------------------------------------------------- checks
