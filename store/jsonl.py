@@ -252,20 +252,25 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
         raise StoreFormatError(f"{path}: empty file, not an n2g store")
     header = _parse_header(first[0], path)
     store = Store(path=path, header=header, shape=header.shape or shape)
-    number = 1
+    number, torn = 1, False
     for number, (line, ended) in enumerate(lines, start=2):  # noqa: B007 - number is used below
         if not line.strip():
             continue
         try:
             graph = _parse_graph(line, header.model, store.shape)
         except _BadLine as exc:
+            torn = not ended
             reason = str(exc)[:200]
-            if not ended:
+            if torn:
                 reason = f"last line, without its newline, is cut short: {reason}"
             store.corrupt.append(CorruptLine(line=number, reason=reason))
             continue
         store.graphs[(graph.layer, graph.neuron)] = graph
-    store.corrupt += [CorruptLine(line=number + 1, reason=reason) for reason in damage]
+    if damage:
+        if torn:  # the damage is what cut that line: report it once, at that line
+            store.corrupt.pop()
+        store.corrupt += [CorruptLine(line=number if torn else number + 1, reason=reason)
+                          for reason in damage]
     return store
 
 
