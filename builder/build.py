@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,10 @@ from builder.saliency import saliency
 from builder.scan import LayerScan, scan
 from store.graph import Example, Matching, NeuronGraph, graph_record
 from store.jsonl import StoreWriter, read_store
+from store.progress import Progress
 from store.trie import NeuronTrie
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, float, str], None]
 
 EXAMPLE_BEFORE, EXAMPLE_AFTER = 24, 8
 """Tokens kept before and after the pivot when a top example is stored for reading."""

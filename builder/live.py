@@ -1,8 +1,14 @@
-"""A loaded model serving interactive requests: tokens, a neuron's activations, a few graphs.
+"""Loaded models serving interactive requests: tokens, a neuron's activations, a few graphs.
 
-The MCP server holds one :class:`LiveModel` per model and calls it from worker threads; the lock
-makes one request at a time use the model. Scans and corpus windows are kept after the first
-build, so later builds of the same layer only run the N2G stages.
+The MCP server holds one :class:`LiveModels` and calls it from worker threads. It is the one
+live-model layer: each model loads on first use, once, and one lock makes one request at a time
+use a model (loading included), since a model is not safe to share between threads. Corpus
+windows and layer scans are kept after a model's first build, so later builds of the same layer
+run only the N2G stages.
+
+Models are named by :class:`store.models.ModelSpec`; a spec that is not ``local`` never makes
+this layer look at the disk for its location (an MCP client's model name cannot reach files).
+Errors are :class:`builder.errors.N2GError` with messages meant for the user.
 
 A neuron is read along a text in windows (``builder.forward.long_activations``), so the longest
 text the server accepts runs in bounded memory. A build holds the store's writer lock; when
@@ -11,8 +17,10 @@ another process is writing that store, it fails at once with :class:`builder.err
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,65 +32,101 @@ from builder.errors import Busy
 from builder.forward import long_activations
 from builder.models import LoadedModel, load_model
 from builder.scan import LayerScan, scan
+from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
 from store.jsonl import StoreLocked, StoreWriter
+from store.models import EMBEDDED, ModelSpec
+from store.progress import Progress
 
-Progress = Callable[[float, float, str], None]
+log = logging.getLogger(__name__)
 
 
-class LiveModel:
-    """One model, loaded once, shared by requests one at a time."""
+@dataclass
+class _Loaded:
+    """One loaded model and what its builds keep between calls."""
 
-    def __init__(self, model: LoadedModel, config: BuildConfig | None = None) -> None:
-        self.model = model
+    model: LoadedModel
+    windows: np.ndarray | None = None
+    scans: dict[int, LayerScan] = field(default_factory=dict)
+
+
+class LiveModels:
+    """Models loaded once each, used one request at a time; see the module docstring.
+
+    Args:
+        device: where models run (default: cuda if available).
+        config: the build configuration (default: ``BuildConfig()``).
+    """
+
+    def __init__(self, device: str | None = None, config: BuildConfig | None = None) -> None:
+        self.device = device
         self.config = config or BuildConfig()
-        self.lock = threading.Lock()
-        self._windows: np.ndarray | None = None
-        self._scans: dict[int, LayerScan] = {}
+        self._lock = threading.Lock()
+        """The one lock: held while a model loads and while any request uses one."""
+        self._loaded: dict[str, _Loaded] = {}
 
-    def tokens(self, text: str) -> list[str]:
-        """The text's tokens as graphs store them."""
-        return [self.model.vocab[i] for i in self.model.encode(text)]
+    def add(self, model: LoadedModel) -> ModelSpec:
+        """Serve a model already loaded (by a script or a test); returns the spec that names it."""
+        with self._lock:
+            self._loaded[model.name] = _Loaded(model)
+        return ModelSpec(name=model.name, location=model.name, shape=(model.n_layers, model.d_mlp))
 
-    def activations(self, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+    def _get(self, spec: ModelSpec, progress: Progress | None = None) -> _Loaded:
+        """The loaded model; the caller holds the lock, so each model loads once."""
+        loaded = self._loaded.get(spec.name)
+        if loaded is None:
+            if progress is not None:
+                progress(0, 1, f"loading {spec.name} (once; can take a minute)")
+            log.info("loading model %s (once; can take a minute)", spec.name)
+            model = load_model(spec.location, device=self.device, local=spec.local, as_name=spec.name)
+            loaded = self._loaded[spec.name] = _Loaded(model)
+        return loaded
+
+    def tokens(self, spec: ModelSpec, text: str) -> list[str]:
+        """The text's tokens as graphs store them; needs only the tokenizer where it is on disk."""
+        loaded = self._loaded.get(spec.name)
+        if loaded is not None:
+            return [loaded.model.vocab[i] for i in loaded.model.encode(text)]
+        if spec.location in EMBEDDED or spec.local:
+            return list(load_tokenizer(spec.location).tokens(text))
+        with self._lock:  # a hub model: its tokenizer comes with it
+            model = self._get(spec).model
+            return [model.vocab[i] for i in model.encode(text)]
+
+    def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
         """The text's tokens and the neuron's raw activation on each (windowed: see
         ``builder.forward.long_activations`` for the context a position sees in a long text)."""
-        self.model.check_layer(layer)
-        self.model.check_neuron(neuron)
-        ids = self.model.encode(text)
-        if not ids:
-            return [], []
-        with self.lock:
-            acts = long_activations(self.model, layer, ids, [neuron])[:, 0]
-        return [self.model.vocab[i] for i in ids], [float(a) for a in acts]
+        with self._lock:
+            model = self._get(spec).model
+            model.check_layer(layer)
+            model.check_neuron(neuron)
+            ids = model.encode(text)
+            if not ids:
+                return [], []
+            acts = long_activations(model, layer, ids, [neuron])[:, 0]
+        return [model.vocab[i] for i in ids], [float(a) for a in acts]
 
-    def build(self, layer: int, neurons: Sequence[int], store_path: Path,
-              progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
+              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
         """Build graphs for neurons of one layer and append them to a store.
 
         Raises:
-            Busy: if another process is writing to the store.
+            builder.errors.Cancelled: when ``cancel`` is set (checked between batches).
+            builder.errors.Busy: if another process is writing to the store.
+            builder.errors.N2GError: for a request the model refuses.
         """
-        self.model.check_layer(layer)
-        with self.lock:
-            if self._windows is None:
-                self._windows = make_windows(self.model, None, self.config.scan.window,
-                                             self.config.scan.max_tokens)
-            if layer not in self._scans:
-                self._scans.update(scan(self.model, self._windows, [layer], self.config.scan,
-                                        progress=progress))
+        with self._lock:
+            loaded = self._get(spec, progress)
+            model = loaded.model
+            model.check_layer(layer)
+            if loaded.windows is None:
+                loaded.windows = make_windows(model, None, self.config.scan.window, self.config.scan.max_tokens)
+            if layer not in loaded.scans:
+                loaded.scans.update(scan(model, loaded.windows, [layer], self.config.scan, progress=progress))
             try:
-                writer = StoreWriter(store_path, self.model.name,
-                                     (self.model.n_layers, self.model.d_mlp))
+                writer = StoreWriter(store_path, model.name, (model.n_layers, model.d_mlp))
             except StoreLocked as exc:
                 raise Busy(str(exc)) from exc
             with writer:
-                return build_layer(self.model, layer, list(neurons), self._scans[layer],
-                                   self._windows, self.config, writer, progress, cancel)
-
-
-def load_live_model(name: str, device: str | None = None) -> LiveModel:
-    """Load a model for interactive use (slow: seconds to a minute)."""
-    return LiveModel(load_model(name, device=device))
-
+                return build_layer(model, layer, list(neurons), loaded.scans[layer], loaded.windows,
+                                   self.config, writer, progress, cancel)

@@ -192,7 +192,7 @@ async def investigate(stores: Path | None, layer: int, neuron: int | None, out_d
     """
     if command is None:
         command = [sys.executable, "-m", "n2g_mcp"] + (["--stores", str(stores)] if stores else [])
-    # The server inherits this environment (N2G_STORES, N2G_CACHE, and the tests' fake-backend hook).
+    # The server inherits this environment (N2G_STORES, N2G_CACHE).
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     print(f"Starting the n2g-mcp server: {' '.join(command)}", file=out, flush=True)
     try:

@@ -1,7 +1,7 @@
 """The structured results of the MCP tools: one pydantic model per tool, described for the agent.
 
 Each model becomes its tool's ``outputSchema``; the tool also returns a short text summary
-(``n2g_mcp.service``). Neurons are always named ``L{layer}/N{neuron}``; activations are
+(``n2g_mcp.text``). ``n2g_mcp.queries`` makes them. Neurons are always named ``L{layer}/N{neuron}``; activations are
 normalised (raw activation / the neuron's largest activation in the corpus) unless a field says
 "raw".
 """
@@ -98,6 +98,7 @@ class GraphDescription(GraphSummary):
     baselines_f1: dict[str, float | None] = Field(
         description="F1 of the paper's baselines on the same examples: token_lookup, ngram_lookup")
     examples: list[ExampleView] = Field(description="pruned training examples: the least context that fires it")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- search
@@ -116,6 +117,8 @@ class SearchOutput(BaseModel):
     model: str
     results: list[SearchHit]
     total: int = Field(description="graphs matching the query, over all pages")
+    offset: int = Field(default=0, description="position of the first result of this page in all of them")
+    searched: int = Field(default=0, description="graphs of the model searched")
     next_cursor: str | None = Field(description="pass as cursor to get the next page; null on the last page")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
@@ -133,8 +136,10 @@ class SimilarItem(BaseModel):
 class SimilarOutput(BaseModel):
     model: str
     target: str | None = Field(description="the neuron compared against; null when listing similar pairs")
+    layer: int | None = Field(default=None, description="the layer the pairs were limited to, if any")
     mode: str
     threshold: float
+    compared: int = Field(default=0, description="graphs compared")
     results: list[SimilarItem]
     warnings: list[str] = Field(default_factory=list)
 
@@ -149,6 +154,10 @@ class RenderOutput(BaseModel):
     paths: int
     shown_paths: int
     max_nodes: int = Field(description="the node cap this drawing used")
+    requested_max_nodes: int = Field(default=0, description="the node cap asked for")
+    image: str | None = Field(default=None, description="the drawing's format where one was attached "
+                              "as content ('png' or 'svg'), else null")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- examples
@@ -158,7 +167,9 @@ class TopActivationsOutput(BaseModel):
     max_activation: float = Field(description="raw activation that normalises to 1.0")
     examples: list[ExampleView] = Field(description="top-activating corpus windows, strongest first")
     total: int = Field(description="stored examples of this neuron")
+    offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- predict
@@ -179,3 +190,4 @@ class PredictOutput(BaseModel):
     agreement: Figures | None = Field(default=None, description="predicted vs actual (compare=true only)")
     firing: list[TokenRow] = Field(
         description="tokens predicted or (with compare) found to fire, >= 0.5; at most 100")
+    firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")

@@ -82,13 +82,15 @@ def test_an_overlap_outside_the_window_is_refused(window, overlap) -> None:
 @pytest.mark.model
 def test_the_live_model_reads_the_longest_allowed_text_and_matches_one_pass_in_the_first_window() -> None:
     from builder.forward import LONG_WINDOW
-    from builder.live import LiveModel
+    from builder.live import LiveModels
     from builder.models import load_model
 
-    live = LiveModel(load_model("smollm2-135m", device="cpu"))
+    model = load_model("smollm2-135m", device="cpu")
+    live = LiveModels()
+    spec = live.add(model)
     text = "\N{GRINNING FACE}" * 20_000  # about 60k tokens: one pass would ask for 14.4 GB
-    tokens, acts = live.activations(0, 7, text)
+    tokens, acts = live.activations(spec, 0, 7, text)
     assert len(acts) == len(tokens) > 3 * LONG_WINDOW and np.all(np.isfinite(acts))
-    head = live.model.encode(text)[:LONG_WINDOW]
-    (single,) = neuron_activations(live.model, 0, [head], [7])
+    head = model.encode(text)[:LONG_WINDOW]
+    (single,) = neuron_activations(model, 0, [head], [7])
     assert np.allclose(acts[:LONG_WINDOW], single, atol=1e-4)
