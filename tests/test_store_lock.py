@@ -74,3 +74,18 @@ def test_a_second_n2g_build_on_the_same_store_exits_2_with_a_clear_message(tmp_p
         holder.communicate("", timeout=30)
     err = capsys.readouterr().err.strip()
     assert err.startswith("n2g: error:") and str(path) in err and "wait for it to finish" in err
+
+
+def test_a_live_build_into_a_store_being_written_reports_busy(tmp_path, monkeypatch) -> None:
+    from builder.config import BuildConfig, ScanConfig
+    from builder.errors import Busy
+    from builder.live import LiveModels
+    from tests.oracle import TOKEN, rule_model
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    live = LiveModels(config=BuildConfig(scan=ScanConfig(window=16, top_k=4, random_windows=2,
+                                                         max_tokens=2_000)))
+    spec = live.add(rule_model())
+    path = tmp_path / "rule-model.jsonl"
+    with StoreWriter(path, "rule-model"), pytest.raises(Busy, match="wait for it to finish"):
+        live.build(spec, 0, [TOKEN], path)
