@@ -237,6 +237,9 @@ def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | No
         rebuild: build neurons already in the store again (the newer line wins on read).
         progress: ``progress(done, total, message)``; without it tqdm bars are shown.
         cancel: set it to stop between batches.
+
+    Raises:
+        store.jsonl.StoreLocked: if another writer holds the store.
     """
     for layer in layers:
         model.check_layer(layer)

@@ -126,8 +126,8 @@ LONG_OVERLAP = 256
 """Tokens of context that start every window after the first; their outputs are discarded."""
 LONG_BATCH_TOKENS = 2 * LONG_WINDOW
 """Padded tokens per pass over a long text. Attention scores take batch x heads x window^2
-floats (and a few temporaries of that size); two windows a pass keep them near 0.3 GB on SmolLM2
-(9 heads), a quarter of what the builder's 8,192-token passes would hold, at about the same speed."""
+floats (and a few temporaries of that size): on SmolLM2 (9 heads, layer 0), 20,000 characters of
+prose took 0.72 GiB above the loaded model with 8,192-token passes, 0.28 GiB with two windows."""
 
 
 def _spans(length: int, window: int, overlap: int) -> list[tuple[int, int, int]]:
