@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from store.catalog import store_filename
+from store.jsonl import check_not_locked
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
 from store.names import OutOfRange, check_range
 from store.scanfile import scan_filename
@@ -102,6 +103,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     scan_path = Path(args.scan_file) if args.scan_file else Path(args.stores_dir) / scan_filename(args.model)
     if args.scan_file and not scan_path.is_file():
         raise UsageError(f"no scan file at {scan_path}; write one with `n2g scan`")
+    check_not_locked(store)  # before the slow model load; the build takes the lock for real
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device)
     scan_file = _scan_file(scan_path, model.name)

@@ -9,6 +9,10 @@ run only the N2G stages.
 Models are named by :class:`store.models.ModelSpec`; a spec that is not ``local`` never makes
 this layer look at the disk for its location (an MCP client's model name cannot reach files).
 Errors are :class:`builder.errors.N2GError` with messages meant for the user.
+
+A neuron is read along a text in windows (``builder.forward.long_activations``), so the longest
+text the server accepts runs in bounded memory. A build holds the store's writer lock; when
+another process is writing that store, it fails at once with :class:`builder.errors.Busy`.
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ from builder.ablate import Ablation, AblationMode, ablate
 from builder.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
+from builder.errors import Busy
 from builder.firing import Hit, neurons_at
-from builder.forward import neuron_activations
+from builder.forward import long_activations
 from builder.hypothesis import CorpusText, HypothesisResult, PatternKind, score_hypothesis
 from builder.induction import InductionScore, induction_scores
 from builder.models import LoadedModel, load_model
 from builder.scan import LayerScan, scan, scan_file_serves
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
-from store.jsonl import StoreWriter
+from store.jsonl import StoreLocked, StoreWriter
 from store.models import EMBEDDED, ModelSpec
 from store.progress import Progress
 from store.scanfile import ScanFile
@@ -95,7 +100,8 @@ class LiveModels:
             return [model.vocab[i] for i in model.encode(text)]
 
     def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
-        """The text's tokens and the neuron's raw activation on each."""
+        """The text's tokens and the neuron's raw activation on each (windowed: see
+        ``builder.forward.long_activations`` for the context a position sees in a long text)."""
         with self._lock:
             model = self._get(spec).model
             model.check_layer(layer)
@@ -103,7 +109,7 @@ class LiveModels:
             ids = model.encode(text)
             if not ids:
                 return [], []
-            acts = neuron_activations(model, layer, [ids], [neuron])[0]
+            acts = long_activations(model, layer, ids, [neuron])[:, 0]
         return [model.vocab[i] for i in ids], [float(a) for a in acts]
 
     def _windows(self, loaded: _Loaded, scan_file: ScanFile | None) -> np.ndarray:
@@ -141,6 +147,7 @@ class LiveModels:
 
         Raises:
             builder.errors.Cancelled: when ``cancel`` is set (checked between batches).
+            builder.errors.Busy: if another process is writing to the store.
             builder.errors.N2GError: for a request the model refuses.
         """
         with self._lock:
@@ -148,8 +155,13 @@ class LiveModels:
             model = loaded.model
             model.check_layer(layer)
             layer_scan = self._layer_scan(loaded, layer, neurons, scan_file, progress, cancel)
-            return build_layer(model, layer, list(neurons), layer_scan, self._windows(loaded, scan_file),
-                               self.config, StoreWriter(store_path, model.name), progress, cancel)
+            try:
+                writer = StoreWriter(store_path, model.name, (model.n_layers, model.d_mlp))
+            except StoreLocked as exc:
+                raise Busy(str(exc)) from exc
+            with writer:
+                return build_layer(model, layer, list(neurons), layer_scan, self._windows(loaded, scan_file),
+                                   self.config, writer, progress, cancel)
 
     # ----------------------------------------------------------------- probes of the live model
     def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],

@@ -18,6 +18,9 @@ Refreshing: every call stats the directory's store files (cheap) and re-reads on
 size or modification time changed; a model's merged view and index are rebuilt only when one of
 its files changed. Corrupt lines are skipped by :func:`store.jsonl.read_store`, counted here and
 described for the user; a file that is not a store at all is listed in :attr:`Catalog.problems`.
+Lines are checked against the model's shape: the header's where it records one, else the one
+``shapes`` gives (the server passes its registry of known models), so a line with a layer or
+neuron the model lacks is skipped like a corrupt one.
 
 No torch, no model: this module only reads files. It is thread-safe (the MCP server reads it from
 worker threads).
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from store.graph import NeuronGraph
 from store.index import GraphIndex
-from store.jsonl import Store, StoreFormatError, describe_corrupt, read_store
+from store.jsonl import Shape, Store, StoreFormatError, describe_corrupt, read_header, read_store
 from store.names import file_safe
 
 log = logging.getLogger(__name__)
@@ -118,10 +122,13 @@ class Catalog:
 
     Args:
         directory: where the stores are; it need not exist yet (a first build creates it).
+        shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; used for
+            stores whose header does not record the shape.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, shapes: Callable[[str], Shape | None] | None = None) -> None:
         self.directory = Path(directory)
+        self._shapes = shapes
         self._lock = threading.RLock()
         self._files: dict[Path, tuple[_Signature, Store]] = {}
         self._problems: dict[Path, tuple[_Signature, str]] = {}
@@ -142,6 +149,12 @@ class Catalog:
             found[path] = _Signature(stat.st_size, stat.st_mtime_ns)
         return found
 
+    def _read(self, path: Path) -> Store:
+        header = read_header(path)
+        if header.shape is not None or self._shapes is None:
+            return read_store(path)
+        return read_store(path, shape=self._shapes(header.model))
+
     def refresh(self) -> None:
         """Re-read the files that changed since the last call; forget the ones removed."""
         with self._lock:
@@ -160,9 +173,8 @@ class Catalog:
                 if problem is not None and problem[0] == signature:
                     continue
                 try:
-                    store = read_store(path)
-                except (StoreFormatError, OSError, EOFError) as exc:
-                    # EOFError: a .gz file cut short.
+                    store = self._read(path)
+                except (StoreFormatError, OSError) as exc:
                     self._files.pop(path, None)
                     self._problems[path] = (signature, f"{path.name}: {exc}")
                     log.warning("skipping %s: %s", path, exc)
