@@ -30,7 +30,8 @@ from tests.graphs import make_graph
 pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
-                   "render_graph_dot", "predict_activations"}
+                   "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
+                   "ablate_neurons", "test_hypothesis"}
 
 
 @pytest.fixture
