@@ -15,7 +15,7 @@ checkpoint after a crash; cancelling deletes the checkpoint, so no partial scan 
 Statistics. Counting, for every neuron, the tokens at >= 0.5 x its max needs the max, which is
 known only at the end. Two sources give it in one pass: the top windows' traces hold every firing
 token of a neuron whose k-th window is below half its max (exact); for denser neurons a
-histogram of a random 1-in-``sample_stride`` token sample (16 log-spaced bins an octave) estimates
+histogram of a random 1-in-``sample_stride`` token sample (16 bins an octave) estimates
 it, and the larger of the two is kept. The quantiles come from the same histogram.
 """
 
