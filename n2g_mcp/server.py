@@ -31,7 +31,7 @@ from mcp_types import (
     TextResourceContents,
     ToolAnnotations,
 )
-from pydantic import BaseModel, BeforeValidator, Field, Strict
+from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationError
 
 from n2g_mcp import text as wording
 from n2g_mcp.errors import QueryError
@@ -148,6 +148,19 @@ def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
 
 
 # --------------------------------------------------------------------- the server
+class _Server(MCPServer):
+    """MCPServer whose argument errors read as sentences for the agent, not validator dumps."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(wording.bad_arguments(name, cause.errors(include_url=False))) from cause
+            raise
+
+
 def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: ServedModels | None = None,
                   prompts_dir: Path | None = None, queries: Queries | None = None) -> MCPServer:
     """The MCP server over a stores directory.
@@ -162,7 +175,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
             arguments above are not used).
     """
     q = queries if queries is not None else Queries(Path(stores_dir), live, models)
-    server = MCPServer("n2g-mcp", instructions=INSTRUCTIONS)
+    server = _Server("n2g-mcp", instructions=INSTRUCTIONS)
     tool = functools.partial(_tool, server)
 
     # ----------------------------------------------------------------- reading the stores
