@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,11 @@ class StoreView:
         """The layers that have at least one graph, ascending."""
         return self._catalog._cached(("layers", self.model), lambda: [layer for (layer,) in self._rows(
             "SELECT DISTINCT layer FROM graphs WHERE model=? AND current=1 ORDER BY layer", (self.model,))])
+
+    def _ranks(self) -> list[float]:
+        """Every graph's rank (-F1, unscored last), ascending: counts ``min_f1`` listings by bisection."""
+        return self._catalog._cached(("ranks", self.model), lambda: [rank for (rank,) in self._rows(
+            "SELECT rank FROM graphs WHERE model=? AND current=1 ORDER BY rank", (self.model,))])
 
     def _graph_id(self, layer: int, neuron: int) -> int | None:
         rows = self._rows("SELECT id FROM graphs WHERE model=? AND layer=? AND neuron=? AND current=1",
@@ -180,6 +186,8 @@ class StoreView:
             return len(hits), hits[offset:end]
         if len(where) == 2:
             total = len(self)
+        elif len(where) == 3 and min_f1 is not None:
+            total = bisect_right(self._ranks(), -min_f1)
         else:
             total = self._rows("SELECT count(*) FROM graphs g WHERE " + clause, tuple(params))[0][0]
         page = " LIMIT ? OFFSET ?" if limit is not None else " LIMIT -1 OFFSET ?"

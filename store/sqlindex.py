@@ -297,9 +297,16 @@ class StoreIndex:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
             try:
                 changed_models = self._sync(db, current)
+                grown = 0
                 for model in sorted(m for m in changed_models if m is not None):
                     new = self._mark_current(db, model)
                     self._update_pairs(db, model, new)
+                    grown += len(new)
+                if grown > 1000 or db.execute("SELECT count(*) FROM sqlite_master WHERE name='sqlite_stat1'"
+                                              ).fetchone()[0] == 0:
+                    # Statistics let the planner drive a search from its rarest token's postings
+                    # instead of walking every graph in rank order (0.2 ms against 17 ms at 100k).
+                    db.execute("ANALYZE")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
