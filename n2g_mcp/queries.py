@@ -18,6 +18,7 @@ are slow (call them from a worker thread).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -286,7 +287,7 @@ class Queries:
             warnings=view.corrupt_reports(),
         )
 
-    def search(self, activating: list[str] = (), context: list[str] = (), *, model: str | None = None,  # type: ignore[assignment]
+    def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
                repeated: bool = False, limit: int = 20, cursor: str | None = None) -> SearchOutput:
         model = self.model(model)

@@ -59,6 +59,7 @@ from n2g_mcp.queries import (
 )
 from n2g_mcp.registry import ServedModels
 from n2g_mcp.worker import run_in_worker
+from store.names import parse_neuron_id
 from store.render import GraphvizMissing, draw
 
 INSTRUCTIONS = """\
@@ -141,7 +142,8 @@ def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
         block: ContentBlock = ImageContent(type="image", data=base64.b64encode(picture).decode(),
                                            mime_type="image/png")
     else:
-        uri = f"graph://{out.model}/{out.id.replace('L', '', 1).replace('/N', '/')}/svg"
+        layer, neuron = parse_neuron_id(out.id)
+        uri = f"graph://{out.model}/{layer}/{neuron}/svg"
         block = EmbeddedResource(type="resource", resource=TextResourceContents(
             uri=uri, mime_type="image/svg+xml", text=picture.decode()))
     return [block], wording.image_attached(fmt)

@@ -24,9 +24,10 @@ import heapq
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -147,7 +148,7 @@ class StoreView:
         return reports
 
     # ----------------------------------------------------------------- search
-    def search(self, activating: list[str] = (), context: list[str] = (), *,  # type: ignore[assignment]
+    def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *,
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
                repeated: bool = False, limit: int | None = None, offset: int = 0) -> tuple[int, list[Hit]]:
         """Graphs holding every given activating and context token, best F1 first.
@@ -270,7 +271,8 @@ class Catalog:
                 self._cache.clear()
                 self._graphs.clear()
 
-    def _cached(self, key: tuple, compute):  # noqa: ANN001, ANN202 - a small memo for counts
+    def _cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """A value computed once per state of the stores (counts, layers, ranks)."""
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = compute()

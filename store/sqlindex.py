@@ -366,9 +366,9 @@ class StoreIndex:
             try:
                 header = read_header(path)
             except (StoreFormatError, EOFError, OSError, ValueError, zlib.error) as exc:
-                reason = str(exc).replace(str(path), path.name) if str(exc) else type(exc).__name__
-                if isinstance(exc, EOFError | zlib.error) or not str(exc):
-                    reason = f"{path.name}: not a readable store ({type(exc).__name__})"
+                # StoreFormatError names the file; a cut or garbled .gz says only what broke.
+                reason = (str(exc).replace(str(path), path.name) if isinstance(exc, StoreFormatError)
+                          else f"{path.name}: not a readable store ({type(exc).__name__}: {exc})")
                 db.execute("INSERT INTO files(name, size, mtime_ns, head, problem) VALUES (?,?,?,?,?)",
                            (path.name, state.size, state.mtime_ns, head, reason))
                 return None
