@@ -332,3 +332,11 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
     for prompt in load_prompts(prompts_dir or default_prompts_dir()):
         server.add_prompt(prompt)
     return server
+
+
+def main() -> None:
+    """The ``n2g-mcp`` command, for installs whose script still points here (it moved to
+    ``n2g_mcp.main``; reinstalling updates the script)."""
+    from n2g_mcp.main import main as run
+
+    run()
