@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from store.catalog import store_filename
+from store.jsonl import check_not_locked
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
 from store.names import OutOfRange, check_range
 
@@ -96,6 +97,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     resolve_corpus(args.corpus)
     store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(args.model)
     config = _build_config(args)
+    check_not_locked(store)  # before the slow model load; the build takes the lock for real
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device)
     loaded = time.perf_counter()

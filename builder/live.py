@@ -9,6 +9,10 @@ run only the N2G stages.
 Models are named by :class:`store.models.ModelSpec`; a spec that is not ``local`` never makes
 this layer look at the disk for its location (an MCP client's model name cannot reach files).
 Errors are :class:`builder.errors.N2GError` with messages meant for the user.
+
+A neuron is read along a text in windows (``builder.forward.long_activations``), so the longest
+text the server accepts runs in bounded memory. A build holds the store's writer lock; when
+another process is writing that store, it fails at once with :class:`builder.errors.Busy`.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import numpy as np
 from builder.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
-from builder.forward import neuron_activations
+from builder.errors import Busy
+from builder.forward import long_activations
 from builder.models import LoadedModel, load_model
 from builder.scan import LayerScan, scan
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
-from store.jsonl import StoreWriter
+from store.jsonl import StoreLocked, StoreWriter
 from store.models import EMBEDDED, ModelSpec
 from store.progress import Progress
 
@@ -89,7 +94,8 @@ class LiveModels:
             return [model.vocab[i] for i in model.encode(text)]
 
     def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
-        """The text's tokens and the neuron's raw activation on each."""
+        """The text's tokens and the neuron's raw activation on each (windowed: see
+        ``builder.forward.long_activations`` for the context a position sees in a long text)."""
         with self._lock:
             model = self._get(spec).model
             model.check_layer(layer)
@@ -97,7 +103,7 @@ class LiveModels:
             ids = model.encode(text)
             if not ids:
                 return [], []
-            acts = neuron_activations(model, layer, [ids], [neuron])[0]
+            acts = long_activations(model, layer, ids, [neuron])[:, 0]
         return [model.vocab[i] for i in ids], [float(a) for a in acts]
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
@@ -106,6 +112,7 @@ class LiveModels:
 
         Raises:
             builder.errors.Cancelled: when ``cancel`` is set (checked between batches).
+            builder.errors.Busy: if another process is writing to the store.
             builder.errors.N2GError: for a request the model refuses.
         """
         with self._lock:
@@ -116,5 +123,10 @@ class LiveModels:
                 loaded.windows = make_windows(model, None, self.config.scan.window, self.config.scan.max_tokens)
             if layer not in loaded.scans:
                 loaded.scans.update(scan(model, loaded.windows, [layer], self.config.scan, progress=progress))
-            return build_layer(model, layer, list(neurons), loaded.scans[layer], loaded.windows,
-                               self.config, StoreWriter(store_path, model.name), progress, cancel)
+            try:
+                writer = StoreWriter(store_path, model.name, (model.n_layers, model.d_mlp))
+            except StoreLocked as exc:
+                raise Busy(str(exc)) from exc
+            with writer:
+                return build_layer(model, layer, list(neurons), loaded.scans[layer], loaded.windows,
+                                   self.config, writer, progress, cancel)

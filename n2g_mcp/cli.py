@@ -20,9 +20,9 @@ from builder.cli import UsageError, add_build_command, parse_range
 from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
-from store.jsonl import StoreError, describe_corrupt, read_store, write_store
+from store.jsonl import Store, StoreError, describe_corrupt, read_header, read_store, write_store
 from store.metrics import mean_defined
-from store.models import DEFAULT_MODEL
+from store.models import DEFAULT_MODEL, model_shape
 
 
 PAPER_TABLE_1 = {
@@ -74,8 +74,13 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
+def _read(path: str) -> Store:
+    """A store, its lines checked against its model's shape where the header lacks it."""
+    return read_store(path, shape=model_shape(read_header(path).model))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    store = read_store(args.store)
+    store = _read(args.store)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -99,10 +104,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- store
 def cmd_compact(args: argparse.Namespace) -> int:
-    store = read_store(args.source)
+    store = _read(args.source)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
-    count = write_store(args.target, store.model, store)
+    count = write_store(args.target, store.model, store, shape=store.shape)
     print(f"wrote {count} graphs of {store.model} to {args.target}")
     return 0
 

@@ -133,9 +133,10 @@ class Queries:
 
     def __init__(self, stores_dir: Path, live: LiveBackend | None = None, models: ServedModels | None = None,
                  pager: Pager | None = None) -> None:
-        self.catalog = Catalog(Path(stores_dir))
-        self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.models = models if models is not None else ServedModels()
+        # Lines of a store whose header lacks the shape are checked against the served models'.
+        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape)
+        self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.pager = pager if pager is not None else Pager()
 
     # ----------------------------------------------------------------- checks

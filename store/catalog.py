@@ -33,7 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from store.graph import NeuronGraph
-from store.jsonl import StoreError
+from store.jsonl import Shape, StoreError
 from store.names import file_safe, neuron_id
 from store.similarity import Match, Pair, containment, overlap, similar_pairs
 from store.sqlindex import ACTIVATING, PAIR_FLOOR, StoreIndex, TokenSets, merge_order
@@ -252,11 +252,15 @@ class Catalog:
     Args:
         directory: where the stores are; it need not exist yet (a first build creates it).
         index_path: the index database (default: see :class:`store.sqlindex.StoreIndex`).
+        shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; lines of stores
+            whose header records no shape are checked against it (the server passes the models
+            it serves), so a line with a layer or neuron the model lacks is skipped as corrupt.
     """
 
-    def __init__(self, directory: Path, index_path: Path | None = None) -> None:
+    def __init__(self, directory: Path, index_path: Path | None = None,
+                 shapes: Callable[[str], Shape | None] | None = None) -> None:
         self.directory = Path(directory)
-        self.index = StoreIndex(self.directory, index_path)
+        self.index = StoreIndex(self.directory, index_path, shapes)
         self._lock = threading.RLock()
         self._graphs: OrderedDict[int, NeuronGraph] = OrderedDict()
         self._cache: dict[tuple, object] = {}

@@ -39,14 +39,14 @@ import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from store.jsonl import StoreFormatError, read_header
+from store.jsonl import Shape, StoreFormatError, StoreHeader, read_header
 from store.models import EMBEDDED, cache_dir
 from store.tokens import normalize
 
@@ -143,13 +143,15 @@ def parse_line(line: bytes, model: str, shape: tuple[int, int] | None) -> Indexe
     if not isinstance(raw, dict):
         raise LineError("not a JSON object")
     if raw.get("model") != model:
-        raise LineError(f"names model {str(raw.get('model'))[:60]!r}, the header says {model!r}")
+        raise LineError(f"a graph of model {str(raw.get('model'))[:80]!r} in a store of {model!r}")
     layer, neuron = raw.get("layer"), raw.get("neuron")
     for name, value in (("layer", layer), ("neuron", neuron)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise LineError(f"{name} is not a non-negative integer")
-    if shape is not None and (layer >= shape[0] or neuron >= shape[1]):
-        raise LineError(f"L{layer}/N{neuron} is outside {model} ({shape[0]} layers x {shape[1]} neurons)")
+    if shape is not None and layer >= shape[0]:
+        raise LineError(f"layer {layer} is outside {model} (layers 0-{shape[0] - 1})")
+    if shape is not None and neuron >= shape[1]:
+        raise LineError(f"neuron {neuron} is outside {model} (neurons 0-{shape[1] - 1})")
     peak = raw.get("max_activation")
     if isinstance(peak, bool) or not isinstance(peak, int | float) or not math.isfinite(peak):
         raise LineError("max_activation is not a finite number")
@@ -171,9 +173,10 @@ def parse_line(line: bytes, model: str, shape: tuple[int, int] | None) -> Indexe
     return IndexedLine(layer, neuron, f1, activating, context)
 
 
-def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes, bool]]:
+def _lines(path: Path, start: int, damage: list[str]) -> Iterator[tuple[int, bytes, bool]]:
     """``(offset, line, whole)`` for each line from ``start``; ``whole`` is False for a last line
-    without its newline. A ``.gz`` file is read from its start; a cut one yields its whole lines."""
+    without its newline. A ``.gz`` file is read from its start; one cut short or damaged yields
+    the lines before the damage, and says what happened in ``damage`` (as ``store.jsonl`` does)."""
     if path.name.endswith(".gz"):
         offset = 0
         try:
@@ -181,8 +184,10 @@ def _lines(path: Path, start: int) -> Iterator[tuple[int, bytes, bool]]:
                 for line in f:
                     yield offset, line, line.endswith(b"\n")
                     offset += len(line)
-        except (EOFError, OSError, zlib.error) as exc:
-            log.warning("%s is cut short (%s); indexed its whole lines", path, exc)
+        except EOFError:
+            damage.append("the compressed file is cut short here; the lines before it were kept")
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            damage.append(f"the compressed data is damaged here ({exc}); the lines before it were kept")
         return
     with open(path, "rb") as f:
         f.seek(start)
@@ -206,10 +211,14 @@ class StoreIndex:
         directory: the stores directory (need not exist yet).
         path: the database file; default ``directory/.n2g-index.sqlite`` where the directory is
             writable, else a file under ``$N2G_CACHE/indexes/``.
+        shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; lines of a store
+            whose header records no shape are checked against it (embedded models are known).
     """
 
-    def __init__(self, directory: Path, path: Path | None = None) -> None:
+    def __init__(self, directory: Path, path: Path | None = None,
+                 shapes: Callable[[str], Shape | None] | None = None) -> None:
         self.directory = Path(directory)
+        self.shapes = shapes
         self.path = path or self._default_path()
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
@@ -357,21 +366,31 @@ class StoreIndex:
         db.execute("DELETE FROM corrupt WHERE file=?", (file_id,))
         db.execute("DELETE FROM files WHERE id=?", (file_id,))
 
+    def _shape(self, header: StoreHeader) -> Shape | None:
+        """The shape lines are checked against: the header's, else the caller's, else an embedded model's."""
+        if header.shape is not None:
+            return header.shape
+        known = self.shapes(header.model) if self.shapes is not None else None
+        if known is None and header.model in EMBEDDED:
+            known = (EMBEDDED[header.model].n_layers, EMBEDDED[header.model].d_mlp)
+        return known
+
     def _index_file(self, db: sqlite3.Connection, path: Path, state: FileState, head: str, *,
                     file_id: int | None = None, start: int = 0, first_line: int = 2,
                     model: str | None = None) -> str | None:
         """Index a file's lines from ``start`` (its whole body for a new file); returns its model."""
         compressed = path.name.endswith(".gz")
+        try:
+            header = read_header(path)
+        except (StoreFormatError, OSError, ValueError) as exc:
+            if file_id is not None:
+                self._forget(db, file_id)
+            reason = str(exc).replace(str(path), path.name)
+            db.execute("INSERT INTO files(name, size, mtime_ns, head, problem) VALUES (?,?,?,?,?)",
+                       (path.name, state.size, state.mtime_ns, head, reason if reason.startswith(path.name)
+                        else f"{path.name}: {reason}"))
+            return None
         if file_id is None:
-            try:
-                header = read_header(path)
-            except (StoreFormatError, EOFError, OSError, ValueError, zlib.error) as exc:
-                # StoreFormatError names the file; a cut or garbled .gz says only what broke.
-                reason = (str(exc).replace(str(path), path.name) if isinstance(exc, StoreFormatError)
-                          else f"{path.name}: not a readable store ({type(exc).__name__}: {exc})")
-                db.execute("INSERT INTO files(name, size, mtime_ns, head, problem) VALUES (?,?,?,?,?)",
-                           (path.name, state.size, state.mtime_ns, head, reason))
-                return None
             model = header.model
             file_id = db.execute("INSERT INTO files(name, model, lines) VALUES (?,?,1)",
                                  (path.name, model)).lastrowid
@@ -379,10 +398,10 @@ class StoreIndex:
         else:
             db.execute("DELETE FROM corrupt WHERE file=? AND line>=?", (file_id, first_line))
         assert model is not None
-        shape = (EMBEDDED[model].n_layers, EMBEDDED[model].d_mlp) if model in EMBEDDED else None
+        shape = self._shape(header)
         number, indexed_to = first_line - 1, max(start, 0)
-        graphs, corrupt = [], []
-        for offset, line, whole in _lines(path, max(start, 0)):
+        graphs, corrupt, damage = [], [], []
+        for offset, line, whole in _lines(path, max(start, 0), damage):
             if start < 0 and offset == 0:
                 start, indexed_to = 0, len(line)
                 continue  # the header
@@ -405,6 +424,7 @@ class StoreIndex:
                 self._insert(db, file_id, model, graphs)
                 graphs = []
         self._insert(db, file_id, model, graphs)
+        corrupt += [(file_id, number + 1, reason) for reason in damage]
         db.executemany("INSERT INTO corrupt(file, line, reason) VALUES (?,?,?)", corrupt)
         tail = _head_hash(path, max(0, indexed_to - HEAD_BYTES), min(indexed_to, HEAD_BYTES))
         db.execute("UPDATE files SET size=?, mtime_ns=?, head=?, indexed_to=?, tail=?, lines=? WHERE id=?",

@@ -93,8 +93,8 @@ def test_corrupt_lines_are_counted_and_described(tmp_path: Path):
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"max_activation": float("nan")}, "max_activation is not a finite number"),
-    ({"layer": 30}, "L30/N1 is outside smollm2-135m (30 layers x 1536 neurons)"),
-    ({"model": "other"}, "names model 'other', the header says 'smollm2-135m'"),
+    ({"layer": 30}, "layer 30 is outside smollm2-135m (layers 0-29)"),
+    ({"model": "other"}, "a graph of model 'other' in a store of 'smollm2-135m'"),
     ({"layer": True}, "layer is not a non-negative integer"),
     ({"activating_tokens": {" a": "high"}}, "activating_tokens[' a'] is not a finite number"),
 ])
@@ -143,3 +143,18 @@ def test_new_graphs_go_to_the_models_plain_store_else_a_file_named_for_it(tmp_pa
 def test_store_filename_keeps_safe_names_and_replaces_the_rest():
     assert store_filename("smollm2-135m") == "smollm2-135m.jsonl"
     assert store_filename("../../etc/passwd") == "etc_passwd.jsonl"
+
+
+def test_lines_outside_the_registered_shape_of_an_old_store_are_skipped(tmp_path: Path):
+    write_store(tmp_path / "m.jsonl.gz", "m", [graph(0, 1), graph(99999, 1), graph(0, 5000)])  # no shape
+    view = Catalog(tmp_path, shapes={"m": (30, 1536)}.get).get("m")
+    assert [h.id for h in view.search()[1]] == ["L0/N1"] and view.corrupt_lines == 2
+    assert "layer 99999 is outside m" in view.corrupt_reports()[0]
+
+
+def test_a_cut_compressed_store_still_serves_its_whole_lines(tmp_path: Path):
+    path = tmp_path / "m.jsonl.gz"
+    write_store(path, "m", [make_graph([((f" w{n}", f" c{n}"), 0.9)], neuron=n, model="m") for n in range(300)])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    view = Catalog(tmp_path).get("m")
+    assert view is not None and 0 < len(view) < 300 and view.corrupt_lines == 1

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pydot
 import pytest
 from mcp import Client
@@ -455,7 +456,7 @@ def test_the_live_layer_loads_a_model_once_under_concurrent_calls(monkeypatch):
         return Model()
 
     monkeypatch.setattr(live, "load_model", load_model)
-    monkeypatch.setattr(live, "neuron_activations", lambda model, layer, ids, neurons: [[1.0] * len(ids[0])])
+    monkeypatch.setattr(live, "long_activations", lambda model, layer, ids, neurons: np.ones((len(ids), 1)))
     models, spec = live.LiveModels(), ModelSpec(name="m", location="m")
     threads = [threading.Thread(target=models.activations, args=(spec, 0, 0, "a b")) for _ in range(4)]
     for t in threads:
