@@ -294,8 +294,8 @@ class StoreIndex:
                 return False
             changed = self.sync(current)
             self._seen = current
-            if changed:
-                self.generation += 1
+            # Even where another process indexed the change first, what this one cached is stale.
+            self.generation += 1
             return changed
 
     def sync(self, current: dict[str, FileState] | None = None) -> bool:

@@ -102,3 +102,14 @@ def test_two_processes_indexing_one_directory_at_once_agree(tmp_path: Path) -> N
     view = Catalog(tmp_path).get("m")
     assert [out.strip() for out, _ in outputs] == [f"{len(view)} {view.search([' w1'])[0]}"] * 2
     assert len(view) == 3000
+
+
+def test_a_second_reader_sees_graphs_another_process_indexed_first(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "m.jsonl", "m")
+    writer.append(scored_graphs(3, seed=7))
+    first, second = Catalog(tmp_path), Catalog(tmp_path)
+    assert len(first.get("m")) == len(second.get("m")) == 3
+    writer.append([make_graph([((" late",), 1.0)], layer=4, neuron=99, model="m")])
+    assert len(first.get("m")) == 4  # the first indexes the append...
+    view = second.get("m")  # ...and the second finds it indexed, and must not answer from its caches
+    assert len(view) == 4 and view.layers()[-1] == 4 and view.search([" late"])[0] == 1
