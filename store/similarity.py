@@ -1,6 +1,6 @@
 """Similar neurons: graphs whose activating and context token sets overlap.
 
-In: a :class:`store.index.GraphIndex` and either one target graph (:func:`similar_to`) or nothing
+In: a :class:`store.index.GraphIndex` (or ``store.sqlindex.TokenSets``) and either one target graph (:func:`similar_to`) or nothing
 (:func:`similar_pairs`). Out: :class:`Match` or :class:`Pair` records, most similar first.
 
 The paper (Foote et al. 2023, section 4.2) calls two neurons similar when both their activating

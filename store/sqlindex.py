@@ -47,7 +47,9 @@ from typing import Any
 import orjson
 
 from store.jsonl import Shape, StoreFormatError, StoreHeader, read_header
+from store.index import TokenKeys
 from store.models import EMBEDDED, cache_dir
+from store.similarity import pair_rows
 from store.tokens import normalize
 
 log = logging.getLogger(__name__)
@@ -483,8 +485,6 @@ class StoreIndex:
         """Keep the model's similar pairs (both overlaps >= PAIR_FLOOR) in step with its graphs."""
         if model is None:
             return
-        from store.similarity import pair_rows
-
         sets = TokenSets.load(db, model)
         floor = db.execute("SELECT pairs_floor FROM models WHERE model=?", (model,)).fetchone()
         if floor is None or floor[0] != PAIR_FLOOR or len(new) * 4 > len(sets):
@@ -534,11 +534,9 @@ class TokenSets:
         layer: int
         neuron: int
 
-    def __init__(self, items: list[TokenSets.Item], keys: list[tuple[frozenset[str], frozenset[str]]]) -> None:
-        from store.index import TokenKeys
-
+    def __init__(self, items: list[TokenSets.Item], keys: list[TokenKeys]) -> None:
         self._items = items
-        self._keys = [TokenKeys(a, c) for a, c in keys]
+        self._keys = keys
         postings: dict[str, list[int]] = {}
         for i, (act, _) in enumerate(keys):
             for k in act:
@@ -554,9 +552,10 @@ class TokenSets:
                 "SELECT id, layer, neuron, act, ctx FROM graphs WHERE model=? AND current=1 "
                 "ORDER BY rank, layer, neuron", (model,)):
             items.append(cls.Item(graph_id, layer, neuron))
-            keys.append(tuple(frozenset(interned.setdefault(k, k) for k in map(normalize, orjson.loads(s)))
-                              for s in (act, ctx)))
-        return cls(items, keys)  # type: ignore[arg-type]
+            act_keys, ctx_keys = (frozenset(interned.setdefault(k, k) for k in map(normalize, orjson.loads(tokens)))
+                                  for tokens in (act, ctx))
+            keys.append(TokenKeys(act_keys, ctx_keys))
+        return cls(items, keys)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -564,7 +563,7 @@ class TokenSets:
     def at(self, position: int) -> TokenSets.Item:
         return self._items[position]
 
-    def keys(self, position: int):  # noqa: ANN201 - store.index.TokenKeys
+    def keys(self, position: int) -> TokenKeys:
         return self._keys[position]
 
     def postings(self, key: str, kind: str = "activating") -> list[int]:
