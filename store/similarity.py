@@ -1,7 +1,8 @@
 """Similar neurons: graphs whose activating and context token sets overlap.
 
-In: a :class:`store.index.GraphIndex` (or ``store.sqlindex.TokenSets``) and either one target graph (:func:`similar_to`) or nothing
-(:func:`similar_pairs`). Out: :class:`Match` or :class:`Pair` records, most similar first.
+In: a :class:`store.index.GraphIndex` (or ``store.sqlindex.TokenSets``) and either one target
+graph (:func:`similar_to`) or nothing (:func:`similar_pairs`). Out: :class:`Match` or
+:class:`Pair` records, most similar first.
 
 The paper (Foote et al. 2023, section 4.2) calls two neurons similar when both their activating
 token sets and their context token sets overlap by at least 90%; its reference code measures
