@@ -16,7 +16,9 @@ near 0 to log(vocabulary), and zeroing any other neuron changes nothing.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from builder.models import LoadedModel
@@ -109,3 +111,37 @@ def induction_model() -> LoadedModel:
         hook_template="blocks.{layer}.mlp.hook_post", n_layers=2, d_mlp=D_MLP, bos_id=0,
         mask_id=0, vocab=list(tok.vocab), special_ids=frozenset({0}), device="cpu",
     )
+
+
+PROBE_CALLS = {
+    "find_neurons": {"text": "abd abc aaa abd", "limit": 3},
+    "find_induction_neurons": {"sequences": 4, "length": 12, "limit": 5},
+    "ablate_neurons": {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"]},
+    "test_hypothesis": {"layer": 0, "neuron": EVEN, "pattern": r" [a-j]{2}[acegi]\b"},
+}
+"""One successful call of every whole-model probe tool, over the oracle and its scan file."""
+
+
+def write_oracle_scan(stores: Path) -> Path:
+    """Scan 40 random windows of the oracle through both layers; write its scan file in ``stores``."""
+    from builder.config import ScanConfig
+    from builder.scan import export_scan_file, scan
+    from store.scanfile import scan_filename
+
+    model = induction_model()
+    windows = np.random.default_rng(0).integers(1, len(model.vocab), size=(40, 16)).astype(np.int32)
+    config = ScanConfig(window=16, top_k=6, random_windows=4, batch_size=8, sample_stride=1)
+    scans = scan(model, windows, [0, 1], config, use_cache=False)
+    return export_scan_file(model, windows, scans, stores / scan_filename(model.name), config)
+
+
+def oracle_backend():
+    """The real live layer serving the oracle: ``(backend, served models)`` for a server."""
+    from builder.live import LiveModels
+    from n2g_mcp.live import BuilderBackend
+    from n2g_mcp.registry import ServedModels
+
+    backend = BuilderBackend()
+    backend._models = LiveModels()
+    spec = backend._models.add(induction_model())
+    return backend, ServedModels(default=spec, embedded=False)

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import jsonschema
 import pytest
 from mcp import Client
 
-from builder.config import ScanConfig
-from builder.live import LiveModels
-from builder.scan import export_scan_file, scan
-from n2g_mcp.live import BuilderBackend
-from n2g_mcp.registry import ServedModels
 from n2g_mcp.server import create_server
 from store.scanfile import ScanFile, scan_filename
-from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, induction_model
+from tests.induction_oracle import (
+    EVEN,
+    INDUCT,
+    INDUCT_LAYER,
+    PROBE_CALLS,
+    induction_model,
+    oracle_backend,
+    write_oracle_scan,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -25,23 +28,15 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def oracle_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stores directory holding only the oracle model's whole-model scan file."""
-    model = induction_model()
-    rng = np.random.default_rng(0)
-    windows = rng.integers(1, len(model.vocab), size=(40, 16)).astype(np.int32)
-    config = ScanConfig(window=16, top_k=6, random_windows=4, batch_size=8, sample_stride=1)
-    scans = scan(model, windows, [0, 1], config, use_cache=False)
     stores = tmp_path_factory.mktemp("stores")
-    export_scan_file(model, windows, scans, stores / scan_filename(model.name), config)
+    write_oracle_scan(stores)
     return stores
 
 
 @pytest.fixture
 def server(oracle_stores: Path):
-    model = induction_model()
-    backend = BuilderBackend()
-    backend._models = LiveModels()
-    spec = backend._models.add(model)
-    return create_server(oracle_stores, live=backend, models=ServedModels(default=spec, embedded=False))
+    backend, models = oracle_backend()
+    return create_server(oracle_stores, live=backend, models=models)
 
 
 async def call(server, tool: str, **args):
@@ -70,6 +65,15 @@ def test_the_scan_file_round_trips_the_top_windows(oracle_stores: Path):
     assert all(w.activation == pytest.approx(0.9, abs=1e-3) for w in top)
     assert all((model.vocab.index(w.tokens[w.pivot]) - 1) % 2 == 0 for w in top)
     assert scan_file.stats(0, EVEN).density == pytest.approx(0.5, abs=0.1)
+
+
+async def test_every_probe_tools_output_validates_against_its_published_schema(server):
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        for name, args in {**PROBE_CALLS, "top_activations": {"layer": 1, "neuron": INDUCT}}.items():
+            result = await client.call_tool(name, args)
+            assert not result.is_error, (name, result.content[0].text)
+            jsonschema.validate(result.structured_content, tools[name].output_schema)
 
 
 async def test_top_activations_answers_for_a_neuron_without_a_graph(server):
@@ -130,8 +134,6 @@ async def test_bad_input_gets_an_explaining_error_and_the_server_carries_on(serv
 
 
 async def test_the_scan_tools_explain_a_missing_scan(tmp_path: Path):
-    backend = BuilderBackend()
-    backend._models = LiveModels()
-    spec = backend._models.add(induction_model())
-    bare = create_server(tmp_path, live=backend, models=ServedModels(default=spec, embedded=False))
+    backend, models = oracle_backend()
+    bare = create_server(tmp_path, live=backend, models=models)
     assert "n2g scan" in await error(bare, "find_neurons", text="abc abd")
