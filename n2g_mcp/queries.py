@@ -18,6 +18,7 @@ are slow (call them from a worker thread).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -42,15 +43,14 @@ from n2g_mcp.outputs import (
 )
 from n2g_mcp.paging import Pager
 from n2g_mcp.registry import ServedModels, looks_like_path
-from store.catalog import Catalog, ModelStores
+from store.catalog import Catalog, CorruptGraph, Hit, StoreView
 from store.graph import Example, NeuronGraph
-from store.index import repeated_tokens, top_f1
+from store.index import repeated_tokens
 from store.metrics import FIRING_THRESHOLD, score
 from store.models import ModelSpec
 from store.names import OutOfRange, check_range, parse_neuron_id
 from store.progress import Progress
 from store.render import render_summary, to_dot
-from store.similarity import similar_pairs, similar_to
 
 MAX_TEXT_CHARS = 20_000
 """Longest text predict_activations takes; longer texts are split by the agent."""
@@ -97,13 +97,12 @@ def _distinct(views: list[ExampleView]) -> list[ExampleView]:
     return [v for v in views if not (v.text in seen or seen.add(v.text))]
 
 
-def _hit(graph: NeuronGraph, repeated: bool, exact: bool) -> SearchHit:
+def _hit(hit: Hit, repeated: bool, exact: bool) -> SearchHit:
     return SearchHit(
-        id=graph.id, layer=graph.layer, neuron=graph.neuron,
-        activating_tokens=list(graph.activating_tokens)[:HIT_TOKENS],
-        context_tokens=list(graph.context_tokens)[:HIT_TOKENS],
-        f1=None if (f1 := top_f1(graph)) is None else round(f1, 4),
-        repeated_tokens=repeated_tokens(graph, exact=exact)[:HIT_TOKENS] if repeated else [],
+        id=hit.id, layer=hit.layer, neuron=hit.neuron,
+        activating_tokens=hit.activating_tokens[:HIT_TOKENS], context_tokens=hit.context_tokens[:HIT_TOKENS],
+        f1=None if hit.f1 is None else round(hit.f1, 4),
+        repeated_tokens=repeated_tokens(hit, exact=exact)[:HIT_TOKENS] if repeated else [],
     )
 
 
@@ -175,7 +174,7 @@ class Queries:
             except OutOfRange as exc:
                 raise BadArgument(str(exc)) from None
 
-    def view(self, model: str) -> ModelStores:
+    def view(self, model: str) -> StoreView:
         """A model's merged stores.
 
         Raises:
@@ -189,7 +188,7 @@ class Queries:
         stored = [(v.model, len(v)) for v in self.catalog.models()]
         raise NotFound(text.unknown_model(model, stored, str(self.catalog.directory)))
 
-    def graph(self, model: str, layer: int, neuron: int) -> tuple[NeuronGraph, ModelStores]:
+    def graph(self, model: str, layer: int, neuron: int) -> tuple[NeuronGraph, StoreView]:
         """One neuron's stored graph.
 
         Raises:
@@ -198,7 +197,10 @@ class Queries:
         """
         self.check_range(model, layer, neuron)
         view = self.view(model)
-        graph = view.get(layer, neuron)
+        try:
+            graph = view.get(layer, neuron)
+        except CorruptGraph as exc:
+            raise NotFound(str(exc)) from exc
         if graph is None:
             layers = view.layers()
             hint = layers if self.models.shape(model) is None and layer not in layers else None
@@ -286,7 +288,7 @@ class Queries:
             warnings=view.corrupt_reports(),
         )
 
-    def search(self, activating: list[str] = (), context: list[str] = (), *, model: str | None = None,  # type: ignore[assignment]
+    def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
                repeated: bool = False, limit: int = 20, cursor: str | None = None) -> SearchOutput:
         model = self.model(model)
@@ -295,12 +297,12 @@ class Queries:
         view = self.view(model)
         query = ["search", model, activating, context, exact, layer, min_f1, repeated, limit]
         offset = self.pager.decode(cursor, query, "search_graphs")
-        found = view.index.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated)
-        page = found[offset:offset + limit]
+        total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
+                                  limit=limit, offset=offset)
         end = offset + len(page)
-        return SearchOutput(model=model, results=[_hit(g, repeated, exact) for g in page], total=len(found),
+        return SearchOutput(model=model, results=[_hit(h, repeated, exact) for h in page], total=total,
                             offset=offset, searched=len(view),
-                            next_cursor=self.pager.encode(end, query) if end < len(found) else None,
+                            next_cursor=self.pager.encode(end, query) if end < total else None,
                             warnings=view.corrupt_reports())
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
@@ -311,7 +313,7 @@ class Queries:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
         if neuron is not None:
             target, view = self.graph(model, layer, neuron)
-            matches = similar_to(view.index, target, threshold=threshold, mode=mode, limit=limit)
+            matches = view.similar_to(target, threshold=threshold, mode=mode, limit=limit)
             items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
                                  activating_overlap=round(m.activating_overlap, 4),
                                  context_overlap=round(m.context_overlap, 4)) for m in matches]
@@ -322,7 +324,7 @@ class Queries:
         self.check_range(model, layer)
         view = self.view(model)
         items = []
-        for p in similar_pairs(view.index, threshold=threshold, limit=limit, layer=layer):
+        for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer):
             layer_b, neuron_b = parse_neuron_id(p.b)
             items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
                                      activating_overlap=round(p.activating_overlap, 4),
@@ -380,7 +382,10 @@ class Queries:
         model = self.model(model)
         self.check_range(model, layer, neuron)
         view = self.catalog.get(model)
-        stored = None if view is None else view.get(layer, neuron)
+        try:
+            stored = None if view is None else view.get(layer, neuron)
+        except CorruptGraph:
+            stored = None  # build it again
         if stored is not None and not rebuild:
             return summarize(stored)
         spec = self.spec(model, "build graphs", "Search the stored graphs with search_graphs instead, or run "

@@ -31,7 +31,7 @@ from mcp_types import (
     TextResourceContents,
     ToolAnnotations,
 )
-from pydantic import BaseModel, BeforeValidator, Field, Strict
+from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationError
 
 from n2g_mcp import text as wording
 from n2g_mcp.errors import QueryError
@@ -59,6 +59,7 @@ from n2g_mcp.queries import (
 )
 from n2g_mcp.registry import ServedModels
 from n2g_mcp.worker import run_in_worker
+from store.names import parse_neuron_id
 from store.render import GraphvizMissing, draw
 
 INSTRUCTIONS = """\
@@ -141,13 +142,27 @@ def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
         block: ContentBlock = ImageContent(type="image", data=base64.b64encode(picture).decode(),
                                            mime_type="image/png")
     else:
-        uri = f"graph://{out.model}/{out.id.replace('L', '', 1).replace('/N', '/')}/svg"
+        layer, neuron = parse_neuron_id(out.id)
+        uri = f"graph://{out.model}/{layer}/{neuron}/svg"
         block = EmbeddedResource(type="resource", resource=TextResourceContents(
             uri=uri, mime_type="image/svg+xml", text=picture.decode()))
     return [block], wording.image_attached(fmt)
 
 
 # --------------------------------------------------------------------- the server
+class _Server(MCPServer):
+    """MCPServer whose argument errors read as sentences for the agent, not validator dumps."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(wording.bad_arguments(name, cause.errors(include_url=False))) from cause
+            raise
+
+
 def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: ServedModels | None = None,
                   prompts_dir: Path | None = None, queries: Queries | None = None) -> MCPServer:
     """The MCP server over a stores directory.
@@ -162,7 +177,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
             arguments above are not used).
     """
     q = queries if queries is not None else Queries(Path(stores_dir), live, models)
-    server = MCPServer("n2g-mcp", instructions=INSTRUCTIONS)
+    server = _Server("n2g-mcp", instructions=INSTRUCTIONS)
     tool = functools.partial(_tool, server)
 
     # ----------------------------------------------------------------- reading the stores
@@ -317,3 +332,11 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
     for prompt in load_prompts(prompts_dir or default_prompts_dir()):
         server.add_prompt(prompt)
     return server
+
+
+def main() -> None:
+    """The ``n2g-mcp`` command, for installs whose script still points here (it moved to
+    ``n2g_mcp.main``; reinstalling updates the script)."""
+    from n2g_mcp.main import main as run
+
+    run()

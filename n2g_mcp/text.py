@@ -124,6 +124,19 @@ def build_cancelled(layer: int, neuron: int, reason: str) -> str:
             "restart it.")
 
 
+def bad_arguments(tool: str, errors: Sequence[dict]) -> str:
+    """Arguments that do not fit a tool's input schema: which, why, and what was sent (briefly)."""
+    problems = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
+        given = repr(error.get("input"))
+        given = given if len(given) <= 40 else given[:37] + "..."
+        problems.append(f"{where}: {error.get('msg', 'invalid')} (got {given})")
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return (f"{tool} was called with arguments that do not fit its parameters: {'; '.join(problems)}{more}. "
+            "Numbers must be JSON numbers and flags true or false; see the tool's input schema.")
+
+
 NEURON_WITHOUT_LAYER = "pass layer with neuron (or neither, to list the most similar pairs)"
 SUBSET_NEEDS_TARGET = ("mode='subset' asks whether one neuron's behaviour is contained in others': pass "
                        "both layer and neuron")

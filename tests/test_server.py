@@ -315,6 +315,12 @@ async def test_empty_or_oversized_text_is_refused_before_the_model_runs(server, 
     assert fake.calls == []
 
 
+async def test_a_text_over_the_compare_token_cap_is_refused_before_the_model_runs(server, fake):
+    message = await error(server, "predict_activations", layer=0, neuron=1, text=" a" * 4097, compare=True)
+    assert "text has 4097 tokens; compare=true runs the real neuron on at most 4096 tokens" in message
+    assert fake.calls == ["tokens"]
+
+
 # --------------------------------------------------------------------- build
 async def test_build_adds_the_graph_to_the_writable_store_and_search_finds_it(stores_dir, server, fake):
     data = await ok(server, "build_graph", layer=2, neuron=7)
@@ -421,8 +427,7 @@ async def main():
             result = await c.call_tool(tool, args | {{"model": "test-model"}})
             assert not result.is_error, result.content[0].text
 anyio.run(main)
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "transformer_lens")
-             or m == "builder.live"))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "transformer_lens", "builder")))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
