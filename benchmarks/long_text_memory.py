@@ -2,9 +2,9 @@
 
     python benchmarks/long_text_memory.py [--layer 29] [--neuron 0] [--limit-gb 12] [--device cpu]
 
-Four cases, each in its own subprocess so that each peak is its own: two texts (20,000 emoji,
-about 60k tokens, and 20,000 characters of ordinary text from the embedded corpus) read two ways:
-``one pass`` (the whole text in one forward pass, as ``predict_activations(compare=true)`` ran
+Four cases, each in its own subprocess so that each peak is its own: two texts (``emoji``:
+20,000 emoji, 60k tokens; ``corpus``: the first 20,000 characters of the embedded corpus, Python
+code and quotations) read two ways: ``one pass`` (the whole text in one forward pass, as ``predict_activations(compare=true)`` ran
 before) and ``windowed`` (``builder.forward.long_activations``, what the live model runs now).
 The parent reads each child's peak resident memory (``ru_maxrss`` from ``os.wait4``); the child
 also reports its peak after loading the model, so the table shows what the text itself cost.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TEXT_CHARS = 20_000
-"""The server's limit on predict_activations' text (n2g_mcp/service.py)."""
+"""The server's limit on predict_activations' text (``MAX_TEXT_CHARS`` in n2g_mcp/queries.py)."""
 
 
 def make_text(kind: str) -> str:
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=12.0,
                         help="address-space limit of each case's process")
     parser.add_argument("--device")
-    parser.add_argument("--texts", default="emoji,prose")
+    parser.add_argument("--texts", default="emoji,corpus")
     parser.add_argument("--methods", default="one pass,windowed")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--text", help=argparse.SUPPRESS)
