@@ -3,7 +3,6 @@ ablation, which neurons fire at a token, and a hypothesis scored against the rea
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,6 +24,7 @@ from n2g_mcp.server import create_server
 from n2g_mcp.worker import ProgressSlot
 from store.jsonl import StoreWriter, read_store
 from store.models import ModelSpec
+from tests.client import call, error, ok
 from tests.fakes import FakeLiveBackend
 from tests.graphs import make_graph
 
@@ -47,24 +48,6 @@ def serve(stores_dir: Path, fake: FakeLiveBackend):
 @pytest.fixture
 def server(stores_dir: Path, fake: FakeLiveBackend):
     return serve(stores_dir, fake)
-
-
-async def call(server, tool: str, **args):
-    async with Client(server) as client:
-        return await client.call_tool(tool, args)
-
-
-async def ok(server, tool: str, **args) -> dict:
-    result = await call(server, tool, **args)
-    assert not result.is_error, result.content[0].text
-    assert result.content[0].text.strip(), "every result carries a text summary"
-    return result.structured_content
-
-
-async def error(server, tool: str, **args) -> str:
-    result = await call(server, tool, **args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
 
 
 # --------------------------------------------------------------------- listing

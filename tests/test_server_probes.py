@@ -12,6 +12,7 @@ from mcp import Client
 
 from n2g_mcp.server import create_server
 from store.scanfile import ScanFile, scan_filename
+from tests.client import error, ok
 from tests.induction_oracle import (
     EVEN,
     INDUCT,
@@ -37,23 +38,6 @@ def oracle_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(oracle_stores: Path):
     backend, models = oracle_backend()
     return create_server(oracle_stores, live=backend, models=models)
-
-
-async def call(server, tool: str, **args):
-    async with Client(server) as client:
-        return await client.call_tool(tool, args)
-
-
-async def ok(server, tool: str, **args) -> dict:
-    result = await call(server, tool, **args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-async def error(server, tool: str, **args) -> str:
-    result = await call(server, tool, **args)
-    assert result.is_error
-    return result.content[0].text
 
 
 def test_the_scan_file_round_trips_the_top_windows(oracle_stores: Path):
