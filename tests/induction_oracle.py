@@ -43,7 +43,7 @@ class _Tokenizer:
         self.all_special_ids = [0]
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
-        return {"input_ids": [self.index[" " + w] for w in text.split()]}
+        return {"input_ids": [self.index.get(" " + w, 0) for w in text.split()]}  # unknown words: 0
 
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):

@@ -51,11 +51,27 @@ async def test_investigation_stops_with_a_clear_message_when_a_step_fails(stores
 
 @pytest.mark.model
 def test_investigation_runs_against_the_real_default_model(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", "--stores", str(tmp_path / "stores"),
-                           "--layer", "0", "--neuron", "5", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", "--workflow", "neuron",
+                           "--stores", str(tmp_path / "stores"), "--layer", "0", "--neuron", "5",
+                           "--out", str(tmp_path)],
                           env=dict(os.environ), capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Built L0/N5 of smollm2-135m" in done.stdout and "Agreement: precision" in done.stdout
+
+
+async def test_the_induction_investigation_finds_the_planted_neuron_and_its_causal_effect(tmp_path: Path):
+    """The demo's workflow against the real live layer over the induction oracle (a subprocess)."""
+    out = io.StringIO()
+    command = [sys.executable, "-m", "tests.oracle_server", "--stores", str(tmp_path / "stores")]
+    status = await investigate(None, 0, None, tmp_path, out=out, command=command, workflow="induction",
+                               sequences=6, length=16)
+    text = out.getvalue()
+    assert status == 0, text
+    for step in ("-> find_induction_neurons(", "-> top_activations(layer=1, neuron=3", "-> build_graph(layer=1, neuron=3)",
+                 "-> ablate_neurons(neurons=['L1/N3'])", "-> test_hypothesis(", "-> find_neurons(", "== Findings"):
+        assert step in text, step
+    assert "best L1/N3 " in text
+    assert "raises the copy loss more than the control" in text
 
 
 async def test_investigation_says_so_when_the_server_cannot_start(tmp_path: Path):
