@@ -5,7 +5,9 @@
 For each layer, a seeded sample of neurons is built once per variant (nothing is stored) from the
 same scan and the same train/test splits, and one markdown table row is printed per variant:
 N2G's precision, recall and F1 on the paper's protocol (test top examples), F1 and correlation
-with random negatives added, and the cost in tokens forwarded and seconds per neuron.
+with random negatives added, the token lookup's F1 on the same splits (it is trained on the
+variant's train windows, so it moves with them), the graphs flagged unexplained (no firing
+predicted on their own train windows), and the cost in tokens forwarded and seconds per neuron.
 """
 
 from __future__ import annotations
@@ -14,23 +16,36 @@ import argparse
 import dataclasses
 import time
 
-from builder.config import AugmentConfig, BuildConfig, FitConfig, PruneConfig, ScanConfig
+from builder.config import AugmentConfig, BuildConfig, PruneConfig, ScanConfig
 from store.metrics import mean_defined
 
 
 def variants(base: BuildConfig) -> dict[str, BuildConfig]:
     """The configurations compared; ``default`` is what ``n2g build`` uses."""
     replace = dataclasses.replace
+    uncalibrated = replace(base.fit, calibrate=False, backoff=False)
+    # The method before issue 8: every firing token of the paper's 10 train windows, no cap, the
+    # pruned text's activation as END, no calibration.
+    before = replace(base, examples=replace(base.examples, windows=None, max_pivots=None),
+                     fit=replace(uncalibrated, scale=False), eval=replace(base.eval, extra_train=0))
     return {
-        "default (firing pivots, pivot augmentation, folded matching)": base,
-        "paper's method (argmax pivots, context augmentation, exact)": replace(
+        "default (scaled ENDs, calibrated with backoff, 40 train windows, <= 16 pivots)": base,
+        "paper's method (argmax pivots, context augmentation, exact, 10 train windows)": replace(
             BuildConfig.paper(), scan=base.scan),
-        "no pruning": replace(base, prune=PruneConfig(enabled=False)),
+        "before issue 8 (firing pivots uncapped, pruned-text END, 10 train windows)": before,
+        "before issue 8 + scaled ENDs": replace(before, fit=replace(before.fit, scale=True)),
+        "no calibration (scaled ENDs)": replace(base, fit=uncalibrated),
+        "calibration without backoff": replace(base, fit=replace(base.fit, backoff=False)),
+        "calibrated paths predict firing at share >= 0.5 (default 0.3)": replace(
+            base, fit=replace(base.fit, firing_share=0.5)),
+        "10 train windows (the paper's; default 40)": replace(base, eval=replace(base.eval, extra_train=0)),
+        "pivots from all 40 train windows (default: the first 10)": replace(
+            base, examples=replace(base.examples, windows=None)),
+        "pivots uncapped (default 16)": replace(base, examples=replace(base.examples, max_pivots=None)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
-        "augmentation helper: model's own predictions (default: embedding neighbours)": replace(
-            base, augment=AugmentConfig(helper="model")),
-        "matching: paper (all paths, exact tokens)": replace(base, fit=FitConfig(rule="all", normalized=False)),
-        "matching: reference (greedy walk, folded tokens)": replace(base, fit=FitConfig(rule="greedy", normalized=True)),
+        "context-only augmentation (the paper's)": replace(base, augment=AugmentConfig(pivot=False)),
+        "no pruning": replace(base, prune=PruneConfig(enabled=False)),
+        "matching: exact tokens": replace(base, fit=replace(base.fit, normalized=False)),
     }
 
 
@@ -39,7 +54,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--layers", default="0,15")
     parser.add_argument("--neurons", default="64,12", help="sample size per layer")
-    parser.add_argument("--scan-tokens", default="0,200000", help="corpus tokens scanned per layer (0: all)")
+    parser.add_argument("--scan-tokens", default="0,100000", help="corpus tokens scanned per layer (0: all)")
     parser.add_argument("--only", help="comma-separated substrings of variant names to run")
     args = parser.parse_args()
 
@@ -53,8 +68,9 @@ def main() -> None:
     layers = [int(x) for x in args.layers.split(",")]
     sizes = [int(x) for x in args.neurons.split(",")]
     budgets = [int(x) or None for x in args.scan_tokens.split(",")]
-    print("| layer | variant | neurons | P | R | F1 | F1 with negatives | r | tokens / neuron | s / neuron |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| layer | variant | neurons | P | R | F1 | F1 with negatives | r | token lookup F1 | "
+          "token lookup F1 with negatives | unexplained | tokens / neuron | s / neuron |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for layer, size, budget in zip(layers, sizes, budgets, strict=True):
         base = BuildConfig(scan=ScanConfig(max_tokens=budget))
         windows = make_windows(model, None, base.scan.window, budget)
@@ -72,9 +88,13 @@ def main() -> None:
             rnd = [g.fidelity.n2g.random for g in graphs]
             cells = [mean_defined(s.precision for s in top), mean_defined(s.recall for s in top),
                      mean_defined(s.f1 for s in top), mean_defined(s.f1 for s in rnd),
-                     mean_defined(s.correlation for s in rnd)]
+                     mean_defined(s.correlation for s in rnd),
+                     mean_defined(g.fidelity.token_lookup.top.f1 for g in graphs),
+                     mean_defined(g.fidelity.token_lookup.random.f1 for g in graphs)]
             text = " | ".join("-" if v is None else f"{v:.2f}" for v in cells)
-            print(f"| {layer} | {name} | {len(graphs)} | {text} | {tokens:,.0f} | {seconds:.2f} |", flush=True)
+            unexplained = sum(g.unexplained for g in graphs)
+            print(f"| {layer} | {name} | {len(graphs)} | {text} | {unexplained} | {tokens:,.0f} | "
+                  f"{seconds:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -160,5 +160,7 @@ def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
     for v, act in zip(variants, acts, strict=True):
         original = snippets[v.parent].activation
         if original > 0 and act >= config.keep * original:
-            kept.append(Snippet(v.neuron, v.tokens, float(act), v.parent))
+            # The variant stands for its original's full example with one token changed.
+            kept.append(Snippet(v.neuron, v.tokens, float(act), v.parent,
+                                scale=snippets[v.parent].scale))
     return kept

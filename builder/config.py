@@ -23,8 +23,10 @@ class ScanConfig:
     """Tokens per corpus window. The paper used 1,024-token strings from Neuroscope, but pruning
     cuts nearly every example to a few tokens, so short windows lose little and give many more
     distinct examples per token forwarded on a CPU."""
-    top_k: int = 20
-    """Top-activating windows kept per neuron (the paper's 20 Neuroscope examples)."""
+    top_k: int = 50
+    """Top-activating windows kept per neuron. Ranks 1-20 are the paper's 20 Neuroscope examples
+    (split 10 train / 10 test); ranks 21-50 are extra training windows (``EvalConfig.extra_train``),
+    the paper's first suggestion for better graphs."""
     batch_size: int = 32
     """Windows per forward pass."""
     max_tokens: int | None = None
@@ -47,6 +49,15 @@ class ExampleConfig:
     "Ablations")."""
     firing: float = 0.5
     """Normalised activation at which a token counts as firing (the paper's threshold)."""
+    windows: int | None = 10
+    """Train windows, in rank order, whose tokens become examples (None: every train window).
+    Pruning, saliency and augmentation cost forward passes per example, so only the strongest
+    train windows make paths; every train window still calibrates them (``FitConfig.calibrate``),
+    which costs no forward pass."""
+    max_pivots: int | None = 16
+    """At most this many examples per neuron (None: no cap): each window's argmax first, in rank
+    order, then its other firing tokens, strongest first. Examples whose pruned text is the same
+    are measured once."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +125,48 @@ class FitConfig:
     normalized: bool = True
     """Match tokens case- and space-insensitively (reference) rather than exactly (paper). The
     default because it measures better (README, "Ablations")."""
+    scale: bool = True
+    """END of a pruned example's path = the activation of its *full* example, not of the pruned
+    text (which pruning lets fall to half): the reference code multiplies a pruned text's
+    activations by (full max / pruned max) before fitting. Without it most deep paths end below
+    the firing threshold and can never predict firing. The paper is silent."""
+    calibrate: bool = True
+    """Set each path's END from the train data: match it on every train window and on random
+    train windows (``negatives``) and take the mean normalised activation of its matches; a path
+    whose matches fire often enough (``firing_share``) ends at >= 0.5 (predicts firing), one whose
+    matches rarely fire ends below 0.5. Paths that match no train text keep their measured END.
+    Not in the paper, whose END is one example's activation whatever else the path matches."""
+    backoff: bool = True
+    """Also offer each path's shorter forms as candidates, down to the activating token alone
+    (the path cut after each important context token); calibration keeps those that predict
+    well, so a token that fires in any context gets a context-free path and one that needs
+    context keeps it. Needs ``calibrate``."""
+    firing_share: float = 0.3
+    """A calibrated path predicts firing when at least this share of its train matches fire. Below
+    0.5 on purpose: F1 on the firing tokens gains from a path whose precision exceeds about half
+    the F1 reached, and the deep neurons' F1 is well below 1."""
+    negatives: int = 32
+    """Random corpus windows (never the evaluation's random windows) whose activations are read
+    once per batch of neurons and used as calibration negatives."""
+
+    def __post_init__(self) -> None:
+        if self.backoff and not self.calibrate:
+            raise ValueError("FitConfig.backoff needs calibrate: an uncalibrated context-free path "
+                             "would predict firing on every occurrence of its token")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Fidelity: the paper's split and baselines."""
 
+    top: int = 20
+    """The paper's top examples (ranks 1..top), split at random into train and test."""
     train: int = 10
-    """Top examples used to build the graph; the rest of ``top_k`` are the test set (10/10)."""
+    """Of those, the examples used to build the graph; the other ``top - train`` are the test set
+    (the paper's 10/10)."""
+    extra_train: int = 30
+    """Windows ranked below the paper's top (ranks top+1 .. top+extra_train, as far as the scan
+    kept them) added to train; the test set is unchanged, whatever this is. 0: the paper's 10."""
     ngram: int = 5
     """n of the n-gram lookup baseline (the paper's 5): the token and the 4 before it."""
 
@@ -150,7 +195,10 @@ class BuildConfig:
 
     @classmethod
     def paper(cls) -> BuildConfig:
-        """The paper's method where our defaults differ: argmax pivots only, context-only
-        augmentation, exact token matching."""
-        return cls(examples=ExampleConfig(pivots="argmax"), augment=AugmentConfig(pivot=False),
-                   fit=FitConfig(normalized=False))
+        """The paper's method where our defaults differ: the paper's 10 train windows, their
+        argmax pivots only, context-only augmentation, exact token matching, END = the pruned
+        example's activation, no calibration."""
+        return cls(examples=ExampleConfig(pivots="argmax", windows=None, max_pivots=None),
+                   augment=AugmentConfig(pivot=False),
+                   fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False),
+                   eval=EvalConfig(extra_train=0))
