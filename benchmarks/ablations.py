@@ -3,7 +3,8 @@
     python benchmarks/ablations.py [--layers 0,15] [--neurons 64,12] [--scan-tokens 0,200000]
 
 For each layer, a seeded sample of neurons is built once per variant (nothing is stored) from the
-same scan and the same train/test splits, and one markdown table row is printed per variant:
+same scan and the same train/test splits (variants that differ only in how the graph is fitted
+reuse one run of prune, saliency and augmentation; each row still reports a whole build's cost), and one markdown table row is printed per variant:
 N2G's precision, recall and F1 on the paper's protocol (test top examples), F1 and correlation
 with random negatives added, the token lookup's F1 on the same splits (it is trained on the
 variant's train windows, so it moves with them), the graphs flagged unexplained (no firing
@@ -23,7 +24,7 @@ from store.metrics import mean_defined
 def variants(base: BuildConfig) -> dict[str, BuildConfig]:
     """The configurations compared; ``default`` is what ``n2g build`` uses."""
     replace = dataclasses.replace
-    uncalibrated = replace(base.fit, calibrate=False, backoff=False)
+    uncalibrated = replace(base.fit, calibrate=False, backoff=False, token_paths=False)
     # The method before issue 8: every firing token of the paper's 10 train windows, no cap, the
     # pruned text's activation as END, no calibration.
     before = replace(base, examples=replace(base.examples, windows=None, max_pivots=None),
@@ -36,6 +37,11 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "before issue 8 + scaled ENDs": replace(before, fit=replace(before.fit, scale=True)),
         "no calibration (scaled ENDs)": replace(base, fit=uncalibrated),
         "calibration without backoff": replace(base, fit=replace(base.fit, backoff=False)),
+        "calibration without token paths": replace(base, fit=replace(base.fit, token_paths=False)),
+        "calibration without backoff or token paths": replace(
+            base, fit=replace(base.fit, backoff=False, token_paths=False)),
+        "calibrated paths predict firing at share >= 0.2 (default 0.3)": replace(
+            base, fit=replace(base.fit, firing_share=0.2)),
         "calibrated paths predict firing at share >= 0.5 (default 0.3)": replace(
             base, fit=replace(base.fit, firing_share=0.5)),
         "10 train windows (the paper's; default 40)": replace(base, eval=replace(base.eval, extra_train=0)),
@@ -43,6 +49,11 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
             base, examples=replace(base.examples, windows=None)),
         "pivots uncapped (default 16)": replace(base, examples=replace(base.examples, max_pivots=None)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
+        "new pivots inherit their original's context (default: pruned and measured again)": replace(
+            base, augment=replace(base.augment, new_pivot="inherit")),
+        "substitutes that fold to the same token kept": replace(
+            base, augment=replace(base.augment, distinct=False)),
+        "10 substitutes per token (default 5)": replace(base, augment=replace(base.augment, substitutes=10)),
         "context-only augmentation (the paper's)": replace(base, augment=AugmentConfig(pivot=False)),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
         "matching: exact tokens": replace(base, fit=replace(base.fit, normalized=False)),
@@ -58,7 +69,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated substrings of variant names to run")
     args = parser.parse_args()
 
-    from builder.build import build_layer
+    from builder.augment import make_helper
+    from builder.build import fit_batch, measure_batch
     from builder.corpus import make_windows
     from builder.models import load_model
     from builder.scan import scan
@@ -76,14 +88,21 @@ def main() -> None:
         windows = make_windows(model, None, base.scan.window, budget)
         layer_scan = scan(model, windows, [layer], base.scan)[layer]
         neurons = sample(range(model.d_mlp), size)
+        measured = {}  # variants that differ only in fit settings share the model-facing stages
         for name, config in variants(base).items():
             if args.only and not any(part in name for part in args.only.split(",")):
                 continue
-            started, before = time.perf_counter(), model.tokens_forwarded
-            graphs = [g for g in build_layer(model, layer, neurons, layer_scan, windows, config)
-                      if g.fidelity is not None]
-            seconds = (time.perf_counter() - started) / len(neurons)
-            tokens = (model.tokens_forwarded - before) / len(neurons)
+            key = (config.examples, config.prune, config.saliency, config.augment, config.eval.top,
+                   config.eval.train, config.fit.negatives if config.fit.calibrate else 0)
+            started = time.perf_counter()
+            if key not in measured:
+                helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
+                measured[key] = measure_batch(model, layer, neurons, layer_scan, windows, config, helper)
+            graphs = [g for g in fit_batch(model, layer, neurons, layer_scan, windows, config,
+                                           measured[key]) if g.fidelity is not None]
+            # Cost of the whole build: the shared stages' own cost plus this variant's fit.
+            seconds = measured[key].cost["seconds"] + (time.perf_counter() - started) / len(neurons)
+            tokens = measured[key].cost["tokens_forwarded"]
             top = [g.fidelity.n2g.top for g in graphs]
             rnd = [g.fidelity.n2g.random for g in graphs]
             cells = [mean_defined(s.precision for s in top), mean_defined(s.recall for s in top),

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +141,12 @@ def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippe
     A variant with a substituted context token inherits its original's importances (or has them
     measured again, with ``augment.saliency = "recompute"``). A variant with a substituted pivot is
     a new example: its new token may fire for other reasons and need a different context, so it
-    is pruned and measured afresh.
+    is pruned and measured afresh (or, with ``augment.new_pivot = "inherit"``, it is treated like
+    a context variant).
     """
     mtok = config.max_batch_tokens
-    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1] for v in variants]
+    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1]
+                 and config.augment.new_pivot == "remeasure" for v in variants]
     fresh = prune(model, layer, [TopExample(v.neuron, v.tokens, len(v.tokens) - 1, v.activation)
                                  for v, new in zip(variants, new_pivot, strict=True) if new],
                   config.prune, mtok)
@@ -183,8 +185,10 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     negatives = [text(w, calibration[1][i, :, neuron]) for i, w in enumerate(calibration[0])
                  if int(w) not in held_out]
     level = [(s.full_activation if config.fit.scale else s.activation) / max_act for s, _ in items]
+    firing = sorted({t for x in train_top for t, a in zip(x.tokens, x.activations, strict=True)
+                     if a >= FIRING_THRESHOLD})
     trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
-               level, config.fit, train_top + negatives)
+               level, config.fit, train_top + negatives, firing)
     examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
                 for name, part in (("train", train), ("test", test)) for j in part]
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
@@ -213,22 +217,36 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     return graph
 
 
-def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
-                windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> list[NeuronGraph]:
-    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+@dataclass
+class Measured:
+    """What the model-facing stages (prune, saliency, augment) made of one batch of neurons:
+    everything the fit needs, so that fit settings can be compared without new forward passes."""
+
+    snippets: dict[int, list[tuple[Snippet, np.ndarray]]]
+    """Per live neuron, its snippets (pruned and augmented) with their importances."""
+    dead: list[int]
+    """Neurons that never fire in the corpus."""
+    calibration: tuple[np.ndarray, np.ndarray]
+    """Random calibration windows and every neuron's activations on them."""
+    cost: dict[str, float]
+    """Seconds and tokens forwarded per neuron."""
+
+
+def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                  windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> Measured:
+    """Prune, measure and augment the examples of some neurons of one layer, sharing forward
+    passes between them."""
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
-    live, top, splits = [], [], {}
+    live, dead, top = [], [], []
     pivot_windows = config.examples.windows
-    graphs: dict[int, NeuronGraph] = {}
     for n in neurons:
         max_act = float(layer_scan.max_activation[n])
         if not np.isfinite(max_act) or max_act <= 0:
-            graphs[n] = _dead_graph(model, layer, n, max_act, config)
+            dead.append(n)
             continue
         live.append(n)
-        train, test = split(k, config.eval, config.seed, layer, n)
-        splits[n] = (train, test)
+        train, _ = split(k, config.eval, config.seed, layer, n)
         ranks = train if pivot_windows is None else train[:pivot_windows]
         traces = layer_scan.traces[ranks, n]  # (windows, pos)
         for j, p in _pivots(traces, max_act, config):
@@ -240,24 +258,41 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     pruned = _distinct(prune(model, layer, top, config.prune, mtok))
     importance, acts = saliency(model, layer, pruned, mask, mtok)
     pruned = [replace(s, activation=float(a)) for s, a in zip(pruned, acts, strict=True)]
-    variants = augment(model, layer, pruned, importance, helper, config.augment, mtok)
+    variants = augment(model, layer, pruned, importance, helper, config.augment, mtok,
+                       fold=config.fit.normalized)
     variants, variant_importance = _measure_variants(model, layer, pruned, importance, variants,
                                                      mask, config)
     by_neuron: dict[int, list[tuple[Snippet, np.ndarray]]] = {n: [] for n in live}
     for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
         by_neuron[s.neuron].append((s, imp))
-    matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
     calibration = _calibration_windows(model, layer, layer_scan, windows, config)
     elapsed = time.perf_counter() - started
-    per_neuron: dict[str, float] = {
+    cost: dict[str, float] = {
         "seconds": round(elapsed / max(1, len(neurons)), 3),
         "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
     }
+    return Measured(by_neuron, dead, calibration, cost)
 
-    for n in live:
-        graphs[n] = _neuron_graph(model, layer, n, by_neuron[n], layer_scan, windows, splits[n],
-                                  matching, calibration, config, per_neuron)
+
+def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+              windows: np.ndarray, config: BuildConfig, measured: Measured) -> list[NeuronGraph]:
+    """Fit and score the graphs of a measured batch (no forward pass)."""
+    k = layer_scan.values.shape[0]
+    matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
+    graphs = {n: _dead_graph(model, layer, n, float(layer_scan.max_activation[n]), config)
+              for n in measured.dead}
+    for n, items in measured.snippets.items():
+        graphs[n] = _neuron_graph(model, layer, n, items, layer_scan, windows,
+                                  split(k, config.eval, config.seed, layer, n), matching,
+                                  measured.calibration, config, measured.cost)
     return [graphs[n] for n in neurons]
+
+
+def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> list[NeuronGraph]:
+    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper)
+    return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
 def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,

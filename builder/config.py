@@ -105,6 +105,15 @@ class AugmentConfig:
     """Also substitute the activating token itself, finding other tokens the neuron fires on. The
     paper substitutes context tokens only (k < e_i); substituting the pivot too measures better
     (README, "Ablations"), which is why it is the default."""
+    new_pivot: Literal["remeasure", "inherit"] = "remeasure"
+    """A variant with a substituted pivot is pruned and its saliency measured again
+    ('remeasure': its new token may need other context), or keeps its original's text and
+    importances ('inherit': no forward pass beyond the variant's own activation)."""
+    distinct: bool = True
+    """With folded matching (``FitConfig.normalized``), skip substitutes that fold to the token
+    they replace or to an earlier substitute (' The' for 'the'): the fit cannot tell them apart,
+    so they cost forward passes and add nothing. The embedding neighbours of a token are mostly
+    such case and space variants."""
     saliency: Literal["inherit", "recompute"] = "inherit"
     """Importances of a variant with a substituted context token: its original's ('inherit'; the
     variant differs in one token, which was important where it stands), or measured again
@@ -140,7 +149,13 @@ class FitConfig:
     """Also offer each path's shorter forms as candidates, down to the activating token alone
     (the path cut after each important context token); calibration keeps those that predict
     well, so a token that fires in any context gets a context-free path and one that needs
-    context keeps it. Needs ``calibrate``."""
+    context keeps it. Ignored without ``calibrate``: uncalibrated, a context-free path would
+    predict firing on every occurrence of its token."""
+    token_paths: bool = True
+    """Also offer every token that fires in a train window as a context-free candidate path (no
+    forward pass: the scan holds the activations), judged like the shorter forms. Calibrated, the
+    graph then holds a token lookup's reach where the train text supports it, and the examples'
+    context where the token alone does not fire. Ignored without ``calibrate``."""
     firing_share: float = 0.3
     """A calibrated path predicts firing when at least this share of its train matches fire. Below
     0.5 on purpose: F1 on the firing tokens gains from a path whose precision exceeds about half
@@ -148,11 +163,6 @@ class FitConfig:
     negatives: int = 32
     """Random corpus windows (never the evaluation's random windows) whose activations are read
     once per batch of neurons and used as calibration negatives."""
-
-    def __post_init__(self) -> None:
-        if self.backoff and not self.calibrate:
-            raise ValueError("FitConfig.backoff needs calibrate: an uncalibrated context-free path "
-                             "would predict firing on every occurrence of its token")
 
 
 @dataclass(frozen=True)
@@ -200,5 +210,6 @@ class BuildConfig:
         example's activation, no calibration."""
         return cls(examples=ExampleConfig(pivots="argmax", windows=None, max_pivots=None),
                    augment=AugmentConfig(pivot=False),
-                   fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False),
+                   fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False,
+                                 token_paths=False),
                    eval=EvalConfig(extra_train=0))

@@ -14,6 +14,7 @@ Decisions beyond the paper (each a :class:`builder.config.FitConfig` field):
   rescaling), since pruning keeps as little as half the activation.
 - ``backoff``: every path's shorter forms (cut after each important context token, down to the
   activating token alone) become candidate paths too.
+- ``token_paths``: every token that fires in the train text becomes a candidate context-free path.
 - ``calibrate``: each END is set from what the path's matches on the train windows and random
   train windows really do (mean normalised activation), and whether it predicts firing from the
   share of those matches that fire. Without it, one example decides a path's END, whatever the
@@ -127,7 +128,7 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
 
 def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
         activations: Sequence[float], config: FitConfig,
-        train: Sequence[TrainText] = ()) -> NeuronTrie:
+        train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = ()) -> NeuronTrie:
     """Build one neuron's trie.
 
     Args:
@@ -138,6 +139,8 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
         config: the importance threshold and the calibration settings.
         train: texts whose true activations calibrate the ENDs (``config.calibrate``): the
             train top windows and random train windows.
+        firing_tokens: tokens that fire somewhere in the train text, offered as context-free
+            candidates (``config.token_paths``).
     """
     calibrate = config.calibrate and bool(train)
     trie = NeuronTrie(normalized=config.normalized and calibrate)
@@ -153,6 +156,11 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
                 trie.insert(short, 0.0, weights[:len(short) - 1])
                 node = trie.node(short)
                 shorter[id(node)] = (node, len(short))
+    if config.token_paths and calibrate:
+        for token in firing_tokens:
+            trie.insert((token,), 0.0)
+            node = trie.node((token,))
+            shorter[id(node)] = (node, 1)
     if not calibrate:
         return trie
     keep = _calibrate(trie, train, made, shorter, config.firing_share)
