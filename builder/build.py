@@ -29,6 +29,7 @@ from builder.evaluate import Window, evaluate
 from builder.fit import TrainText, fit
 from builder.forward import run_layers
 from builder.models import LoadedModel
+from builder.probe import TokenProbe, probe_tokens
 from builder.prune import Snippet, TopExample, prune
 from builder.saliency import saliency
 from builder.scan import LayerScan, scan
@@ -169,8 +170,8 @@ def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippe
 def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
                   items: Sequence[tuple[Snippet, np.ndarray]], layer_scan: LayerScan,
                   windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
-                  calibration: tuple[np.ndarray, np.ndarray], config: BuildConfig,
-                  cost: dict[str, float]) -> NeuronGraph:
+                  calibration: tuple[np.ndarray, np.ndarray], probe: TokenProbe | None,
+                  config: BuildConfig, cost: dict[str, float]) -> NeuronGraph:
     """Fit one neuron's graph from its snippets, then score the stored graph on held-out text."""
     vocab = model.vocab
     max_act = float(layer_scan.max_activation[neuron])
@@ -188,7 +189,9 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     firing = sorted({t for x in train_top for t, a in zip(x.tokens, x.activations, strict=True)
                      if a >= FIRING_THRESHOLD})
     trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
-               level, config.fit, train_top + negatives, firing)
+               level, config.fit, train_top + negatives, firing,
+               [] if probe is None else [(vocab[t], v) for t, v in
+                                         probe.firing(neuron, max_act, FIRING_THRESHOLD)])
     examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
                 for name, part in (("train", train), ("test", test)) for j in part]
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
@@ -228,14 +231,17 @@ class Measured:
     """Neurons that never fire in the corpus."""
     calibration: tuple[np.ndarray, np.ndarray]
     """Random calibration windows and every neuron's activations on them."""
+    probe: TokenProbe | None
     cost: dict[str, float]
     """Seconds and tokens forwarded per neuron."""
 
 
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
-                  windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> Measured:
+                  windows: np.ndarray, config: BuildConfig, helper: Helper | None,
+                  probe: TokenProbe | None = None) -> Measured:
     """Prune, measure and augment the examples of some neurons of one layer, sharing forward
-    passes between them."""
+    passes between them. ``probe`` is the layer's token probe, if it has one (made once per
+    layer by :func:`layer_probe`)."""
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
     live, dead, top = [], [], []
@@ -271,7 +277,15 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
         "seconds": round(elapsed / max(1, len(neurons)), 3),
         "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
     }
-    return Measured(by_neuron, dead, calibration, cost)
+    return Measured(by_neuron, dead, calibration, cost, probe)
+
+
+def layer_probe(model: LoadedModel, layer: int, windows: np.ndarray,
+                config: BuildConfig) -> TokenProbe | None:
+    """The token probe of a layer where the config asks for one (``FitConfig.probe_layers``)."""
+    if not config.fit.calibrate or layer >= config.fit.probe_layers:
+        return None
+    return probe_tokens(model, layer, np.unique(windows).tolist())
 
 
 def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
@@ -284,14 +298,15 @@ def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan
     for n, items in measured.snippets.items():
         graphs[n] = _neuron_graph(model, layer, n, items, layer_scan, windows,
                                   split(k, config.eval, config.seed, layer, n), matching,
-                                  measured.calibration, config, measured.cost)
+                                  measured.calibration, measured.probe, config, measured.cost)
     return [graphs[n] for n in neurons]
 
 
 def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
-                windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> list[NeuronGraph]:
+                windows: np.ndarray, config: BuildConfig, helper: Helper | None,
+                probe: TokenProbe | None = None) -> list[NeuronGraph]:
     """Build the graphs of some neurons of one layer, sharing forward passes between them."""
-    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper)
+    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe)
     return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
@@ -308,12 +323,13 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         model.check_neuron(n)
     built: list[NeuronGraph] = []
     helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
+    probe = layer_probe(model, layer, windows, config)
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
-        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper)
+        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe)
         if writer is not None:
             writer.append(graphs)
         built.extend(graphs)

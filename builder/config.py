@@ -156,6 +156,12 @@ class FitConfig:
     forward pass: the scan holds the activations), judged like the shorter forms. Calibrated, the
     graph then holds a token lookup's reach where the train text supports it, and the examples'
     context where the token alone does not fire. Ignored without ``calibrate``."""
+    probe_layers: int = 2
+    """In layers below this, probe every corpus token standing alone (``builder.probe``: one cheap
+    pass for all neurons of a layer) and offer the tokens a neuron fires on as context-free
+    candidates, so that a graph can name activating tokens its train windows never show. Early
+    neurons respond mostly to the token itself; deeper ones depend on context, and the probe costs
+    a deeper pass there. 0: never. Ignored without ``calibrate``."""
     firing_share: float = 0.3
     """A calibrated path predicts firing when at least this share of its train matches fire. Below
     0.5 on purpose: F1 on the firing tokens gains from a path whose precision exceeds about half
@@ -211,5 +217,5 @@ class BuildConfig:
         return cls(examples=ExampleConfig(pivots="argmax", windows=None, max_pivots=None),
                    augment=AugmentConfig(pivot=False),
                    fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False,
-                                 token_paths=False),
+                                 token_paths=False, probe_layers=0),
                    eval=EvalConfig(extra_train=0))

@@ -15,6 +15,8 @@ Decisions beyond the paper (each a :class:`builder.config.FitConfig` field):
 - ``backoff``: every path's shorter forms (cut after each important context token, down to the
   activating token alone) become candidate paths too.
 - ``token_paths``: every token that fires in the train text becomes a candidate context-free path.
+- ``probe_layers``: in early layers, tokens on which the neuron fires standing alone become
+  candidates too, and keep the probe's value where no train text says otherwise.
 - ``calibrate``: each END is set from what the path's matches on the train windows and random
   train windows really do (mean normalised activation), and whether it predicts firing from the
   share of those matches that fire. Without it, one example decides a path's END, whatever the
@@ -87,14 +89,16 @@ def _level(acts: np.ndarray, firing_share: float) -> float:
 
 
 def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Node],
-               shorter: dict[int, tuple[Node, int]], firing_share: float) -> set[int]:
+               shorter: dict[int, tuple[Node, int]], probed: dict[int, float],
+               firing_share: float) -> set[int]:
     """Set the ENDs from the train texts (in place) and choose the shorter forms to keep.
 
     The snippets' own paths (``made``) get the level of all their matches. A shorter form
     (``shorter``: id -> (node, path length)) is judged, most specific first, only on the tokens
     where nothing kept so far predicts firing: under the max rule those are the only tokens whose
     prediction it changes, so a context-free path is kept where the token fires without the
-    context, not merely because it matches where the longer paths already fire.
+    context, not merely because it matches where the longer paths already fire. A probed token
+    (``probed``: id -> its activation alone) that no train text holds keeps its probe value.
 
     Returns:
         ``id`` of every end node to keep.
@@ -115,7 +119,12 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
             covered[where[key]] = True
     keep = set(made)
     for key, (node, _) in sorted(shorter.items(), key=lambda kv: -kv[1][1]):
-        if key in made or key not in where:
+        if key in made:
+            continue
+        if key not in where:
+            if key in probed:
+                node.end = probed[key]
+                keep.add(key)
             continue
         idx = np.asarray(where[key])
         idx = idx[~covered[idx]]
@@ -128,7 +137,8 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
 
 def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
         activations: Sequence[float], config: FitConfig,
-        train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = ()) -> NeuronTrie:
+        train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = (),
+        probed: Sequence[tuple[str, float]] = ()) -> NeuronTrie:
     """Build one neuron's trie.
 
     Args:
@@ -141,6 +151,9 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
             train top windows and random train windows.
         firing_tokens: tokens that fire somewhere in the train text, offered as context-free
             candidates (``config.token_paths``).
+        probed: ``(token, normalised activation)`` of tokens on which the neuron fires standing
+            alone (``builder.probe``), offered as context-free candidates; where no train text
+            holds the token, the probe's value is its END.
     """
     calibrate = config.calibrate and bool(train)
     trie = NeuronTrie(normalized=config.normalized and calibrate)
@@ -161,7 +174,14 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
             trie.insert((token,), 0.0)
             node = trie.node((token,))
             shorter[id(node)] = (node, 1)
+    probe_values: dict[int, float] = {}
+    if calibrate:
+        for token, value in probed:
+            trie.insert((token,), 0.0)
+            node = trie.node((token,))
+            shorter[id(node)] = (node, 1)
+            probe_values[id(node)] = max(value, probe_values.get(id(node), 0.0))
     if not calibrate:
         return trie
-    keep = _calibrate(trie, train, made, shorter, config.firing_share)
+    keep = _calibrate(trie, train, made, shorter, probe_values, config.firing_share)
     return trie.filtered(lambda _, node: id(node) in keep)
