@@ -8,7 +8,8 @@ reuse one run of prune, saliency and augmentation; each row still reports a whol
 N2G's precision, recall and F1 on the paper's protocol (test top examples), F1 and correlation
 with random negatives added, the token lookup's F1 on the same splits (it is trained on the
 variant's train windows, so it moves with them), the graphs flagged unexplained (no firing
-predicted on their own train windows), and the cost in tokens forwarded and seconds per neuron.
+predicted on their own train windows), and the cost in tokens forwarded and seconds per neuron
+(the token probe's share counted as in a 128-neuron build, ``PROBE_SHARE``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import time
 
 from builder.config import AugmentConfig, BuildConfig, PruneConfig, ScanConfig
 from store.metrics import mean_defined
+
+
+PROBE_SHARE = 128
+"""The token probe's tokens are charged to a variant's row as a 128-neuron layer build would
+share them (the shipped store's sample a deep layer; layers 0-1 are built whole, 1,536)."""
 
 
 def variants(base: BuildConfig) -> dict[str, BuildConfig]:
@@ -48,6 +54,8 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "pivots from all 40 train windows (default: the first 10)": replace(
             base, examples=replace(base.examples, windows=None)),
         "pivots uncapped (default 16)": replace(base, examples=replace(base.examples, max_pivots=None)),
+        "pivots capped at 8 (default 16)": replace(base, examples=replace(base.examples, max_pivots=8)),
+        "token probe in every layer (default: layers 0-1)": replace(base, fit=replace(base.fit, probe_layers=10**6)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
         "new pivots inherit their original's context (default: pruned and measured again)": replace(
             base, augment=replace(base.augment, new_pivot="inherit")),
@@ -70,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from builder.augment import make_helper
-    from builder.build import fit_batch, measure_batch
+    from builder.build import fit_batch, layer_probe, measure_batch
     from builder.corpus import make_windows
     from builder.models import load_model
     from builder.scan import scan
@@ -92,17 +100,24 @@ def main() -> None:
         for name, config in variants(base).items():
             if args.only and not any(part in name for part in args.only.split(",")):
                 continue
+            probed = config.fit.calibrate and layer < config.fit.probe_layers
             key = (config.examples, config.prune, config.saliency, config.augment, config.eval.top,
-                   config.eval.train, config.fit.negatives if config.fit.calibrate else 0)
+                   config.eval.train, config.fit.negatives if config.fit.calibrate else 0, probed)
             started = time.perf_counter()
             if key not in measured:
                 helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
-                measured[key] = measure_batch(model, layer, neurons, layer_scan, windows, config, helper)
+                before = model.tokens_forwarded
+                probe = layer_probe(model, layer, windows, config)
+                # The probe serves every neuron of a layer: charge a 128-neuron build's share.
+                probe_cost = (model.tokens_forwarded - before) / max(PROBE_SHARE, len(neurons))
+                measured[key] = (measure_batch(model, layer, neurons, layer_scan, windows, config,
+                                               helper, probe), probe_cost)
+            batch, probe_cost = measured[key]
             graphs = [g for g in fit_batch(model, layer, neurons, layer_scan, windows, config,
-                                           measured[key]) if g.fidelity is not None]
+                                           batch) if g.fidelity is not None]
             # Cost of the whole build: the shared stages' own cost plus this variant's fit.
-            seconds = measured[key].cost["seconds"] + (time.perf_counter() - started) / len(neurons)
-            tokens = measured[key].cost["tokens_forwarded"]
+            seconds = batch.cost["seconds"] + (time.perf_counter() - started) / len(neurons)
+            tokens = batch.cost["tokens_forwarded"] + probe_cost
             top = [g.fidelity.n2g.top for g in graphs]
             rnd = [g.fidelity.n2g.random for g in graphs]
             cells = [mean_defined(s.precision for s in top), mean_defined(s.recall for s in top),
