@@ -46,15 +46,20 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "calibration without token paths": replace(base, fit=replace(base.fit, token_paths=False)),
         "calibration without backoff or token paths": replace(
             base, fit=replace(base.fit, backoff=False, token_paths=False)),
-        "calibrated paths predict firing at share >= 0.2 (default 0.3)": replace(
-            base, fit=replace(base.fit, firing_share=0.2)),
-        "calibrated paths predict firing at share >= 0.5 (default 0.3)": replace(
+        "calibrated paths predict firing at share >= 0.3 (default 0.2)": replace(
+            base, fit=replace(base.fit, firing_share=0.3)),
+        "calibrated paths predict firing at share >= 0.5 (default 0.2)": replace(
             base, fit=replace(base.fit, firing_share=0.5)),
         "10 train windows (the paper's; default 40)": replace(base, eval=replace(base.eval, extra_train=0)),
         "pivots from all 40 train windows (default: the first 10)": replace(
             base, examples=replace(base.examples, windows=None)),
         "pivots uncapped (default 16)": replace(base, examples=replace(base.examples, max_pivots=None)),
         "pivots capped at 8 (default 16)": replace(base, examples=replace(base.examples, max_pivots=8)),
+        "saliency of the 8 tokens before the pivot only (default: all)": replace(
+            base, saliency=replace(base.saliency, context=8)),
+        "pivots capped at 8, new pivots inherit their original's context": replace(
+            base, examples=replace(base.examples, max_pivots=8),
+            augment=replace(base.augment, new_pivot="inherit")),
         "token probe in every layer (default: layers 0-1)": replace(base, fit=replace(base.fit, probe_layers=10**6)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
         "new pivots inherit their original's context (default: pruned and measured again)": replace(

@@ -160,7 +160,8 @@ def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippe
         out.append(v)
     imps = [importance[v.parent] for v in out]
     remeasure = [i for i, new in enumerate(new_pivot) if new or config.augment.saliency == "recompute"]
-    measured, acts = saliency(model, layer, [out[i] for i in remeasure], mask, mtok)
+    measured, acts = saliency(model, layer, [out[i] for i in remeasure], mask, mtok,
+                              config.saliency.context)
     for i, imp, act in zip(remeasure, measured, acts, strict=True):
         imps[i] = imp
         out[i] = replace(out[i], activation=float(act))
@@ -262,7 +263,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     mtok = config.max_batch_tokens
     mask = _mask_id(model, config)
     pruned = _distinct(prune(model, layer, top, config.prune, mtok))
-    importance, acts = saliency(model, layer, pruned, mask, mtok)
+    importance, acts = saliency(model, layer, pruned, mask, mtok, config.saliency.context)
     pruned = [replace(s, activation=float(a)) for s, a in zip(pruned, acts, strict=True)]
     variants = augment(model, layer, pruned, importance, helper, config.augment, mtok,
                        fold=config.fit.normalized)
@@ -277,7 +278,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
         "seconds": round(elapsed / max(1, len(neurons)), 3),
         "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
     }
-    return Measured(by_neuron, dead, calibration, cost, probe)
+    return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost)
 
 
 def layer_probe(model: LoadedModel, layer: int, windows: np.ndarray,
