@@ -54,10 +54,12 @@ class ExampleConfig:
     Pruning, saliency and augmentation cost forward passes per example, so only the strongest
     train windows make paths; every train window still calibrates them (``FitConfig.calibrate``),
     which costs no forward pass."""
-    max_pivots: int | None = 16
+    max_pivots: int | None = 8
     """At most this many examples per neuron (None: no cap): each window's argmax first, in rank
     order, then its other firing tokens, strongest first. Examples whose pruned text is the same
-    are measured once."""
+    are measured once. Every model-facing stage costs forward passes per example; with the
+    calibration (``FitConfig``) 8 examples score as 16 at a third less cost in layer 15 (README,
+    "Ablations")."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,11 @@ class SaliencyConfig:
     """Token that replaces a token to measure its importance. None: the tokenizer's unknown,
     padding or end token (the reference code hard-codes id 1, which is padding in GPT-NeoX but a
     quotation mark in GPT-2)."""
-    context: int | None = None
+    context: int | None = 8
     """Measure only the pivot and this many tokens before it; earlier tokens of a snippet count
     as unimportant (None: every token, the paper). Saliency costs a pass per measured token, so a
-    cap bounds the cost of the long snippets of deep layers."""
+    cap bounds the cost of the long snippets of deep layers; measured to lose nothing in layer 15
+    (README, "Ablations")."""
 
 
 @dataclass(frozen=True)
@@ -105,14 +108,18 @@ class AugmentConfig:
     keep: float = 0.5
     """Keep a variant whose pivot activation is at least this share of its original's (the
     paper's equation 4; the reference code keeps every variant)."""
-    pivot: bool = True
+    pivot: bool = False
     """Also substitute the activating token itself, finding other tokens the neuron fires on. The
-    paper substitutes context tokens only (k < e_i); substituting the pivot too measures better
-    (README, "Ablations"), which is why it is the default."""
+    paper substitutes context tokens only (k < e_i). It measured better before calibration; with
+    calibration, token paths and the token probe name the other tokens a neuron fires on without
+    forward passes, and each substituted pivot costs a new pruning and saliency pass (README,
+    "Ablations")."""
     new_pivot: Literal["remeasure", "inherit"] = "remeasure"
     """A variant with a substituted pivot is pruned and its saliency measured again
     ('remeasure': its new token may need other context), or keeps its original's text and
-    importances ('inherit': no forward pass beyond the variant's own activation)."""
+    importances ('inherit': no forward pass beyond the variant's own activation, but the context
+    kept is the one the *original* pivot needed, which the oracle tests show to be wrong for a
+    repeated-token neuron)."""
     distinct: bool = True
     """With folded matching (``FitConfig.normalized``), skip substitutes that fold to the token
     they replace or to an earlier substitute (' The' for 'the'): the fit cannot tell them apart,
@@ -220,7 +227,8 @@ class BuildConfig:
         argmax pivots only, context-only augmentation, exact token matching, END = the pruned
         example's activation, no calibration."""
         return cls(examples=ExampleConfig(pivots="argmax", windows=None, max_pivots=None),
-                   augment=AugmentConfig(pivot=False),
+                   saliency=SaliencyConfig(context=None),
+                   augment=AugmentConfig(pivot=False, new_pivot="remeasure"),
                    fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False,
                                  token_paths=False, probe_layers=0),
                    eval=EvalConfig(extra_train=0))
