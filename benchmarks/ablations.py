@@ -32,14 +32,16 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
     replace = dataclasses.replace
     uncalibrated = replace(base.fit, calibrate=False, backoff=False, token_paths=False)
     # The method before issue 8: every firing token of the paper's 10 train windows, no cap, the
-    # pruned text's activation as END, no calibration.
+    # pruned text's activation as END, no calibration, saliency of every token, pivots substituted.
     before = replace(base, examples=replace(base.examples, windows=None, max_pivots=None),
+                     saliency=replace(base.saliency, context=None),
+                     augment=replace(base.augment, pivot=True),
                      fit=replace(uncalibrated, scale=False), eval=replace(base.eval, extra_train=0))
     return {
-        "default (scaled ENDs, calibrated with backoff, 40 train windows, <= 16 pivots)": base,
+        "default (see the stages table)": base,
         "paper's method (argmax pivots, context augmentation, exact, 10 train windows)": replace(
             BuildConfig.paper(), scan=base.scan),
-        "before issue 8 (firing pivots uncapped, pruned-text END, 10 train windows)": before,
+        "before issue 8 (all firing pivots, pivot augmentation, pruned-text END, 10 train windows)": before,
         "before issue 8 + scaled ENDs": replace(before, fit=replace(before.fit, scale=True)),
         "no calibration (scaled ENDs)": replace(base, fit=uncalibrated),
         "calibration without backoff": replace(base, fit=replace(base.fit, backoff=False)),
@@ -51,23 +53,21 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "calibrated paths predict firing at share >= 0.5 (default 0.2)": replace(
             base, fit=replace(base.fit, firing_share=0.5)),
         "10 train windows (the paper's; default 40)": replace(base, eval=replace(base.eval, extra_train=0)),
+        "token probe in every layer (default: layers 0-1)": replace(
+            base, fit=replace(base.fit, probe_layers=10**6)),
+        "no token probe": replace(base, fit=replace(base.fit, probe_layers=0)),
         "pivots from all 40 train windows (default: the first 10)": replace(
             base, examples=replace(base.examples, windows=None)),
-        "pivots uncapped (default 16)": replace(base, examples=replace(base.examples, max_pivots=None)),
-        "pivots capped at 8 (default 16)": replace(base, examples=replace(base.examples, max_pivots=8)),
-        "saliency of the 8 tokens before the pivot only (default: all)": replace(
-            base, saliency=replace(base.saliency, context=8)),
-        "pivots capped at 8, new pivots inherit their original's context": replace(
-            base, examples=replace(base.examples, max_pivots=8),
-            augment=replace(base.augment, new_pivot="inherit")),
-        "token probe in every layer (default: layers 0-1)": replace(base, fit=replace(base.fit, probe_layers=10**6)),
+        "pivots capped at 16 (default 8)": replace(base, examples=replace(base.examples, max_pivots=16)),
+        "saliency of every token (default: the 8 before the pivot)": replace(
+            base, saliency=replace(base.saliency, context=None)),
         "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
-        "new pivots inherit their original's context (default: pruned and measured again)": replace(
-            base, augment=replace(base.augment, new_pivot="inherit")),
-        "substitutes that fold to the same token kept": replace(
-            base, augment=replace(base.augment, distinct=False)),
-        "10 substitutes per token (default 5)": replace(base, augment=replace(base.augment, substitutes=10)),
-        "context-only augmentation (the paper's)": replace(base, augment=AugmentConfig(pivot=False)),
+        "pivot augmentation too (new pivots pruned and measured again)": replace(
+            base, augment=replace(base.augment, pivot=True)),
+        "pivot augmentation, new pivots inherit their original's context": replace(
+            base, augment=replace(base.augment, pivot=True, new_pivot="inherit")),
+        "augmentation helper: model's own predictions (default: embedding neighbours)": replace(
+            base, augment=replace(base.augment, helper="model")),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
         "matching: exact tokens": replace(base, fit=replace(base.fit, normalized=False)),
     }
