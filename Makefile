@@ -30,4 +30,4 @@ test-quick: setup
 	$(BIN)/python -m pytest -m "not model"
 
 bench: setup
-	$(BIN)/python benchmarks/build_throughput.py
+	$(BIN)/python benchmarks/build_throughput.py --layers 0,15,29
