@@ -30,7 +30,7 @@ test-quick: setup
 	$(BIN)/python -m pytest -m "not model"
 
 bench: setup
-	$(BIN)/python benchmarks/build_throughput.py
+	$(BIN)/python benchmarks/build_throughput.py --layers 0,15,29
 
 # The server over a synthetic 100,000-graph store: cold start, search, similarity, peak memory.
 bench-store: setup

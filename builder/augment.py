@@ -28,6 +28,7 @@ from builder.errors import UnknownModel
 from builder.forward import next_token_logits, pivot_activations
 from builder.models import LoadedModel
 from builder.prune import Snippet
+from store.tokens import normalize
 
 
 class Helper(Protocol):
@@ -128,10 +129,29 @@ def make_helper(name: str, model: LoadedModel, max_batch_tokens: int = 8192) -> 
     raise ValueError(f"unknown augmentation helper {name!r}")
 
 
+def _distinct_folded(vocab: Sequence[str], original: int, proposals: Sequence[int], n: int) -> list[int]:
+    """The first ``n`` proposals that fold to neither the original nor an earlier proposal.
+
+    >>> _distinct_folded(["the", " The", " THE", " a", "A", " an"], 0, [1, 2, 3, 4, 5], 2)
+    [3, 5]
+    """
+    seen, out = {normalize(vocab[original])}, []
+    for token in proposals:
+        key = normalize(vocab[token])
+        if key not in seen:
+            seen.add(key)
+            out.append(token)
+    return out[:n]
+
+
 def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
             importances: Sequence[np.ndarray], helper: Helper | None, config: AugmentConfig,
-            max_batch_tokens: int = 8192) -> list[Snippet]:
-    """Variants of the snippets that keep the neuron firing; ``parent`` indexes ``snippets``."""
+            max_batch_tokens: int = 8192, fold: bool = False) -> list[Snippet]:
+    """Variants of the snippets that keep the neuron firing; ``parent`` indexes ``snippets``.
+
+    With ``fold`` (the fit matches tokens folded) and ``config.distinct``, substitutes that fold
+    to the replaced token or to each other are skipped, and more are asked for in their place.
+    """
     if helper is None:
         return []
     rows, positions, parents = [], [], []
@@ -144,7 +164,12 @@ def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
                 parents.append(i)
     if not rows:
         return []
-    proposals = helper.substitutes(rows, positions, config.substitutes)
+    if fold and config.distinct:
+        wide = helper.substitutes(rows, positions, 4 * config.substitutes)
+        proposals = [_distinct_folded(model.vocab, row[k], subs, config.substitutes)
+                     for row, k, subs in zip(rows, positions, wide, strict=True)]
+    else:
+        proposals = helper.substitutes(rows, positions, config.substitutes)
     seen = {(s.neuron, s.tokens) for s in snippets}
     variants: list[Snippet] = []
     for row, k, parent, subs in zip(rows, positions, parents, proposals, strict=True):
@@ -160,5 +185,7 @@ def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
     for v, act in zip(variants, acts, strict=True):
         original = snippets[v.parent].activation
         if original > 0 and act >= config.keep * original:
-            kept.append(Snippet(v.neuron, v.tokens, float(act), v.parent))
+            # The variant stands for its original's full example with one token changed.
+            kept.append(Snippet(v.neuron, v.tokens, float(act), v.parent,
+                                scale=snippets[v.parent].scale))
     return kept

@@ -15,23 +15,27 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from builder.augment import Helper, augment, make_helper
-from builder.config import BuildConfig
+from builder.config import BuildConfig, EvalConfig
 from builder.corpus import make_windows
 from builder.errors import BadRequest, Cancelled
 from builder.evaluate import Window, evaluate
-from builder.fit import fit
+from builder.fit import TrainText, fit
+from builder.forward import run_layers
 from builder.models import LoadedModel
+from builder.probe import TokenProbe, probe_tokens
 from builder.prune import Snippet, TopExample, prune
 from builder.saliency import saliency
 from builder.scan import LayerScan, scan
 from store.graph import Example, Matching, NeuronGraph, graph_record
 from store.jsonl import StoreWriter, read_store
+from store.metrics import FIRING_THRESHOLD
 from store.progress import Progress
 from store.scanfile import ScanFile
 from store.trie import NeuronTrie
@@ -42,10 +46,25 @@ EXAMPLE_BEFORE, EXAMPLE_AFTER = 24, 8
 """Tokens kept before and after the pivot when a top example is stored for reading."""
 
 
-def split(k: int, train: int, seed: int, layer: int, neuron: int) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's random train/test split of a neuron's top examples, reproducible per neuron."""
-    order = np.random.default_rng([seed, layer, neuron]).permutation(k)
-    return np.sort(order[:train]), np.sort(order[train:])
+def split(k: int, config: EvalConfig, seed: int, layer: int,
+          neuron: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test ranks (0-based) of a neuron's ``k`` top windows, reproducible per neuron.
+
+    The paper's top ``config.top`` are split at random, ``config.train`` to train and the rest to
+    test; ranks below them (up to ``config.extra_train`` of them) join train. The test half
+    depends on the seed, layer and neuron only, never on how many extra windows there are.
+
+    >>> from builder.config import EvalConfig
+    >>> train, test = split(50, EvalConfig(), 0, 3, 7)
+    >>> len(train), len(test), sorted(set(train) | set(test)) == list(range(50))
+    (40, 10, True)
+    >>> (split(20, EvalConfig(), 0, 3, 7)[1] == test).all()
+    np.True_
+    """
+    top = min(config.top, k)
+    order = np.random.default_rng([seed, layer, neuron]).permutation(top)
+    extra = np.arange(top, min(k, top + config.extra_train))
+    return np.concatenate([np.sort(order[:config.train]), extra]), np.sort(order[config.train:])
 
 
 def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
@@ -59,15 +78,46 @@ def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
     return int(ids[0])
 
 
-def _pivots(trace: np.ndarray, max_act: float, config: BuildConfig) -> list[int]:
-    """Positions of a training window that become examples (see ``ExampleConfig``)."""
-    argmax = int(np.argmax(trace))
-    if trace[argmax] <= 0:
-        return []
-    if config.examples.pivots == "argmax":
-        return [argmax]
-    firing = np.flatnonzero(trace >= config.examples.firing * max_act).tolist()
-    return firing if argmax in firing else [*firing, argmax]
+def _pivots(traces: np.ndarray, max_act: float, config: BuildConfig) -> list[tuple[int, int]]:
+    """``(window, position)`` of the examples of one neuron, from its train windows' traces
+    ``(windows, pos)`` in rank order (see ``ExampleConfig``): each window's argmax first, in rank
+    order, then the other firing tokens, strongest first; at most ``max_pivots``."""
+    argmax = [(j, int(np.argmax(t))) for j, t in enumerate(traces) if t.max() > 0]
+    others: list[tuple[int, int]] = []
+    if config.examples.pivots == "firing":
+        firing = np.argwhere(traces >= config.examples.firing * max_act)  # (n, 2): window, pos
+        chosen = set(argmax)
+        others = sorted((p for p in map(tuple, firing.tolist()) if p not in chosen),
+                        key=lambda p: -traces[p])
+    pivots = argmax + others
+    cap = config.examples.max_pivots
+    return pivots if cap is None else pivots[:cap]
+
+
+def _distinct(snippets: Sequence[Snippet]) -> list[Snippet]:
+    """One snippet per (neuron, text): pivots whose pruned texts coincide are measured once, and
+    the one standing for the strongest full example is kept."""
+    best: dict[tuple[int, tuple[int, ...]], Snippet] = {}
+    for s in snippets:
+        key = (s.neuron, s.tokens)
+        if key not in best or s.full_activation > best[key].full_activation:
+            best[key] = s
+    return list(best.values())
+
+
+def _calibration_windows(model: LoadedModel, layer: int, layer_scan: LayerScan, windows: np.ndarray,
+                         config: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Random corpus windows for calibration, never the evaluation's random windows, and every
+    neuron's activations on them: ``(ids (r,), acts (r, window, d_mlp))``. One forward pass for
+    all neurons of the layer."""
+    r = config.fit.negatives if config.fit.calibrate else 0
+    pool = np.setdiff1d(np.arange(len(windows)), layer_scan.random_windows)
+    r = min(r, len(pool))
+    if r == 0:
+        return np.zeros(0, np.int64), np.zeros((0, windows.shape[1], model.d_mlp), np.float32)
+    ids = np.sort(np.random.default_rng([config.seed, layer, 1]).choice(pool, r, replace=False))
+    acts = run_layers(model, windows[ids].tolist(), [layer])[layer]  # (r, window, d_mlp)
+    return ids, acts.cpu().numpy()
 
 
 def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, split_name: str) -> Example:
@@ -94,35 +144,57 @@ def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippe
     A variant with a substituted context token inherits its original's importances (or has them
     measured again, with ``augment.saliency = "recompute"``). A variant with a substituted pivot is
     a new example: its new token may fire for other reasons and need a different context, so it
-    is pruned and measured afresh.
+    is pruned and measured afresh (or, with ``augment.new_pivot = "inherit"``, it is treated like
+    a context variant).
     """
     mtok = config.max_batch_tokens
-    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1] for v in variants]
+    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1]
+                 and config.augment.new_pivot == "remeasure" for v in variants]
     fresh = prune(model, layer, [TopExample(v.neuron, v.tokens, len(v.tokens) - 1, v.activation)
                                  for v, new in zip(variants, new_pivot, strict=True) if new],
                   config.prune, mtok)
     fresh_iter = iter(fresh)
-    out = [Snippet(v.neuron, next(fresh_iter).tokens, v.activation, v.parent) if new else v
-           for v, new in zip(variants, new_pivot, strict=True)]
+    out = []
+    for v, new in zip(variants, new_pivot, strict=True):
+        if new:  # pruned again: its scale now runs from the new text to the original full example
+            f = next(fresh_iter)
+            v = replace(v, tokens=f.tokens, scale=v.scale * f.scale)
+        out.append(v)
     imps = [importance[v.parent] for v in out]
     remeasure = [i for i, new in enumerate(new_pivot) if new or config.augment.saliency == "recompute"]
-    measured, acts = saliency(model, layer, [out[i] for i in remeasure], mask, mtok)
+    measured, acts = saliency(model, layer, [out[i] for i in remeasure], mask, mtok,
+                              config.saliency.context)
     for i, imp, act in zip(remeasure, measured, acts, strict=True):
         imps[i] = imp
-        out[i] = Snippet(out[i].neuron, out[i].tokens, float(act), out[i].parent)
+        out[i] = replace(out[i], activation=float(act))
     return out, imps
 
 
 def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
                   items: Sequence[tuple[Snippet, np.ndarray]], layer_scan: LayerScan,
                   windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
+                  calibration: tuple[np.ndarray, np.ndarray], probe: TokenProbe | None,
                   config: BuildConfig, cost: dict[str, float]) -> NeuronGraph:
     """Fit one neuron's graph from its snippets, then score the stored graph on held-out text."""
     vocab = model.vocab
     max_act = float(layer_scan.max_activation[neuron])
-    trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
-               [s.activation / max_act for s, _ in items], config.fit)
     train, test = halves
+
+    def text(window: int, trace: np.ndarray) -> TrainText:
+        return TrainText([vocab[t] for t in windows[window]], trace / max_act)
+
+    train_top = [text(layer_scan.windows[j, neuron], layer_scan.traces[j, neuron]) for j in train]
+    # A calibration window that is one of this neuron's test windows would leak the test set.
+    held_out = {int(layer_scan.windows[j, neuron]) for j in test}
+    negatives = [text(w, calibration[1][i, :, neuron]) for i, w in enumerate(calibration[0])
+                 if int(w) not in held_out]
+    level = [(s.full_activation if config.fit.scale else s.activation) / max_act for s, _ in items]
+    firing = sorted({t for x in train_top for t, a in zip(x.tokens, x.activations, strict=True)
+                     if a >= FIRING_THRESHOLD})
+    trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
+               level, config.fit, train_top + negatives, firing,
+               [] if probe is None else [(vocab[t], v) for t, v in
+                                         probe.firing(neuron, max_act, FIRING_THRESHOLD)])
     examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
                 for name, part in (("train", train), ("test", test)) for j in part]
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
@@ -136,6 +208,9 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
         build={"config": config.to_dict(), "snippets": len(items),
                "augmented": sum(s.parent >= 0 for s, _ in items), "per_neuron": cost},
     )
+    # A graph that predicts no firing on the very windows it was built from explains nothing:
+    # say so in the record rather than let its zeros pass for a finding.
+    graph.unexplained = not any(p >= FIRING_THRESHOLD for t in train_top for p in graph.predict(list(t.tokens)))
 
     def top(rows: np.ndarray) -> list[Window]:
         return [Window([vocab[t] for t in windows[layer_scan.windows[j, neuron]]],
@@ -148,49 +223,94 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     return graph
 
 
-def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
-                windows: np.ndarray, config: BuildConfig, helper: Helper | None) -> list[NeuronGraph]:
-    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+@dataclass
+class Measured:
+    """What the model-facing stages (prune, saliency, augment) made of one batch of neurons:
+    everything the fit needs, so that fit settings can be compared without new forward passes."""
+
+    snippets: dict[int, list[tuple[Snippet, np.ndarray]]]
+    """Per live neuron, its snippets (pruned and augmented) with their importances."""
+    dead: list[int]
+    """Neurons that never fire in the corpus."""
+    calibration: tuple[np.ndarray, np.ndarray]
+    """Random calibration windows and every neuron's activations on them."""
+    probe: TokenProbe | None
+    cost: dict[str, float]
+    """Seconds and tokens forwarded per neuron."""
+
+
+def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                  windows: np.ndarray, config: BuildConfig, helper: Helper | None,
+                  probe: TokenProbe | None = None) -> Measured:
+    """Prune, measure and augment the examples of some neurons of one layer, sharing forward
+    passes between them. ``probe`` is the layer's token probe, if it has one (made once per
+    layer by :func:`layer_probe`)."""
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
-    live, top, splits = [], [], {}
-    graphs: dict[int, NeuronGraph] = {}
+    live, dead, top = [], [], []
+    pivot_windows = config.examples.windows
     for n in neurons:
         max_act = float(layer_scan.max_activation[n])
         if not np.isfinite(max_act) or max_act <= 0:
-            graphs[n] = _dead_graph(model, layer, n, max_act, config)
+            dead.append(n)
             continue
         live.append(n)
-        train, test = split(k, config.eval.train, config.seed, layer, n)
-        splits[n] = (train, test)
-        for j in train:
-            window = windows[layer_scan.windows[j, n]].tolist()
-            trace = layer_scan.traces[j, n]
-            top += [TopExample(n, window, p, float(trace[p]))
-                    for p in _pivots(trace, max_act, config)]
+        train, _ = split(k, config.eval, config.seed, layer, n)
+        ranks = train if pivot_windows is None else train[:pivot_windows]
+        traces = layer_scan.traces[ranks, n]  # (windows, pos)
+        for j, p in _pivots(traces, max_act, config):
+            window = windows[layer_scan.windows[ranks[j], n]].tolist()
+            top.append(TopExample(n, window, p, float(traces[j, p])))
 
     mtok = config.max_batch_tokens
     mask = _mask_id(model, config)
-    pruned = prune(model, layer, top, config.prune, mtok)
-    importance, acts = saliency(model, layer, pruned, mask, mtok)
-    pruned = [Snippet(s.neuron, s.tokens, float(a)) for s, a in zip(pruned, acts, strict=True)]
-    variants = augment(model, layer, pruned, importance, helper, config.augment, mtok)
+    pruned = _distinct(prune(model, layer, top, config.prune, mtok))
+    importance, acts = saliency(model, layer, pruned, mask, mtok, config.saliency.context)
+    pruned = [replace(s, activation=float(a)) for s, a in zip(pruned, acts, strict=True)]
+    variants = augment(model, layer, pruned, importance, helper, config.augment, mtok,
+                       fold=config.fit.normalized)
     variants, variant_importance = _measure_variants(model, layer, pruned, importance, variants,
                                                      mask, config)
     by_neuron: dict[int, list[tuple[Snippet, np.ndarray]]] = {n: [] for n in live}
     for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
         by_neuron[s.neuron].append((s, imp))
-    matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
+    calibration = _calibration_windows(model, layer, layer_scan, windows, config)
     elapsed = time.perf_counter() - started
-    per_neuron: dict[str, float] = {
+    cost: dict[str, float] = {
         "seconds": round(elapsed / max(1, len(neurons)), 3),
         "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
     }
+    return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost)
 
-    for n in live:
-        graphs[n] = _neuron_graph(model, layer, n, by_neuron[n], layer_scan, windows, splits[n],
-                                  matching, config, per_neuron)
+
+def layer_probe(model: LoadedModel, layer: int, windows: np.ndarray,
+                config: BuildConfig) -> TokenProbe | None:
+    """The token probe of a layer where the config asks for one (``FitConfig.probe_layers``)."""
+    if not config.fit.calibrate or layer >= config.fit.probe_layers:
+        return None
+    return probe_tokens(model, layer, np.unique(windows).tolist())
+
+
+def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+              windows: np.ndarray, config: BuildConfig, measured: Measured) -> list[NeuronGraph]:
+    """Fit and score the graphs of a measured batch (no forward pass)."""
+    k = layer_scan.values.shape[0]
+    matching = Matching(rule=config.fit.rule, normalized=config.fit.normalized)
+    graphs = {n: _dead_graph(model, layer, n, float(layer_scan.max_activation[n]), config)
+              for n in measured.dead}
+    for n, items in measured.snippets.items():
+        graphs[n] = _neuron_graph(model, layer, n, items, layer_scan, windows,
+                                  split(k, config.eval, config.seed, layer, n), matching,
+                                  measured.calibration, measured.probe, config, measured.cost)
     return [graphs[n] for n in neurons]
+
+
+def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                windows: np.ndarray, config: BuildConfig, helper: Helper | None,
+                probe: TokenProbe | None = None) -> list[NeuronGraph]:
+    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe)
+    return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
 def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
@@ -206,12 +326,13 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         model.check_neuron(n)
     built: list[NeuronGraph] = []
     helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
+    probe = layer_probe(model, layer, windows, config)
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
-        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper)
+        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe)
         if writer is not None:
             writer.append(graphs)
         built.extend(graphs)

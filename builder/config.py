@@ -23,8 +23,10 @@ class ScanConfig:
     """Tokens per corpus window. The paper used 1,024-token strings from Neuroscope, but pruning
     cuts nearly every example to a few tokens, so short windows lose little and give many more
     distinct examples per token forwarded on a CPU."""
-    top_k: int = 20
-    """Top-activating windows kept per neuron (the paper's 20 Neuroscope examples)."""
+    top_k: int = 50
+    """Top-activating windows kept per neuron. Ranks 1-20 are the paper's 20 Neuroscope examples
+    (split 10 train / 10 test); ranks 21-50 are extra training windows (``EvalConfig.extra_train``),
+    the paper's first suggestion for better graphs."""
     batch_size: int = 32
     """Windows per forward pass."""
     max_tokens: int | None = None
@@ -52,6 +54,17 @@ class ExampleConfig:
     "Ablations")."""
     firing: float = 0.5
     """Normalised activation at which a token counts as firing (the paper's threshold)."""
+    windows: int | None = 10
+    """Train windows, in rank order, whose tokens become examples (None: every train window).
+    Pruning, saliency and augmentation cost forward passes per example, so only the strongest
+    train windows make paths; every train window still calibrates them (``FitConfig.calibrate``),
+    which costs no forward pass."""
+    max_pivots: int | None = 8
+    """At most this many examples per neuron (None: no cap): each window's argmax first, in rank
+    order, then its other firing tokens, strongest first. Examples whose pruned text is the same
+    are measured once. Every model-facing stage costs forward passes per example; with the
+    calibration (``FitConfig``) 8 examples score as 16 at a third less cost in layer 15 (README,
+    "Ablations")."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,11 @@ class SaliencyConfig:
     """Token that replaces a token to measure its importance. None: the tokenizer's unknown,
     padding or end token (the reference code hard-codes id 1, which is padding in GPT-NeoX but a
     quotation mark in GPT-2)."""
+    context: int | None = 8
+    """Measure only the pivot and this many tokens before it; earlier tokens of a snippet count
+    as unimportant (None: every token, the paper). Saliency costs a pass per measured token, so a
+    cap bounds the cost of the long snippets of deep layers; measured to lose nothing in layer 15
+    (README, "Ablations")."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +113,23 @@ class AugmentConfig:
     keep: float = 0.5
     """Keep a variant whose pivot activation is at least this share of its original's (the
     paper's equation 4; the reference code keeps every variant)."""
-    pivot: bool = True
+    pivot: bool = False
     """Also substitute the activating token itself, finding other tokens the neuron fires on. The
-    paper substitutes context tokens only (k < e_i); substituting the pivot too measures better
-    (README, "Ablations"), which is why it is the default."""
+    paper substitutes context tokens only (k < e_i). It measured better before calibration; with
+    calibration, token paths and the token probe name the other tokens a neuron fires on without
+    forward passes, and each substituted pivot costs a new pruning and saliency pass (README,
+    "Ablations")."""
+    new_pivot: Literal["remeasure", "inherit"] = "remeasure"
+    """A variant with a substituted pivot is pruned and its saliency measured again
+    ('remeasure': its new token may need other context), or keeps its original's text and
+    importances ('inherit': no forward pass beyond the variant's own activation, but the context
+    kept is the one the *original* pivot needed, which the oracle tests show to be wrong for a
+    repeated-token neuron)."""
+    distinct: bool = True
+    """With folded matching (``FitConfig.normalized``), skip substitutes that fold to the token
+    they replace or to an earlier substitute (' The' for 'the'): the fit cannot tell them apart,
+    so they cost forward passes and add nothing. The embedding neighbours of a token are mostly
+    such case and space variants."""
     saliency: Literal["inherit", "recompute"] = "inherit"
     """Importances of a variant with a substituted context token: its original's ('inherit'; the
     variant differs in one token, which was important where it stands), or measured again
@@ -119,14 +150,56 @@ class FitConfig:
     normalized: bool = True
     """Match tokens case- and space-insensitively (reference) rather than exactly (paper). The
     default because it measures better (README, "Ablations")."""
+    scale: bool = True
+    """END of a pruned example's path = the activation of its *full* example, not of the pruned
+    text (which pruning lets fall to half): the reference code multiplies a pruned text's
+    activations by (full max / pruned max) before fitting. Without it most deep paths end below
+    the firing threshold and can never predict firing. The paper is silent."""
+    calibrate: bool = True
+    """Set each path's END from the train data: match it on every train window and on random
+    train windows (``negatives``) and take the mean normalised activation of its matches; a path
+    whose matches fire often enough (``firing_share``) ends at >= 0.5 (predicts firing), one whose
+    matches rarely fire ends below 0.5. Paths that match no train text keep their measured END.
+    Not in the paper, whose END is one example's activation whatever else the path matches."""
+    backoff: bool = True
+    """Also offer each path's shorter forms as candidates, down to the activating token alone
+    (the path cut after each important context token); calibration keeps those that predict
+    well, so a token that fires in any context gets a context-free path and one that needs
+    context keeps it. Ignored without ``calibrate``: uncalibrated, a context-free path would
+    predict firing on every occurrence of its token."""
+    token_paths: bool = True
+    """Also offer every token that fires in a train window as a context-free candidate path (no
+    forward pass: the scan holds the activations), judged like the shorter forms. Calibrated, the
+    graph then holds a token lookup's reach where the train text supports it, and the examples'
+    context where the token alone does not fire. Ignored without ``calibrate``."""
+    probe_layers: int = 2
+    """In layers below this, probe every corpus token standing alone (``builder.probe``: one cheap
+    pass for all neurons of a layer) and offer the tokens a neuron fires on as context-free
+    candidates, so that a graph can name activating tokens its train windows never show. Early
+    neurons respond mostly to the token itself; deeper ones depend on context, and the probe costs
+    a deeper pass there. 0: never. Ignored without ``calibrate``."""
+    firing_share: float = 0.2
+    """A calibrated path predicts firing when at least this share of its train matches fire. Well
+    below 0.5 on purpose: F1 on the firing tokens gains from a path whose precision exceeds about
+    half the F1 reached, and most neurons' F1 is well below 1. Measured against 0.3 and 0.5
+    (README, "Ablations")."""
+    negatives: int = 32
+    """Random corpus windows (never the evaluation's random windows) whose activations are read
+    once per batch of neurons and used as calibration negatives."""
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Fidelity: the paper's split and baselines."""
 
+    top: int = 20
+    """The paper's top examples (ranks 1..top), split at random into train and test."""
     train: int = 10
-    """Top examples used to build the graph; the rest of ``top_k`` are the test set (10/10)."""
+    """Of those, the examples used to build the graph; the other ``top - train`` are the test set
+    (the paper's 10/10)."""
+    extra_train: int = 30
+    """Windows ranked below the paper's top (ranks top+1 .. top+extra_train, as far as the scan
+    kept them) added to train; the test set is unchanged, whatever this is. 0: the paper's 10."""
     ngram: int = 5
     """n of the n-gram lookup baseline (the paper's 5): the token and the 4 before it."""
 
@@ -155,7 +228,12 @@ class BuildConfig:
 
     @classmethod
     def paper(cls) -> BuildConfig:
-        """The paper's method where our defaults differ: argmax pivots only, context-only
-        augmentation, exact token matching."""
-        return cls(examples=ExampleConfig(pivots="argmax"), augment=AugmentConfig(pivot=False),
-                   fit=FitConfig(normalized=False))
+        """The paper's method where our defaults differ: the paper's 10 train windows, their
+        argmax pivots only, context-only augmentation, exact token matching, END = the pruned
+        example's activation, no calibration."""
+        return cls(examples=ExampleConfig(pivots="argmax", windows=None, max_pivots=None),
+                   saliency=SaliencyConfig(context=None),
+                   augment=AugmentConfig(pivot=False, new_pivot="remeasure"),
+                   fit=FitConfig(normalized=False, scale=False, calibrate=False, backoff=False,
+                                 token_paths=False, probe_layers=0),
+                   eval=EvalConfig(extra_train=0))

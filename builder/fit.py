@@ -5,19 +5,51 @@ walking backwards, every earlier token whose importance reaches ``important`` as
 other token as IGNORE. The end of the path holds the snippet's normalised activation
 (activation / the neuron's max activation).
 
-One decision beyond the paper: IGNORE nodes beyond the farthest important token are dropped. They
-would only demand that a text have that many earlier tokens, which makes a graph miss its own
-pattern near the start of a text for reasons unrelated to the neuron.
+Decisions beyond the paper (each a :class:`builder.config.FitConfig` field):
+
+- IGNORE nodes beyond the farthest important token are dropped. They would only demand that a
+  text have that many earlier tokens, which makes a graph miss its own pattern near the start of
+  a text for reasons unrelated to the neuron.
+- ``scale``: a pruned snippet's END is its *full* example's activation (the reference code's
+  rescaling), since pruning keeps as little as half the activation.
+- ``backoff``: every path's shorter forms (cut after each important context token, down to the
+  activating token alone) become candidate paths too.
+- ``token_paths``: every token that fires in the train text becomes a candidate context-free path.
+- ``probe_layers``: in early layers, tokens on which the neuron fires standing alone become
+  candidates too, and keep the probe's value where no train text says otherwise.
+- ``calibrate``: each END is set from what the path's matches on the train windows and random
+  train windows really do (mean normalised activation), and whether it predicts firing from the
+  share of those matches that fire. Without it, one example decides a path's END, whatever the
+  path matches elsewhere; with it, a context-free path is kept only where the token alone
+  predicts firing, and a path that matches mostly where the neuron is silent stops predicting
+  firing.
+
+In: token strings of each snippet (pivot last), importances, normalised activations; optionally
+the train windows with their true normalised activations. Out: the trie.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from builder.config import FitConfig
-from store.trie import IGNORE, NeuronTrie, Token
+from store.metrics import FIRING_THRESHOLD
+from store.trie import IGNORE, Node, NeuronTrie, Token
+
+BELOW_FIRING = 0.49
+"""The END given to a calibrated path that should not predict firing but whose matches' mean
+activation reaches the threshold (rare: a few strong firings among many silent matches)."""
+
+
+@dataclass(frozen=True)
+class TrainText:
+    """A train window: its token strings and the neuron's normalised activation on each."""
+
+    tokens: Sequence[str]
+    activations: np.ndarray
 
 
 def snippet_path(tokens: Sequence[str], importances: Sequence[float],
@@ -39,18 +71,117 @@ def snippet_path(tokens: Sequence[str], importances: Sequence[float],
     return tuple(path), tuple(weights)
 
 
+def shorter_forms(path: Sequence[Token]) -> list[tuple[Token, ...]]:
+    """The path cut after each of its important tokens, shortest first, the path itself excluded.
+
+    >>> shorter_forms((" except", None, " everyone", " all"))
+    [(' except',), (' except', None, ' everyone')]
+    """
+    return [tuple(path[:k + 1]) for k in range(len(path) - 1) if path[k] is not IGNORE]
+
+
+def _level(acts: np.ndarray, firing_share: float) -> float:
+    """The END of a path whose matches have these true normalised activations."""
+    mean = max(0.0, float(acts.mean()))
+    if np.mean(acts >= FIRING_THRESHOLD) >= firing_share:
+        return max(mean, FIRING_THRESHOLD)
+    return min(mean, BELOW_FIRING)
+
+
+def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Node],
+               shorter: dict[int, tuple[Node, int]], probed: dict[int, float],
+               firing_share: float) -> set[int]:
+    """Set the ENDs from the train texts (in place) and choose the shorter forms to keep.
+
+    The snippets' own paths (``made``) get the level of all their matches. A shorter form
+    (``shorter``: id -> (node, path length)) is judged, most specific first, only on the tokens
+    where nothing kept so far predicts firing: under the max rule those are the only tokens whose
+    prediction it changes, so a context-free path is kept where the token fires without the
+    context, not merely because it matches where the longer paths already fire. A probed token
+    (``probed``: id -> its activation alone) that no train text holds keeps its probe value.
+
+    Returns:
+        ``id`` of every end node to keep.
+    """
+    acts = np.concatenate([t.activations for t in train]).astype(np.float64)  # (positions,)
+    where: dict[int, list[int]] = {}
+    at = 0
+    for text in train:
+        for ends in trie.matches(text.tokens):
+            for node in ends:
+                where.setdefault(id(node), []).append(at)
+            at += 1
+    covered = np.zeros(len(acts), dtype=bool)
+    for key, node in made.items():
+        if key in where:
+            node.end = _level(acts[where[key]], firing_share)
+        if node.end is not None and node.end >= FIRING_THRESHOLD and key in where:
+            covered[where[key]] = True
+    keep = set(made)
+    for key, (node, _) in sorted(shorter.items(), key=lambda kv: -kv[1][1]):
+        if key in made:
+            continue
+        if key not in where:
+            if key in probed:
+                node.end = probed[key]
+                keep.add(key)
+            continue
+        idx = np.asarray(where[key])
+        idx = idx[~covered[idx]]
+        if idx.size and np.mean(acts[idx] >= FIRING_THRESHOLD) >= firing_share:
+            node.end = max(float(acts[idx].mean()), FIRING_THRESHOLD)
+            covered[idx] = True
+            keep.add(key)
+    return keep
+
+
 def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
-        activations: Sequence[float], config: FitConfig) -> NeuronTrie:
+        activations: Sequence[float], config: FitConfig,
+        train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = (),
+        probed: Sequence[tuple[str, float]] = ()) -> NeuronTrie:
     """Build one neuron's trie.
 
     Args:
         snippets: token strings of each snippet, pivot last.
         importances: saliency of each token of each snippet.
-        activations: normalised pivot activation of each snippet.
-        config: the importance threshold.
+        activations: normalised activation each snippet's path should end with when nothing
+            else is known (the pruned text's, or with ``scale`` its full example's).
+        config: the importance threshold and the calibration settings.
+        train: texts whose true activations calibrate the ENDs (``config.calibrate``): the
+            train top windows and random train windows.
+        firing_tokens: tokens that fire somewhere in the train text, offered as context-free
+            candidates (``config.token_paths``).
+        probed: ``(token, normalised activation)`` of tokens on which the neuron fires standing
+            alone (``builder.probe``), offered as context-free candidates; where no train text
+            holds the token, the probe's value is its END.
     """
-    trie = NeuronTrie()
+    calibrate = config.calibrate and bool(train)
+    trie = NeuronTrie(normalized=config.normalized and calibrate)
+    made: dict[int, Node] = {}  # end nodes of the snippets' own paths
+    shorter: dict[int, tuple[Node, int]] = {}  # end nodes of their shorter forms
     for tokens, imp, act in zip(snippets, importances, activations, strict=True):
         path, weights = snippet_path(tokens, imp, config.important)
         trie.insert(path, float(act), weights)
-    return trie
+        node = trie.node(path)
+        made[id(node)] = node
+        if config.backoff and calibrate:
+            for short in shorter_forms(path):
+                trie.insert(short, 0.0, weights[:len(short) - 1])
+                node = trie.node(short)
+                shorter[id(node)] = (node, len(short))
+    if config.token_paths and calibrate:
+        for token in firing_tokens:
+            trie.insert((token,), 0.0)
+            node = trie.node((token,))
+            shorter[id(node)] = (node, 1)
+    probe_values: dict[int, float] = {}
+    if calibrate:
+        for token, value in probed:
+            trie.insert((token,), 0.0)
+            node = trie.node((token,))
+            shorter[id(node)] = (node, 1)
+            probe_values[id(node)] = max(value, probe_values.get(id(node), 0.0))
+    if not calibrate:
+        return trie
+    keep = _calibrate(trie, train, made, shorter, probe_values, config.firing_share)
+    return trie.filtered(lambda _, node: id(node) in keep)

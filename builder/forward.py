@@ -16,7 +16,9 @@ memory stays bounded (the live model's ``activations`` uses it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -56,6 +58,20 @@ class _Done(Exception):
     """Raised by the deepest hook: nothing after it is needed."""
 
 
+_FULL_DEPTH: ContextVar[bool] = ContextVar("full_depth", default=False)
+
+
+@contextmanager
+def full_depth() -> Iterator[None]:
+    """Within it, every pass runs the whole model, unembedding included, as the reference N2G
+    script's passes do; benchmarks use it to time a naive loop beside ours."""
+    token = _FULL_DEPTH.set(True)
+    try:
+        yield
+    finally:
+        _FULL_DEPTH.reset(token)
+
+
 def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
                layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """All neurons of the given layers on a batch of rows: ``{layer: (batch, pos, d_mlp)}``.
@@ -72,7 +88,7 @@ def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
     def hook_for(layer: int):
         def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
             captured[layer] = acts[:, offset:].float()  # (batch, pos, d_mlp)
-            if layer == deepest:
+            if layer == deepest and not _FULL_DEPTH.get():
                 raise _Done
             return acts
         return capture
@@ -82,7 +98,7 @@ def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
         try:
             model.bridge.run_with_hooks(
                 ids, fwd_hooks=[(model.hook(layer), hook_for(layer)) for layer in layers],
-                stop_at_layer=deepest + 1,
+                stop_at_layer=None if _FULL_DEPTH.get() else deepest + 1,
             )
         except _Done:
             pass

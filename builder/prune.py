@@ -41,6 +41,21 @@ class Snippet:
     activation: float
     parent: int = -1
     """For an augmented snippet, the index of the snippet it was made from."""
+    scale: float = 1.0
+    """Factor from this text's pivot activation to the level of the full example it was cut from
+    (full activation / pruned activation; 1 for an unpruned text). Pruning keeps as little as half
+    the activation; the fit multiplies by this so that a pruned path predicts the full example's
+    level, as the reference code does."""
+
+    @property
+    def full_activation(self) -> float:
+        """The activation of the full example this text stands for."""
+        return self.activation * self.scale
+
+
+def _scale(full: float, pruned: float) -> float:
+    """full / pruned, or 1 where the pruned text does not fire (nothing to rescale)."""
+    return full / pruned if pruned > 0 and full > 0 else 1.0
 
 
 def prune(model: LoadedModel, layer: int, examples: Sequence[TopExample], config: PruneConfig,
@@ -65,7 +80,8 @@ def prune(model: LoadedModel, layer: int, examples: Sequence[TopExample], config
         for i, n, act in zip(owners, lengths, acts, strict=True):
             e = examples[i]
             if result[i] is None and act >= config.keep * e.activation:
-                result[i] = Snippet(e.neuron, tuple(e.window[e.pivot + 1 - n: e.pivot + 1]), float(act))
+                result[i] = Snippet(e.neuron, tuple(e.window[e.pivot + 1 - n: e.pivot + 1]), float(act),
+                                    scale=_scale(e.activation, float(act)))
         length += config.step
         still = []
         for i in pending:

@@ -72,6 +72,12 @@ class NeuronGraph(BaseModel):
     trie: list[list[Any]] = Field(description="the trie as [parent, token, importance, end] rows")
     matching: Matching = Field(default_factory=Matching)
     fidelity: Fidelity | None = None
+    unexplained: bool = Field(
+        default=False,
+        description="the graph predicts no firing on its own train windows: the builder found no "
+                    "path that the neuron's firing supports, so its zero predictions are a failure "
+                    "to explain the neuron, not a finding that it is silent",
+    )
     examples: list[Example] = Field(default_factory=list, description="top corpus examples")
     pruned: list[Example] = Field(default_factory=list, description="pruned training examples")
     build: dict[str, Any] = Field(default_factory=dict, description="build parameters and timings")

@@ -25,7 +25,7 @@ Traversals are iterative, so graphs built from long contexts never hit the recur
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -135,6 +135,17 @@ class NeuronTrie(Mapping[Path, float]):
                 return None
         return node
 
+    def node(self, path: Sequence[Token]) -> Node:
+        """The node at the end of ``path``.
+
+        Raises:
+            PathNotFound: if the trie has no such node.
+        """
+        node = self._find(path) if path else None
+        if node is None:
+            raise PathNotFound(path)
+        return node
+
     def __getitem__(self, path: Path) -> float:
         node = self._find(path) if path else None
         if node is None or node.end is None:
@@ -183,6 +194,28 @@ class NeuronTrie(Mapping[Path, float]):
         return max((len(path) for path, _ in self.walk()), default=0)
 
     # ----------------------------------------------------------------- prediction
+    def _matching(self, keys: Sequence[Token], i: int, rule: MatchRule) -> Iterator[Node]:
+        """Every node on a path that matches token ``i`` and the tokens before it."""
+        start = self._root.children.get(keys[i])
+        if start is None:
+            return
+        yield start
+        frontier = [start]
+        j = i - 1
+        while frontier and j >= 0:
+            following: list[Node] = []
+            for node in frontier:
+                exact = node.children.get(keys[j])
+                if exact is not None:
+                    following.append(exact)
+                if exact is None or rule == "all":
+                    ignore = node.children.get(IGNORE)
+                    if ignore is not None:
+                        following.append(ignore)
+            yield from following
+            frontier = following
+            j -= 1
+
     def predict(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[float]:
         """Predicted normalised activation for every token of a text.
 
@@ -196,32 +229,22 @@ class NeuronTrie(Mapping[Path, float]):
             the tokens before it, or 0.0.
         """
         keys = [self._key(t) for t in tokens]
-        out: list[float] = []
-        for i, key in enumerate(keys):
-            start = self._root.children.get(key)
-            if start is None:
-                out.append(0.0)
-                continue
-            best = start.end
-            frontier = [start]
-            j = i - 1
-            while frontier and j >= 0:
-                following: list[Node] = []
-                for node in frontier:
-                    exact = node.children.get(keys[j])
-                    if exact is not None:
-                        following.append(exact)
-                    if exact is None or rule == "all":
-                        ignore = node.children.get(IGNORE)
-                        if ignore is not None:
-                            following.append(ignore)
-                for node in following:
-                    if node.end is not None and (best is None or node.end > best):
-                        best = node.end
-                frontier = following
-                j -= 1
-            out.append(0.0 if best is None else best)
-        return out
+        return [max((n.end for n in self._matching(keys, i, rule) if n.end is not None), default=0.0)
+                for i in range(len(keys))]
+
+    def matches(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[list[Node]]:
+        """For every token of a text, the nodes where a path matching it ends (its path ends).
+
+        A fit uses this to see which paths a text's tokens would take (e.g. to calibrate ENDs).
+
+        >>> trie = NeuronTrie()
+        >>> trie.insert((" b",), 0.2); trie.insert((" b", " a"), 0.9, (0.9,))
+        >>> [[n.end for n in ends] for ends in trie.matches([" a", " b", " b"])]
+        [[], [0.2, 0.9], [0.2]]
+        """
+        keys = [self._key(t) for t in tokens]
+        return [[n for n in self._matching(keys, i, rule) if n.end is not None]
+                for i in range(len(keys))]
 
     # ----------------------------------------------------------------- copies and rows
     def normalized_copy(self) -> NeuronTrie:
@@ -229,6 +252,20 @@ class NeuronTrie(Mapping[Path, float]):
         copy = NeuronTrie(normalized=True)
         for path, node in self.walk():
             if node.end is not None:
+                copy.insert(path, node.end, self._importances(path))
+        return copy
+
+    def filtered(self, keep: Callable[[Path, Node], bool]) -> NeuronTrie:
+        """A copy holding only the paths for which ``keep(path, end_node)`` is true.
+
+        >>> trie = NeuronTrie()
+        >>> trie.insert(("a",), 0.2); trie.insert(("a", "b"), 0.9, (0.8,))
+        >>> list(trie.filtered(lambda path, node: node.end > 0.5))
+        [('a', 'b')]
+        """
+        copy = NeuronTrie(normalized=self.normalized)
+        for path, node in self.walk():
+            if node.end is not None and keep(path, node):
                 copy.insert(path, node.end, self._importances(path))
         return copy
 

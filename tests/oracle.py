@@ -8,6 +8,10 @@ their leading space) and punctuation. Its single layer has these neurons:
 - ``REPEAT`` fires (1.0) on any token that already appeared earlier in the sequence.
 - ``TOKEN`` fires on " the" (0.8) whatever the context.
 - ``DEAD`` never fires.
+- ``HALF`` fires on " sun" right after " red" (1.0, its maximum), and on " home" at 0.8 when
+  " went" stands anywhere before it, else at 0.45. Without its distant context " home" keeps more
+  than half of its 0.8, so pruning cuts the context away, and the pruned text alone stays below
+  firing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from builder.models import LoadedModel
 
-EXCEPT, REPEAT, TOKEN, DEAD = 0, 1, 2, 3
+EXCEPT, REPEAT, TOKEN, DEAD, HALF = 0, 1, 2, 3, 4
 BOS, MASK = "<bos>", "<mask>"
 _SPLIT = re.compile(r" ?\w+|[^\w\s]")
 
@@ -64,9 +68,9 @@ class RuleBridge:
         self.hook_dict = {"blocks.0.mlp.hook_post": None}
 
     def activations(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(batch, pos, 4)`` activations of the four rule neurons."""
+        """``(batch, pos, 5)`` activations of the five rule neurons."""
         t = self.tok.index
-        acts = torch.zeros(*ids.shape, 4)
+        acts = torch.zeros(*ids.shape, 5)
         for b, row in enumerate(ids.tolist()):
             seen: set[int] = set()
             for p, token in enumerate(row):
@@ -77,6 +81,10 @@ class RuleBridge:
                     acts[b, p, REPEAT] = 1.0
                 if token == t[" the"]:
                     acts[b, p, TOKEN] = 0.8
+                if token == t[" sun"] and p > 0 and row[p - 1] == t[" red"]:
+                    acts[b, p, HALF] = 1.0
+                if token == t[" home"]:
+                    acts[b, p, HALF] = 0.8 if t[" went"] in row[:p] else 0.45
                 if p > 0:  # the BOS at position 0 is not part of the text
                     seen.add(token)
         return acts
@@ -96,7 +104,7 @@ def rule_model() -> LoadedModel:
     tok = WordTokenizer()
     return LoadedModel(
         name="rule-model", bridge=RuleBridge(tok), tokenizer=tok,
-        hook_template="blocks.{layer}.mlp.hook_post", n_layers=1, d_mlp=4, bos_id=0,
+        hook_template="blocks.{layer}.mlp.hook_post", n_layers=1, d_mlp=5, bos_id=0,
         mask_id=tok.unk_token_id, vocab=list(tok.vocab), special_ids=frozenset({0, 1}),
         device="cpu",
     )

@@ -6,16 +6,18 @@ The real builder stages (scan, prune, saliency, augment, fit, evaluate) run on t
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from builder.build import build
-from builder.config import BuildConfig, EvalConfig, ScanConfig
+from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
 from store.jsonl import read_store
 from store.trie import IGNORE
-from tests.oracle import DEAD, EXCEPT, REPEAT, TOKEN, rule_activations, rule_model, write_corpus
+from tests.oracle import DEAD, EXCEPT, HALF, REPEAT, TOKEN, rule_activations, rule_model, write_corpus
 
 CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
-                     eval=EvalConfig(train=40), neuron_batch=2)
+                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +58,30 @@ def test_except_graph_predicts_fresh_text(built) -> None:
         assert [p >= 0.5 for p in predicted] == [t >= 0.5 for t in truth], (gap, tokens, predicted)
 
 
+def _firing_share(model, corpus, neuron: int, token: str) -> float:
+    """Share of the token's occurrences in the corpus on which the rule neuron fires."""
+    fired = total = 0
+    for line in corpus.read_text().splitlines():
+        tokens = [model.vocab[i] for i in model.encode(line)]
+        for t, act in zip(tokens, rule_activations(model, line, neuron), strict=True):
+            if t == token:
+                total += 1
+                fired += act >= 0.5
+    return fired / total
+
+
 def test_repeat_neuron_paths_end_on_the_token_they_start_with(built) -> None:
-    _, store, _ = built
+    model, store, corpus = built
     graph = store.get(0, REPEAT)
-    paths = list(graph.graph)
+    paths = [p for p in graph.graph if len(p) > 1]
     assert len(paths) >= 3
     for path in paths:
-        assert len(path) >= 2 and path[-1] == path[0], path
+        assert path[-1] == path[0], path
         assert all(t is IGNORE for t in path[1:-1]), path
+    # Backoff may keep a context-free path, but only for a token that is a repeat (and so fires)
+    # on most of its occurrences in this corpus of short, repetitive sentences.
+    for (token,) in (p for p in graph.graph if len(p) == 1):
+        assert _firing_share(model, corpus, REPEAT, token) >= CONFIG.fit.firing_share, token
 
 
 def test_token_neuron_needs_no_context(built) -> None:
@@ -114,3 +132,35 @@ def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkey
 def test_a_build_records_the_models_shape_in_a_new_store(built) -> None:
     model, store, _ = built
     assert store.header.shape == (model.n_layers, model.d_mlp)
+
+
+def _half_graph(tmp_path, monkeypatch, fit: FitConfig):
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    model = rule_model()
+    config = dataclasses.replace(CONFIG, fit=fit, augment=AugmentConfig(helper="none"))
+    [graph] = build(model, [0], [HALF], None, config, corpus=write_corpus(tmp_path / "corpus.txt"))
+    return model, graph
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_pruned_path_predicts_the_full_examples_level_only_when_scaled(tmp_path, monkeypatch,
+                                                                       scale: bool) -> None:
+    # Uncalibrated, so that the END is the pruned example's own value, scaled or not.
+    model, graph = _half_graph(tmp_path, monkeypatch,
+                               FitConfig(scale=scale, calibrate=False, backoff=False))
+    assert (" home",) in set(graph.graph), "pruning should cut ' went' away"
+    text = "We went on the old road and home."
+    tokens = [model.vocab[i] for i in model.encode(text)]
+    at = tokens.index(" home")
+    assert rule_activations(model, text, HALF)[at] >= 0.5
+    assert (graph.predict(tokens)[at] >= 0.5) is scale
+
+
+def test_calibration_learns_that_the_pruned_token_fires_only_after_its_distant_context(
+        tmp_path, monkeypatch) -> None:
+    model, graph = _half_graph(tmp_path, monkeypatch, FitConfig())
+    # Pruning dropped " went", so the context-free path's END comes from its train matches, 0.45
+    # and 0.8 ones: their mean, and firing since most of them fire.
+    assert 0.5 <= graph.graph[(" home",)] <= 0.8
+    assert graph.graph[(" sun", " red")] == pytest.approx(1.0)
+    assert not graph.unexplained

@@ -49,7 +49,7 @@ def test_the_top_windows_are_the_truly_strongest(rule):
 
 def test_density_and_quantiles_match_the_counted_truth(rule):
     model, windows, s = rule
-    acts = _true_activations(model, windows).reshape(-1, 4)
+    acts = _true_activations(model, windows).reshape(-1, model.d_mlp)
     for n in (EXCEPT, TOKEN):
         assert s.density[n] == pytest.approx((acts[:, n] >= 0.5 * acts[:, n].max()).mean(), rel=0.01)
     assert s.density[DEAD] == 0
