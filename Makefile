@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Where a CPU-only torch comes from on a machine with internet; pip skips it when unreachable.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test test-quick bench store report
+.PHONY: setup demo test test-quick bench bench-store store report
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,7 @@ test-quick: setup
 
 bench: setup
 	$(BIN)/python benchmarks/build_throughput.py --layers 0,15,29
+
+# The server over a synthetic 100,000-graph store: cold start, search, similarity, peak memory.
+bench-store: setup
+	$(BIN)/python benchmarks/store_scale.py

@@ -87,7 +87,7 @@ def main() -> None:
     from builder.corpus import make_windows
     from builder.models import load_model
     from builder.scan import scan
-    from n2g_mcp.cli import sample
+    from builder.cli import sample
 
     model = load_model(args.model)
     layers = [int(x) for x in args.layers.split(",")]

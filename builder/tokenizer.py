@@ -15,7 +15,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from builder.errors import UnknownModel
-from builder.models import EMBEDDED, embedded_dir
+from store.models import EMBEDDED, embedded_dir
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""``python -m n2g_mcp``: the MCP server, as the ``n2g-mcp`` command (see n2g_mcp/server.py)."""
+"""``python -m n2g_mcp``: the MCP server, as the ``n2g-mcp`` command (see n2g_mcp/main.py)."""
 
-from n2g_mcp.server import main
+from n2g_mcp.main import main
 
 main()

@@ -4,8 +4,9 @@
     n2g eval  --store stores/smollm2-135m.jsonl
     n2g store compact stores/smollm2-135m.jsonl stores/smollm2-135m.jsonl.gz
 
-Bad arguments end with one line on stderr and exit status 2, never a traceback. The builder
-(and torch) is imported only by the commands that run a model.
+``n2g build`` is the builder's own command (``builder/cli.py``); this module adds the store
+commands and dispatches. Bad arguments end with one line on stderr and exit status 2, never a
+traceback. Torch is imported only by the commands that run a model.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from builder.models import DEFAULT_MODEL  # imports no torch
+from builder.cli import UsageError, add_build_command, add_scan_command, parse_range
 from n2g_mcp.paths import default_stores_dir
 from store.catalog import store_filename
 from store.graph import NeuronGraph
-from store.jsonl import StoreError, describe_corrupt, read_store, write_store
+from store.jsonl import Store, StoreError, describe_corrupt, read_header, read_store, write_store
 from store.metrics import mean_defined
+from store.models import DEFAULT_MODEL, model_shape
 
 
 PAPER_TABLE_1 = {
@@ -34,114 +34,6 @@ PAPER_TABLE_1 = {
     4: ((.39, .66, .38), (.22, .78, .28), (.89, .16, .18)),
     5: ((.38, .68, .37), (.20, .81, .27), (.86, .26, .28)),
 }
-
-
-class UsageError(Exception):
-    """A bad argument, reported in one line."""
-
-
-def parse_range(text: str, upper: int | None = None) -> list[int]:
-    """Parse ``"0-63"``, ``"1,5,9-11"`` or ``"all"`` (needs ``upper``) into sorted indices.
-
-    >>> parse_range("1,5,9-11")
-    [1, 5, 9, 10, 11]
-    """
-    if text.strip().lower() == "all":
-        if upper is None:
-            raise UsageError("'all' needs a model whose size is known")
-        return list(range(upper))
-    values: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
-            if first < 0 or last < first:
-                raise ValueError
-            values.update(range(first, last + 1))
-    except ValueError:
-        raise UsageError(f"bad range {text!r}: use forms like 0-63, 1,5,9-11 or all") from None
-    return sorted(values)
-
-
-# --------------------------------------------------------------------------- build
-def _build_config(args: argparse.Namespace):
-    """The default BuildConfig with the options given on the command line applied.
-
-    Options left unset keep the dataclass defaults, so the defaults live in builder/config.py only.
-    """
-    from dataclasses import replace
-
-    from builder.config import BuildConfig
-
-    config = BuildConfig.paper() if args.paper else BuildConfig()
-    sections = {
-        "scan": {"window": args.window, "top_k": args.top_k, "max_tokens": args.max_tokens},
-        "examples": {"pivots": args.pivots},
-        "prune": {"enabled": False if args.no_prune else None},
-        "saliency": {"mask_token": args.mask_token},
-        "augment": {"helper": args.augment, "pivot": args.augment_pivot},
-        "fit": {"rule": args.rule, "normalized": args.normalized},
-    }
-    for name, values in sections.items():
-        given = {k: v for k, v in values.items() if v is not None}
-        if given:
-            config = replace(config, **{name: replace(getattr(config, name), **given)})
-    if args.neuron_batch is not None:
-        config = replace(config, neuron_batch=args.neuron_batch)
-    return config
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    from builder.build import build
-    from builder.corpus import resolve_corpus
-    from builder.models import load_model, model_shape
-
-    shape = model_shape(args.model)
-    layers = parse_range(args.layers, shape[0] if shape else None)
-    neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
-    if args.sample is not None:
-        if shape is None and neurons is None:
-            raise UsageError("--sample needs --neurons for a model whose size is not known")
-        neurons = sample(neurons if neurons is not None else range(shape[1]), args.sample)
-    if shape is not None:
-        _check_ranges(args.model, shape, layers, neurons)
-    resolve_corpus(args.corpus)
-    store = Path(args.store) if args.store else default_stores_dir() / store_filename(args.model)
-    config = _build_config(args)
-    started = time.perf_counter()
-    model = load_model(args.model, hook=args.hook, device=args.device)
-    loaded = time.perf_counter()
-    graphs = build(model, layers, neurons, store, config, corpus=args.corpus, rebuild=args.rebuild)
-    seconds = time.perf_counter() - loaded
-    print(f"built {len(graphs)} graphs into {store} in {seconds:.1f} s "
-          f"(model load {loaded - started:.1f} s); {model.tokens_forwarded:,} tokens forwarded")
-    if graphs:
-        print(f"{len(graphs) / seconds:.2f} neurons/s, "
-              f"{model.tokens_forwarded / len(graphs):,.0f} tokens forwarded per neuron (scan included)")
-    return 0
-
-
-def sample(neurons: Sequence[int], count: int, seed: int = 0) -> list[int]:
-    """A reproducible random sample of neurons, sorted.
-
-    >>> sample(range(10), 3) == sample(range(10), 3)
-    True
-    """
-    import random
-
-    if count <= 0:
-        raise UsageError("--sample must be a positive number of neurons")
-    pool = list(neurons)
-    return sorted(random.Random(seed).sample(pool, min(count, len(pool))))
-
-
-def _check_ranges(model: str, shape: tuple[int, int], layers: Sequence[int],
-                  neurons: Sequence[int] | None) -> None:
-    n_layers, d_mlp = shape
-    if layers and layers[-1] >= n_layers:
-        raise UsageError(f"layer {layers[-1]} is out of range: {model} has layers 0-{n_layers - 1}")
-    if neurons and neurons[-1] >= d_mlp:
-        raise UsageError(f"neuron {neurons[-1]} is out of range: {model} has neurons 0-{d_mlp - 1}")
 
 
 # --------------------------------------------------------------------------- eval
@@ -182,8 +74,13 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
+def _read(path: str) -> Store:
+    """A store, its lines checked against its model's shape where the header lacks it."""
+    return read_store(path, shape=model_shape(read_header(path).model))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    store = read_store(args.store)
+    store = _read(args.store)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -207,10 +104,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- store
 def cmd_compact(args: argparse.Namespace) -> int:
-    store = read_store(args.source)
+    store = _read(args.source)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
-    count = write_store(args.target, store.model, store)
+    count = write_store(args.target, store.model, store, shape=store.shape)
     print(f"wrote {count} graphs of {store.model} to {args.target}")
     return 0
 
@@ -222,38 +119,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("build", help="build neuron graphs into a store")
-    b.add_argument("--model", default=DEFAULT_MODEL,
-                   help="smollm2-135m (embedded), a local HF directory or .gguf, or a hub name")
-    b.add_argument("--layers", default="0", help="layers, e.g. 0 or 0-1 or all (default 0)")
-    b.add_argument("--neurons", help="neurons, e.g. 0-63 (default: every neuron)")
-    b.add_argument("--sample", type=int, help="a random sample of this many of those neurons per "
-                                              "layer (seeded; the same on every run)")
-    b.add_argument("--store", help="the .jsonl store to append to (default: stores/<model>.jsonl)")
-    b.add_argument("--corpus", help="a .txt, .jsonl(.gz) or .parquet file, or a HF dataset name "
-                                    "(default: the embedded corpus)")
-    b.add_argument("--hook", default="blocks.{layer}.mlp.hook_post", help="neuron hook point")
-    b.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    b.add_argument("--window", type=int, help="tokens per corpus window (64)")
-    b.add_argument("--top-k", type=int, help="top examples per neuron (20)")
-    b.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
-    b.add_argument("--augment", choices=["embedding", "model", "distilbert", "none"],
-                   help="augmentation helper")
-    b.add_argument("--pivots", choices=["argmax", "firing"],
-                   help="example tokens of each train window: its argmax, or every firing token")
-    b.add_argument("--augment-pivot", action=argparse.BooleanOptionalAction,
-                   help="also substitute the activating token (default on)")
-    b.add_argument("--no-prune", action="store_true", help="keep whole windows (ablation)")
-    b.add_argument("--mask-token", help="token used to mask in saliency (default: unk/pad)")
-    b.add_argument("--rule", choices=["all", "greedy"], help="prediction matching rule")
-    b.add_argument("--normalized", action=argparse.BooleanOptionalAction,
-                   help="match tokens case/space-insensitively (default on)")
-    b.add_argument("--paper", action="store_true",
-                   help="the paper's method where our defaults differ (argmax pivots, context-only "
-                        "augmentation, exact matching); other options apply on top")
-    b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
-    b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
-    b.set_defaults(func=cmd_build)
+    add_build_command(sub, default_stores_dir())
+    add_scan_command(sub, default_stores_dir())
 
     e = sub.add_parser("eval", help="per-layer fidelity of a store vs the paper's baselines")
     e.add_argument("--store", default=str(default_stores_dir() / store_filename(DEFAULT_MODEL)))

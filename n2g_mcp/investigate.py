@@ -1,16 +1,21 @@
-"""A scripted neuron investigation through a real MCP client, as an agent would run it.
+"""Scripted investigations through a real MCP client, as an agent would run them.
 
 It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
-MCP SDK's client, and prints a readable report: what the stores hold, in-context neurons found by
-search, a graph built (or fetched) for one neuron, a hypothesis tested against the real neuron,
-similar neurons, and a drawing saved as DOT::
+MCP SDK's client, and prints a readable report. Two workflows:
 
-    python -m n2g_mcp.investigate                      # layer 0, a neuron chosen by search
-    python -m n2g_mcp.investigate --layer 2 --neuron 17 --stores stores/ --out out/
+- ``induction`` (the default, ``make demo``): the ``find-induction-neurons`` prompt's steps. A
+  behavioural probe over every layer (``find_induction_neurons``), the candidates' top corpus
+  windows and graphs (``top_activations``, ``build_graph``), causal evidence (``ablate_neurons``
+  against a random control), a token-identity explanation checked at corpus scale
+  (``test_hypothesis``), and which neurons fire at a repeated word (``find_neurons``).
+- ``neuron``: one neuron end to end: in-context neurons found by search, a graph built (or
+  fetched), a hypothesis tested against the real neuron, similar neurons, and a DOT drawing.
 
-The first run on a fresh machine loads the default model and scans the corpus for the layer,
-which takes minutes on a CPU; later runs reuse the cache and the store. Exit status: 0 when the
-investigation completed, 1 when a step it needs failed (the report says which and why).
+    python -m n2g_mcp.investigate                                  # the induction investigation
+    python -m n2g_mcp.investigate --workflow neuron --layer 2 --neuron 17 --out out/
+
+Exit status: 0 when the investigation completed, 1 when a step it needs failed (the report says
+which and why).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
+REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
+               "granddaughter found the old lighthouse keeper")
+"""A text whose last words repeat earlier ones: in-context neurons should fire at its end."""
 NEGATIVE_TEXT = "The weather report for tomorrow says it will be mild, with light wind from the west."
 """A plain sentence used as a negative control when the neuron's tokens are not in it."""
 
@@ -178,6 +186,65 @@ class Investigation:
                          f"(render: dot -Tsvg {path} -o {path.with_suffix('.svg')})"))
         self.findings.append(f"drawing: {path}")
 
+    async def run_induction(self, sequences: int, length: int, candidates: int = 20) -> None:
+        """The find-induction-neurons workflow (see the module docstring)."""
+        self.heading("1. What the server holds")
+        models = await self.call("list_models")
+        self.say(_indent(_text(models)))
+
+        self.heading("2. Behavioural probe: which neurons fire more on a repeat?")
+        probe = await self.call("find_induction_neurons", limit=100, sequences=sequences, length=length)
+        self.say(_indent(_text(probe)))
+        results = probe.structured_content["results"]
+        # In-context only: fires on the copy, (nearly) never on the first occurrence.
+        chosen = [r for r in results if r["first"] <= 0.05 and r["score"] >= 0.1][:candidates]
+        if not chosen:
+            raise StepFailed("the probe found no neuron that fires on repeats only")
+        layers = sorted({r["layer"] for r in chosen})
+        self.say(f"Chose {len(chosen)} in-context candidates (first-copy rate <= 0.05), in layers "
+                 f"{', '.join(map(str, layers))}.")
+        self.findings.append(f"probe ({probe.structured_content['seconds']:.1f} s, all layers): best "
+                             + ", ".join(f"{r['id']} {r['score']:.2f}" for r in chosen[:5]))
+
+        self.heading("3. Read the top candidates: corpus windows and graphs")
+        for r in chosen[:2]:
+            top = await self.call("top_activations", required=False, layer=r["layer"], neuron=r["neuron"], limit=3)
+            self.say(_indent(_text(top)))
+            built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"])
+            self.say(_indent(_text(built)))
+
+        self.heading("4. Causal evidence: ablate the candidates, against random neurons")
+        ablation = await self.call("ablate_neurons", neurons=[r["id"] for r in chosen])
+        self.say(_indent(_text(ablation)))
+        a = ablation.structured_content
+        verdict = ("raises the copy loss more than the control" if a["delta"] > abs(a["control_delta"] or 0)
+                   else "does not raise the copy loss beyond the control")
+        self.findings.append(f"ablating {len(chosen)} candidates {verdict}: delta {a['delta']:+.3f} nats "
+                             f"vs control {a['control_delta']:+.3f}")
+
+        self.heading("5. Is it just the token? A token-identity claim checked at corpus scale")
+        best = chosen[0]
+        window = await self.call("top_activations", required=False, layer=best["layer"], neuron=best["neuron"], limit=1)
+        if not window.is_error and window.structured_content["examples"]:
+            token = window.structured_content["examples"][0]["pivot_token"]
+            claim = await self.call("test_hypothesis", required=False, layer=best["layer"], neuron=best["neuron"],
+                                    pattern=token, kind="tokens")
+            self.say(_indent(_text(claim)))
+            if not claim.is_error:
+                f1 = claim.structured_content["overall"]["f1"]
+                self.findings.append(f"{best['id']} is not a detector of its top token {token!r}: claim F1 "
+                                     f"{'n/a' if f1 is None else format(f1, '.2f')} at corpus scale")
+
+        self.heading("6. Which neurons fire at a repeated phrase?")
+        fired = await self.call("find_neurons", required=False, text=REPEAT_TEXT, limit=10)
+        self.say(_indent(_text(fired)))
+        if not fired.is_error:
+            ids = {r["id"] for r in chosen}
+            overlap = [h["id"] for h in fired.structured_content["results"] if h["id"] in ids]
+            self.findings.append("at the repeated 'keeper': "
+                                 + (f"candidates {', '.join(overlap)} among the 10 most active"
+                                    if overlap else "none of the candidates among the 10 most active"))
+
     def report(self) -> None:
         self.heading("Findings")
         for line in self.findings:
@@ -185,21 +252,26 @@ class Investigation:
 
 
 async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,
-                      out: Any = sys.stdout, command: list[str] | None = None) -> int:
-    """Run the investigation against a server subprocess; returns the exit status.
+                      out: Any = sys.stdout, command: list[str] | None = None, workflow: str = "neuron",
+                      sequences: int = 24, length: int = 48) -> int:
+    """Run an investigation against a server subprocess; returns the exit status.
 
-    ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests.
+    ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests;
+    ``workflow`` is ``neuron`` or ``induction`` (with the probe's ``sequences`` and ``length``).
     """
     if command is None:
         command = [sys.executable, "-m", "n2g_mcp"] + (["--stores", str(stores)] if stores else [])
-    # The server inherits this environment (N2G_STORES, N2G_CACHE, and the tests' fake-backend hook).
+    # The server inherits this environment (N2G_STORES, N2G_CACHE).
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     print(f"Starting the n2g-mcp server: {' '.join(command)}", file=out, flush=True)
     try:
         async with Client(params) as client:
             investigation = Investigation(client, out)
             try:  # inside the client, whose task group would wrap the exception
-                await investigation.run(layer, neuron, out_dir)
+                if workflow == "induction":
+                    await investigation.run_induction(sequences, length)
+                else:
+                    await investigation.run(layer, neuron, out_dir)
             except StepFailed as exc:
                 print(f"\nInvestigation stopped: {exc}", file=out, flush=True)
                 investigation.report()
@@ -218,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m n2g_mcp.investigate", description=__doc__.splitlines()[0])
     parser.add_argument("--stores", type=Path, default=None,
                         help="stores directory (default: the server's, $N2G_STORES else the repository's stores/)")
+    parser.add_argument("--workflow", choices=["induction", "neuron"], default="induction",
+                        help="induction: find and test induction-like neurons (default); neuron: one neuron")
     parser.add_argument("--layer", type=int, default=0, help="layer to investigate (default 0)")
     parser.add_argument("--neuron", type=int, default=None, help="neuron to investigate (default: chosen by search)")
     parser.add_argument("--out", type=Path, default=Path("out") / "investigate",
@@ -225,7 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.layer < 0 or (args.neuron is not None and args.neuron < 0):
         parser.error("--layer and --neuron must be 0 or more")
-    sys.exit(anyio.run(investigate, args.stores, args.layer, args.neuron, args.out))
+    started = time.monotonic()
+    status = anyio.run(investigate, args.stores, args.layer, args.neuron, args.out, sys.stdout, None,
+                       args.workflow)
+    print(f"\n(wall time {time.monotonic() - started:.0f} s)")
+    sys.exit(status)
 
 
 if __name__ == "__main__":

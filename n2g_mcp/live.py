@@ -1,159 +1,146 @@
-"""The server's access to real models: tokenising, running a neuron, building graphs.
+"""What the query library needs from the model side, and the real one, imported lazily.
 
-The MCP tools never import torch or ``builder.live`` themselves; they go through a
-:class:`LiveBackend`. :class:`BuilderBackend` is the real one: it imports the builder lazily,
-inside the calls that need it, loads each model once behind a lock, and runs one model's work at
-a time (a model is not safe to share between threads). Tests pass a fake with the same methods
-(``n2g_mcp/fake_live.py``), so the server is tested without a model.
+:class:`LiveBackend` is the interface: tokenise, run a neuron, build graphs, each for a
+:class:`store.models.ModelSpec`. :class:`BuilderBackend` forwards to ``builder.live.LiveModels``
+(the one live-model layer, with its one lock), importing it (and torch) only on the first call
+that needs a model, and turns the builder's errors into :mod:`n2g_mcp.errors`. Tests pass a
+double with the same methods (``tests/fakes.py``).
 
-Every method may be slow (a first call loads a model or fetches its tokenizer) and is called from
-a worker thread, never on the event loop.
+Every method may be slow (a first call loads a model) and is called from a worker thread.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from n2g_mcp.errors import BadArgument, Cancelled, Unavailable
 from store.graph import NeuronGraph
-
-log = logging.getLogger(__name__)
-
-Progress = Callable[[float, float, str], None]
-"""``progress(done, total, message)``, called from the worker thread."""
-
-
-class LiveError(Exception):
-    """A model-side problem the agent can act on; the message says how."""
-
-
-class BuildCancelled(LiveError):
-    """A build stopped because the caller cancelled it."""
+from store.models import ModelSpec
+from store.progress import Progress
+from store.scanfile import ScanFile
 
 
 class LiveBackend(Protocol):
-    """What the server needs from the model side."""
+    """The model side, as the query library uses it. Errors are :mod:`n2g_mcp.errors`."""
 
-    default_model: str
-    """The model a tool uses when the agent names none."""
-
-    def shape(self, model: str) -> tuple[int, int] | None:
-        """``(n_layers, d_mlp)`` where known without loading the model, else None. Fast."""
+    def availability(self, spec: ModelSpec) -> str | None:
+        """None where this model can run here, else why not. Fast; loads nothing."""
         ...
 
-    def availability(self, model: str) -> str | None:
-        """None where graphs of this model can be built here, else why not. Fast."""
+    def tokens(self, spec: ModelSpec, text: str) -> list[str]:
+        """The text's tokens as graphs store them (needs the tokenizer only, where it is cached)."""
         ...
 
-    def tokens(self, model: str, text: str) -> list[str]:
-        """The text's tokens as graphs store them (needs the tokenizer only)."""
-        ...
-
-    def activations(self, model: str, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+    def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
         """The text's tokens and the neuron's raw activation on each."""
         ...
 
-    def build(self, model: str, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
         """Build graphs, append them to ``store_path``, return them.
 
         Raises:
-            BuildCancelled: when ``cancel`` was set.
-            LiveError: for a request the model side refuses (unknown model, bad range).
+            Cancelled: when ``cancel`` was set.
         """
+        ...
+
+    # The probes of the whole model (issue: find neurons without a graph). Each returns the
+    # builder's result dataclass (``builder.firing.Hit``, ``builder.induction.InductionScore``,
+    # ``builder.ablate.Ablation``, ``builder.hypothesis.HypothesisResult``), read by attribute.
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        """The text's token ids and token strings."""
+        ...
+
+    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
+                   max_activation: dict[int, Any], limit: int) -> list[Any]:
+        """The neurons most active at ``ids[position]``, normalised by ``max_activation``."""
+        ...
+
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
+                  max_activation: dict[int, Any] | None) -> list[Any]:
+        """Every neuron of ``layers`` on the repeated-sequence probe, best first."""
+        ...
+
+    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
+               control: bool, means: dict[int, Any] | None) -> Any:
+        """The next-token loss with the neurons ablated, and a random control."""
+        ...
+
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
+                   scan_file: ScanFile) -> Any:
+        """A pattern scored as an explanation of the neuron at corpus scale."""
         ...
 
 
 class BuilderBackend:
-    """The real backend over ``builder/``, imported lazily; models load once, behind a lock."""
+    """The real :class:`LiveBackend` over ``builder.live.LiveModels``, created on first use."""
 
     def __init__(self, device: str | None = None) -> None:
         self.device = device
-        self._models: dict[str, Any] = {}
-        self._loading = threading.Lock()
-        self._model_locks: dict[str, threading.Lock] = {}
+        self._models: Any = None
+        self._creating = threading.Lock()
 
-    @property
-    def default_model(self) -> str:  # type: ignore[override]
-        from builder.models import DEFAULT_MODEL  # torch-free
-
-        return DEFAULT_MODEL
-
-    def shape(self, model: str) -> tuple[int, int] | None:
-        from builder.models import model_shape  # torch-free
-
-        return model_shape(model)
-
-    def availability(self, model: str) -> str | None:
+    def availability(self, spec: ModelSpec) -> str | None:
         if importlib.util.find_spec("torch") is None:
             return ("building and comparing with the real neuron need the builder extra: "
                     "pip install 'n2g-mcp[builder]'")
-        if importlib.util.find_spec("builder.live") is None:
-            return "this installation has no builder.live module; reinstall n2g-mcp with the builder extra"
         return None
 
-    # ----------------------------------------------------------------- loading
-    def _lock_for(self, model: str) -> threading.Lock:
-        with self._loading:
-            return self._model_locks.setdefault(model, threading.Lock())
+    def _live(self) -> Any:
+        with self._creating:
+            if self._models is None:
+                reason = self.availability(ModelSpec(name="", location=""))
+                if reason is not None:
+                    raise Unavailable(reason)
+                from builder.live import LiveModels
 
-    def _model(self, model: str) -> Any:
-        """The loaded model; the caller holds the model's lock, so it loads once."""
-        loaded = self._models.get(model)
-        if loaded is None:
-            reason = self.availability(model)
-            if reason is not None:
-                raise LiveError(reason)
-            from builder.errors import N2GError
-            from builder.live import load_live_model
+                self._models = LiveModels(device=self.device)
+            return self._models
 
-            log.info("loading model %s (once; can take a minute)", model)
-            try:
-                loaded = load_live_model(model, device=self.device)
-            except N2GError as exc:
-                raise LiveError(str(exc)) from exc
-            self._models[model] = loaded
-        return loaded
-
-    # ----------------------------------------------------------------- work
-    def tokens(self, model: str, text: str) -> list[str]:
-        loaded = self._models.get(model)
-        if loaded is not None:
-            return list(loaded.tokens(text))
-        from builder.errors import N2GError
-        from builder.tokenizer import load_tokenizer  # no torch once the tokenizer is cached
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from builder.errors import BadRequest, Cancelled as BuilderCancelled, N2GError
 
         try:
-            return list(load_tokenizer(model).tokens(text))
+            return getattr(self._live(), method)(*args, **kwargs)
+        except BuilderCancelled as exc:
+            raise Cancelled(str(exc)) from exc
+        except BadRequest as exc:
+            raise BadArgument(str(exc)) from exc
         except N2GError as exc:
-            raise LiveError(str(exc)) from exc
+            raise Unavailable(str(exc)) from exc
 
-    def activations(self, model: str, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
-        from builder.errors import N2GError
+    def tokens(self, spec: ModelSpec, text: str) -> list[str]:
+        return self._call("tokens", spec, text)
 
-        with self._lock_for(model):
-            loaded = self._model(model)
-            try:
-                tokens, acts = loaded.activations(layer, neuron, text)
-            except N2GError as exc:
-                raise LiveError(str(exc)) from exc
-        return list(tokens), [float(a) for a in acts]
+    def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+        return self._call("activations", spec, layer, neuron, text)
 
-    def build(self, model: str, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
-        from builder.errors import Cancelled, N2GError
+    def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
+        return self._call("build", spec, layer, neurons, store_path, progress=progress, cancel=cancel,
+                          scan_file=scan_file)
 
-        with self._lock_for(model):
-            if progress is not None and model not in self._models:
-                progress(0, 1, f"loading {model} (once; can take a minute)")
-            loaded = self._model(model)
-            try:
-                return loaded.build(layer, list(neurons), store_path, progress=progress, cancel=cancel)
-            except Cancelled as exc:
-                raise BuildCancelled(str(exc)) from exc
-            except N2GError as exc:
-                raise LiveError(str(exc)) from exc
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        return self._call("encode", spec, text)
+
+    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
+                   max_activation: dict[int, Any], limit: int) -> list[Any]:
+        return self._call("neurons_at", spec, ids, position, layers, max_activation, limit)
+
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
+                  max_activation: dict[int, Any] | None) -> list[Any]:
+        return self._call("induction", spec, layers, sequences, length, seed, max_activation)
+
+    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
+               control: bool, means: dict[int, Any] | None) -> Any:
+        return self._call("ablate", spec, neurons, text, mode, control, means)
+
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
+                   scan_file: ScanFile) -> Any:
+        return self._call("hypothesis", spec, layer, neuron, pattern, kind, scan_file)

@@ -1,7 +1,7 @@
 """The structured results of the MCP tools: one pydantic model per tool, described for the agent.
 
 Each model becomes its tool's ``outputSchema``; the tool also returns a short text summary
-(``n2g_mcp.service``). Neurons are always named ``L{layer}/N{neuron}``; activations are
+(``n2g_mcp.text``). ``n2g_mcp.queries`` makes them. Neurons are always named ``L{layer}/N{neuron}``; activations are
 normalised (raw activation / the neuron's largest activation in the corpus) unless a field says
 "raw".
 """
@@ -98,6 +98,7 @@ class GraphDescription(GraphSummary):
     baselines_f1: dict[str, float | None] = Field(
         description="F1 of the paper's baselines on the same examples: token_lookup, ngram_lookup")
     examples: list[ExampleView] = Field(description="pruned training examples: the least context that fires it")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- search
@@ -116,6 +117,8 @@ class SearchOutput(BaseModel):
     model: str
     results: list[SearchHit]
     total: int = Field(description="graphs matching the query, over all pages")
+    offset: int = Field(default=0, description="position of the first result of this page in all of them")
+    searched: int = Field(default=0, description="graphs of the model searched")
     next_cursor: str | None = Field(description="pass as cursor to get the next page; null on the last page")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
@@ -133,8 +136,10 @@ class SimilarItem(BaseModel):
 class SimilarOutput(BaseModel):
     model: str
     target: str | None = Field(description="the neuron compared against; null when listing similar pairs")
+    layer: int | None = Field(default=None, description="the layer the pairs were limited to, if any")
     mode: str
     threshold: float
+    compared: int = Field(default=0, description="graphs compared")
     results: list[SimilarItem]
     warnings: list[str] = Field(default_factory=list)
 
@@ -149,6 +154,10 @@ class RenderOutput(BaseModel):
     paths: int
     shown_paths: int
     max_nodes: int = Field(description="the node cap this drawing used")
+    requested_max_nodes: int = Field(default=0, description="the node cap asked for")
+    image: str | None = Field(default=None, description="the drawing's format where one was attached "
+                              "as content ('png' or 'svg'), else null")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- examples
@@ -158,7 +167,13 @@ class TopActivationsOutput(BaseModel):
     max_activation: float = Field(description="raw activation that normalises to 1.0")
     examples: list[ExampleView] = Field(description="top-activating corpus windows, strongest first")
     total: int = Field(description="stored examples of this neuron")
+    source: str = Field(default="graph", description="'scan' (the model's whole-corpus scan: any neuron) "
+                        "or 'graph' (the examples stored with its graph)")
+    stats: NeuronStatsView | None = Field(default=None, description="firing density and quantiles "
+                                          "(from the scan)")
+    offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+    warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
 # --------------------------------------------------------------------- predict
@@ -179,3 +194,111 @@ class PredictOutput(BaseModel):
     agreement: Figures | None = Field(default=None, description="predicted vs actual (compare=true only)")
     firing: list[TokenRow] = Field(
         description="tokens predicted or (with compare) found to fire, >= 0.5; at most 100")
+    firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
+
+
+# --------------------------------------------------------------------- the whole-model scan and probes
+class NeuronStatsView(BaseModel):
+    """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
+
+    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    density: float = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
+    quantiles: dict[str, float] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
+
+
+class FindHit(BaseModel):
+    """A neuron active at the chosen token."""
+
+    id: str
+    layer: int
+    neuron: int
+    activation: float = Field(description="activation at the token / the neuron's corpus max")
+    raw_activation: float
+    has_graph: bool = Field(description="whether a graph is stored for it (get_graph reads it)")
+    activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens")
+    f1: float | None = Field(default=None, description="its graph's F1 on held-out examples")
+
+
+class FindNeuronsOutput(BaseModel):
+    model: str
+    token: str = Field(description="the token looked at")
+    position: int = Field(description="its index in the text's tokens")
+    tokens: int = Field(description="tokens in the text")
+    layers: list[int]
+    results: list[FindHit] = Field(description="most active first")
+
+
+class InductionHit(BaseModel):
+    id: str
+    layer: int
+    neuron: int
+    score: float = Field(description="firing rate on the second copy minus the rate on the first")
+    first: float = Field(description="share of first-copy tokens at which it fires")
+    second: float = Field(description="share of second-copy tokens at which it fires")
+    has_graph: bool
+
+
+class InductionOutput(BaseModel):
+    model: str
+    layers: list[int]
+    sequences: int
+    length: int
+    seed: int
+    threshold_source: str = Field(description="what 'fires' was measured against: the corpus scan's max, "
+                                  "or the probe's own max where no scan is served")
+    results: list[InductionHit] = Field(description="best first")
+    seconds: float
+
+
+class TokenChangeView(BaseModel):
+    position: int
+    token: str = Field(description="the token whose prediction changed")
+    loss_clean: float
+    loss_ablated: float
+
+
+class AblationOutput(BaseModel):
+    model: str
+    neurons: list[str]
+    mode: str
+    measured_on: str = Field(description="'repeated-sequence probe (second copies)' or 'the given text'")
+    tokens_measured: int
+    loss_clean: float = Field(description="mean next-token loss (nats) of the intact model")
+    loss_ablated: float
+    delta: float = Field(description="loss_ablated - loss_clean")
+    control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
+    control_delta: float | None = Field(description="the same delta for the control; null without control")
+    top_changes: list[TokenChangeView] = Field(description="tokens whose loss changed most")
+
+
+class HypothesisSetView(BaseModel):
+    set: str = Field(description="'top' (the neuron's top windows), 'random' (random corpus windows), "
+                     "'matches' (corpus windows where the pattern matches)")
+    windows: int
+    tokens: int
+    firing: int = Field(description="tokens that truly fire")
+    claimed: int = Field(description="tokens the pattern claims")
+    figures: Figures
+
+
+class MarkedView(BaseModel):
+    set: str
+    text: str = Field(description="the window with the token in [[ ]]")
+    token: str
+    activation: float = Field(description="normalised activation at the marked token")
+
+
+class HypothesisOutput(BaseModel):
+    id: str
+    model: str
+    pattern: str
+    kind: str
+    overall: Figures = Field(description="the claim scored over all three sets together")
+    sets: list[HypothesisSetView]
+    corpus_windows_matched: int = Field(description="corpus windows where the pattern claims a token")
+    false_positives: list[MarkedView] = Field(description="claimed tokens where the neuron does not fire, "
+                                              "weakest first")
+    false_negatives: list[MarkedView] = Field(description="firing tokens the pattern misses, strongest first")
+
+
+TopActivationsOutput.model_rebuild()  # its stats field names a model defined after it

@@ -1,44 +1,48 @@
-"""The n2g-mcp MCP server: neuron graphs served to AI agents, over stdio or Streamable HTTP.
+"""The n2g-mcp MCP server: tools, a resource and prompts over the query library.
 
-In: a directory of stores (``--stores``, default ``$N2G_STORES`` else the repository's
-``stores/``) and, for building and checking against the real neuron, the ``builder`` extra. Out:
-tools (list_models, search_graphs, get_graph, top_activations, find_similar_neurons,
-render_graph_dot, predict_activations, build_graph), a ``graph://{model}/{layer}/{neuron}``
-resource, and the workflow prompts of ``prompts/``.
+In: a :class:`n2g_mcp.queries.Queries` (stores, served models, the model side) and the prompt
+files of ``prompts/``. Out: an :class:`MCPServer` with the tools list_models, search_graphs,
+get_graph, top_activations, find_similar_neurons, render_graph_dot, predict_activations and
+build_graph, the resource ``graph://{model}/{layer}/{neuron}``, and the workflow prompts.
 
-Run it::
-
-    n2g-mcp                                        # stdio, for Claude Code / Claude Desktop
-    n2g-mcp --transport http --port 8000           # Streamable HTTP on http://127.0.0.1:8000/mcp
-    N2G_MCP_TOKEN=secret n2g-mcp --transport http --host 0.0.0.0   # other addresses need a token
-
-Each tool is a thin typed wrapper over a :class:`n2g_mcp.service.Service` method, which is where
-the work and the error messages are. Nothing here knows which transport is in use except
-:func:`main`. Logs go to stderr only (stdout is the protocol under stdio).
+Each tool is a typed signature (strict types: no ``true`` for a number, no ``"yes"`` for a flag),
+a description written for the agent, and one call into the library; its result is the library's
+model plus the text of ``n2g_mcp.text``. :func:`_tool` turns the library's errors into MCP tool
+errors, in one place. Slow model work runs through ``n2g_mcp.worker``. Transports and options are
+chosen by the entry point (``n2g_mcp.main``), not here.
 """
 
-import argparse
+import base64
 import functools
-import hmac
-import logging
-import os
-import sys
+import inspect
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
-import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import (
+    CallToolResult,
+    ContentBlock,
+    EmbeddedResource,
+    ImageContent,
+    TextContent,
+    TextResourceContents,
+    ToolAnnotations,
+)
+from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationError
 
-from n2g_mcp.live import BuilderBackend, LiveBackend
+from n2g_mcp import text as wording
+from n2g_mcp.errors import QueryError
+from n2g_mcp.live import LiveBackend
 from n2g_mcp.outputs import (
+    AblationOutput,
+    FindNeuronsOutput,
     GraphDescription,
     GraphSummary,
+    HypothesisOutput,
+    InductionOutput,
     ListModelsOutput,
     PredictOutput,
     RenderOutput,
@@ -46,15 +50,23 @@ from n2g_mcp.outputs import (
     SimilarOutput,
     TopActivationsOutput,
 )
-from n2g_mcp.paths import STORES_ENV, default_stores_dir, prompts_dir
+from n2g_mcp.paths import prompts_dir as default_prompts_dir
 from n2g_mcp.prompts import load_prompts
-from n2g_mcp.service import MAX_LIMIT, MAX_NODES, MAX_TEXT_CHARS, Service
-
-log = logging.getLogger("n2g_mcp")
-
-PROMPTS_DIR = prompts_dir()
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TOKEN_ENV = "N2G_MCP_TOKEN"
+from n2g_mcp.queries import (
+    MAX_ABLATE,
+    MAX_COMPARE_TOKENS,
+    MAX_DOT_CHARS,
+    MAX_FIRING_ROWS,
+    MAX_LIMIT,
+    MAX_NODES,
+    MAX_PATTERN_CHARS,
+    MAX_TEXT_CHARS,
+    Queries,
+)
+from n2g_mcp.registry import ServedModels
+from n2g_mcp.worker import run_in_worker
+from store.names import parse_neuron_id
+from store.render import GraphvizMissing, draw
 
 INSTRUCTIONS = """\
 Neuron to Graph (N2G): each neuron of a transformer language model is summarised as a graph of
@@ -64,346 +76,384 @@ largest activation (1.0), and a token "fires" at >= 0.5.
 Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
 in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
 not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
-that should and should not fire it; find duplicates with find_similar_neurons; draw with
-render_graph_dot. The prompts walk through these workflows."""
+that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
+find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
+top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
+at a token of any text, find_induction_neurons runs a behavioural probe across all layers, and
+ablate_neurons checks causally that neurons matter. The prompts walk through these workflows."""
 
-Layer = Annotated[int, Field(ge=0, description="Layer index, from 0 (list_models gives the model's layers).")]
-Neuron = Annotated[int, Field(ge=0, description="Neuron index within the layer's MLP, from 0.")]
-ModelName = Annotated[str | None, Field(
+
+# --------------------------------------------------------------------- parameter types
+def _one_or_many(value: Any) -> Any:
+    """A single token where a list is expected is read as a list of that one token."""
+    return [value] if isinstance(value, str) else value
+
+
+Count = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+Tokens = Annotated[list[Annotated[str, Strict(), Field(max_length=200)]], BeforeValidator(_one_or_many)]
+Layer = Annotated[int, Strict(), Field(ge=0, description="Layer index, from 0 (list_models gives the model's layers).")]
+Neuron = Annotated[int, Strict(), Field(ge=0, description="Neuron index within the layer's MLP, from 0.")]
+ModelName = Annotated[Annotated[str, Strict()] | None, Field(
     max_length=200, description="Model name; omit for the server's default model (see list_models).")]
-Cursor = Annotated[str | None, Field(
+Cursor = Annotated[Annotated[str, Strict()] | None, Field(
     max_length=200, description="next_cursor from the previous page with the same arguments; omit for the first page.")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+BUILDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-def _result(summary: str, output: BaseModel) -> CallToolResult:
+
+def _result(summary: str, output: BaseModel, extra: list[ContentBlock] | None = None) -> CallToolResult:
     """A tool result: the short text an agent reads, and the structured content behind it."""
-    return CallToolResult(content=[TextContent(type="text", text=summary)],
+    return CallToolResult(content=[TextContent(type="text", text=summary), *(extra or [])],
                           structured_content=output.model_dump(mode="json"))
 
 
-class _ProgressSlot:
-    """The latest progress of a worker thread, read by the event loop (the worker never waits on it).
+def _tool(server: MCPServer, annotations: ToolAnnotations,
+          **values: object) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function as a tool: its docstring, dedented (and formatted with ``values``), is
+    the description, and the library's errors become tool errors whose message the agent reads
+    (the one place they do)."""
 
-    The builder reports ``(done, total, message)`` per phase (scanning the corpus, then building),
-    each phase starting again from 0. MCP wants one value that only grows, so each phase fills
-    half of what is left of 100% (the first 0-50, the next 50-75, ...), and the message keeps the
-    phase's own count.
-    """
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def answer(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except QueryError as exc:
+                    raise ToolError(str(exc)) from exc
+        else:
+            @functools.wraps(fn)
+            def answer(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                except QueryError as exc:
+                    raise ToolError(str(exc)) from exc
 
-    HEARTBEAT_S = 10.0
+        description = inspect.cleandoc(fn.__doc__ or "")
+        server.tool(annotations=annotations, description=description.format(**values) if values else description)(answer)
+        return fn
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: tuple[float, str] | None = None
-        self._base = 0.0
-        self._percent = 0.0
-        self._last_fraction: float | None = None
-        self._sent = -1.0
-        self._message = ""
-
-    def set(self, done: float, total: float, message: str) -> None:
-        fraction = max(0.0, min(1.0, done / total)) if total else 0.0
-        with self._lock:
-            if self._last_fraction is not None and fraction < self._last_fraction:
-                self._base = self._percent  # a new phase
-            self._last_fraction = fraction
-            self._percent = self._base + (100.0 - self._base) * 0.5 * fraction
-            count = f" ({done:g}/{total:g})" if total and total > 1 else ""
-            self._pending = (self._percent, message + count)
-
-    def take(self, heartbeat: bool = False) -> tuple[float, str] | None:
-        """The progress to report now, or None; ``heartbeat`` repeats the last message.
-
-        Each value is larger than the last (a repeat goes up by a hundredth of a percent), and
-        stays below 100 until the work returns.
-        """
-        with self._lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            if not heartbeat or self._sent < 0:
-                return None
-            pending = (self._sent, self._message)
-        percent, message = pending
-        percent = round(max(percent, self._sent + 0.01), 2)
-        if percent >= 100:
-            return None
-        self._sent, self._message = percent, message
-        return percent, message
+    return register
 
 
-async def _in_worker(ctx: Context, work: Callable[[Callable[[float, float, str], None], threading.Event], Any],
-                     first: str) -> Any:
-    """Run slow model work in a worker thread, relaying its progress and stopping it if cancelled.
-
-    ``work(progress, cancel)`` runs in a thread; its progress reaches the client every quarter
-    second, and at least every ten seconds while it works (so clients that reset their timeout
-    on progress keep waiting). If the call is cancelled, the thread is abandoned and ``cancel``
-    is set, which the builder checks between batches.
-    """
-    slot, cancel = _ProgressSlot(), threading.Event()
-
-    async def relay() -> None:
-        quiet = 0.0
-        while True:
-            update = slot.take(heartbeat=quiet >= slot.HEARTBEAT_S)
-            if update is not None:
-                quiet = 0.0
-                await ctx.report_progress(update[0], 100, update[1])
-            await anyio.sleep(0.25)
-            quiet += 0.25
-
-    slot.set(0, 1, first)
-    failure: Exception | None = None
+def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
+    """The drawing as MCP content (PNG as an image, SVG as an embedded resource), and a note."""
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(relay)
-            try:
-                result = await anyio.to_thread.run_sync(functools.partial(work, slot.set, cancel),
-                                                        abandon_on_cancel=True)
-            except Exception as exc:  # re-raised below, unwrapped from the task group's ExceptionGroup
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        cancel.set()  # a no-op when the work finished; stops an abandoned build at its next batch
-    if failure is not None:
-        raise failure
-    return result
+        picture = draw(out.dot, fmt)
+    except GraphvizMissing:
+        return [], wording.graphviz_missing(fmt)
+    except RuntimeError as exc:
+        return [], wording.graphviz_failed(fmt, str(exc))
+    out.image = fmt
+    if fmt == "png":
+        block: ContentBlock = ImageContent(type="image", data=base64.b64encode(picture).decode(),
+                                           mime_type="image/png")
+    else:
+        layer, neuron = parse_neuron_id(out.id)
+        uri = f"graph://{out.model}/{layer}/{neuron}/svg"
+        block = EmbeddedResource(type="resource", resource=TextResourceContents(
+            uri=uri, mime_type="image/svg+xml", text=picture.decode()))
+    return [block], wording.image_attached(fmt)
 
 
-def create_server(stores_dir: Path, *, live: LiveBackend | None = None,
-                  prompts_dir: Path = PROMPTS_DIR) -> MCPServer:
+# --------------------------------------------------------------------- the server
+class _Server(MCPServer):
+    """MCPServer whose argument errors read as sentences for the agent, not validator dumps."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(wording.bad_arguments(name, cause.errors(include_url=False))) from cause
+            raise
+
+
+def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: ServedModels | None = None,
+                  prompts_dir: Path | None = None, queries: Queries | None = None) -> MCPServer:
     """The MCP server over a stores directory.
 
     Args:
         stores_dir: where the stores are read from and built graphs appended to.
         live: the model side; the real builder by default (loaded lazily, on the first build or
-            comparison). Tests pass ``n2g_mcp.fake_live.FakeLiveBackend``.
-        prompts_dir: the markdown prompt files to serve.
+            comparison). Tests pass a double.
+        models: the models clients may name; the embedded default alone by default.
+        prompts_dir: the markdown prompt files to serve (default: the repository's ``prompts/``).
+        queries: the query library to serve, where the caller made one (then the three
+            arguments above are not used).
     """
-    service = Service(Path(stores_dir), live if live is not None else BuilderBackend())
-    server = MCPServer("n2g-mcp", instructions=INSTRUCTIONS)
+    q = queries if queries is not None else Queries(Path(stores_dir), live, models)
+    server = _Server("n2g-mcp", instructions=INSTRUCTIONS)
+    tool = functools.partial(_tool, server)
 
     # ----------------------------------------------------------------- reading the stores
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def list_models() -> Annotated[CallToolResult, ListModelsOutput]:
         """List the models with stored neuron graphs: graph counts, layers, corrupt lines skipped,
         the model's shape, and whether graphs can be built here. Call this first."""
-        return _result(*service.list_models())
+        out = q.list_models()
+        return _result(wording.list_models(out), out)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def search_graphs(
-        activating: Annotated[list[str], Field(
-            max_length=20, description="Tokens the neuron must fire on, all of them, e.g. [' except']. "
-            "Case- and space-insensitive unless exact=true.")] = [],  # noqa: B006 - pydantic copies defaults
-        context: Annotated[list[str], Field(
+        activating: Annotated[Tokens, Field(
+            max_length=20, description="Tokens the neuron must fire on, all of them, e.g. [' except'] (one "
+            "token may be given as a string). Case- and space-insensitive unless exact=true.")] = [],  # noqa: B006
+        context: Annotated[Tokens, Field(
             max_length=20, description="Tokens that must appear in the neuron's context (earlier tokens "
-            "that make it fire), all of them.")] = [],  # noqa: B006
+            "that make it fire), all of them.")] = [],  # noqa: B006 - pydantic copies defaults
         model: ModelName = None,
-        layer: Annotated[int | None, Field(ge=0, description="Only neurons of this layer.")] = None,
-        min_f1: Annotated[float | None, Field(
+        layer: Annotated[Count | None, Field(ge=0, description="Only neurons of this layer.")] = None,
+        min_f1: Annotated[Annotated[float, Strict()] | None, Field(
             ge=0, le=1, description="Only graphs whose F1 on held-out examples is at least this.")] = None,
-        repeated: Annotated[bool, Field(
+        repeated: Annotated[Flag, Field(
             description="Only graphs where some token is both activating and context: the paper's "
             "search for in-context (induction-like) neurons.")] = False,
-        exact: Annotated[bool, Field(description="Match token spellings exactly (case and spaces).")] = False,
-        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Results per page.")] = 20,
+        exact: Annotated[Flag, Field(description="Match token spellings exactly (case and spaces).")] = False,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Results per page.")] = 20,
         cursor: Cursor = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         """Find neurons by behaviour: graphs that hold all the given activating tokens and all the
         given context tokens, best F1 first. With no tokens, lists graphs (filtered by layer,
         min_f1, repeated). Pages with cursor. Tokens usually carry their leading space (' the')."""
-        return _result(*service.search(model, activating, context, exact=exact, layer=layer, min_f1=min_f1,
-                                       repeated=repeated, limit=limit, cursor=cursor))
+        out = q.search(activating, context, model=model, exact=exact, layer=layer, min_f1=min_f1,
+                       repeated=repeated, limit=limit, cursor=cursor)
+        return _result(wording.search(out, activating=activating, context=context, repeated=repeated,
+                                   layer=layer, min_f1=min_f1), out)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def get_graph(layer: Layer, neuron: Neuron, model: ModelName = None) -> Annotated[CallToolResult, GraphDescription]:
         """Describe one neuron's stored graph: activating tokens with activations, context tokens
         with importances, fidelity (and the paper's baselines), and pruned examples showing the
         least context that fires it."""
-        return _result(*service.get_graph(model, layer, neuron))
+        out = q.get_graph(model, layer, neuron)
+        return _result(wording.get_graph(out), out)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def top_activations(
         layer: Layer, neuron: Neuron, model: ModelName = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Examples per page.")] = 10,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Examples per page.")] = 10,
         cursor: Cursor = None,
     ) -> Annotated[CallToolResult, TopActivationsOutput]:
-        """The corpus windows a neuron fires most on (from its stored graph), strongest first,
-        with the activating token marked [[like this]] and whether each was used to build the
-        graph (train) or held out to score it (test)."""
-        return _result(*service.top_activations(model, layer, neuron, limit, cursor))
+        """The corpus windows a neuron fires most on, strongest first, with the activating token
+        marked [[like this]]: for any neuron of any layer from the model's whole-corpus scan, with
+        its firing density and activation quantiles (source 'scan'); where no scan is served, from
+        its stored graph, marking whether each window built the graph (train) or scored it (test)."""
+        out = q.top_activations(model, layer, neuron, limit, cursor)
+        return _result(wording.top_activations(out), out)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def find_similar_neurons(
-        layer: Annotated[int | None, Field(ge=0, description="Target neuron's layer; with no neuron, "
-                                           "limits the pair listing to this layer.")] = None,
-        neuron: Annotated[int | None, Field(ge=0, description="Target neuron; omit to list the most "
-                                            "similar pairs in the store.")] = None,
+        layer: Annotated[Count | None, Field(ge=0, description="Target neuron's layer; with no neuron, "
+                                             "limits the pair listing to this layer.")] = None,
+        neuron: Annotated[Count | None, Field(ge=0, description="Target neuron; omit to list the most "
+                                              "similar pairs in the store.")] = None,
         model: ModelName = None,
-        threshold: Annotated[float, Field(ge=0, le=1, description="Least overlap of both the activating and "
-                                          "the context token sets (the paper uses 0.9).")] = 0.9,
+        threshold: Annotated[Annotated[float, Strict()], Field(
+            ge=0, le=1, description="Least overlap of both the activating and the context token sets "
+            "(the paper uses 0.9).")] = 0.9,
         mode: Annotated[Literal["similar", "subset"], Field(
             description="'similar': overlap >= threshold both ways; 'subset': the target's tokens are "
             "contained in the other neuron's (it does what the target does, maybe more).")] = "similar",
-        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Most results.")] = 20,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Most results.")] = 20,
     ) -> Annotated[CallToolResult, SimilarOutput]:
         """Find neurons that behave alike: overlap of their activating and context token sets.
         With layer and neuron, the neurons most like that one; without, the most similar pairs
         (duplicates) in the store or in one layer. Uses the search index, not all pairs."""
-        return _result(*service.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit))
+        out = q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit)
+        return _result(wording.similar(out), out)
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     def render_graph_dot(
         layer: Layer, neuron: Neuron, model: ModelName = None,
-        max_nodes: Annotated[int, Field(ge=1, le=MAX_NODES, description="Most nodes to draw; the "
-                                        "strongest paths are kept.")] = 150,
+        max_nodes: Annotated[Count, Field(ge=1, le=MAX_NODES, description="Most nodes to draw; the "
+                                          "strongest paths are kept.")] = 150,
+        image: Annotated[Literal["none", "png", "svg"], Field(
+            description="Also attach the drawing: 'png' as an image, 'svg' as an image/svg+xml resource "
+            "(needs Graphviz on the server).")] = "none",
     ) -> Annotated[CallToolResult, RenderOutput]:
         """Draw a neuron's graph as Graphviz DOT, as in the paper: activating tokens red, context
         tokens blue (darker = stronger), edges from context to the activating token, bold where
-        a path ends. Render the text with `dot -Tsvg`."""
-        return _result(*service.render(model, layer, neuron, max_nodes))
+        a path ends. Render the text with `dot -Tsvg`, or pass image='png' to get a picture."""
+        out = q.render(model, layer, neuron, max_nodes)
+        blocks, note = _drawing(out, image) if image != "none" else ([], None)
+        summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)
+        return _result(summary, out, blocks)
 
     # ----------------------------------------------------------------- the live model
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+    @tool(READ_ONLY, max_tokens=f"{MAX_COMPARE_TOKENS:,}")
     async def predict_activations(
         layer: Layer, neuron: Neuron,
-        text: Annotated[str, Field(description=f"The text to run, up to {MAX_TEXT_CHARS} characters.")],
+        text: Annotated[Annotated[str, Strict()], Field(
+            description=f"The text to run, up to {MAX_TEXT_CHARS} characters (and up to "
+            f"{MAX_COMPARE_TOKENS} tokens with compare=true).")],
         ctx: Context,
         model: ModelName = None,
-        compare: Annotated[bool, Field(
+        compare: Annotated[Flag, Field(
             description="Also run the real neuron on the text and report how well the graph agrees "
             "(needs the model; slower).")] = False,
     ) -> Annotated[CallToolResult, PredictOutput]:
         """Predict a neuron's activation on each token of a text from its graph, and with
         compare=true also measure the real neuron and the agreement (precision, recall, F1 on
-        firing tokens, correlation). Test a hypothesis by writing texts that should and should
-        not make the neuron fire, one call each."""
-        model_name = service.model(model)
-        service.graph(model_name, layer, neuron)  # fail fast, before any thread or model
-        service.check_text(text)
+        firing tokens, correlation). compare=true takes at most {max_tokens} tokens;
+        split longer texts. Test a hypothesis by writing texts that should and should not make
+        the neuron fire, one call each."""
+        name = q.model(model)
+        q.graph(name, layer, neuron)  # fail fast, before any thread or model
+        q.check_text(text)
 
-        def work(progress: Callable[[float, float, str], None], cancel: threading.Event):
-            return service.predict(model_name, layer, neuron, text, compare)
+        def work(progress: Any, cancel: threading.Event) -> PredictOutput:
+            return q.predict(name, layer, neuron, text, compare)
 
         first = "running the real neuron (the model loads on first use)" if compare else "tokenising"
-        return _result(*await _in_worker(ctx, work, first))
+        out = await run_in_worker(ctx, work, first)
+        return _result(wording.predict(out, max_rows=MAX_FIRING_ROWS), out)
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
-                                             idempotent_hint=True, open_world_hint=False))
+    @tool(BUILDS)
     async def build_graph(
         layer: Layer, neuron: Neuron, ctx: Context, model: ModelName = None,
-        rebuild: Annotated[bool, Field(description="Build again even if the store has this neuron.")] = False,
+        rebuild: Annotated[Flag, Field(description="Build again even if the store has this neuron.")] = False,
     ) -> Annotated[CallToolResult, GraphSummary]:
         """Build a neuron's graph with the live model and add it to the store (returns the stored
         graph if there is one, unless rebuild=true). Slow: seconds to minutes, more the first
         time (the model loads and the corpus is scanned for the layer); reports progress and can be
         cancelled."""
-        model_name = service.model(model)
-        service.check_range(model_name, layer, neuron)
+        name = q.model(model)
+        q.check_range(name, layer, neuron)
 
-        def work(progress: Callable[[float, float, str], None], cancel: threading.Event):
-            return service.build(model_name, layer, neuron, rebuild, progress=progress, cancel=cancel)
+        def work(progress: Any, cancel: threading.Event) -> GraphSummary:
+            return q.build(name, layer, neuron, rebuild, progress=progress, cancel=cancel)
 
-        return _result(*await _in_worker(ctx, work, f"building L{layer}/N{neuron}"))
+        out = await run_in_worker(ctx, work, f"building L{layer}/N{neuron}")
+        return _result(wording.build(out), out)
+
+    # ----------------------------------------------------------------- probing the whole model
+    Layers = Annotated[list[Annotated[int, Strict(), Field(ge=0)]] | None, Field(
+        max_length=200, description="Layers to include; omit for every layer of the model.")]
+
+    @tool(READ_ONLY, max_tokens=f"{MAX_COMPARE_TOKENS:,}")
+    async def find_neurons(
+        text: Annotated[Annotated[str, Strict()], Field(description=f"The text to run (up to {MAX_TEXT_CHARS} "
+                                                        f"characters and {MAX_COMPARE_TOKENS} tokens).")],
+        ctx: Context,
+        token: Annotated[Annotated[str, Strict()] | None, Field(
+            max_length=200, description="The token to look at, e.g. ' import' (its last occurrence); "
+            "omit for the last token.")] = None,
+        position: Annotated[Count | None, Field(
+            description="Index of the token instead of token=; -1 is the last.")] = None,
+        layers: Layers = None,
+        model: ModelName = None,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = 20,
+    ) -> Annotated[CallToolResult, FindNeuronsOutput]:
+        """Which neurons fire at a token of any text: one forward pass through all requested
+        layers, neurons ranked by activation / their corpus max (1.0 = as strongly as anywhere in
+        the corpus). Each hit says whether a graph is stored, with its activating tokens and F1.
+        Text of at most {max_tokens} tokens."""
+        name = q.model(model)
+        q.check_text(text)
+        if token is not None and position is not None:
+            raise ToolError("pass token or position, not both")
+
+        def work(progress: Any, cancel: threading.Event) -> FindNeuronsOutput:
+            return q.find_neurons(name, text, token, position, layers, limit)
+
+        out = await run_in_worker(ctx, work, "running the model (it loads on first use)")
+        return _result(wording.find_neurons(out), out)
+
+    @tool(READ_ONLY)
+    async def find_induction_neurons(
+        ctx: Context,
+        layers: Layers = None,
+        model: ModelName = None,
+        limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = 50,
+        sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences in the probe.")] = 24,
+        length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = 48,
+        seed: Annotated[Count, Field(ge=0, description="Picks the sequences; same seed, same ranking.")] = 0,
+    ) -> Annotated[CallToolResult, InductionOutput]:
+        """Find induction-like neurons by behaviour: random sequences of ordinary word tokens,
+        each repeated once; every neuron of the requested layers is scored by its firing rate on
+        the second copy minus its rate on the first (fires = activation >= 0.5 x its corpus
+        max). In-context neurons score near 1; token detectors near 0. Best first. Follow up with
+        ablate_neurons for causal evidence and build_graph / top_activations to read them."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> InductionOutput:
+            return q.find_induction(name, layers, limit, sequences, length, seed)
+
+        out = await run_in_worker(ctx, work, "running the induction probe (the model loads on first use)")
+        return _result(wording.induction(out), out)
+
+    @tool(READ_ONLY, max_neurons=MAX_ABLATE)
+    async def ablate_neurons(
+        neurons: Annotated[Annotated[list[Annotated[str, Strict(), Field(max_length=40)]], BeforeValidator(_one_or_many)],
+                           Field(min_length=1, max_length=MAX_ABLATE, description="Neuron ids such as 'L17/N938'.")],
+        ctx: Context,
+        text: Annotated[Annotated[str, Strict()] | None, Field(
+            description="Text to measure the loss on; omit for the repeated-sequence probe (loss on "
+            "the second copies, where induction neurons matter).")] = None,
+        mode: Annotated[Literal["zero", "mean"], Field(
+            description="'zero' sets the activations to 0; 'mean' to their corpus mean.")] = "zero",
+        control: Annotated[Flag, Field(description="Also ablate as many random neurons of the same "
+                                       "layers, for comparison.")] = True,
+        model: ModelName = None,
+    ) -> Annotated[CallToolResult, AblationOutput]:
+        """A causal check: the model's next-token loss with the neurons ablated versus intact
+        (at most {max_neurons} neurons), and, with control=true, the same for as many random neurons
+        of the same layers. A delta well above the control's means the neurons carry something
+        the model uses here. Also lists the tokens whose prediction changed most."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> AblationOutput:
+            return q.ablate(name, neurons, text, mode, control)
+
+        out = await run_in_worker(ctx, work, "running the model clean and ablated")
+        return _result(wording.ablation(out), out)
+
+    @tool(READ_ONLY, max_chars=MAX_PATTERN_CHARS)
+    async def test_hypothesis(
+        layer: Layer, neuron: Neuron,
+        pattern: Annotated[Annotated[str, Strict()], Field(
+            min_length=1, max_length=MAX_PATTERN_CHARS,
+            description="kind='regex': a regular expression over the text; every token overlapping a "
+            "match is claimed (put required context in a look-behind, e.g. '(?<=from \\w+) import'). "
+            "kind='tokens': tokens separated by '|', e.g. ' import| from' (case/space-insensitive).")],
+        ctx: Context,
+        kind: Annotated[Literal["regex", "tokens"], Field(description="How to read pattern.")] = "regex",
+        model: ModelName = None,
+    ) -> Annotated[CallToolResult, HypothesisOutput]:
+        """Check an explanation at corpus scale: the claim "the neuron fires on the tokens the
+        pattern matches", scored with the real activations (precision, recall, F1 on firing
+        tokens, correlation) on the neuron's top windows, on random windows, and on corpus windows
+        where the pattern matches; lists the worst false positives and false negatives as marked
+        windows. Patterns up to {max_chars} characters; a regex that runs too long is stopped."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> HypothesisOutput:
+            return q.hypothesis(name, layer, neuron, pattern, kind)
+
+        out = await run_in_worker(ctx, work, "scoring the pattern against the neuron")
+        return _result(wording.hypothesis(out), out)
 
     # ----------------------------------------------------------------- resources and prompts
     @server.resource("graph://{model}/{layer}/{neuron}", mime_type="application/json",
                      description="A neuron's graph described as get_graph does, e.g. graph://smollm2-135m/3/1024")
     def graph_resource(model: str, layer: int, neuron: int) -> str:
         try:
-            _, description = service.get_graph(model, layer, neuron)
-        except ToolError as exc:
+            return q.get_graph(model, layer, neuron).model_dump_json(indent=1)
+        except QueryError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
-        return description.model_dump_json(indent=1)
 
-    for prompt in load_prompts(prompts_dir):
+    for prompt in load_prompts(prompts_dir or default_prompts_dir()):
         server.add_prompt(prompt)
     return server
 
 
-# --------------------------------------------------------------------- HTTP
-class BearerTokenMiddleware:
-    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``.
+def main() -> None:
+    """The ``n2g-mcp`` command, for installs whose script still points here (it moved to
+    ``n2g_mcp.main``; reinstalling updates the script)."""
+    from n2g_mcp.main import main as run
 
-    A shared static token for a server bound beyond the loopback interface. (The SDK's
-    ``token_verifier`` expects an OAuth issuer; a static token needs none.)
-    """
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app, self._expected = app, f"Bearer {token}".encode()
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
-                body = b'{"error": "missing or wrong bearer token; send Authorization: Bearer <token>"}'
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"www-authenticate", b'Bearer realm="n2g-mcp"')]})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
-def http_app(server: MCPServer, *, host: str = "127.0.0.1", token: str | None = None) -> Any:
-    """The Streamable HTTP ASGI app (endpoint ``/mcp``), behind a bearer token when one is given.
-
-    Raises:
-        ValueError: for a non-loopback host without a token.
-    """
-    if host not in LOCAL_HOSTS and not token:
-        raise ValueError(f"binding {host} exposes the server beyond this machine; pass --token or set "
-                         f"{TOKEN_ENV} (clients then send 'Authorization: Bearer <token>')")
-    app = server.streamable_http_app(host=host)
-    return BearerTokenMiddleware(app, token) if token else app
-
-
-# --------------------------------------------------------------------- entry point
-def _backend() -> LiveBackend:
-    from n2g_mcp import fake_live
-
-    if os.environ.get(fake_live.ENV_VAR) == "1":  # TEST HOOK: see n2g_mcp/fake_live.py
-        log.warning("%s=1: serving the FAKE live backend (tests only)", fake_live.ENV_VAR)
-        return fake_live.FakeLiveBackend()
-    return BuilderBackend()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The ``n2g-mcp`` command."""
-    parser = argparse.ArgumentParser(prog="n2g-mcp", description="Serve neuron graphs to AI agents over MCP.")
-    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio",
-                        help="stdio (default, for Claude Code/Desktop) or Streamable HTTP")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                        help=f"bearer token HTTP clients must send (default ${TOKEN_ENV}); "
-                             "required to bind anything but loopback")
-    parser.add_argument("--stores", type=Path, default=None,
-                        help=f"stores directory (default ${STORES_ENV}, else the repository's stores/)")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(stream=sys.stderr, level=args.log_level,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stores = (args.stores or default_stores_dir()).expanduser().resolve()
-    server = create_server(stores, live=_backend())
-    log.info("serving stores from %s over %s", stores, args.transport)
-    if args.transport == "stdio":
-        server.run("stdio")
-        return
-    try:
-        app = http_app(server, host=args.host, token=args.token)
-    except ValueError as exc:
-        parser.error(str(exc))
-    import uvicorn
-
-    print(f"n2g-mcp: Streamable HTTP on http://{args.host}:{args.port}/mcp"
-          + (" (bearer token required)" if args.token else ""), file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
-
-
-if __name__ == "__main__":
-    main()
+    run()

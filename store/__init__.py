@@ -2,6 +2,9 @@
 
 The store is the contract between the builder (which runs the language model) and the MCP server
 (which only reads): `trie` holds the graph data model and its prediction, `graph` the versioned
-record written one per line, `jsonl` reading and writing stores, `index` search, `similarity`
-neuron comparison, `render` Graphviz DOT, `metrics` the fidelity figures.
+record written one per line, `jsonl` reading and writing store files, `sqlindex` the persistent
+index a server reads a directory of stores through, `catalog` that directory by model, `index`
+and `similarity` in-memory search and neuron comparison, `render` Graphviz drawings, `metrics`
+the fidelity figures, `names` neuron ids and ranges, `models` the models known by name,
+`progress` how slow work reports.
 """

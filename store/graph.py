@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from store.metrics import Scores
 from store.names import neuron_id
@@ -22,11 +22,11 @@ class Example(BaseModel):
 
     tokens: list[str] = Field(description="the window's tokens as text")
     pivot: int = Field(ge=0, description="index in tokens of the activating token")
-    activation: float = Field(description="the neuron's raw activation on the pivot token")
+    activation: FiniteFloat = Field(description="the neuron's raw activation on the pivot token")
     split: Literal["train", "test"] | None = Field(
         default=None, description="which half of the top examples it belongs to"
     )
-    importances: list[float] | None = Field(
+    importances: list[FiniteFloat] | None = Field(
         default=None, description="saliency of each token for the pivot's activation"
     )
 
@@ -62,11 +62,11 @@ class NeuronGraph(BaseModel):
     layer: int = Field(ge=0)
     neuron: int = Field(ge=0)
     hook: str = Field(description="hook point whose activations were read")
-    max_activation: float = Field(description="largest activation seen in the corpus (the normaliser)")
-    activating_tokens: dict[str, float] = Field(
+    max_activation: FiniteFloat = Field(description="largest activation seen in the corpus (the normaliser)")
+    activating_tokens: dict[str, FiniteFloat] = Field(
         default_factory=dict, description="activating token -> largest normalised activation"
     )
-    context_tokens: dict[str, float] = Field(
+    context_tokens: dict[str, FiniteFloat] = Field(
         default_factory=dict, description="context token -> largest importance"
     )
     trie: list[list[Any]] = Field(description="the trie as [parent, token, importance, end] rows")

@@ -94,13 +94,15 @@ def _result_order(graph: NeuronGraph) -> tuple[bool, float, int, int]:
 class GraphIndex:
     """Inverted indexes from tokens to graphs, over one model's graphs.
 
-    A neuron given twice keeps its last graph, as a store read keeps a neuron's last line.
+    It indexes graphs as given; which line of a store holds a neuron's graph is decided where
+    stores are read (``store.jsonl.read_store`` for one file, ``store.sqlindex`` for a directory).
 
     Args:
-        graphs: the graphs to index, all of one model; iterated once.
+        graphs: the graphs to index, all of one model, one per neuron; iterated once.
 
     Raises:
-        ValueError: if the graphs belong to more than one model (a neuron id would be ambiguous).
+        ValueError: if the graphs belong to more than one model (a neuron id would be ambiguous),
+            or a neuron comes twice.
     """
 
     def __init__(self, graphs: Iterable[NeuronGraph]) -> None:
@@ -113,6 +115,9 @@ class GraphIndex:
             elif graph.model != self.model:
                 raise ValueError(f"an index holds one model's graphs, got {self.model!r} and "
                                  f"{graph.model!r}; build one index per store")
+            if (graph.layer, graph.neuron) in latest:
+                raise ValueError(f"{graph.id} is given twice; index a store's graphs (a Store keeps each "
+                                 "neuron's last line)")
             latest[(graph.layer, graph.neuron)] = graph
         ordered = sorted(latest.values(), key=_result_order)
         self._graphs: tuple[NeuronGraph, ...] = tuple(ordered)

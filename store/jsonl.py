@@ -1,19 +1,39 @@
 """Stores on disk: JSON lines, a versioned header, then one neuron graph a line.
 
-Line 1 is the header ``{"format": "n2g-store", "version": 1, "model": ..., "created": ...}``;
-every later line is a :class:`store.graph.NeuronGraph`. A neuron written twice is read as its
-last line, so a rebuild appends rather than rewrites. A reader skips lines that do not parse or
-validate, counts them and says which (a store cut off mid-line by a crash still loads). Files
-ending ``.gz`` are read transparently; they are written only whole, by :func:`write_store`.
+Line 1 is the header ``{"format": "n2g-store", "version": 1, "model": ..., "created": ...}``,
+with the model's shape (``"n_layers"``, ``"d_mlp"``) where the writer knew it; every later line is
+a :class:`store.graph.NeuronGraph`. A neuron written twice is read as its last line, so a rebuild
+appends rather than rewrites. Files ending ``.gz`` are read transparently; they are written only
+whole, by :func:`write_store`.
 
-Writers append whole lines in one write, then flush and fsync: a crash loses at most the batch in
-flight, and a partial last line left by a crash is cut off the next time a writer opens the file.
+Reading never drops a line that parses and validates:
+
+- a last line without its newline is kept when it is whole (a crash between a line and its
+  newline, or a hand edit);
+- a ``.gz`` file cut short or failing its checksum yields every line decoded before the damage;
+- a UTF-8 byte-order mark before the header is ignored.
+
+Every line is checked for its values as well as its form: finite numbers only, the header's
+model, and a layer and neuron inside the model's shape (from the header, else from the caller).
+A line that fails is skipped, and :attr:`Store.corrupt` says which line and why.
+
+Writing: one :class:`StoreWriter` at a time holds an exclusive advisory lock (``flock``) on the
+store file for its life; a second one waits up to ``wait`` seconds, then raises
+:class:`StoreLocked`. Readers take no lock: writers only append whole lines, in one write each,
+then flush and fsync, so a crash loses at most the batch in flight. On opening, a writer repairs
+a torn tail: it adds the missing newline to a whole last line, and cuts a last line only when it
+is not JSON (a write cut off mid-line).
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import logging
 import os
+import time
+import weakref
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,13 +41,24 @@ from pathlib import Path
 from typing import IO, Literal
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from store.graph import NeuronGraph
 
+log = logging.getLogger(__name__)
+
 FORMAT = "n2g-store"
 VERSION = 1
-"""The store format version this code writes and the newest it reads."""
+"""The store format version this code writes and the newest it reads.
+
+Version 1 gained the optional header fields ``n_layers`` and ``d_mlp``; readers of version 1
+ignore header fields they do not know, so old and new version-1 stores read both ways."""
+
+Shape = tuple[int, int]
+"""``(n_layers, d_mlp)`` of a model."""
+
+BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 16
 
 
 class StoreError(Exception):
@@ -38,6 +69,10 @@ class StoreFormatError(StoreError, ValueError):
     """A file that is not a store this code can read."""
 
 
+class StoreLocked(StoreError):
+    """Another writer holds the store."""
+
+
 class StoreHeader(BaseModel):
     """The first line of every store."""
 
@@ -45,11 +80,18 @@ class StoreHeader(BaseModel):
     version: int = VERSION
     model: str
     created: str
+    n_layers: int | None = Field(default=None, ge=1, description="layers of the model, where known")
+    d_mlp: int | None = Field(default=None, ge=1, description="neurons per layer, where known")
+
+    @property
+    def shape(self) -> Shape | None:
+        """``(n_layers, d_mlp)`` where the header records it."""
+        return (self.n_layers, self.d_mlp) if self.n_layers and self.d_mlp else None
 
 
 @dataclass(frozen=True)
 class CorruptLine:
-    """A line that was skipped, and why."""
+    """A line that was skipped (or a damaged stretch of a file), and why."""
 
     line: int
     reason: str
@@ -63,6 +105,8 @@ class Store:
     header: StoreHeader
     graphs: dict[tuple[int, int], NeuronGraph] = field(default_factory=dict)
     corrupt: list[CorruptLine] = field(default_factory=list)
+    shape: Shape | None = None
+    """The model shape every line was checked against (None: layers and neurons unchecked)."""
 
     @property
     def model(self) -> str:
@@ -84,13 +128,42 @@ class Store:
         return sorted({layer for layer, _ in self.graphs})
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+# --------------------------------------------------------------------------- reading lines
+def _lines(path: Path, damage: list[str]) -> Iterator[tuple[bytes, bool]]:
+    """The file's lines as ``(content, ended_by_newline)``; only the last may lack its newline.
+
+    A ``.gz`` file is decompressed incrementally, one block per read (``read1``), so a stream
+    that is cut short or fails its checksum has yielded all it decoded before the error; the
+    error is then appended to ``damage`` and the lines stop there.
+    """
+    with open(path, "rb") as raw:
+        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+        pending = b""
+        try:
+            while chunk := stream.read1(_CHUNK):  # type: ignore[attr-defined]
+                *whole, pending = (pending + chunk).split(b"\n")
+                for line in whole:
+                    yield line, True
+        except EOFError:
+            damage.append("the compressed file is cut short here; the lines before it were kept")
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            damage.append(f"the compressed data is damaged here ({exc}); the lines before it were kept")
+        if pending:
+            yield pending, False
+
+
+def _first_line(path: Path) -> bytes:
+    damage: list[str] = []
+    for line, _ in _lines(path, damage):
+        return line
+    if damage:
+        raise StoreFormatError(f"{path}: {damage[0].split(';')[0]} before the header")
+    raise StoreFormatError(f"{path}: empty file, not an n2g store")
 
 
 def _parse_header(line: bytes, path: Path) -> StoreHeader:
     try:
-        raw = orjson.loads(line)
+        raw = orjson.loads(line.removeprefix(BOM))
     except orjson.JSONDecodeError as exc:
         raise StoreFormatError(f"{path}: line 1 is not JSON, so this is not an n2g store") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
@@ -106,7 +179,44 @@ def _parse_header(line: bytes, path: Path) -> StoreHeader:
     try:
         return StoreHeader.model_validate(raw)
     except ValidationError as exc:
-        raise StoreFormatError(f"{path}: invalid header: {exc.errors()[0]['msg']}") from exc
+        raise StoreFormatError(f"{path}: invalid header: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+class _BadLine(ValueError):
+    """A line that is not a valid graph of this store; the message says why."""
+
+
+def _check_graph(graph: NeuronGraph, model: str, shape: Shape | None) -> None:
+    """Raise _BadLine where a well-formed graph does not belong in a store of this model."""
+    if graph.model != model:
+        raise _BadLine(f"a graph of model {graph.model[:80]!r} in a store of {model!r}")
+    if shape is not None:
+        n_layers, d_mlp = shape
+        if graph.layer >= n_layers:
+            raise _BadLine(f"layer {graph.layer} is outside {model} (layers 0-{n_layers - 1})")
+        if graph.neuron >= d_mlp:
+            raise _BadLine(f"neuron {graph.neuron} is outside {model} (neurons 0-{d_mlp - 1})")
+    try:
+        graph.graph  # noqa: B018 - validate the trie rows now, not at first use
+    except ValueError as exc:
+        raise _BadLine(f"trie: {exc}") from exc
+
+
+def _parse_graph(line: bytes, model: str, shape: Shape | None) -> NeuronGraph:
+    try:
+        graph = NeuronGraph.model_validate(orjson.loads(line))
+    except orjson.JSONDecodeError as exc:
+        raise _BadLine(f"not JSON ({exc})") from exc
+    except ValidationError as exc:
+        raise _BadLine(_first_error(exc)) from exc
+    _check_graph(graph, model, shape)
+    return graph
 
 
 def read_header(path: str | os.PathLike[str]) -> StoreHeader:
@@ -117,130 +227,51 @@ def read_header(path: str | os.PathLike[str]) -> StoreHeader:
         StoreFormatError: if it is not a store of a version this code reads.
     """
     path = Path(path)
-    with _open(path) as f:
-        return _parse_header(f.readline(), path)
+    return _parse_header(_first_line(path), path)
 
 
-def read_store(path: str | os.PathLike[str]) -> Store:
-    """Read a whole store; corrupt lines are skipped and listed in ``Store.corrupt``.
+def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Store:
+    """Read a whole store; lines that fail are skipped and listed in ``Store.corrupt``.
+
+    Args:
+        path: a ``.jsonl`` or ``.jsonl.gz`` store.
+        shape: ``(n_layers, d_mlp)`` of the model, used where the header does not record it, so
+            that a line with a layer or neuron the model lacks is skipped too.
 
     Raises:
         FileNotFoundError: if there is no such file.
         StoreFormatError: if the header is missing, unreadable or of a newer version.
     """
     path = Path(path)
-    with _open(path) as f:
-        first = f.readline()
-        if not first.strip():
-            raise StoreFormatError(f"{path}: empty file, not an n2g store")
-        store = Store(path=path, header=_parse_header(first, path))
-        for number, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            try:
-                graph = NeuronGraph.model_validate(orjson.loads(line))
-                graph.graph  # noqa: B018 - validate the trie rows now, not at first use
-            except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
-                reason = str(exc).splitlines()[0][:200]
-                store.corrupt.append(CorruptLine(line=number, reason=reason))
-                continue
-            store.graphs[(graph.layer, graph.neuron)] = graph
+    damage: list[str] = []
+    lines = _lines(path, damage)
+    first = next(lines, None)
+    if first is None or not first[0].strip():
+        if damage:
+            raise StoreFormatError(f"{path}: {damage[0].split(';')[0]} before the header")
+        raise StoreFormatError(f"{path}: empty file, not an n2g store")
+    header = _parse_header(first[0], path)
+    store = Store(path=path, header=header, shape=header.shape or shape)
+    number, torn = 1, False
+    for number, (line, ended) in enumerate(lines, start=2):  # noqa: B007 - number is used below
+        if not line.strip():
+            continue
+        try:
+            graph = _parse_graph(line, header.model, store.shape)
+        except _BadLine as exc:
+            torn = not ended
+            reason = str(exc)[:200]
+            if torn:
+                reason = f"last line, without its newline, is cut short: {reason}"
+            store.corrupt.append(CorruptLine(line=number, reason=reason))
+            continue
+        store.graphs[(graph.layer, graph.neuron)] = graph
+    if damage:
+        if torn:  # the damage is what cut that line: report it once, at that line
+            store.corrupt.pop()
+        store.corrupt += [CorruptLine(line=number if torn else number + 1, reason=reason)
+                          for reason in damage]
     return store
-
-
-def dumps(graph: NeuronGraph) -> bytes:
-    """One store line (with its newline) for a graph."""
-    return orjson.dumps(graph.model_dump(mode="json")) + b"\n"
-
-
-def _header_line(model: str) -> bytes:
-    header = StoreHeader(model=model, created=datetime.now(UTC).isoformat(timespec="seconds"))
-    return orjson.dumps(header.model_dump()) + b"\n"
-
-
-class StoreWriter:
-    """Appends graphs to a plain ``.jsonl`` store, creating it (with its header) if new.
-
-    Raises:
-        StoreError: for a ``.gz`` path (compressed stores are written whole by
-            :func:`write_store`), or an existing store of another model.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], model: str) -> None:
-        self.path = Path(path)
-        if self.path.suffix == ".gz":
-            raise StoreError(
-                f"{self.path} is compressed and read-only; build into a .jsonl store and "
-                "compress it with `n2g store compact`"
-            )
-        self.model = model
-        if self.path.exists() and self.path.stat().st_size > 0:
-            header = read_header(self.path)
-            if header.model != model:
-                raise StoreError(f"{self.path} holds graphs of {header.model}, not {model}")
-            self._cut_partial_line()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "wb") as f:
-                f.write(_header_line(model))
-                f.flush()
-                os.fsync(f.fileno())
-
-    def _cut_partial_line(self) -> None:
-        with open(self.path, "rb+") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 1))
-            if f.read(1) == b"\n":
-                return
-            # Walk back to the last complete line; what follows it was cut off mid-write.
-            block, end = 1 << 16, size
-            while end > 0:
-                start = max(0, end - block)
-                f.seek(start)
-                chunk = f.read(end - start)
-                cut = chunk.rfind(b"\n")
-                if cut >= 0:
-                    f.truncate(start + cut + 1)
-                    return
-                end = start
-            raise StoreFormatError(f"{self.path}: no complete header line")
-
-    def append(self, graphs: Iterable[NeuronGraph]) -> int:
-        """Append graphs in one write, then flush and fsync; returns how many were written."""
-        payload, count = bytearray(), 0
-        for graph in graphs:
-            if graph.model != self.model:
-                raise StoreError(f"graph {graph.id} is of {graph.model}, this store holds {self.model}")
-            payload += dumps(graph)
-            count += 1
-        if count:
-            with open(self.path, "ab") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-        return count
-
-
-def write_store(path: str | os.PathLike[str], model: str, graphs: Iterable[NeuronGraph]) -> int:
-    """Write a whole store (``.gz`` compresses it, reproducibly), sorted by layer and neuron.
-
-    Writes to a temporary file first and renames it, so a crash never leaves half a store.
-    """
-    path = Path(path)
-    ordered = sorted(graphs, key=lambda g: (g.layer, g.neuron))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw:
-        out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
-        out.write(_header_line(model))
-        for graph in ordered:
-            out.write(dumps(graph))
-        if out is not raw:
-            out.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
-    return len(ordered)
 
 
 def describe_corrupt(store: Store, limit: int = 5) -> str:
@@ -250,3 +281,196 @@ def describe_corrupt(store: Store, limit: int = 5) -> str:
     shown = ", ".join(f"line {c.line} ({c.reason})" for c in store.corrupt[:limit])
     more = f" and {len(store.corrupt) - limit} more" if len(store.corrupt) > limit else ""
     return f"{len(store.corrupt)} corrupt line(s) skipped in {store.path.name}: {shown}{more}"
+
+
+# --------------------------------------------------------------------------- writing
+def dumps(graph: NeuronGraph) -> bytes:
+    """One store line (with its newline) for a graph."""
+    return orjson.dumps(graph.model_dump(mode="json")) + b"\n"
+
+
+def _header_line(model: str, shape: Shape | None) -> bytes:
+    n_layers, d_mlp = shape if shape is not None else (None, None)
+    header = StoreHeader(model=model, created=datetime.now(UTC).isoformat(timespec="seconds"),
+                         n_layers=n_layers, d_mlp=d_mlp)
+    return orjson.dumps(header.model_dump(exclude_none=True)) + b"\n"
+
+
+def _locked_message(path: Path) -> str:
+    return (f"{path} is being written by another process (an `n2g build`, or a build through "
+            "n2g-mcp); wait for it to finish, or write to another store file")
+
+
+def _lock(fd: int, path: Path, wait: float) -> None:
+    """Take an exclusive advisory lock on ``fd``, waiting up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StoreLocked(_locked_message(path)) from None
+            time.sleep(0.2)
+
+
+def check_not_locked(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`StoreLocked` if a writer holds ``path`` now.
+
+    A quick check before slow work (loading a model); the writer still takes the lock for real.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        _lock(fd, path, 0.0)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line.removeprefix(BOM)), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+class StoreWriter:
+    """Appends graphs to a plain ``.jsonl`` store, creating it (with its header) if new.
+
+    The writer holds an exclusive lock on the file until :meth:`close` (or ``with`` ends, or the
+    writer is collected); see the module docstring.
+
+    Args:
+        path: the store.
+        model: the model whose graphs it holds.
+        shape: ``(n_layers, d_mlp)`` of the model: written into a new store's header, and checked
+            against every graph appended.
+        wait: seconds to wait for another writer to finish before giving up.
+
+    Raises:
+        StoreLocked: if another writer holds the store for longer than ``wait``.
+        StoreError: for a ``.gz`` path (compressed stores are written whole by
+            :func:`write_store`), or an existing store of another model or shape.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], model: str, shape: Shape | None = None,
+                 wait: float = 0.0) -> None:
+        self.path = Path(path)
+        if self.path.suffix == ".gz":
+            raise StoreError(
+                f"{self.path} is compressed and read-only; build into a .jsonl store and "
+                "compress it with `n2g store compact`"
+            )
+        self.model = model
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # O_CREAT without O_TRUNC: two writers racing to create the file both open the same one,
+        # and the lock decides which writes the header.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._close = weakref.finalize(self, os.close, self._fd)
+        try:
+            _lock(self._fd, self.path, wait)
+            if os.fstat(self._fd).st_size == 0:
+                self._write(_header_line(model, shape))
+                self.shape = shape
+            else:
+                header = read_header(self.path)
+                if header.model != model:
+                    raise StoreError(f"{self.path} holds graphs of {header.model}, not {model}")
+                if shape is not None and header.shape not in (None, tuple(shape)):
+                    raise StoreError(f"{self.path} holds graphs of a model of shape {header.shape} "
+                                     f"(layers, neurons), not {tuple(shape)}")
+                self.shape = header.shape or shape
+                self._repair_tail()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the lock and the file (appending after this fails)."""
+        self._close()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+
+    def _last_line_start(self, size: int) -> int:
+        end = size
+        while end > 0:
+            start = max(0, end - _CHUNK)
+            cut = os.pread(self._fd, end - start, start).rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+        return 0
+
+    def _repair_tail(self) -> None:
+        """Make the file end with a newline, keeping a whole last line and cutting a torn one."""
+        size = os.fstat(self._fd).st_size
+        if os.pread(self._fd, 1, size - 1) == b"\n":
+            return
+        start = self._last_line_start(size)
+        if _is_json_object(os.pread(self._fd, size - start, start)):
+            log.warning("%s: its last line had no newline; added it", self.path)
+            self._write(b"\n")
+        else:
+            log.warning("%s: cut %d bytes of a last line left unfinished by a crash", self.path,
+                        size - start)
+            os.ftruncate(self._fd, start)
+            os.fsync(self._fd)
+
+    def append(self, graphs: Iterable[NeuronGraph]) -> int:
+        """Append graphs in one write, then fsync; returns how many were written.
+
+        Raises:
+            StoreError: for a graph a reader of this store would skip (another model, a layer or
+                neuron outside the shape, an invalid trie); nothing is written then.
+        """
+        payload, count = bytearray(), 0
+        for graph in graphs:
+            try:
+                _check_graph(graph, self.model, self.shape)
+            except _BadLine as exc:
+                raise StoreError(f"graph {graph.id} cannot go into {self.path.name}: {exc}") from exc
+            payload += dumps(graph)
+            count += 1
+        if count:
+            self._write(bytes(payload))
+        return count
+
+
+def write_store(path: str | os.PathLike[str], model: str, graphs: Iterable[NeuronGraph],
+                shape: Shape | None = None) -> int:
+    """Write a whole store (``.gz`` compresses it, reproducibly), sorted by layer and neuron.
+
+    Writes to a temporary file first and renames it, so a crash never leaves half a store.
+
+    Raises:
+        StoreLocked: if a writer is appending to ``path`` (it would keep appending to the
+            replaced file, and its graphs would be lost).
+    """
+    path = Path(path)
+    check_not_locked(path)
+    ordered = sorted(graphs, key=lambda g: (g.layer, g.neuron))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw:
+        out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
+        out.write(_header_line(model, shape))
+        for graph in ordered:
+            out.write(dumps(graph))
+        if out is not raw:
+            out.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    return len(ordered)

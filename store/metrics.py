@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 
 FIRING_THRESHOLD = 0.5
 """Normalised activation at which a token counts as firing (the paper's value)."""
@@ -26,10 +26,10 @@ FIRING_THRESHOLD = 0.5
 class Scores(BaseModel):
     """Precision, recall and F1 on firing tokens, and correlation over all tokens."""
 
-    precision: float | None = Field(description="of the tokens predicted to fire, the share that fire")
-    recall: float | None = Field(description="of the tokens that fire, the share predicted to fire")
-    f1: float | None = Field(description="harmonic mean of precision and recall")
-    correlation: float | None = Field(
+    precision: FiniteFloat | None = Field(description="of the tokens predicted to fire, the share that fire")
+    recall: FiniteFloat | None = Field(description="of the tokens that fire, the share predicted to fire")
+    f1: FiniteFloat | None = Field(description="harmonic mean of precision and recall")
+    correlation: FiniteFloat | None = Field(
         default=None, description="Pearson correlation of predicted and true normalised activations"
     )
     firing: int = Field(description="tokens that truly fire")

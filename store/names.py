@@ -1,4 +1,4 @@
-"""Neuron ids (``L3/N1024``): the one place that writes and parses them."""
+"""Neuron ids (``L3/N1024``) and their ranges: the one place that writes, parses and checks them."""
 
 from __future__ import annotations
 
@@ -38,3 +38,28 @@ def parse_neuron_id(text: str) -> tuple[int, int]:
     if match is None:
         raise ValueError(f"not a neuron id: {text!r}; expected the form 'L3/N1024'")
     return int(match.group(1)), int(match.group(2))
+
+
+class OutOfRange(ValueError):
+    """A layer or neuron index the model does not have."""
+
+
+def check_range(model: str, shape: tuple[int, int], layer: int | None = None,
+                neuron: int | None = None) -> None:
+    """Refuse a layer or neuron outside a model's ``(n_layers, d_mlp)`` shape; the one wording
+    the command line, the server and the builder all use.
+
+    >>> check_range("m", (4, 64), layer=3, neuron=63)
+    >>> check_range("m", (4, 64), layer=4)
+    Traceback (most recent call last):
+    ...
+    store.names.OutOfRange: layer 4 is out of range: m has layers 0-3
+
+    Raises:
+        OutOfRange: naming the index and the model's range.
+    """
+    n_layers, d_mlp = shape
+    if layer is not None and not 0 <= layer < n_layers:
+        raise OutOfRange(f"layer {layer} is out of range: {model} has layers 0-{n_layers - 1}")
+    if neuron is not None and not 0 <= neuron < d_mlp:
+        raise OutOfRange(f"neuron {neuron} is out of range: {model} has neurons 0-{d_mlp - 1} in each layer")

@@ -251,3 +251,33 @@ def render_summary(graph: NeuronGraph, *, max_nodes: int = 150) -> dict[str, Any
         "context_nodes": sum(1 for depth, _ in drawing.nodes if depth > 0),
         "depth": max((depth for depth, _ in drawing.nodes), default=0),
     }
+
+
+# --------------------------------------------------------------------- pictures
+class GraphvizMissing(RuntimeError):
+    """Graphviz's ``dot`` program is not installed here."""
+
+
+def draw(dot: str, fmt: str = "svg", *, timeout: float = 20.0) -> bytes:
+    """The drawing of DOT source as ``png`` or ``svg`` bytes, made by Graphviz's ``dot`` program.
+
+    Raises:
+        GraphvizMissing: where ``dot`` is not on the PATH.
+        RuntimeError: where ``dot`` fails or takes longer than ``timeout`` seconds.
+    """
+    import shutil
+    import subprocess
+
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
+    program = shutil.which("dot")
+    if program is None:
+        raise GraphvizMissing("Graphviz `dot` is not installed")
+    try:
+        done = subprocess.run([program, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"dot took longer than {timeout:g} s") from exc
+    if done.returncode != 0 or not done.stdout:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise RuntimeError(f"dot exited with status {done.returncode}: {reason[0] if reason else 'no output'}")
+    return done.stdout

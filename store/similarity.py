@@ -1,7 +1,8 @@
 """Similar neurons: graphs whose activating and context token sets overlap.
 
-In: a :class:`store.index.GraphIndex` and either one target graph (:func:`similar_to`) or nothing
-(:func:`similar_pairs`). Out: :class:`Match` or :class:`Pair` records, most similar first.
+In: a :class:`store.index.GraphIndex` (or ``store.sqlindex.TokenSets``) and either one target
+graph (:func:`similar_to`) or nothing (:func:`similar_pairs`). Out: :class:`Match` or
+:class:`Pair` records, most similar first.
 
 The paper (Foote et al. 2023, section 4.2) calls two neurons similar when both their activating
 token sets and their context token sets overlap by at least 90%; its reference code measures
@@ -29,7 +30,7 @@ import heapq
 import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -211,6 +212,43 @@ def candidate_pairs(
                         yield i, j
 
 
+def pair_rows(
+    index: GraphIndex, threshold: float, *, layer: int | None = None, positions: Iterable[int] | None = None
+) -> Iterator[tuple[int, int, float, float]]:
+    """``(i, j, activating_overlap, context_overlap)`` for each pair of positions whose two
+    overlaps both reach ``threshold``, each unordered pair once.
+
+    Args:
+        index: the graphs (a :class:`store.index.GraphIndex`, or anything with its ``len``,
+            ``keys``, ``at`` and ``postings``, such as ``store.sqlindex.TokenSets``).
+        threshold: the least overlap of both token sets.
+        layer: only pairs whose two neurons are both in this layer.
+        positions: only pairs involving these positions (found through their postings, for
+            graphs just added); by default every pair.
+    """
+    if positions is None:
+        candidates: Iterable[tuple[int, int]] = candidate_pairs(index, threshold=threshold, layer=layer)
+    else:
+        def around() -> Iterator[tuple[int, int]]:
+            wanted = set(positions)
+            for i in sorted(wanted):
+                seen: set[int] = set()
+                for key in index.keys(i).activating:
+                    for j in index.postings(key):
+                        if j != i and j not in seen and not (j in wanted and j < i):
+                            seen.add(j)
+                            yield (i, j) if i < j else (j, i)
+        candidates = around()
+    for i, j in candidates:
+        (act_i, ctx_i), (act_j, ctx_j) = index.keys(i), index.keys(j)
+        act_score = overlap(act_i, act_j)
+        if act_score < threshold or not act_i:
+            continue
+        ctx_score = overlap(ctx_i, ctx_j)
+        if ctx_score >= threshold:
+            yield i, j, act_score, ctx_score
+
+
 def similar_pairs(
     index: GraphIndex,
     *,
@@ -236,14 +274,7 @@ def similar_pairs(
     """
     _check(threshold, limit)
     found: list[tuple[float, tuple[int, int], tuple[int, int], float, float]] = []
-    for i, j in candidate_pairs(index, threshold=threshold, layer=layer):
-        (act_i, ctx_i), (act_j, ctx_j) = index.keys(i), index.keys(j)
-        act_score = overlap(act_i, act_j)
-        if act_score < threshold:
-            continue
-        ctx_score = overlap(ctx_i, ctx_j)
-        if ctx_score < threshold:
-            continue
+    for i, j, act_score, ctx_score in pair_rows(index, threshold, layer=layer):
         gi, gj = index.at(i), index.at(j)
         a, b = sorted([(gi.layer, gi.neuron), (gj.layer, gj.neuron)])
         found.append((min(act_score, ctx_score), a, b, act_score, ctx_score))

@@ -298,7 +298,7 @@ class NeuronTrie(Mapping[Path, float]):
 
         Raises:
             TrieFormatError: if the rows do not describe a trie (bad parent, duplicate child,
-                IGNORE activating token, non-numeric values).
+                IGNORE activating token, non-numeric or non-finite values).
         """
         trie = cls(normalized=normalized)
         if not rows or list(rows[0][:2]) != [-1, ""]:
@@ -312,6 +312,8 @@ class NeuronTrie(Mapping[Path, float]):
                 end = None if end is None else float(end)
             except (TypeError, ValueError) as exc:
                 raise TrieFormatError(f"row {index}: {row!r} is not [parent, token, importance, end]") from exc
+            if not math.isfinite(importance) or (end is not None and not math.isfinite(end)):
+                raise TrieFormatError(f"row {index}: importance and end must be finite numbers")
             if not 0 <= parent < index:
                 raise TrieFormatError(f"row {index}: parent {parent} does not precede it")
             if token is not IGNORE and not isinstance(token, str):

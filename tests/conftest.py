@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from n2g_mcp.fake_live import FakeLiveBackend
 from store.jsonl import write_store
+from tests.fakes import FakeLiveBackend
 from tests.graphs import make_graph
 
 EVERYONE = [((" except", " everyone"), 0.9), ((" except", None, " everyone"), 0.8), ((" but", " everyone"), 0.6)]

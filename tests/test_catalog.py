@@ -1,11 +1,15 @@
-"""Catalog: stores of a directory grouped by model, merged, indexed and refreshed on change."""
+"""Catalog: stores of a directory grouped by model, merged through the persistent index, kept in
+step with the files."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from store.catalog import Catalog, store_filename
+import orjson
+import pytest
+
+from store.catalog import Catalog, CorruptGraph, store_filename
 from store.jsonl import StoreWriter, write_store
 from tests.graphs import make_graph
 
@@ -34,27 +38,38 @@ def test_the_plain_store_wins_over_the_compressed_one_for_a_neuron_in_both(tmp_p
     StoreWriter(tmp_path / "m.jsonl", "m").append([graph(0, 1, " rebuilt")])
     view = Catalog(tmp_path).get("m")
     assert list(view.get(0, 1).activating_tokens) == [" rebuilt"]
-    assert [g.id for g in view.index.search([" rebuilt"])] == ["L0/N1"]
-    assert view.index.search([" shipped"]) == []
+    assert [h.id for h in view.search([" rebuilt"])[1]] == ["L0/N1"]
+    assert view.search([" shipped"]) == (0, [])
 
 
-def test_an_append_is_seen_on_the_next_call_and_the_index_is_rebuilt(tmp_path: Path):
+def test_an_append_is_seen_on_the_next_call_and_only_the_new_lines_are_indexed(tmp_path: Path):
     writer = StoreWriter(tmp_path / "m.jsonl", "m")
     writer.append([graph(0, 1)])
     catalog = Catalog(tmp_path)
-    assert len(catalog.get("m").index) == 1
+    assert len(catalog.get("m")) == 1
+    first_row = catalog.index.db.execute("SELECT id FROM graphs").fetchall()
     writer.append([graph(3, 4, " new")])
     view = catalog.get("m")
-    assert [g.id for g in view.index.search([" new"])] == ["L3/N4"]
+    assert [h.id for h in view.search([" new"])[1]] == ["L3/N4"]
     assert view.layers() == [0, 3]
+    assert catalog.index.db.execute("SELECT id FROM graphs ORDER BY id").fetchall()[:1] == first_row
 
 
-def test_unchanged_files_are_not_read_again(tmp_path: Path):
-    StoreWriter(tmp_path / "m.jsonl", "m").append([graph(0, 1)])
+def test_a_rewritten_file_is_indexed_again(tmp_path: Path):
+    StoreWriter(tmp_path / "m.jsonl", "m").append([graph(0, 1, " old")])
     catalog = Catalog(tmp_path)
-    first = catalog.get("m")
-    index = first.index
-    assert catalog.get("m") is first and catalog.get("m").index is index
+    assert len(catalog.get("m")) == 1
+    write_store(tmp_path / "m.jsonl", "m", [graph(0, 2, " fresh")])
+    view = catalog.get("m")
+    assert [h.id for h in view.search([" fresh"])[1]] == ["L0/N2"] and view.search([" old"]) == (0, [])
+
+
+def test_the_index_survives_a_restart_and_is_not_rebuilt(tmp_path: Path):
+    StoreWriter(tmp_path / "m.jsonl", "m").append([graph(0, 1)])
+    Catalog(tmp_path).get("m")
+    again = Catalog(tmp_path)
+    assert again.index.sync() is False  # nothing changed since the first process indexed it
+    assert len(again.get("m")) == 1 and (tmp_path / ".n2g-index.sqlite").is_file()
 
 
 def test_a_removed_store_is_forgotten(tmp_path: Path):
@@ -74,6 +89,35 @@ def test_corrupt_lines_are_counted_and_described(tmp_path: Path):
     assert len(view) == 1 and view.corrupt_lines == 1
     (report,) = view.corrupt_reports()
     assert report.startswith("1 corrupt line(s) skipped in m.jsonl: line 3 (")
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"max_activation": float("nan")}, "max_activation is not a finite number"),
+    ({"layer": 30}, "layer 30 is outside smollm2-135m (layers 0-29)"),
+    ({"model": "other"}, "a graph of model 'other' in a store of 'smollm2-135m'"),
+    ({"layer": True}, "layer is not a non-negative integer"),
+    ({"activating_tokens": {" a": "high"}}, "activating_tokens[' a'] is not a finite number"),
+])
+def test_lines_with_bad_values_are_skipped_and_reported(tmp_path: Path, change: dict, reason: str):
+    path = tmp_path / "smollm2-135m.jsonl"
+    good = graph(0, 1, model="smollm2-135m")
+    StoreWriter(path, "smollm2-135m").append([good])
+    bad = good.model_dump(mode="json") | {"neuron": 1} | change
+    with open(path, "ab") as f:
+        f.write(orjson.dumps(bad, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    view = Catalog(tmp_path).get("smollm2-135m")
+    assert len(view) == 1 and view.corrupt_reports() == [
+        f"1 corrupt line(s) skipped in smollm2-135m.jsonl: line 3 ({reason})"]
+
+
+def test_a_line_that_indexed_but_does_not_validate_says_to_rebuild_it(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    StoreWriter(path, "m").append([graph(0, 1)])
+    with open(path, "ab") as f:
+        f.write(orjson.dumps(graph(0, 2).model_dump(mode="json") | {"trie": [[7, "x", 0, None]]}) + b"\n")
+    view = Catalog(tmp_path).get("m")
+    with pytest.raises(CorruptGraph, match="L0/N2 cannot be read .* rebuild it"):
+        view.get(0, 2)
 
 
 def test_files_that_are_not_stores_are_listed_as_problems_and_skipped(tmp_path: Path):
@@ -99,3 +143,18 @@ def test_new_graphs_go_to_the_models_plain_store_else_a_file_named_for_it(tmp_pa
 def test_store_filename_keeps_safe_names_and_replaces_the_rest():
     assert store_filename("smollm2-135m") == "smollm2-135m.jsonl"
     assert store_filename("../../etc/passwd") == "etc_passwd.jsonl"
+
+
+def test_lines_outside_the_registered_shape_of_an_old_store_are_skipped(tmp_path: Path):
+    write_store(tmp_path / "m.jsonl.gz", "m", [graph(0, 1), graph(99999, 1), graph(0, 5000)])  # no shape
+    view = Catalog(tmp_path, shapes={"m": (30, 1536)}.get).get("m")
+    assert [h.id for h in view.search()[1]] == ["L0/N1"] and view.corrupt_lines == 2
+    assert "layer 99999 is outside m" in view.corrupt_reports()[0]
+
+
+def test_a_cut_compressed_store_still_serves_its_whole_lines(tmp_path: Path):
+    path = tmp_path / "m.jsonl.gz"
+    write_store(path, "m", [make_graph([((f" w{n}", f" c{n}"), 0.9)], neuron=n, model="m") for n in range(300)])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    view = Catalog(tmp_path).get("m")
+    assert view is not None and 0 < len(view) < 300 and view.corrupt_lines == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from n2g_mcp.cli import main, parse_range, sample
+from builder.cli import parse_range, sample
+from n2g_mcp.cli import main
 from tests.test_store_io import GOLDEN
 
 

@@ -102,13 +102,11 @@ def test_get_returns_one_neurons_graph_or_none(index: GraphIndex) -> None:
     assert index.get(2, 4) is None
 
 
-def test_a_neuron_given_twice_keeps_its_last_graph() -> None:
+def test_a_neuron_given_twice_is_refused_since_stores_decide_which_line_wins() -> None:
     first = make_graph([((" a",), 1.0)], layer=0, neuron=1)
     second = make_graph([((" b",), 1.0)], layer=0, neuron=1)
-    index = GraphIndex([first, second])
-    assert len(index) == 1
-    assert index.get(0, 1) is second
-    assert index.search([" a"]) == []
+    with pytest.raises(ValueError, match="L0/N1 is given twice"):
+        GraphIndex([first, second])
 
 
 def test_graphs_of_two_models_are_refused() -> None:

@@ -64,12 +64,12 @@ def test_graph_matches_the_pivots_of_its_training_examples(graphs) -> None:
 
 
 def test_live_activations_match_the_scan(model, graphs) -> None:
-    from builder.live import LiveModel
+    from builder.live import LiveModels
 
     graph = graphs[1]
     example = graph.examples[0]
-    live = LiveModel(model)
-    tokens, acts = live.activations(0, graph.neuron, "".join(example.tokens))
+    live = LiveModels()
+    tokens, acts = live.activations(live.add(model), 0, graph.neuron, "".join(example.tokens))
     # The stored example is cut out of a longer window, so its first tokens can differ; the
     # pivot's activation comes from its local context at layer 0 and must agree closely.
     assert tokens[-1 - (len(example.tokens) - 1 - example.pivot)] == example.tokens[example.pivot]

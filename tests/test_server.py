@@ -10,26 +10,29 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pydot
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from n2g_mcp.fake_live import FakeLiveBackend
-from n2g_mcp.live import BuilderBackend
-from n2g_mcp.server import _ProgressSlot, create_server
-from n2g_mcp.service import MAX_DOT_CHARS, MAX_TEXT_CHARS
+from n2g_mcp.queries import MAX_DOT_CHARS, MAX_TEXT_CHARS
+from n2g_mcp.server import create_server
+from n2g_mcp.worker import ProgressSlot
 from store.jsonl import StoreWriter, read_store
+from store.models import ModelSpec
+from tests.client import call, error, ok
+from tests.fakes import FakeLiveBackend
 from tests.graphs import make_graph
 
 pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
-                   "render_graph_dot", "predict_activations"}
+                   "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
+                   "ablate_neurons", "test_hypothesis"}
 
 
 @pytest.fixture
@@ -37,27 +40,14 @@ def fake() -> FakeLiveBackend:
     return FakeLiveBackend()
 
 
+def serve(stores_dir: Path, fake: FakeLiveBackend):
+    """A server over a stores directory and the fake live model, which it serves as the default."""
+    return create_server(stores_dir, live=fake, models=fake.served())
+
+
 @pytest.fixture
 def server(stores_dir: Path, fake: FakeLiveBackend):
-    return create_server(stores_dir, live=fake)
-
-
-async def call(server, tool: str, **args):
-    async with Client(server) as client:
-        return await client.call_tool(tool, args)
-
-
-async def ok(server, tool: str, **args) -> dict:
-    result = await call(server, tool, **args)
-    assert not result.is_error, result.content[0].text
-    assert result.content[0].text.strip(), "every result carries a text summary"
-    return result.structured_content
-
-
-async def error(server, tool: str, **args) -> str:
-    result = await call(server, tool, **args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text
+    return serve(stores_dir, fake)
 
 
 # --------------------------------------------------------------------- listing
@@ -81,7 +71,7 @@ async def test_list_models_counts_graphs_layers_and_says_whether_it_can_build(se
 
 
 async def test_list_models_shows_the_default_model_even_before_any_store(tmp_path, fake):
-    data = await ok(create_server(tmp_path / "none", live=fake), "list_models")
+    data = await ok(serve(tmp_path / "none", fake), "list_models")
     assert [(m["model"], m["graphs"]) for m in data["models"]] == [("test-model", 0)]
 
 
@@ -91,7 +81,7 @@ async def test_corrupt_store_lines_are_skipped_counted_and_reported(stores_dir, 
     StoreWriter(path, "test-model").append([graph])
     with open(path, "ab") as f:
         f.write(b'{"model": "test-model", "layer": 2, "neur\n')
-    server = create_server(stores_dir, live=fake)
+    server = serve(stores_dir, fake)
     data = await ok(server, "list_models")
     assert data["models"][0]["corrupt_lines"] == 1
     assert "1 corrupt line(s) skipped in test-model.jsonl: line 3" in data["models"][0]["corrupt"][0]
@@ -177,8 +167,8 @@ async def test_predict_on_a_neuron_with_no_graph_says_the_same(server):
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    ({"layer": 4, "neuron": 0}, "layer 4 is out of range: test-model has 4 layers, 0 to 3"),
-    ({"layer": 0, "neuron": 64}, "neuron 64 is out of range: test-model has 64 neurons per layer, 0 to 63"),
+    ({"layer": 4, "neuron": 0}, "layer 4 is out of range: test-model has layers 0-3"),
+    ({"layer": 0, "neuron": 64}, "neuron 64 is out of range: test-model has neurons 0-63 in each layer"),
 ])
 @pytest.mark.parametrize("tool", ["get_graph", "build_graph", "predict_activations", "render_graph_dot"])
 async def test_layer_or_neuron_out_of_range_is_an_error_naming_the_range(server, tool, args, expected):
@@ -197,8 +187,11 @@ async def test_an_unknown_model_lists_the_stores_and_suggests_list_models(server
     assert "test-model (5 graphs)" in message and "list_models" in message
 
 
-async def test_a_model_name_that_is_not_a_name_is_refused(server):
-    assert "not a model name" in await error(server, "search_graphs", model="a b; rm -rf /")
+@pytest.mark.parametrize("name", ["a b; rm -rf /", "/etc", "../secret-models", "~/models/x", "C:\\models"])
+async def test_a_model_path_from_a_client_is_refused_without_repeating_it(server, name):
+    message = await error(server, "search_graphs", model=name)
+    assert "not a path" in message and "list_models" in message
+    assert name not in message
 
 
 async def test_the_server_answers_normally_after_errors(server):
@@ -245,7 +238,7 @@ async def test_subset_mode_finds_neurons_containing_the_targets_behaviour(stores
     StoreWriter(stores_dir / "test-model.jsonl", "test-model").append(
         [make_graph([((" except", " everyone"), 0.9), ((" but", " everyone"), 0.6), ((" save", " all"), 0.6)],
                     layer=1, neuron=20)])
-    server = create_server(stores_dir, live=fake)
+    server = serve(stores_dir, fake)
     similar = await ok(server, "find_similar_neurons", layer=0, neuron=2)
     subset = await ok(server, "find_similar_neurons", layer=0, neuron=2, mode="subset")
     assert "L1/N20" not in [r["id"] for r in similar["results"]]
@@ -269,7 +262,7 @@ async def test_render_returns_dot_that_graphviz_parses(server):
 async def test_a_huge_graph_is_redrawn_with_fewer_nodes_to_fit_the_cap(stores_dir, fake):
     paths = [((f" tok{i}", f" ctx{i}", f" pre{i}"), 1.0 - i / 1000) for i in range(400)]
     StoreWriter(stores_dir / "test-model.jsonl", "test-model").append([make_graph(paths, layer=3, neuron=3)])
-    result = await call(create_server(stores_dir, live=fake), "render_graph_dot", layer=3, neuron=3, max_nodes=500)
+    result = await call(serve(stores_dir, fake), "render_graph_dot", layer=3, neuron=3, max_nodes=500)
     data = result.structured_content
     assert len(data["dot"]) <= MAX_DOT_CHARS and data["max_nodes"] < 500
     assert data["shown_nodes"] < data["nodes"] == 1200
@@ -294,7 +287,7 @@ async def test_predict_with_compare_normalises_the_real_neuron_and_scores_agreem
     fires = [r["index"] for r in data["firing"]]
     assert data["agreement"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667,
                                  "correlation": data["agreement"]["correlation"]}
-    assert len(fires) == 2 and fake.calls == ["activations"]
+    assert len(fires) == 2 and fake.calls == ["tokens", "activations"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -304,6 +297,12 @@ async def test_predict_with_compare_normalises_the_real_neuron_and_scores_agreem
 async def test_empty_or_oversized_text_is_refused_before_the_model_runs(server, fake, text, expected):
     assert expected in await error(server, "predict_activations", layer=0, neuron=1, text=text, compare=True)
     assert fake.calls == []
+
+
+async def test_a_text_over_the_compare_token_cap_is_refused_before_the_model_runs(server, fake):
+    message = await error(server, "predict_activations", layer=0, neuron=1, text=" a" * 4097, compare=True)
+    assert "text has 4097 tokens; compare=true runs the real neuron on at most 4096 tokens" in message
+    assert fake.calls == ["tokens"]
 
 
 # --------------------------------------------------------------------- build
@@ -324,7 +323,7 @@ async def test_build_returns_the_stored_graph_unless_asked_to_rebuild(server, fa
 
 
 async def test_build_reports_increasing_progress(stores_dir):
-    server = create_server(stores_dir, live=FakeLiveBackend(delay=0.3))
+    server = serve(stores_dir, FakeLiveBackend(delay=0.3))
     updates: list[tuple[float, float | None, str | None]] = []
 
     async def progress(done, total, message):
@@ -339,7 +338,7 @@ async def test_build_reports_increasing_progress(stores_dir):
 
 
 def test_progress_only_grows_across_phases_and_stays_below_100():
-    slot = _ProgressSlot()
+    slot = ProgressSlot()
     sent = []
     for done, total, message in [(0, 1, "loading"), (5, 10, "scan"), (10, 10, "scan"), (0, 1, "build"),
                                  (1, 1, "build"), (1, 1, "build")]:
@@ -355,7 +354,7 @@ def test_progress_only_grows_across_phases_and_stays_below_100():
 
 async def test_a_cancelled_build_stops_its_worker_and_writes_nothing(stores_dir):
     fake = FakeLiveBackend(delay=0.4)
-    server = create_server(stores_dir, live=fake)
+    server = serve(stores_dir, fake)
     async with Client(server) as client:
         with anyio.move_on_after(0.5):
             await client.call_tool("build_graph", {"layer": 3, "neuron": 6})
@@ -366,8 +365,8 @@ async def test_a_cancelled_build_stops_its_worker_and_writes_nothing(stores_dir)
 
 
 async def test_build_for_a_model_the_backend_cannot_build_says_why(tmp_path, fake):
-    message = await error(create_server(tmp_path, live=fake), "build_graph", layer=0, neuron=0, model="other-lm")
-    assert "Cannot build graphs for other-lm here: the fake backend cannot build 'other-lm'" in message
+    message = await error(serve(tmp_path, fake), "build_graph", layer=0, neuron=0, model="other-lm")
+    assert "Cannot build graphs for other-lm here: this server does not run other-lm" in message
 
 
 # --------------------------------------------------------------------- resources and prompts
@@ -402,7 +401,7 @@ def test_searching_and_rendering_never_import_torch_or_the_builder(stores_dir):
 import sys, anyio
 from pathlib import Path
 from mcp import Client
-from n2g_mcp.server import _ProgressSlot, create_server
+from n2g_mcp.server import create_server
 server = create_server(Path({str(stores_dir)!r}))
 async def main():
     async with Client(server) as c:
@@ -412,51 +411,57 @@ async def main():
             result = await c.call_tool(tool, args | {{"model": "test-model"}})
             assert not result.is_error, result.content[0].text
 anyio.run(main)
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "transformer_lens")
-             or m == "builder.live"))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "transformer_lens", "builder")))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
-def test_the_builder_backend_loads_a_model_once_under_concurrent_calls(monkeypatch):
+def test_the_live_layer_loads_a_model_once_under_concurrent_calls(monkeypatch):
+    import builder.live as live
+
     loads: list[str] = []
 
     class Model:
-        def activations(self, layer, neuron, text):
-            return text.split(), [1.0] * len(text.split())
+        name, vocab = "m", ["a", "b", "c"]
 
-    def load_live_model(name, device=None):
-        loads.append(name)
+        def encode(self, text):
+            return [["a", "b", "c"].index(t) for t in text.split()]
+
+        def check_layer(self, layer):
+            pass
+
+        check_neuron = check_layer
+
+    def load_model(location, **options):
+        loads.append(location)
         time.sleep(0.2)
         return Model()
 
-    live = types.ModuleType("builder.live")
-    live.load_live_model = load_live_model
-    monkeypatch.setitem(sys.modules, "builder.live", live)
-    backend = BuilderBackend()
-    monkeypatch.setattr(backend, "availability", lambda model: None)
-    threads = [threading.Thread(target=backend.activations, args=("m", 0, 0, "a b")) for _ in range(4)]
+    monkeypatch.setattr(live, "load_model", load_model)
+    monkeypatch.setattr(live, "long_activations", lambda model, layer, ids, neurons: np.ones((len(ids), 1)))
+    models, spec = live.LiveModels(), ModelSpec(name="m", location="m")
+    threads = [threading.Thread(target=models.activations, args=(spec, 0, 0, "a b")) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert loads == ["m"]
-    assert backend.activations("m", 0, 0, "a b c") == (["a", "b", "c"], [1.0, 1.0, 1.0])
+    assert models.activations(spec, 0, 0, "a b c") == (["a", "b", "c"], [1.0, 1.0, 1.0])
 
 
 async def test_get_graph_shows_each_pruned_example_text_once(stores_dir, fake):
     graph = fake.graph("test-model", 2, 2)
     graph.pruned = [graph.pruned[0]] * 3 + graph.pruned
     StoreWriter(stores_dir / "test-model.jsonl", "test-model").append([graph])
-    data = await ok(create_server(stores_dir, live=fake), "get_graph", layer=2, neuron=2)
+    data = await ok(serve(stores_dir, fake), "get_graph", layer=2, neuron=2)
     texts = [e["text"] for e in data["examples"]]
     assert len(texts) == len(set(texts)) == 2
 
 
 async def test_for_a_model_of_unknown_shape_the_store_gives_the_range_hint(stores_dir, fake):
     StoreWriter(stores_dir / "other.jsonl", "other-lm").append([make_graph([((" a",), 1.0)], model="other-lm")])
-    message = await error(create_server(stores_dir, live=fake), "get_graph", layer=40, neuron=1, model="other-lm")
+    message = await error(serve(stores_dir, fake), "get_graph", layer=40, neuron=1, model="other-lm")
     assert "No graph for L40/N1 in store other-lm; call build_graph(layer=40, neuron=1, model='other-lm') " \
            "or search_graphs first. (The store has graphs in layers 0-0 only.)" in message

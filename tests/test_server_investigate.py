@@ -10,20 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from n2g_mcp.fake_live import ENV_VAR
 from n2g_mcp.investigate import investigate
 
-
-def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", *args], env=os.environ | env,
-                          capture_output=True, text=True, timeout=timeout)
+pytestmark = pytest.mark.anyio
 
 
-def test_investigation_searches_builds_tests_compares_and_draws(stores_dir: Path, tmp_path: Path):
-    done = run(["--stores", str(stores_dir), "--layer", "2", "--neuron", "9", "--out", str(tmp_path / "out")],
-               {ENV_VAR: "1"})
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+async def run_fake(stores_dir: Path, layer: int, neuron: int | None, out_dir: Path) -> tuple[int, str]:
+    """The investigation against the n2g-mcp command over the fake live model (tests/fake_server.py)."""
+    out = io.StringIO()
+    command = [sys.executable, "-m", "tests.fake_server", "--stores", str(stores_dir)]
+    status = await investigate(None, layer, neuron, out_dir, out=out, command=command)
+    return status, out.getvalue()
+
+
+async def test_investigation_searches_builds_tests_compares_and_draws(stores_dir: Path, tmp_path: Path):
+    status, out = await run_fake(stores_dir, 2, 9, tmp_path / "out")
+    assert status == 0, out
     for step in ("-> list_models()", "-> search_graphs(repeated=True, layer=2", "-> build_graph(layer=2, neuron=9)",
                  "Built L2/N9 of test-model", "compare=True", "Agreement: precision",
                  "-> find_similar_neurons(layer=2, neuron=9", "== Findings"):
@@ -34,29 +36,44 @@ def test_investigation_searches_builds_tests_compares_and_draws(stores_dir: Path
     assert (tmp_path / "out" / "L2_N9.dot").read_text().startswith("// N2G neuron graph L2/N9")
 
 
-def test_investigation_chooses_a_neuron_by_search_when_none_is_given(stores_dir: Path, tmp_path: Path):
-    done = run(["--stores", str(stores_dir), "--layer", "1", "--out", str(tmp_path)], {ENV_VAR: "1"})
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Chose the top search hit L1/N4." in done.stdout
+async def test_investigation_chooses_a_neuron_by_search_when_none_is_given(stores_dir: Path, tmp_path: Path):
+    status, out = await run_fake(stores_dir, 1, None, tmp_path)
+    assert status == 0, out
+    assert "Chose the top search hit L1/N4." in out
 
 
-def test_investigation_stops_with_a_clear_message_when_a_step_fails(stores_dir: Path, tmp_path: Path):
-    done = run(["--stores", str(stores_dir), "--layer", "7", "--neuron", "0", "--out", str(tmp_path)], {ENV_VAR: "1"})
-    assert done.returncode == 1
-    assert "Investigation stopped: build_graph failed" in done.stdout
-    assert "layer 7 is out of range: test-model has 4 layers" in done.stdout
+async def test_investigation_stops_with_a_clear_message_when_a_step_fails(stores_dir: Path, tmp_path: Path):
+    status, out = await run_fake(stores_dir, 7, 0, tmp_path)
+    assert status == 1
+    assert "Investigation stopped: build_graph failed" in out
+    assert "layer 7 is out of range: test-model has layers 0-3" in out
 
 
 @pytest.mark.model
 def test_investigation_runs_against_the_real_default_model(tmp_path: Path):
-    done = run(["--stores", str(tmp_path / "stores"), "--layer", "0", "--neuron", "5", "--out", str(tmp_path)],
-               {}, timeout=1500)
+    done = subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", "--workflow", "neuron",
+                           "--stores", str(tmp_path / "stores"), "--layer", "0", "--neuron", "5",
+                           "--out", str(tmp_path)],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Built L0/N5 of smollm2-135m" in done.stdout and "Agreement: precision" in done.stdout
 
 
+async def test_the_induction_investigation_finds_the_planted_neuron_and_its_causal_effect(tmp_path: Path):
+    """The demo's workflow against the real live layer over the induction oracle (a subprocess)."""
+    out = io.StringIO()
+    command = [sys.executable, "-m", "tests.oracle_server", "--stores", str(tmp_path / "stores")]
+    status = await investigate(None, 0, None, tmp_path, out=out, command=command, workflow="induction",
+                               sequences=6, length=16)
+    text = out.getvalue()
+    assert status == 0, text
+    for step in ("-> find_induction_neurons(", "-> top_activations(layer=1, neuron=3", "-> build_graph(layer=1, neuron=3)",
+                 "-> ablate_neurons(neurons=['L1/N3'])", "-> test_hypothesis(", "-> find_neurons(", "== Findings"):
+        assert step in text, step
+    assert "best L1/N3 " in text
+    assert "raises the copy loss more than the control" in text
 
-@pytest.mark.anyio
+
 async def test_investigation_says_so_when_the_server_cannot_start(tmp_path: Path):
     out = io.StringIO()
     status = await investigate(None, 0, None, tmp_path, out=out,

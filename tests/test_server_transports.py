@@ -16,19 +16,29 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from n2g_mcp.fake_live import ENV_VAR, FakeLiveBackend
-from n2g_mcp.server import create_server, http_app
+from n2g_mcp.auth import http_app
+from n2g_mcp.server import create_server
+from tests.fakes import FakeLiveBackend
 
 pytestmark = pytest.mark.anyio
 
 
-def stdio_params(stores_dir: Path) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "n2g_mcp", "--stores", str(stores_dir)],
-                                 env={ENV_VAR: "1"})
+FAKE_SERVER = [sys.executable, "-m", "tests.fake_server"]
+"""The n2g-mcp command over the fake live model (tests/fake_server.py)."""
+
+
+def fake_server(stores_dir: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=FAKE_SERVER[0], args=[*FAKE_SERVER[1:], "--stores", str(stores_dir)],
+                                 env=dict(os.environ))
+
+
+def served(stores_dir: Path):
+    fake = FakeLiveBackend()
+    return create_server(stores_dir, live=fake, models=fake.served())
 
 
 async def test_over_stdio_a_subprocess_searches_builds_predicts_and_survives_errors(stores_dir):
-    async with Client(stdio_params(stores_dir)) as client:
+    async with Client(fake_server(stores_dir)) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"build_graph", "predict_activations", "search_graphs", "find_similar_neurons"} <= tools
         found = await client.call_tool("search_graphs", {"activating": [" except"]})
@@ -46,7 +56,7 @@ async def test_over_stdio_a_subprocess_searches_builds_predicts_and_survives_err
 
 
 async def test_over_http_in_process_the_tools_answer(stores_dir):
-    app = http_app(create_server(stores_dir, live=FakeLiveBackend()))
+    app = http_app(served(stores_dir))
     async with (
         app.router.lifespan_context(app),
         httpx2.ASGITransport(app) as transport,
@@ -60,7 +70,7 @@ async def test_over_http_in_process_the_tools_answer(stores_dir):
 
 
 async def test_over_http_beyond_loopback_a_bearer_token_is_required(stores_dir):
-    server = create_server(stores_dir, live=FakeLiveBackend())
+    server = served(stores_dir)
     with pytest.raises(ValueError, match="pass --token or set N2G_MCP_TOKEN"):
         http_app(server, host="0.0.0.0")
     app = http_app(server, host="0.0.0.0", token="s3cret")
@@ -84,9 +94,8 @@ def _free_port() -> int:
 
 async def test_the_command_serves_streamable_http_through_uvicorn(stores_dir):
     port = _free_port()
-    env = os.environ | {ENV_VAR: "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "n2g_mcp", "--transport", "http", "--port", str(port),
-                             "--stores", str(stores_dir)], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*FAKE_SERVER, "--transport", "http", "--port", str(port), "--stores", str(stores_dir)],
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

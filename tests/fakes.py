@@ -1,9 +1,8 @@
-"""TEST HOOK: a fake live model whose neurons follow a known rule, for testing without torch.
+"""A test double of the live model whose neurons follow a known rule, for testing without torch.
 
-Never used unless asked for: tests pass :class:`FakeLiveBackend` to ``create_server``, and a
-server process started with the environment variable ``N2G_MCP_TEST_FAKE_LIVE=1`` uses it instead
-of the real builder (this is how the stdio tests and the ``investigate`` test run a subprocess
-without a model). Graphs it builds are marked ``"fake": true`` in their ``build`` field.
+Tests pass :class:`FakeLiveBackend` (and the models it serves, :meth:`FakeLiveBackend.served`) to
+``create_server``; a server subprocess gets it through ``python -m tests.fake_server``. Graphs it
+builds are marked ``"fake": true`` in their ``build`` field.
 
 The rule, for neuron ``n`` of layer ``l``: the neuron has an activating word ``A = word(n)`` and
 a context word ``C = word(7n + l + 3)`` (a different word). On a token that is ``A``
@@ -14,11 +13,11 @@ except when ``C`` stands three tokens back (a known miss, which makes agreement 
 non-trivial).
 
 >>> fake = FakeLiveBackend()
->>> fake.tokens("test-model", "A cat sat.")
+>>> fake.tokens(fake.spec, "A cat sat.")
 ['A', ' cat', ' sat', '.']
 >>> fake.rule(0, 1)
 (' dog', ' apple')
->>> fake.activations("test-model", 0, 1, "an apple dog")[1]
+>>> fake.activations(fake.spec, 0, 1, "an apple dog")[1]
 [0.0, 0.0, 4.0]
 """
 
@@ -30,15 +29,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from n2g_mcp.live import BuildCancelled, LiveError, Progress
+from n2g_mcp.errors import Cancelled, Unavailable
+from n2g_mcp.registry import ServedModels
 from store.graph import Example, Fidelity, Matching, MethodFidelity, NeuronGraph, graph_record
 from store.jsonl import StoreWriter
 from store.metrics import score
+from store.models import ModelSpec
+from store.progress import Progress
 from store.tokens import normalize
 from store.trie import IGNORE, NeuronTrie
-
-ENV_VAR = "N2G_MCP_TEST_FAKE_LIVE"
-"""Set to 1 to make ``n2g-mcp`` serve the fake backend (tests only)."""
 
 WORDS = (" cat", " dog", " tree", " house", " river", " stone", " book", " light",
          " road", " cloud", " apple", " glass", " bird", " sand", " door", " wheel")
@@ -58,7 +57,8 @@ class FakeLiveBackend:
 
     def __init__(self, model: str = "test-model", n_layers: int = 4, d_mlp: int = 64,
                  delay: float = 0.0) -> None:
-        self.default_model = model
+        self.spec = ModelSpec(name=model, location=model, shape=(n_layers, d_mlp))
+        """The one model it runs."""
         self.n_layers, self.d_mlp, self.delay = n_layers, d_mlp, delay
         self.calls: list[str] = []
         """What was asked, in order (``"tokens"``, ``"activations"``, ``"build"``)."""
@@ -75,19 +75,20 @@ class FakeLiveBackend:
             ctx_index = (ctx_index + 1) % len(WORDS)
         return act, WORDS[ctx_index]
 
-    def _check(self, model: str) -> None:
-        if model != self.default_model:
-            raise LiveError(f"unknown model {model!r}: the fake backend knows only {self.default_model!r}")
+    def served(self, **options: object) -> ServedModels:
+        """The models a server over this double serves: its one model, as the default."""
+        return ServedModels(default=self.spec, embedded=False, **options)  # type: ignore[arg-type]
+
+    def _check(self, spec: ModelSpec) -> None:
+        if spec.name != self.spec.name:
+            raise Unavailable(f"the fake backend runs only {self.spec.name!r}")
 
     # ----------------------------------------------------------------- LiveBackend
-    def shape(self, model: str) -> tuple[int, int] | None:
-        return (self.n_layers, self.d_mlp) if model == self.default_model else None
+    def availability(self, spec: ModelSpec) -> str | None:
+        return None if spec.name == self.spec.name else f"the fake backend cannot run {spec.name!r}"
 
-    def availability(self, model: str) -> str | None:
-        return None if model == self.default_model else f"the fake backend cannot build {model!r}"
-
-    def tokens(self, model: str, text: str) -> list[str]:
-        self._check(model)
+    def tokens(self, spec: ModelSpec, text: str) -> list[str]:
+        self._check(spec)
         self.calls.append("tokens")
         return _TOKEN.findall(text)
 
@@ -98,20 +99,22 @@ class FakeLiveBackend:
         return [0.0 if key != act else MAX_ACTIVATION if ctx in keys[max(0, i - 3):i] else 1.0
                 for i, key in enumerate(keys)]
 
-    def activations(self, model: str, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
-        self._check(model)
+    def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
+        self._check(spec)
         self.calls.append("activations")
         tokens = _TOKEN.findall(text)
         return tokens, self.raw(layer, neuron, tokens)
 
-    def build(self, model: str, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> list[NeuronGraph]:
-        self._check(model)
+    def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              scan_file: object = None) -> list[NeuronGraph]:
+        self._check(spec)
+        model = spec.name
         self.calls.append("build")
         for step, what in enumerate(("scan", "prune", "saliency", "fit")):
             if cancel is not None and cancel.is_set():
                 self.cancelled.set()
-                raise BuildCancelled("build cancelled; nothing was written")
+                raise Cancelled("build cancelled; nothing was written")
             if progress is not None:
                 progress(step, 4, f"{what} (fake)")
             time.sleep(self.delay)

@@ -1,0 +1,118 @@
+"""The live-model probes on rule-defined models whose answers we know: induction ranking,
+ablation, which neurons fire at a token, and a hypothesis scored against the real neuron."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from builder.ablate import ablate
+from builder.config import ScanConfig
+from builder.corpus import make_windows
+from builder.errors import BadRequest
+from builder.firing import neurons_at
+from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
+from builder.induction import induction_scores, repeated_sequences
+from builder.scan import scan
+from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, induction_model
+from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus
+
+
+def test_the_planted_induction_neuron_ranks_first():
+    model = induction_model()
+    ranking = induction_scores(model, [0, 1], sequences=8, length=24, seed=3)
+    best = ranking[0]
+    assert (best.layer, best.neuron) == (INDUCT_LAYER, INDUCT)
+    assert best.second == 1.0 and best.first < 0.2
+    assert all(r.score < 0.2 for r in ranking[1:])
+
+
+def test_the_induction_probe_is_deterministic_for_a_seed():
+    model = induction_model()
+    assert (repeated_sequences(model, 4, 10, seed=1) == repeated_sequences(model, 4, 10, seed=1)).all()
+    assert not (repeated_sequences(model, 4, 10, seed=1) == repeated_sequences(model, 4, 10, seed=2)).all()
+    assert induction_scores(model, [1], 4, 10, seed=5) == induction_scores(model, [1], 4, 10, seed=5)
+
+
+def test_ablating_the_induction_neuron_raises_the_loss_on_the_copy_and_a_control_does_not():
+    model = induction_model()
+    result = ablate(model, [(INDUCT_LAYER, INDUCT)], sequences=6, length=16, seed=0)
+    vocab = len(model.vocab)
+    assert result.loss_clean < 0.1
+    assert result.loss_ablated == pytest.approx(np.log(vocab), rel=0.01)
+    assert result.control_neurons and (INDUCT_LAYER, INDUCT) not in result.control_neurons
+    assert result.control_delta == pytest.approx(0.0, abs=1e-6)
+    assert result.delta > 5
+    assert result.top_changes[0].loss_ablated > result.top_changes[0].loss_clean
+
+
+def test_mean_ablation_uses_the_given_means():
+    model = induction_model()
+    means = {INDUCT_LAYER: np.full(6, 1.0)}  # "always fires": the copy stays predicted
+    kept = ablate(model, [(INDUCT_LAYER, INDUCT)], mode="mean", means=means, control=False,
+                  sequences=4, length=12)
+    assert kept.delta <= 0 and kept.control_delta is None
+
+
+def test_ablation_rejects_a_one_token_text():
+    with pytest.raises(BadRequest, match="two tokens"):
+        ablate(induction_model(), [(1, 3)], text="aaa")
+
+
+def test_the_firing_neuron_at_a_token_is_found_across_layers():
+    model = induction_model()
+    ids = model.encode("abc abd aaa abc")  # the last token repeats: INDUCT fires there
+    maxes = {0: np.ones(6), 1: np.ones(6)}
+    hits = neurons_at(model, ids, -1, [0, 1], maxes, limit=3)
+    assert (hits[0].layer, hits[0].neuron, hits[0].normalized) == (INDUCT_LAYER, INDUCT, 1.0)
+    even = neurons_at(model, model.encode("aaa abc"), 0, [0], maxes, limit=1)[0]  # " aaa" is word 0
+    assert (even.layer, even.neuron) == (0, EVEN)
+    with pytest.raises(BadRequest, match="outside"):
+        neurons_at(model, ids, 9, [0], maxes)
+
+
+@pytest.fixture(scope="module")
+def rule_scan(tmp_path_factory: pytest.TempPathFactory):
+    model = rule_model()
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "rule.txt")
+    config = ScanConfig(window=16, top_k=10, random_windows=6, batch_size=8)
+    windows = make_windows(model, corpus, config.window)
+    layer_scan = scan(model, windows, [0], config, use_cache=False)[0]
+    return model, windows, layer_scan, CorpusText.from_windows(windows, model.vocab)
+
+
+def test_a_true_token_hypothesis_scores_perfectly(rule_scan):
+    model, windows, layer_scan, corpus = rule_scan
+    result = score_hypothesis(model, 0, TOKEN, " the", "tokens", layer_scan, windows, corpus)
+    assert result.overall.f1 == 1.0 and result.overall.precision == 1.0
+    assert {s.set for s in result.sets} == {"top", "random", "matches"}
+    assert not result.false_positives and not result.false_negatives
+
+
+def test_a_too_broad_regex_lists_its_false_positives(rule_scan):
+    model, windows, layer_scan, corpus = rule_scan
+    # " except" fires only after " everyone": the bare word over-claims.
+    result = score_hypothesis(model, 0, EXCEPT, r" except\b", "regex", layer_scan, windows, corpus)
+    assert result.overall.recall == 1.0 and result.overall.precision < 1.0
+    assert result.false_positives and all("[[ except]]" in m.text for m in result.false_positives)
+    # Context goes in a look-behind, so that only " except" itself is claimed.
+    narrow = score_hypothesis(model, 0, EXCEPT, r"(?<=everyone(?:\s\w+){0,2}) except", "regex",
+                              layer_scan, windows, corpus)
+    assert narrow.overall.f1 == 1.0
+
+
+@pytest.mark.parametrize("pattern, message", [("(", "does not compile"),
+                                              ("zebra", "claims no token")])
+def test_bad_patterns_are_explained(rule_scan, pattern, message):
+    model, windows, layer_scan, corpus = rule_scan
+    with pytest.raises(BadPattern, match=message):
+        score_hypothesis(model, 0, TOKEN, pattern, "regex", layer_scan, windows, corpus)
+
+
+def test_a_slow_regex_hits_the_time_limit(rule_scan):
+    model, windows, layer_scan, corpus = rule_scan
+    big = CorpusText(corpus.text * 20, corpus.starts, corpus.window)
+    with pytest.raises(BadPattern, match="longer than"):
+        score_hypothesis(model, 0, TOKEN, r"(\w+\s?)+\.$", "regex", layer_scan, windows, big,
+                         timeout=0.001)

@@ -1,0 +1,123 @@
+"""The whole-model tools through the MCP client, on the real builder code over a rule-defined
+model: top_activations from a scan file for a neuron with no graph, find_neurons,
+find_induction_neurons, ablate_neurons and test_hypothesis, and their explaining errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+from mcp import Client
+
+from n2g_mcp.server import create_server
+from store.scanfile import ScanFile, scan_filename
+from tests.client import error, ok
+from tests.induction_oracle import (
+    EVEN,
+    INDUCT,
+    INDUCT_LAYER,
+    PROBE_CALLS,
+    induction_model,
+    oracle_backend,
+    write_oracle_scan,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def oracle_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stores directory holding only the oracle model's whole-model scan file."""
+    stores = tmp_path_factory.mktemp("stores")
+    write_oracle_scan(stores)
+    return stores
+
+
+@pytest.fixture
+def server(oracle_stores: Path):
+    backend, models = oracle_backend()
+    return create_server(oracle_stores, live=backend, models=models)
+
+
+def test_the_scan_file_round_trips_the_top_windows(oracle_stores: Path):
+    scan_file = ScanFile(oracle_stores / scan_filename("induction-oracle"))
+    model = induction_model()
+    top = scan_file.top(0, EVEN)
+    assert len(top) == 6 and all(w.tokens[w.pivot] in model.vocab for w in top)
+    # EVEN fires 0.9 on even-numbered words, so its top windows peak at 0.9 on such a word.
+    assert all(w.activation == pytest.approx(0.9, abs=1e-3) for w in top)
+    assert all((model.vocab.index(w.tokens[w.pivot]) - 1) % 2 == 0 for w in top)
+    assert scan_file.stats(0, EVEN).density == pytest.approx(0.5, abs=0.1)
+
+
+async def test_every_probe_tools_output_validates_against_its_published_schema(server):
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        for name, args in {**PROBE_CALLS, "top_activations": {"layer": 1, "neuron": INDUCT}}.items():
+            result = await client.call_tool(name, args)
+            assert not result.is_error, (name, result.content[0].text)
+            jsonschema.validate(result.structured_content, tools[name].output_schema)
+
+
+async def test_top_activations_answers_for_a_neuron_without_a_graph(server):
+    out = await ok(server, "top_activations", layer=INDUCT_LAYER, neuron=INDUCT, limit=3)
+    assert out["source"] == "scan" and out["total"] == 6 and len(out["examples"]) == 3
+    assert out["stats"]["density"] > 0 and out["next_cursor"]
+    assert all("[[" in e["text"] for e in out["examples"])
+
+
+async def test_find_neurons_ranks_the_neuron_firing_at_the_token(server):
+    out = await ok(server, "find_neurons", text="abd abc aaa abd", limit=3)  # " abd" is odd: not EVEN
+    first = out["results"][0]
+    assert (first["layer"], first["neuron"]) == (INDUCT_LAYER, INDUCT)
+    assert out["token"] == " abd" and out["position"] == 3 and first["has_graph"] is False
+    out = await ok(server, "find_neurons", text="aaa abc abd", token=" aaa", layers=[0], limit=1)
+    assert (out["results"][0]["neuron"], out["position"]) == (EVEN, 0)
+
+
+async def test_find_induction_neurons_puts_the_planted_neuron_first(server):
+    out = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=5)
+    assert out["results"][0]["id"] == f"L{INDUCT_LAYER}/N{INDUCT}"
+    assert out["results"][0]["second"] == 1.0 and out["threshold_source"] == "corpus scan max"
+    again = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=5)
+    assert [r["id"] for r in again["results"]] == [r["id"] for r in out["results"]]
+
+
+async def test_ablating_the_induction_neuron_beats_its_control(server):
+    out = await ok(server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}"])
+    assert out["delta"] > 3 and abs(out["control_delta"]) < 1e-3
+    assert out["measured_on"].startswith("repeated")
+    one = await ok(server, "ablate_neurons", neurons=f"L{INDUCT_LAYER}/N{INDUCT}", control=False)
+    assert one["control_delta"] is None
+
+
+async def test_test_hypothesis_scores_a_true_claim_highly(server):
+    # EVEN fires on words with an even index: those whose last letter is a, c, e, g or i.
+    out = await ok(server, "test_hypothesis", layer=0, neuron=EVEN, pattern=r" [a-j]{2}[acegi]\b")
+    assert out["overall"]["f1"] == 1.0
+    assert {s["set"] for s in out["sets"]} == {"top", "random", "matches"}
+
+
+@pytest.mark.parametrize("tool, args, words", [
+    ("ablate_neurons", {"neurons": ["L1/N99"]}, "out of range"),
+    ("ablate_neurons", {"neurons": ["neuron 3"]}, "L17/N938"),
+    ("ablate_neurons", {"neurons": [f"L0/N{i % 6}" for i in range(257)]}, "257"),
+    ("find_neurons", {"text": ""}, "empty"),
+    ("find_neurons", {"text": "abc " * 6000}, "over the limit"),
+    ("find_neurons", {"text": "abc abd", "token": " zzz"}, "no token"),
+    ("find_neurons", {"text": "abc abd", "layers": [7]}, "out of range"),
+    ("find_induction_neurons", {"layers": [2]}, "out of range"),
+    ("test_hypothesis", {"layer": 0, "neuron": 1, "pattern": "("}, "does not compile"),
+    ("test_hypothesis", {"layer": 0, "neuron": 1, "pattern": "zebra"}, "claims no token"),
+])
+async def test_bad_input_gets_an_explaining_error_and_the_server_carries_on(server, tool, args, words):
+    message = await error(server, tool, **args)
+    assert words in message
+    assert (await ok(server, "top_activations", layer=0, neuron=0))["total"] == 6
+
+
+async def test_the_scan_tools_explain_a_missing_scan(tmp_path: Path):
+    backend, models = oracle_backend()
+    bare = create_server(tmp_path, live=backend, models=models)
+    assert "n2g scan" in await error(bare, "find_neurons", text="abc abd")
