@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import time
 
-from builder.config import AugmentConfig, BuildConfig, PruneConfig, ScanConfig
+from builder.config import BuildConfig, PruneConfig, ScanConfig
 from store.metrics import mean_defined
 
 
@@ -35,7 +35,7 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
     # pruned text's activation as END, no calibration, saliency of every token, pivots substituted.
     before = replace(base, examples=replace(base.examples, windows=None, max_pivots=None),
                      saliency=replace(base.saliency, context=None),
-                     augment=replace(base.augment, pivot=True),
+                     augment=replace(base.augment, helper="embedding", pivot=True),
                      fit=replace(uncalibrated, scale=False), eval=replace(base.eval, extra_train=0))
     return {
         "default (see the stages table)": base,
@@ -61,12 +61,11 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "pivots capped at 16 (default 8)": replace(base, examples=replace(base.examples, max_pivots=16)),
         "saliency of every token (default: the 8 before the pivot)": replace(
             base, saliency=replace(base.saliency, context=None)),
-        "no augmentation": replace(base, augment=AugmentConfig(helper="none")),
-        "pivot augmentation too (new pivots pruned and measured again)": replace(
-            base, augment=replace(base.augment, pivot=True)),
-        "pivot augmentation, new pivots inherit their original's context": replace(
-            base, augment=replace(base.augment, pivot=True, new_pivot="inherit")),
-        "augmentation helper: model's own predictions (default: embedding neighbours)": replace(
+        "context augmentation by embedding neighbours (default: none)": replace(
+            base, augment=replace(base.augment, helper="embedding")),
+        "context and pivot augmentation (new pivots pruned and measured again)": replace(
+            base, augment=replace(base.augment, helper="embedding", pivot=True)),
+        "context augmentation by the model's own predictions": replace(
             base, augment=replace(base.augment, helper="model")),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
         "matching: exact tokens": replace(base, fit=replace(base.fit, normalized=False)),

@@ -115,25 +115,6 @@ def test_rebuild_skips_stored_neurons(built, tmp_path, monkeypatch) -> None:
     assert again == []
 
 
-def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkeypatch) -> None:
-    # The L1/N0 case: the last line lost only its newline in a crash; the reader counted
-    # it as built, then the next build's writer cut it off, and the graph was gone.
-    model, store, corpus = built
-    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
-    path = tmp_path / "torn.jsonl"
-    path.write_bytes(store.path.read_bytes().rstrip(b"\n"))
-    last = read_store(path)
-    assert build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], path, CONFIG, corpus=corpus) == []
-    resumed = read_store(path)
-    assert not resumed.corrupt and resumed.graphs.keys() == last.graphs.keys() == store.graphs.keys()
-    assert path.read_bytes().endswith(b"\n")
-
-
-def test_a_build_records_the_models_shape_in_a_new_store(built) -> None:
-    model, store, _ = built
-    assert store.header.shape == (model.n_layers, model.d_mlp)
-
-
 def _half_graph(tmp_path, monkeypatch, fit: FitConfig):
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
     model = rule_model()
@@ -164,3 +145,22 @@ def test_calibration_learns_that_the_pruned_token_fires_only_after_its_distant_c
     assert 0.5 <= graph.graph[(" home",)] <= 0.8
     assert graph.graph[(" sun", " red")] == pytest.approx(1.0)
     assert not graph.unexplained
+
+
+def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkeypatch) -> None:
+    # The L1/N0 case: the last line lost only its newline in a crash; the reader counted
+    # it as built, then the next build's writer cut it off, and the graph was gone.
+    model, store, corpus = built
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "torn.jsonl"
+    path.write_bytes(store.path.read_bytes().rstrip(b"\n"))
+    last = read_store(path)
+    assert build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], path, CONFIG, corpus=corpus) == []
+    resumed = read_store(path)
+    assert not resumed.corrupt and resumed.graphs.keys() == last.graphs.keys() == store.graphs.keys()
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_build_records_the_models_shape_in_a_new_store(built) -> None:
+    model, store, _ = built
+    assert store.header.shape == (model.n_layers, model.d_mlp)
