@@ -90,7 +90,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not graphs:
         raise UsageError(f"no graphs in {args.store}" + (f" for layers {args.layers}" if args.layers else ""))
     dead = sum(g.fidelity is None for g in graphs)
-    print(f"{store.model}: {len(graphs)} graphs ({dead} dead neurons without fidelity) in {args.store}\n")
+    unexplained = sum(g.unexplained for g in graphs)
+    print(f"{store.model}: {len(graphs)} graphs ({dead} dead neurons without fidelity, {unexplained} "
+          f"flagged unexplained: they predict no firing on their own train windows) in {args.store}\n")
     print("Test top-activating examples only (the paper's Table 1 protocol); means over neurons; "
           "r = Pearson correlation:\n")
     print(fidelity_table(graphs, "top"))
@@ -104,11 +106,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- store
 def cmd_compact(args: argparse.Namespace) -> int:
-    store = _read(args.source)
-    if report := describe_corrupt(store):
-        print(report, file=sys.stderr)
-    count = write_store(args.target, store.model, store, shape=store.shape)
-    print(f"wrote {count} graphs of {store.model} to {args.target}")
+    stores = [_read(source) for source in args.sources]
+    models = {store.model for store in stores}
+    if len(models) > 1:
+        raise UsageError(f"the sources hold different models ({', '.join(sorted(models))}); "
+                         "compact each model's stores separately")
+    graphs: dict = {}
+    for store in stores:  # a later source wins for a neuron in several, as in a stores directory
+        if report := describe_corrupt(store):
+            print(report, file=sys.stderr)
+        graphs.update(store.graphs)
+    first = stores[0]
+    count = write_store(args.target, first.model, graphs.values(), shape=first.shape)
+    print(f"wrote {count} graphs of {first.model} to {args.target}")
     return 0
 
 
@@ -130,8 +140,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="store maintenance")
     ssub = s.add_subparsers(dest="store_command", required=True)
-    c = ssub.add_parser("compact", help="rewrite a store (last line per neuron wins); .gz compresses")
-    c.add_argument("source")
+    c = ssub.add_parser("compact", help="rewrite stores as one (last line per neuron wins, and the "
+                                        "last source); .gz compresses")
+    c.add_argument("sources", nargs="+", help="stores to merge, in order (a later one wins)")
     c.add_argument("target")
     c.set_defaults(func=cmd_compact)
     return parser

@@ -45,3 +45,18 @@ def test_ranges_and_samples() -> None:
     assert parse_range("all", 3) == [0, 1, 2]
     picked = sample(range(1536), 32)
     assert picked == sample(range(1536), 32) and len(set(picked)) == 32
+
+
+def test_compact_merges_several_stores_the_later_winning(tmp_path, capsys) -> None:
+    from store.jsonl import read_store, write_store
+
+    old = read_store(GOLDEN)
+    first = next(iter(old))
+    newer = first.model_copy(update={"max_activation": first.max_activation * 2})
+    patch = tmp_path / "patch.jsonl"
+    write_store(patch, old.model, [newer], shape=old.shape)
+    target = tmp_path / "merged.jsonl.gz"
+    assert main(["store", "compact", str(GOLDEN), str(patch), str(target)]) == 0
+    merged = read_store(target)
+    assert len(merged) == len(old)
+    assert merged.get(first.layer, first.neuron).max_activation == newer.max_activation
