@@ -18,9 +18,10 @@ are slow (call them from a worker thread).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from n2g_mcp import text
 from n2g_mcp.errors import BadArgument, Cancelled, NotFound, Unavailable
@@ -524,8 +525,6 @@ class Queries:
     def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = 50,
                        sequences: int = 24, length: int = 48, seed: int = 0) -> InductionOutput:
         """Neurons that fire more on the second copy of repeated random sequences; slow."""
-        import time
-
         model = self.model(model)
         layers = self._layers(model, layers)
         spec = self._probe_spec(model, "run the induction probe")
@@ -599,7 +598,7 @@ class Queries:
         except BadArgument as exc:
             raise BadArgument(text.bad_pattern(str(exc))) from None
 
-        def marked(m: object) -> MarkedView:
+        def marked(m: Any) -> MarkedView:  # a builder.hypothesis.MarkedWindow
             return MarkedView(set=m.set, text=m.text, token=m.token, activation=round(m.activation, 4))
 
         return HypothesisOutput(
