@@ -24,9 +24,8 @@ import numpy as np
 
 from builder.forward import run_layers
 from builder.models import LoadedModel
+from store.metrics import FIRING_THRESHOLD
 
-FIRING = 0.5
-"""Normalised activation at which a token fires (the paper's threshold)."""
 _ORDINARY = re.compile(r"^ [a-z]{3,12}$")
 
 
@@ -84,7 +83,7 @@ def induction_scores(model: LoadedModel, layers: Sequence[int], sequences: int =
         if base is None:
             base = a.max(axis=(0, 1))
         base = np.where(base > 0, base, np.inf)  # a neuron that never fires never fires here
-        firing = a >= FIRING * base  # (sequences, 2 * length, d_mlp)
+        firing = a >= FIRING_THRESHOLD * base  # (sequences, 2 * length, d_mlp)
         first = firing[:, :length].mean(axis=(0, 1))
         second = firing[:, length:].mean(axis=(0, 1))
         results += [InductionScore(layer, n, float(second[n] - first[n]), float(first[n]),

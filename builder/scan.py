@@ -38,6 +38,7 @@ from builder.corpus import windows_key
 from builder.errors import Cancelled
 from builder.forward import run_layers
 from builder.models import LoadedModel, cache_dir
+from store.metrics import FIRING_THRESHOLD
 from store.names import file_safe
 from store.progress import Progress
 from store.scanfile import ScanFile, write_scan_file
@@ -51,8 +52,6 @@ LOW_EXP, HIGH_EXP = -8, 8
 """The histogram covers raw activations from 2^-8 to 2^8; lower ones (negatives included) share
 bin 0, higher ones the top bin."""
 N_BINS = (HIGH_EXP - LOW_EXP) * BINS_PER_OCTAVE + 2
-FIRING = 0.5
-"""Normalised activation at which a token fires (the paper's threshold), for the density."""
 
 
 @dataclass
@@ -199,9 +198,9 @@ def _stats(state: _LayerState, n_tokens: int) -> tuple[np.ndarray, dict[float, n
     maxes = values[0]
     edges = _edges()  # edges[j - 1] is the lower edge of bin j
     # Exact count of firing tokens inside the top windows.
-    in_top = (state.traces.numpy() >= FIRING * maxes[None, :, None]).sum(axis=(0, 2))
+    in_top = (state.traces.numpy() >= FIRING_THRESHOLD * maxes[None, :, None]).sum(axis=(0, 2))
     # Estimate from the sample: the bins above the threshold, plus the straddling bin's share.
-    threshold = FIRING * maxes
+    threshold = FIRING_THRESHOLD * maxes
     j = np.clip(np.searchsorted(edges, threshold, side="right"), 1, N_BINS - 1)  # its bin
     low, high = edges[j - 1], edges[j]
     inside = np.clip((high - threshold) / (high - low), 0, 1)
@@ -387,8 +386,9 @@ def layer_scan_from_file(model: LoadedModel, scan_file: ScanFile, layer: int,
     a pass over the whole corpus). Traces of other neurons are left at zero."""
     model.check_layer(layer)
     k = min(config.top_k, scan_file.top_k)
+    chosen = np.asarray(list(neurons), dtype=np.int64)  # (m,)
     window_ids = scan_file.top_window[layer, :k].astype(np.int64)  # (k, d)
-    needed = np.unique(window_ids[:, list(neurons)])
+    needed = np.unique(window_ids[:, chosen])  # sorted
     windows = scan_file.windows.astype(np.int64)
     traces = np.zeros((k, model.d_mlp, windows.shape[1]), np.float32)
     rows = np.concatenate([needed, scan_file.random_windows.astype(np.int64)])
@@ -397,13 +397,11 @@ def layer_scan_from_file(model: LoadedModel, scan_file: ScanFile, layer: int,
         batch = windows[rows[start:start + config.batch_size]].tolist()
         acts.append(run_layers(model, batch, [layer])[layer].cpu().numpy())  # (batch, pos, d)
     every = np.concatenate(acts) if acts else np.zeros((0, windows.shape[1], model.d_mlp), np.float32)
-    where = {int(w): i for i, w in enumerate(needed)}
-    for n in neurons:
-        for rank in range(k):
-            traces[rank, n] = every[where[int(window_ids[rank, n])], :, n]
+    row = np.searchsorted(needed, window_ids[:, chosen])  # (k, m) each trace's row of `every`
+    traces[:, chosen] = every[row, :, chosen[None, :]]  # (k, m, window)
     values = scan_file.top_value[layer, :k].astype(np.float32)  # (k, d), float16 precision
     values[0] = scan_file.max_activation[layer]
-    values[:, list(neurons)] = traces[:, list(neurons)].max(axis=2)
+    values[:, chosen] = traces[:, chosen].max(axis=2)
     return LayerScan(
         layer=layer, values=values, windows=window_ids.astype(np.int32), traces=traces,
         random_windows=scan_file.random_windows.astype(np.int32),

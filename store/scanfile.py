@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from store.names import neuron_id
+from store.names import file_safe, neuron_id
 
 SCAN_FORMAT = "n2g-scan"
 SCAN_VERSION = 1
@@ -59,8 +59,6 @@ def scan_filename(model: str) -> str:
     >>> scan_filename("smollm2-135m")
     'smollm2-135m.scan.npz'
     """
-    from store.names import file_safe
-
     return file_safe(model) + SCAN_SUFFIX
 
 
