@@ -32,11 +32,13 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
     replace = dataclasses.replace
     uncalibrated = replace(base.fit, calibrate=False, backoff=False, token_paths=False)
     # The method before issue 8: every firing token of the paper's 10 train windows, no cap, the
-    # pruned text's activation as END, no calibration, saliency of every token, pivots substituted.
+    # pruned text's activation as END, no calibration, saliency of every token, pivots substituted,
+    # folded matching.
     before = replace(base, examples=replace(base.examples, windows=None, max_pivots=None),
                      saliency=replace(base.saliency, context=None),
                      augment=replace(base.augment, helper="embedding", pivot=True),
-                     fit=replace(uncalibrated, scale=False), eval=replace(base.eval, extra_train=0))
+                     fit=replace(uncalibrated, scale=False, normalized=True),
+                     eval=replace(base.eval, extra_train=0))
     return {
         "default (see the stages table)": base,
         "paper's method (argmax pivots, context augmentation, exact, 10 train windows)": replace(
@@ -68,7 +70,8 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "context augmentation by the model's own predictions": replace(
             base, augment=replace(base.augment, helper="model")),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
-        "matching: exact tokens": replace(base, fit=replace(base.fit, normalized=False)),
+        "matching: case- and space-folded (default: exact)": replace(
+            base, fit=replace(base.fit, normalized=True)),
     }
 
 

@@ -176,10 +176,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--mask-token", help="token used to mask in saliency (default: unk/pad)")
     b.add_argument("--rule", choices=["all", "greedy"], help="prediction matching rule")
     b.add_argument("--normalized", action=argparse.BooleanOptionalAction,
-                   help="match tokens case/space-insensitively (default on)")
+                   help="match tokens case/space-insensitively (default off: exact)")
     b.add_argument("--paper", action="store_true",
-                   help="the paper's method where our defaults differ (argmax pivots, context-only "
-                        "augmentation, exact matching); other options apply on top")
+                   help="the paper's method where our defaults differ (10 train windows, argmax "
+                        "pivots, context augmentation, uncalibrated fit); other options apply on top")
     b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
     b.add_argument("--scan-file", help="a whole-model scan to take top windows from (default: "
