@@ -6,6 +6,7 @@ import pytest
 
 from builder.cli import parse_range, sample
 from n2g_mcp.cli import main
+from store.jsonl import read_store, write_store
 from tests.test_store_io import GOLDEN
 
 
@@ -31,6 +32,27 @@ def test_eval_prints_per_layer_tables_for_all_three_methods(capsys) -> None:
     for method in ("N2G F1", "Token lookup F1", "5-gram lookup F1"):
         assert method in out
     assert "| 5 | 0.38 | 0.68 | 0.37 |" in out  # the paper's row for layer 5
+
+
+def test_eval_margin_table_is_the_difference_of_the_layer_means(tmp_path, capsys) -> None:
+    graphs = list(read_store(GOLDEN))
+    # Two copies of the golden layer-0 graphs, one made to lose to the token lookup everywhere.
+    losing = [g.model_copy(deep=True) for g in graphs if g.layer == 0]
+    for g in losing:
+        g.layer = 1
+        for protocol in (g.fidelity.n2g.top, g.fidelity.n2g.random):
+            protocol.f1 = 0.0
+    target = tmp_path / "mixed.jsonl"
+    write_store(target, "smollm2-135m", graphs + losing)
+    assert main(["eval", "--store", str(target)]) == 0
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and ("| exact |" in line or "| folded |" in line)}
+    layer0 = [g for g in graphs if g.layer == 0]
+    n2g = sum(g.fidelity.n2g.top.f1 for g in layer0) / len(layer0)
+    lookup = sum(g.fidelity.token_lookup.top.f1 for g in layer0) / len(layer0)
+    assert float(rows["| 0"][5]) == pytest.approx(n2g - lookup, abs=5e-4)
+    assert float(rows["| 1"][5]) == pytest.approx(-lookup, abs=5e-4)
+    assert rows["| 1"][9] == "no"
 
 
 def test_compact_writes_a_store_that_reads_back(tmp_path, capsys) -> None:
