@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Where a CPU-only torch comes from on a machine with internet; pip skips it when unreachable.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test test-quick bench bench-store store report
+.PHONY: setup demo test test-quick bench bench-store
 
 setup: $(VENV)/.installed
 
