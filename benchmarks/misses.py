@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-import numpy as np
-
 CLASSES = ("fires in train", "seen, never fires", "unseen")
 
 
