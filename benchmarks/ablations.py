@@ -61,6 +61,8 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "pivots from all 40 train windows (default: the first 10)": replace(
             base, examples=replace(base.examples, windows=None)),
         "pivots capped at 16 (default 8)": replace(base, examples=replace(base.examples, max_pivots=16)),
+        "pivots from all 40 train windows, capped at 32 (default: the first 10, 8)": replace(
+            base, examples=replace(base.examples, windows=None, max_pivots=32)),
         "saliency of every token (default: the 8 before the pivot)": replace(
             base, saliency=replace(base.saliency, context=None)),
         "context augmentation by embedding neighbours (default: none)": replace(
