@@ -40,16 +40,22 @@ PAPER_TABLE_1 = {
 METHODS = (("n2g", "N2G"), ("token_lookup", "Token lookup"), ("ngram_lookup", "5-gram lookup"))
 
 
+def _scored_by_layer(graphs: Sequence[NeuronGraph]) -> dict[int, list[NeuronGraph]]:
+    """The graphs that have fidelity figures (dead neurons have none), grouped by layer."""
+    by_layer: dict[int, list[NeuronGraph]] = {}
+    for g in graphs:
+        if g.fidelity is not None:
+            by_layer.setdefault(g.layer, []).append(g)
+    return by_layer
+
+
 def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
     """Per-layer means of precision, recall, F1 and correlation (r), as a markdown table.
 
     ``protocol`` is ``"top"`` (test top examples: the paper's Table 1) or ``"random"`` (random
     windows added as negatives).
     """
-    by_layer: dict[int, list[NeuronGraph]] = {}
-    for g in graphs:
-        if g.fidelity is not None:
-            by_layer.setdefault(g.layer, []).append(g)
+    by_layer = _scored_by_layer(graphs)
     cols = ["P", "R", "F1", "r"]
     head = "| layer | neurons | " + " | ".join(f"{name} {c}" for _, name in METHODS for c in cols) + " |"
     lines = [head, "|" + " --- |" * (2 + len(cols) * len(METHODS))]
@@ -72,10 +78,7 @@ MARGIN_GOAL = 0.05
 def margin_table(graphs: Sequence[NeuronGraph]) -> str:
     """Per layer, N2G's mean F1 against the token lookup's on both protocols, the margin, whether
     it reaches :data:`MARGIN_GOAL`, both correlations (with negatives) and the graphs' matching."""
-    by_layer: dict[int, list[NeuronGraph]] = {}
-    for g in graphs:
-        if g.fidelity is not None:
-            by_layer.setdefault(g.layer, []).append(g)
+    by_layer = _scored_by_layer(graphs)
     lines = ["| layer | neurons | matching | N2G F1 | lookup F1 | margin | N2G F1 neg. | lookup F1 neg. "
              "| margin neg. | goal | N2G r | lookup r |", "|" + " --- |" * 12]
     for layer in sorted(by_layer):
