@@ -33,10 +33,9 @@ def main() -> None:
     parser.add_argument("--layers", default="0,1,5,10,15")
     args = parser.parse_args()
 
-    from builder.build import split
+    from builder.build import split, top_windows
     from builder.config import BuildConfig
     from builder.corpus import make_windows
-    from builder.evaluate import Window
     from builder.models import load_model
     from builder.scan import scan
     from store.jsonl import read_store
@@ -59,18 +58,12 @@ def main() -> None:
         k = layer_scan.values.shape[0]
         firing, graph_hits = Counter(), Counter()
         for g in graphs:
-            n, max_act = g.neuron, float(layer_scan.max_activation[g.neuron])
-
-            def window(j: int) -> Window:
-                return Window([vocab[t] for t in windows[layer_scan.windows[j, n]]],
-                              layer_scan.traces[j, n] / max_act)
-
-            train, test = split(k, config.eval, config.seed, layer, n)
-            train_windows = [window(j) for j in train]
+            train, test = split(k, config.eval, config.seed, layer, g.neuron)
+            train_windows = top_windows(vocab, windows, layer_scan, g.neuron, train)
             seen = {t for w in train_windows for t in w.tokens}
             fires = {t for w in train_windows
                      for t, a in zip(w.tokens, w.activations, strict=True) if a >= FIRING_THRESHOLD}
-            for w in map(window, test):
+            for w in top_windows(vocab, windows, layer_scan, g.neuron, test):
                 pred = g.predict(list(w.tokens))
                 for t, a, p in zip(w.tokens, w.activations, pred, strict=True):
                     if a < FIRING_THRESHOLD:

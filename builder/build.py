@@ -170,6 +170,14 @@ def _measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippe
     return out, imps
 
 
+def top_windows(vocab: Sequence[str], windows: np.ndarray, layer_scan: LayerScan, neuron: int,
+                ranks: Sequence[int]) -> list[Window]:
+    """A neuron's top windows of the given ranks, as token strings with its normalised activations."""
+    max_act = float(layer_scan.max_activation[neuron])
+    return [Window([vocab[t] for t in windows[layer_scan.windows[j, neuron]]],
+                   layer_scan.traces[j, neuron] / max_act) for j in ranks]
+
+
 def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
                   items: Sequence[tuple[Snippet, np.ndarray]], layer_scan: LayerScan,
                   windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
@@ -212,14 +220,12 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     # say so in the record rather than let its zeros pass for a finding.
     graph.unexplained = not any(p >= FIRING_THRESHOLD for t in train_top for p in graph.predict(list(t.tokens)))
 
-    def top(rows: np.ndarray) -> list[Window]:
-        return [Window([vocab[t] for t in windows[layer_scan.windows[j, neuron]]],
-                       layer_scan.traces[j, neuron] / max_act) for j in rows]
-
     negatives = [Window([vocab[t] for t in windows[w]], layer_scan.random_traces[i, :, neuron] / max_act)
                  for i, w in enumerate(layer_scan.random_windows)]
     # Scored through the record itself, so the figures are those of the graph as stored.
-    graph.fidelity = evaluate(graph.predict, top(train), top(test), negatives, config.eval.ngram)
+    graph.fidelity = evaluate(graph.predict, top_windows(vocab, windows, layer_scan, neuron, train),
+                              top_windows(vocab, windows, layer_scan, neuron, test), negatives,
+                              config.eval.ngram)
     return graph
 
 
