@@ -164,14 +164,15 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--hook", default=DEFAULT_HOOK, help="neuron hook point")
     b.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     b.add_argument("--window", type=int, help="tokens per corpus window (64)")
-    b.add_argument("--top-k", type=int, help="top examples per neuron (20)")
+    b.add_argument("--top-k", type=int,
+                   help="top windows kept per neuron (50: the paper's top 20 plus 30 extra train windows)")
     b.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
     b.add_argument("--augment", choices=["embedding", "model", "distilbert", "none"],
                    help="augmentation helper")
     b.add_argument("--pivots", choices=["argmax", "firing"],
                    help="example tokens of each train window: its argmax, or every firing token")
     b.add_argument("--augment-pivot", action=argparse.BooleanOptionalAction,
-                   help="also substitute the activating token (default on)")
+                   help="also substitute the activating token (default off)")
     b.add_argument("--no-prune", action="store_true", help="keep whole windows (ablation)")
     b.add_argument("--mask-token", help="token used to mask in saliency (default: unk/pad)")
     b.add_argument("--rule", choices=["all", "greedy"], help="prediction matching rule")
