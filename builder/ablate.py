@@ -14,43 +14,15 @@ information without pushing the layer off its usual range.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-from builder.errors import BadRequest
 from builder.forward import Edits, run_layers, token_losses
 from builder.induction import repeated_sequences
 from builder.models import LoadedModel
-
-AblationMode = Literal["zero", "mean"]
-
-
-@dataclass(frozen=True)
-class TokenChange:
-    """A token whose prediction changed most under the ablation."""
-
-    position: int
-    token: str
-    loss_clean: float
-    loss_ablated: float
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """What ablating the neurons did to the model's loss."""
-
-    neurons: list[tuple[int, int]]
-    loss_clean: float
-    loss_ablated: float
-    delta: float
-    control_neurons: list[tuple[int, int]]
-    control_delta: float | None
-    """The same for as many random neurons of the same layers (None: no control asked)."""
-    tokens_measured: int
-    top_changes: list[TokenChange]
+from store.errors import BadArgument
+from store.probes import Ablation, AblationMode, TokenChange
 
 
 def _edits(model: LoadedModel, neurons: Sequence[tuple[int, int]], mode: AblationMode,
@@ -101,10 +73,10 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         top: how many most-changed tokens to report.
 
     Raises:
-        BadRequest: for no neurons, or a text with fewer than two tokens.
+        BadArgument: for no neurons, or a text with fewer than two tokens.
     """
     if not neurons:
-        raise BadRequest("no neurons to ablate")
+        raise BadArgument("no neurons to ablate")
     for layer, n in neurons:
         model.check_layer(layer)
         model.check_neuron(n)
@@ -115,7 +87,7 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
     else:
         ids = model.encode(text)
         if len(ids) < 2:
-            raise BadRequest("the text needs at least two tokens to measure a loss")
+            raise BadArgument("the text needs at least two tokens to measure a loss")
         rows = np.asarray([ids])
         measured = np.ones(rows.shape, dtype=bool)
         measured[:, 0] = False  # the first token follows only BOS

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from builder.config import AugmentConfig
-from builder.errors import UnknownModel
 from builder.forward import next_token_logits, pivot_activations
 from builder.models import LoadedModel
 from builder.prune import Snippet
+from store.errors import UnknownModel
 from store.tokens import normalize
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from builder.errors import BadRequest
 from builder.models import LoadedModel
+from store.errors import BadArgument
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "default.jsonl.gz"
 
@@ -34,10 +34,10 @@ def _jsonl_texts(path: Path) -> Iterator[str]:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"{path}: line {number} is not JSON") from exc
+                raise BadArgument(f"{path}: line {number} is not JSON") from exc
             text = record.get("text") if isinstance(record, dict) else None
             if not isinstance(text, str):
-                raise BadRequest(f"{path}: line {number} has no string 'text' field")
+                raise BadArgument(f"{path}: line {number} has no string 'text' field")
             yield text
 
 
@@ -46,7 +46,7 @@ def _parquet_texts(path: Path) -> Iterator[str]:
 
     table = pq.read_table(path)
     if "text" not in table.column_names:
-        raise BadRequest(f"{path}: no 'text' column (columns: {table.column_names})")
+        raise BadArgument(f"{path}: no 'text' column (columns: {table.column_names})")
     yield from (t for t in table.column("text").to_pylist() if isinstance(t, str))
 
 
@@ -54,14 +54,14 @@ def _hub_texts(name: str) -> Iterator[str]:
     try:
         import datasets
     except ImportError as exc:
-        raise BadRequest(
+        raise BadArgument(
             f"corpus {name!r} is not a local file; for a Hugging Face dataset install "
             "n2g-mcp[online]"
         ) from exc
     try:
         stream = datasets.load_dataset(name, split="train", streaming=True)
     except Exception as exc:  # the hub raises many kinds; all mean "not loadable here"
-        raise BadRequest(f"corpus {name!r}: not a local file and not loadable from the hub ({exc})") from exc
+        raise BadArgument(f"corpus {name!r}: not a local file and not loadable from the hub ({exc})") from exc
     yield from (row["text"] for row in stream if isinstance(row.get("text"), str))
 
 
@@ -69,7 +69,7 @@ def resolve_corpus(corpus: str | Path | None) -> Path | str:
     """The corpus file, or a dataset name for the hub; checks files before any model loads.
 
     Raises:
-        BadRequest: for a path that names no file.
+        BadArgument: for a path that names no file.
     """
     if corpus is None:
         return DEFAULT_CORPUS
@@ -77,7 +77,7 @@ def resolve_corpus(corpus: str | Path | None) -> Path | str:
     if path.is_file():
         return path
     if path.suffix or str(corpus).startswith(("/", ".", "~")):
-        raise BadRequest(f"corpus file not found: {path}")
+        raise BadArgument(f"corpus file not found: {path}")
     return str(corpus)
 
 
@@ -85,7 +85,7 @@ def iter_texts(corpus: str | Path | None = None) -> Iterator[str]:
     """The documents of a corpus, in order.
 
     Raises:
-        BadRequest: for a missing file, an unknown format, or a record without text.
+        BadArgument: for a missing file, an unknown format, or a record without text.
     """
     path = resolve_corpus(corpus)
     if isinstance(path, Path):
@@ -97,7 +97,7 @@ def iter_texts(corpus: str | Path | None = None) -> Iterator[str]:
         elif path.suffix == ".parquet":
             yield from _parquet_texts(path)
         else:
-            raise BadRequest(f"corpus {path}: unknown format; use .txt, .jsonl, .jsonl.gz or .parquet")
+            raise BadArgument(f"corpus {path}: unknown format; use .txt, .jsonl, .jsonl.gz or .parquet")
     else:
         yield from _hub_texts(path)
 
@@ -107,10 +107,10 @@ def make_windows(model: LoadedModel, corpus: str | Path | None, window: int,
     """Token windows of a corpus: ``(n_windows, window)`` int32.
 
     Raises:
-        BadRequest: if the corpus yields no full window.
+        BadArgument: if the corpus yields no full window.
     """
     if max_tokens is not None and max_tokens < window:
-        raise BadRequest(f"max_tokens {max_tokens} is less than one window of {window} tokens")
+        raise BadArgument(f"max_tokens {max_tokens} is less than one window of {window} tokens")
     rows: list[np.ndarray] = []
     total = 0
     for text in iter_texts(corpus):
@@ -122,7 +122,7 @@ def make_windows(model: LoadedModel, corpus: str | Path | None, window: int,
         if max_tokens is not None and total >= max_tokens:
             break
     if not rows:
-        raise BadRequest(f"corpus {corpus or DEFAULT_CORPUS} has no text of {window} tokens or more")
+        raise BadArgument(f"corpus {corpus or DEFAULT_CORPUS} has no text of {window} tokens or more")
     windows = np.concatenate(rows)
     if max_tokens is not None:
         windows = windows[: max_tokens // window]

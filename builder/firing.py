@@ -9,29 +9,17 @@ anywhere in the corpus". One forward pass, stopping inside the deepest requested
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from builder.errors import BadRequest
 from builder.forward import run_layers
 from builder.models import LoadedModel
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A neuron active at the chosen token."""
-
-    layer: int
-    neuron: int
-    activation: float
-    """Raw activation at the token."""
-    normalized: float
-    """Activation / the neuron's largest corpus activation."""
+from store.errors import BadArgument
+from store.probes import FiringHit
 
 
 def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Sequence[int],
-               max_activation: dict[int, np.ndarray], limit: int = 20) -> list[Hit]:
+               max_activation: dict[int, np.ndarray], limit: int = 20) -> list[FiringHit]:
     """The ``limit`` neurons with the highest normalised activation at ``ids[position]``.
 
     Args:
@@ -44,10 +32,10 @@ def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Se
         limit: how many hits.
 
     Raises:
-        BadRequest: for a position outside the text.
+        BadArgument: for a position outside the text.
     """
     if not -len(ids) <= position < len(ids):
-        raise BadRequest(f"position {position} is outside the text's {len(ids)} tokens")
+        raise BadArgument(f"position {position} is outside the text's {len(ids)} tokens")
     # Only the prefix up to the token matters in a causal model.
     prefix = list(ids[: position % len(ids) + 1])
     acts = run_layers(model, [prefix], sorted(set(layers)))
@@ -58,4 +46,4 @@ def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Se
         norm = np.where(base > 0, a / np.where(base > 0, base, 1), -np.inf)
         rows += [(float(norm[n]), layer, n, float(a[n])) for n in np.argsort(-norm)[:limit]]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
-    return [Hit(layer, n, act, norm) for norm, layer, n, act in rows[:limit]]
+    return [FiringHit(layer, n, act, norm) for norm, layer, n, act in rows[:limit]]

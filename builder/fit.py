@@ -37,7 +37,7 @@ import numpy as np
 
 from builder.config import FitConfig
 from store.metrics import FIRING_THRESHOLD
-from store.trie import IGNORE, Node, NeuronTrie, Token
+from store.trie import IGNORE, NeuronTrie, Node, Token
 
 BELOW_FIRING = 0.49
 """The END given to a calibrated path that should not predict firing but whose matches' mean

@@ -22,26 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import regex
 
-from builder.errors import BadRequest
 from builder.forward import neuron_activations
 from builder.models import LoadedModel
 from builder.scan import LayerScan
-from store.metrics import FIRING_THRESHOLD, Scores, score
+from store.errors import BadArgument
+from store.metrics import FIRING_THRESHOLD, score
+from store.probes import HypothesisResult, MarkedWindow, PatternKind, SetScores
 from store.tokens import normalize
 
-PatternKind = Literal["regex", "tokens"]
 TOP_WINDOWS = 20
 """Top windows the claim is scored on (the paper's top 20)."""
 CONTEXT = 12
 """Tokens shown on each side of a marked token."""
 
 
-class BadPattern(BadRequest, ValueError):
+class BadPattern(BadArgument, ValueError):
     """A pattern that does not compile, runs too long, or claims nothing anywhere."""
 
 
@@ -100,44 +99,6 @@ def claims(corpus: CorpusText, vocab: Sequence[str], windows: np.ndarray, patter
     np.add.at(diff, np.maximum(first, 0), 1)
     np.add.at(diff, last + 1, -1)
     return (np.cumsum(diff[:-1]) > 0).reshape(windows.shape)
-
-
-@dataclass(frozen=True)
-class MarkedWindow:
-    """A mistake of the claim: the token marked ``[[like this]]`` in its context."""
-
-    set: str
-    text: str
-    token: str
-    activation: float
-    """Normalised activation at the marked token."""
-    claimed: bool
-
-
-@dataclass(frozen=True)
-class SetScores:
-    """The claim scored on one set of windows."""
-
-    set: str
-    windows: int
-    scores: Scores
-
-
-@dataclass(frozen=True)
-class HypothesisResult:
-    """How well a pattern explains a neuron."""
-
-    layer: int
-    neuron: int
-    pattern: str
-    kind: PatternKind
-    max_activation: float
-    sets: list[SetScores]
-    overall: Scores
-    corpus_windows_matched: int
-    """Corpus windows in which the pattern claims at least one token."""
-    false_positives: list[MarkedWindow]
-    false_negatives: list[MarkedWindow]
 
 
 def _marked(vocab: Sequence[str], tokens: np.ndarray, position: int) -> str:

@@ -18,29 +18,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from builder.forward import run_layers
 from builder.models import LoadedModel
 from store.metrics import FIRING_THRESHOLD
+from store.probes import InductionScore
 
 _ORDINARY = re.compile(r"^ [a-z]{3,12}$")
-
-
-@dataclass(frozen=True)
-class InductionScore:
-    """One neuron's behaviour on the repeated-sequence probe."""
-
-    layer: int
-    neuron: int
-    score: float
-    """Firing rate on the second copy minus the rate on the first."""
-    first: float
-    """Share of first-copy tokens at which the neuron fires."""
-    second: float
-    """Share of second-copy tokens at which the neuron fires."""
 
 
 def ordinary_tokens(model: LoadedModel) -> np.ndarray:

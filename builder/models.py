@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.errors import BadRequest, UnknownModel
+from store.errors import BadArgument, UnknownModel
 from store.models import (  # noqa: F401 - the registry, re-exported for the builder's modules
     DEFAULT_HOOK,
     DEFAULT_MODEL,
@@ -37,7 +37,7 @@ from store.models import (  # noqa: F401 - the registry, re-exported for the bui
     hook_name,
     model_shape,
 )
-from store.names import OutOfRange, check_range
+from store.names import check_range
 
 if TYPE_CHECKING:
     import torch
@@ -130,18 +130,12 @@ class LoadedModel:
         return hook_name(self.hook_template, layer)
 
     def check_layer(self, layer: int) -> None:
-        """Raise BadRequest for a layer the model does not have (``store.names.check_range``'s words)."""
-        try:
-            check_range(self.name, (self.n_layers, self.d_mlp), layer=layer)
-        except OutOfRange as exc:
-            raise BadRequest(str(exc)) from None
+        """Raise BadArgument for a layer the model does not have (``store.names.check_range``'s words)."""
+        check_range(self.name, (self.n_layers, self.d_mlp), layer=layer)
 
     def check_neuron(self, neuron: int) -> None:
-        """Raise BadRequest for a neuron index the model does not have."""
-        try:
-            check_range(self.name, (self.n_layers, self.d_mlp), neuron=neuron)
-        except OutOfRange as exc:
-            raise BadRequest(str(exc)) from None
+        """Raise BadArgument for a neuron index the model does not have."""
+        check_range(self.name, (self.n_layers, self.d_mlp), neuron=neuron)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a text, with no special tokens added."""
@@ -161,7 +155,7 @@ def _resolve_hook(bridge: Any, template: str) -> str:
             log.warning("hook %s not found; using %s", template, alternate)
             return alternate
     near = sorted(h for h in hooks if h.startswith("blocks.0.mlp"))[:8]
-    raise BadRequest(f"hook point {template!r} does not exist in this model; try one of {near}")
+    raise BadArgument(f"hook point {template!r} does not exist in this model; try one of {near}")
 
 
 def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any, Any]:
@@ -190,7 +184,7 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
 
     Raises:
         UnknownModel: if the name is neither embedded, a local path, nor loadable from the hub.
-        BadRequest: if the hook point does not exist in the model.
+        BadArgument: if the hook point does not exist in the model.
     """
     import torch
 

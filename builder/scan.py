@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from builder.config import ScanConfig
 from builder.corpus import windows_key
-from builder.errors import Cancelled
 from builder.forward import run_layers
 from builder.models import LoadedModel, cache_dir
+from store.errors import Cancelled
 from store.metrics import FIRING_THRESHOLD
 from store.names import file_safe
 from store.progress import Progress

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from builder.errors import UnknownModel
+from store.errors import UnknownModel
 from store.models import EMBEDDED, embedded_dir
 
 

@@ -1,10 +1,11 @@
 """What the query library needs from the model side, and the real one, imported lazily.
 
-:class:`LiveBackend` is the interface: tokenise, run a neuron, build graphs, each for a
-:class:`store.models.ModelSpec`. :class:`BuilderBackend` forwards to ``builder.live.LiveModels``
-(the one live-model layer, with its one lock), importing it (and torch) only on the first call
-that needs a model, and turns the builder's errors into :mod:`n2g_mcp.errors`. Tests pass a
-double with the same methods (``tests/fakes.py``).
+:class:`LiveBackend` is the interface, defined once: tokenise, run a neuron, build graphs, and
+the whole-model probes, each for a :class:`store.models.ModelSpec`. Results are the torch-free
+types of :mod:`store.probes`; errors are :mod:`store.errors` (the server turns them into tool
+errors). ``builder.live.LiveModels`` implements it; :class:`BuilderBackend` creates one (and
+imports torch) only on the first call that needs a model. Tests pass a double with the same
+methods (``tests/fakes.py``).
 
 Every method may be slow (a first call loads a model) and is called from a worker thread.
 """
@@ -15,17 +16,31 @@ import importlib.util
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from n2g_mcp.errors import BadArgument, Cancelled, Unavailable
+from store.errors import Unavailable
 from store.graph import NeuronGraph
 from store.models import ModelSpec
+from store.probes import (
+    Ablation,
+    AblationMode,
+    FiringHit,
+    HypothesisResult,
+    InductionScore,
+    Neuron,
+    PatternKind,
+)
 from store.progress import Progress
 from store.scanfile import ScanFile
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from builder.live import LiveModels
+
 
 class LiveBackend(Protocol):
-    """The model side, as the query library uses it. Errors are :mod:`n2g_mcp.errors`."""
+    """The model side, as the query library uses it."""
 
     def availability(self, spec: ModelSpec) -> str | None:
         """None where this model can run here, else why not. Fast; loads nothing."""
@@ -35,6 +50,10 @@ class LiveBackend(Protocol):
         """The text's tokens as graphs store them (needs the tokenizer only, where it is cached)."""
         ...
 
+    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
+        """The text's token ids and token strings."""
+        ...
+
     def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
         """The text's tokens and the neuron's raw activation on each."""
         ...
@@ -42,47 +61,49 @@ class LiveBackend(Protocol):
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
               scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-        """Build graphs, append them to ``store_path``, return them.
+        """Build graphs (stored or not: the caller applied ``store.pending``), append them to
+        ``store_path`` and return them.
 
         Raises:
             Cancelled: when ``cancel`` was set.
         """
         ...
 
-    # The probes of the whole model (issue: find neurons without a graph). Each returns the
-    # builder's result dataclass (``builder.firing.Hit``, ``builder.induction.InductionScore``,
-    # ``builder.ablate.Ablation``, ``builder.hypothesis.HypothesisResult``), read by attribute.
-    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
-        """The text's token ids and token strings."""
-        ...
-
     def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
-                   max_activation: dict[int, Any], limit: int) -> list[Any]:
+                   max_activation: dict[int, np.ndarray], limit: int) -> list[FiringHit]:
         """The neurons most active at ``ids[position]``, normalised by ``max_activation``."""
         ...
 
     def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
-                  max_activation: dict[int, Any] | None) -> list[Any]:
+                  max_activation: dict[int, np.ndarray] | None) -> list[InductionScore]:
         """Every neuron of ``layers`` on the repeated-sequence probe, best first."""
         ...
 
-    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
-               control: bool, means: dict[int, Any] | None) -> Any:
+    def ablate(self, spec: ModelSpec, neurons: Sequence[Neuron], text: str | None, mode: AblationMode,
+               control: bool, means: dict[int, np.ndarray] | None) -> Ablation:
         """The next-token loss with the neurons ablated, and a random control."""
         ...
 
-    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
-                   scan_file: ScanFile) -> Any:
+    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
+                   scan_file: ScanFile) -> HypothesisResult:
         """A pattern scored as an explanation of the neuron at corpus scale."""
         ...
 
 
 class BuilderBackend:
-    """The real :class:`LiveBackend` over ``builder.live.LiveModels``, created on first use."""
+    """The real :class:`LiveBackend`: ``builder.live.LiveModels``, created on first use.
 
-    def __init__(self, device: str | None = None) -> None:
+    Every method but :meth:`availability` is the live models' own, reached through
+    ``__getattr__`` so that the interface is written once (in :class:`LiveBackend`).
+
+    Args:
+        device: where models run (default: cuda if available).
+        models: live models made already (a script or test that added its own model).
+    """
+
+    def __init__(self, device: str | None = None, models: LiveModels | None = None) -> None:
         self.device = device
-        self._models: Any = None
+        self._models = models
         self._creating = threading.Lock()
 
     def availability(self, spec: ModelSpec) -> str | None:
@@ -91,7 +112,7 @@ class BuilderBackend:
                     "pip install 'n2g-mcp[builder]'")
         return None
 
-    def _live(self) -> Any:
+    def _live(self) -> LiveModels:
         with self._creating:
             if self._models is None:
                 reason = self.availability(ModelSpec(name="", location=""))
@@ -102,45 +123,7 @@ class BuilderBackend:
                 self._models = LiveModels(device=self.device)
             return self._models
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from builder.errors import BadRequest, Cancelled as BuilderCancelled, N2GError
-
-        try:
-            return getattr(self._live(), method)(*args, **kwargs)
-        except BuilderCancelled as exc:
-            raise Cancelled(str(exc)) from exc
-        except BadRequest as exc:
-            raise BadArgument(str(exc)) from exc
-        except N2GError as exc:
-            raise Unavailable(str(exc)) from exc
-
-    def tokens(self, spec: ModelSpec, text: str) -> list[str]:
-        return self._call("tokens", spec, text)
-
-    def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
-        return self._call("activations", spec, layer, neuron, text)
-
-    def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None,
-              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-        return self._call("build", spec, layer, neurons, store_path, progress=progress, cancel=cancel,
-                          scan_file=scan_file)
-
-    def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
-        return self._call("encode", spec, text)
-
-    def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
-                   max_activation: dict[int, Any], limit: int) -> list[Any]:
-        return self._call("neurons_at", spec, ids, position, layers, max_activation, limit)
-
-    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
-                  max_activation: dict[int, Any] | None) -> list[Any]:
-        return self._call("induction", spec, layers, sequences, length, seed, max_activation)
-
-    def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None, mode: str,
-               control: bool, means: dict[int, Any] | None) -> Any:
-        return self._call("ablate", spec, neurons, text, mode, control, means)
-
-    def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: str,
-                   scan_file: ScanFile) -> Any:
-        return self._call("hypothesis", spec, layer, neuron, pattern, kind, scan_file)
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._live(), name)

@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from n2g_mcp.errors import BadArgument
+from store.errors import BadArgument
 
 MAX_CURSOR_CHARS = 200
 

@@ -34,7 +34,16 @@ from mcp_types import (
 from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationError
 
 from n2g_mcp import text as wording
-from n2g_mcp.errors import QueryError
+from n2g_mcp.limits import (
+    MAX_ABLATE,
+    MAX_COMPARE_TOKENS,
+    MAX_DOT_CHARS,
+    MAX_FIRING_ROWS,
+    MAX_LIMIT,
+    MAX_NODES,
+    MAX_PATTERN_CHARS,
+    MAX_TEXT_CHARS,
+)
 from n2g_mcp.live import LiveBackend
 from n2g_mcp.outputs import (
     AblationOutput,
@@ -52,19 +61,10 @@ from n2g_mcp.outputs import (
 )
 from n2g_mcp.paths import prompts_dir as default_prompts_dir
 from n2g_mcp.prompts import load_prompts
-from n2g_mcp.queries import (
-    MAX_ABLATE,
-    MAX_COMPARE_TOKENS,
-    MAX_DOT_CHARS,
-    MAX_FIRING_ROWS,
-    MAX_LIMIT,
-    MAX_NODES,
-    MAX_PATTERN_CHARS,
-    MAX_TEXT_CHARS,
-    Queries,
-)
+from n2g_mcp.queries import Queries
 from n2g_mcp.registry import ServedModels
 from n2g_mcp.worker import run_in_worker
+from store.errors import N2GError
 from store.names import parse_neuron_id
 from store.render import GraphvizMissing, draw
 
@@ -121,14 +121,14 @@ def _tool(server: MCPServer, annotations: ToolAnnotations,
             async def answer(*args: Any, **kwargs: Any) -> Any:
                 try:
                     return await fn(*args, **kwargs)
-                except QueryError as exc:
+                except N2GError as exc:
                     raise ToolError(str(exc)) from exc
         else:
             @functools.wraps(fn)
             def answer(*args: Any, **kwargs: Any) -> Any:
                 try:
                     return fn(*args, **kwargs)
-                except QueryError as exc:
+                except N2GError as exc:
                     raise ToolError(str(exc)) from exc
 
         description = inspect.cleandoc(fn.__doc__ or "")
@@ -308,7 +308,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         def work(progress: Any, cancel: threading.Event) -> PredictOutput:
             return q.predict(name, layer, neuron, text, compare)
 
-        first = "running the real neuron (the model loads on first use)" if compare else "tokenising"
+        first = wording.RUNNING_NEURON if compare else wording.TOKENISING
         out = await run_in_worker(ctx, work, first)
         return _result(wording.predict(out, max_rows=MAX_FIRING_ROWS), out)
 
@@ -327,7 +327,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         def work(progress: Any, cancel: threading.Event) -> GraphSummary:
             return q.build(name, layer, neuron, rebuild, progress=progress, cancel=cancel)
 
-        out = await run_in_worker(ctx, work, f"building L{layer}/N{neuron}")
+        out = await run_in_worker(ctx, work, wording.building(layer, neuron))
         return _result(wording.build(out), out)
 
     # ----------------------------------------------------------------- probing the whole model
@@ -355,12 +355,12 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         name = q.model(model)
         q.check_text(text)
         if token is not None and position is not None:
-            raise ToolError("pass token or position, not both")
+            raise ToolError(wording.TOKEN_OR_POSITION)
 
         def work(progress: Any, cancel: threading.Event) -> FindNeuronsOutput:
             return q.find_neurons(name, text, token, position, layers, limit)
 
-        out = await run_in_worker(ctx, work, "running the model (it loads on first use)")
+        out = await run_in_worker(ctx, work, wording.FINDING_NEURONS)
         return _result(wording.find_neurons(out), out)
 
     @tool(READ_ONLY)
@@ -383,7 +383,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         def work(progress: Any, cancel: threading.Event) -> InductionOutput:
             return q.find_induction(name, layers, limit, sequences, length, seed)
 
-        out = await run_in_worker(ctx, work, "running the induction probe (the model loads on first use)")
+        out = await run_in_worker(ctx, work, wording.RUNNING_INDUCTION)
         return _result(wording.induction(out), out)
 
     @tool(READ_ONLY, max_neurons=MAX_ABLATE)
@@ -409,7 +409,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         def work(progress: Any, cancel: threading.Event) -> AblationOutput:
             return q.ablate(name, neurons, text, mode, control)
 
-        out = await run_in_worker(ctx, work, "running the model clean and ablated")
+        out = await run_in_worker(ctx, work, wording.RUNNING_ABLATION)
         return _result(wording.ablation(out), out)
 
     @tool(READ_ONLY, max_chars=MAX_PATTERN_CHARS)
@@ -434,7 +434,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         def work(progress: Any, cancel: threading.Event) -> HypothesisOutput:
             return q.hypothesis(name, layer, neuron, pattern, kind)
 
-        out = await run_in_worker(ctx, work, "scoring the pattern against the neuron")
+        out = await run_in_worker(ctx, work, wording.SCORING_PATTERN)
         return _result(wording.hypothesis(out), out)
 
     # ----------------------------------------------------------------- resources and prompts
@@ -443,17 +443,10 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
     def graph_resource(model: str, layer: int, neuron: int) -> str:
         try:
             return q.get_graph(model, layer, neuron).model_dump_json(indent=1)
-        except QueryError as exc:
+        except N2GError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 
     for prompt in load_prompts(prompts_dir or default_prompts_dir()):
         server.add_prompt(prompt)
     return server
 
-
-def main() -> None:
-    """The ``n2g-mcp`` command, for installs whose script still points here (it moved to
-    ``n2g_mcp.main``; reinstalling updates the script)."""
-    from n2g_mcp.main import main as run
-
-    run()

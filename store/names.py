@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from store.errors import OutOfRange
+
 _ID = re.compile(r"^\s*L(\d+)\s*/\s*N(\d+)\s*$", re.IGNORECASE)
 
 
@@ -40,10 +42,6 @@ def parse_neuron_id(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-class OutOfRange(ValueError):
-    """A layer or neuron index the model does not have."""
-
-
 def check_range(model: str, shape: tuple[int, int], layer: int | None = None,
                 neuron: int | None = None) -> None:
     """Refuse a layer or neuron outside a model's ``(n_layers, d_mlp)`` shape; the one wording
@@ -53,7 +51,7 @@ def check_range(model: str, shape: tuple[int, int], layer: int | None = None,
     >>> check_range("m", (4, 64), layer=4)
     Traceback (most recent call last):
     ...
-    store.names.OutOfRange: layer 4 is out of range: m has layers 0-3
+    store.errors.OutOfRange: layer 4 is out of range: m has layers 0-3
 
     Raises:
         OutOfRange: naming the index and the model's range.

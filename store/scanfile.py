@@ -42,15 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from store.errors import ScanFileError
 from store.names import file_safe, neuron_id
 
 SCAN_FORMAT = "n2g-scan"
 SCAN_VERSION = 1
 SCAN_SUFFIX = ".scan.npz"
-
-
-class ScanFileError(ValueError):
-    """A scan file that cannot be read (missing, damaged, another format or a newer version)."""
 
 
 def scan_filename(model: str) -> str:

@@ -29,9 +29,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from n2g_mcp.errors import Cancelled, Unavailable
 from n2g_mcp.registry import ServedModels
-from store.graph import Example, Fidelity, Matching, MethodFidelity, NeuronGraph, graph_record
+from store.errors import Cancelled, Unavailable
+from store.graph import (
+    Example,
+    Fidelity,
+    Matching,
+    MethodFidelity,
+    NeuronGraph,
+    graph_record,
+)
 from store.jsonl import StoreWriter
 from store.metrics import score
 from store.models import ModelSpec

@@ -141,7 +141,7 @@ def oracle_backend():
     from n2g_mcp.live import BuilderBackend
     from n2g_mcp.registry import ServedModels
 
-    backend = BuilderBackend()
-    backend._models = LiveModels()
-    spec = backend._models.add(induction_model())
+    models = LiveModels()
+    spec = models.add(induction_model())
+    backend = BuilderBackend(models=models)
     return backend, ServedModels(default=spec, embedded=False)

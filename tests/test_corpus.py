@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from builder.corpus import DEFAULT_CORPUS, iter_texts, resolve_corpus
-from builder.errors import BadRequest
+from store.errors import BadArgument
 
 
 def test_embedded_corpus_mixes_prose_code_and_dialogue_over_two_million_characters() -> None:
@@ -42,12 +42,12 @@ def test_local_txt_jsonl_and_parquet_corpora_yield_their_texts(tmp_path) -> None
 def test_bad_jsonl_records_name_the_line(tmp_path, content, message) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
-    with pytest.raises(BadRequest, match=message):
+    with pytest.raises(BadArgument, match=message):
         list(iter_texts(path))
 
 
 def test_missing_files_are_refused_but_bare_names_go_to_the_hub(tmp_path) -> None:
-    with pytest.raises(BadRequest, match="not found"):
+    with pytest.raises(BadArgument, match="not found"):
         resolve_corpus(tmp_path / "missing.jsonl")
     assert resolve_corpus("wikitext") == "wikitext"
     assert resolve_corpus(None) == DEFAULT_CORPUS

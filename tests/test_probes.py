@@ -3,18 +3,17 @@ ablation, which neurons fire at a token, and a hypothesis scored against the rea
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from builder.ablate import ablate
 from builder.config import ScanConfig
 from builder.corpus import make_windows
-from builder.errors import BadRequest
 from builder.firing import neurons_at
 from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
 from builder.induction import induction_scores, repeated_sequences
 from builder.scan import scan
+from store.errors import BadArgument
 from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, induction_model
 from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus
 
@@ -56,7 +55,7 @@ def test_mean_ablation_uses_the_given_means():
 
 
 def test_ablation_rejects_a_one_token_text():
-    with pytest.raises(BadRequest, match="two tokens"):
+    with pytest.raises(BadArgument, match="two tokens"):
         ablate(induction_model(), [(1, 3)], text="aaa")
 
 
@@ -68,7 +67,7 @@ def test_the_firing_neuron_at_a_token_is_found_across_layers():
     assert (hits[0].layer, hits[0].neuron, hits[0].normalized) == (INDUCT_LAYER, INDUCT, 1.0)
     even = neurons_at(model, model.encode("aaa abc"), 0, [0], maxes, limit=1)[0]  # " aaa" is word 0
     assert (even.layer, even.neuron) == (0, EVEN)
-    with pytest.raises(BadRequest, match="outside"):
+    with pytest.raises(BadArgument, match="outside"):
         neurons_at(model, ids, 9, [0], maxes)
 
 

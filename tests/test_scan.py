@@ -11,8 +11,8 @@ import pytest
 
 from builder.config import ScanConfig
 from builder.corpus import make_windows
-from builder.errors import Cancelled
 from builder.scan import export_scan_file, layer_scan_from_file, scan, scan_dir
+from store.errors import Cancelled
 from store.scanfile import ScanFile, ScanFileError
 from tests.oracle import DEAD, EXCEPT, TOKEN, rule_model, write_corpus
 

@@ -13,7 +13,10 @@ from mcp import Client
 from n2g_mcp.server import create_server
 from store.scanfile import ScanFile, scan_filename
 from tests.client import error, ok
+from store.jsonl import write_store
+from tests.graphs import make_graph
 from tests.induction_oracle import (
+    D_MLP,
     EVEN,
     INDUCT,
     INDUCT_LAYER,
@@ -74,6 +77,24 @@ async def test_find_neurons_ranks_the_neuron_firing_at_the_token(server):
     assert out["token"] == " abd" and out["position"] == 3 and first["has_graph"] is False
     out = await ok(server, "find_neurons", text="aaa abc abd", token=" aaa", layers=[0], limit=1)
     assert (out["results"][0]["neuron"], out["position"]) == (EVEN, 0)
+
+
+async def test_probe_hits_report_the_graphs_stored_for_them(tmp_path: Path):
+    """The probes' indices come from numpy (argsort): the stored graphs must still be found."""
+    write_oracle_scan(tmp_path)
+    model = induction_model().name
+    graphs = [make_graph([((" abd",), 1.0)], layer=INDUCT_LAYER, neuron=INDUCT, model=model, f1=0.75),
+              make_graph([((" aaa",), 1.0)], layer=0, neuron=EVEN, model=model, f1=0.5)]
+    write_store(tmp_path / "oracle.jsonl", model, graphs, shape=(INDUCT_LAYER + 1, D_MLP))
+    backend, models = oracle_backend()
+    server = create_server(tmp_path, live=backend, models=models)
+    out = await ok(server, "find_neurons", text="abd abc aaa abd", limit=D_MLP * (INDUCT_LAYER + 1))
+    stored = {(r["layer"], r["neuron"]): r for r in out["results"] if r["has_graph"]}
+    assert set(stored) == {(INDUCT_LAYER, INDUCT), (0, EVEN)}
+    assert stored[(INDUCT_LAYER, INDUCT)]["activating_tokens"] == [" abd"]
+    assert stored[(INDUCT_LAYER, INDUCT)]["f1"] == 0.75
+    out = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=D_MLP * (INDUCT_LAYER + 1))
+    assert {(r["layer"], r["neuron"]) for r in out["results"] if r["has_graph"]} == set(stored)
 
 
 async def test_find_induction_neurons_puts_the_planted_neuron_first(server):

@@ -71,8 +71,8 @@ FUZZ_CALLS: list[int] = []
 @hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(batch=st.lists(calls(), min_size=5, max_size=12))
 def test_malformed_calls_get_explaining_errors_and_the_server_keeps_answering(tmp_path_factory, batch):
-    from tests.conftest import small_store_graphs
     from store.jsonl import write_store
+    from tests.conftest import small_store_graphs
 
     stores = tmp_path_factory.mktemp("stores")
     write_store(stores / "test-model.jsonl.gz", "test-model", small_store_graphs())

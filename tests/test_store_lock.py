@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from n2g_mcp.cli import main
-from store.jsonl import StoreLocked, StoreWriter, read_store, write_store
+from store.errors import Busy
+from store.jsonl import StoreWriter, read_store, write_store
 from tests.graphs import make_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ def graph(neuron: int):
 
 def test_a_second_writer_is_refused_with_a_message_naming_the_store(tmp_path) -> None:
     path = tmp_path / "s.jsonl"
-    with StoreWriter(path, "smollm2-135m"), pytest.raises(StoreLocked) as refused:
+    with StoreWriter(path, "smollm2-135m"), pytest.raises(Busy) as refused:
         StoreWriter(path, "smollm2-135m")
     assert str(path) in str(refused.value) and "wait for it to finish" in str(refused.value)
 
@@ -57,7 +58,7 @@ def test_readers_need_no_lock(tmp_path) -> None:
 
 def test_compacting_over_a_store_being_written_is_refused(tmp_path) -> None:
     path = tmp_path / "s.jsonl"
-    with StoreWriter(path, "smollm2-135m"), pytest.raises(StoreLocked):
+    with StoreWriter(path, "smollm2-135m"), pytest.raises(Busy):
         write_store(path, "smollm2-135m", [graph(1)])
 
 
@@ -78,8 +79,8 @@ def test_a_second_n2g_build_on_the_same_store_exits_2_with_a_clear_message(tmp_p
 
 def test_a_live_build_into_a_store_being_written_reports_busy(tmp_path, monkeypatch) -> None:
     from builder.config import BuildConfig, ScanConfig
-    from builder.errors import Busy
     from builder.live import LiveModels
+    from store.errors import Busy
     from tests.oracle import TOKEN, rule_model
 
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
