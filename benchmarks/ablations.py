@@ -21,7 +21,6 @@ import time
 from builder.config import BuildConfig, PruneConfig, ScanConfig
 from store.metrics import mean_defined
 
-
 PROBE_SHARE = 128
 """The token probe's tokens are charged to a variant's row as a 128-neuron layer build would
 share them (the shipped store's sample a deep layer; layers 0-1 are built whole, 1,536)."""
@@ -91,7 +90,7 @@ def main() -> None:
     from builder.corpus import make_windows
     from builder.models import load_model
     from builder.scan import scan
-    from builder.cli import sample
+    from n2g_mcp.cli.ranges import sample
 
     model = load_model(args.model)
     layers = [int(x) for x in args.layers.split(",")]

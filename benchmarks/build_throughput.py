@@ -36,7 +36,7 @@ def main() -> None:
     from builder.forward import full_depth
     from builder.models import load_model
     from builder.scan import scan
-    from builder.cli import sample
+    from n2g_mcp.cli.ranges import sample
 
     config = BuildConfig(scan=ScanConfig(max_tokens=args.scan_tokens))
     model = load_model(args.model, device=args.device)

@@ -19,7 +19,7 @@ from builder.corpus import make_windows
 from builder.forward import run_layers
 from builder.models import load_model
 from builder.scan import scan
-from n2g_mcp.cli import parse_range
+from n2g_mcp.cli.ranges import parse_range
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
-"""The runner: the N2G stages in order, for many neurons of a layer at once, into a store.
+"""The N2G stages in order, for many neurons of one layer at once.
 
-    scan -> split -> prune -> saliency -> augment (new pivots pruned and measured again)
-         -> fit -> evaluate -> store
+    (layer scan) -> split -> prune -> saliency -> augment (new pivots pruned and measured again)
+                 -> fit -> evaluate -> (store)
 
 Neurons are taken ``neuron_batch`` at a time; every stage of a batch shares its forward passes
-across the batch's neurons. Each finished batch is appended to the store in one write, so a
-crash or Ctrl-C loses at most the batch in flight, and a new run skips the neurons already
-stored (resume).
+across the batch's neurons, and :func:`build_layer` appends each finished batch to the store's
+writer in one write. Which neurons to build, the scans and the store come from the runner
+(``builder.runner``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from builder.augment import Helper, augment, make_helper
 from builder.config import BuildConfig, EvalConfig
-from builder.corpus import make_windows
-from builder.errors import BadRequest, Cancelled
 from builder.evaluate import Window, evaluate
 from builder.fit import TrainText, fit
 from builder.forward import run_layers
@@ -32,12 +29,12 @@ from builder.models import LoadedModel
 from builder.probe import TokenProbe, probe_tokens
 from builder.prune import Snippet, TopExample, prune
 from builder.saliency import saliency
-from builder.scan import LayerScan, scan
+from builder.scan import LayerScan
+from store.errors import BadArgument, Cancelled
 from store.graph import Example, Matching, NeuronGraph, graph_record
-from store.jsonl import StoreWriter, read_store
+from store.jsonl import StoreWriter
 from store.metrics import FIRING_THRESHOLD
 from store.progress import Progress
-from store.scanfile import ScanFile
 from store.trie import NeuronTrie
 
 log = logging.getLogger(__name__)
@@ -74,7 +71,7 @@ def _mask_id(model: LoadedModel, config: BuildConfig) -> int:
     ids = model.tokenizer.convert_tokens_to_ids([token])
     unknown = ids and ids[0] == model.tokenizer.unk_token_id and token != model.tokenizer.unk_token
     if not ids or ids[0] is None or unknown:
-        raise BadRequest(f"mask token {token!r} is not a single token of {model.name}")
+        raise BadArgument(f"mask token {token!r} is not a single token of {model.name}")
     return int(ids[0])
 
 
@@ -348,57 +345,3 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     bar.close()
     return built
 
-
-def build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
-          store_path: Path | None, config: BuildConfig, corpus: str | Path | None = None,
-          rebuild: bool = False, progress: Progress | None = None,
-          cancel: threading.Event | None = None,
-          scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-    """Scan once for all layers, then build the requested neurons of each layer into a store.
-
-    Args:
-        model: the loaded model.
-        layers: layers to build.
-        neurons: neuron indices (None: every neuron of each layer).
-        store_path: the ``.jsonl`` store to append to (None: build without storing).
-        config: stage settings.
-        corpus: corpus source (None: the embedded default).
-        rebuild: build neurons already in the store again (the newer line wins on read).
-        progress: ``progress(done, total, message)``; without it tqdm bars are shown.
-        cancel: set it to stop between batches.
-        scan_file: a shipped whole-model scan to take top windows from instead of scanning
-            (used where it was made over the same corpus windows).
-
-    Raises:
-        store.jsonl.StoreLocked: if another writer holds the store.
-    """
-    for layer in layers:
-        model.check_layer(layer)
-    todo_neurons = list(range(model.d_mlp)) if neurons is None else list(neurons)
-    for n in todo_neurons:
-        model.check_neuron(n)
-    shape = (model.n_layers, model.d_mlp)
-    # The writer locks the store for the whole build and repairs a torn tail before it is read.
-    writer = StoreWriter(store_path, model.name, shape) if store_path is not None else None
-    try:
-        done: set[tuple[int, int]] = set()
-        if writer is not None and not rebuild:
-            done = set(read_store(store_path, shape).graphs)
-        todo = {layer: [n for n in todo_neurons if (layer, n) not in done] for layer in layers}
-        if not any(todo.values()):
-            log.info("every requested neuron is already in %s", store_path)
-            return []
-
-        windows = make_windows(model, corpus, config.scan.window, config.scan.max_tokens)
-        wanted = sorted({n for layer in layers for n in todo[layer]})
-        scans = scan(model, windows, [layer for layer in layers if todo[layer]], config.scan,
-                     progress=progress, cancel=cancel, scan_file=scan_file, neurons=wanted)
-        built: list[NeuronGraph] = []
-        for layer in layers:
-            if todo[layer]:
-                built += build_layer(model, layer, todo[layer], scans[layer], windows, config,
-                                     writer, progress, cancel)
-        return built
-    finally:
-        if writer is not None:
-            writer.close()

@@ -8,11 +8,13 @@ run only the N2G stages.
 
 Models are named by :class:`store.models.ModelSpec`; a spec that is not ``local`` never makes
 this layer look at the disk for its location (an MCP client's model name cannot reach files).
-Errors are :class:`builder.errors.N2GError` with messages meant for the user.
 
+It implements ``n2g_mcp.live.LiveBackend``, the interface the server's queries use; its
+results are the torch-free types of ``store.probes`` and its errors those of ``store.errors``.
 A neuron is read along a text in windows (``builder.forward.long_activations``), so the longest
-text the server accepts runs in bounded memory. A build holds the store's writer lock; when
-another process is writing that store, it fails at once with :class:`builder.errors.Busy`.
+text the server accepts runs in bounded memory. Builds go through the one runner
+(``builder.runner``) and hold the store's writer lock; when another process is writing that
+store, a build fails at once with :class:`store.errors.Busy`.
 """
 
 from __future__ import annotations
@@ -20,26 +22,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from builder.ablate import Ablation, AblationMode, ablate
-from builder.build import build_layer
+from builder.ablate import ablate
 from builder.config import BuildConfig
-from builder.corpus import make_windows
-from builder.errors import Busy
-from builder.firing import Hit, neurons_at
+from builder.firing import neurons_at
 from builder.forward import long_activations
-from builder.hypothesis import CorpusText, HypothesisResult, PatternKind, score_hypothesis
-from builder.induction import InductionScore, induction_scores
+from builder.hypothesis import CorpusText, score_hypothesis
+from builder.induction import induction_scores
 from builder.models import LoadedModel, load_model
-from builder.scan import LayerScan, scan, scan_file_serves
+from builder.runner import BuildSource, run_build
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
-from store.jsonl import StoreLocked, StoreWriter
 from store.models import EMBEDDED, ModelSpec
+from store.probes import (
+    Ablation,
+    AblationMode,
+    FiringHit,
+    HypothesisResult,
+    InductionScore,
+    PatternKind,
+)
 from store.progress import Progress
 from store.scanfile import ScanFile
 
@@ -51,8 +57,8 @@ class _Loaded:
     """One loaded model and what its builds keep between calls."""
 
     model: LoadedModel
-    windows: np.ndarray | None = None
-    scans: dict[int, LayerScan] = field(default_factory=dict)
+    source: BuildSource | None = None
+    """The windows and layer scans of its builds (made again when the scan file changes)."""
     corpus: CorpusText | None = None
 
 
@@ -112,60 +118,35 @@ class LiveModels:
             acts = long_activations(model, layer, ids, [neuron])[:, 0]
         return [model.vocab[i] for i in ids], [float(a) for a in acts]
 
-    def _windows(self, loaded: _Loaded, scan_file: ScanFile | None) -> np.ndarray:
-        """The corpus windows: the scan file's where it has them (no tokenising), else made."""
-        if loaded.windows is None:
-            if scan_file is not None:
-                loaded.windows = scan_file.windows.astype(np.int32)
-            else:
-                loaded.windows = make_windows(loaded.model, None, self.config.scan.window,
-                                              self.config.scan.max_tokens)
-        return loaded.windows
-
-    def _layer_scan(self, loaded: _Loaded, layer: int, neurons: Sequence[int],
-                    scan_file: ScanFile | None, progress: Progress | None = None,
-                    cancel: threading.Event | None = None) -> LayerScan:
-        """A layer's scan with these neurons' traces: kept, cached on disk, from the scan file
-        (a few windows measured again), or, failing all three, a scan of the corpus."""
-        if layer in loaded.scans:
-            return loaded.scans[layer]
-        windows = self._windows(loaded, scan_file)
-        serves = scan_file_serves(scan_file, windows, self.config.scan)
-        scans = scan(loaded.model, windows, [layer], self.config.scan, progress=progress, cancel=cancel,
-                     scan_file=scan_file if serves else None, neurons=neurons)
-        if not serves:  # a whole-layer scan: worth keeping for the next build of this layer
-            loaded.scans.update(scans)
-        return scans[layer]
+    def _source(self, loaded: _Loaded, scan_file: ScanFile | None) -> BuildSource:
+        """The model's build source over this scan file, kept while the file stays the same."""
+        if loaded.source is None or loaded.source.scan_file is not scan_file:
+            loaded.source = BuildSource(loaded.model, self.config, scan_file=scan_file)
+        return loaded.source
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
               scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-        """Build graphs for neurons of one layer and append them to a store.
+        """Build graphs for neurons of one layer and append them to a store, stored or not (the
+        caller applied ``store.pending``: see ``builder.runner.run_build``).
 
         With the model's scan file, the neurons' top windows come from it (seconds); without,
         the first build of a layer scans the corpus (minutes on a CPU).
 
         Raises:
-            builder.errors.Cancelled: when ``cancel`` is set (checked between batches).
-            builder.errors.Busy: if another process is writing to the store.
-            builder.errors.N2GError: for a request the model refuses.
+            store.errors.Cancelled: when ``cancel`` is set (checked between batches).
+            store.errors.Busy: if another process is writing to the store.
+            store.errors.StoreMismatch: if the store holds another model or shape.
         """
         with self._lock:
             loaded = self._get(spec, progress)
-            model = loaded.model
-            model.check_layer(layer)
-            layer_scan = self._layer_scan(loaded, layer, neurons, scan_file, progress, cancel)
-            try:
-                writer = StoreWriter(store_path, model.name, (model.n_layers, model.d_mlp))
-            except StoreLocked as exc:
-                raise Busy(str(exc)) from exc
-            with writer:
-                return build_layer(model, layer, list(neurons), layer_scan, self._windows(loaded, scan_file),
-                                   self.config, writer, progress, cancel)
+            return run_build(loaded.model, [layer], list(neurons), store_path, self.config,
+                             self._source(loaded, scan_file), rebuild=True, progress=progress,
+                             cancel=cancel)
 
     # ----------------------------------------------------------------- probes of the live model
     def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
-                   max_activation: dict[int, np.ndarray], limit: int) -> list[Hit]:
+                   max_activation: dict[int, np.ndarray], limit: int) -> list[FiringHit]:
         """The neurons most active at one token (see :func:`builder.firing.neurons_at`)."""
         with self._lock:
             return neurons_at(self._get(spec).model, ids, position, layers, max_activation, limit)
@@ -194,8 +175,9 @@ class LiveModels:
         """A pattern scored against the real neuron at corpus scale (see :mod:`builder.hypothesis`)."""
         with self._lock:
             loaded = self._get(spec)
-            layer_scan = self._layer_scan(loaded, layer, [neuron], scan_file)
-            windows = self._windows(loaded, scan_file)
+            source = self._source(loaded, scan_file)
+            layer_scan = source.layer_scans([layer], [neuron])[layer]
+            windows = source.windows
             if loaded.corpus is None:
                 loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
             return score_hypothesis(loaded.model, layer, neuron, pattern, kind, layer_scan, windows,

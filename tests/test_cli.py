@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.cli import parse_range, sample
 from n2g_mcp.cli import main
+from n2g_mcp.cli.ranges import parse_range, sample
 from store.jsonl import read_store, write_store
 from tests.test_store_io import GOLDEN
 

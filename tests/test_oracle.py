@@ -10,11 +10,20 @@ import dataclasses
 
 import pytest
 
-from builder.build import build
 from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
+from builder.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
-from tests.oracle import DEAD, EXCEPT, HALF, REPEAT, TOKEN, rule_activations, rule_model, write_corpus
+from tests.oracle import (
+    DEAD,
+    EXCEPT,
+    HALF,
+    REPEAT,
+    TOKEN,
+    rule_activations,
+    rule_model,
+    write_corpus,
+)
 
 CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
                      eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
@@ -28,7 +37,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     model = rule_model()
     corpus = write_corpus(root / "corpus.txt")
     store = root / "store.jsonl"
-    build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], store, CONFIG, corpus=corpus)
+    run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], store, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
     yield model, read_store(store), corpus
     mp.undo()
 
@@ -108,18 +117,33 @@ def test_context_neuron_beats_token_lookup_on_precision(built) -> None:
     assert fidelity.n2g.top.recall == pytest.approx(1.0)
 
 
-def test_rebuild_skips_stored_neurons(built, tmp_path, monkeypatch) -> None:
+def test_a_second_build_skips_the_stored_neurons(built, tmp_path, monkeypatch) -> None:
     model, store, corpus = built
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
-    again = build(model, [0], [EXCEPT, TOKEN], store.path, CONFIG, corpus=corpus)
+    again = run_build(model, [0], [EXCEPT, TOKEN], store.path, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
     assert again == []
+
+
+def test_rebuild_builds_stored_neurons_again_and_the_new_line_wins(built, tmp_path, monkeypatch) -> None:
+    model, store, corpus = built
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "copy.jsonl"
+    path.write_bytes(store.path.read_bytes())
+    lines = len(path.read_bytes().splitlines())
+    config = dataclasses.replace(CONFIG, fit=dataclasses.replace(CONFIG.fit, rule="greedy"))
+    again = run_build(model, [0], [TOKEN], path, config, BuildSource(model, config, corpus=corpus), rebuild=True)
+    assert [(g.layer, g.neuron) for g in again] == [(0, TOKEN)]
+    assert len(path.read_bytes().splitlines()) == lines + 1
+    reread = read_store(path)
+    assert reread.get(0, TOKEN).matching.rule == "greedy"
+    assert reread.get(0, EXCEPT).matching.rule == store.get(0, EXCEPT).matching.rule == "all"
 
 
 def _half_graph(tmp_path, monkeypatch, fit: FitConfig):
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
     model = rule_model()
     config = dataclasses.replace(CONFIG, fit=fit, augment=AugmentConfig(helper="none"))
-    [graph] = build(model, [0], [HALF], None, config, corpus=write_corpus(tmp_path / "corpus.txt"))
+    [graph] = run_build(model, [0], [HALF], None, config, BuildSource(model, config, corpus=write_corpus(tmp_path / "corpus.txt")))
     return model, graph
 
 
@@ -155,7 +179,7 @@ def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkey
     path = tmp_path / "torn.jsonl"
     path.write_bytes(store.path.read_bytes().rstrip(b"\n"))
     last = read_store(path)
-    assert build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], path, CONFIG, corpus=corpus) == []
+    assert run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], path, CONFIG, BuildSource(model, CONFIG, corpus=corpus)) == []
     resumed = read_store(path)
     assert not resumed.corrupt and resumed.graphs.keys() == last.graphs.keys() == store.graphs.keys()
     assert path.read_bytes().endswith(b"\n")

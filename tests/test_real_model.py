@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builder.build import build
 from builder.config import BuildConfig, ScanConfig
 from builder.models import load_model
+from builder.runner import run_build
 from store.jsonl import read_store
 from store.metrics import FIRING_THRESHOLD
 
@@ -29,7 +29,7 @@ def model():
 def graphs(model, tmp_path_factory):
     store = tmp_path_factory.mktemp("real") / "store.jsonl"
     config = BuildConfig(scan=ScanConfig(max_tokens=60_000))
-    build(model, [0], NEURONS, store, config)
+    run_build(model, [0], NEURONS, store, config)
     return list(read_store(store))
 
 

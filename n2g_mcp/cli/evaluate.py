@@ -1,29 +1,19 @@
-"""The ``n2g`` command: build neuron graphs into a store, and report their fidelity.
-
-    n2g build --model smollm2-135m --layers 0 --neurons 0-63
-    n2g eval  --store stores/smollm2-135m.jsonl
-    n2g store compact stores/smollm2-135m.jsonl stores/smollm2-135m.jsonl.gz
-
-``n2g build`` is the builder's own command (``builder/cli.py``); this module adds the store
-commands and dispatches. Bad arguments end with one line on stderr and exit status 2, never a
-traceback. Torch is imported only by the commands that run a model.
-"""
+"""``n2g eval``: a store's per-layer fidelity, against the token lookup and the paper's Table 1."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from builder.cli import UsageError, add_build_command, add_scan_command, parse_range
-from n2g_mcp.paths import default_stores_dir
+from n2g_mcp.cli.ranges import parse_range
 from store.catalog import store_filename
+from store.errors import BadArgument
 from store.graph import NeuronGraph
-from store.jsonl import Store, StoreError, describe_corrupt, read_header, read_store, write_store
+from store.jsonl import Store, describe_corrupt, read_header, read_store
 from store.metrics import mean_defined
 from store.models import DEFAULT_MODEL, model_shape
-
 
 PAPER_TABLE_1 = {
     # layer: (N2G P, R, F1), (token lookup P, R, F1), (5-gram P, R, F1); SoLU-6L, Foote et al. 2023
@@ -111,13 +101,13 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
-def _read(path: str) -> Store:
+def read_checked(path: str) -> Store:
     """A store, its lines checked against its model's shape where the header lacks it."""
     return read_store(path, shape=model_shape(read_header(path).model))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    store = _read(args.store)
+    store = read_checked(args.store)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -125,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         wanted = set(parse_range(args.layers))
         graphs = [g for g in graphs if g.layer in wanted]
     if not graphs:
-        raise UsageError(f"no graphs in {args.store}" + (f" for layers {args.layers}" if args.layers else ""))
+        raise BadArgument(f"no graphs in {args.store}" + (f" for layers {args.layers}" if args.layers else ""))
     dead = sum(g.fidelity is None for g in graphs)
     unexplained = sum(g.unexplained for g in graphs)
     print(f"{store.model}: {len(graphs)} graphs ({dead} dead neurons without fidelity, {unexplained} "
@@ -144,73 +134,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- store
-def cmd_compact(args: argparse.Namespace) -> int:
-    stores = [_read(source) for source in args.sources]
-    models = {store.model for store in stores}
-    if len(models) > 1:
-        raise UsageError(f"the sources hold different models ({', '.join(sorted(models))}); "
-                         "compact each model's stores separately")
-    graphs: dict = {}
-    for store in stores:  # a later source wins for a neuron in several, as in a stores directory
-        if report := describe_corrupt(store):
-            print(report, file=sys.stderr)
-        graphs.update(store.graphs)
-    first = stores[0]
-    count = write_store(args.target, first.model, graphs.values(), shape=first.shape)
-    print(f"wrote {count} graphs of {first.model} to {args.target}")
-    return 0
-
-
-# --------------------------------------------------------------------------- parser
-def make_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``n2g``."""
-    parser = argparse.ArgumentParser(prog="n2g", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    add_build_command(sub, default_stores_dir())
-    add_scan_command(sub, default_stores_dir())
-
+def add_eval_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argparse.ArgumentParser:
+    """Add ``eval`` to the sub-commands of a parser; returns its parser."""
     e = sub.add_parser("eval", help="per-layer fidelity of a store vs the paper's baselines")
-    e.add_argument("--store", default=str(default_stores_dir() / store_filename(DEFAULT_MODEL)))
+    e.add_argument("--store", default=str(stores_dir / store_filename(DEFAULT_MODEL)))
     e.add_argument("--layers", help="only these layers")
     e.add_argument("--paper", action="store_true", help="also print the paper's Table 1")
     e.set_defaults(func=cmd_eval)
-
-    s = sub.add_parser("store", help="store maintenance")
-    ssub = s.add_subparsers(dest="store_command", required=True)
-    c = ssub.add_parser("compact", help="rewrite stores as one (last line per neuron wins, and the "
-                                        "last source); .gz compresses")
-    c.add_argument("sources", nargs="+", help="stores to merge, in order (a later one wins)")
-    c.add_argument("target")
-    c.set_defaults(func=cmd_compact)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``n2g``."""
-    args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("transformers", "transformer_lens", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("n2g: interrupted; finished batches are in the store, run again to resume", file=sys.stderr)
-        return 130
-    except (UsageError, StoreError, FileNotFoundError) as exc:
-        print(f"n2g: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from builder.errors import N2GError  # only here: every other path stays torch-free
-
-        if isinstance(exc, N2GError):
-            print(f"n2g: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return e

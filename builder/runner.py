@@ -1,0 +1,130 @@
+"""The build runner: the one way graphs are built into a store, for the command line and the server.
+
+    lock the store -> skip what it holds (``store.pending``) -> corpus windows -> layer scans
+        -> ``builder.build.build_layer`` for each layer, every finished batch appended
+
+:class:`BuildSource` is what builds read: the corpus windows and each layer's scan (top windows
+and traces), from a shipped scan file where it serves, else scanned, and kept for the next build
+of the same model. :func:`run_build` runs the stages over it into a store. A crash or Ctrl-C
+loses at most the batch in flight, and a new run skips what is stored (resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from builder.build import build_layer
+from builder.config import BuildConfig
+from builder.corpus import make_windows
+from builder.models import LoadedModel
+from builder.scan import LayerScan, scan, scan_file_serves
+from store.graph import NeuronGraph
+from store.jsonl import StoreWriter, read_store
+from store.pending import pending
+from store.progress import Progress
+from store.scanfile import ScanFile
+
+log = logging.getLogger(__name__)
+
+
+class BuildSource:
+    """The corpus windows and layer scans builds of one model read.
+
+    Args:
+        model: the loaded model.
+        config: the build configuration (its ``scan`` section sets windows and top-k).
+        corpus: a corpus name or path (None: the embedded default).
+        scan_file: the model's whole-model scan; with the default corpus its windows are the
+            corpus (no tokenising), and where it serves (same windows, enough top windows) each
+            layer's top windows are read from it and only their traces measured again.
+    """
+
+    def __init__(self, model: LoadedModel, config: BuildConfig, corpus: str | Path | None = None,
+                 scan_file: ScanFile | None = None) -> None:
+        self.model, self.config, self.corpus, self.scan_file = model, config, corpus, scan_file
+        self._windows: np.ndarray | None = None
+        self._scans: dict[int, LayerScan] = {}
+
+    @property
+    def windows(self) -> np.ndarray:
+        """``(n_windows, window)`` token ids, made once."""
+        if self._windows is None:
+            if self.scan_file is not None and self.corpus is None:
+                self._windows = self.scan_file.windows.astype(np.int32)
+            else:
+                self._windows = make_windows(self.model, self.corpus, self.config.scan.window,
+                                             self.config.scan.max_tokens)
+        return self._windows
+
+    def layer_scans(self, layers: Sequence[int], neurons: Sequence[int] | None = None,
+                    progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> dict[int, LayerScan]:
+        """Each layer's scan with (at least) these neurons' traces (None: every neuron's).
+
+        A scan of the whole corpus is kept for later calls; one read from the scan file holds
+        only the requested neurons' traces, so it is made again for other neurons.
+        """
+        out = {layer: self._scans[layer] for layer in layers if layer in self._scans}
+        missing = [layer for layer in layers if layer not in out]
+        if missing:
+            serves = scan_file_serves(self.scan_file, self.windows, self.config.scan)
+            made = scan(self.model, self.windows, missing, self.config.scan, progress=progress,
+                        cancel=cancel, scan_file=self.scan_file if serves else None, neurons=neurons)
+            if not serves:
+                self._scans.update(made)
+            out.update(made)
+        return out
+
+
+def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
+              store_path: Path | None, config: BuildConfig, source: BuildSource | None = None,
+              rebuild: bool = False, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> list[NeuronGraph]:
+    """Build the requested neurons of each layer into a store; returns the graphs built.
+
+    Args:
+        model: the loaded model.
+        layers: layers to build.
+        neurons: neuron indices (None: every neuron of each layer).
+        store_path: the ``.jsonl`` store to append to (None: build without storing).
+        config: stage settings.
+        source: the windows and scans to read (default: the embedded corpus, scanned).
+        rebuild: build neurons the store holds already (see ``store.pending``).
+        progress: ``progress(done, total, message)``; without it tqdm bars are shown.
+        cancel: set it to stop between batches.
+
+    Raises:
+        store.errors.Busy: if another writer holds the store.
+        store.errors.StoreMismatch: if the store holds another model or shape.
+        store.errors.Cancelled: when ``cancel`` is set; finished batches are kept.
+    """
+    for layer in layers:
+        model.check_layer(layer)
+    requested = list(range(model.d_mlp)) if neurons is None else list(neurons)
+    for n in requested:
+        model.check_neuron(n)
+    source = source if source is not None else BuildSource(model, config)
+    shape = (model.n_layers, model.d_mlp)
+    # The writer locks the store for the whole build and repairs a torn tail before it is read.
+    writer = StoreWriter(store_path, model.name, shape) if store_path is not None else None
+    try:
+        stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
+        todo = pending(layers, requested, stored, rebuild)
+        if not todo:
+            log.info("every requested neuron is already in %s", store_path)
+            return []
+        wanted = sorted({n for todo_neurons in todo.values() for n in todo_neurons})
+        scans = source.layer_scans(list(todo), wanted, progress, cancel)
+        built: list[NeuronGraph] = []
+        for layer, todo_neurons in todo.items():
+            built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
+                                 writer, progress, cancel)
+        return built
+    finally:
+        if writer is not None:
+            writer.close()
