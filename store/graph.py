@@ -7,6 +7,7 @@ never nest JSON deeply.
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from typing import Any, Literal
 
@@ -122,3 +123,10 @@ def graph_record(
         matching=matching,
         **fields,
     )
+
+
+def top_f1(graph: NeuronGraph) -> float | None:
+    """The graph's N2G F1 on its held-out top examples (the paper's Table 1 figure), or None."""
+    value = graph.fidelity.n2g.top.f1 if graph.fidelity is not None else None
+    # NaN cannot be ordered; it says as little as a missing score.
+    return None if value is None or math.isnan(value) else value

@@ -19,7 +19,7 @@ A line that fails is skipped, and :attr:`Store.corrupt` says which line and why.
 
 Writing: one :class:`StoreWriter` at a time holds an exclusive advisory lock (``flock``) on the
 store file for its life; a second one waits up to ``wait`` seconds, then raises
-:class:`StoreLocked`. Readers take no lock: writers only append whole lines, in one write each,
+:class:`Busy`. Readers take no lock: writers only append whole lines, in one write each,
 then flush and fsync, so a crash loses at most the batch in flight. On opening, a writer repairs
 a torn tail: it adds the missing newline to a whole last line, and cuts a last line only when it
 is not JSON (a write cut off mid-line).
@@ -33,7 +33,6 @@ import logging
 import os
 import time
 import weakref
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +42,9 @@ from typing import IO, Literal
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
+from store.errors import Busy, StoreError, StoreFormatError, StoreMismatch
 from store.graph import NeuronGraph
+from store.lines import LineError, Shape, check_line, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,9 @@ VERSION = 1
 Version 1 gained the optional header fields ``n_layers`` and ``d_mlp``; readers of version 1
 ignore header fields they do not know, so old and new version-1 stores read both ways."""
 
-Shape = tuple[int, int]
-"""``(n_layers, d_mlp)`` of a model."""
 
 BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 16
-
-
-class StoreError(Exception):
-    """A store that cannot be used as asked."""
-
-
-class StoreFormatError(StoreError, ValueError):
-    """A file that is not a store this code can read."""
-
-
-class StoreLocked(StoreError):
-    """Another writer holds the store."""
 
 
 class StoreHeader(BaseModel):
@@ -129,32 +116,9 @@ class Store:
 
 
 # --------------------------------------------------------------------------- reading lines
-def _lines(path: Path, damage: list[str]) -> Iterator[tuple[bytes, bool]]:
-    """The file's lines as ``(content, ended_by_newline)``; only the last may lack its newline.
-
-    A ``.gz`` file is decompressed incrementally, one block per read (``read1``), so a stream
-    that is cut short or fails its checksum has yielded all it decoded before the error; the
-    error is then appended to ``damage`` and the lines stop there.
-    """
-    with open(path, "rb") as raw:
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
-        pending = b""
-        try:
-            while chunk := stream.read1(_CHUNK):  # type: ignore[attr-defined]
-                *whole, pending = (pending + chunk).split(b"\n")
-                for line in whole:
-                    yield line, True
-        except EOFError:
-            damage.append("the compressed file is cut short here; the lines before it were kept")
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            damage.append(f"the compressed data is damaged here ({exc}); the lines before it were kept")
-        if pending:
-            yield pending, False
-
-
 def _first_line(path: Path) -> bytes:
     damage: list[str] = []
-    for line, _ in _lines(path, damage):
+    for _, line, _ in iter_lines(path, damage):
         return line
     if damage:
         raise StoreFormatError(f"{path}: {damage[0].split(';')[0]} before the header")
@@ -188,34 +152,21 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
-class _BadLine(ValueError):
-    """A line that is not a valid graph of this store; the message says why."""
-
-
-def _check_graph(graph: NeuronGraph, model: str, shape: Shape | None) -> None:
-    """Raise _BadLine where a well-formed graph does not belong in a store of this model."""
-    if graph.model != model:
-        raise _BadLine(f"a graph of model {graph.model[:80]!r} in a store of {model!r}")
-    if shape is not None:
-        n_layers, d_mlp = shape
-        if graph.layer >= n_layers:
-            raise _BadLine(f"layer {graph.layer} is outside {model} (layers 0-{n_layers - 1})")
-        if graph.neuron >= d_mlp:
-            raise _BadLine(f"neuron {graph.neuron} is outside {model} (neurons 0-{d_mlp - 1})")
-    try:
-        graph.graph  # noqa: B018 - validate the trie rows now, not at first use
-    except ValueError as exc:
-        raise _BadLine(f"trie: {exc}") from exc
-
-
 def _parse_graph(line: bytes, model: str, shape: Shape | None) -> NeuronGraph:
+    """The graph of a line: the one line check (``store.lines.check_line``), then the whole
+    record and its trie validated.
+
+    Raises:
+        LineError: saying why the line is not a graph of this store.
+    """
+    checked = check_line(line, model, shape)
     try:
-        graph = NeuronGraph.model_validate(orjson.loads(line))
-    except orjson.JSONDecodeError as exc:
-        raise _BadLine(f"not JSON ({exc})") from exc
+        graph = NeuronGraph.model_validate(checked.raw)
+        graph.graph  # noqa: B018 - validate the trie rows now, not at first use
     except ValidationError as exc:
-        raise _BadLine(_first_error(exc)) from exc
-    _check_graph(graph, model, shape)
+        raise LineError(_first_error(exc)) from exc
+    except ValueError as exc:
+        raise LineError(f"trie: {exc}") from exc
     return graph
 
 
@@ -244,7 +195,7 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
     """
     path = Path(path)
     damage: list[str] = []
-    lines = _lines(path, damage)
+    lines = ((line, ended) for _, line, ended in iter_lines(path, damage))
     first = next(lines, None)
     if first is None or not first[0].strip():
         if damage:
@@ -258,7 +209,7 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
             continue
         try:
             graph = _parse_graph(line, header.model, store.shape)
-        except _BadLine as exc:
+        except LineError as exc:
             torn = not ended
             reason = str(exc)[:200]
             if torn:
@@ -310,12 +261,12 @@ def _lock(fd: int, path: Path, wait: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise StoreLocked(_locked_message(path)) from None
+                raise Busy(_locked_message(path)) from None
             time.sleep(0.2)
 
 
 def check_not_locked(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`StoreLocked` if a writer holds ``path`` now.
+    """Raise :class:`Busy` if a writer holds ``path`` now.
 
     A quick check before slow work (loading a model); the writer still takes the lock for real.
     """
@@ -351,7 +302,7 @@ class StoreWriter:
         wait: seconds to wait for another writer to finish before giving up.
 
     Raises:
-        StoreLocked: if another writer holds the store for longer than ``wait``.
+        Busy: if another writer holds the store for longer than ``wait``.
         StoreError: for a ``.gz`` path (compressed stores are written whole by
             :func:`write_store`), or an existing store of another model or shape.
     """
@@ -378,9 +329,9 @@ class StoreWriter:
             else:
                 header = read_header(self.path)
                 if header.model != model:
-                    raise StoreError(f"{self.path} holds graphs of {header.model}, not {model}")
+                    raise StoreMismatch(f"{self.path} holds graphs of {header.model}, not {model}")
                 if shape is not None and header.shape not in (None, tuple(shape)):
-                    raise StoreError(f"{self.path} holds graphs of a model of shape {header.shape} "
+                    raise StoreMismatch(f"{self.path} holds graphs of a model of shape {header.shape} "
                                      f"(layers, neurons), not {tuple(shape)}")
                 self.shape = header.shape or shape
                 self._repair_tail()
@@ -438,11 +389,12 @@ class StoreWriter:
         """
         payload, count = bytearray(), 0
         for graph in graphs:
+            line = dumps(graph)
             try:
-                _check_graph(graph, self.model, self.shape)
-            except _BadLine as exc:
-                raise StoreError(f"graph {graph.id} cannot go into {self.path.name}: {exc}") from exc
-            payload += dumps(graph)
+                check_line(line, self.model, self.shape)  # the check every reader applies
+            except LineError as exc:
+                raise StoreMismatch(f"graph {graph.id} cannot go into {self.path.name}: {exc}") from exc
+            payload += line
             count += 1
         if count:
             self._write(bytes(payload))
@@ -456,7 +408,7 @@ def write_store(path: str | os.PathLike[str], model: str, graphs: Iterable[Neuro
     Writes to a temporary file first and renames it, so a crash never leaves half a store.
 
     Raises:
-        StoreLocked: if a writer is appending to ``path`` (it would keep appending to the
+        Busy: if a writer is appending to ``path`` (it would keep appending to the
             replaced file, and its graphs would be lost).
     """
     path = Path(path)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.graph import NeuronGraph
-from store.index import top_f1
+from store.graph import top_f1
 from store.trie import IGNORE, Node
 
 DrawnNode = tuple[int, str]

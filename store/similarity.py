@@ -1,8 +1,11 @@
 """Similar neurons: graphs whose activating and context token sets overlap.
 
-In: a :class:`store.index.GraphIndex` (or ``store.sqlindex.TokenSets``) and either one target
-graph (:func:`similar_to`) or nothing (:func:`similar_pairs`). Out: :class:`Match` or
-:class:`Pair` records, most similar first.
+In: a :class:`TokenIndex` (one model's graphs as token sets by position: :class:`TokenSets`, loaded
+from the store index by ``store.sqlindex.token_sets``, or the tests' in-memory reference index)
+and either one target graph (:func:`similar_to`) or nothing (:func:`similar_pairs`). Out:
+:class:`Match` or :class:`Pair` records, most similar first. :func:`rank_matches` is the one
+rule that scores a target's candidates; the SQL search (``store.sqlsearch``) feeds it candidates
+counted in the database.
 
 The paper (Foote et al. 2023, section 4.2) calls two neurons similar when both their activating
 token sets and their context token sets overlap by at least 90%; its reference code measures
@@ -31,13 +34,14 @@ import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from store.graph import NeuronGraph
-from store.index import GraphIndex, token_keys
 from store.names import neuron_id
+from store.tokens import TokenKeys, token_keys
 
 Mode = Literal["similar", "subset"]
 
@@ -102,8 +106,108 @@ def _check(threshold: float, limit: int) -> None:
         raise ValueError(f"limit must be at least 0, got {limit}")
 
 
+class Located(Protocol):
+    """Where a graph is: what similarity reads of the graph at a position."""
+
+    @property
+    def layer(self) -> int: ...
+
+    @property
+    def neuron(self) -> int: ...
+
+
+class TokenIndex(Protocol):
+    """One model's graphs by position (result order), as similarity reads them."""
+
+    def __len__(self) -> int: ...
+
+    def at(self, position: int) -> Located: ...
+
+    def keys(self, position: int) -> TokenKeys:
+        """The normalised token keys of the graph at a position."""
+        ...
+
+    def postings(self, key: str) -> Iterable[int]:
+        """Positions of the graphs holding ``key`` as an activating token."""
+        ...
+
+
+@dataclass(frozen=True)
+class Item:
+    """A graph of :class:`TokenSets`: its id in the store index and its neuron."""
+
+    id: int
+    layer: int
+    neuron: int
+
+
+class TokenSets:
+    """One model's current graphs as normalised token sets, by position: a :class:`TokenIndex`
+    made from the store index's rows (``store.sqlindex.token_sets``), without parsing graphs."""
+
+    def __init__(self, items: list[Item], keys: list[TokenKeys]) -> None:
+        self._items = items
+        self._keys = keys
+        postings: dict[str, list[int]] = {}
+        for i, (act, _) in enumerate(keys):
+            for k in act:
+                postings.setdefault(k, []).append(i)
+        self._postings = postings
+        self.position = {item.id: i for i, item in enumerate(items)}
+        """Position of each graph, by its id in the store index."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def at(self, position: int) -> Item:
+        return self._items[position]
+
+    def keys(self, position: int) -> TokenKeys:
+        return self._keys[position]
+
+    def postings(self, key: str) -> list[int]:
+        return self._postings.get(key, [])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A graph that shares activating tokens with a target."""
+
+    layer: int
+    neuron: int
+    shared: int
+    """How many of the target's activating keys it holds."""
+    n_activating: int
+    """Its own activating keys."""
+    context: frozenset[str]
+    """Its context keys."""
+
+
+def rank_matches(act: frozenset[str], ctx: frozenset[str], candidates: Iterable[Candidate],
+                 target: tuple[int, int], *, threshold: float, mode: Mode, limit: int) -> list[Match]:
+    """The one rule of :func:`similar_to`, over candidates however they were found.
+
+    ``mode="similar"``: both overlaps at least ``threshold``; ``"subset"``: the target's keys each
+    at least ``threshold`` contained in the candidate's. The target itself is never a match.
+    Returns matches by the smaller of the two scores descending, then layer and neuron.
+    """
+    found: list[tuple[float, int, int, float, float]] = []
+    for c in candidates:
+        if (c.layer, c.neuron) == target:
+            continue
+        act_score = c.shared / (max(len(act), c.n_activating) if mode == "similar" else len(act))
+        if act_score < threshold:
+            continue
+        ctx_score = overlap(ctx, c.context) if mode == "similar" else containment(ctx, c.context)
+        if ctx_score >= threshold:
+            found.append((min(act_score, ctx_score), c.layer, c.neuron, act_score, ctx_score))
+    best = heapq.nsmallest(limit, found, key=lambda f: (-f[0], f[1], f[2]))
+    return [Match(id=neuron_id(layer, neuron), layer=layer, neuron=neuron,
+                  activating_overlap=a, context_overlap=c) for _, layer, neuron, a, c in best]
+
+
 def similar_to(
-    index: GraphIndex,
+    index: TokenIndex,
     target: NeuronGraph,
     *,
     threshold: float = 0.9,
@@ -138,35 +242,17 @@ def similar_to(
     for key in act:
         shared.update(index.postings(key))
 
-    found: list[tuple[float, int, int, float, float]] = []
+    candidates = []
     for position, n_shared in shared.items():
         other = index.at(position)
-        if (other.model, other.layer, other.neuron) == (target.model, target.layer, target.neuron):
-            continue
         other_act, other_ctx = index.keys(position)
-        if mode == "similar":
-            act_score = n_shared / max(len(act), len(other_act))
-            if act_score < threshold:
-                continue
-            ctx_score = overlap(ctx, other_ctx)
-        else:
-            act_score = n_shared / len(act)
-            if act_score < threshold:
-                continue
-            ctx_score = containment(ctx, other_ctx)
-        if ctx_score >= threshold:
-            found.append((min(act_score, ctx_score), other.layer, other.neuron, act_score, ctx_score))
-
-    best = heapq.nsmallest(limit, found, key=lambda f: (-f[0], f[1], f[2]))
-    return [
-        Match(id=neuron_id(layer, neuron), layer=layer, neuron=neuron,
-              activating_overlap=a, context_overlap=c)
-        for _, layer, neuron, a, c in best
-    ]
+        candidates.append(Candidate(other.layer, other.neuron, n_shared, len(other_act), other_ctx))
+    return rank_matches(act, ctx, candidates, (target.layer, target.neuron), threshold=threshold,
+                        mode=mode, limit=limit)
 
 
 def candidate_pairs(
-    index: GraphIndex, *, threshold: float = 0.9, layer: int | None = None
+    index: TokenIndex, *, threshold: float = 0.9, layer: int | None = None
 ) -> Iterator[tuple[int, int]]:
     """The pairs of index positions ``(i, j)``, ``i < j``, whose overlaps :func:`similar_pairs` computes.
 
@@ -213,14 +299,13 @@ def candidate_pairs(
 
 
 def pair_rows(
-    index: GraphIndex, threshold: float, *, layer: int | None = None, positions: Iterable[int] | None = None
+    index: TokenIndex, threshold: float, *, layer: int | None = None, positions: Iterable[int] | None = None
 ) -> Iterator[tuple[int, int, float, float]]:
     """``(i, j, activating_overlap, context_overlap)`` for each pair of positions whose two
     overlaps both reach ``threshold``, each unordered pair once.
 
     Args:
-        index: the graphs (a :class:`store.index.GraphIndex`, or anything with its ``len``,
-            ``keys``, ``at`` and ``postings``, such as ``store.sqlindex.TokenSets``).
+        index: the graphs (a :class:`TokenIndex`).
         threshold: the least overlap of both token sets.
         layer: only pairs whose two neurons are both in this layer.
         positions: only pairs involving these positions (found through their postings, for
@@ -250,7 +335,7 @@ def pair_rows(
 
 
 def similar_pairs(
-    index: GraphIndex,
+    index: TokenIndex,
     *,
     threshold: float = 0.9,
     limit: int = 20,

@@ -31,26 +31,24 @@ fails is skipped and reported with its line number and reason, like a line that 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
-import math
 import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from store.jsonl import Shape, StoreFormatError, StoreHeader, read_header
-from store.index import TokenKeys
+from store.errors import StoreFormatError
+from store.jsonl import StoreHeader, read_header
+from store.lines import LineError, Shape, check_line, iter_lines
 from store.models import EMBEDDED, cache_dir
-from store.similarity import pair_rows
-from store.tokens import normalize
+from store.similarity import Item, TokenSets, pair_rows
+from store.tokens import TokenKeys, normalize
 
 log = logging.getLogger(__name__)
 
@@ -105,98 +103,6 @@ def _head_hash(path: Path, start: int = 0, size: int = HEAD_BYTES) -> str:
     with open(path, "rb") as f:
         f.seek(start)
         return hashlib.blake2b(f.read(size), digest_size=16).hexdigest()
-
-
-# --------------------------------------------------------------------- one line
-class LineError(ValueError):
-    """A store line the index cannot use; the message says why."""
-
-
-@dataclass(frozen=True)
-class IndexedLine:
-    """What the index keeps of one store line."""
-
-    layer: int
-    neuron: int
-    f1: float | None
-    activating: list[str]
-    context: list[str]
-
-
-def _token_map(raw: Any, field: str) -> list[str]:
-    if not isinstance(raw, dict):
-        raise LineError(f"{field} is not a map of tokens to numbers")
-    for token, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise LineError(f"{field}[{token[:20]!r}] is not a finite number")
-    return list(raw)
-
-
-def parse_line(line: bytes, model: str, shape: tuple[int, int] | None) -> IndexedLine:
-    """Check a store line for what the index relies on, and extract it.
-
-    Raises:
-        LineError: for a line that does not parse or fails a check (the message says which).
-    """
-    try:
-        raw = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise LineError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(raw, dict):
-        raise LineError("not a JSON object")
-    if raw.get("model") != model:
-        raise LineError(f"a graph of model {str(raw.get('model'))[:80]!r} in a store of {model!r}")
-    layer, neuron = raw.get("layer"), raw.get("neuron")
-    for name, value in (("layer", layer), ("neuron", neuron)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise LineError(f"{name} is not a non-negative integer")
-    if shape is not None and layer >= shape[0]:
-        raise LineError(f"layer {layer} is outside {model} (layers 0-{shape[0] - 1})")
-    if shape is not None and neuron >= shape[1]:
-        raise LineError(f"neuron {neuron} is outside {model} (neurons 0-{shape[1] - 1})")
-    peak = raw.get("max_activation")
-    if isinstance(peak, bool) or not isinstance(peak, int | float) or not math.isfinite(peak):
-        raise LineError("max_activation is not a finite number")
-    if not isinstance(raw.get("trie"), list):
-        raise LineError("trie is missing")
-    activating = _token_map(raw.get("activating_tokens", {}), "activating_tokens")
-    context = _token_map(raw.get("context_tokens", {}), "context_tokens")
-    f1 = None
-    fidelity = raw.get("fidelity")
-    if fidelity is not None:
-        try:
-            f1 = fidelity["n2g"]["top"]["f1"]
-        except (KeyError, TypeError):
-            raise LineError("fidelity has no n2g.top.f1") from None
-        if f1 is not None and (isinstance(f1, bool) or not isinstance(f1, int | float)):
-            raise LineError("fidelity n2g.top.f1 is not a number")
-        if f1 is not None and not math.isfinite(f1):
-            f1 = None  # NaN says as little as a missing score
-    return IndexedLine(layer, neuron, f1, activating, context)
-
-
-def _lines(path: Path, start: int, damage: list[str]) -> Iterator[tuple[int, bytes, bool]]:
-    """``(offset, line, whole)`` for each line from ``start``; ``whole`` is False for a last line
-    without its newline. A ``.gz`` file is read from its start; one cut short or damaged yields
-    the lines before the damage, and says what happened in ``damage`` (as ``store.jsonl`` does)."""
-    if path.name.endswith(".gz"):
-        offset = 0
-        try:
-            with gzip.open(path, "rb") as f:
-                for line in f:
-                    yield offset, line, line.endswith(b"\n")
-                    offset += len(line)
-        except EOFError:
-            damage.append("the compressed file is cut short here; the lines before it were kept")
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            damage.append(f"the compressed data is damaged here ({exc}); the lines before it were kept")
-        return
-    with open(path, "rb") as f:
-        f.seek(start)
-        offset = start
-        for line in f:
-            yield offset, line, line.endswith(b"\n")
-            offset += len(line)
 
 
 # --------------------------------------------------------------------- the index
@@ -403,24 +309,25 @@ class StoreIndex:
         shape = self._shape(header)
         number, indexed_to = first_line - 1, max(start, 0)
         graphs, corrupt, damage = [], [], []
-        for offset, line, whole in _lines(path, max(start, 0), damage):
+        for offset, line, whole in iter_lines(path, damage, max(start, 0)):
+            end = offset + len(line) + whole  # past the newline, where there is one
             if start < 0 and offset == 0:
-                start, indexed_to = 0, len(line)
+                start, indexed_to = 0, end
                 continue  # the header
             number += 1
             if not line.strip():
-                indexed_to = offset + len(line)
+                indexed_to = end
                 continue
             try:
-                entry = parse_line(line, model, shape)
+                entry = check_line(line, model, shape)
             except LineError as exc:
                 if not whole:  # a last line cut off mid-write: look again when the file changes
                     corrupt.append((file_id, number, "cut off (no newline at the end of the file)"))
                     break
                 corrupt.append((file_id, number, str(exc)[:200]))
-                indexed_to = offset + len(line)
+                indexed_to = end
                 continue
-            indexed_to = offset + len(line)
+            indexed_to = end
             graphs.append((entry, number, offset, len(line), zlib.compress(line, 6) if compressed else None))
             if len(graphs) >= 2000:
                 self._insert(db, file_id, model, graphs)
@@ -485,7 +392,7 @@ class StoreIndex:
         """Keep the model's similar pairs (both overlaps >= PAIR_FLOOR) in step with its graphs."""
         if model is None:
             return
-        sets = TokenSets.load(db, model)
+        sets = token_sets(db, model)
         floor = db.execute("SELECT pairs_floor FROM models WHERE model=?", (model,)).fetchone()
         if floor is None or floor[0] != PAIR_FLOOR or len(new) * 4 > len(sets):
             db.execute("DELETE FROM pairs WHERE model=?", (model,))
@@ -521,50 +428,15 @@ class StoreIndex:
             return f.read(length)
 
 
-class TokenSets:
-    """One model's current graphs as normalised token sets, by position: what all-pairs needs.
-
-    Implements the part of :class:`store.index.GraphIndex` that :mod:`store.similarity` reads
-    (``len``, ``keys``, ``at``, ``postings``), loaded from the index instead of from graphs.
-    """
-
-    @dataclass(frozen=True)
-    class Item:
-        id: int
-        layer: int
-        neuron: int
-
-    def __init__(self, items: list[TokenSets.Item], keys: list[TokenKeys]) -> None:
-        self._items = items
-        self._keys = keys
-        postings: dict[str, list[int]] = {}
-        for i, (act, _) in enumerate(keys):
-            for k in act:
-                postings.setdefault(k, []).append(i)
-        self._postings = postings
-        self.position = {item.id: i for i, item in enumerate(items)}
-
-    @classmethod
-    def load(cls, db: sqlite3.Connection, model: str) -> TokenSets:
-        items, keys = [], []
-        interned: dict[str, str] = {}
-        for graph_id, layer, neuron, act, ctx in db.execute(
-                "SELECT id, layer, neuron, act, ctx FROM graphs WHERE model=? AND current=1 "
-                "ORDER BY rank, layer, neuron", (model,)):
-            items.append(cls.Item(graph_id, layer, neuron))
-            act_keys, ctx_keys = (frozenset(interned.setdefault(k, k) for k in map(normalize, orjson.loads(tokens)))
-                                  for tokens in (act, ctx))
-            keys.append(TokenKeys(act_keys, ctx_keys))
-        return cls(items, keys)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def at(self, position: int) -> TokenSets.Item:
-        return self._items[position]
-
-    def keys(self, position: int) -> TokenKeys:
-        return self._keys[position]
-
-    def postings(self, key: str, kind: str = "activating") -> list[int]:
-        return self._postings.get(key, []) if kind == "activating" else []
+def token_sets(db: sqlite3.Connection, model: str) -> TokenSets:
+    """One model's current graphs as normalised token sets, in result order (what all-pairs reads)."""
+    items, keys = [], []
+    interned: dict[str, str] = {}
+    for graph_id, layer, neuron, act, ctx in db.execute(
+            "SELECT id, layer, neuron, act, ctx FROM graphs WHERE model=? AND current=1 "
+            "ORDER BY rank, layer, neuron", (model,)):
+        items.append(Item(graph_id, layer, neuron))
+        act_keys, ctx_keys = (frozenset(interned.setdefault(k, k) for k in map(normalize, orjson.loads(tokens)))
+                              for tokens in (act, ctx))
+        keys.append(TokenKeys(act_keys, ctx_keys))
+    return TokenSets(items, keys)

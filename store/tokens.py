@@ -1,4 +1,4 @@
-"""Token normalisation for matching: case- and space-insensitive keys.
+"""Token keys for matching: case- and space-insensitive normalisation, and a graph's token sets.
 
 The reference implementation lowercases Title-case tokens and strips spaces before matching. We
 lowercase every token and strip surrounding whitespace, except that a token made only of
@@ -7,6 +7,26 @@ token the same empty key.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
+
+
+class HasTokens(Protocol):
+    """Anything with a graph's token maps: a ``NeuronGraph``, or the index's record of one."""
+
+    @property
+    def activating_tokens(self) -> Mapping[str, float] | list[str]: ...
+
+    @property
+    def context_tokens(self) -> Mapping[str, float] | list[str]: ...
+
+
+class TokenKeys(NamedTuple):
+    """A graph's activating and context tokens as matching keys."""
+
+    activating: frozenset[str]
+    context: frozenset[str]
 
 
 def normalize(token: str) -> str:
@@ -17,3 +37,36 @@ def normalize(token: str) -> str:
     """
     key = token.strip().lower()
     return key if key else token
+
+
+def _identity(token: str) -> str:
+    return token
+
+
+def token_keys(graph: HasTokens, exact: bool = False) -> TokenKeys:
+    """The keys a graph's tokens match under: normalised (default) or exact spellings.
+
+    >>> from store.trie import NeuronTrie
+    >>> from store.graph import Matching, graph_record
+    >>> trie = NeuronTrie()
+    >>> trie.insert((" The", " cat"), 1.0, [0.9])
+    >>> g = graph_record(model="m", layer=0, neuron=0, hook="h", max_activation=1.0,
+    ...                  trie=trie, matching=Matching())
+    >>> token_keys(g)
+    TokenKeys(activating=frozenset({'the'}), context=frozenset({'cat'}))
+    """
+    key = _identity if exact else normalize
+    return TokenKeys(frozenset(map(key, graph.activating_tokens)),
+                     frozenset(map(key, graph.context_tokens)))
+
+
+def repeated_tokens(graph: HasTokens, exact: bool = False) -> list[str]:
+    """Activating tokens that also stand among the graph's context tokens, strongest first.
+
+    A token that makes the neuron fire when it appeared earlier in the text is the signature of
+    in-context (induction-like) behaviour: "ab ... ab". Tokens are compared by normalised key unless
+    ``exact``; the activating spelling is returned.
+    """
+    key = _identity if exact else normalize
+    context = {key(t) for t in graph.context_tokens}
+    return [t for t in graph.activating_tokens if key(t) in context]

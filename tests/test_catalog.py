@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from store.catalog import Catalog, CorruptGraph, store_filename
+from store.catalog import Catalog, store_filename
+from store.errors import CorruptGraph
 from store.jsonl import StoreWriter, write_store
 from tests.graphs import make_graph
 

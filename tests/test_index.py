@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from store.index import GraphIndex, repeated_tokens
+from store.tokens import repeated_tokens
 from store.trie import IGNORE
 from tests.graphs import make_graph
+from tests.reference_index import GraphIndex
 
 EXCEPT = make_graph([((" everyone", " except"), 0.9), ((" all", " except"), 0.7)],
                     layer=1, neuron=10, f1=0.8)

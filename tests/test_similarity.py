@@ -8,7 +8,7 @@ from itertools import combinations
 import pytest
 
 from store.graph import NeuronGraph
-from store.index import GraphIndex, token_keys
+from store.names import parse_neuron_id
 from store.similarity import (
     Pair,
     candidate_pairs,
@@ -17,7 +17,9 @@ from store.similarity import (
     similar_pairs,
     similar_to,
 )
+from store.tokens import token_keys
 from tests.graphs import make_graph
+from tests.reference_index import GraphIndex
 
 
 def graph_of(activating: list[str], context: list[str], layer: int, neuron: int) -> NeuronGraph:
@@ -109,8 +111,13 @@ def test_similar_pairs_lists_each_pair_once(index: GraphIndex) -> None:
     ]
 
 
-def test_similar_pairs_layer_filter_keeps_pairs_within_that_layer(index: GraphIndex) -> None:
-    assert similar_pairs(index, layer=1) == []
+def test_similar_pairs_layer_filter_keeps_pairs_within_that_layer() -> None:
+    within = [graph_of([" a", " b"], [" c"], layer=1, neuron=n) for n in (1, 2)]
+    across = [graph_of([" x", " y"], [" z"], layer=layer, neuron=3) for layer in (1, 2)]
+    index = GraphIndex(within + across)
+    assert {(p.a, p.b) for p in similar_pairs(index)} == {("L1/N1", "L1/N2"), ("L1/N3", "L2/N3")}
+    assert [(p.a, p.b) for p in similar_pairs(index, layer=1)] == [("L1/N1", "L1/N2")]
+    assert similar_pairs(index, layer=2) == []
 
 
 def test_dead_neurons_are_not_paired_with_each_other() -> None:
@@ -168,5 +175,10 @@ def test_similar_pairs_examines_far_fewer_than_all_pairs() -> None:
 def test_similar_pairs_are_ordered_by_smaller_overlap_then_ids() -> None:
     pairs = similar_pairs(GraphIndex(random_graphs(300, seed=3, vocab_size=60)),
                           threshold=0.5, limit=10**6)
-    keys = [-min(p.activating_overlap, p.context_overlap) for p in pairs]
-    assert keys == sorted(keys)
+    assert len({min(p.activating_overlap, p.context_overlap) for p in pairs}) > 2, "too few to test an order"
+
+    def key(p: Pair) -> tuple[float, tuple[int, int], tuple[int, int]]:
+        return (-min(p.activating_overlap, p.context_overlap), parse_neuron_id(p.a), parse_neuron_id(p.b))
+
+    assert pairs == sorted(pairs, key=key)
+    assert all(parse_neuron_id(p.a) < parse_neuron_id(p.b) for p in pairs)

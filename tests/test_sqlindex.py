@@ -1,7 +1,7 @@
 """The persistent index answers as the in-memory index does, and stays right as stores change.
 
 Oracle tests: a store of random graphs is searched and compared through the SQLite index
-(``store.catalog``) and through ``store.index.GraphIndex`` / ``store.similarity`` over the same
+(``store.catalog``) and through ``tests.reference_index.GraphIndex`` / ``store.similarity`` over the same
 graphs in memory; the answers must be the same, in the same order.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from store.catalog import Catalog
-from store.index import GraphIndex
 from store.jsonl import StoreWriter, write_store
 from store.similarity import similar_pairs, similar_to
 from tests.graphs import make_graph
+from tests.reference_index import GraphIndex
 from tests.test_similarity import random_graphs
 
 VOCAB = [f" w{i}" for i in range(30)] + [" W1", "w2", " W3 "]

@@ -9,8 +9,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from store.jsonl import (StoreError, StoreFormatError, StoreWriter, describe_corrupt, dumps, read_header,
-                         read_store, write_store)
+from store.jsonl import (
+    StoreError,
+    StoreFormatError,
+    StoreWriter,
+    describe_corrupt,
+    dumps,
+    read_header,
+    read_store,
+    write_store,
+)
 from tests.graphs import make_graph
 
 GOLDEN = Path(__file__).parent / "data" / "store-v1.jsonl"

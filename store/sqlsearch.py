@@ -1,0 +1,210 @@
+"""Reading the store index: every query the package asks of it, in one place.
+
+In: a :class:`store.sqlindex.StoreIndex` (kept in step with the files by the catalog). Out: counts,
+layers, one neuron's record (:class:`Hit`), token search, similar neurons and pairs, without
+parsing a graph. ``store.catalog.StoreView`` is the container the server uses over it; this
+module holds the SQL.
+
+Search order: F1 descending (unscored last), then layer and neuron: the index's ``rank`` column
+is ``-F1`` (2 for unscored), so ``min_f1`` is a range of it. Tokens match by normalised key
+(``store.tokens.normalize``) unless ``exact``, in which case the spellings are checked on the
+normalised hits rather than indexed a second time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from store.graph import NeuronGraph
+from store.names import neuron_id
+from store.similarity import (
+    Candidate,
+    Match,
+    Mode,
+    Pair,
+    TokenSets,
+    rank_matches,
+    similar_pairs,
+)
+from store.sqlindex import (
+    ACTIVATING,
+    CONTEXT,
+    PAIR_FLOOR,
+    StoreIndex,
+    merge_order,
+    token_sets,
+)
+from store.tokens import normalize, token_keys
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A graph as the index knows it: enough to list it, without loading it."""
+
+    layer: int
+    neuron: int
+    f1: float | None
+    activating_tokens: list[str]
+    """Activating tokens, strongest first (as stored)."""
+    context_tokens: list[str]
+    """Context tokens, most important first."""
+
+    @property
+    def id(self) -> str:
+        return neuron_id(self.layer, self.neuron)
+
+
+_HIT_COLUMNS = "g.layer, g.neuron, g.f1, g.act, g.ctx"
+
+
+def _hit(row: tuple) -> Hit:
+    layer, neuron, f1, act, ctx = row
+    return Hit(layer=layer, neuron=neuron, f1=f1, activating_tokens=orjson.loads(act),
+               context_tokens=orjson.loads(ctx))
+
+
+class IndexSearch:
+    """The read queries of one store index; thread-safe (each holds the index's lock)."""
+
+    def __init__(self, index: StoreIndex) -> None:
+        self.index = index
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self.index.lock:
+            return self.index.db.execute(sql, tuple(params)).fetchall()
+
+    # ----------------------------------------------------------------- files
+    def models(self) -> list[str]:
+        """Models with at least one readable store file, by name."""
+        return [m for (m,) in self._rows("SELECT DISTINCT model FROM files WHERE model IS NOT NULL ORDER BY model")]
+
+    def problems(self) -> list[str]:
+        """Files that could not be read as stores, with the reason."""
+        return [p for (p,) in self._rows("SELECT problem FROM files WHERE problem IS NOT NULL ORDER BY name")]
+
+    def files(self, model: str) -> list[str]:
+        """A model's store file names, in merge order (later wins)."""
+        return sorted((n for (n,) in self._rows("SELECT name FROM files WHERE model=?", (model,))), key=merge_order)
+
+    def corrupt(self, model: str) -> list[tuple[str, int, str]]:
+        """``(file, line, reason)`` of every skipped line of a model's files."""
+        return self._rows("SELECT f.name, c.line, c.reason FROM corrupt c JOIN files f ON f.id=c.file "
+                          "WHERE f.model=? ORDER BY c.line", (model,))
+
+    # ----------------------------------------------------------------- graphs
+    def count(self, model: str) -> int:
+        return self._rows("SELECT count(*) FROM graphs WHERE model=? AND current=1", (model,))[0][0]
+
+    def layers(self, model: str) -> list[int]:
+        """Layers with at least one graph, ascending."""
+        return [layer for (layer,) in self._rows(
+            "SELECT DISTINCT layer FROM graphs WHERE model=? AND current=1 ORDER BY layer", (model,))]
+
+    def ranks(self, model: str) -> list[float]:
+        """Every graph's rank, ascending (``min_f1`` listings are counted from it by bisection)."""
+        return [rank for (rank,) in self._rows(
+            "SELECT rank FROM graphs WHERE model=? AND current=1 ORDER BY rank", (model,))]
+
+    def graph_id(self, model: str, layer: int, neuron: int) -> int | None:
+        """The index's id of a neuron's current graph, or None."""
+        rows = self._rows("SELECT id FROM graphs WHERE model=? AND layer=? AND neuron=? AND current=1",
+                          (model, int(layer), int(neuron)))
+        return rows[0][0] if rows else None
+
+    def hit(self, model: str, layer: int, neuron: int) -> Hit | None:
+        """What the index knows of one neuron's graph (tokens, F1), without loading it."""
+        rows = self._rows(f"SELECT {_HIT_COLUMNS} FROM graphs g WHERE g.model=? AND g.layer=? AND g.neuron=? "
+                          "AND g.current=1", (model, int(layer), int(neuron)))
+        return _hit(rows[0]) if rows else None
+
+    def line(self, graph_id: int) -> bytes:
+        """A graph's stored line (see ``StoreIndex.line``)."""
+        return self.index.line(graph_id)
+
+    # ----------------------------------------------------------------- search
+    def search(self, model: str, activating: Sequence[str] = (), context: Sequence[str] = (), *,
+               exact: bool = False, layer: int | None = None, min_f1: float | None = None,
+               repeated: bool = False, limit: int | None = None, offset: int = 0,
+               count: int | None = None, ranks: Sequence[float] | None = None) -> tuple[int, list[Hit]]:
+        """Graphs holding every given activating and context token, best F1 first.
+
+        ``repeated`` keeps graphs where some token is both activating and context (the paper's
+        search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
+        and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
+        save a count query for unfiltered and F1-only listings.
+
+        Returns:
+            ``(total, hits)``: how many graphs match, and the page ``[offset, offset + limit)``.
+        """
+        if isinstance(activating, str) or isinstance(context, str):
+            raise TypeError("activating and context take a list of tokens, not a string")
+        where, params = ["g.model=?", "g.current=1"], [model]
+        for kind, tokens in ((ACTIVATING, activating), (CONTEXT, context)):
+            for token in dict.fromkeys(normalize(t) for t in tokens):
+                where.append("g.id IN (SELECT graph FROM postings WHERE kind=? AND key=?)")
+                params += [kind, token]
+        if layer is not None:
+            where.append("g.layer=?")
+            params.append(int(layer))
+        if min_f1 is not None:
+            where.append("g.rank<=?")
+            params.append(-min_f1)
+        if repeated:
+            where.append("g.repeated_exact=1" if exact else "g.repeated=1")
+        clause = " AND ".join(where)
+        select = f"SELECT {_HIT_COLUMNS} FROM graphs g WHERE {clause} ORDER BY g.rank, g.layer, g.neuron"
+        if exact and (activating or context):
+            hits = [h for h in map(_hit, self._rows(select, params))
+                    if set(activating) <= set(h.activating_tokens) and set(context) <= set(h.context_tokens)]
+            end = len(hits) if limit is None else offset + limit
+            return len(hits), hits[offset:end]
+        if len(where) == 2:
+            total = count if count is not None else self.count(model)
+        elif len(where) == 3 and min_f1 is not None:
+            total = bisect_right(ranks if ranks is not None else self.ranks(model), -min_f1)
+        else:
+            total = self._rows(f"SELECT count(*) FROM graphs g WHERE {clause}", params)[0][0]
+        page = self._rows(select + " LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
+        return total, [_hit(r) for r in page]
+
+    # ----------------------------------------------------------------- similar
+    def similar_to(self, model: str, target: NeuronGraph, *, threshold: float = 0.9,
+                   mode: Mode = "similar", limit: int = 20) -> list[Match]:
+        """Neurons whose token sets overlap the target's: candidates counted here, scored by
+        ``store.similarity.rank_matches`` (the rule ``similarity.similar_to`` applies in memory)."""
+        act, ctx = token_keys(target)
+        if not act:
+            return []
+        keys = sorted(act)
+        rows = self._rows(
+            "SELECT g.layer, g.neuron, c.n, g.n_act, g.ctx FROM (SELECT graph, count(*) AS n FROM postings "
+            f"WHERE kind={ACTIVATING} AND key IN ({','.join('?' * len(keys))}) GROUP BY graph) c "
+            "JOIN graphs g ON g.id=c.graph WHERE g.model=? AND g.current=1", (*keys, model))
+        candidates = (Candidate(layer, neuron, shared, n_act, frozenset(map(normalize, orjson.loads(ctx_json))))
+                      for layer, neuron, shared, n_act, ctx_json in rows)
+        return rank_matches(act, ctx, candidates, (target.layer, target.neuron), threshold=threshold,
+                            mode=mode, limit=limit)
+
+    def token_sets(self, model: str) -> TokenSets:
+        """A model's graphs as token sets (for all-pairs below the stored floor)."""
+        with self.index.lock:
+            return token_sets(self.index.db, model)
+
+    def similar_pairs(self, model: str, *, threshold: float = 0.9, limit: int = 20,
+                      layer: int | None = None) -> list[Pair]:
+        """The most similar pairs (``store.similarity.similar_pairs``'s rule): read from the kept
+        pairs at or above ``store.sqlindex.PAIR_FLOOR``, computed for lower thresholds."""
+        if threshold < PAIR_FLOOR:
+            return similar_pairs(self.token_sets(model), threshold=threshold, limit=limit, layer=layer)
+        where, params = "model=? AND score>=?", [model, threshold]
+        if layer is not None:
+            where += " AND a_layer=? AND b_layer=?"
+            params += [int(layer), int(layer)]
+        rows = self._rows(f"SELECT a_layer, a_neuron, b_layer, b_neuron, act, ctx FROM pairs WHERE {where} "
+                          "ORDER BY score DESC, a_layer, a_neuron, b_layer, b_neuron LIMIT ?", (*params, limit))
+        return [Pair(a=neuron_id(al, an), b=neuron_id(bl, bn), activating_overlap=act, context_overlap=ctx)
+                for al, an, bl, bn, act, ctx in rows]
