@@ -1,34 +1,43 @@
 """The structured results of the MCP tools: one pydantic model per tool, described for the agent.
 
 Each model becomes its tool's ``outputSchema``; the tool also returns a short text summary
-(``n2g_mcp.text``). ``n2g_mcp.queries`` makes them. Neurons are always named ``L{layer}/N{neuron}``; activations are
-normalised (raw activation / the neuron's largest activation in the corpus) unless a field says
-"raw".
+(``n2g_mcp.text``). ``n2g_mcp.queries`` makes them, from store records through the ``of``
+constructors here; every float is rounded here, once (:data:`Rounded`). Neurons are always named
+``L{layer}/N{neuron}``; activations are normalised (raw activation / the neuron's largest
+activation in the corpus) unless a field says "raw".
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
 
+from pydantic import AfterValidator, BaseModel, Field
+
+from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
+from store.graph import Example, NeuronGraph
 from store.metrics import Scores
+from store.probes import MarkedWindow
+from store.sqlsearch import Hit
+from store.tokens import repeated_tokens
+
+DIGITS = 4
+"""Decimals every number of a result keeps: enough to read, few enough to keep results short."""
+Rounded = Annotated[float, AfterValidator(lambda value: round(value, DIGITS))]
+"""A float of a result, rounded here once (the queries pass full precision)."""
 
 
 class Figures(BaseModel):
     """Agreement between predicted and real activations on firing tokens (normalised >= 0.5)."""
 
-    precision: float | None = Field(description="of the tokens predicted to fire, the share that fire")
-    recall: float | None = Field(description="of the tokens that fire, the share predicted to fire")
-    f1: float | None = Field(description="harmonic mean of precision and recall")
-    correlation: float | None = Field(description="Pearson correlation over all tokens")
+    precision: Rounded | None = Field(description="of the tokens predicted to fire, the share that fire")
+    recall: Rounded | None = Field(description="of the tokens that fire, the share predicted to fire")
+    f1: Rounded | None = Field(description="harmonic mean of precision and recall")
+    correlation: Rounded | None = Field(description="Pearson correlation over all tokens")
 
     @classmethod
     def of(cls, scores: Scores) -> Figures:
-        return cls(precision=_round(scores.precision), recall=_round(scores.recall),
-                   f1=_round(scores.f1), correlation=_round(scores.correlation))
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
+        return cls(precision=scores.precision, recall=scores.recall, f1=scores.f1,
+                   correlation=scores.correlation)
 
 
 # --------------------------------------------------------------------- list_models
@@ -62,9 +71,9 @@ class GraphSummary(BaseModel):
     model: str
     layer: int
     neuron: int
-    activating_tokens: dict[str, float] = Field(
+    activating_tokens: dict[str, Rounded] = Field(
         description="tokens the neuron fires on -> largest normalised activation, strongest first")
-    context_tokens: dict[str, float] = Field(
+    context_tokens: dict[str, Rounded] = Field(
         description="earlier tokens that make it fire -> largest importance, most important first")
     activating_total: int = Field(description="activating tokens in the graph (the map shows the top ones)")
     context_total: int = Field(description="context tokens in the graph (the map shows the top ones)")
@@ -74,28 +83,63 @@ class GraphSummary(BaseModel):
         description="N2G on held-out examples plus random text as negatives (harder, more honest)")
     built: bool = Field(default=False, description="true when this call built the graph, false when it was stored")
 
+    @classmethod
+    def of(cls, graph: NeuronGraph, built: bool = False) -> GraphSummary:
+        """The summary of a stored or just-built graph."""
+        fid = graph.fidelity
+        return cls(
+            id=graph.id, model=graph.model, layer=graph.layer, neuron=graph.neuron,
+            activating_tokens=dict(list(graph.activating_tokens.items())[:TOKENS_SHOWN]),
+            context_tokens=dict(list(graph.context_tokens.items())[:TOKENS_SHOWN]),
+            activating_total=len(graph.activating_tokens), context_total=len(graph.context_tokens),
+            fidelity=None if fid is None else Figures.of(fid.n2g.top),
+            fidelity_with_negatives=None if fid is None else Figures.of(fid.n2g.random),
+            built=built,
+        )
+
 
 class ExampleView(BaseModel):
     """A text window with its activating token marked [[like this]]."""
 
     text: str = Field(description="the window, pivot token wrapped in [[ ]]; '…' where cut")
     pivot_token: str
-    activation: float = Field(description="normalised activation on the pivot token")
-    raw_activation: float
+    activation: Rounded = Field(description="normalised activation on the pivot token")
+    raw_activation: Rounded
     split: str | None = Field(default=None, description="'train' (used to build) or 'test' (held out)")
     important_tokens: list[str] = Field(
         default_factory=list, description="context tokens whose masking most lowers the activation")
+
+    @classmethod
+    def of(cls, example: Example, max_activation: float, before: int = 40, after: int = 10) -> ExampleView:
+        """An example as text with the pivot wrapped in [[ ]], cut to ``before``/``after`` tokens."""
+        tokens, p = example.tokens, example.pivot
+        start, end = max(0, p - before), min(len(tokens), p + 1 + after)
+        shown = ("…" if start else "") + "".join(tokens[start:p]) + "[[" + tokens[p] + "]]" \
+            + "".join(tokens[p + 1:end]) + ("…" if end < len(tokens) else "")
+        important: list[str] = []
+        if example.importances:
+            ranked = sorted(((w, i) for i, w in enumerate(example.importances) if i != p and w > 0), reverse=True)
+            important = [tokens[i] for w, i in ranked[:5] if i < len(tokens)]
+        norm = example.activation / max_activation if max_activation > 0 else 0.0
+        return cls(text=shown, pivot_token=tokens[p], activation=norm, raw_activation=example.activation,
+                   split=example.split, important_tokens=important)
+
+    @staticmethod
+    def distinct(views: list[ExampleView]) -> list[ExampleView]:
+        """Views with different texts, the first of each kept (pruning often leaves the same few tokens)."""
+        seen: set[str] = set()
+        return [v for v in views if not (v.text in seen or seen.add(v.text))]
 
 
 class GraphDescription(GraphSummary):
     """A neuron's graph in full enough detail to explain it."""
 
     hook: str = Field(description="where activations were read, e.g. blocks.3.mlp.hook_post")
-    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
     paths: int = Field(description="paths (activating token plus context) in the graph")
     depth: int = Field(description="longest path, in tokens")
     matching: str = Field(description="how the graph matches text: 'all' paths or 'greedy'; normalised or exact")
-    baselines_f1: dict[str, float | None] = Field(
+    baselines_f1: dict[str, Rounded | None] = Field(
         description="F1 of the paper's baselines on the same examples: token_lookup, ngram_lookup")
     examples: list[ExampleView] = Field(description="pruned training examples: the least context that fires it")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
@@ -108,9 +152,17 @@ class SearchHit(BaseModel):
     neuron: int
     activating_tokens: list[str] = Field(description="strongest activating tokens (up to 8)")
     context_tokens: list[str] = Field(description="most important context tokens (up to 8)")
-    f1: float | None = Field(description="N2G F1 on held-out top examples; null where not scored")
+    f1: Rounded | None = Field(description="N2G F1 on held-out top examples; null where not scored")
     repeated_tokens: list[str] = Field(
         default_factory=list, description="tokens both activating and context (in-context behaviour)")
+
+    @classmethod
+    def of(cls, hit: Hit, repeated: bool, exact: bool) -> SearchHit:
+        """A search hit from the index's record of a graph."""
+        return cls(id=hit.id, layer=hit.layer, neuron=hit.neuron,
+                   activating_tokens=hit.activating_tokens[:HIT_TOKENS],
+                   context_tokens=hit.context_tokens[:HIT_TOKENS], f1=hit.f1,
+                   repeated_tokens=repeated_tokens(hit, exact=exact)[:HIT_TOKENS] if repeated else [])
 
 
 class SearchOutput(BaseModel):
@@ -129,8 +181,8 @@ class SimilarItem(BaseModel):
     layer: int
     neuron: int
     similar_to: str = Field(description="the neuron it resembles: the target, or its pair partner")
-    activating_overlap: float = Field(description="overlap of activating token sets (containment in subset mode)")
-    context_overlap: float = Field(description="overlap of context token sets (containment in subset mode)")
+    activating_overlap: Rounded = Field(description="overlap of activating token sets (containment in subset mode)")
+    context_overlap: Rounded = Field(description="overlap of context token sets (containment in subset mode)")
 
 
 class SimilarOutput(BaseModel):
@@ -164,7 +216,7 @@ class RenderOutput(BaseModel):
 class TopActivationsOutput(BaseModel):
     id: str
     model: str
-    max_activation: float = Field(description="raw activation that normalises to 1.0")
+    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
     examples: list[ExampleView] = Field(description="top-activating corpus windows, strongest first")
     total: int = Field(description="stored examples of this neuron")
     source: str = Field(default="graph", description="'scan' (the model's whole-corpus scan: any neuron) "
@@ -180,16 +232,16 @@ class TopActivationsOutput(BaseModel):
 class TokenRow(BaseModel):
     index: int
     token: str
-    predicted: float
-    actual: float | None = None
+    predicted: Rounded
+    actual: Rounded | None = None
 
 
 class PredictOutput(BaseModel):
     id: str
     model: str
     tokens: list[str] = Field(description="the text's tokens, as the graph sees them")
-    predicted: list[float] = Field(description="the graph's normalised activation per token")
-    actual: list[float] | None = Field(
+    predicted: list[Rounded] = Field(description="the graph's normalised activation per token")
+    actual: list[Rounded] | None = Field(
         default=None, description="the real neuron per token, raw / max_activation (compare=true only)")
     agreement: Figures | None = Field(default=None, description="predicted vs actual (compare=true only)")
     firing: list[TokenRow] = Field(
@@ -201,9 +253,9 @@ class PredictOutput(BaseModel):
 class NeuronStatsView(BaseModel):
     """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
 
-    max_activation: float = Field(description="raw activation that normalises to 1.0")
-    density: float = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
-    quantiles: dict[str, float] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
+    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
+    density: Rounded = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
+    quantiles: dict[str, Rounded] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
 
 
 class FindHit(BaseModel):
@@ -212,11 +264,11 @@ class FindHit(BaseModel):
     id: str
     layer: int
     neuron: int
-    activation: float = Field(description="activation at the token / the neuron's corpus max")
-    raw_activation: float
+    activation: Rounded = Field(description="activation at the token / the neuron's corpus max")
+    raw_activation: Rounded
     has_graph: bool = Field(description="whether a graph is stored for it (get_graph reads it)")
     activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens")
-    f1: float | None = Field(default=None, description="its graph's F1 on held-out examples")
+    f1: Rounded | None = Field(default=None, description="its graph's F1 on held-out examples")
 
 
 class FindNeuronsOutput(BaseModel):
@@ -232,9 +284,9 @@ class InductionHit(BaseModel):
     id: str
     layer: int
     neuron: int
-    score: float = Field(description="firing rate on the second copy minus the rate on the first")
-    first: float = Field(description="share of first-copy tokens at which it fires")
-    second: float = Field(description="share of second-copy tokens at which it fires")
+    score: Rounded = Field(description="firing rate on the second copy minus the rate on the first")
+    first: Rounded = Field(description="share of first-copy tokens at which it fires")
+    second: Rounded = Field(description="share of second-copy tokens at which it fires")
     has_graph: bool
 
 
@@ -247,14 +299,14 @@ class InductionOutput(BaseModel):
     threshold_source: str = Field(description="what 'fires' was measured against: the corpus scan's max, "
                                   "or the probe's own max where no scan is served")
     results: list[InductionHit] = Field(description="best first")
-    seconds: float
+    seconds: Rounded
 
 
 class TokenChangeView(BaseModel):
     position: int
     token: str = Field(description="the token whose prediction changed")
-    loss_clean: float
-    loss_ablated: float
+    loss_clean: Rounded
+    loss_ablated: Rounded
 
 
 class AblationOutput(BaseModel):
@@ -263,11 +315,11 @@ class AblationOutput(BaseModel):
     mode: str
     measured_on: str = Field(description="'repeated-sequence probe (second copies)' or 'the given text'")
     tokens_measured: int
-    loss_clean: float = Field(description="mean next-token loss (nats) of the intact model")
-    loss_ablated: float
-    delta: float = Field(description="loss_ablated - loss_clean")
+    loss_clean: Rounded = Field(description="mean next-token loss (nats) of the intact model")
+    loss_ablated: Rounded
+    delta: Rounded = Field(description="loss_ablated - loss_clean")
     control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
-    control_delta: float | None = Field(description="the same delta for the control; null without control")
+    control_delta: Rounded | None = Field(description="the same delta for the control; null without control")
     top_changes: list[TokenChangeView] = Field(description="tokens whose loss changed most")
 
 
@@ -285,7 +337,11 @@ class MarkedView(BaseModel):
     set: str
     text: str = Field(description="the window with the token in [[ ]]")
     token: str
-    activation: float = Field(description="normalised activation at the marked token")
+    activation: Rounded = Field(description="normalised activation at the marked token")
+
+    @classmethod
+    def of(cls, marked: MarkedWindow) -> MarkedView:
+        return cls(set=marked.set, text=marked.text, token=marked.token, activation=marked.activation)
 
 
 class HypothesisOutput(BaseModel):

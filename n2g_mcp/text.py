@@ -141,6 +141,62 @@ def bad_arguments(tool: str, errors: Sequence[dict]) -> str:
             "Numbers must be JSON numbers and flags true or false; see the tool's input schema.")
 
 
+def matching(rule: str, normalized: bool) -> str:
+    """How a graph matches text, in a phrase."""
+    return f"{rule}, {'normalised' if normalized else 'exact'} tokens"
+
+
+def no_graph_built(layer: int, neuron: int) -> str:
+    return (f"the builder returned no graph for {neuron_id(layer, neuron)}; check the server log, then call "
+            "build_graph again")
+
+
+def scan_unreadable(reason: str) -> str:
+    return f"{reason}. Tools that need the scan are unavailable until it is fixed."
+
+
+def threshold_source(from_scan: bool) -> str:
+    """What 'fires' was measured against in an induction probe."""
+    return "corpus scan max" if from_scan else "probe max"
+
+
+def measured_on(text_given: bool) -> str:
+    """Which tokens an ablation measured."""
+    return "the given text" if text_given else "repeated-sequence probe (second copies)"
+
+
+def pattern_too_long(chars: int, limit: int) -> str:
+    return f"the pattern has {chars} characters, over {limit}"
+
+
+def not_served(model: str) -> str:
+    return f"this server does not run {model} (its operator can add a model with --model NAME=PATH)"
+
+
+NOT_RUN_HERE = "this server does not run it"
+LAYERS_NEEDED = "pass layers: this model's shape is not known before it loads"
+NO_NEURONS = "pass at least one neuron id, e.g. ['L17/N938']"
+EMPTY_PATTERN = "the pattern is empty"
+TOKEN_OR_POSITION = "pass token or position, not both"
+INSTEAD_OF_COMPARE = "Call predict_activations with compare=false to see the graph's prediction alone."
+INSTEAD_OF_TOKENISING = "Search and read the stored graphs instead."
+INSTEAD_OF_BUILDING = ("Search the stored graphs with search_graphs instead, or run the server where the "
+                       "builder extra is installed.")
+INSTEAD_OF_PROBING = "Search the stored graphs with search_graphs instead."
+
+# Progress messages of the slow tools (the first report an agent sees).
+RUNNING_NEURON = "running the real neuron (the model loads on first use)"
+TOKENISING = "tokenising"
+RUNNING_INDUCTION = "running the induction probe (the model loads on first use)"
+RUNNING_ABLATION = "running the model clean and ablated"
+SCORING_PATTERN = "scoring the pattern against the neuron"
+FINDING_NEURONS = "running the model (it loads on first use)"
+
+
+def building(layer: int, neuron: int) -> str:
+    return f"building {neuron_id(layer, neuron)}"
+
+
 NEURON_WITHOUT_LAYER = "pass layer with neuron (or neither, to list the most similar pairs)"
 SUBSET_NEEDS_TARGET = ("mode='subset' asks whether one neuron's behaviour is contained in others': pass "
                        "both layer and neuron")
@@ -315,8 +371,8 @@ def predict(out: PredictOutput, *, max_rows: int) -> str:
 
 
 # --------------------------------------------------------------------- the scan and the probes
-def no_scan(model: str, stores_dir: str, tool: str) -> str:
-    return (f"{tool} needs the whole-model scan of {model} ({model}.scan.npz in {stores_dir}), which is "
+def no_scan(model: str, filename: str, stores_dir: str, tool: str) -> str:
+    return (f"{tool} needs the whole-model scan of {model} ({filename} in {stores_dir}), which is "
             f"not there; its operator writes it with `n2g scan --model {model}`. Use search_graphs and "
             "get_graph on the stored graphs meanwhile.")
 

@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from n2g_mcp.queries import MAX_DOT_CHARS, MAX_TEXT_CHARS
+from n2g_mcp.limits import MAX_DOT_CHARS, MAX_TEXT_CHARS
 from n2g_mcp.server import create_server
 from n2g_mcp.worker import ProgressSlot
 from store.jsonl import StoreWriter, read_store

@@ -1,0 +1,200 @@
+"""The shared ground of every query: which model a call is about, and the checks before any work.
+
+:class:`Resolver` holds the stores (:class:`store.catalog.Catalog`), the models this server may
+run (:class:`n2g_mcp.registry.ServedModels`), the model side (:class:`n2g_mcp.live.LiveBackend`),
+the cursor signer (:class:`n2g_mcp.paging.Pager`) and each model's scan file (read once, again
+when it changes). Its methods resolve a call's arguments (a model name, a layer and neuron, a
+text, a list of layers) into what the queries need, or raise an :mod:`store.errors` error worded
+in ``n2g_mcp.text`` that says what to call next. The three query rooms build on it:
+``store_queries`` (the stores alone), ``live_queries`` (predict, build) and ``probe_queries``
+(the whole-model probes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from n2g_mcp import text
+from n2g_mcp.limits import MAX_TEXT_CHARS
+from n2g_mcp.live import BuilderBackend, LiveBackend
+from n2g_mcp.paging import Pager
+from n2g_mcp.registry import ServedModels, looks_like_path
+from store.catalog import Catalog, StoreView
+from store.errors import BadArgument, CorruptGraph, NotFound, ScanFileError, Unavailable
+from store.graph import NeuronGraph
+from store.models import ModelSpec
+from store.names import check_range
+from store.scanfile import ScanFile, scan_filename
+from store.sqlsearch import Hit
+
+
+class Resolver:
+    """Arguments to models, stores, graphs and scans; see the module docstring.
+
+    Args:
+        stores_dir: where the stores are (created by the first build if missing).
+        live: the model side; the real builder by default (loaded on first use).
+        models: the models this server may run; the embedded default alone by default.
+        pager: signs cursors; a fresh random key by default.
+    """
+
+    def __init__(self, stores_dir: Path, live: LiveBackend | None = None, models: ServedModels | None = None,
+                 pager: Pager | None = None) -> None:
+        self.models = models if models is not None else ServedModels()
+        # Lines of a store whose header lacks the shape are checked against the served models'.
+        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape)
+        self.live: LiveBackend = live if live is not None else BuilderBackend()
+        self.pager = pager if pager is not None else Pager()
+        self._scans: dict[str, tuple[float, ScanFile]] = {}
+
+    @property
+    def default_model(self) -> str:
+        return self.models.default_name
+
+    def model(self, name: str | None) -> str:
+        """The model a call is about: the named one, else the default.
+
+        Raises:
+            BadArgument: for a name shaped like a path that names no store (without touching the
+                disk, and without repeating the name).
+        """
+        if name is None or not name.strip():
+            return self.default_model
+        name = name.strip()
+        if self.models.spec(name) is None and looks_like_path(name) and self.catalog.get(name) is None:
+            raise BadArgument(text.model_is_a_path())
+        return name
+
+    def build_call(self, model: str, layer: int, neuron: int) -> str:
+        """The build_graph call an agent makes for a neuron."""
+        return text.call("build_graph", model, self.default_model, layer=layer, neuron=neuron)
+
+    def check_range(self, model: str, layer: int | None = None, neuron: int | None = None) -> None:
+        """Refuse a layer or neuron the model does not have (where its shape is known).
+
+        Raises:
+            OutOfRange: in ``store.names.check_range``'s words.
+        """
+        shape = self.models.shape(model)
+        if shape is not None:
+            check_range(model, shape, layer, neuron)
+
+    def layers(self, model: str, layers: list[int] | None) -> list[int]:
+        """The layers a probe covers: the given ones (checked, sorted, once each), else all."""
+        shape = self.models.shape(model)
+        if not layers:
+            if shape is None:
+                raise BadArgument(text.LAYERS_NEEDED)
+            return list(range(shape[0]))
+        for layer in layers:
+            self.check_range(model, layer)
+        return sorted(set(layers))
+
+    @staticmethod
+    def check_text(value: str) -> None:
+        """Refuse an empty or over-long text.
+
+        Raises:
+            BadArgument: saying how to split it.
+        """
+        if not value or not value.strip():
+            raise BadArgument(text.empty_text())
+        if len(value) > MAX_TEXT_CHARS:
+            raise BadArgument(text.text_too_long(len(value), MAX_TEXT_CHARS))
+
+    # ----------------------------------------------------------------- stores
+    def view(self, model: str) -> StoreView:
+        """A model's merged stores.
+
+        Raises:
+            NotFound: where no store holds the model, saying whether it is unknown or just empty.
+        """
+        found = self.catalog.get(model)
+        if found is not None:
+            return found
+        if self.models.spec(model) is not None:
+            raise NotFound(text.no_store_yet(model, str(self.catalog.directory), self.build_call(model, 0, 0)))
+        stored = [(v.model, len(v)) for v in self.catalog.models()]
+        raise NotFound(text.unknown_model(model, stored, str(self.catalog.directory)))
+
+    def stored(self, model: str, layer: int, neuron: int) -> NeuronGraph | None:
+        """A neuron's readable stored graph, or None (none stored, or its line is damaged)."""
+        view = self.catalog.get(model)
+        try:
+            return None if view is None else view.get(layer, neuron)
+        except CorruptGraph:
+            return None
+
+    def graph(self, model: str, layer: int, neuron: int) -> tuple[NeuronGraph, StoreView]:
+        """One neuron's stored graph.
+
+        Raises:
+            OutOfRange: for a layer or neuron out of range.
+            NotFound: for an unknown model, or no graph yet.
+            CorruptGraph: for a stored line that does not validate (saying how to rebuild it).
+        """
+        self.check_range(model, layer, neuron)
+        view = self.view(model)
+        graph = view.get(layer, neuron)
+        if graph is None:
+            layers = view.layers()
+            hint = layers if self.models.shape(model) is None and layer not in layers else None
+            raise NotFound(text.no_graph(model, layer, neuron, self.build_call(model, layer, neuron), hint))
+        return graph, view
+
+    def hit(self, model: str, layer: int, neuron: int) -> Hit | None:
+        """What the index knows of a neuron's stored graph (tokens, F1), or None where none is."""
+        view = self.catalog.get(model)
+        return None if view is None else view.hit(layer, neuron)
+
+    def warnings(self, model: str) -> list[str]:
+        """The model's store problems (corrupt lines), for a result's warnings."""
+        view = self.catalog.get(model)
+        return view.corrupt_reports() if view is not None else []
+
+    # ----------------------------------------------------------------- the live model
+    def spec(self, model: str, doing: str, instead: str) -> ModelSpec:
+        """The model to run, where this server can run it.
+
+        Raises:
+            Unavailable: for a model this server does not run, or cannot run here.
+        """
+        spec = self.models.spec(model)
+        if spec is None:
+            raise Unavailable(text.cannot(doing, model, text.not_served(model), instead))
+        reason = self.live.availability(spec)
+        if reason is not None:
+            raise Unavailable(text.cannot(doing, model, reason, instead))
+        return spec
+
+    # ----------------------------------------------------------------- the whole-model scan
+    def scan_file(self, model: str) -> ScanFile | None:
+        """The model's scan file in the stores directory, read once (again if it changes).
+
+        Raises:
+            ScanFileError: for a scan file that cannot be read, saying that the tools needing it wait.
+        """
+        path = self.catalog.directory / scan_filename(model)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        cached = self._scans.get(model)
+        if cached is None or cached[0] != mtime:
+            try:
+                cached = (mtime, ScanFile(path))
+            except ScanFileError as exc:
+                raise ScanFileError(text.scan_unreadable(str(exc))) from None
+            self._scans[model] = cached
+        return cached[1]
+
+    def need_scan(self, model: str, tool: str) -> ScanFile:
+        """The model's scan file, for a tool that cannot work without it.
+
+        Raises:
+            NotFound: naming the file and the command that writes it.
+        """
+        scan = self.scan_file(model)
+        if scan is None:
+            raise NotFound(text.no_scan(model, scan_filename(model), str(self.catalog.directory), tool))
+        return scan

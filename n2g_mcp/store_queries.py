@@ -1,0 +1,168 @@
+"""The queries answered from the stores alone: list, read, search, compare, draw.
+
+Nothing here runs a model or imports torch; a server over a prebuilt stores directory answers all
+of these. Each method answers one tool and returns its result model (``n2g_mcp.outputs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from n2g_mcp import text
+from n2g_mcp.limits import MAX_DOT_CHARS
+from n2g_mcp.outputs import (
+    ExampleView,
+    GraphDescription,
+    GraphSummary,
+    ListModelsOutput,
+    ModelInfo,
+    NeuronStatsView,
+    RenderOutput,
+    SearchHit,
+    SearchOutput,
+    SimilarItem,
+    SimilarOutput,
+    TopActivationsOutput,
+)
+from n2g_mcp.resolve import Resolver
+from store.errors import BadArgument
+from store.graph import Example
+from store.names import neuron_id, parse_neuron_id
+from store.render import render_summary, to_dot
+from store.scanfile import ScanFile
+from store.similarity import Mode
+
+
+class StoreQueries(Resolver):
+    """list_models, get_graph, top_activations, search_graphs, find_similar_neurons, render_graph_dot."""
+
+    def list_models(self) -> ListModelsOutput:
+        views = {v.model: v for v in self.catalog.models()}
+        names = sorted(set(views) | set(self.models.names()), key=lambda m: (m != self.default_model, m))
+        infos = []
+        for name in names:
+            view, spec = views.get(name), self.models.spec(name)
+            shape = self.models.shape(name)
+            note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
+            infos.append(ModelInfo(
+                model=name, default=name == self.default_model,
+                graphs=len(view) if view else 0, layers=view.layers() if view else [],
+                n_layers=shape[0] if shape else None, d_mlp=shape[1] if shape else None,
+                files=view.files if view else [],
+                corrupt_lines=view.corrupt_lines if view else 0,
+                corrupt=view.corrupt_reports() if view else [],
+                can_build=note is None, build_note=note,
+            ))
+        return ListModelsOutput(stores_dir=str(self.catalog.directory), models=infos, problems=self.catalog.problems)
+
+    def get_graph(self, model: str | None, layer: int, neuron: int) -> GraphDescription:
+        model = self.model(model)
+        graph, view = self.graph(model, layer, neuron)
+        fid = graph.fidelity
+        trie = graph.graph
+        return GraphDescription(
+            **GraphSummary.of(graph).model_dump(),
+            hook=graph.hook, max_activation=graph.max_activation,
+            paths=len(trie), depth=trie.depth(),
+            matching=text.matching(graph.matching.rule, graph.matching.normalized),
+            baselines_f1={} if fid is None else {
+                "token_lookup": fid.token_lookup.top.f1, "ngram_lookup": fid.ngram_lookup.top.f1},
+            examples=ExampleView.distinct([ExampleView.of(e, graph.max_activation, before=20, after=0)
+                                           for e in graph.pruned])[:3],
+            warnings=view.corrupt_reports(),
+        )
+
+    def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
+                        cursor: str | None = None) -> TopActivationsOutput:
+        model = self.model(model)
+        self.check_range(model, layer, neuron)
+        query = ["top_activations", model, layer, neuron, limit]
+        offset = self.pager.decode(cursor, query, "top_activations")
+        scan = self.scan_file(model)
+        if scan is not None:
+            return self._top_from_scan(model, scan, layer, neuron, limit, offset)
+        graph, view = self.graph(model, layer, neuron)
+        examples = sorted(graph.examples, key=lambda e: -e.activation)
+        page = examples[offset:offset + limit]
+        end = offset + len(page)
+        return TopActivationsOutput(
+            id=graph.id, model=model, max_activation=graph.max_activation,
+            examples=[ExampleView.of(e, graph.max_activation) for e in page], total=len(examples), offset=offset,
+            next_cursor=self.pager.encode(end, query) if end < len(examples) else None,
+            warnings=view.corrupt_reports(),
+        )
+
+    def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
+                       offset: int) -> TopActivationsOutput:
+        stats = scan.stats(layer, neuron)
+        scale = stats.max_activation if stats.max_activation > 0 else 1.0
+        page = scan.top(layer, neuron, limit=limit, offset=offset)
+        total = len(scan.top(layer, neuron))
+        examples = [ExampleView.of(Example(tokens=w.tokens, pivot=w.pivot, activation=w.activation, split=None),
+                                   scale) for w in page]
+        end = offset + len(page)
+        query = ["top_activations", model, layer, neuron, limit]
+        return TopActivationsOutput(
+            id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
+            examples=examples, total=total, source="scan",
+            stats=NeuronStatsView(max_activation=stats.max_activation, density=stats.density,
+                                  quantiles=stats.quantiles),
+            offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
+            warnings=self.warnings(model))
+
+    def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
+               exact: bool = False, layer: int | None = None, min_f1: float | None = None,
+               repeated: bool = False, limit: int = 20, cursor: str | None = None) -> SearchOutput:
+        model = self.model(model)
+        activating, context = list(activating), list(context)
+        self.check_range(model, layer)
+        view = self.view(model)
+        query = ["search", model, activating, context, exact, layer, min_f1, repeated, limit]
+        offset = self.pager.decode(cursor, query, "search_graphs")
+        total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
+                                  limit=limit, offset=offset)
+        end = offset + len(page)
+        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact) for h in page], total=total,
+                            offset=offset, searched=len(view),
+                            next_cursor=self.pager.encode(end, query) if end < total else None,
+                            warnings=view.corrupt_reports())
+
+    def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
+                threshold: float = 0.9, mode: Mode = "similar", limit: int = 20) -> SimilarOutput:
+        model = self.model(model)
+        if neuron is not None and layer is None:
+            raise BadArgument(text.NEURON_WITHOUT_LAYER)
+        if neuron is not None:
+            target, view = self.graph(model, layer, neuron)
+            matches = view.similar_to(target, threshold=threshold, mode=mode, limit=limit)
+            items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
+                                 activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
+                     for m in matches]
+            return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
+                                 results=items, warnings=view.corrupt_reports())
+        if mode == "subset":
+            raise BadArgument(text.SUBSET_NEEDS_TARGET)
+        self.check_range(model, layer)
+        view = self.view(model)
+        items = []
+        for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer):
+            layer_b, neuron_b = parse_neuron_id(p.b)
+            items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
+                                     activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
+        return SimilarOutput(model=model, target=None, layer=layer, mode=mode, threshold=threshold,
+                             compared=len(view), results=items, warnings=view.corrupt_reports())
+
+    def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = 150) -> RenderOutput:
+        model = self.model(model)
+        graph, view = self.graph(model, layer, neuron)
+        nodes = max_nodes
+        dot = to_dot(graph, max_nodes=nodes)
+        while len(dot) > MAX_DOT_CHARS and nodes > 1:
+            # Too big to hand an agent: redraw with fewer nodes (strongest paths kept).
+            nodes = max(1, nodes * 2 // 3)
+            dot = to_dot(graph, max_nodes=nodes)
+        counts = render_summary(graph, max_nodes=nodes)
+        return RenderOutput(id=graph.id, model=model, dot=dot, nodes=counts["nodes"],
+                            shown_nodes=counts["shown_nodes"], paths=counts["paths"],
+                            shown_paths=counts["shown_paths"], max_nodes=nodes, requested_max_nodes=max_nodes,
+                            warnings=view.corrupt_reports())
