@@ -68,20 +68,6 @@ from store.errors import N2GError
 from store.names import parse_neuron_id
 from store.render import GraphvizMissing, draw
 
-INSTRUCTIONS = """\
-Neuron to Graph (N2G): each neuron of a transformer language model is summarised as a graph of
-token paths: the tokens it fires on (activating) and the earlier tokens that make it fire
-(context). Neurons are named L{layer}/N{neuron}; activations are normalised to the neuron's
-largest activation (1.0), and a token "fires" at >= 0.5.
-Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
-in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
-not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
-that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
-find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
-top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
-at a token of any text, find_induction_neurons runs a behavioural probe across all layers, and
-ablate_neurons checks causally that neurons matter. The prompts walk through these workflows."""
-
 
 # --------------------------------------------------------------------- parameter types
 def _one_or_many(value: Any) -> Any:
@@ -186,7 +172,7 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
             arguments above are not used).
     """
     q = queries if queries is not None else Queries(Path(stores_dir), live, models)
-    server = _Server("n2g-mcp", instructions=INSTRUCTIONS)
+    server = _Server("n2g-mcp", instructions=wording.INSTRUCTIONS)
     tool = functools.partial(_tool, server)
 
     # ----------------------------------------------------------------- reading the stores

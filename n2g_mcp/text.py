@@ -32,6 +32,23 @@ from store.metrics import FIRING_THRESHOLD
 from store.names import neuron_id
 
 
+# --------------------------------------------------------------------- the server's instructions
+INSTRUCTIONS = """\
+Neuron to Graph (N2G): each neuron of a transformer language model is summarised as a graph of
+token paths: the tokens it fires on (activating) and the earlier tokens that make it fire
+(context). Neurons are named L{layer}/N{neuron}; activations are normalised to the neuron's
+largest activation (1.0), and a token "fires" at >= 0.5.
+Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
+in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
+not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
+that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
+find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
+top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
+at a token of any text, find_induction_neurons runs a behavioural probe across all layers, and
+ablate_neurons checks causally that neurons matter. The prompts walk through these workflows."""
+"""What the server tells a client on initialize: the map of the tools."""
+
+
 # --------------------------------------------------------------------- pieces
 def tok(token: str) -> str:
     """A token as the summaries show it: quoted, so leading spaces and newlines are visible."""
