@@ -15,16 +15,16 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm import tqdm
 
 from builder.augment import Helper, augment, make_helper
 from builder.config import BuildConfig, EvalConfig
-from builder.evaluate import Window, evaluate
+from builder.evaluate import Window, evaluate, short_rows
 from builder.fit import TrainText, fit
-from builder.forward import run_layers
+from builder.forward import neuron_activations, run_layers
 from builder.models import LoadedModel
 from builder.probe import TokenProbe, probe_tokens
 from builder.prune import Snippet, TopExample, prune
@@ -179,7 +179,8 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
                   items: Sequence[tuple[Snippet, np.ndarray]], layer_scan: LayerScan,
                   windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
                   calibration: tuple[np.ndarray, np.ndarray], probe: TokenProbe | None,
-                  config: BuildConfig, cost: dict[str, float]) -> NeuronGraph:
+                  config: BuildConfig, cost: dict[str, float],
+                  short_texts: Sequence[tuple[list[int], np.ndarray]] = ()) -> NeuronGraph:
     """Fit one neuron's graph from its snippets, then score the stored graph on held-out text."""
     vocab = model.vocab
     max_act = float(layer_scan.max_activation[neuron])
@@ -220,9 +221,11 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     negatives = [Window([vocab[t] for t in windows[w]], layer_scan.random_traces[i, :, neuron] / max_act)
                  for i, w in enumerate(layer_scan.random_windows)]
     # Scored through the record itself, so the figures are those of the graph as stored.
+    short = [Window([vocab[t] for t in ids], acts / max_act) for ids, acts in short_texts] \
+        if short_texts else None
     graph.fidelity = evaluate(graph.predict, top_windows(vocab, windows, layer_scan, neuron, train),
                               top_windows(vocab, windows, layer_scan, neuron, test), negatives,
-                              config.eval.ngram)
+                              config.eval.ngram, short)
     return graph
 
 
@@ -239,7 +242,9 @@ class Measured:
     """Random calibration windows and every neuron's activations on them."""
     probe: TokenProbe | None
     cost: dict[str, float]
-    """Seconds and tokens forwarded per neuron."""
+    """Seconds and tokens forwarded per neuron (the stages), and tokens of the short-text evaluation."""
+    short: dict[int, list[tuple[list[int], np.ndarray]]] = field(default_factory=dict)
+    """Per live neuron, its short test texts (token ids) and raw activations on them."""
 
 
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
@@ -283,7 +288,34 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
         "seconds": round(elapsed / max(1, len(neurons)), 3),
         "tokens_forwarded": (model.tokens_forwarded - forwarded) // max(1, len(neurons)),
     }
-    return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost)
+    forwarded = model.tokens_forwarded
+    short = _short_texts(model, layer, live, layer_scan, windows, config)
+    cost["eval_tokens_forwarded"] = (model.tokens_forwarded - forwarded) // max(1, len(neurons))
+    return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost,
+                    short=short)
+
+
+def _short_texts(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                 windows: np.ndarray, config: BuildConfig) -> dict[int, list[tuple[list[int], np.ndarray]]]:
+    """Per neuron, its test windows cut short around their pivots (``EvalConfig.short_before`` /
+    ``short_after``) with its raw activations measured again on each cut text; one batched pass
+    for all the neurons. Empty where the protocol is off."""
+    ev = config.eval
+    if ev.short_before == 0 and ev.short_after == 0:
+        return {}
+    k = layer_scan.values.shape[0]
+    rows, owners = [], []
+    for n in neurons:
+        for j in split(k, ev, config.seed, layer, n)[1]:
+            trace = layer_scan.traces[j, n]  # (pos,)
+            window = windows[layer_scan.windows[j, n]].tolist()
+            rows.append(short_rows(window, int(np.argmax(trace)), ev.short_before, ev.short_after))
+            owners.append(n)
+    acts = neuron_activations(model, layer, rows, owners, config.max_batch_tokens)
+    out: dict[int, list[tuple[list[int], np.ndarray]]] = {n: [] for n in neurons}
+    for n, row, a in zip(owners, rows, acts, strict=True):
+        out[n].append((list(row), a))
+    return out
 
 
 def layer_probe(model: LoadedModel, layer: int, windows: np.ndarray,
@@ -304,7 +336,8 @@ def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan
     for n, items in measured.snippets.items():
         graphs[n] = _neuron_graph(model, layer, n, items, layer_scan, windows,
                                   split(k, config.eval, config.seed, layer, n), matching,
-                                  measured.calibration, measured.probe, config, measured.cost)
+                                  measured.calibration, measured.probe, config, measured.cost,
+                                  measured.short.get(n, ()))
     return [graphs[n] for n in neurons]
 
 

@@ -206,6 +206,12 @@ class EvalConfig:
     kept them) added to train; the test set is unchanged, whatever this is. 0: the paper's 10."""
     ngram: int = 5
     """n of the n-gram lookup baseline (the paper's 5): the token and the 4 before it."""
+    short_before: int = 24
+    short_after: int = 8
+    """The short-text protocol (not in the paper): each test window cut to ``short_before``
+    tokens before its pivot and ``short_after`` after, and the neuron measured again on the cut
+    text, since an agent's texts are often short and lose the far context a window had. 0 and 0
+    turn it off."""
 
 
 @dataclass(frozen=True)

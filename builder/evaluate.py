@@ -1,9 +1,11 @@
 """Fidelity: a graph and the paper's two baselines scored on the same held-out windows.
 
 In: the train windows (tokens and normalised activations), the test windows, random windows,
-and the graph. Out: a :class:`store.graph.Fidelity`, per predictor both the paper's protocol
-(test top examples only; Table 1) and the same with random corpus windows added as negatives,
-where correlation is meaningful.
+the test windows cut short (see :func:`short_rows`), and the graph. Out: a
+:class:`store.graph.Fidelity`, per predictor three protocols: the paper's (test top examples
+only; Table 1), the same with random corpus windows added as negatives, where correlation is
+meaningful, and short texts: each test window cut to a few tokens around its pivot and the
+neuron measured again on the cut text (an agent's texts are short; far context is gone).
 
 Baselines (paper, section 4.1), built from every token of the train windows:
 
@@ -47,7 +49,18 @@ def ngram_lookup(train: Sequence[Window], n: int) -> Predictor:
     return lambda tokens: [table.get(g, 0.0) for g in _grams(tokens, n)]
 
 
-def _method(predict: Predictor, test: Sequence[Window], negatives: Sequence[Window]) -> MethodFidelity:
+def short_rows(window: Sequence[int], pivot: int, before: int, after: int) -> Sequence[int]:
+    """A window cut to ``before`` tokens before the pivot and ``after`` after it (the short-text
+    protocol's text; its activations are measured again on it).
+
+    >>> list(short_rows(range(10), 5, 2, 1))
+    [3, 4, 5, 6]
+    """
+    return window[max(0, pivot - before): pivot + after + 1]
+
+
+def _method(predict: Predictor, test: Sequence[Window], negatives: Sequence[Window],
+            short: Sequence[Window] | None) -> MethodFidelity:
     def pooled(windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
         if not windows:
             return np.zeros(0), np.zeros(0)
@@ -60,14 +73,16 @@ def _method(predict: Predictor, test: Sequence[Window], negatives: Sequence[Wind
     return MethodFidelity(
         top=score(true_top, pred_top),
         random=score(np.concatenate([true_top, true_neg]), np.concatenate([pred_top, pred_neg])),
+        short=None if short is None else score(*pooled(short)),
     )
 
 
 def evaluate(graph_predict: Predictor, train: Sequence[Window], test: Sequence[Window],
-             negatives: Sequence[Window], ngram: int = 5) -> Fidelity:
-    """Score the graph and both baselines on the test windows, then with negatives added."""
+             negatives: Sequence[Window], ngram: int = 5, short: Sequence[Window] | None = None) -> Fidelity:
+    """Score the graph and both baselines on the test windows, with negatives added, and (where
+    ``short`` is given) on the test windows cut short and measured again."""
     return Fidelity(
-        n2g=_method(graph_predict, test, negatives),
-        token_lookup=_method(ngram_lookup(train, 1), test, negatives),
-        ngram_lookup=_method(ngram_lookup(train, ngram), test, negatives),
+        n2g=_method(graph_predict, test, negatives, short),
+        token_lookup=_method(ngram_lookup(train, 1), test, negatives, short),
+        ngram_lookup=_method(ngram_lookup(train, ngram), test, negatives, short),
     )

@@ -37,6 +37,9 @@ class MethodFidelity(BaseModel):
 
     top: Scores = Field(description="test top-activating examples only (the paper's Table 1)")
     random: Scores = Field(description="test examples plus random corpus windows as negatives")
+    short: Scores | None = Field(
+        default=None, description="test examples cut to a short text around the pivot (24 tokens before, "
+        "8 after) and measured again on it; None in graphs built before this protocol")
 
 
 class Fidelity(BaseModel):

@@ -117,6 +117,15 @@ def test_context_neuron_beats_token_lookup_on_precision(built) -> None:
     assert fidelity.n2g.top.recall == pytest.approx(1.0)
 
 
+def test_short_texts_are_measured_again_and_still_need_the_context(built) -> None:
+    _, store, _ = built
+    fidelity = store.get(0, EXCEPT).fidelity
+    short, lookup = fidelity.n2g.short, fidelity.token_lookup.short
+    # Ten test windows, each cut to at most 24 tokens before the pivot and 8 after.
+    assert short is not None and 0 < short.tokens <= 10 * 33 and short.firing > 0
+    assert short.f1 == pytest.approx(1.0) and lookup.precision < 1.0
+
+
 def test_a_second_build_skips_the_stored_neurons(built, tmp_path, monkeypatch) -> None:
     model, store, corpus = built
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))

@@ -42,8 +42,9 @@ def _scored_by_layer(graphs: Sequence[NeuronGraph]) -> dict[int, list[NeuronGrap
 def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
     """Per-layer means of precision, recall, F1 and correlation (r), as a markdown table.
 
-    ``protocol`` is ``"top"`` (test top examples: the paper's Table 1) or ``"random"`` (random
-    windows added as negatives).
+    ``protocol`` is ``"top"`` (test top examples: the paper's Table 1), ``"random"`` (random
+    windows added as negatives) or ``"short"`` (test windows cut short and measured again; layers
+    whose graphs predate it are left out).
     """
     by_layer = _scored_by_layer(graphs)
     cols = ["P", "R", "F1", "r"]
@@ -53,7 +54,8 @@ def fidelity_table(graphs: Sequence[NeuronGraph], protocol: str = "top") -> str:
         group = by_layer[layer]
         cells = []
         for key, _ in METHODS:
-            scores = [getattr(getattr(g.fidelity, key), protocol) for g in group]
+            # Graphs built before a protocol existed have no scores for it.
+            scores = [s for g in group if (s := getattr(getattr(g.fidelity, key), protocol)) is not None]
             values = [mean_defined(s.precision for s in scores), mean_defined(s.recall for s in scores),
                       mean_defined(s.f1 for s in scores), mean_defined(s.correlation for s in scores)]
             cells += ["-" if v is None else f"{v:.2f}" for v in values]
@@ -125,6 +127,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(fidelity_table(graphs, "top"))
     print("\nWith random corpus windows added as negatives:\n")
     print(fidelity_table(graphs, "random"))
+    if any(g.fidelity is not None and g.fidelity.n2g.short is not None for g in graphs):
+        print("\nShort texts: each test window cut to 24 tokens before its pivot and 8 after, the "
+              "neuron measured again on the cut text:\n")
+        print(fidelity_table(graphs, "short"))
     print(f"\nN2G against the token lookup (mean F1 on both protocols; goal: a margin of at least "
           f"{MARGIN_GOAL} on both; r with negatives):\n")
     print(margin_table(graphs))
