@@ -6,7 +6,9 @@ tokenizer trained on a small synthetic corpus in its family's conventions (GPT-2
 ``<|endoftext|>``; Llama's ``<s>``; Gemma's ``<pad> <eos> <bos> <unk> <mask>`` then unused special
 tokens, and ``▁`` for spaces). Each is built through the ``n2g`` entry point under a served name,
 then served with ``--model NAME=PATH``'s spec: listed with its shape, its graphs read, and its
-prediction compared with the real neuron through the SDK's in-memory client.
+prediction compared with the real neuron through the SDK's in-memory client. The Gemma 3
+checkpoint is also written as a GGUF file, as llama.cpp lays one out: a config read from GGUF
+names no architecture, which the loader must supply for the bridge to boot.
 
 The server's ``build_graph`` is not run here: without a scan file it scans the embedded corpus
 (724k tokens), minutes for four models; ``test_server.py`` covers it on a double.
@@ -14,6 +16,7 @@ The server's ``build_graph`` is not run here: without a scan file it scans the e
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +115,10 @@ def _llama(folder: Path, corpus: Path) -> None:
 GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<unused0>", "<unused1>"]
 
 
-def _gemma3(folder: Path, corpus: Path) -> None:
+def _gemma3(folder: Path, corpus: Path,
+            layer_types: list[str] | None = ["sliding_attention", "full_attention"]) -> None:  # noqa: B006
+    """A two-layer Gemma 3: by default one sliding-window layer and one global one, as Gemma
+    alternates them (every 6th layer global); None takes the config's pattern (both sliding)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     vocab = _save_tokenizer(folder, _metaspace(corpus, GEMMA_SPECIALS), pad_token="<pad>", eos_token="<eos>",
@@ -121,7 +127,7 @@ def _gemma3(folder: Path, corpus: Path) -> None:
     Gemma3ForCausalLM(Gemma3TextConfig(
         vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
-        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
+        layer_types=layer_types, max_position_embeddings=128,
         pad_token_id=0, eos_token_id=1, bos_token_id=2)).save_pretrained(folder)
 
 
@@ -198,3 +204,84 @@ async def test_the_server_lists_reads_and_compares_the_built_graphs(built: dict)
     stored = next(g for g in read_store(built["stores"] / f"{name}.jsonl") if (g.layer, g.neuron) == (1, 2))
     np.testing.assert_allclose(out["actual"], direct / stored.max_activation, atol=2e-3)
     assert out["predicted"] == pytest.approx(stored.predict(out["tokens"]), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- GGUF
+def write_gemma3_gguf(folder: Path, path: Path) -> Path:
+    """The Gemma 3 checkpoint in ``folder`` as a GGUF file in llama.cpp's layout (float32)."""
+    import gguf
+    import torch
+    from transformers import Gemma3ForCausalLM
+
+    model = Gemma3ForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    cfg = model.config
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_key_length(cfg.head_dim)
+    writer.add_value_length(cfg.head_dim)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(cfg.rope_parameters["full_attention"]["rope_theta"])
+    writer.add_sliding_window(cfg.sliding_window)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("llama")  # sentencepiece-style, rebuilt as Gemma's by transformers
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in GEMMA_SPECIALS else 1 for t in tokens])  # 3: control
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, cfg.num_hidden_layers)
+    for key, tensor in model.state_dict().items():
+        if key == "lm_head.weight":
+            continue  # tied to the embedding
+        value = tensor.detach().numpy().astype(np.float32)
+        if key.endswith("norm.weight"):
+            value = value + 1  # llama.cpp stores Gemma's norm weights as 1 + w
+        writer.add_tensor(names.get_name(key, try_suffixes=(".weight",)), np.ascontiguousarray(value))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def gemma3_gguf(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny Gemma 3 checkpoint folder and the same weights as a GGUF file."""
+    import torch
+
+    root = tmp_path_factory.mktemp("gemma3-gguf")
+    torch.manual_seed(1)
+    # A GGUF file names no layer types: transformers derives Gemma 3's pattern (every 6th layer
+    # global), so the folder must follow it for the two to be the same model.
+    _gemma3(root / "model", corpus, layer_types=None)
+    return root / "model", write_gemma3_gguf(root / "model", root / "tiny-gemma3.gguf")
+
+
+def test_a_gemma3_gguf_file_reads_the_neurons_of_the_weights_it_holds(gemma3_gguf) -> None:
+    folder, path = gemma3_gguf
+    from_gguf, from_folder = load_model(str(path), device="cpu"), load_model(str(folder), device="cpu")
+    assert from_gguf.bridge.original_model.config.architectures == ["Gemma3ForCausalLM"]
+    assert (from_gguf.bos_id, from_gguf.vocab[from_gguf.bos_id]) == (2, "<bos>")
+    assert {from_gguf.vocab[i] for i in from_gguf.special_ids} == set(GEMMA_SPECIALS)
+    ids = from_folder.encode("Everyone went home in the rain except me.")
+    got, want = run_layers(from_gguf, [ids], [0, 1]), run_layers(from_folder, [ids], [0, 1])
+    for layer in (0, 1):
+        np.testing.assert_allclose(got[layer].numpy(), want[layer].numpy(), atol=1e-5)
+
+
+def test_n2g_build_takes_a_gguf_file(gemma3_gguf, corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "tiny.jsonl"
+    assert main(["build", "--model", str(gemma3_gguf[1]), "--name", "tiny-gguf", "--corpus", str(corpus),
+                 "--layers", "1", "--neurons", "5", "--store", str(store), "--device", "cpu"]) == 0
+    graphs = list(read_store(store))
+    assert [(g.layer, g.neuron) for g in graphs] == [(1, 5)] and graphs[0].fidelity is not None
