@@ -207,9 +207,8 @@ def _resolve_hook(bridge: Any, template: str) -> str:
 
 def _special_ids(tokenizer: Any) -> frozenset[int]:
     """Control tokens, never substitutes or probe tokens: the tokenizer's named special tokens and
-    every added token marked special. Gemma names 5 (pad, eos, bos, unk, mask) but marks 6,249,
-    the ``<unusedN>`` and chat and image tokens among them, whose untrained embeddings crowd each
-    other's nearest neighbours."""
+    every added token marked special. Gemma names 5 (pad, eos, bos, unk, mask) but marks 6,249:
+    the 6,242 ``<unusedN>`` tokens and the chat-turn markers too, none of them text."""
     added = tokenizer.backend_tokenizer.get_added_tokens_decoder()
     return frozenset(tokenizer.all_special_ids) | {i for i, token in added.items() if token.special}
 
