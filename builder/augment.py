@@ -40,47 +40,116 @@ class Helper(Protocol):
         ...
 
 
-def _top_ids(scores: torch.Tensor, exclude: set[int], n: int) -> list[int]:
-    """The ``n`` best-scoring ids not in ``exclude``."""
-    ranked = scores.topk(min(n + len(exclude) + 1, scores.numel())).indices.tolist()
-    return [i for i in ranked if i not in exclude][:n]
+def _banned(model: LoadedModel, vocab: int) -> torch.Tensor:
+    """``(vocab,)`` True at the model's special tokens, which are never proposed."""
+    banned = torch.zeros(vocab, dtype=torch.bool)
+    banned[[i for i in model.special_ids if i < vocab]] = True
+    return banned
+
+
+def _top_ids(scores: torch.Tensor, banned: torch.Tensor, own: int, n: int) -> list[int]:
+    """The ``n`` best-scoring ids, neither banned nor ``own``."""
+    ranked = scores.masked_fill(banned[:scores.numel()], -torch.inf).topk(min(n + 1, scores.numel()))
+    return [i for i, v in zip(ranked.indices.tolist(), ranked.values.tolist(), strict=True)
+            if i != own and v > -torch.inf][:n]
+
+
+def _groups(rows: Sequence[tuple[int, ...]], max_tokens: int) -> list[list[tuple[int, ...]]]:
+    """Consecutive rows in groups of at most ``max_tokens`` tokens (a longer row alone).
+
+    >>> _groups([(1, 2), (3,), (4, 5, 6), (7,)], 3)
+    [[(1, 2), (3,)], [(4, 5, 6)], [(7,)]]
+    """
+    groups: list[list[tuple[int, ...]]] = []
+    size = 0
+    for row in rows:
+        if not groups or size + len(row) > max_tokens:
+            groups.append([])
+            size = 0
+        groups[-1].append(row)
+        size += len(row)
+    return groups
+
+
+LOGIT_BUDGET = 1 << 27
+"""Floats of logits or similarities held at once (512 MB): a row of Gemma's is 262,144 floats,
+so a batch that fits SmolLM2's 49,152-token vocabulary comfortably would not fit Gemma's."""
 
 
 class EmbeddingNeighbours:
-    """Substitutes are the token's nearest neighbours in the embedding matrix (cosine)."""
+    """Substitutes are the token's nearest neighbours in the embedding matrix (cosine).
 
-    def __init__(self, model: LoadedModel) -> None:
-        w = model.embedding().detach().float()
-        self._unit = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # (d_vocab, d_model)
-        self._special = set(model.special_ids)
+    Memory stays bounded for any vocabulary: the model's own matrix is read in blocks of rows (no
+    normalised copy: that would be 671 MB for Gemma's 262,144 x 640), and similarities are held
+    for at most ``LOGIT_BUDGET`` pairs at once.
+    """
+
+    def __init__(self, model: LoadedModel, block: int = 32768) -> None:
+        self._w = model.embedding().detach()  # (d_vocab, d_model), shared with the model
+        self._block = block
+        vocab = self._w.shape[0]
+        norms = torch.cat([self._w[i:i + block].float().norm(dim=-1)
+                           for i in range(0, vocab, block)])  # (d_vocab,)
+        self._inv_norm = 1.0 / norms.clamp_min(1e-8)
+        self._banned = _banned(model, vocab)  # (d_vocab,)
+        self._queries = max(1, LOGIT_BUDGET // vocab)
         self._cache: dict[int, list[int]] = {}
+
+    def _neighbours(self, tokens: list[int], n: int) -> list[list[int]]:
+        """The ``n`` nearest non-special neighbours of each token, itself excluded."""
+        queries = self._w[tokens].float() * self._inv_norm[tokens, None]  # (q, d_model)
+        best = torch.full((len(tokens), n), -torch.inf)  # (q, n)
+        best_ids = torch.zeros((len(tokens), n), dtype=torch.long)  # (q, n)
+        own = torch.as_tensor(tokens)[:, None]  # (q, 1)
+        for start in range(0, self._w.shape[0], self._block):
+            rows = slice(start, start + self._block)
+            sims = (queries @ self._w[rows].float().T) * self._inv_norm[rows]  # (q, block)
+            ids = torch.arange(start, start + sims.shape[1])  # (block,)
+            sims[:, self._banned[rows]] = -torch.inf
+            sims[ids[None, :] == own] = -torch.inf
+            k = min(n, sims.shape[1])
+            values, index = sims.topk(k, dim=-1)  # (q, k)
+            merged, order = torch.cat([best, values], dim=1).topk(n, dim=-1)  # (q, n)
+            best_ids = torch.cat([best_ids, ids[index]], dim=1).gather(1, order)
+            best = merged
+        return [[i for i, v in zip(row, vals, strict=True) if v > -torch.inf]
+                for row, vals in zip(best_ids.tolist(), best.tolist(), strict=True)]
 
     def substitutes(self, rows: Sequence[tuple[int, ...]], positions: Sequence[int],
                     n: int) -> list[list[int]]:
         tokens = [row[k] for row, k in zip(rows, positions, strict=True)]
-        todo = sorted({t for t in tokens if t not in self._cache})
-        if todo:
-            sims = self._unit[todo] @ self._unit.T  # (todo, d_vocab)
-            for t, row in zip(todo, sims, strict=True):
-                self._cache[t] = _top_ids(row, self._special | {t}, n)
+        todo = sorted({t for t in tokens if len(self._cache.get(t, ())) < n})
+        for start in range(0, len(todo), self._queries):
+            chunk = todo[start:start + self._queries]
+            self._cache.update(zip(chunk, self._neighbours(chunk, n), strict=True))
         return [self._cache[t][:n] for t in tokens]
 
 
 class ModelPredictions:
-    """Substitutes are the model's own most likely tokens at the position, given what precedes."""
+    """Substitutes are the model's own most likely tokens at the position, given what precedes.
+
+    Rows are run in groups whose logits (tokens x vocabulary) fit ``LOGIT_BUDGET``, and each
+    group's logits are dropped once the requested positions are ranked.
+    """
 
     def __init__(self, model: LoadedModel, max_batch_tokens: int = 8192) -> None:
         self._model = model
-        self._special = set(model.special_ids)
-        self._max_batch_tokens = max_batch_tokens
+        self._banned = _banned(model, len(model.vocab))
+        self._max_tokens = max(1, min(max_batch_tokens, LOGIT_BUDGET // len(model.vocab)))
 
     def substitutes(self, rows: Sequence[tuple[int, ...]], positions: Sequence[int],
                     n: int) -> list[list[int]]:
-        unique = sorted(set(rows))
-        logits = dict(zip(unique, next_token_logits(self._model, unique, self._max_batch_tokens),
-                          strict=True))
-        return [_top_ids(logits[row][k], self._special | {row[k]}, n)
-                for row, k in zip(rows, positions, strict=True)]
+        asked: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(rows):
+            asked.setdefault(row, []).append(i)
+        out: list[list[int]] = [[] for _ in rows]
+        for group in _groups(sorted(asked), self._max_tokens):
+            logits = next_token_logits(self._model, group, self._max_tokens)  # each (len, d_vocab)
+            for row, row_logits in zip(group, logits, strict=True):
+                for i in asked[row]:
+                    k = positions[i]
+                    out[i] = _top_ids(row_logits[k], self._banned, row[k], n)
+        return out
 
 
 class DistilBERTFill:

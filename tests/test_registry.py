@@ -16,7 +16,7 @@ def test_an_operator_model_is_served_under_its_name_with_the_shape_of_its_config
     spec = parse_model_option(f"tiny={tmp_path}")
     served = ServedModels(configured=[spec])
     assert served.spec("tiny") == spec and spec.local and spec.shape == (6, 2048)
-    assert served.names() == [DEFAULT_MODEL, "tiny"]
+    assert served.names() == [DEFAULT_MODEL, "gemma3-270m", "tiny"]  # the default first, then by name
 
 
 @pytest.mark.parametrize("option", ["tiny", "=/models/x", "tiny=", "a/b=/models/x", "../x=/models/x"])

@@ -59,6 +59,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from builder.models import load_model
     from builder.runner import BuildSource, run_build
 
+    name = args.name or args.model
     shape = model_shape(args.model)
     layers = parse_range(args.layers, shape[0] if shape else None)
     neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
@@ -67,16 +68,16 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise BadArgument("--sample needs --neurons for a model whose size is not known")
         neurons = sample(neurons if neurons is not None else range(shape[1]), args.sample)
     if shape is not None:
-        check_range(args.model, shape, layers[-1] if layers else None, neurons[-1] if neurons else None)
+        check_range(name, shape, layers[-1] if layers else None, neurons[-1] if neurons else None)
     resolve_corpus(args.corpus)
-    store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(args.model)
+    store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(name)
     config = _build_config(args)
-    scan_path = Path(args.scan_file) if args.scan_file else Path(args.stores_dir) / scan_filename(args.model)
+    scan_path = Path(args.scan_file) if args.scan_file else Path(args.stores_dir) / scan_filename(name)
     if args.scan_file and not scan_path.is_file():
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
     started = time.perf_counter()
-    model = load_model(args.model, hook=args.hook, device=args.device)
+    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name)
     scan_file = _scan_file(scan_path, model.name)
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
@@ -110,7 +111,9 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     """
     b = sub.add_parser("build", help="build neuron graphs into a store")
     b.add_argument("--model", default=DEFAULT_MODEL,
-                   help="smollm2-135m (embedded), a local HF directory or .gguf, or a hub name")
+                   help="smollm2-135m or gemma3-270m (embedded), a local HF directory or .gguf, or a hub name")
+    b.add_argument("--name", help="file the graphs under this model name (default: --model as given), "
+                                  "the NAME of n2g-mcp --model NAME=PATH that serves them")
     b.add_argument("--layers", default="0", help="layers, e.g. 0 or 0-1 or all (default 0)")
     b.add_argument("--neurons", help="neurons, e.g. 0-63 (default: every neuron)")
     b.add_argument("--sample", type=int, help="a random sample of this many of those neurons per "
@@ -177,7 +180,7 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s = sub.add_parser("scan", help="scan the corpus through every layer: each neuron's top windows "
                                     "and statistics, into stores/<model>.scan.npz")
     s.add_argument("--model", default=DEFAULT_MODEL,
-                   help="smollm2-135m (embedded), a local HF directory or .gguf, or a hub name")
+                   help="smollm2-135m or gemma3-270m (embedded), a local HF directory or .gguf, or a hub name")
     s.add_argument("--corpus", help="a .txt, .jsonl(.gz) or .parquet file, or a HF dataset name "
                                     "(default: the embedded corpus)")
     s.add_argument("--out", help="the scan file to write (default: stores/<model>.scan.npz)")
