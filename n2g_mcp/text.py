@@ -31,7 +31,6 @@ from n2g_mcp.outputs import (
 from store.metrics import FIRING_THRESHOLD
 from store.names import neuron_id
 
-
 # --------------------------------------------------------------------- the server's instructions
 INSTRUCTIONS = """\
 Neuron to Graph (N2G): each neuron of a transformer language model is summarised as a graph of

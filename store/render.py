@@ -27,8 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from store.graph import NeuronGraph
-from store.graph import top_f1
+from store.graph import NeuronGraph, top_f1
 from store.trie import IGNORE, Node
 
 DrawnNode = tuple[int, str]

@@ -61,7 +61,14 @@ def _byte_level(corpus: Path, specials: list[str], vocab: int = 400):
 
 def _metaspace(corpus: Path, specials: list[str], vocab: int = 400):
     """Gemma's scheme: spaces become ``▁`` before BPE, and back after."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE(byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "▁")

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from builder.errors import UnknownModel
 
 from builder import models as builder_models
-from builder.errors import UnknownModel
 from builder.models import _assemble_gguf
 from n2g_mcp.registry import ServedModels
 from store.models import EMBEDDED, EmbeddedModel, WheelFile, model_shape

@@ -11,9 +11,9 @@ import pytest
 from mcp import Client
 
 from n2g_mcp.server import create_server
+from store.jsonl import write_store
 from store.scanfile import ScanFile, scan_filename
 from tests.client import error, ok
-from store.jsonl import write_store
 from tests.graphs import make_graph
 from tests.induction_oracle import (
     D_MLP,
