@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from builder.errors import UnknownModel
 
 from builder import models as builder_models
 from builder.models import _assemble_gguf
 from n2g_mcp.registry import ServedModels
+from store.errors import UnknownModel
 from store.models import EMBEDDED, EmbeddedModel, WheelFile, model_shape
 
 CHUNKS = [b"GGUF" + bytes(range(200)), b"second part " * 50, b"the last, shorter one"]
