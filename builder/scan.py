@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -86,7 +87,8 @@ class LayerScan:
 
     def save(self, path: Path) -> None:
         """Write to ``path`` (through a temporary file, so a crash leaves no half scan)."""
-        tmp = path.with_name(path.name + ".tmp.npz")
+        # The process id keeps workers that scan the same layer at once off each other's file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         stats = {} if self.density is None else {
             "density": self.density, "quantile_levels": np.array(sorted(self.quantiles)),
             "quantiles": np.stack([self.quantiles[q] for q in sorted(self.quantiles)])}
@@ -270,7 +272,7 @@ def _save_checkpoint(path: Path, state: dict[int, _LayerState], next_window: int
     for s in state.values():
         s.flush()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process, as in LayerScan.save
     torch.save({"next": next_window,
                 "layers": {layer: {"values": s.values, "index": s.index, "traces": s.traces,
                                    "hist": s.hist} for layer, s in state.items()}}, tmp)
