@@ -424,8 +424,7 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
     ray = _ray()
     notify = on_event or (lambda event: None)
     store_path = Path(store_path)
-    folder = shard_dir(store_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = shard_dir(store_path)  # made by the first worker's shard
     connected = _connect(ray, dist)
     pool: _Pool | None = None
     try:
@@ -453,7 +452,7 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
             # Every unit is back and no worker holds its shard between units: what the shards
             # hold is in the store; merging checks that and removes them.
             run.result.recovered += merger.merge_all(folder, wait=60)
-        if not any(folder.iterdir()):
+        if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     finally:
         if pool is not None:

@@ -1,0 +1,229 @@
+"""A build spread over Ray (``builder/distributed.py``): each neuron stored exactly once, a killed
+worker or driver costing at most its units in flight, every graph naming its worker.
+
+The cluster is a local two-CPU one started once for the module, the model the rule model of
+``tests/oracle.py`` (five neurons, one layer). Without Ray installed (the ``[distributed]``
+extra), the tests that need a cluster are skipped; the rest run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from builder.config import BuildConfig, EvalConfig, ScanConfig
+from builder.distributed import (
+    BuildWorker,
+    DistributedConfig,
+    WorkUnit,
+    _gpus_per_worker,
+    run_distributed,
+    shard_dir,
+)
+from builder.runner import BuildSource, run_build
+from store.errors import BadArgument, Unavailable
+from store.jsonl import StoreWriter, read_store
+from tests.distributed_oracle import gated_rule_model
+from tests.oracle import DEAD, EXCEPT, HALF, REPEAT, TOKEN, rule_model, write_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+# One neuron a batch: a unit of two neurons is two batches, so a worker can die between them.
+CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
+                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=1)
+ALL = [EXCEPT, REPEAT, TOKEN, HALF, DEAD]  # live neurons first: every two-neuron unit forwards twice
+DIST = DistributedConfig(workers=2, unit_neurons=2)
+
+
+def lines_per_neuron(path: Path) -> Counter:
+    """How many lines of the store file each neuron has (the reader keeps only the last)."""
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()[1:] if line.strip()]
+    return Counter((row["layer"], row["neuron"]) for row in rows)
+
+
+def workers_of(path: Path) -> dict[int, dict]:
+    return {g.neuron: g.build.get("worker") for g in read_store(path)}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A local Ray cluster of 2 CPUs; workers inherit the cache folder and the import path."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[distributed]'")
+    root = tmp_path_factory.mktemp("ray")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("N2G_CACHE", str(root / "cache"))  # set before ray.init: its workers inherit it
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+             log_to_driver=False)
+    yield ray, write_corpus(root / "corpus.txt")
+    ray.shutdown()
+    mp.undo()
+
+
+# --------------------------------------------------------------------------- without a cluster
+def test_a_worker_writes_its_shard_and_names_itself_in_each_build_record(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    worker = BuildWorker(rule_model, CONFIG, str(tmp_path / "shards"),
+                         corpus=str(write_corpus(tmp_path / "corpus.txt")))
+    info = worker.info()
+    graphs = worker.build(WorkUnit(0, (EXCEPT, TOKEN)))
+    assert [g.neuron for g in graphs] == [EXCEPT, TOKEN]
+    shard = read_store(info.shard)
+    assert sorted(shard.graphs) == [(0, EXCEPT), (0, TOKEN)]
+    assert {str(g.build["worker"]) for g in shard} == {str({"host": info.host, "pid": os.getpid()})}
+
+
+def test_a_worker_that_cannot_load_its_model_reports_that_error() -> None:
+    def broken():
+        raise BadArgument("no such model here")
+
+    worker = BuildWorker(broken, CONFIG, "/nonexistent/shards")
+    with pytest.raises(BadArgument, match="no such model here"):
+        worker.info()
+
+
+def test_without_ray_a_distributed_build_says_how_to_install_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
+    with pytest.raises(Unavailable, match=r"pip install 'n2g-mcp\[distributed\]'"):
+        run_distributed(rule_model, [0], None, tmp_path / "s.jsonl", CONFIG, DIST)
+
+
+class FakeRay:
+    def __init__(self, **resources: float) -> None:
+        self.resources = resources
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+
+@pytest.mark.parametrize(("resources", "asked", "expected"), [
+    ({"CPU": 4}, None, 0.0),                 # no GPU: workers build on CPUs
+    ({"CPU": 4, "GPU": 4}, None, 1.0),       # a GPU each
+    ({"CPU": 4, "GPU": 1}, None, 0.5),       # two workers share the one GPU
+    ({"CPU": 4, "GPU": 4}, 0.0, 0.0),        # asked for CPUs on a GPU cluster
+])
+def test_gpus_per_worker_follows_the_cluster(resources, asked, expected) -> None:
+    dist = DistributedConfig(workers=2, gpus_per_worker=asked)
+    assert _gpus_per_worker(FakeRay(**resources), dist) == expected
+
+
+@pytest.mark.parametrize(("resources", "dist", "words"), [
+    ({"CPU": 4}, DistributedConfig(workers=2, gpus_per_worker=1), "lower --gpus-per-worker"),
+    ({"CPU": 2}, DistributedConfig(workers=3), "ask for fewer --workers"),
+])
+def test_asks_the_cluster_can_never_grant_are_refused(resources, dist, words) -> None:
+    with pytest.raises(BadArgument, match=words):
+        _gpus_per_worker(FakeRay(**resources), dist)
+
+
+# --------------------------------------------------------------------------- on a local cluster
+def test_two_workers_build_each_neuron_exactly_once(cluster, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "store.jsonl"
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus)
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    assert result.units == 3 and result.appended == 5 and not result.lost_workers
+    assert not shard_dir(store).exists()
+    pids = {w["pid"] for w in workers_of(store).values()}
+    assert len(pids) == 2 and os.getpid() not in pids  # both workers built, the driver did not
+
+    again = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus)
+    assert again.units == 0 and again.appended == 0
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+
+
+def test_a_worker_killed_mid_unit_costs_only_its_unfinished_batch(cluster, tmp_path) -> None:
+    ray, corpus = cluster
+    store, gate = tmp_path / "store.jsonl", tmp_path / "gate"
+    gate.mkdir()
+    (gate / "armed").touch()
+    actors: dict[int, object] = {}
+    killed: list[int] = []
+
+    def kill_the_held_worker() -> None:
+        # Waits for an event, not for a time: the held worker sits in its pass until killed.
+        for _ in range(6000):
+            if (gate / "held").is_file() and (gate / "held").read_text():
+                pid = int((gate / "held").read_text())
+                if pid in actors:
+                    killed.append(pid)
+                    ray.kill(actors[pid])
+                    return
+            time.sleep(0.05)
+        (gate / "armed").unlink()  # never held: let the build end, and the test fail below
+
+    def on_event(event) -> None:
+        if event.kind == "worker":
+            actors[event.worker.pid] = event.actor
+
+    killer = threading.Thread(target=kill_the_held_worker, daemon=True)
+    killer.start()
+    load = functools.partial(gated_rule_model, str(gate), str(shard_dir(store)))
+    result = run_distributed(load, [0], ALL, store, CONFIG, DIST, corpus=corpus, on_event=on_event)
+    killer.join()
+
+    assert killed, "no worker was held mid-unit"
+    [victim] = killed
+    assert [int(w.split(":")[1]) for w in result.lost_workers] == [victim]
+    # The batch it finished came back from its shard; the rest of its unit went to a worker.
+    assert result.recovered == 1
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    builders = Counter(w["pid"] for w in workers_of(store).values())
+    assert builders[victim] == 1 and os.getpid() not in builders
+    assert not shard_dir(store).exists()
+
+    (gate / "armed").unlink()
+    again = run_distributed(rule_model, [0], ALL, store, CONFIG, DIST, corpus=corpus)
+    assert again.appended == 0 and again.recovered == 0
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+
+
+def test_a_rerun_after_a_killed_driver_keeps_its_shards_and_builds_only_the_rest(cluster, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "store.jsonl"
+    folder = shard_dir(store)
+    folder.mkdir()
+    model = rule_model()
+    source = BuildSource(model, CONFIG, corpus=corpus)
+    # What a killed run leaves: a graph merged into the store whose shard was not yet removed,
+    # a shard never merged, ending in a line cut off by the kill.
+    [merged] = run_build(model, [0], [REPEAT], store, CONFIG, source,
+                         stamp={"worker": {"host": "gone", "pid": 1}})
+    with StoreWriter(folder / "gone-1.jsonl", model.name, (1, 5)) as shard:
+        shard.append([merged])
+    run_build(model, [0], [EXCEPT, TOKEN], folder / "gone-2.jsonl", CONFIG, source,
+              stamp={"worker": {"host": "gone", "pid": 2}})
+    with open(folder / "gone-2.jsonl", "ab") as torn:
+        torn.write(b'{"model": "rule-model", "layer": 0, "neur')
+
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus)
+    assert result.recovered == 2 and result.appended == 2  # EXCEPT, TOKEN kept; HALF, DEAD built
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    pids = {n: w["pid"] for n, w in workers_of(store).items()}
+    assert pids[REPEAT] == 1 and pids[EXCEPT] == pids[TOKEN] == 2
+    assert not folder.exists()
+
+
+def test_a_rebuild_appends_one_newer_line_per_neuron(cluster, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "store.jsonl"
+    run_distributed(rule_model, [0], [EXCEPT, TOKEN], store, CONFIG, DIST, corpus=corpus)
+    result = run_distributed(rule_model, [0], [EXCEPT], store, CONFIG, DIST, corpus=corpus,
+                             rebuild=True)
+    assert result.appended == 1
+    assert lines_per_neuron(store) == {(0, EXCEPT): 2, (0, TOKEN): 1}
+
+
+def test_a_neuron_the_model_lacks_is_refused_before_anything_is_built(cluster, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "store.jsonl"
+    with pytest.raises(BadArgument, match="neuron 7 is out of range"):
+        run_distributed(rule_model, [0], [7], store, CONFIG, DIST, corpus=corpus)
+    assert not store.exists()
