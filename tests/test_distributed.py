@@ -227,3 +227,29 @@ def test_a_neuron_the_model_lacks_is_refused_before_anything_is_built(cluster, t
     with pytest.raises(BadArgument, match="neuron 7 is out of range"):
         run_distributed(rule_model, [0], [7], store, CONFIG, DIST, corpus=corpus)
     assert not store.exists()
+
+
+# --------------------------------------------------------------------------- the command line
+def test_n2g_build_ray_passes_the_cluster_options_to_the_distributed_build(tmp_path, monkeypatch,
+                                                                           capsys) -> None:
+    import builder.distributed
+    from n2g_mcp.cli import main
+
+    asked = {}
+
+    def fake(load, layers, neurons, store, config, dist, **kw):
+        asked.update(load=load, layers=layers, neurons=neurons, store=store, dist=dist, **kw)
+        return builder.distributed.DistributedResult(appended=4, units=1)
+
+    monkeypatch.setattr(builder.distributed, "run_distributed", fake)
+    store = tmp_path / "s.jsonl"
+    assert main(["build", "--layers", "2-3", "--neurons", "0-3", "--store", str(store), "--ray",
+                 "--workers", "3", "--gpus-per-worker", "0.5", "--unit-neurons", "2"]) == 0
+    dist = asked["dist"]
+    assert (dist.address, dist.workers, dist.gpus_per_worker, dist.unit_neurons) == ("local", 3, 0.5, 2)
+    assert asked["layers"] == [2, 3] and list(asked["neurons"]) == [0, 1, 2, 3]
+    assert asked["store"] == store and asked["load"].args == ("smollm2-135m",)
+    assert "built 4 graphs" in capsys.readouterr().out
+
+    main(["build", "--store", str(store), "--ray", "auto"])
+    assert asked["dist"].address == "auto" and asked["dist"].gpus_per_worker is None

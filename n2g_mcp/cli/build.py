@@ -2,10 +2,12 @@
 
     n2g build --model smollm2-135m --layers 0 --neurons 0-63
     n2g build --layers 0-1 --store stores/smollm2-135m.jsonl --sample 32
+    n2g build --layers all --ray --workers 2   # spread over Ray workers (the [distributed] extra)
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
 :func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
-functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan``. Importing
+functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan`` (with
+``--ray``, ``builder.distributed.run_distributed``, whose workers load the model). Importing
 this module imports no torch (the command imports the builder when it runs), so ``n2g eval``
 stays light. Layer and neuron ranges
 are checked with ``store.names.check_range`` before any model loads.
@@ -75,6 +77,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.scan_file and not scan_path.is_file():
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
+    if args.ray is not None:
+        return _build_on_ray(args, layers, neurons, store, config, scan_path)
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device)
     scan_file = _scan_file(scan_path, model.name)
@@ -87,6 +91,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     if graphs:
         print(f"{len(graphs) / seconds:.2f} neurons/s, "
               f"{model.tokens_forwarded / len(graphs):,.0f} tokens forwarded per neuron (scan included)")
+    return 0
+
+
+def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int] | None,
+                  store: Path, config, scan_path: Path) -> int:
+    """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
+    import functools
+    import sys
+
+    from builder.distributed import BuildEvent, DistributedConfig, run_distributed
+    from builder.models import load_model
+
+    dist = DistributedConfig(address=args.ray, workers=args.workers,
+                             cpus_per_worker=args.cpus_per_worker,
+                             gpus_per_worker=args.gpus_per_worker, unit_neurons=args.unit_neurons)
+
+    def report(event: BuildEvent) -> None:  # one line an event, on stderr: stdout is the summary
+        who = f"{event.worker.host}:{event.worker.pid}" if event.worker else ""
+        text = {"worker": f"worker {who} ready (shard {event.worker and event.worker.shard})",
+                "unit": f"{event.unit and event.unit.name}: {event.graphs} graphs from {who}",
+                "lost": f"worker {who} lost with {event.unit and event.unit.name}; "
+                        f"{event.graphs} graphs kept from its shard, the rest queued again",
+                "merged": f"{event.graphs} graphs merged from the shards of an earlier run"}
+        print(f"n2g: {text[event.kind]}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device)
+    result = run_distributed(load, layers, neurons, store, config, dist, corpus=args.corpus,
+                             scan_path=scan_path, rebuild=args.rebuild, on_event=report)
+    print(f"built {result.appended} graphs into {store} in {time.perf_counter() - started:.1f} s "
+          f"({result.units} units; {result.recovered} graphs recovered from shards; "
+          f"{len(result.lost_workers)} workers lost)")
     return 0
 
 
@@ -143,6 +179,16 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "
                                        "--corpus, used only where it was made over that corpus)")
+    r = b.add_argument_group("spreading the build over Ray (pip install 'n2g-mcp[distributed]')")
+    r.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
+                   help="build on Ray workers: 'local' (the default) starts a cluster on this "
+                        "machine; 'auto' joins the one `ray start --head` started; or HOST:PORT")
+    r.add_argument("--workers", type=int, default=2, help="Ray workers, each loading the model (2)")
+    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    r.add_argument("--gpus-per-worker", type=float,
+                   help="GPUs per worker (default: 1 where the cluster has GPUs, else 0: CPUs)")
+    r.add_argument("--unit-neurons", type=int, default=256,
+                   help="neurons of one layer per work unit (256); a killed worker loses at most one")
     b.set_defaults(func=cmd_build, stores_dir=stores_dir)
     return b
 
