@@ -29,18 +29,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import socket
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from builder.cluster import (
+    BuildEvent,
+    DistributedConfig,
+    ModelLoader,
+    Pool,
+    Run,
+    WorkerInfo,
+    connect,
+    ray_module,
+)
 from builder.config import BuildConfig
-from builder.models import LoadedModel
-from store.errors import BadArgument, Busy, Unavailable
+from store.errors import Busy
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, dumps, read_store
 from store.lines import Shape
@@ -49,42 +56,8 @@ from store.pending import pending
 
 log = logging.getLogger(__name__)
 
-ModelLoader = Callable[[], LoadedModel]
-"""Loads the model in a worker: a picklable function of no arguments (a ``functools.partial`` of
-``builder.models.load_model``; tests pass a rule-defined model)."""
-
-
-@dataclass(frozen=True)
-class DistributedConfig:
-    """Where and how widely a build spreads (``n2g build --ray``)."""
-
-    address: str = "local"
-    """``"local"``: start a cluster on this machine for this build; ``"auto"``: join the cluster
-    ``ray start --head`` started here; ``"HOST:PORT"`` or ``"ray://HOST:10001"``: join that one.
-    A driver already connected (``ray.init`` done by the caller) uses its cluster."""
-    workers: int = 2
-    """Ray actors started, each loading the model once."""
-    cpus_per_worker: float = 1.0
-    """CPUs reserved per worker (Ray also caps each worker's torch threads to it)."""
-    gpus_per_worker: float | None = None
-    """GPUs per worker; None: 1 where the cluster has a GPU for each worker, a share of them where
-    it has fewer, 0 where it has none."""
-    unit_neurons: int = 256
-    """Neurons per work unit (of one layer). A killed worker loses at most one unit, less the
-    batches of ``BuildConfig.neuron_batch`` it finished."""
-    max_restarts: int = 2
-    """Replacement workers started, in all, after workers die."""
-    attempts: int = 2
-    """Times a unit is tried before the driver gives up on it (a unit that kills every worker it
-    reaches must not take the whole cluster with it)."""
-    local_object_store_mb: int | None = None
-    """Object store of a local cluster, in MB (None: Ray's default share of memory)."""
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.unit_neurons < 1 or self.attempts < 1 or self.max_restarts < 0:
-            raise BadArgument("--workers and the unit size must be at least 1, restarts at least 0")
-        if self.cpus_per_worker <= 0 or (self.gpus_per_worker is not None and self.gpus_per_worker < 0):
-            raise BadArgument("--cpus-per-worker must be above 0 and --gpus-per-worker at least 0")
+__all__ = ["BuildEvent", "BuildWorker", "DistributedConfig", "DistributedResult", "WorkUnit",
+           "run_distributed", "shard_dir", "units_of"]
 
 
 @dataclass(frozen=True)
@@ -99,30 +72,6 @@ class WorkUnit:
         """``L3/N0-255`` (first and last neuron)."""
         first, last = self.neurons[0], self.neurons[-1]
         return neuron_id(self.layer, first) + ("" if first == last else f"-{last}")
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """Who a worker is: what it writes into each graph's build record, and its shard."""
-
-    host: str
-    pid: int
-    shard: str
-    model: str
-    shape: Shape
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    """What the driver reports while it runs: a worker started or lost, a unit done."""
-
-    kind: Literal["worker", "unit", "lost", "merged"]
-    worker: WorkerInfo | None
-    unit: WorkUnit | None = None
-    graphs: int = 0
-    """Graphs appended to the store by this event."""
-    actor: Any = None
-    """The worker's Ray actor handle (``ray.kill`` it to test recovery)."""
 
 
 @dataclass
@@ -251,149 +200,32 @@ class BuildWorker:
                          self.source, rebuild=True, progress=lambda *_: None, stamp=stamp)
 
 
-# --------------------------------------------------------------------------- the cluster
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise Unavailable("a distributed build needs Ray: pip install 'n2g-mcp[distributed]' "
-                          "(or drop --ray to build in this process)") from None
-    return ray
+class _BuildRun(Run):
+    """A distributed build: units of neurons; results and dead workers' shards go to the store."""
 
-
-def _connect(ray: Any, dist: DistributedConfig) -> bool:
-    """Connect to the cluster; returns whether this call connected (and so should disconnect)."""
-    if ray.is_initialized():
-        return False
-    if dist.address == "local":
-        memory = dist.local_object_store_mb
-        ray.init(num_cpus=math.ceil(dist.workers * dist.cpus_per_worker), include_dashboard=False,
-                 object_store_memory=None if memory is None else memory * 2**20)
-    else:
-        try:
-            ray.init(address=dist.address)
-        except ConnectionError as exc:
-            raise Unavailable(f"no Ray cluster at {dist.address}: {exc}; start one with "
-                              "`ray start --head`, or use --ray local") from None
-    return True
-
-
-def _gpus_per_worker(ray: Any, dist: DistributedConfig) -> float:
-    """The GPUs each worker asks for; refuses asks the cluster can never grant (Ray would
-    otherwise wait for them forever)."""
-    cluster = ray.cluster_resources()
-    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 0.0)
-    if dist.workers * dist.cpus_per_worker > cpus:
-        raise BadArgument(f"{dist.workers} workers of {dist.cpus_per_worker:g} CPUs need "
-                          f"{dist.workers * dist.cpus_per_worker:g}; the cluster has {cpus:g}: "
-                          "ask for fewer --workers")
-    per = dist.gpus_per_worker
-    if per is None:
-        per = min(1.0, gpus / dist.workers) if gpus else 0.0
-    if dist.workers * per > gpus:
-        raise BadArgument(f"{dist.workers} workers of {per:g} GPUs need {dist.workers * per:g}; "
-                          f"the cluster has {gpus:g}: lower --gpus-per-worker (0 builds on CPUs)")
-    return per
-
-
-class _Pool:
-    """The workers of one build: starting, replacing and stopping them."""
-
-    def __init__(self, ray: Any, dist: DistributedConfig, args: tuple) -> None:
-        gpus = _gpus_per_worker(ray, dist)
-        self.ray, self.dist, self.args = ray, dist, args
-        self.actor_class = ray.remote(num_cpus=dist.cpus_per_worker, num_gpus=gpus)(BuildWorker)
-        self.restarts = dist.max_restarts
-        self.info: dict[Any, WorkerInfo] = {}  # actor -> who it is
-
-    def start(self, count: int) -> list[Any]:
-        """Start ``count`` workers and wait until each has loaded the model.
-
-        Raises:
-            Exception: the first worker's loading error.
-        """
-        actors = [self.actor_class.remote(*self.args) for _ in range(count)]
-        try:
-            infos = self.ray.get([a.info.remote() for a in actors])
-        except BaseException:
-            for actor in actors:
-                self.ray.kill(actor)
-            raise
-        self.info.update(zip(actors, infos, strict=True))
-        return actors
-
-    def replace(self) -> list[Any]:
-        """A replacement for a dead worker, while the restart budget lasts (else none)."""
-        if self.restarts <= 0:
-            return []
-        self.restarts -= 1
-        return self.start(1)
-
-    def stop(self) -> None:
-        for actor in self.info:
-            self.ray.kill(actor)
-
-
-class _Run:
-    """The driver's state during one build: the queue of units, what is in flight, what is done."""
-
-    def __init__(self, ray: Any, pool: _Pool, merger: _Merger, units: Sequence[WorkUnit],
+    def __init__(self, ray: Any, pool: Pool, merger: _Merger, units: Sequence[WorkUnit],
                  dist: DistributedConfig, notify: Callable[[BuildEvent], None]) -> None:
-        self.ray, self.pool, self.merger, self.dist, self.notify = ray, pool, merger, dist, notify
-        self.queue = deque(units)
-        self.tries: dict[WorkUnit, int] = {}
-        self.in_flight: dict[Any, tuple[Any, WorkUnit]] = {}  # result ref -> (actor, unit)
-        self.given_up: list[WorkUnit] = []
-        self.result = DistributedResult()
+        super().__init__(ray, pool, units, dist, notify)
+        self.merger = merger
+        self.result = DistributedResult(lost_workers=self.lost_workers)
 
-    def run(self, idle: list[Any]) -> None:
-        """Hand units to idle workers until every unit is done or given up."""
-        from ray.exceptions import RayActorError
+    def call(self, actor: Any, unit: WorkUnit) -> Any:
+        return actor.build.remote(unit)
 
-        while self.queue or self.in_flight:
-            while idle and self.queue:
-                actor, unit = idle.pop(), self.queue.popleft()
-                self.tries[unit] = self.tries.get(unit, 0) + 1
-                self.in_flight[actor.build.remote(unit)] = (actor, unit)
-            if not self.in_flight:
-                break  # units left and no worker to run them
-            [ref], _ = self.ray.wait(list(self.in_flight), num_returns=1)
-            actor, unit = self.in_flight.pop(ref)
-            try:
-                graphs = self.ray.get(ref)
-            except RayActorError:
-                idle += self._lost(actor, unit)
-                continue
-            appended = self.merger.append(graphs)
-            self.result.appended += appended
-            self.result.units += 1
-            idle.append(actor)
-            self.notify(BuildEvent("unit", self.pool.info[actor], unit, appended, actor))
-        self.given_up += self.queue
+    def done(self, actor: Any, unit: WorkUnit, value: list[NeuronGraph]) -> None:
+        appended = self.merger.append(value)
+        self.result.appended += appended
+        self.result.units += 1
+        self.notify(BuildEvent("unit", self.pool.info[actor], unit, appended, actor))
 
-    def _lost(self, actor: Any, unit: WorkUnit) -> list[Any]:
-        """A worker died with a unit: merge its shard (the batches it finished), queue the rest
-        of the unit again, and start a replacement; returns the replacement, if any."""
-        self.ray.kill(actor)  # "unavailable" may mean a live worker cut off: it must not go on
-        info = self.pool.info.pop(actor)
-        self.result.lost_workers.append(f"{info.host}:{info.pid}")
+    def left_of(self, info: WorkerInfo, unit: WorkUnit) -> tuple[WorkUnit | None, int]:
+        # What the worker finished is in its shard; the process is on its way out, and its
+        # lock goes with it.
         shard = Path(info.shard)
-        # The process is on its way out; its lock goes with it.
         recovered, held = self.merger.merge_shard(shard, wait=60) if shard.is_file() else (0, set())
         self.result.recovered += recovered
-        self.notify(BuildEvent("lost", info, unit, recovered, actor))
         rest = tuple(n for n in unit.neurons if (unit.layer, n) not in held)
-        if rest:
-            again = WorkUnit(unit.layer, rest)
-            if self.tries[unit] < self.dist.attempts:
-                self.tries[again] = self.tries[unit]
-                self.queue.appendleft(again)
-            else:
-                self.given_up.append(again)
-        fresh = self.pool.replace()
-        for replacement in fresh:
-            self.notify(BuildEvent("worker", self.pool.info[replacement], actor=replacement))
-        return fresh
+        return (WorkUnit(unit.layer, rest) if rest else None), recovered
 
 
 def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[int] | None,
@@ -421,15 +253,15 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
         store.errors.Busy: if another writer holds the store, or a worker still holds a shard.
         BadArgument, OutOfRange: for asks the cluster or the model cannot meet.
     """
-    ray = _ray()
+    ray = ray_module()
     notify = on_event or (lambda event: None)
     store_path = Path(store_path)
     folder = shard_dir(store_path)  # made by the first worker's shard
-    connected = _connect(ray, dist)
-    pool: _Pool | None = None
+    connected = connect(ray, dist)
+    pool: Pool | None = None
     try:
-        pool = _Pool(ray, dist, (load, config, str(folder), None if corpus is None else str(corpus),
-                                 None if scan_path is None else str(scan_path)))
+        pool = Pool(ray, dist, (load, config, str(folder), None if corpus is None else str(corpus),
+                                None if scan_path is None else str(scan_path)), BuildWorker)
         idle = pool.start(dist.workers)
         for actor in idle:
             notify(BuildEvent("worker", pool.info[actor], actor=actor))
@@ -446,7 +278,7 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
                 notify(BuildEvent("merged", None, graphs=recovered))
             # After the merge, so that what a killed run's shards held counts as done.
             todo = pending(layers, requested, set(merger.current), rebuild)
-            run = _Run(ray, pool, merger, units_of(todo, dist.unit_neurons), dist, notify)
+            run = _BuildRun(ray, pool, merger, units_of(todo, dist.unit_neurons), dist, notify)
             run.result.recovered += recovered
             run.run(idle)
             # Every unit is back and no worker holds its shard between units: what the shards
@@ -459,10 +291,5 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
             pool.stop()
         if connected:
             ray.shutdown()
-    if run.given_up:
-        left = sum(len(u.neurons) for u in run.given_up)
-        names = ", ".join(u.name for u in run.given_up[:5]) + (" ..." if len(run.given_up) > 5 else "")
-        raise Unavailable(f"{left} neurons were not built ({names}): the workers that took them "
-                          f"died ({', '.join(run.result.lost_workers)}). Everything else is in "
-                          f"{store_path}; run the same command again to build the rest")
+    run.check_given_up(f"{sum(len(u.neurons) for u in run.given_up)} neurons were", store_path)
     return run.result

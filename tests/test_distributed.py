@@ -19,12 +19,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from builder.cluster import gpus_per_worker
 from builder.config import BuildConfig, EvalConfig, ScanConfig
 from builder.distributed import (
     BuildWorker,
     DistributedConfig,
     WorkUnit,
-    _gpus_per_worker,
     run_distributed,
     shard_dir,
 )
@@ -111,7 +111,7 @@ class FakeRay:
 ])
 def test_gpus_per_worker_follows_the_cluster(resources, asked, expected) -> None:
     dist = DistributedConfig(workers=2, gpus_per_worker=asked)
-    assert _gpus_per_worker(FakeRay(**resources), dist) == expected
+    assert gpus_per_worker(FakeRay(**resources), dist) == expected
 
 
 @pytest.mark.parametrize(("resources", "dist", "words"), [
@@ -120,7 +120,7 @@ def test_gpus_per_worker_follows_the_cluster(resources, asked, expected) -> None
 ])
 def test_asks_the_cluster_can_never_grant_are_refused(resources, dist, words) -> None:
     with pytest.raises(BadArgument, match=words):
-        _gpus_per_worker(FakeRay(**resources), dist)
+        gpus_per_worker(FakeRay(**resources), dist)
 
 
 # --------------------------------------------------------------------------- on a local cluster
