@@ -15,7 +15,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from builder.models import LoadedModel
@@ -234,14 +233,14 @@ class Run:
             self.notify(BuildEvent("worker", self.pool.info[replacement], actor=replacement))
         return fresh
 
-    def check_given_up(self, what: str, where: Path) -> None:
-        """Raise if units were given up, saying what was kept and how to finish.
+    def check_given_up(self, what: str, after: str) -> None:
+        """Raise if units were given up: ``what`` (e.g. "12 neurons were") not done, naming the
+        units and the workers that died, then ``after`` (what is kept, how to finish).
 
         Raises:
-            Unavailable: naming the units and the workers that died.
+            Unavailable: if any unit was given up.
         """
         if self.given_up:
             names = ", ".join(u.name for u in self.given_up[:5]) + (" ..." if len(self.given_up) > 5 else "")
             raise Unavailable(f"{what} not done ({names}): the workers that took them died "
-                              f"({', '.join(self.lost_workers)}). Finished work is kept in "
-                              f"{where}; run the same command again to do the rest")
+                              f"({', '.join(self.lost_workers)}). {after[0].upper()}{after[1:]}")

@@ -291,5 +291,6 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
             pool.stop()
         if connected:
             ray.shutdown()
-    run.check_given_up(f"{sum(len(u.neurons) for u in run.given_up)} neurons were", store_path)
+    run.check_given_up(f"{sum(len(u.neurons) for u in run.given_up)} neurons were",
+                       f"everything else is in {store_path}; run the same command again to build the rest")
     return run.result

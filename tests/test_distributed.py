@@ -16,8 +16,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+import torch
 
 from builder.cluster import gpus_per_worker
 from builder.config import BuildConfig, EvalConfig, ScanConfig
@@ -253,3 +255,86 @@ def test_n2g_build_ray_passes_the_cluster_options_to_the_distributed_build(tmp_p
 
     main(["build", "--store", str(store), "--ray", "auto"])
     assert asked["dist"].address == "auto" and asked["dist"].gpus_per_worker is None
+
+
+# --------------------------------------------------------------------------- the scan, in spans
+SCAN = ScanConfig(window=16, top_k=8, random_windows=4, batch_size=8, sample_stride=4)
+
+
+def assert_same_top_windows(values_a, windows_a, values_b, windows_b) -> None:
+    """Same top values; the same windows wherever a value is not tied with the k-th (among
+    equal activations either window may take the last places)."""
+    np.testing.assert_array_equal(values_a, values_b)
+    for n in range(values_a.shape[1]):
+        kth = values_a[-1, n]
+        assert set(windows_a[values_a[:, n] > kth, n]) == set(windows_b[values_b[:, n] > kth, n])
+
+
+def test_spans_merged_equal_one_pass_over_the_corpus(tmp_path) -> None:
+    from builder.corpus import make_windows
+    from builder.distributed_scan import _arrays, merge_states, spans_of
+    from builder.scan import _top_k_pass
+
+    model = rule_model()
+    windows = make_windows(model, write_corpus(tmp_path / "corpus.txt"), SCAN.window)
+    whole = _arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None))[0]
+    spans = spans_of(len(windows), 100, SCAN.batch_size)
+    assert len(spans) > 3 and all(s.start % SCAN.batch_size == 0 for s in spans)
+    parts = [_arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None,
+                                 span=(s.start, s.stop))) for s in spans]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merge_states(merged, part)
+    merged = merged[0]
+    # The same tokens were sampled, so the histograms (density, quantiles) are equal, not close.
+    np.testing.assert_array_equal(merged["hist"], whole["hist"])
+    assert_same_top_windows(merged["values"], merged["index"], whole["values"], whole["index"])
+    # Each kept trace is the activation along the window it names.
+    acts = {int(w): rule_model().bridge.activations(
+        torch.tensor([[0, *windows[w]]]))[0, 1:].numpy() for w in np.unique(merged["index"])}
+    for j, n in np.ndindex(merged["index"].shape):
+        np.testing.assert_array_equal(merged["traces"][j, n], acts[int(merged["index"][j, n])][:, n])
+
+
+def test_a_scan_on_two_workers_writes_the_file_one_pass_writes(cluster, tmp_path) -> None:
+    from builder.corpus import make_windows
+    from builder.distributed_scan import run_distributed_scan
+    from builder.scan import export_scan_file, scan
+    from store.scanfile import ScanFile
+
+    _, corpus = cluster
+    events = []
+    out = run_distributed_scan(rule_model, tmp_path / "spread.scan.npz", SCAN, DIST, corpus=corpus,
+                               span_windows=160, on_event=events.append)
+    model = rule_model()
+    windows = make_windows(model, corpus, SCAN.window)
+    one = export_scan_file(model, windows, scan(model, windows, [0], SCAN, use_cache=False),
+                           tmp_path / "one.scan.npz", SCAN)
+    spread, single = ScanFile(out), ScanFile(one)
+    spans = [e for e in events if e.kind == "unit"]
+    assert len(spans) >= 4 and len({e.worker.pid for e in spans}) == 2
+    np.testing.assert_array_equal(spread.windows, single.windows)
+    assert_same_top_windows(spread.top_value[0], spread.top_window[0],
+                            single.top_value[0], single.top_window[0])
+    for name in ("max_activation", "density", "quantile", "mean", "random_windows"):
+        np.testing.assert_array_equal(getattr(spread, name), getattr(single, name), err_msg=name)
+
+
+def test_n2g_scan_ray_spreads_the_scan_into_the_same_file(tmp_path, monkeypatch, capsys) -> None:
+    import builder.distributed_scan
+    from n2g_mcp.cli import main
+
+    asked = {}
+
+    def fake(load, out, config, dist, **kw):
+        asked.update(load=load, out=out, config=config, dist=dist, **kw)
+        out.write_bytes(b"scan")
+        return out
+
+    monkeypatch.setattr(builder.distributed_scan, "run_distributed_scan", fake)
+    out = tmp_path / "m.scan.npz"
+    assert main(["scan", "--out", str(out), "--top-k", "30", "--ray", "HEAD:6379", "--workers", "4",
+                 "--span-windows", "512"]) == 0
+    assert asked["out"] == out and asked["config"].top_k == 30 and asked["span_windows"] == 512
+    assert (asked["dist"].address, asked["dist"].workers) == ("HEAD:6379", 4)
+    assert f"wrote {out}" in capsys.readouterr().out

@@ -98,28 +98,15 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
                   store: Path, config, scan_path: Path) -> int:
     """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
     import functools
-    import sys
 
-    from builder.distributed import BuildEvent, DistributedConfig, run_distributed
+    from builder.distributed import run_distributed
     from builder.models import load_model
-
-    dist = DistributedConfig(address=args.ray, workers=args.workers,
-                             cpus_per_worker=args.cpus_per_worker,
-                             gpus_per_worker=args.gpus_per_worker, unit_neurons=args.unit_neurons)
-
-    def report(event: BuildEvent) -> None:  # one line an event, on stderr: stdout is the summary
-        who = f"{event.worker.host}:{event.worker.pid}" if event.worker else ""
-        text = {"worker": f"worker {who} ready (shard {event.worker and event.worker.shard})",
-                "unit": f"{event.unit and event.unit.name}: {event.graphs} graphs from {who}",
-                "lost": f"worker {who} lost with {event.unit and event.unit.name}; "
-                        f"{event.graphs} graphs kept from its shard, the rest queued again",
-                "merged": f"{event.graphs} graphs merged from the shards of an earlier run"}
-        print(f"n2g: {text[event.kind]}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
     load = functools.partial(load_model, args.model, hook=args.hook, device=args.device)
-    result = run_distributed(load, layers, neurons, store, config, dist, corpus=args.corpus,
-                             scan_path=scan_path, rebuild=args.rebuild, on_event=report)
+    result = run_distributed(load, layers, neurons, store, config, _distributed_config(args),
+                             corpus=args.corpus, scan_path=scan_path, rebuild=args.rebuild,
+                             on_event=_report)
     print(f"built {result.appended} graphs into {store} in {time.perf_counter() - started:.1f} s "
           f"({result.units} units; {result.recovered} graphs recovered from shards; "
           f"{len(result.lost_workers)} workers lost)")
@@ -137,6 +124,41 @@ def _scan_file(path: Path, model: str):
     except ScanFileError as exc:
         raise BadArgument(str(exc)) from None
     return found if found.model == model else None
+
+
+def _add_ray_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray`` and the worker options, shared by build and scan."""
+    r = parser.add_argument_group(f"spreading the {what} over Ray (pip install 'n2g-mcp[distributed]')")
+    r.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
+                   help=f"{what} on Ray workers: 'local' (the default) starts a cluster on this "
+                        "machine; 'auto' joins the one `ray start --head` started; or HOST:PORT")
+    r.add_argument("--workers", type=int, default=2, help="Ray workers, each loading the model (2)")
+    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    r.add_argument("--gpus-per-worker", type=float,
+                   help="GPUs per worker (default: 1 where the cluster has GPUs, else 0: CPUs)")
+
+
+def _distributed_config(args: argparse.Namespace):
+    from builder.cluster import DistributedConfig
+
+    return DistributedConfig(address=args.ray, workers=args.workers,
+                             cpus_per_worker=args.cpus_per_worker,
+                             gpus_per_worker=args.gpus_per_worker,
+                             unit_neurons=getattr(args, "unit_neurons", 256))
+
+
+def _report(event) -> None:
+    """One line on stderr for each event of a distributed run (stdout keeps the summary)."""
+    import sys
+
+    who = f"{event.worker.host}:{event.worker.pid}" if event.worker else ""
+    unit = event.unit.name if event.unit is not None else ""
+    text = {"worker": f"worker {who} ready",
+            "unit": f"{unit} done by {who}" + (f": {event.graphs} graphs" if event.graphs else ""),
+            "lost": f"worker {who} lost with {unit}; {event.graphs} graphs kept from its shard, "
+                    "the rest queued again",
+            "merged": f"{event.graphs} graphs merged from the shards of an earlier run"}
+    print(f"n2g: {text[event.kind]}", file=sys.stderr, flush=True)
 
 
 def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argparse.ArgumentParser:
@@ -179,16 +201,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "
                                        "--corpus, used only where it was made over that corpus)")
-    r = b.add_argument_group("spreading the build over Ray (pip install 'n2g-mcp[distributed]')")
-    r.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
-                   help="build on Ray workers: 'local' (the default) starts a cluster on this "
-                        "machine; 'auto' joins the one `ray start --head` started; or HOST:PORT")
-    r.add_argument("--workers", type=int, default=2, help="Ray workers, each loading the model (2)")
-    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
-    r.add_argument("--gpus-per-worker", type=float,
-                   help="GPUs per worker (default: 1 where the cluster has GPUs, else 0: CPUs)")
-    r.add_argument("--unit-neurons", type=int, default=256,
-                   help="neurons of one layer per work unit (256); a killed worker loses at most one")
+    _add_ray_options(b, "build")
+    b.add_argument("--unit-neurons", type=int, default=256,
+                   help="with --ray: neurons of one layer a work unit (256); a killed worker loses "
+                        "at most one")
     b.set_defaults(func=cmd_build, stores_dir=stores_dir)
     return b
 
@@ -204,8 +220,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.window < 2:
         raise BadArgument("--top-k must be at least 1 and --window at least 2")
     out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.model)
-    model = load_model(args.model, hook=args.hook, device=args.device)
     config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
+    if args.ray is not None:
+        return _scan_on_ray(args, out, config)
+    model = load_model(args.model, hook=args.hook, device=args.device)
     windows = make_windows(model, args.corpus, config.window, config.max_tokens)
     started = time.perf_counter()
     scans = scan(model, windows, list(range(model.n_layers)), config)
@@ -215,6 +233,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
           f"({windows.size / seconds:,.0f} tokens/s; cached layers are not scanned again)")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): top {config.top_k} windows, max, firing "
           f"density and quantiles of all {model.n_layers * model.d_mlp:,} neurons")
+    return 0
+
+
+def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
+    """``n2g scan --ray``: the same scan file, the corpus cut into spans scanned by Ray workers."""
+    import functools
+
+    from builder.distributed_scan import run_distributed_scan
+    from builder.models import load_model
+
+    started = time.perf_counter()
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device)
+    run_distributed_scan(load, out, config, _distributed_config(args), corpus=args.corpus,
+                         span_windows=args.span_windows, on_event=_report)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s "
+          f"on {args.workers} Ray workers")
     return 0
 
 
@@ -232,5 +266,8 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s.add_argument("--window", type=int, default=64, help="tokens per corpus window (64)")
     s.add_argument("--top-k", type=int, default=50, help="top windows kept per neuron (50)")
     s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
+    _add_ray_options(s, "scan")
+    s.add_argument("--span-windows", type=int, default=2048,
+                   help="with --ray: corpus windows a work unit (2048)")
     s.set_defaults(func=cmd_scan, stores_dir=stores_dir)
     return s
