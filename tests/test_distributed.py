@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -185,6 +186,67 @@ def test_a_worker_killed_mid_unit_costs_only_its_unfinished_batch(cluster, tmp_p
     again = run_distributed(rule_model, [0], ALL, store, CONFIG, DIST, corpus=corpus)
     assert again.appended == 0 and again.recovered == 0
     assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+
+
+def wait_for(condition, what: str) -> None:
+    """Wait for an event (not a time): up to a generous bound, then fail naming it."""
+    for _ in range(6000):
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"never happened: {what}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+DRIVER = """
+import functools, sys
+from pathlib import Path
+import ray
+from builder.distributed import run_distributed
+from tests.distributed_oracle import gated_rule_model
+from tests.test_distributed import ALL, CONFIG, DIST
+address, store, gate, corpus = sys.argv[1:]
+ray.init(address=address, log_to_driver=False)
+load = functools.partial(gated_rule_model, gate, store + ".shards")
+run_distributed(load, [0], ALL, Path(store), CONFIG, DIST, corpus=corpus)
+"""
+
+
+def test_a_driver_killed_mid_run_loses_only_its_units_in_flight(cluster, tmp_path) -> None:
+    ray, corpus = cluster
+    store, gate = tmp_path / "store.jsonl", tmp_path / "gate"
+    gate.mkdir()
+    (gate / "armed").touch()
+    # A second driver on the same cluster, killed (SIGKILL) while one of its workers is held
+    # mid-unit; Ray then ends that driver's workers.
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, address, str(store), str(gate),
+                               str(corpus)], cwd=ROOT)
+    try:
+        wait_for(lambda: (gate / "held").is_file() and (gate / "held").read_text()
+                 or driver.poll() is not None, "a worker of the driver held mid-unit")
+        assert driver.poll() is None, "the driver ended before a worker was held"
+        victim = int((gate / "held").read_text())
+    finally:
+        driver.kill()
+        driver.wait()
+    workers = [int(p.stem.rsplit("-", 1)[1]) for p in shard_dir(store).glob("*.jsonl")]
+    assert victim in workers
+    wait_for(lambda: all(gone(pid) for pid in workers), "the killed driver's workers ended")
+    (gate / "armed").unlink()
+
+    result = run_distributed(rule_model, [0], ALL, store, CONFIG, DIST, corpus=corpus)
+    assert result.recovered >= 1  # at least the held worker's finished batch, from its shard
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    assert Counter(w["pid"] for w in workers_of(store).values())[victim] == 1
+    assert not shard_dir(store).exists()
 
 
 def test_a_rerun_after_a_killed_driver_keeps_its_shards_and_builds_only_the_rest(cluster, tmp_path) -> None:
