@@ -86,12 +86,17 @@ class BuildEvent:
     """The worker's Ray actor handle (``ray.kill`` it to test recovery)."""
 
 
-def ray_module():
+def ray_module() -> Any:
+    """The ``ray`` package.
+
+    Raises:
+        Unavailable: where it is not installed, saying how to install it.
+    """
     try:
         import ray
     except ImportError:
-        raise Unavailable("a distributed build needs Ray: pip install 'n2g-mcp[distributed]' "
-                          "(or drop --ray to build in this process)") from None
+        raise Unavailable("--ray needs Ray: pip install 'n2g-mcp[distributed]' (or drop --ray to "
+                          "run in this process)") from None
     return ray
 
 
