@@ -400,3 +400,11 @@ def test_n2g_scan_ray_spreads_the_scan_into_the_same_file(tmp_path, monkeypatch,
     assert asked["out"] == out and asked["config"].top_k == 30 and asked["span_windows"] == 512
     assert (asked["dist"].address, asked["dist"].workers) == ("HEAD:6379", 4)
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["build", "--workers", "4"], ["scan", "--span-windows", "64"]])
+def test_worker_options_without_ray_are_refused_rather_than_ignored(argv, capsys) -> None:
+    from n2g_mcp.cli import main
+
+    assert main(argv) == 2
+    assert "add --ray" in capsys.readouterr().err

@@ -61,6 +61,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from builder.models import load_model
     from builder.runner import BuildSource, run_build
 
+    _check_ray_options(args)
     shape = model_shape(args.model)
     layers = parse_range(args.layers, shape[0] if shape else None)
     neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
@@ -132,19 +133,29 @@ def _add_ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     r.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
                    help=f"{what} on Ray workers: 'local' (the default) starts a cluster on this "
                         "machine; 'auto' joins the one `ray start --head` started; or HOST:PORT")
-    r.add_argument("--workers", type=int, default=2, help="Ray workers, each loading the model (2)")
-    r.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    r.add_argument("--workers", type=int, help="Ray workers, each loading the model (2)")
+    r.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (1)")
     r.add_argument("--gpus-per-worker", type=float,
                    help="GPUs per worker (default: 1 where the cluster has GPUs, else 0: CPUs)")
 
 
+_RAY_OPTIONS = ("workers", "cpus_per_worker", "gpus_per_worker", "unit_neurons", "span_windows")
+
+
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """Refuse worker options without ``--ray`` (they would be ignored without a word)."""
+    given = [f"--{name.replace('_', '-')}" for name in _RAY_OPTIONS if getattr(args, name, None) is not None]
+    if args.ray is None and given:
+        raise BadArgument(f"{', '.join(given)} apply to a run on Ray workers: add --ray (local, auto "
+                          "or a cluster address), or drop them")
+
+
 def _distributed_config(args: argparse.Namespace):
+    """The DistributedConfig with the options given applied (its defaults live in the dataclass)."""
     from builder.cluster import DistributedConfig
 
-    return DistributedConfig(address=args.ray, workers=args.workers,
-                             cpus_per_worker=args.cpus_per_worker,
-                             gpus_per_worker=args.gpus_per_worker,
-                             unit_neurons=getattr(args, "unit_neurons", 256))
+    given = {name: getattr(args, name) for name in _RAY_OPTIONS[:4] if getattr(args, name, None) is not None}
+    return DistributedConfig(address=args.ray, **given)
 
 
 def _report(event) -> None:
@@ -202,7 +213,7 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                                        "(default: stores/<model>.scan.npz where it exists; with "
                                        "--corpus, used only where it was made over that corpus)")
     _add_ray_options(b, "build")
-    b.add_argument("--unit-neurons", type=int, default=256,
+    b.add_argument("--unit-neurons", type=int,
                    help="with --ray: neurons of one layer a work unit (256); a killed worker loses "
                         "at most one")
     b.set_defaults(func=cmd_build, stores_dir=stores_dir)
@@ -216,6 +227,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from builder.models import load_model
     from builder.scan import export_scan_file, scan
 
+    _check_ray_options(args)
     resolve_corpus(args.corpus)
     if args.top_k < 1 or args.window < 2:
         raise BadArgument("--top-k must be at least 1 and --window at least 2")
@@ -245,10 +257,11 @@ def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
 
     started = time.perf_counter()
     load = functools.partial(load_model, args.model, hook=args.hook, device=args.device)
-    run_distributed_scan(load, out, config, _distributed_config(args), corpus=args.corpus,
-                         span_windows=args.span_windows, on_event=_report)
+    dist = _distributed_config(args)
+    spans = {} if args.span_windows is None else {"span_windows": args.span_windows}
+    run_distributed_scan(load, out, config, dist, corpus=args.corpus, on_event=_report, **spans)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s "
-          f"on {args.workers} Ray workers")
+          f"on {dist.workers} Ray workers")
     return 0
 
 
@@ -267,7 +280,7 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s.add_argument("--top-k", type=int, default=50, help="top windows kept per neuron (50)")
     s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
     _add_ray_options(s, "scan")
-    s.add_argument("--span-windows", type=int, default=2048,
+    s.add_argument("--span-windows", type=int,
                    help="with --ray: corpus windows a work unit (2048)")
     s.set_defaults(func=cmd_scan, stores_dir=stores_dir)
     return s
