@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from builder.cluster import (
 from builder.config import BuildConfig, ScanConfig
 from builder.distributed import BuildWorker
 from store.errors import Unavailable
+
+if TYPE_CHECKING:
+    from builder.scan import _LayerState
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class WindowSpan:
 def spans_of(n_windows: int, span_windows: int, batch_size: int) -> list[WindowSpan]:
     """The corpus cut into spans of about ``span_windows`` windows, each starting on a batch.
 
-    >>> [s.name for s in spans_of(10, 4, 3)]
+    >>> [s.name for s in spans_of(10, 7, 3)]  # 7 windows asked: 6, two whole batches of 3
     ['windows 0-5', 'windows 6-9']
     """
     size = max(batch_size, span_windows // batch_size * batch_size)
@@ -71,7 +75,7 @@ State = dict[int, dict[str, np.ndarray]]
 """A span's pass as plain arrays, per layer (what travels between processes)."""
 
 
-def _arrays(state) -> State:
+def _arrays(state: dict[int, _LayerState]) -> State:
     out = {}
     for layer, s in state.items():
         s.flush()
@@ -80,7 +84,7 @@ def _arrays(state) -> State:
     return out
 
 
-def _states(arrays: State):
+def _states(arrays: State) -> dict[int, _LayerState]:
     import torch
 
     from builder.scan import _LayerState
@@ -126,16 +130,16 @@ class ScanWorker(BuildWorker):
 class _ScanRun(Run):
     """A distributed scan: units are spans; each result is folded into the merged state."""
 
-    def __init__(self, ray, pool: Pool, layers: Sequence[int], spans: Sequence[WindowSpan],
+    def __init__(self, ray: Any, pool: Pool, layers: Sequence[int], spans: Sequence[WindowSpan],
                  dist: DistributedConfig, notify: Callable[[BuildEvent], None]) -> None:
         super().__init__(ray, pool, spans, dist, notify)
         self.layers = list(layers)
         self.merged: State | None = None
 
-    def call(self, actor, unit: WindowSpan):
+    def call(self, actor: Any, unit: WindowSpan) -> Any:
         return actor.scan_span.remote(self.layers, unit)
 
-    def done(self, actor, unit: WindowSpan, value: State) -> None:
+    def done(self, actor: Any, unit: WindowSpan, value: State) -> None:
         self.merged = value if self.merged is None else merge_states(self.merged, value)
         self.notify(BuildEvent("unit", self.pool.info[actor], unit, 0, actor))
 
