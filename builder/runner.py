@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,27 @@ from builder.models import LoadedModel
 from builder.scan import LayerScan, scan, scan_file_serves
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store
+from store.lines import Shape
 from store.pending import pending
 from store.progress import Progress
 from store.scanfile import ScanFile
 
 log = logging.getLogger(__name__)
+
+
+class _StampingWriter(StoreWriter):
+    """A store writer that adds fixed fields to each graph's build record before writing it, so
+    the line on disk says who built it (a distributed worker's host and process)."""
+
+    def __init__(self, path: Path, model: str, shape: Shape, stamp: Mapping[str, Any]) -> None:
+        super().__init__(path, model, shape)
+        self.stamp = dict(stamp)
+
+    def append(self, graphs: Iterable[NeuronGraph]) -> int:
+        graphs = list(graphs)
+        for graph in graphs:
+            graph.build.update(self.stamp)
+        return super().append(graphs)
 
 
 class BuildSource:
@@ -84,7 +101,8 @@ class BuildSource:
 def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
               store_path: Path | None, config: BuildConfig, source: BuildSource | None = None,
               rebuild: bool = False, progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> list[NeuronGraph]:
+              cancel: threading.Event | None = None,
+              stamp: Mapping[str, Any] | None = None) -> list[NeuronGraph]:
     """Build the requested neurons of each layer into a store; returns the graphs built.
 
     Args:
@@ -97,6 +115,8 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         rebuild: build neurons the store holds already (see ``store.pending``).
         progress: ``progress(done, total, message)``; without it tqdm bars are shown.
         cancel: set it to stop between batches.
+        stamp: fields added to every graph's build record before it is stored (a distributed
+            worker names itself: ``{"worker": {"host": ..., "pid": ...}}``).
 
     Raises:
         store.errors.Busy: if another writer holds the store.
@@ -111,7 +131,10 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
     source = source if source is not None else BuildSource(model, config)
     shape = (model.n_layers, model.d_mlp)
     # The writer locks the store for the whole build and repairs a torn tail before it is read.
-    writer = StoreWriter(store_path, model.name, shape) if store_path is not None else None
+    writer: StoreWriter | None = None
+    if store_path is not None:
+        writer = (_StampingWriter(store_path, model.name, shape, stamp) if stamp
+                  else StoreWriter(store_path, model.name, shape))
     try:
         stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
         todo = pending(layers, requested, stored, rebuild)
@@ -124,6 +147,9 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         for layer, todo_neurons in todo.items():
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
                                  writer, progress, cancel)
+        if stamp:  # stamped on write where there is a store; without one, here
+            for graph in built:
+                graph.build.update(stamp)
         return built
     finally:
         if writer is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -86,7 +87,8 @@ class LayerScan:
 
     def save(self, path: Path) -> None:
         """Write to ``path`` (through a temporary file, so a crash leaves no half scan)."""
-        tmp = path.with_name(path.name + ".tmp.npz")
+        # The process id keeps workers that scan the same layer at once off each other's file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         stats = {} if self.density is None else {
             "density": self.density, "quantile_levels": np.array(sorted(self.quantiles)),
             "quantiles": np.stack([self.quantiles[q] for q in sorted(self.quantiles)])}
@@ -168,6 +170,19 @@ class _LayerState:
         if sum(len(p) for p in self.pending) >= 4096:
             self.flush()
 
+    def merge(self, other: _LayerState) -> None:
+        """Fold in the state of a disjoint range of windows (a distributed scan's parts): the top
+        ``k`` of the two top-``k`` lists is the top ``k`` of both ranges, and counts add."""
+        self.flush()
+        other.flush()
+        k = self.values.shape[0]
+        top, order = torch.cat([self.values, other.values]).topk(k, dim=0)  # (k, d_mlp)
+        traces = torch.cat([self.traces, other.traces])  # (2k, d_mlp, window)
+        self.index = torch.cat([self.index, other.index]).gather(0, order)
+        self.traces = traces.gather(0, order[..., None].expand(-1, -1, traces.shape[2]))
+        self.values = top
+        self.hist += other.hist
+
     def flush(self) -> None:
         """Add the pending sampled tokens to the histogram (in bulk: its cost is per call)."""
         if not self.pending:
@@ -226,11 +241,15 @@ def _checkpoint_path(folder: Path, layers: Sequence[int]) -> Path:
 
 def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config: ScanConfig,
                 folder: Path | None, progress: Progress | None,
-                cancel: threading.Event | None) -> dict[int, _LayerState]:
+                cancel: threading.Event | None, span: tuple[int, int] | None = None) -> dict[int, _LayerState]:
+    """The top-k states of windows ``span`` (default: all); a span starting on a multiple of
+    ``config.batch_size`` samples the same tokens as the whole pass does, so merged spans
+    (``_LayerState.merge``) equal the whole pass."""
     n, width = windows.shape
     k = min(config.top_k, n)
+    first, n = span if span is not None else (0, n)
     checkpoint = _checkpoint_path(folder, layers) if folder is not None else None
-    start = 0
+    start = first
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=True)
         state = {layer: _LayerState(**saved["layers"][layer], pending=[]) for layer in layers}
@@ -238,7 +257,7 @@ def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], 
         log.info("resuming the scan of layers %s at window %d of %d", list(layers), start, n)
     else:
         state = {layer: _LayerState.empty(k, model.d_mlp, width) for layer in layers}
-    bar = tqdm(total=n * width, initial=start * width, unit="tok", unit_scale=True,
+    bar = tqdm(total=(n - first) * width, initial=(start - first) * width, unit="tok", unit_scale=True,
                desc=f"scan {len(layers)} layer(s) up to {max(layers)}", disable=progress is not None)
     saved_at = time.monotonic()
     for batch_start in range(start, n, config.batch_size):
@@ -246,7 +265,7 @@ def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], 
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
             raise Cancelled(f"scan of layers {list(layers)} cancelled at window {batch_start} of {n}")
-        batch = windows[batch_start:batch_start + config.batch_size]
+        batch = windows[batch_start:min(n, batch_start + config.batch_size)]
         acts = run_layers(model, batch.tolist(), layers)
         ids = torch.arange(batch_start, batch_start + len(batch), dtype=torch.int32)
         # A seeded 1-in-stride sample of the batch's tokens, the same on a resumed run.
@@ -256,7 +275,7 @@ def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], 
             state[layer].add(acts[layer].cpu(), ids, sample)
         bar.update(batch.size)
         if progress is not None:
-            progress(batch_start + len(batch), n, f"scanning layers {list(layers)}")
+            progress(batch_start + len(batch) - first, n - first, f"scanning layers {list(layers)}")
         if checkpoint is not None and time.monotonic() - saved_at > config.checkpoint_seconds:
             _save_checkpoint(checkpoint, state, batch_start + len(batch))
             saved_at = time.monotonic()
@@ -270,7 +289,7 @@ def _save_checkpoint(path: Path, state: dict[int, _LayerState], next_window: int
     for s in state.values():
         s.flush()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process, as in LayerScan.save
     torch.save({"next": next_window,
                 "layers": {layer: {"values": s.values, "index": s.index, "traces": s.traces,
                                    "hist": s.hist} for layer, s in state.items()}}, tmp)
@@ -326,16 +345,28 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
 
     state = _top_k_pass(model, windows, missing, config, folder if use_cache else None,
                         progress, cancel)
+    out.update(_layer_scans(model, windows, config, state))
+    if use_cache:
+        folder.mkdir(parents=True, exist_ok=True)
+        for layer in missing:
+            out[layer].save(folder / f"layer{layer}.npz")
+        _checkpoint_path(folder, missing).unlink(missing_ok=True)
+    return out
+
+
+def _layer_scans(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
+                 state: dict[int, _LayerState]) -> dict[int, LayerScan]:
+    """Each layer's scan from its finished pass: statistics, and the random windows' traces."""
+    layers = sorted(state)
     rng = np.random.default_rng(config.seed)
     r = min(config.random_windows, len(windows))
     random_ids = np.sort(rng.choice(len(windows), size=r, replace=False)).astype(np.int32)
-    random_acts = run_layers(model, windows[random_ids].tolist(), missing) if r else {}
-    if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-    for layer in missing:
+    random_acts = run_layers(model, windows[random_ids].tolist(), layers) if r else {}
+    out = {}
+    for layer in layers:
         s = state[layer]
         density, quantiles = _stats(s, windows.size)
-        result = LayerScan(
+        out[layer] = LayerScan(
             layer=layer,
             values=s.values.numpy().astype(np.float32),
             windows=s.index.numpy(),
@@ -346,11 +377,6 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
             density=density,
             quantiles=quantiles,
         )
-        if use_cache:
-            result.save(folder / f"layer{layer}.npz")
-        out[layer] = result
-    if use_cache:
-        _checkpoint_path(folder, missing).unlink(missing_ok=True)
     return out
 
 

@@ -2,10 +2,12 @@
 
     n2g build --model smollm2-135m --layers 0 --neurons 0-63
     n2g build --layers 0-1 --store stores/smollm2-135m.jsonl --sample 32
+    n2g build --layers all --ray --workers 2   # spread over Ray workers (the [distributed] extra)
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
 :func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
-functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan``. Importing
+functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan`` (with
+``--ray``, ``builder.distributed.run_distributed``, whose workers load the model). Importing
 this module imports no torch (the command imports the builder when it runs), so ``n2g eval``
 stays light. Layer and neuron ranges
 are checked with ``store.names.check_range`` before any model loads.
@@ -59,6 +61,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from builder.models import load_model
     from builder.runner import BuildSource, run_build
 
+    _check_ray_options(args)
     name = args.name or args.model
     shape = model_shape(args.model)
     layers = parse_range(args.layers, shape[0] if shape else None)
@@ -76,6 +79,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.scan_file and not scan_path.is_file():
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
+    if args.ray is not None:
+        return _build_on_ray(args, layers, neurons, store, config, scan_path)
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name)
     scan_file = _scan_file(scan_path, model.name)
@@ -91,6 +96,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int] | None,
+                  store: Path, config, scan_path: Path) -> int:
+    """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
+    import functools
+
+    from builder.distributed import run_distributed
+    from builder.models import load_model
+
+    started = time.perf_counter()
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name)
+    result = run_distributed(load, layers, neurons, store, config, _distributed_config(args),
+                             corpus=args.corpus, scan_path=scan_path, rebuild=args.rebuild,
+                             on_event=_report)
+    print(f"built {result.appended} graphs into {store} in {time.perf_counter() - started:.1f} s "
+          f"({result.units} units; {result.recovered} graphs recovered from shards; "
+          f"{len(result.lost_workers)} workers lost)")
+    return 0
+
+
 def _scan_file(path: Path, model: str):
     """The scan file at ``path`` where it is one of ``model`` (else None: the build scans)."""
     from store.scanfile import ScanFile, ScanFileError
@@ -102,6 +126,51 @@ def _scan_file(path: Path, model: str):
     except ScanFileError as exc:
         raise BadArgument(str(exc)) from None
     return found if found.model == model else None
+
+
+def _add_ray_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray`` and the worker options, shared by build and scan."""
+    r = parser.add_argument_group(f"spreading the {what} over Ray (pip install 'n2g-mcp[distributed]')")
+    r.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
+                   help=f"{what} on Ray workers: 'local' (the default) starts a cluster on this "
+                        "machine; 'auto' joins the one `ray start --head` started; or HOST:PORT")
+    r.add_argument("--workers", type=int, help="Ray workers, each loading the model (2)")
+    r.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (1)")
+    r.add_argument("--gpus-per-worker", type=float,
+                   help="GPUs per worker (default: 1 where the cluster has GPUs, else 0: CPUs)")
+
+
+_RAY_OPTIONS = ("workers", "cpus_per_worker", "gpus_per_worker", "unit_neurons", "span_windows")
+
+
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """Refuse worker options without ``--ray`` (they would be ignored without a word)."""
+    given = [f"--{name.replace('_', '-')}" for name in _RAY_OPTIONS if getattr(args, name, None) is not None]
+    if args.ray is None and given:
+        raise BadArgument(f"{', '.join(given)} apply to a run on Ray workers: add --ray (local, auto "
+                          "or a cluster address), or drop them")
+
+
+def _distributed_config(args: argparse.Namespace):
+    """The DistributedConfig with the options given applied (its defaults live in the dataclass)."""
+    from builder.cluster import DistributedConfig
+
+    given = {name: getattr(args, name) for name in _RAY_OPTIONS[:4] if getattr(args, name, None) is not None}
+    return DistributedConfig(address=args.ray, **given)
+
+
+def _report(event) -> None:
+    """One line on stderr for each event of a distributed run (stdout keeps the summary)."""
+    import sys
+
+    who = f"{event.worker.host}:{event.worker.pid}" if event.worker else ""
+    unit = event.unit.name if event.unit is not None else ""
+    text = {"worker": f"worker {who} ready",
+            "unit": f"{unit} done by {who}" + (f": {event.graphs} graphs" if event.graphs else ""),
+            "lost": f"worker {who} lost with {unit}; {event.graphs} graphs kept from its shard, "
+                    "the rest queued again",
+            "merged": f"{event.graphs} graphs merged from the shards of an earlier run"}
+    print(f"n2g: {text[event.kind]}", file=sys.stderr, flush=True)
 
 
 def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argparse.ArgumentParser:
@@ -146,6 +215,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "
                                        "--corpus, used only where it was made over that corpus)")
+    _add_ray_options(b, "build")
+    b.add_argument("--unit-neurons", type=int,
+                   help="with --ray: neurons of one layer a work unit (256); a killed worker loses "
+                        "at most one")
     b.set_defaults(func=cmd_build, stores_dir=stores_dir)
     return b
 
@@ -157,12 +230,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from builder.models import load_model
     from builder.scan import export_scan_file, scan
 
+    _check_ray_options(args)
     resolve_corpus(args.corpus)
     if args.top_k < 1 or args.window < 2:
         raise BadArgument("--top-k must be at least 1 and --window at least 2")
     out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.model)
-    model = load_model(args.model, hook=args.hook, device=args.device)
     config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
+    if args.ray is not None:
+        return _scan_on_ray(args, out, config)
+    model = load_model(args.model, hook=args.hook, device=args.device)
     windows = make_windows(model, args.corpus, config.window, config.max_tokens)
     started = time.perf_counter()
     scans = scan(model, windows, list(range(model.n_layers)), config)
@@ -172,6 +248,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
           f"({windows.size / seconds:,.0f} tokens/s; cached layers are not scanned again)")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): top {config.top_k} windows, max, firing "
           f"density and quantiles of all {model.n_layers * model.d_mlp:,} neurons")
+    return 0
+
+
+def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
+    """``n2g scan --ray``: the same scan file, the corpus cut into spans scanned by Ray workers."""
+    import functools
+
+    from builder.distributed_scan import run_distributed_scan
+    from builder.models import load_model
+
+    started = time.perf_counter()
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name)
+    dist = _distributed_config(args)
+    spans = {} if args.span_windows is None else {"span_windows": args.span_windows}
+    run_distributed_scan(load, out, config, dist, corpus=args.corpus, on_event=_report, **spans)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s "
+          f"on {dist.workers} Ray workers")
     return 0
 
 
@@ -189,5 +282,8 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s.add_argument("--window", type=int, default=64, help="tokens per corpus window (64)")
     s.add_argument("--top-k", type=int, default=50, help="top windows kept per neuron (50)")
     s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
+    _add_ray_options(s, "scan")
+    s.add_argument("--span-windows", type=int,
+                   help="with --ray: corpus windows a work unit (2048)")
     s.set_defaults(func=cmd_scan, stores_dir=stores_dir)
     return s
