@@ -234,11 +234,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     resolve_corpus(args.corpus)
     if args.top_k < 1 or args.window < 2:
         raise BadArgument("--top-k must be at least 1 and --window at least 2")
-    out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.model)
+    out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.name or args.model)
     config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
     if args.ray is not None:
         return _scan_on_ray(args, out, config)
-    model = load_model(args.model, hook=args.hook, device=args.device)
+    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name)
     windows = make_windows(model, args.corpus, config.window, config.max_tokens)
     started = time.perf_counter()
     scans = scan(model, windows, list(range(model.n_layers)), config)
@@ -274,6 +274,8 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
                                     "and statistics, into stores/<model>.scan.npz")
     s.add_argument("--model", default=DEFAULT_MODEL,
                    help="smollm2-135m or gemma3-270m (embedded), a local HF directory or .gguf, or a hub name")
+    s.add_argument("--name", help="file the scan under this model name (default: --model as given), "
+                                  "the NAME of n2g-mcp --model NAME=PATH that serves it")
     s.add_argument("--corpus", help="a .txt, .jsonl(.gz) or .parquet file, or a HF dataset name "
                                     "(default: the embedded corpus)")
     s.add_argument("--out", help="the scan file to write (default: stores/<model>.scan.npz)")
