@@ -60,6 +60,7 @@ class StoreQueries(Resolver):
         graph, view = self.graph(model, layer, neuron)
         fid = graph.fidelity
         trie = graph.graph
+        pruned, unresolved = self.examples(graph, graph.pruned)
         return GraphDescription(
             **GraphSummary.of(graph).model_dump(),
             hook=graph.hook, max_activation=graph.max_activation,
@@ -68,8 +69,8 @@ class StoreQueries(Resolver):
             baselines_f1={} if fid is None else {
                 "token_lookup": fid.token_lookup.top.f1, "ngram_lookup": fid.ngram_lookup.top.f1},
             examples=ExampleView.distinct([ExampleView.of(e, graph.max_activation, before=20, after=0)
-                                           for e in graph.pruned])[:3],
-            warnings=view.corrupt_reports(),
+                                           for e in pruned])[:3],
+            warnings=view.corrupt_reports() + unresolved,
         )
 
     def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
@@ -82,14 +83,15 @@ class StoreQueries(Resolver):
         if scan is not None:
             return self._top_from_scan(model, scan, layer, neuron, limit, offset)
         graph, view = self.graph(model, layer, neuron)
-        examples = sorted(graph.examples, key=lambda e: -e.activation)
+        stored, unresolved = self.examples(graph, graph.examples)
+        examples = sorted(stored, key=lambda e: -e.activation)
         page = examples[offset:offset + limit]
         end = offset + len(page)
         return TopActivationsOutput(
             id=graph.id, model=model, max_activation=graph.max_activation,
             examples=[ExampleView.of(e, graph.max_activation) for e in page], total=len(examples), offset=offset,
             next_cursor=self.pager.encode(end, query) if end < len(examples) else None,
-            warnings=view.corrupt_reports(),
+            warnings=view.corrupt_reports() + unresolved,
         )
 
     def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,

@@ -155,6 +155,13 @@ def scan_unreadable(reason: str) -> str:
     return f"{reason}. Tools that need the scan are unavailable until it is fixed."
 
 
+def examples_unresolved(neuron: str, reason: str) -> str:
+    """Why a graph's stored examples (references into a scan file) are not shown."""
+    return (f"the stored examples of {neuron} are references into a scan file, and {reason}, so they "
+            "are not shown; its graph, tokens and fidelity are unaffected. Put the scan file it was built "
+            "with beside the store, or rebuild the graph with build_graph(rebuild=true).")
+
+
 def threshold_source(from_scan: bool) -> str:
     """What 'fires' was measured against in an induction probe."""
     return "corpus scan max" if from_scan else "probe max"

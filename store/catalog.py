@@ -183,6 +183,7 @@ class Catalog:
         try:
             graph = NeuronGraph.model_validate(orjson.loads(self.search.line(graph_id)))
             graph.graph  # noqa: B018 - validate the trie rows now, not at first use
+            graph.with_scan(self.index.scan(graph_id))
         except (orjson.JSONDecodeError, ValidationError, ValueError, LookupError, OSError) as exc:
             reason = str(exc).splitlines()[0][:200]
             raise CorruptGraph(f"the stored graph of {name} cannot be read ({reason}); rebuild it with "

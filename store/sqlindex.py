@@ -44,6 +44,7 @@ from pathlib import Path
 import orjson
 
 from store.errors import StoreFormatError
+from store.examples import ScanRef
 from store.jsonl import StoreHeader, read_header
 from store.lines import LineError, Shape, check_line, iter_lines
 from store.models import EMBEDDED, cache_dir
@@ -52,7 +53,8 @@ from store.tokens import TokenKeys, normalize
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 keeps each file's scan reference (store format 2)."""
 INDEX_NAME = ".n2g-index.sqlite"
 STORE_SUFFIXES = (".jsonl", ".jsonl.gz")
 HEAD_BYTES = 1 << 16
@@ -63,7 +65,7 @@ PAIR_FLOOR = 0.7
 _SCHEMA = """
 CREATE TABLE files (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, model TEXT, size INTEGER, mtime_ns INTEGER,
-    head TEXT, indexed_to INTEGER, tail TEXT, lines INTEGER, problem TEXT);
+    head TEXT, indexed_to INTEGER, tail TEXT, lines INTEGER, problem TEXT, scan TEXT);
 CREATE TABLE corrupt (file INTEGER NOT NULL, line INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX corrupt_file ON corrupt(file, line);
 CREATE TABLE graphs (
@@ -300,8 +302,9 @@ class StoreIndex:
             return None
         if file_id is None:
             model = header.model
-            file_id = db.execute("INSERT INTO files(name, model, lines) VALUES (?,?,1)",
-                                 (path.name, model)).lastrowid
+            scan = None if header.scan is None else header.scan.model_dump_json()
+            file_id = db.execute("INSERT INTO files(name, model, lines, scan) VALUES (?,?,1,?)",
+                                 (path.name, model, scan)).lastrowid
             start = -1  # skip the header line below
         else:
             db.execute("DELETE FROM corrupt WHERE file=? AND line>=?", (file_id, first_line))
@@ -408,6 +411,13 @@ class StoreIndex:
         db.execute("INSERT OR REPLACE INTO models(model, pairs_floor) VALUES (?,?)", (model, PAIR_FLOOR))
 
     # ----------------------------------------------------------------- reading a line
+    def scan(self, graph_id: int) -> ScanRef | None:
+        """The scan file its store's header points a graph's example references into, or None."""
+        with self._lock:
+            row = self.db.execute("SELECT f.scan FROM graphs g JOIN files f ON f.id=g.file WHERE g.id=?",
+                                  (graph_id,)).fetchone()
+        return None if row is None or row[0] is None else ScanRef.model_validate_json(row[0])
+
     def line(self, graph_id: int) -> bytes:
         """The stored line of a graph, as written.
 
