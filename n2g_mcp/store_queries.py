@@ -124,7 +124,7 @@ class StoreQueries(Resolver):
         total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
                                   limit=limit, offset=offset)
         end = offset + len(page)
-        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact) for h in page], total=total,
+        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
                             warnings=view.corrupt_reports())

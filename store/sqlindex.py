@@ -3,7 +3,8 @@
 In: a directory of stores (every ``*.jsonl`` and ``*.jsonl.gz`` file; the header of each names
 its model). Out: an SQLite database (``.n2g-index.sqlite`` beside the stores, or under the cache
 directory where that folder is read-only) holding, per stored line, what search and similarity
-need (layer, neuron, F1, the token spellings, normalised token postings) and where the full line
+need (layer, neuron, F1, the token spellings, normalised token postings with each activating
+token's share of the graph's strongest activation) and where the full line
 lies (its byte offset in a plain ``.jsonl`` file, or the line itself, compressed, for a ``.gz``
 one). A full graph is parsed and validated only when asked for (:meth:`StoreIndex.line`).
 
@@ -49,12 +50,14 @@ from store.jsonl import StoreHeader, read_header
 from store.lines import LineError, Shape, check_line, iter_lines
 from store.models import EMBEDDED, cache_dir
 from store.similarity import Item, TokenSets, pair_rows
-from store.tokens import TokenKeys, normalize
+from store.tokens import TokenKeys, key_shares, normalize
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-"""Version 2 keeps each file's scan reference (store format 2)."""
+"""Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
+with their activations, and on each activating posting its share of the graph's strongest
+activation (search ranks by it)."""
 INDEX_NAME = ".n2g-index.sqlite"
 STORE_SUFFIXES = (".jsonl", ".jsonl.gz")
 HEAD_BYTES = 1 << 16
@@ -78,7 +81,7 @@ CREATE INDEX graphs_file ON graphs(file, line);
 CREATE INDEX graphs_neuron ON graphs(model, layer, neuron);
 CREATE INDEX graphs_rank ON graphs(model, current, rank, layer, neuron);
 CREATE TABLE postings (kind INTEGER NOT NULL, key TEXT NOT NULL, graph INTEGER NOT NULL,
-    PRIMARY KEY (kind, key, graph)) WITHOUT ROWID;
+    share REAL NOT NULL DEFAULT 0, PRIMARY KEY (kind, key, graph)) WITHOUT ROWID;
 CREATE TABLE pairs (model TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
     a_layer INTEGER, a_neuron INTEGER, b_layer INTEGER, b_neuron INTEGER,
     act REAL NOT NULL, ctx REAL NOT NULL, score REAL NOT NULL);
@@ -355,7 +358,7 @@ class StoreIndex:
                 "INSERT INTO graphs(file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
                 "repeated_exact, offset, length, blob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (file_id, number, model, entry.layer, entry.neuron, entry.f1, rank,
-                 orjson.dumps(entry.activating).decode(), orjson.dumps(entry.context).decode(),
+                 orjson.dumps(entry.raw.get("activating_tokens", {})).decode(), orjson.dumps(entry.context).decode(),
                  len(act_keys), len(ctx_keys), repeated, repeated_exact,
                  None if blob is not None else offset, length, blob))
 
@@ -386,9 +389,9 @@ class StoreIndex:
             chunk = new[start:start + 900]
             for graph_id, act, ctx in db.execute(
                     f"SELECT id, act, ctx FROM graphs WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                postings += [(ACTIVATING, k, graph_id) for k in {normalize(t) for t in orjson.loads(act)}]
-                postings += [(CONTEXT, k, graph_id) for k in {normalize(t) for t in orjson.loads(ctx)}]
-        db.executemany("INSERT OR IGNORE INTO postings(kind, key, graph) VALUES (?,?,?)", postings)
+                postings += [(ACTIVATING, k, graph_id, share) for k, share in key_shares(orjson.loads(act)).items()]
+                postings += [(CONTEXT, k, graph_id, 0.0) for k in {normalize(t) for t in orjson.loads(ctx)}]
+        db.executemany("INSERT OR IGNORE INTO postings(kind, key, graph, share) VALUES (?,?,?,?)", postings)
         return new
 
     def _update_pairs(self, db: sqlite3.Connection, model: str | None, new: list[int]) -> None:

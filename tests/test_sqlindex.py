@@ -113,3 +113,25 @@ def test_a_second_reader_sees_graphs_another_process_indexed_first(tmp_path: Pat
     assert len(first.get("m")) == 4  # the first indexes the append...
     view = second.get("m")  # ...and the second finds it indexed, and must not answer from its caches
     assert len(view) == 4 and view.layers()[-1] == 4 and view.search([" late"])[0] == 1
+
+
+def test_search_ranks_the_graph_its_token_explains_first_and_shows_that_token_first(tmp_path: Path) -> None:
+    from n2g_mcp.outputs import SearchHit
+
+    # The case: an F1-1.0 neuron that fires most on ' wasting' and a little on ' import',
+    # and an F1-0.6 one that fires on every form of 'import'.
+    many = [((f" t{i}",), 0.9 - i / 100) for i in range(8)]
+    wasting = make_graph([((" wasting",), 1.0), *many, ((" import",), 0.3)], layer=0, neuron=319, model="m", f1=1.0)
+    imports = make_graph([((" import",), 0.8), (("import",), 0.9), ((" Import",), 0.7)], layer=0, neuron=1501,
+                         model="m", f1=0.6)
+    write_store(tmp_path / "m.jsonl", "m", [wasting, imports])
+    view = Catalog(tmp_path).get("m")
+    total, hits = view.search([" import"], min_f1=0.5)
+    assert total == 2 and [h.id for h in hits] == ["L0/N1501", "L0/N319"]
+    assert [round(h.explained, 4) for h in hits] == [1.0, 0.3]  # 'import' spellings: 0.9 of 0.9; 0.3 of 1.0
+    shown = SearchHit.of(hits[1], repeated=False, exact=False, activating=[" import"])
+    assert shown.activating_tokens[0] == " import" and shown.explained == 0.3
+    _, exact = view.search([" import"], exact=True)
+    assert [(h.id, round(h.explained, 4)) for h in exact] == [("L0/N1501", 0.8889), ("L0/N319", 0.3)]
+    _, listing = view.search(min_f1=0.5)
+    assert [h.id for h in listing] == ["L0/N319", "L0/N1501"] and listing[0].explained is None
