@@ -181,6 +181,8 @@ class SearchOutput(BaseModel):
     searched: int = Field(default=0, description="graphs of the model searched")
     next_cursor: str | None = Field(description="pass as cursor to get the next page; null on the last page")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
+    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
+                          "cover only the graphs indexed so far; call again for all")
 
 
 # --------------------------------------------------------------------- similar
@@ -202,6 +204,8 @@ class SimilarOutput(BaseModel):
     compared: int = Field(default=0, description="graphs compared")
     results: list[SimilarItem]
     warnings: list[str] = Field(default_factory=list)
+    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
+                          "cover only the graphs indexed so far; call again for all")
 
 
 # --------------------------------------------------------------------- render

@@ -37,6 +37,11 @@ from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
 
+FIRST_CALL_WAIT = 1.0
+"""Seconds a call waits for the stores to be indexed before it answers from the graphs indexed so
+far, marked partial (a never-seen store of 46,080 graphs takes a minute or more to index here;
+MCP clients stop waiting long before)."""
+
 
 class Resolver:
     """Arguments to models, stores, graphs and scans; see the module docstring.
@@ -52,7 +57,7 @@ class Resolver:
                  pager: Pager | None = None) -> None:
         self.models = models if models is not None else ServedModels()
         # Lines of a store whose header lacks the shape are checked against the served models'.
-        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape)
+        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=FIRST_CALL_WAIT)
         self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.pager = pager if pager is not None else Pager()
         self._scans: dict[str, tuple[float, ScanFile]] = {}
@@ -161,6 +166,12 @@ class Resolver:
         """The model's store problems (corrupt lines), for a result's warnings."""
         view = self.catalog.get(model)
         return view.corrupt_reports() if view is not None else []
+
+    @staticmethod
+    def partial(view: StoreView) -> list[str]:
+        """A warning, while the stores are still being indexed, that the answer covers only the
+        graphs indexed so far."""
+        return [text.still_indexing(len(view))] if view.indexing else []
 
     # ----------------------------------------------------------------- the live model
     def spec(self, model: str, doing: str, instead: str) -> ModelSpec:

@@ -124,10 +124,11 @@ class StoreQueries(Resolver):
         total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
                                   limit=limit, offset=offset)
         end = offset + len(page)
+        partial = self.partial(view)
         return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
-                            warnings=view.corrupt_reports())
+                            warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
                 threshold: float = 0.9, mode: Mode = "similar", limit: int = 20) -> SimilarOutput:
@@ -140,8 +141,9 @@ class StoreQueries(Resolver):
             items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
                                  activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
                      for m in matches]
+            partial = self.partial(view)
             return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
-                                 results=items, warnings=view.corrupt_reports())
+                                 results=items, warnings=view.corrupt_reports() + partial, partial=bool(partial))
         if mode == "subset":
             raise BadArgument(text.SUBSET_NEEDS_TARGET)
         self.check_range(model, layer)
@@ -151,8 +153,10 @@ class StoreQueries(Resolver):
             layer_b, neuron_b = parse_neuron_id(p.b)
             items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
+        partial = self.partial(view)
         return SimilarOutput(model=model, target=None, layer=layer, mode=mode, threshold=threshold,
-                             compared=len(view), results=items, warnings=view.corrupt_reports())
+                             compared=len(view), results=items, warnings=view.corrupt_reports() + partial,
+                             partial=bool(partial))
 
     def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = 150) -> RenderOutput:
         model = self.model(model)

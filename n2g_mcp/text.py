@@ -155,6 +155,12 @@ def scan_unreadable(reason: str) -> str:
     return f"{reason}. Tools that need the scan are unavailable until it is fixed."
 
 
+def still_indexing(graphs: int) -> str:
+    """Why an answer is partial: the store index is being built in the background."""
+    return (f"the stores are still being indexed ({graphs:,} graphs so far): this answer covers those "
+            "only (partial: true). Call again in a minute for all of them.")
+
+
 def examples_unresolved(neuron: str, reason: str) -> str:
     """Why a graph's stored examples (references into a scan file) are not shown."""
     return (f"the stored examples of {neuron} are references into a scan file, and {reason}, so they "

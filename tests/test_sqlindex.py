@@ -135,3 +135,26 @@ def test_search_ranks_the_graph_its_token_explains_first_and_shows_that_token_fi
     assert [(h.id, round(h.explained, 4)) for h in exact] == [("L0/N1501", 0.8889), ("L0/N319", 0.3)]
     _, listing = view.search(min_f1=0.5)
     assert [h.id for h in listing] == ["L0/N319", "L0/N1501"] and listing[0].explained is None
+
+
+def test_indexing_in_the_background_answers_partially_at_once_then_fully(tmp_path: Path, monkeypatch) -> None:
+    import store.sqlindex
+
+    graphs = scored_graphs(3000, seed=8)
+    write_store(tmp_path / "m.jsonl.gz", "m", graphs[:2000])
+    StoreWriter(tmp_path / "m.jsonl", "m").append(graphs[2000:])
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of 256 lines, then commit
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    background = Catalog(tmp_path, index_path=tmp_path / "bg.sqlite", first_call=0.0)
+    view = background.get("m")  # it waits for the first slice only
+    assert view is not None and view.indexing and len(view) < 3000
+    _, early = view.search([" w1"])
+    worker = background.index._worker
+    if worker is not None:
+        worker.join()
+    full = Catalog(tmp_path, index_path=tmp_path / "sync.sqlite").get("m")
+    view = background.get("m")
+    assert not view.indexing and len(view) == 3000
+    assert view.search([" w1"]) == full.search([" w1"])
+    assert view.similar_pairs(threshold=0.7, limit=10**6) == full.similar_pairs(threshold=0.7, limit=10**6)
+    assert {h.id for h in early} <= {h.id for h in full.search([" w1"])[1]}
