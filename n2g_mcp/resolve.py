@@ -37,7 +37,7 @@ from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
 
-FIRST_CALL_WAIT = 1.0
+FIRST_CALL_WAIT = 0.5
 """Seconds a call waits for the stores to be indexed before it answers from the graphs indexed so
 far, marked partial (a never-seen store of 46,080 graphs takes a minute or more to index here;
 MCP clients stop waiting long before)."""

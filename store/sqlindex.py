@@ -76,7 +76,7 @@ SCHEMA_VERSION = 2
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
 in the background commits a file in slices)."""
-FIRST_SLICE, SLICE = 0.4, 2.0
+FIRST_SLICE, SLICE = 0.25, 2.0
 """Seconds of indexing per committed slice in the background: a short first one, so that a first
 call finds graphs to answer from, then longer ones (each slice re-marks the current graphs)."""
 INDEX_NAME = ".n2g-index.sqlite"

@@ -158,3 +158,22 @@ def test_indexing_in_the_background_answers_partially_at_once_then_fully(tmp_pat
     assert view.search([" w1"]) == full.search([" w1"])
     assert view.similar_pairs(threshold=0.7, limit=10**6) == full.similar_pairs(threshold=0.7, limit=10**6)
     assert {h.id for h in early} <= {h.id for h in full.search([" w1"])[1]}
+
+
+def test_a_search_answered_while_indexing_says_it_is_partial(tmp_path: Path, monkeypatch) -> None:
+    import n2g_mcp.resolve
+    import store.sqlindex
+    from n2g_mcp.queries import Queries
+
+    write_store(tmp_path / "m.jsonl.gz", "m", scored_graphs(3000, seed=9))
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    queries = Queries(tmp_path)
+    early = queries.search([" w1"], model="m")
+    assert early.partial and early.searched < 3000 and "still being indexed" in early.warnings[-1]
+    worker = queries.catalog.index._worker
+    if worker is not None:
+        worker.join()
+    done = queries.search([" w1"], model="m")
+    assert not done.partial and done.searched == 3000 and done.warnings == []

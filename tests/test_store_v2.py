@@ -137,6 +137,22 @@ def test_references_are_stored_as_rows_and_read_back(tmp_path: Path, scan: ScanF
         assert resolve(graph.pruned, scan) == text.get(graph.layer, graph.neuron).pruned
 
 
+def test_compacting_a_version_2_store_keeps_its_references_and_its_scan(tmp_path: Path, scan: ScanFile,
+                                                                        v1_store: Path):
+    v2 = tmp_path / "stores" / "v2.jsonl.gz"
+    assert n2g(["store", "compact", "--scan-file", str(scan.path), str(v1_store), str(v2)]) == 0
+    again = tmp_path / "again.jsonl"
+    assert n2g(["store", "compact", str(v2), str(again)]) == 0
+    assert read_header(again).scan == read_header(v2).scan
+    assert [g.examples for g in read_store(again)] == [g.examples for g in read_store(v2)]
+    other_scan = _scan(tmp_path / "other.scan.npz", seed=1)
+    write_store(tmp_path / "other-text.jsonl", MODEL, [_text_graph(other_scan, 0, 0)])
+    other = tmp_path / "other.jsonl"
+    assert n2g(["store", "compact", "--scan-file", str(other_scan.path), str(tmp_path / "other-text.jsonl"),
+                str(other)]) == 0
+    assert n2g(["store", "compact", str(v2), str(other), str(tmp_path / "mixed.jsonl")]) == 2  # two scans
+
+
 def test_a_store_of_text_is_written_as_version_1(tmp_path: Path, v1_store: Path):
     assert read_header(v1_store).version == 1 and read_header(v1_store).scan is None
 
