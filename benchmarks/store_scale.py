@@ -54,23 +54,29 @@ def _rename(mapping: dict[str, str], tokens: dict[str, float]) -> dict[str, floa
     return out
 
 
-def synthesise(target: Path, count: int, seed: int = 0) -> Path:
-    """Write a store of ``count`` graphs (see the module docstring); reuse it when present."""
+def synthesise(target: Path, count: int, seed: int = 0, source: Path = SHIPPED) -> Path:
+    """Write a store of ``count`` graphs (see the module docstring); reuse it when present.
+
+    ``source`` is the store copied (the shipped one by default); a version-2 source (examples as
+    scan references, ``n2g store compact --scan-file``) gives a version-2 store, its header's scan
+    kept, so the lines have the size an atlas built against its scan file has.
+    """
     model = f"synthetic-{count}"
     path = target / f"{model}.jsonl"
     if path.is_file():
         return path
     target.mkdir(parents=True, exist_ok=True)
-    with gzip.open(SHIPPED, "rb") as f:
-        f.readline()  # the shipped header
+    with gzip.open(source, "rb") as f:
+        header = orjson.loads(f.readline())
         shipped = [orjson.loads(line) for line in f if line.strip()]
     vocab = sorted({t for g in shipped for t in (*g["activating_tokens"], *g["context_tokens"])}
                    | {row[1] for g in shipped for row in g["trie"] if isinstance(row[1], str) and row[1]})
     rng = random.Random(seed)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as out:
-        out.write(orjson.dumps({"format": "n2g-store", "version": 1, "model": model,
-                                "created": "2026-01-01T00:00:00+00:00"}) + b"\n")
+        scan = {"scan": header["scan"]} if header.get("scan") else {}
+        out.write(orjson.dumps({"format": "n2g-store", "version": header["version"], "model": model,
+                                "created": "2026-01-01T00:00:00+00:00", **scan}) + b"\n")
         written, copy = 0, 0
         while written < count:
             shuffled = vocab[:]
@@ -138,15 +144,43 @@ async def timed_calls(client: Client, pid: int, calls: list[tuple[str, dict]]) -
     return times, (cpu_seconds(pid) - cpu) * 1000 / len(calls)
 
 
-async def cold_start(stores: Path, model: str) -> tuple[float, float]:
-    """Seconds from spawning the server to the first search answered: wall, and the server's CPU."""
+async def cold_start(stores: Path, model: str, answer: dict | None = None) -> tuple[float, float]:
+    """Seconds from spawning the server to the first search answered: wall, and the server's CPU.
+    ``answer`` receives the search's structured result (``partial``, ``searched``, ``total``)."""
     start = time.perf_counter()
     async with Client(server_params(stores)) as client:
         result = await client.call_tool("search_graphs", {"activating": [" the"], "model": model, "limit": 5})
         wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid())
         if result.is_error:
             raise RuntimeError(result.content[0].text)
+        if answer is not None:
+            answer.update(result.structured_content or {})
     return wall, cpu
+
+
+async def first_calls(stores: Path, model: str) -> dict[str, object]:
+    """Cold starts only: a never-seen store (no index), then with the index the first one made."""
+    for leftover in stores.glob(".n2g-index.sqlite*"):
+        leftover.unlink()
+    args = {"activating": [" the"], "model": model, "limit": 5}
+    start = time.perf_counter()
+    async with Client(server_params(stores)) as client:
+        first = (await client.call_tool("search_graphs", args)).structured_content or {}
+        wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid())
+        done = first
+        while done.get("partial"):  # the server goes on indexing in the background
+            await anyio.sleep(1.0)
+            done = (await client.call_tool("search_graphs", args)).structured_content or {}
+        complete = time.perf_counter() - start
+    warm = [await cold_start(stores, model) for _ in range(3)]
+    return {
+        "never-seen store: process start to first search answered (wall / server CPU), s": (wall, cpu),
+        "  that answer: partial, graphs searched": f"{first.get('partial')}, {first.get('searched')}",
+        "  process start to an answer over every graph (same server, polled each second), s": complete,
+        "cold start with the index (wall / server CPU), s, median of 3":
+            (statistics.median(w for w, _ in warm), statistics.median(c for _, c in warm)),
+        "load average while measuring": os.getloadavg()[0],
+    }
 
 
 def queries(path: Path, n: int, seed: int = 1) -> tuple[list[dict], list[tuple[int, int]]]:
@@ -246,6 +280,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the synthetic store is kept "
                         "(default $N2G_CACHE/bench/store-<N>)")
     parser.add_argument("--fresh", action="store_true", help="synthesise the store again")
+    parser.add_argument("--source", type=Path, default=SHIPPED, help="the store the synthetic one copies "
+                        "(default the shipped one; a version-2 store gives atlas-sized lines)")
+    parser.add_argument("--first-call", action="store_true", help="measure only the cold starts")
+    parser.add_argument("--gzip", action="store_true", help="serve the synthetic store compressed "
+                        "(.jsonl.gz, as shipped in a clone)")
     args = parser.parse_args()
 
     from store.models import cache_dir
@@ -254,9 +293,20 @@ def main() -> None:
     if args.fresh and stores.exists():
         shutil.rmtree(stores)
     start = time.perf_counter()
-    path = synthesise(stores, args.graphs)
+    path = synthesise(stores, args.graphs, source=args.source)
+    if args.gzip:  # a directory of its own, holding the store compressed only
+        packed = stores / "gz" / (path.name + ".gz")
+        if not packed.is_file():
+            packed.parent.mkdir(exist_ok=True)
+            with open(path, "rb") as f, gzip.open(packed, "wb", compresslevel=6) as out:
+                shutil.copyfileobj(f, out)
+        stores = packed.parent
     print(f"synthetic store: {path} ({time.perf_counter() - start:.1f} s to make or find)", file=sys.stderr)
-    figures = anyio.run(measure, stores, path, f"synthetic-{args.graphs}", args.queries)
+    model = f"synthetic-{args.graphs}"
+    if args.first_call:
+        figures = anyio.run(first_calls, stores, model)
+    else:
+        figures = anyio.run(measure, stores, path, model, args.queries)
     print("| measure | value |\n| --- | --- |")
     for name, value in figures.items():
         if isinstance(value, tuple):

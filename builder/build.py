@@ -31,6 +31,7 @@ from builder.prune import Snippet, TopExample, prune
 from builder.saliency import saliency
 from builder.scan import LayerScan
 from store.errors import BadArgument, Cancelled
+from store.examples import EXAMPLE_AFTER, EXAMPLE_BEFORE, Referrer
 from store.graph import Example, Matching, NeuronGraph, graph_record
 from store.jsonl import StoreWriter
 from store.metrics import FIRING_THRESHOLD
@@ -39,8 +40,6 @@ from store.trie import NeuronTrie
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_BEFORE, EXAMPLE_AFTER = 24, 8
-"""Tokens kept before and after the pivot when a top example is stored for reading."""
 
 
 def split(k: int, config: EvalConfig, seed: int, layer: int,
@@ -349,11 +348,29 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
+def stored_form(graphs: Sequence[NeuronGraph], layer_scan: LayerScan,
+                referrer: Referrer | None) -> list[NeuronGraph]:
+    """The graphs as a store writes them: with a ``referrer`` (the build's windows are its scan
+    file's), their examples as references into the scan, found first among each neuron's own top
+    windows; else as they are (text)."""
+    if referrer is None:
+        return list(graphs)
+    out = []
+    for graph in graphs:
+        examples, pruned, _ = referrer.refer(graph.examples, graph.pruned, layer_scan.windows[:, graph.neuron])
+        out.append(graph.model_copy(update={"examples": examples, "pruned": pruned}))
+    return out
+
+
 def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                 windows: np.ndarray, config: BuildConfig, writer: StoreWriter | None = None,
                 progress: Progress | None = None,
-                cancel: threading.Event | None = None) -> list[NeuronGraph]:
+                cancel: threading.Event | None = None,
+                referrer: Referrer | None = None) -> list[NeuronGraph]:
     """Build neurons of one layer batch by batch, appending each batch to ``writer``.
+
+    ``referrer`` (a scan file serving ``windows``, which the writer's store names) makes the
+    stored examples references into it (store format 2); the graphs returned keep their text.
 
     Raises:
         Cancelled: when ``cancel`` is set; the batches finished before it are kept.
@@ -370,7 +387,7 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         batch = list(neurons[start:start + config.neuron_batch])
         graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe)
         if writer is not None:
-            writer.append(graphs)
+            writer.append(stored_form(graphs, layer_scan, referrer))
         built.extend(graphs)
         bar.update(len(batch))
         if progress is not None:

@@ -24,6 +24,7 @@ from builder.config import BuildConfig
 from builder.corpus import make_windows
 from builder.models import LoadedModel
 from builder.scan import LayerScan, scan, scan_file_serves
+from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store
 from store.lines import Shape
@@ -38,8 +39,9 @@ class _StampingWriter(StoreWriter):
     """A store writer that adds fixed fields to each graph's build record before writing it, so
     the line on disk says who built it (a distributed worker's host and process)."""
 
-    def __init__(self, path: Path, model: str, shape: Shape, stamp: Mapping[str, Any]) -> None:
-        super().__init__(path, model, shape)
+    def __init__(self, path: Path, model: str, shape: Shape, stamp: Mapping[str, Any],
+                 scan: ScanRef | None = None) -> None:
+        super().__init__(path, model, shape, scan=scan)
         self.stamp = dict(stamp)
 
     def append(self, graphs: Iterable[NeuronGraph]) -> int:
@@ -66,6 +68,7 @@ class BuildSource:
         self.model, self.config, self.corpus, self.scan_file = model, config, corpus, scan_file
         self._windows: np.ndarray | None = None
         self._scans: dict[int, LayerScan] = {}
+        self._referrer: Referrer | None = None
 
     @property
     def windows(self) -> np.ndarray:
@@ -78,6 +81,27 @@ class BuildSource:
                                              self.config.scan.max_tokens)
         return self._windows
 
+    @property
+    def serves(self) -> bool:
+        """Whether the scan file was made over the build's windows (so stored examples can refer
+        into it, and its top windows stand in for a scan)."""
+        return scan_file_serves(self.scan_file, self.windows, self.config.scan)
+
+    @property
+    def scan_ref(self) -> ScanRef | None:
+        """The header reference to the scan file where it serves, else None (examples as text)."""
+        if self.scan_file is None or not self.serves:
+            return None
+        return scan_ref(self.scan_file, self.scan_file.path.name)
+
+    def referrer(self) -> Referrer:
+        """Text examples to references into the scan file (made once; only where it serves)."""
+        if self._referrer is None:
+            if self.scan_file is None:
+                raise ValueError("examples refer only into a scan file, and this build has none")
+            self._referrer = Referrer(self.scan_file)
+        return self._referrer
+
     def layer_scans(self, layers: Sequence[int], neurons: Sequence[int] | None = None,
                     progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> dict[int, LayerScan]:
@@ -89,7 +113,7 @@ class BuildSource:
         out = {layer: self._scans[layer] for layer in layers if layer in self._scans}
         missing = [layer for layer in layers if layer not in out]
         if missing:
-            serves = scan_file_serves(self.scan_file, self.windows, self.config.scan)
+            serves = self.serves
             made = scan(self.model, self.windows, missing, self.config.scan, progress=progress,
                         cancel=cancel, scan_file=self.scan_file if serves else None, neurons=neurons)
             if not serves:
@@ -133,8 +157,8 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
     # The writer locks the store for the whole build and repairs a torn tail before it is read.
     writer: StoreWriter | None = None
     if store_path is not None:
-        writer = (_StampingWriter(store_path, model.name, shape, stamp) if stamp
-                  else StoreWriter(store_path, model.name, shape))
+        writer = (_StampingWriter(store_path, model.name, shape, stamp, scan=source.scan_ref) if stamp
+                  else StoreWriter(store_path, model.name, shape, scan=source.scan_ref))
     try:
         stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
         todo = pending(layers, requested, stored, rebuild)
@@ -143,10 +167,13 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
             return []
         wanted = sorted({n for todo_neurons in todo.values() for n in todo_neurons})
         scans = source.layer_scans(list(todo), wanted, progress, cancel)
+        # References where the store names the build's scan (a store begun against another
+        # scan, or without one, gets text: its header cannot change).
+        referrer = source.referrer() if writer is not None and writer.scan is not None else None
         built: list[NeuronGraph] = []
         for layer, todo_neurons in todo.items():
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
-                                 writer, progress, cancel)
+                                 writer, progress, cancel, referrer)
         if stamp:  # stamped on write where there is a store; without one, here
             for graph in built:
                 graph.build.update(stamp)

@@ -9,6 +9,7 @@ activation in the corpus) unless a field says "raw".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -18,7 +19,7 @@ from store.graph import Example, NeuronGraph
 from store.metrics import Scores
 from store.probes import MarkedWindow
 from store.sqlsearch import Hit
-from store.tokens import repeated_tokens
+from store.tokens import matched_first, repeated_tokens
 
 DIGITS = 4
 """Decimals every number of a result keeps: enough to read, few enough to keep results short."""
@@ -150,19 +151,26 @@ class SearchHit(BaseModel):
     id: str = Field(description="neuron id, e.g. L3/N1024")
     layer: int
     neuron: int
-    activating_tokens: list[str] = Field(description="strongest activating tokens (up to 8)")
+    activating_tokens: list[str] = Field(
+        description="activating tokens (up to 8): those the query matched first, then the strongest")
     context_tokens: list[str] = Field(description="most important context tokens (up to 8)")
     f1: Rounded | None = Field(description="N2G F1 on held-out top examples; null where not scored")
     repeated_tokens: list[str] = Field(
         default_factory=list, description="tokens both activating and context (in-context behaviour)")
+    explained: Rounded | None = Field(
+        default=None, description="how much of the graph the query's activating tokens explain: their "
+        "activation relative to the graph's strongest activating token (mean over the query's tokens; "
+        "1.0: the query holds what fires it most); results are ranked by it, then by F1. Null without "
+        "activating tokens")
 
     @classmethod
-    def of(cls, hit: Hit, repeated: bool, exact: bool) -> SearchHit:
-        """A search hit from the index's record of a graph."""
+    def of(cls, hit: Hit, repeated: bool, exact: bool, activating: Sequence[str] = ()) -> SearchHit:
+        """A search hit from the index's record of a graph, the tokens ``activating`` matched first."""
         return cls(id=hit.id, layer=hit.layer, neuron=hit.neuron,
-                   activating_tokens=hit.activating_tokens[:HIT_TOKENS],
+                   activating_tokens=matched_first(hit.activating_tokens, activating, exact)[:HIT_TOKENS],
                    context_tokens=hit.context_tokens[:HIT_TOKENS], f1=hit.f1,
-                   repeated_tokens=repeated_tokens(hit, exact=exact)[:HIT_TOKENS] if repeated else [])
+                   repeated_tokens=repeated_tokens(hit, exact=exact)[:HIT_TOKENS] if repeated else [],
+                   explained=hit.explained)
 
 
 class SearchOutput(BaseModel):
@@ -173,6 +181,8 @@ class SearchOutput(BaseModel):
     searched: int = Field(default=0, description="graphs of the model searched")
     next_cursor: str | None = Field(description="pass as cursor to get the next page; null on the last page")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
+    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
+                          "cover only the graphs indexed so far; call again for all")
 
 
 # --------------------------------------------------------------------- similar
@@ -194,6 +204,8 @@ class SimilarOutput(BaseModel):
     compared: int = Field(default=0, description="graphs compared")
     results: list[SimilarItem]
     warnings: list[str] = Field(default_factory=list)
+    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
+                          "cover only the graphs indexed so far; call again for all")
 
 
 # --------------------------------------------------------------------- render

@@ -12,6 +12,7 @@ in ``n2g_mcp.text`` that says what to call next. The three query rooms build on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from n2g_mcp import text
@@ -21,11 +22,25 @@ from n2g_mcp.paging import Pager
 from n2g_mcp.registry import ServedModels, looks_like_path
 from store.catalog import Catalog, StoreView
 from store.errors import BadArgument, CorruptGraph, NotFound, ScanFileError, Unavailable
+from store.examples import (
+    Example,
+    ExampleRef,
+    PrunedRef,
+    UnresolvedExamples,
+    has_refs,
+    resolve,
+    scan_problem,
+)
 from store.graph import NeuronGraph
 from store.models import ModelSpec
 from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
+
+FIRST_CALL_WAIT = 0.5
+"""Seconds a call waits for the stores to be indexed before it answers from the graphs indexed so
+far, marked partial (a never-seen store of 46,080 graphs takes a minute or more to index here;
+MCP clients stop waiting long before)."""
 
 
 class Resolver:
@@ -42,7 +57,7 @@ class Resolver:
                  pager: Pager | None = None) -> None:
         self.models = models if models is not None else ServedModels()
         # Lines of a store whose header lacks the shape are checked against the served models'.
-        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape)
+        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=FIRST_CALL_WAIT)
         self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.pager = pager if pager is not None else Pager()
         self._scans: dict[str, tuple[float, ScanFile]] = {}
@@ -152,6 +167,12 @@ class Resolver:
         view = self.catalog.get(model)
         return view.corrupt_reports() if view is not None else []
 
+    @staticmethod
+    def partial(view: StoreView) -> list[str]:
+        """A warning, while the stores are still being indexed, that the answer covers only the
+        graphs indexed so far."""
+        return [text.still_indexing(len(view))] if view.indexing else []
+
     # ----------------------------------------------------------------- the live model
     def spec(self, model: str, doing: str, instead: str) -> ModelSpec:
         """The model to run, where this server can run it.
@@ -174,19 +195,42 @@ class Resolver:
         Raises:
             ScanFileError: for a scan file that cannot be read, saying that the tools needing it wait.
         """
-        path = self.catalog.directory / scan_filename(model)
+        return self._scan_at(scan_filename(model))
+
+    def _scan_at(self, name: str) -> ScanFile | None:
+        """The scan file of this name in the stores directory, read once (again if it changes)."""
+        path = self.catalog.directory / name
         try:
             mtime = path.stat().st_mtime
         except OSError:
             return None
-        cached = self._scans.get(model)
+        cached = self._scans.get(name)
         if cached is None or cached[0] != mtime:
             try:
                 cached = (mtime, ScanFile(path))
             except ScanFileError as exc:
                 raise ScanFileError(text.scan_unreadable(str(exc))) from None
-            self._scans[model] = cached
+            self._scans[name] = cached
         return cached[1]
+
+    def examples(self, graph: NeuronGraph,
+                 items: Sequence[Example | ExampleRef | PrunedRef]) -> tuple[list[Example], list[str]]:
+        """A graph's stored examples as text (references read through the scan file its store's
+        header names), and a warning where some cannot be read: those are left out, never misread."""
+        if not has_refs(items):
+            return list(items), []  # type: ignore[arg-type]
+        ref, scan, problem = graph.scan, None, None
+        if ref is not None and Path(ref.name).name != ref.name:
+            problem = f"its store names the scan file {ref.name!r}, which is not a file name"
+        elif ref is not None:
+            try:
+                scan = self._scan_at(ref.name)
+            except ScanFileError as exc:
+                problem = str(exc)
+        try:
+            return resolve(items, scan, problem or scan_problem(ref, scan)), []
+        except UnresolvedExamples as exc:
+            return [e for e in items if isinstance(e, Example)], [text.examples_unresolved(graph.id, str(exc))]
 
     def need_scan(self, model: str, tool: str) -> ScanFile:
         """The model's scan file, for a tool that cannot work without it.

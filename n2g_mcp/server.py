@@ -203,8 +203,11 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         cursor: Cursor = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         """Find neurons by behaviour: graphs that hold all the given activating tokens and all the
-        given context tokens, best F1 first. With no tokens, lists graphs (filtered by layer,
-        min_f1, repeated). Pages with cursor. Tokens usually carry their leading space (' the')."""
+        given context tokens. With activating tokens, the graphs they explain most come first (the
+        tokens' activation relative to the graph's strongest: `explained`), then best F1; each hit
+        lists the matched tokens first. Otherwise best F1 first; with no tokens, lists graphs
+        (filtered by layer, min_f1, repeated). Pages with cursor. Tokens usually carry their
+        leading space (' the')."""
         out = q.search(activating, context, model=model, exact=exact, layer=layer, min_f1=min_f1,
                        repeated=repeated, limit=limit, cursor=cursor)
         return _result(wording.search(out, activating=activating, context=context, repeated=repeated,

@@ -60,6 +60,7 @@ class StoreQueries(Resolver):
         graph, view = self.graph(model, layer, neuron)
         fid = graph.fidelity
         trie = graph.graph
+        pruned, unresolved = self.examples(graph, graph.pruned)
         return GraphDescription(
             **GraphSummary.of(graph).model_dump(),
             hook=graph.hook, max_activation=graph.max_activation,
@@ -68,8 +69,8 @@ class StoreQueries(Resolver):
             baselines_f1={} if fid is None else {
                 "token_lookup": fid.token_lookup.top.f1, "ngram_lookup": fid.ngram_lookup.top.f1},
             examples=ExampleView.distinct([ExampleView.of(e, graph.max_activation, before=20, after=0)
-                                           for e in graph.pruned])[:3],
-            warnings=view.corrupt_reports(),
+                                           for e in pruned])[:3],
+            warnings=view.corrupt_reports() + unresolved,
         )
 
     def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
@@ -82,14 +83,15 @@ class StoreQueries(Resolver):
         if scan is not None:
             return self._top_from_scan(model, scan, layer, neuron, limit, offset)
         graph, view = self.graph(model, layer, neuron)
-        examples = sorted(graph.examples, key=lambda e: -e.activation)
+        stored, unresolved = self.examples(graph, graph.examples)
+        examples = sorted(stored, key=lambda e: -e.activation)
         page = examples[offset:offset + limit]
         end = offset + len(page)
         return TopActivationsOutput(
             id=graph.id, model=model, max_activation=graph.max_activation,
             examples=[ExampleView.of(e, graph.max_activation) for e in page], total=len(examples), offset=offset,
             next_cursor=self.pager.encode(end, query) if end < len(examples) else None,
-            warnings=view.corrupt_reports(),
+            warnings=view.corrupt_reports() + unresolved,
         )
 
     def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
@@ -122,10 +124,11 @@ class StoreQueries(Resolver):
         total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
                                   limit=limit, offset=offset)
         end = offset + len(page)
-        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact) for h in page], total=total,
+        partial = self.partial(view)
+        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
-                            warnings=view.corrupt_reports())
+                            warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
                 threshold: float = 0.9, mode: Mode = "similar", limit: int = 20) -> SimilarOutput:
@@ -138,8 +141,9 @@ class StoreQueries(Resolver):
             items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
                                  activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
                      for m in matches]
+            partial = self.partial(view)
             return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
-                                 results=items, warnings=view.corrupt_reports())
+                                 results=items, warnings=view.corrupt_reports() + partial, partial=bool(partial))
         if mode == "subset":
             raise BadArgument(text.SUBSET_NEEDS_TARGET)
         self.check_range(model, layer)
@@ -149,8 +153,10 @@ class StoreQueries(Resolver):
             layer_b, neuron_b = parse_neuron_id(p.b)
             items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
+        partial = self.partial(view)
         return SimilarOutput(model=model, target=None, layer=layer, mode=mode, threshold=threshold,
-                             compared=len(view), results=items, warnings=view.corrupt_reports())
+                             compared=len(view), results=items, warnings=view.corrupt_reports() + partial,
+                             partial=bool(partial))
 
     def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = 150) -> RenderOutput:
         model = self.model(model)

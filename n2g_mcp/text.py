@@ -171,6 +171,19 @@ def scan_unreadable(reason: str) -> str:
     return f"{reason}. Tools that need the scan are unavailable until it is fixed."
 
 
+def still_indexing(graphs: int) -> str:
+    """Why an answer is partial: the store index is being built in the background."""
+    return (f"the stores are still being indexed ({graphs:,} graphs so far): this answer covers those "
+            "only (partial: true). Call again in a minute for all of them.")
+
+
+def examples_unresolved(neuron: str, reason: str) -> str:
+    """Why a graph's stored examples (references into a scan file) are not shown."""
+    return (f"the stored examples of {neuron} are references into a scan file, and {reason}, so they "
+            "are not shown; its graph, tokens and fidelity are unaffected. Put the scan file it was built "
+            "with beside the store, or rebuild the graph with build_graph(rebuild=true).")
+
+
 def threshold_source(from_scan: bool) -> str:
     """What 'fires' was measured against in an induction probe."""
     return "corpus scan max" if from_scan else "probe max"
@@ -305,11 +318,14 @@ def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[st
                  "tokens, other spellings, no min_f1, or build_graph for neurons not yet in the store."]
     else:
         end = out.offset + len(out.results)
+        order = ("those the activating tokens explain most first (their activation / the graph's "
+                 "strongest), then best F1" if activating else "best F1 first")
         lines = [f"{count(out.total, 'graph')} of {out.model} match ({what}); showing {out.offset + 1}-{end}, "
-                 "best F1 first:"]
+                 f"{order}:"]
         for hit in out.results:
             rep = f"; repeated {tokens(hit.repeated_tokens, 4)}" if hit.repeated_tokens else ""
-            lines.append(f"- {hit.id} F1 {number(hit.f1)}: fires on {tokens(hit.activating_tokens, 5)}; "
+            share = f", query at {hit.explained:.2f} of its peak" if hit.explained is not None else ""
+            lines.append(f"- {hit.id} F1 {number(hit.f1)}{share}: fires on {tokens(hit.activating_tokens, 5)}; "
                          f"context {tokens(hit.context_tokens, 5)}{rep}")
         if out.next_cursor:
             lines.append(f"More: call search_graphs with the same arguments and cursor={out.next_cursor!r}.")

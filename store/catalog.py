@@ -89,6 +89,11 @@ class StoreView:
         return self._catalog.graph(graph_id, neuron_id(layer, neuron))
 
     @property
+    def indexing(self) -> bool:
+        """Whether the stores are still being indexed: answers cover the graphs indexed so far."""
+        return self._catalog.index.indexing
+
+    @property
     def files(self) -> list[str]:
         """The names of the model's store files, in merge order (later wins)."""
         return self._search.files(self.model)
@@ -140,12 +145,15 @@ class Catalog:
         shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; lines of stores
             whose header records no shape are checked against it (the server passes the models
             it serves), so a line with a layer or neuron the model lacks is skipped as corrupt.
+        first_call: index changed files in the background, waiting at most this many seconds
+            for them before answering from the graphs indexed so far (:attr:`StoreView.indexing`
+            says so); None (the default) indexes before answering.
     """
 
     def __init__(self, directory: Path, index_path: Path | None = None,
-                 shapes: Callable[[str], Shape | None] | None = None) -> None:
+                 shapes: Callable[[str], Shape | None] | None = None, first_call: float | None = None) -> None:
         self.directory = Path(directory)
-        self.index = StoreIndex(self.directory, index_path, shapes)
+        self.index = StoreIndex(self.directory, index_path, shapes, first_call)
         self.search = IndexSearch(self.index)
         """The read queries over the index."""
         self._lock = threading.RLock()
@@ -183,6 +191,7 @@ class Catalog:
         try:
             graph = NeuronGraph.model_validate(orjson.loads(self.search.line(graph_id)))
             graph.graph  # noqa: B018 - validate the trie rows now, not at first use
+            graph.with_scan(self.index.scan(graph_id))
         except (orjson.JSONDecodeError, ValidationError, ValueError, LookupError, OSError) as exc:
             reason = str(exc).splitlines()[0][:200]
             raise CorruptGraph(f"the stored graph of {name} cannot be read ({reason}); rebuild it with "

@@ -2,34 +2,23 @@
 
 One :class:`NeuronGraph` is one line of a store (see ``store/jsonl.py`` and the README's "Store
 format"). The trie is kept as flat rows (``store.trie.NeuronTrie.to_rows``) so that long paths
-never nest JSON deeply.
+never nest JSON deeply. Its examples are text (format 1) or references into the model's scan
+file (format 2, ``store/examples.py``); :attr:`NeuronGraph.scan` names the scan file that its
+store's header points them into.
 """
 
 from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr
 
+from store.examples import Example, ExampleRef, PrunedRef, ScanRef
 from store.metrics import Scores
 from store.names import neuron_id
 from store.trie import MatchRule, NeuronTrie
-
-
-class Example(BaseModel):
-    """A token window with its activating (pivot) token marked."""
-
-    tokens: list[str] = Field(description="the window's tokens as text")
-    pivot: int = Field(ge=0, description="index in tokens of the activating token")
-    activation: FiniteFloat = Field(description="the neuron's raw activation on the pivot token")
-    split: Literal["train", "test"] | None = Field(
-        default=None, description="which half of the top examples it belongs to"
-    )
-    importances: list[FiniteFloat] | None = Field(
-        default=None, description="saliency of each token for the pivot's activation"
-    )
 
 
 class MethodFidelity(BaseModel):
@@ -82,9 +71,23 @@ class NeuronGraph(BaseModel):
                     "path that the neuron's firing supports, so its zero predictions are a failure "
                     "to explain the neuron, not a finding that it is silent",
     )
-    examples: list[Example] = Field(default_factory=list, description="top corpus examples")
-    pruned: list[Example] = Field(default_factory=list, description="pruned training examples")
+    examples: list[Example | ExampleRef] = Field(
+        default_factory=list, description="top corpus examples, as text or scan references")
+    pruned: list[Example | PrunedRef] = Field(
+        default_factory=list, description="pruned training examples, as text or scan spans")
     build: dict[str, Any] = Field(default_factory=dict, description="build parameters and timings")
+    _scan: ScanRef | None = PrivateAttr(default=None)
+
+    @property
+    def scan(self) -> ScanRef | None:
+        """The scan file the references among its examples point into: its store header's, set
+        by the reader (never part of a line, so one header serves every line)."""
+        return self._scan
+
+    def with_scan(self, scan: ScanRef | None) -> NeuronGraph:
+        """This graph, told which scan its references point into (the reader calls it)."""
+        self._scan = scan
+        return self
 
     @property
     def id(self) -> str:

@@ -1,8 +1,10 @@
 """Stores on disk: JSON lines, a versioned header, then one neuron graph a line.
 
-Line 1 is the header ``{"format": "n2g-store", "version": 1, "model": ..., "created": ...}``,
-with the model's shape (``"n_layers"``, ``"d_mlp"``) where the writer knew it; every later line is
-a :class:`store.graph.NeuronGraph`. A neuron written twice is read as its last line, so a rebuild
+Line 1 is the header ``{"format": "n2g-store", "version": 2, "model": ..., "created": ...}``,
+with the model's shape (``"n_layers"``, ``"d_mlp"``) where the writer knew it and, in version 2,
+the scan file (``"scan": {"name", "windows_key"}``) that the lines' example references point into
+(``store/examples.py``); every later line is a :class:`store.graph.NeuronGraph`. A store whose
+lines hold only text examples is written as version 1, which older readers read too. A neuron written twice is read as its last line, so a rebuild
 appends rather than rewrites. Files ending ``.gz`` are read transparently; they are written only
 whole, by :func:`write_store`.
 
@@ -43,17 +45,21 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError
 
 from store.errors import Busy, StoreError, StoreFormatError, StoreMismatch
+from store.examples import ScanRef, has_refs
 from store.graph import NeuronGraph
 from store.lines import LineError, Shape, check_line, iter_lines
 
 log = logging.getLogger(__name__)
 
 FORMAT = "n2g-store"
-VERSION = 1
-"""The store format version this code writes and the newest it reads.
+VERSION = 2
+"""The newest store format version this code reads and writes.
 
 Version 1 gained the optional header fields ``n_layers`` and ``d_mlp``; readers of version 1
-ignore header fields they do not know, so old and new version-1 stores read both ways."""
+ignore header fields they do not know, so old and new version-1 stores read both ways. Version 2
+adds the header's ``scan`` and lets examples be references into it; a version-1 reader would
+read references as broken examples, so a store holding them says version 2 (and one without a
+scan says version 1, readable by both)."""
 
 
 BOM = b"\xef\xbb\xbf"
@@ -69,6 +75,8 @@ class StoreHeader(BaseModel):
     created: str
     n_layers: int | None = Field(default=None, ge=1, description="layers of the model, where known")
     d_mlp: int | None = Field(default=None, ge=1, description="neurons per layer, where known")
+    scan: ScanRef | None = Field(default=None, description="the scan file example references point "
+                                 "into (version 2)")
 
     @property
     def shape(self) -> Shape | None:
@@ -216,7 +224,7 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
                 reason = f"last line, without its newline, is cut short: {reason}"
             store.corrupt.append(CorruptLine(line=number, reason=reason))
             continue
-        store.graphs[(graph.layer, graph.neuron)] = graph
+        store.graphs[(graph.layer, graph.neuron)] = graph.with_scan(header.scan)
     if damage:
         if torn:  # the damage is what cut that line: report it once, at that line
             store.corrupt.pop()
@@ -240,11 +248,19 @@ def dumps(graph: NeuronGraph) -> bytes:
     return orjson.dumps(graph.model_dump(mode="json")) + b"\n"
 
 
-def _header_line(model: str, shape: Shape | None) -> bytes:
+def _header_line(model: str, shape: Shape | None, scan: ScanRef | None = None) -> bytes:
     n_layers, d_mlp = shape if shape is not None else (None, None)
-    header = StoreHeader(model=model, created=datetime.now(UTC).isoformat(timespec="seconds"),
-                         n_layers=n_layers, d_mlp=d_mlp)
+    header = StoreHeader(version=2 if scan is not None else 1, model=model,
+                         created=datetime.now(UTC).isoformat(timespec="seconds"),
+                         n_layers=n_layers, d_mlp=d_mlp, scan=scan)
     return orjson.dumps(header.model_dump(exclude_none=True)) + b"\n"
+
+
+def _check_refs(graph: NeuronGraph, scan: ScanRef | None, path: Path) -> None:
+    """Refuse a graph whose references a reader of this store could not resolve."""
+    if scan is None and (has_refs(graph.examples) or has_refs(graph.pruned)):
+        raise StoreMismatch(f"graph {graph.id} holds examples as scan references, but {path.name} names "
+                            "no scan file; write its examples as text, or into a store written with one")
 
 
 def _locked_message(path: Path) -> str:
@@ -300,6 +316,9 @@ class StoreWriter:
         shape: ``(n_layers, d_mlp)`` of the model: written into a new store's header, and checked
             against every graph appended.
         wait: seconds to wait for another writer to finish before giving up.
+        scan: the scan file the caller's example references would point into; a new store names
+            it in its header (version 2). :attr:`scan` says whether references may be written:
+            it is the store's own scan where that is this one, else None (write text).
 
     Raises:
         Busy: if another writer holds the store for longer than ``wait``.
@@ -308,7 +327,7 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], model: str, shape: Shape | None = None,
-                 wait: float = 0.0) -> None:
+                 wait: float = 0.0, scan: ScanRef | None = None) -> None:
         self.path = Path(path)
         if self.path.suffix == ".gz":
             raise StoreError(
@@ -324,8 +343,9 @@ class StoreWriter:
         try:
             _lock(self._fd, self.path, wait)
             if os.fstat(self._fd).st_size == 0:
-                self._write(_header_line(model, shape))
-                self.shape = shape
+                self._write(_header_line(model, shape, scan))
+                self.shape, self.scan = shape, scan
+                self._store_scan = scan
             else:
                 header = read_header(self.path)
                 if header.model != model:
@@ -334,6 +354,8 @@ class StoreWriter:
                     raise StoreMismatch(f"{self.path} holds graphs of a model of shape {header.shape} "
                                      f"(layers, neurons), not {tuple(shape)}")
                 self.shape = header.shape or shape
+                self.scan: ScanRef | None = header.scan if scan is not None and header.scan == scan else None
+                self._store_scan = header.scan
                 self._repair_tail()
         except BaseException:
             self.close()
@@ -385,10 +407,12 @@ class StoreWriter:
 
         Raises:
             StoreError: for a graph a reader of this store would skip (another model, a layer or
-                neuron outside the shape, an invalid trie); nothing is written then.
+                neuron outside the shape, an invalid trie) or could not read the examples of
+                (references in a store without a scan); nothing is written then.
         """
         payload, count = bytearray(), 0
         for graph in graphs:
+            _check_refs(graph, self._store_scan, self.path)
             line = dumps(graph)
             try:
                 check_line(line, self.model, self.shape)  # the check every reader applies
@@ -402,22 +426,29 @@ class StoreWriter:
 
 
 def write_store(path: str | os.PathLike[str], model: str, graphs: Iterable[NeuronGraph],
-                shape: Shape | None = None) -> int:
+                shape: Shape | None = None, scan: ScanRef | None = None) -> int:
     """Write a whole store (``.gz`` compresses it, reproducibly), sorted by layer and neuron.
 
     Writes to a temporary file first and renames it, so a crash never leaves half a store.
 
+    Args:
+        scan: the scan file the graphs' example references point into (a version-2 header);
+            None for a store of text examples only.
+
     Raises:
         Busy: if a writer is appending to ``path`` (it would keep appending to the
             replaced file, and its graphs would be lost).
+        StoreMismatch: for references without a ``scan``.
     """
     path = Path(path)
     check_not_locked(path)
     ordered = sorted(graphs, key=lambda g: (g.layer, g.neuron))
+    for graph in ordered:
+        _check_refs(graph, scan, path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as raw:
         out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
-        out.write(_header_line(model, shape))
+        out.write(_header_line(model, shape, scan))
         for graph in ordered:
             out.write(dumps(graph))
         if out is not raw:

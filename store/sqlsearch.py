@@ -5,17 +5,20 @@ layers, one neuron's record (:class:`Hit`), token search, similar neurons and pa
 parsing a graph. ``store.catalog.StoreView`` is the container the server uses over it; this
 module holds the SQL.
 
-Search order: F1 descending (unscored last), then layer and neuron: the index's ``rank`` column
-is ``-F1`` (2 for unscored), so ``min_f1`` is a range of it. Tokens match by normalised key
-(``store.tokens.normalize``) unless ``exact``, in which case the spellings are checked on the
-normalised hits rather than indexed a second time.
+Search order: with activating tokens, how much of the graph they explain first
+(``store.tokens.explained``: the mean of their activations relative to the graph's strongest, kept
+on each activating posting as ``share``), then F1 descending (unscored last), then layer and
+neuron; the index's ``rank`` column is ``-F1`` (2 for unscored), so ``min_f1`` is a range of it.
+Tokens match by normalised key (``store.tokens.normalize``) unless ``exact``, in which case the
+spellings are checked, and the shares taken from them, on the normalised hits rather than
+indexed a second time.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -38,7 +41,7 @@ from store.sqlindex import (
     merge_order,
     token_sets,
 )
-from store.tokens import normalize, token_keys
+from store.tokens import explained, normalize, token_keys
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Hit:
     """Activating tokens, strongest first (as stored)."""
     context_tokens: list[str]
     """Context tokens, most important first."""
+    explained: float | None = None
+    """For a search with activating tokens, how much of the graph they explain
+    (``store.tokens.explained``); None otherwise."""
 
     @property
     def id(self) -> str:
@@ -62,9 +68,9 @@ _HIT_COLUMNS = "g.layer, g.neuron, g.f1, g.act, g.ctx"
 
 
 def _hit(row: tuple) -> Hit:
-    layer, neuron, f1, act, ctx = row
-    return Hit(layer=layer, neuron=neuron, f1=f1, activating_tokens=orjson.loads(act),
-               context_tokens=orjson.loads(ctx))
+    layer, neuron, f1, act, ctx, *score = row
+    return Hit(layer=layer, neuron=neuron, f1=f1, activating_tokens=list(orjson.loads(act)),
+               context_tokens=orjson.loads(ctx), explained=score[0] if score else None)
 
 
 class IndexSearch:
@@ -130,7 +136,8 @@ class IndexSearch:
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
                repeated: bool = False, limit: int | None = None, offset: int = 0,
                count: int | None = None, ranks: Sequence[float] | None = None) -> tuple[int, list[Hit]]:
-        """Graphs holding every given activating and context token, best F1 first.
+        """Graphs holding every given activating and context token: those the activating tokens
+        explain most first, then best F1 (see the module docstring).
 
         ``repeated`` keeps graphs where some token is both activating and context (the paper's
         search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
@@ -142,11 +149,14 @@ class IndexSearch:
         """
         if isinstance(activating, str) or isinstance(context, str):
             raise TypeError("activating and context take a list of tokens, not a string")
-        where, params = ["g.model=?", "g.current=1"], [model]
-        for kind, tokens in ((ACTIVATING, activating), (CONTEXT, context)):
-            for token in dict.fromkeys(normalize(t) for t in tokens):
-                where.append("g.id IN (SELECT graph FROM postings WHERE kind=? AND key=?)")
-                params += [kind, token]
+        # One join a distinct activating key: it filters, and its share ranks.
+        keys = list(dict.fromkeys(normalize(t) for t in activating))
+        joins = [f"JOIN postings p{i} ON p{i}.graph=g.id AND p{i}.kind={ACTIVATING} AND p{i}.key=?"
+                 for i in range(len(keys))]
+        where, params = ["g.model=?", "g.current=1"], [*keys, model]
+        for token in dict.fromkeys(normalize(t) for t in context):
+            where.append("g.id IN (SELECT graph FROM postings WHERE kind=? AND key=?)")
+            params += [CONTEXT, token]
         if layer is not None:
             where.append("g.layer=?")
             params.append(int(layer))
@@ -155,21 +165,35 @@ class IndexSearch:
             params.append(-min_f1)
         if repeated:
             where.append("g.repeated_exact=1" if exact else "g.repeated=1")
-        clause = " AND ".join(where)
-        select = f"SELECT {_HIT_COLUMNS} FROM graphs g WHERE {clause} ORDER BY g.rank, g.layer, g.neuron"
+        body = f"FROM graphs g {' '.join(joins)} WHERE {' AND '.join(where)}"
+        score = f"({' + '.join(f'p{i}.share' for i in range(len(keys)))}) / {len(keys)}.0" if keys else "NULL"
+        order = "explained DESC, g.rank, g.layer, g.neuron" if keys else "g.rank, g.layer, g.neuron"
+        select = f"SELECT {_HIT_COLUMNS}, {score} AS explained {body} ORDER BY {order}"
         if exact and (activating or context):
-            hits = [h for h in map(_hit, self._rows(select, params))
-                    if set(activating) <= set(h.activating_tokens) and set(context) <= set(h.context_tokens)]
-            end = len(hits) if limit is None else offset + limit
-            return len(hits), hits[offset:end]
-        if len(where) == 2:
+            return self._exact(select, params, activating, context, limit, offset)
+        if not keys and len(where) == 2:
             total = count if count is not None else self.count(model)
-        elif len(where) == 3 and min_f1 is not None:
+        elif not keys and len(where) == 3 and min_f1 is not None:
             total = bisect_right(ranks if ranks is not None else self.ranks(model), -min_f1)
         else:
-            total = self._rows(f"SELECT count(*) FROM graphs g WHERE {clause}", params)[0][0]
+            total = self._rows(f"SELECT count(*) {body}", params)[0][0]
         page = self._rows(select + " LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
         return total, [_hit(r) for r in page]
+
+    def _exact(self, select: str, params: Sequence[object], activating: Sequence[str], context: Sequence[str],
+               limit: int | None, offset: int) -> tuple[int, list[Hit]]:
+        """An exact search: the normalised hits with the spellings checked, ranked by the exact
+        spellings' shares (``store.tokens.explained(exact=True)``)."""
+        hits = []
+        for row in self._rows(select, params):
+            act, ctx = orjson.loads(row[3]), orjson.loads(row[4])
+            if set(activating) <= act.keys() and set(context) <= set(ctx):
+                hit = _hit(row[:5])
+                hits.append(replace(hit, explained=explained(act, activating, exact=True)))
+        if activating:
+            hits.sort(key=lambda h: (-h.explained, h.f1 is None, -(h.f1 or 0.0), h.layer, h.neuron))
+        end = len(hits) if limit is None else offset + limit
+        return len(hits), hits[offset:end]
 
     # ----------------------------------------------------------------- similar
     def similar_to(self, model: str, target: NeuronGraph, *, threshold: float = 0.9,

@@ -8,7 +8,7 @@ token the same empty key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 
@@ -70,3 +70,52 @@ def repeated_tokens(graph: HasTokens, exact: bool = False) -> list[str]:
     key = _identity if exact else normalize
     context = {key(t) for t in graph.context_tokens}
     return [t for t in graph.activating_tokens if key(t) in context]
+
+
+def key_shares(activating: Mapping[str, float]) -> dict[str, float]:
+    """Each activating key's activation as a share of the graph's strongest (a key's spellings
+    count as their strongest): what a search for that key finds the graph explained by.
+
+    >>> key_shares({" Import": 0.5, " import": 0.25, " wasting": 1.0})
+    {'import': 0.5, 'wasting': 1.0}
+    """
+    top = max(activating.values(), default=0.0)
+    best: dict[str, float] = {}
+    for token, value in activating.items():
+        key = normalize(token)
+        best[key] = max(best.get(key, value), value)
+    return {key: value / top if top > 0 else 0.0 for key, value in best.items()}
+
+
+def explained(activating: Mapping[str, float], query: Sequence[str], exact: bool = False) -> float | None:
+    """How much of a graph a search's activating tokens explain: the mean, over the query's
+    distinct tokens, of each one's activation relative to the graph's strongest (1.0: the query
+    holds what fires the neuron most). None for no query tokens; a token the graph lacks counts 0.
+
+    >>> explained({" wasting": 1.0, " import": 0.4}, [" import"])
+    0.4
+    >>> explained({" Import": 1.0, " import": 0.9}, [" import"], exact=True)
+    0.9
+    """
+    keys = list(dict.fromkeys(query if exact else map(normalize, query)))
+    if not keys:
+        return None
+    if exact:
+        top = max(activating.values(), default=0.0)
+        shares = [activating.get(k, 0.0) / top if top > 0 else 0.0 for k in keys]
+    else:
+        by_key = key_shares(activating)
+        shares = [by_key.get(k, 0.0) for k in keys]
+    return sum(shares) / len(shares)
+
+
+def matched_first(tokens: Sequence[str], query: Sequence[str], exact: bool = False) -> list[str]:
+    """A graph's activating tokens with those a search matched first (in the graph's order), so
+    that a hit shows why it was found.
+
+    >>> matched_first([" wasting", " -=", " Import", " import"], [" import"])
+    [' Import', ' import', ' wasting', ' -=']
+    """
+    key = _identity if exact else normalize
+    wanted = {key(t) for t in query}
+    return [t for t in tokens if key(t) in wanted] + [t for t in tokens if key(t) not in wanted]

@@ -16,6 +16,9 @@ finds in-context learning neurons by looking for graphs that hold some token bot
 and as a context token (section 4.2); ``search(repeated=True)`` is that search.
 
 Tokens match case- and space-insensitively (``store.tokens.normalize``) unless ``exact=True``.
+A search with activating tokens ranks first the graphs they explain most: the mean, over the
+query's distinct tokens, of the token's activation in the graph (its strongest matching spelling)
+relative to the graph's strongest activating token; then in result order (F1 and so on).
 Every filter is a set of graph *positions*; a query intersects those sets smallest first, so its
 cost follows the rarest token asked for rather than the number of graphs. A graph's position is its
 rank in result order (F1 descending, None last, then layer, then neuron), so sorting hits by
@@ -40,6 +43,17 @@ from store.tokens import TokenKeys, normalize
 Kind = Literal["activating", "context"]
 
 _EMPTY: frozenset[int] = frozenset()
+
+
+def explained(graph: NeuronGraph, activating: Sequence[str], exact: bool) -> float:
+    """How much of a graph the query's activating tokens explain (see the module docstring)."""
+    acts = graph.activating_tokens
+    top = max(acts.values(), default=0.0)
+    shares = []
+    for query in dict.fromkeys(activating if exact else (normalize(t) for t in activating)):
+        values = [v for t, v in acts.items() if (t if exact else normalize(t)) == query]
+        shares.append(max(values) / top if values and top > 0 else 0.0)
+    return sum(shares) / len(shares)
 
 
 def _result_order(graph: NeuronGraph) -> tuple[bool, float, int, int]:
@@ -199,7 +213,8 @@ class GraphIndex:
                 ``exact`` says): the paper's search for in-context learning neurons.
 
         Returns:
-            The matching graphs, best F1 first (None last), then by layer and neuron. With no
+            The matching graphs: with activating tokens, those they explain most first
+            (:func:`explained`); then best F1 first (None last), then by layer and neuron. With no
             token and no filter, every graph.
         """
         if isinstance(activating, str) or isinstance(context, str):
@@ -227,4 +242,7 @@ class GraphIndex:
             hits = {i for i in hits
                     if all(t in self._tokens(i, "activating") for t in activating)
                     and all(t in self._tokens(i, "context") for t in context)}
+        if activating:
+            return [self._graphs[i] for i in sorted(hits, key=lambda i: (
+                -explained(self._graphs[i], activating, exact), i))]
         return [self._graphs[i] for i in sorted(hits)]

@@ -113,3 +113,67 @@ def test_a_second_reader_sees_graphs_another_process_indexed_first(tmp_path: Pat
     assert len(first.get("m")) == 4  # the first indexes the append...
     view = second.get("m")  # ...and the second finds it indexed, and must not answer from its caches
     assert len(view) == 4 and view.layers()[-1] == 4 and view.search([" late"])[0] == 1
+
+
+def test_search_ranks_the_graph_its_token_explains_first_and_shows_that_token_first(tmp_path: Path) -> None:
+    from n2g_mcp.outputs import SearchHit
+
+    # The case: an F1-1.0 neuron that fires most on ' wasting' and a little on ' import',
+    # and an F1-0.6 one that fires on every form of 'import'.
+    many = [((f" t{i}",), 0.9 - i / 100) for i in range(8)]
+    wasting = make_graph([((" wasting",), 1.0), *many, ((" import",), 0.3)], layer=0, neuron=319, model="m", f1=1.0)
+    imports = make_graph([((" import",), 0.8), (("import",), 0.9), ((" Import",), 0.7)], layer=0, neuron=1501,
+                         model="m", f1=0.6)
+    write_store(tmp_path / "m.jsonl", "m", [wasting, imports])
+    view = Catalog(tmp_path).get("m")
+    total, hits = view.search([" import"], min_f1=0.5)
+    assert total == 2 and [h.id for h in hits] == ["L0/N1501", "L0/N319"]
+    assert [round(h.explained, 4) for h in hits] == [1.0, 0.3]  # 'import' spellings: 0.9 of 0.9; 0.3 of 1.0
+    shown = SearchHit.of(hits[1], repeated=False, exact=False, activating=[" import"])
+    assert shown.activating_tokens[0] == " import" and shown.explained == 0.3
+    _, exact = view.search([" import"], exact=True)
+    assert [(h.id, round(h.explained, 4)) for h in exact] == [("L0/N1501", 0.8889), ("L0/N319", 0.3)]
+    _, listing = view.search(min_f1=0.5)
+    assert [h.id for h in listing] == ["L0/N319", "L0/N1501"] and listing[0].explained is None
+
+
+def test_indexing_in_the_background_answers_partially_at_once_then_fully(tmp_path: Path, monkeypatch) -> None:
+    import store.sqlindex
+
+    graphs = scored_graphs(3000, seed=8)
+    write_store(tmp_path / "m.jsonl.gz", "m", graphs[:2000])
+    StoreWriter(tmp_path / "m.jsonl", "m").append(graphs[2000:])
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of 256 lines, then commit
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    background = Catalog(tmp_path, index_path=tmp_path / "bg.sqlite", first_call=0.0)
+    view = background.get("m")  # it waits for the first slice only
+    assert view is not None and view.indexing and len(view) < 3000
+    _, early = view.search([" w1"])
+    worker = background.index._worker
+    if worker is not None:
+        worker.join()
+    full = Catalog(tmp_path, index_path=tmp_path / "sync.sqlite").get("m")
+    view = background.get("m")
+    assert not view.indexing and len(view) == 3000
+    assert view.search([" w1"]) == full.search([" w1"])
+    assert view.similar_pairs(threshold=0.7, limit=10**6) == full.similar_pairs(threshold=0.7, limit=10**6)
+    assert {h.id for h in early} <= {h.id for h in full.search([" w1"])[1]}
+
+
+def test_a_search_answered_while_indexing_says_it_is_partial(tmp_path: Path, monkeypatch) -> None:
+    import n2g_mcp.resolve
+    import store.sqlindex
+    from n2g_mcp.queries import Queries
+
+    write_store(tmp_path / "m.jsonl.gz", "m", scored_graphs(3000, seed=9))
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    queries = Queries(tmp_path)
+    early = queries.search([" w1"], model="m")
+    assert early.partial and early.searched < 3000 and "still being indexed" in early.warnings[-1]
+    worker = queries.catalog.index._worker
+    if worker is not None:
+        worker.join()
+    done = queries.search([" w1"], model="m")
+    assert not done.partial and done.searched == 3000 and done.warnings == []

@@ -1,14 +1,52 @@
-"""``n2g store compact``: several stores of one model rewritten as one."""
+"""``n2g store compact``: several stores of one model rewritten as one, examples as scan references.
+
+    n2g store compact stores/a.jsonl stores/b.jsonl stores/all.jsonl.gz
+    n2g store compact --scan-file stores/smollm2-135m.scan.npz old.jsonl.gz stores/smollm2-135m.jsonl.gz
+
+With ``--scan-file`` the target is store format 2: every text example found in the scan's windows
+becomes a reference (``store/examples.py``; one that is not found stays text), and the header names
+the scan file. Without it, references in the sources are kept, pointing into their one scan file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from n2g_mcp.cli.evaluate import read_checked
 from store.errors import BadArgument
+from store.examples import Referrer, ScanRef, has_refs, scan_ref
 from store.graph import NeuronGraph
-from store.jsonl import describe_corrupt, write_store
+from store.jsonl import Store, describe_corrupt, write_store
+
+
+def _referenced_scan(stores: list[Store]) -> ScanRef | None:
+    """The one scan file the sources' references point into (None: they hold none)."""
+    refs = {store.header.scan for store in stores
+            if any(has_refs(g.examples) or has_refs(g.pruned) for g in store)}
+    if len(refs) > 1:
+        names = ", ".join(sorted(f"{r.name} ({r.windows_key})" for r in refs if r is not None))
+        raise BadArgument(f"the sources refer to different scan files ({names}); compact those of one scan")
+    return next(iter(refs), None)
+
+
+def _to_refs(graphs: list[NeuronGraph], scan_path: Path, model: str) -> tuple[list[NeuronGraph], ScanRef, int]:
+    """The graphs with their text examples made references into a scan file; how many stayed text."""
+    from store.scanfile import ScanFile
+
+    scan = ScanFile(scan_path)
+    if scan.model != model:
+        raise BadArgument(f"{scan_path} is a scan of {scan.model}, not {model}")
+    referrer = Referrer(scan)
+    out, kept = [], 0
+    for graph in graphs:
+        inside = graph.layer < scan.n_layers and graph.neuron < scan.d_mlp
+        candidates = scan.top_window[graph.layer, :, graph.neuron] if inside else None
+        examples, pruned, left = referrer.refer(graph.examples, graph.pruned, candidates)
+        out.append(graph.model_copy(update={"examples": examples, "pruned": pruned}))
+        kept += left
+    return out, scan_ref(scan, scan_path.name), kept
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -23,8 +61,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
             print(report, file=sys.stderr)
         graphs.update(store.graphs)
     first = stores[0]
-    count = write_store(args.target, first.model, graphs.values(), shape=first.shape)
-    print(f"wrote {count} graphs of {first.model} to {args.target}")
+    scan = _referenced_scan(stores)
+    chosen = list(graphs.values())
+    note = ""
+    if args.scan_file:
+        chosen, target_scan, kept = _to_refs(chosen, Path(args.scan_file), first.model)
+        if scan is not None and scan != target_scan:
+            raise BadArgument(f"the sources refer to the scan file {scan.name} ({scan.windows_key}), not "
+                              f"{Path(args.scan_file).name} ({target_scan.windows_key}); compact them with it")
+        scan = target_scan
+        note = f"; examples as references into {scan.name} ({kept} left as text: not found in its windows)"
+    count = write_store(args.target, first.model, chosen, shape=first.shape, scan=scan)
+    print(f"wrote {count} graphs of {first.model} to {args.target}{note}")
     return 0
 
 
@@ -36,5 +84,8 @@ def add_store_command(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                                         "last source); .gz compresses")
     c.add_argument("sources", nargs="+", help="stores to merge, in order (a later one wins)")
     c.add_argument("target")
+    c.add_argument("--scan-file", help="the model's scan file (e.g. stores/<model>.scan.npz): store the "
+                                       "examples as references into it (format 2), the scan kept beside "
+                                       "the target under the same name")
     c.set_defaults(func=cmd_compact)
     return s
