@@ -21,10 +21,10 @@ import torch
 from mcp import Client
 
 from builder.augment import EmbeddingNeighbours
-from builder.build import build
 from builder.config import BuildConfig, ScanConfig
 from builder.forward import run_layers
 from builder.models import load_model
+from builder.runner import run_build
 from builder.tokenizer import load_tokenizer
 from n2g_mcp.server import create_server
 from store.catalog import store_filename
@@ -52,8 +52,8 @@ def model():
 def stores(model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stores directory with graphs of eight layer-0 neurons, built from 32k corpus tokens."""
     directory = tmp_path_factory.mktemp("stores")
-    build(model, [0], NEURONS, directory / store_filename(MODEL),
-          BuildConfig(scan=ScanConfig(max_tokens=32_768)))
+    run_build(model, [0], NEURONS, directory / store_filename(MODEL),
+              BuildConfig(scan=ScanConfig(max_tokens=32_768)))
     return directory
 
 
