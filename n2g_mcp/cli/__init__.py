@@ -53,6 +53,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"n2g: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
