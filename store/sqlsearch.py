@@ -132,8 +132,8 @@ class IndexSearch:
                count: int | None = None, ranks: Sequence[float] | None = None) -> tuple[int, list[Hit]]:
         """Graphs holding every given activating and context token, best F1 first.
 
-        ``repeated`` keeps graphs where some token is both activating and context (the paper's
-        search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
+        ``repeated`` keeps graphs with a repeat node (``store.tokens.REPEAT_KEY``) or where some
+        token is both activating and context (the paper's search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
         and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
         save a count query for unfiltered and F1-only listings.
 
