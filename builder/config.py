@@ -190,6 +190,20 @@ class FitConfig:
     negatives: int = 32
     """Random corpus windows (never the evaluation's random windows) whose activations are read
     once per batch of neurons and used as calibration negatives."""
+    repeats: bool = True
+    """Also offer repeat paths, ``(REPEAT,) * n`` ("the n tokens ending here occurred earlier in
+    the text, in order": ``store.trie.REPEAT``), for each n up to ``repeat_reach`` at which the
+    train texts' firing tokens continue an earlier copy ``repeat_lift`` times as often as their
+    tokens at large. Calibrated like the shorter forms (longest first, on what longer repeat paths
+    leave); a kept repeat path then replaces the paths whose train matches all lie within its
+    own. Not in the paper, whose tries hold literal tokens only and so cannot say "repeat"
+    (issue 14). Ignored without ``calibrate``."""
+    repeat_reach: int = 4
+    """The longest repeat path offered (n tokens)."""
+    repeat_lift: float = 2.0
+    """How many times the base rate (over every token of the train and random calibration
+    windows) the firing tokens' rate of continuing an n-token copy must reach for the n-token
+    repeat path to be offered; that rate must also reach ``firing_share``."""
 
 
 @dataclass(frozen=True)
