@@ -17,8 +17,8 @@ Decisions beyond the paper (each a :class:`builder.config.FitConfig` field):
 - ``token_paths``: every token that fires in the train text becomes a candidate context-free path.
 - ``probe_layers``: in early layers, tokens on which the neuron fires standing alone become
   candidates too, and keep the probe's value where no train text says otherwise.
-- ``repeats``: where the firing tokens of the train text continue an earlier copy in their own
-  window far more often than tokens do at large, repeat paths (``(REPEAT,) * n``: "the n tokens
+- ``repeats``: where the neuron fires far more often on tokens that continue an earlier copy in
+  their own window than on other tokens, repeat paths (``(REPEAT,) * n``: "the n tokens
   ending here occurred earlier, in order") become candidates. A kept one replaces the literal
   paths it subsumes, so an induction-like neuron's graph says "repeat", not a list of the
   tokens that happened to repeat in its top windows.
@@ -90,32 +90,41 @@ def shorter_forms(path: Sequence[Token]) -> list[tuple[Token, ...]]:
     return [tuple(path[:k + 1]) for k in range(len(path) - 1) if path[k] is not IGNORE]
 
 
-def repeat_candidates(train: Sequence[TrainText], reach: int, lift: float, share: float,
+def repeat_candidates(texts: Sequence[TrainText], reach: int, lift: float, share: float,
                       normalized: bool = False) -> list[int]:
-    """Lengths ``n`` (1..``reach``) at which the firing tokens of the train texts continue an
-    earlier ``n``-token copy in their own text far more often than tokens do at large.
+    """Lengths ``n`` (1..``reach``) at which the neuron fires far more often on tokens that
+    continue an earlier ``n``-token copy in their own text than on tokens that do not.
 
-    Both rates pool every text given (the train top windows and the random calibration windows):
-    the firing tokens' rate must reach ``share`` and ``lift`` times the rate over all tokens.
+    Pooled over every text given (train top windows, random calibration windows and any texts
+    made to show in-context behaviour): the firing rate on the repeating tokens must reach
+    ``share`` and ``lift`` times the rate on the others. A neuron that fires on some tokens
+    wherever they stand fires on their repeats as often as on their first occurrences, so it is
+    offered nothing however much its texts repeat.
 
     >>> copy = TrainText(list("abcdefabcdef"), np.array([0.0] * 7 + [1.0] * 5))  # fires on "bcdef"
     >>> noise = TrainText(list("pqrstuvwxyz"), np.zeros(11))
     >>> repeat_candidates([copy, noise], reach=4, lift=2.0, share=0.2)
     [1, 2, 3, 4]
-    >>> letter = TrainText(list("abcdefabcdef"), np.array([float(t in "acf") for t in "abcdefabcdef"]))
-    >>> repeat_candidates([letter, noise], reach=4, lift=2.0, share=0.2)
+    >>> letters = TrainText(list("abcdefabcdef"), np.array([float(t in "acf") for t in "abcdefabcdef"]))
+    >>> repeat_candidates([letters], reach=4, lift=2.0, share=0.2)
     []
     """
     key = normalize if normalized else str
+    if not texts:
+        return []
     runs = np.concatenate([np.asarray(repeat_lengths([key(t) for t in x.tokens], reach), dtype=np.int64)
-                           for x in train]) if train else np.zeros(0, dtype=np.int64)  # (positions,)
-    firing = np.concatenate([x.activations for x in train]) >= FIRING_THRESHOLD if train else runs > 0
+                           for x in texts])  # (positions,)
+    firing = np.concatenate([x.activations for x in texts]) >= FIRING_THRESHOLD  # (positions,)
     if firing.sum() < MIN_REPEAT_FIRING:
         return []
     out = []
     for n in range(1, reach + 1):
-        rate, base = float(np.mean(runs[firing] >= n)), float(np.mean(runs >= n))
-        if rate >= share and rate >= lift * base:
+        repeating = runs >= n
+        if not repeating.any():
+            break
+        rate = float(firing[repeating].mean())
+        other = float(firing[~repeating].mean()) if (~repeating).any() else 0.0
+        if rate >= share and rate >= lift * other:
             out.append(n)
     return out
 
@@ -137,11 +146,12 @@ def _judge(node: Node, idx: np.ndarray, acts: np.ndarray, firing_share: float) -
 
 
 def _subsumed(keep: set[int], repeats: list[tuple[int, Node, int]], where: dict[int, list[int]],
-              acts: np.ndarray) -> None:
+              reach: dict[int, list[int]], acts: np.ndarray) -> None:
     """Drop (from ``keep``, in place) the paths that the kept repeat paths make redundant.
 
-    A path is redundant where every firing token it matches in the train text is matched by a
-    repeat path already taken: those tokens are predicted to fire without it, and what it adds
+    ``where`` holds each path's matches in the train text, ``reach`` those in the repeat texts
+    too (positions into ``acts``). A path is redundant where every firing token it matches is
+    matched by a repeat path already taken: those tokens are predicted to fire without it, and what it adds
     elsewhere is only predictions on tokens that do not fire. Dropping it therefore never lowers
     the train F1, and it turns a literal list of the bigrams that happened to repeat in the top
     windows into the one rule behind them. Repeat paths are taken most general (shortest) first
@@ -152,7 +162,7 @@ def _subsumed(keep: set[int], repeats: list[tuple[int, Node, int]], where: dict[
     span = np.zeros(len(acts), dtype=bool)
 
     def redundant(key: int) -> bool:
-        idx = np.asarray(where[key])
+        idx = np.asarray(reach[key])
         return bool(span[idx[fires[idx]]].all())
 
     taken = []
@@ -160,18 +170,19 @@ def _subsumed(keep: set[int], repeats: list[tuple[int, Node, int]], where: dict[
         if redundant(key):
             keep.discard(key)
         else:
-            span[np.asarray(where[key])] = True
+            span[np.asarray(reach[key])] = True
             taken.append((key, node))
     for key in list(keep):
         if all(key != k for k, _ in taken) and key in where and redundant(key):
             keep.discard(key)
     for key, node in taken:
-        node.end = max(float(acts[np.asarray(where[key])].mean()), FIRING_THRESHOLD)
+        node.end = max(float(acts[np.asarray(reach[key])].mean()), FIRING_THRESHOLD)
 
 
 def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Node],
                shorter: dict[int, tuple[Node, int]], probed: dict[int, float],
-               firing_share: float, repeats: dict[int, tuple[Node, int]] | None = None) -> set[int]:
+               firing_share: float, repeats: dict[int, tuple[Node, int]] | None = None,
+               repeat_texts: Sequence[TrainText] = ()) -> set[int]:
     """Set the ENDs from the train texts (in place) and choose the shorter forms to keep.
 
     The snippets' own paths (``made``) get the level of all their matches. Repeat paths
@@ -188,14 +199,19 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
     Returns:
         ``id`` of every end node to keep.
     """
-    acts = np.concatenate([t.activations for t in train]).astype(np.float64)  # (positions,)
-    where: dict[int, list[int]] = {}
+    # Positions run over the train texts, then the repeat texts (judged only for repeat paths).
+    texts = [*train, *repeat_texts] if repeats else list(train)
+    acts = np.concatenate([t.activations for t in texts]).astype(np.float64)  # (positions,)
+    corpus = sum(len(t.activations) for t in train)
+    reach: dict[int, list[int]] = {}  # every match, repeat texts included
     at = 0
-    for text in train:
+    for text in texts:
         for ends in trie.matches(text.tokens):
             for node in ends:
-                where.setdefault(id(node), []).append(at)
+                reach.setdefault(id(node), []).append(at)
             at += 1
+    where = {key: [p for p in found if p < corpus] for key, found in reach.items()}
+    where = {key: found for key, found in where.items() if found}
     covered = np.zeros(len(acts), dtype=bool)
     for key, node in made.items():
         if key in where:
@@ -206,9 +222,9 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
     kept_repeats: list[tuple[int, Node, int]] = []
     repeat_covered = np.zeros(len(acts), dtype=bool)
     for key, (node, n) in sorted((repeats or {}).items(), key=lambda kv: -kv[1][1]):
-        if key in made or key not in where:
+        if key in made or key not in reach:
             continue
-        idx = np.asarray(where[key])
+        idx = np.asarray(reach[key])
         if _judge(node, idx[~repeat_covered[idx]], acts, firing_share):
             repeat_covered[idx] = True
             kept_repeats.append((key, node, n))
@@ -228,14 +244,15 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
             covered[idx] = True
             keep.add(key)
     if kept_repeats:
-        _subsumed(keep, kept_repeats, where, acts)
+        _subsumed(keep, kept_repeats, where, reach, acts)
     return keep
 
 
 def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
         activations: Sequence[float], config: FitConfig,
         train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = (),
-        probed: Sequence[tuple[str, float]] = ()) -> NeuronTrie:
+        probed: Sequence[tuple[str, float]] = (),
+        repeat_texts: Sequence[TrainText] = ()) -> NeuronTrie:
     """Build one neuron's trie.
 
     Args:
@@ -251,6 +268,8 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
         probed: ``(token, normalised activation)`` of tokens on which the neuron fires standing
             alone (``builder.probe``), offered as context-free candidates; where no train text
             holds the token, the probe's value is its END.
+        repeat_texts: texts that show in-context behaviour (the repeated-sequence probe), added
+            to ``train`` where repeat paths are proposed and judged, and nowhere else.
     """
     calibrate = config.calibrate and bool(train)
     trie = NeuronTrie(normalized=config.normalized and calibrate)
@@ -273,7 +292,7 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
             shorter[id(node)] = (node, 1)
     repeats: dict[int, tuple[Node, int]] = {}  # end nodes of the repeat paths
     if config.repeats and calibrate:
-        for n in repeat_candidates(train, config.repeat_reach, config.repeat_lift,
+        for n in repeat_candidates([*train, *repeat_texts], config.repeat_reach, config.repeat_lift,
                                    config.firing_share, trie.normalized):
             path = (REPEAT,) * n
             # A repeat node is what its path requires, so it counts as fully important.
@@ -289,5 +308,6 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
             probe_values[id(node)] = max(value, probe_values.get(id(node), 0.0))
     if not calibrate:
         return trie
-    keep = _calibrate(trie, train, made, shorter, probe_values, config.firing_share, repeats)
+    keep = _calibrate(trie, train, made, shorter, probe_values, config.firing_share, repeats,
+                      repeat_texts)
     return trie.filtered(lambda _, node: id(node) in keep)
