@@ -10,8 +10,10 @@ saliency serves both), and scores every graph on *fresh* repeated word sequences
 construction with another seed, so no sequence was seen when ranking): per neuron P/R/F1 on its
 firing tokens (>= 0.5 of its corpus max) over both copies pooled, and the same for the token
 lookup trained on the graph's own train windows (the paper's baseline: each token -> the
-largest activation it had there). Prints one markdown row per neuron and the means; nothing
-is stored.
+largest activation it had there). Beside them, each graph's own held-out F1 on the corpus (its
+10 test top windows, and with 20 random windows as negatives), since repeat paths may cost
+precision on natural text. Prints one markdown row per neuron and variant, and the means;
+nothing is stored.
 """
 
 from __future__ import annotations
@@ -67,9 +69,11 @@ def main() -> None:
     acts = run_layers(model, rows.tolist(), sorted({r.layer for r in ranked}))
     texts = [[model.vocab[t] for t in row] for row in rows]
 
-    print("| neuron | probe score | variant | paths | repeat paths | P | R | F1 | lookup F1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| neuron | probe score | variant | paths | repeat paths | P | R | F1 | lookup F1 | "
+          "corpus F1 | corpus F1 with negatives |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     results: dict[str, list[float]] = {name: [] for name in [*variants, "lookup"]}
+    corpus: dict[str, list[float | None]] = {name: [] for name in variants}
     for layer in sorted({r.layer for r in ranked}):
         neurons = [r.neuron for r in ranked if r.layer == layer]
         layer_scan = source.layer_scans([layer], neurons)[layer]
@@ -91,12 +95,17 @@ def main() -> None:
                 results[name].append(s.f1 if s.f1 is not None else 0.0)
                 if name == "with repeats":
                     results["lookup"].append(lf1 if lf1 is not None else 0.0)
-                cells = [s.precision, s.recall, s.f1, lf1]
+                fidelity = graph.fidelity
+                corpus[name].append(None if fidelity is None else fidelity.n2g.random.f1)
+                cells = [s.precision, s.recall, s.f1, lf1,
+                         None if fidelity is None else fidelity.n2g.top.f1, corpus[name][-1]]
                 text = " | ".join("-" if v is None else f"{v:.2f}" for v in cells)
                 print(f"| {graph.id} | {probe:.2f} | {name} | {len(graph.graph)} | {repeats} | {text} |",
                       flush=True)
     for name, values in results.items():
-        print(f"mean F1 {name}: {mean_defined(values):.3f} over {len(values)} neurons")
+        print(f"mean F1 on fresh repeated text, {name}: {mean_defined(values):.3f} over {len(values)} neurons")
+    for name, values in corpus.items():
+        print(f"mean corpus F1 with negatives, {name}: {mean_defined(values):.3f}")
 
 
 if __name__ == "__main__":

@@ -26,19 +26,18 @@ CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=30, random_windows=10),
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory: pytest.TempPathFactory):
+    """The oracle and its two neurons' graphs, built from a corpus of random words (a window
+    repeats a word now and then, by chance)."""
     root = tmp_path_factory.mktemp("repeat-oracle")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("N2G_CACHE", str(root / "cache"))
     rng = np.random.default_rng(0)
-    corpus = root / "corpus.txt"  # random words: a window repeats a word now and then, by chance
+    corpus = root / "corpus.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(WORDS, size=160)) for _ in range(30)))
     model = induction_model()
-    source = BuildSource(model, CONFIG, corpus=corpus)
-    built = {(g.layer, g.neuron): g
-             for layer, neuron in ((INDUCT_LAYER, INDUCT), (0, EVEN))
-             for g in run_build(model, [layer], [neuron], None, CONFIG, source)}
-    yield model, built
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("N2G_CACHE", str(root / "cache"))
+        source = BuildSource(model, CONFIG, corpus=corpus)
+        yield model, {(layer, neuron): run_build(model, [layer], [neuron], None, CONFIG, source)[0]
+                      for layer, neuron in ((INDUCT_LAYER, INDUCT), (0, EVEN))}
 
 
 def test_the_induction_neuron_comes_back_as_the_repeat_wildcard(graphs) -> None:
