@@ -25,6 +25,7 @@ from builder.config import BuildConfig, EvalConfig
 from builder.evaluate import Window, evaluate, short_rows
 from builder.fit import TrainText, fit
 from builder.forward import neuron_activations, run_layers
+from builder.induction import repeated_sequences
 from builder.models import LoadedModel
 from builder.probe import TokenProbe, probe_tokens
 from builder.prune import Snippet, TopExample, prune
@@ -179,7 +180,8 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
                   windows: np.ndarray, halves: tuple[np.ndarray, np.ndarray], matching: Matching,
                   calibration: tuple[np.ndarray, np.ndarray], probe: TokenProbe | None,
                   config: BuildConfig, cost: dict[str, float],
-                  short_texts: Sequence[tuple[list[int], np.ndarray]] = ()) -> NeuronGraph:
+                  short_texts: Sequence[tuple[list[int], np.ndarray]] = (),
+                  repeats: tuple[list[list[str]], np.ndarray] | None = None) -> NeuronGraph:
     """Fit one neuron's graph from its snippets, then score the stored graph on held-out text."""
     vocab = model.vocab
     max_act = float(layer_scan.max_activation[neuron])
@@ -199,7 +201,9 @@ def _neuron_graph(model: LoadedModel, layer: int, neuron: int,
     trie = fit([[vocab[t] for t in s.tokens] for s, _ in items], [imp for _, imp in items],
                level, config.fit, train_top + negatives, firing,
                [] if probe is None else [(vocab[t], v) for t, v in
-                                         probe.firing(neuron, max_act, FIRING_THRESHOLD)])
+                                         probe.firing(neuron, max_act, FIRING_THRESHOLD)],
+               [] if repeats is None else [TrainText(tokens, repeats[1][i, :, neuron] / max_act)
+                                           for i, tokens in enumerate(repeats[0])])
     examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
                 for name, part in (("train", train), ("test", test)) for j in part]
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
@@ -244,6 +248,31 @@ class Measured:
     """Seconds and tokens forwarded per neuron (the stages), and tokens of the short-text evaluation."""
     short: dict[int, list[tuple[list[int], np.ndarray]]] = field(default_factory=dict)
     """Per live neuron, its short test texts (token ids) and raw activations on them."""
+    repeats: tuple[list[list[str]], np.ndarray] | None = None
+    """The repeated-sequence probe's token strings and the layer's activations on them
+    ``(sequences, pos, d_mlp)`` (:func:`repeat_probe`), where the fit judges repeat paths."""
+
+
+REPEAT_PROBE_SEED = 7
+"""Seed of the sequences repeat paths are judged on: not ``find_induction_neurons``' default
+(0), so a graph is never scored on the very sequences that ranked its neuron."""
+REPEAT_PROBE_LENGTH = 48
+"""Words a sequence before its copy (the probe's default)."""
+
+
+def repeat_probe(model: LoadedModel, layer: int,
+                 config: BuildConfig) -> tuple[list[list[str]], np.ndarray] | None:
+    """The repeated sequences and the layer's activations on them, where the fit asks for them
+    (``FitConfig.repeat_probe``); None for a vocabulary with too few plain words."""
+    fit_config = config.fit
+    if not (fit_config.calibrate and fit_config.repeats and fit_config.repeat_probe > 0):
+        return None
+    try:
+        rows = repeated_sequences(model, fit_config.repeat_probe, REPEAT_PROBE_LENGTH, REPEAT_PROBE_SEED)
+    except ValueError:
+        return None
+    acts = run_layers(model, rows.tolist(), [layer])[layer].cpu().numpy()  # (sequences, pos, d_mlp)
+    return [[model.vocab[t] for t in row] for row in rows], acts
 
 
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
@@ -282,6 +311,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
         by_neuron[s.neuron].append((s, imp))
     calibration = _calibration_windows(model, layer, layer_scan, windows, config)
+    repeats = repeat_probe(model, layer, config) if live else None
     elapsed = time.perf_counter() - started
     cost: dict[str, float] = {
         "seconds": round(elapsed / max(1, len(neurons)), 3),
@@ -291,7 +321,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     short = _short_texts(model, layer, live, layer_scan, windows, config)
     cost["eval_tokens_forwarded"] = (model.tokens_forwarded - forwarded) // max(1, len(neurons))
     return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost,
-                    short=short)
+                    short=short, repeats=repeats)
 
 
 def _short_texts(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
@@ -336,7 +366,7 @@ def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan
         graphs[n] = _neuron_graph(model, layer, n, items, layer_scan, windows,
                                   split(k, config.eval, config.seed, layer, n), matching,
                                   measured.calibration, measured.probe, config, measured.cost,
-                                  measured.short.get(n, ()))
+                                  measured.short.get(n, ()), measured.repeats)
     return [graphs[n] for n in neurons]
 
 

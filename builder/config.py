@@ -190,6 +190,27 @@ class FitConfig:
     negatives: int = 32
     """Random corpus windows (never the evaluation's random windows) whose activations are read
     once per batch of neurons and used as calibration negatives."""
+    repeats: bool = True
+    """Also offer repeat paths, ``(REPEAT,) * n`` ("the n tokens ending here occurred earlier in
+    the text, in order": ``store.trie.REPEAT``), for each n up to ``repeat_reach`` at which the
+    neuron fires on such tokens ``repeat_lift`` times as often as on the others. Calibrated like
+    the shorter forms (longest first, on what longer repeat paths leave); a kept repeat path then
+    replaces the paths whose firing train matches it covers. Not in the paper, whose tries hold
+    literal tokens only and so cannot say "repeat" (issue 14). Ignored without ``calibrate``."""
+    repeat_reach: int = 4
+    """The longest repeat path offered (n tokens)."""
+    repeat_probe: int = 16
+    """Sequences of the repeated-sequence probe (``builder.induction``: random plain words, then
+    the same again, under its own seed) whose activations join the train text when repeat paths
+    are proposed and judged, and only then (0: none). The corpus rarely shows in-context
+    behaviour at the firing threshold: on L20/N438's 40 train and 32 random windows only 3-5% of
+    the tokens that repeat earlier text fire, while on copied random words 63% do, so judged on
+    the corpus alone no repeat path is kept. One pass of 16 x 96 tokens a batch of neurons."""
+    repeat_lift: float = 2.0
+    """How many times its firing rate on the other tokens the neuron's firing rate on tokens
+    that continue an earlier n-token copy must reach (pooled over the train, random calibration
+    and repeat-probe texts) for the n-token repeat path to be offered; that rate must also reach
+    ``firing_share``."""
 
 
 @dataclass(frozen=True)

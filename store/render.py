@@ -12,6 +12,10 @@ The paper's drawing (Foote et al. 2023, section 3.2, "Graph Building"):
   importance; stronger is more saturated, from white to the full colour.
 - A node where a path ends has a bold outline.
 
+Not in the paper: a repeat node ("continues an earlier copy in the same text", ``store.trie.REPEAT``)
+is drawn as a dashed green ellipse labelled ``↻ repeat``, merged per depth like a token, so a
+graph of induction-like neurons shows that it matches any token that repeats, not a token list.
+
 Edges run from context towards the activating token (context -> activating), as in the paper's
 figures, and the graph is laid out left to right so that it reads in text order: the earliest
 context on the left, the activating token on the right. Nodes of one depth share a column.
@@ -28,10 +32,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.graph import NeuronGraph, top_f1
-from store.trie import IGNORE, Node
+from store.tokens import REPEAT_KEY
+from store.trie import IGNORE, Node, label
 
 DrawnNode = tuple[int, str]
-"""A drawn node: (depth, token), depth 0 for activating tokens."""
+"""A drawn node: (depth, token), depth 0 for activating tokens; a repeat node's token is
+``REPEAT_KEY``."""
+
+REPEAT_LABEL = "↻ repeat"
+"""What a repeat node shows."""
 
 _VISIBLE = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣"}
 
@@ -76,9 +85,11 @@ def _quote(*lines: str) -> str:
 
 
 def _shade(value: float, colour: str) -> str:
-    """RGB hex from white (0) to the full colour (1): "red" or "blue"."""
+    """RGB hex from white (0) to the full colour (1): "red", "blue" or "green"."""
     v = 0.0 if math.isnan(value) else min(max(value, 0.0), 1.0)
     pale = round(255 * (1.0 - v))
+    if colour == "green":  # a mid green at full strength, so black text stays readable
+        return f"#{pale:02x}{255 - round(55 * v):02x}{pale:02x}"
     return f"#ff{pale:02x}{pale:02x}" if colour == "red" else f"#{pale:02x}{pale:02x}ff"
 
 
@@ -112,7 +123,7 @@ def _paths(graph: NeuronGraph) -> list[_Path]:
     while stack:
         node, drawn, weights = stack.pop()
         if node.token is not IGNORE:
-            drawn = drawn + ((len(drawn), node.token),)
+            drawn = drawn + ((len(drawn), label(node.token)),)
             weights = weights + (node.importance,)
         if node.end is not None:
             # A path ending on IGNORE ends, as drawn, at its last real token.
@@ -158,18 +169,28 @@ def layout(graph: NeuronGraph, max_nodes: int = 150) -> Drawing:
 # --------------------------------------------------------------------- output
 def _node_attrs(node: DrawnNode, weight: float, end: bool) -> str:
     depth, token = node
-    colour = "red" if depth == 0 else "blue"
+    repeat = token == REPEAT_KEY
+    colour = "green" if repeat else "red" if depth == 0 else "blue"
     what = "activation" if depth == 0 else "importance"
     v = 0.0 if math.isnan(weight) else min(max(weight, 0.0), 1.0)
+    tip = f"{what} {weight:.3f}"
+    if repeat:
+        tip = ("any token that continues an earlier copy in the text; " if depth == 0 else
+               f"the {depth + 1} tokens ending at the activating one occurred earlier; ") + tip
     attrs = [
-        f"label={_quote(token)}",
+        f"label={_quote(REPEAT_LABEL if repeat else token)}",
         f'fillcolor="{_shade(weight, colour)}"',
-        # Black reads well on any red, but not on deep blue.
-        f'fontcolor="{"white" if depth > 0 and v >= 0.6 else "black"}"',
-        f"tooltip={_quote(f'{what} {weight:.3f}')}",
+        # Black reads well on any red or green, but not on deep blue.
+        f'fontcolor="{"white" if depth > 0 and v >= 0.6 and not repeat else "black"}"',
+        f"tooltip={_quote(tip)}",
     ]
+    style = "dashed,filled" + (",bold" if end else "")
+    if repeat:
+        attrs += ["shape=ellipse", f'style="{style}"']
+    elif end:
+        attrs.append('style="rounded,filled,bold"')
     if end:
-        attrs += ['style="rounded,filled,bold"', "penwidth=3"]
+        attrs.append("penwidth=3")
     return ", ".join(attrs)
 
 

@@ -22,6 +22,10 @@ compared by normalised key (``store.tokens.normalize``), and the work goes throu
   one among the first ``|A| - ceil(t * |A|) + 1`` tokens of each. Common tokens then rarely make
   candidates, which keeps the count far below N^2 (:func:`candidate_pairs` yields them).
 
+A repeat node (``store.trie.REPEAT``) counts as one token, ``store.tokens.REPEAT_KEY``, in
+whichever set it stands: two neurons that fire on whatever continues an earlier copy share it,
+and a repeat graph shares nothing with one that names only literal tokens.
+
 Graphs with no activating tokens (dead neurons) are skipped: they are all alike and say nothing.
 ``mode="subset"`` asks whether the target's behaviour is contained in another neuron's, the
 paper's proposed extension for finding neurons composed of earlier ones (section 5, appendix A).

@@ -139,8 +139,8 @@ class IndexSearch:
         """Graphs holding every given activating and context token: those the activating tokens
         explain most first, then best F1 (see the module docstring).
 
-        ``repeated`` keeps graphs where some token is both activating and context (the paper's
-        search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
+        ``repeated`` keeps graphs with a repeat node (``store.tokens.REPEAT_KEY``) or where some
+        token is both activating and context (the paper's search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
         and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
         save a count query for unfiltered and F1-only listings.
 

@@ -9,7 +9,13 @@ token the same empty key.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
+
+REPEAT_KEY: Final = "<repeat>"
+"""How a repeat node (``store.trie.REPEAT``: "continues an earlier occurrence in the same text")
+is named in a graph's activating and context token maps, and so in searches and similarity. It
+folds to itself. A vocabulary token spelled exactly so would share the name there (never in
+prediction, which reads the trie)."""
 
 
 class HasTokens(Protocol):
@@ -61,15 +67,26 @@ def token_keys(graph: HasTokens, exact: bool = False) -> TokenKeys:
 
 
 def repeated_tokens(graph: HasTokens, exact: bool = False) -> list[str]:
-    """Activating tokens that also stand among the graph's context tokens, strongest first.
+    """The graph's signs of in-context (induction-like) behaviour, strongest first: ``REPEAT_KEY``
+    where it has a repeat node, then the activating tokens that also stand among its context
+    tokens.
 
-    A token that makes the neuron fire when it appeared earlier in the text is the signature of
-    in-context (induction-like) behaviour: "ab ... ab". Tokens are compared by normalised key unless
+    A token that makes the neuron fire when it appeared earlier in the text is the older
+    signature of the same behaviour: "ab ... ab". Tokens are compared by normalised key unless
     ``exact``; the activating spelling is returned.
+
+    >>> class G:
+    ...     activating_tokens = {" b": 1.0, " c": 0.7}
+    ...     context_tokens = {REPEAT_KEY: 1.0, " B": 0.9}
+    >>> repeated_tokens(G()), repeated_tokens(G(), exact=True)
+    (['<repeat>', ' b'], ['<repeat>'])
     """
     key = _identity if exact else normalize
     context = {key(t) for t in graph.context_tokens}
-    return [t for t in graph.activating_tokens if key(t) in context]
+    found = [t for t in graph.activating_tokens if t != REPEAT_KEY and key(t) in context]
+    if REPEAT_KEY in graph.activating_tokens or REPEAT_KEY in graph.context_tokens:
+        found.insert(0, REPEAT_KEY)
+    return found
 
 
 def key_shares(activating: Mapping[str, float]) -> dict[str, float]:

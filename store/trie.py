@@ -12,6 +12,16 @@ exactly or is an IGNORE node, and return the largest end activation met on the w
 path matches). The paper collects all matching paths (``rule="all"``); the reference code takes
 one greedy walk, the exact child else the IGNORE child, with no backtracking (``rule="greedy"``).
 
+A third node kind, ``REPEAT``, says "this continues an earlier occurrence in the same text". A
+REPEAT node at depth ``k`` of a path (0 for the activating position) matches position ``i - k``
+when the ``k + 1`` tokens from it up to the activating token ``i`` occurred earlier in the text,
+in the same order (an earlier copy ending before ``i``); which tokens they are does not matter.
+``(REPEAT,)`` fires on any token seen before; ``(REPEAT, REPEAT)`` on the second token of a
+bigram seen before (the induction pattern "a b ... a [b]"); ``(" b", REPEAT)`` on " b" where
+the bigram ending at it is a repeat. Under ``rule="greedy"`` a walk prefers, at each step, the
+exact child, then a REPEAT child that matches, then the IGNORE child (at the root: the token's
+own child, else REPEAT). In a graph's token maps and searches the node is named ``REPEAT_KEY``.
+
 Traversals are iterative, so graphs built from long contexts never hit the recursion limit.
 
 >>> trie = NeuronTrie()
@@ -20,21 +30,45 @@ Traversals are iterative, so graphs built from long contexts never hit the recur
 [0.0, 0.0, 0.0, 0.0]
 >>> trie.predict([" everyone", " else", " except"])
 [0.0, 0.0, 0.9]
+>>> bigram = NeuronTrie()
+>>> bigram.insert((REPEAT, REPEAT), activation=1.0, importances=(1.0,))
+>>> bigram.predict([" a", " b", " c", " a", " b", " b"])
+[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from store.tokens import normalize
+from store.tokens import REPEAT_KEY, normalize
 
 IGNORE: Final = None
 """The token of an ignore node: some token must stand here, but which one does not matter."""
 
-Token = str | None
+
+class NodeKind(enum.Enum):
+    """Node kinds that are neither a literal token nor IGNORE."""
+
+    REPEAT = "repeat"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+REPEAT: Final = NodeKind.REPEAT
+"""The token of a repeat node: the tokens from here up to the activating token occurred earlier
+in the text, in order (see the module docstring)."""
+
+REPEAT_ROW: Final = {"kind": "repeat"}
+"""How a repeat node's token is written in trie rows. A JSON object can never be a token string
+or null, so rows written before repeat nodes existed load unchanged, and a reader that predates
+them refuses such a row (``TrieFormatError``) instead of matching it as a literal token."""
+
+Token = str | NodeKind | None
 Path = tuple[Token, ...]
 MatchRule = Literal["all", "greedy"]
 
@@ -45,6 +79,38 @@ class PathNotFound(KeyError):
 
 class TrieFormatError(ValueError):
     """Serialised trie rows that do not describe a valid trie."""
+
+
+def label(token: Token) -> str | None:
+    """A node's token as named in token maps: the token, ``REPEAT_KEY`` for REPEAT, None for IGNORE.
+
+    >>> label(" a"), label(REPEAT), label(IGNORE)
+    (' a', '<repeat>', None)
+    """
+    return REPEAT_KEY if token is REPEAT else token
+
+
+def repeat_lengths(tokens: Sequence[Any], cap: int) -> list[int]:
+    """For every position ``i``, the largest ``n <= cap`` such that the ``n`` tokens ending at
+    ``i`` occurred earlier in the sequence, in order (an earlier copy ending before ``i``); 0
+    where token ``i`` is new.
+
+    If the ``n + 1`` tokens ending at ``i`` occurred earlier, so did the ``n`` ending at ``i``,
+    so the first n-gram not seen before ends the count.
+
+    >>> repeat_lengths(["a", "b", "c", "a", "b", "b", "a"], 3)
+    [0, 0, 0, 1, 2, 1, 1]
+    """
+    seen: list[set[tuple[Any, ...]]] = [set() for _ in range(cap)]  # seen[m]: (m+1)-grams so far
+    out: list[int] = []
+    for i in range(len(tokens)):
+        n = 0
+        while n < cap and n <= i and tuple(tokens[i - n:i + 1]) in seen[n]:
+            n += 1
+        out.append(n)
+        for m in range(min(cap, i + 1)):
+            seen[m].add(tuple(tokens[i - m:i + 1]))
+    return out
 
 
 @dataclass(eq=False, slots=True)
@@ -74,10 +140,13 @@ class NeuronTrie(Mapping[Path, float]):
         self.normalized = normalized
         self._root = Node(token="")
         self._len = 0
+        # One more than the depth of the deepest REPEAT node (0: none): how many tokens a text's
+        # repeat lengths need to be counted to, so graphs without repeat nodes pay nothing.
+        self._repeat_reach = 0
 
     # ----------------------------------------------------------------- building
     def _key(self, token: Token) -> Token:
-        if token is IGNORE or not self.normalized:
+        if not isinstance(token, str) or not self.normalized:
             return token
         return normalize(token)
 
@@ -91,7 +160,7 @@ class NeuronTrie(Mapping[Path, float]):
 
         Args:
             path: the activating token, then its context tokens going backwards; IGNORE marks a
-                position whose token does not matter.
+                position whose token does not matter, REPEAT one that continues an earlier copy.
             activation: the neuron's normalised activation on the example that made the path.
             importances: one saliency per context token (``len(path) - 1`` values).
 
@@ -119,6 +188,8 @@ class NeuronTrie(Mapping[Path, float]):
                 child = node.children[key] = Node(token=token)
             weight = activation if depth == 0 else importances[depth - 1]
             child.importance = max(child.importance, weight)
+            if token is REPEAT:
+                self._repeat_reach = max(self._repeat_reach, depth + 1)
             node = child
         if node.end is None:
             self._len += 1
@@ -177,16 +248,19 @@ class NeuronTrie(Mapping[Path, float]):
 
     # ----------------------------------------------------------------- summaries
     def activating_tokens(self) -> dict[str, float]:
-        """Activating tokens with their largest normalised activation, strongest first."""
-        tokens = {c.token: c.importance for c in self._root.children.values() if c.token}
+        """Activating tokens with their largest normalised activation, strongest first (a
+        REPEAT wildcard as ``REPEAT_KEY``)."""
+        tokens = {label(c.token): c.importance for c in self._root.children.values() if c.token}
         return dict(sorted(tokens.items(), key=lambda kv: -kv[1]))
 
     def context_tokens(self) -> dict[str, float]:
-        """Context tokens (IGNORE excluded) with their largest importance, most important first."""
+        """Context tokens (IGNORE excluded, REPEAT as ``REPEAT_KEY``) with their largest
+        importance, most important first."""
         best: dict[str, float] = {}
         for path, node in self.walk():
-            if len(path) > 1 and node.token is not IGNORE:
-                best[node.token] = max(best.get(node.token, -math.inf), node.importance)
+            name = label(node.token)
+            if len(path) > 1 and name is not None:
+                best[name] = max(best.get(name, -math.inf), node.importance)
         return dict(sorted(best.items(), key=lambda kv: -kv[1]))
 
     def depth(self) -> int:
@@ -194,24 +268,35 @@ class NeuronTrie(Mapping[Path, float]):
         return max((len(path) for path, _ in self.walk()), default=0)
 
     # ----------------------------------------------------------------- prediction
-    def _matching(self, keys: Sequence[Token], i: int, rule: MatchRule) -> Iterator[Node]:
-        """Every node on a path that matches token ``i`` and the tokens before it."""
-        start = self._root.children.get(keys[i])
-        if start is None:
-            return
-        yield start
-        frontier = [start]
+    def _lengths(self, keys: Sequence[Token]) -> list[int]:
+        """The text's repeat lengths, counted only as far as this trie's REPEAT nodes reach."""
+        if not self._repeat_reach:
+            return [0] * len(keys)
+        return repeat_lengths(keys, self._repeat_reach)
+
+    def _matching(self, keys: Sequence[Token], lengths: Sequence[int], i: int,
+                  rule: MatchRule) -> Iterator[Node]:
+        """Every node on a path that matches token ``i`` and the tokens before it.
+
+        ``lengths[i]`` (from :meth:`_lengths`) says how many tokens ending at ``i`` repeat
+        earlier text: a REPEAT node at depth ``k`` matches where it exceeds ``k``.
+        """
+        run = lengths[i]
+        frontier = [n for n in (self._root.children.get(keys[i]),
+                                self._root.children.get(REPEAT) if run > 0 else None) if n is not None]
+        if rule == "greedy":
+            frontier = frontier[:1]
+        yield from frontier
         j = i - 1
         while frontier and j >= 0:
+            repeats = run > i - j
             following: list[Node] = []
             for node in frontier:
-                exact = node.children.get(keys[j])
-                if exact is not None:
-                    following.append(exact)
-                if exact is None or rule == "all":
-                    ignore = node.children.get(IGNORE)
-                    if ignore is not None:
-                        following.append(ignore)
+                options = (node.children.get(keys[j]),
+                           node.children.get(REPEAT) if repeats else None,
+                           node.children.get(IGNORE))
+                matched = [n for n in options if n is not None]
+                following += matched[:1] if rule == "greedy" else matched
             yield from following
             frontier = following
             j -= 1
@@ -222,15 +307,17 @@ class NeuronTrie(Mapping[Path, float]):
         Args:
             tokens: the text's tokens, as strings, in order.
             rule: ``"all"`` follows every matching path (the paper); ``"greedy"`` follows the
-                exact child else the IGNORE child, never both (the reference code).
+                exact child else the IGNORE child, never both (the reference code), with a
+                matching REPEAT child preferred to IGNORE.
 
         Returns:
             One value per token: the largest end activation of a path that matches the token and
             the tokens before it, or 0.0.
         """
         keys = [self._key(t) for t in tokens]
-        return [max((n.end for n in self._matching(keys, i, rule) if n.end is not None), default=0.0)
-                for i in range(len(keys))]
+        lengths = self._lengths(keys)
+        return [max((n.end for n in self._matching(keys, lengths, i, rule) if n.end is not None),
+                    default=0.0) for i in range(len(keys))]
 
     def matches(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[list[Node]]:
         """For every token of a text, the nodes where a path matching it ends (its path ends).
@@ -243,7 +330,8 @@ class NeuronTrie(Mapping[Path, float]):
         [[], [0.2, 0.9], [0.2]]
         """
         keys = [self._key(t) for t in tokens]
-        return [[n for n in self._matching(keys, i, rule) if n.end is not None]
+        lengths = self._lengths(keys)
+        return [[n for n in self._matching(keys, lengths, i, rule) if n.end is not None]
                 for i in range(len(keys))]
 
     # ----------------------------------------------------------------- copies and rows
@@ -280,14 +368,21 @@ class NeuronTrie(Mapping[Path, float]):
         """Serialise as ``[parent, token, importance, end]`` rows; row 0 is the root.
 
         Parents precede children, so :meth:`from_rows` rebuilds the trie in one pass. ``token``
-        is None for IGNORE nodes, ``end`` is None where no path ends.
+        is None for IGNORE nodes and ``{"kind": "repeat"}`` for REPEAT nodes; ``end`` is None
+        where no path ends.
+
+        >>> trie = NeuronTrie()
+        >>> trie.insert((REPEAT, REPEAT), 1.0, (1.0,))
+        >>> trie.to_rows()
+        [[-1, '', 0.0, None], [0, {'kind': 'repeat'}, 1.0, None], [1, {'kind': 'repeat'}, 1.0, 1.0]]
         """
         rows: list[list] = [[-1, "", 0.0, None]]
         stack: list[tuple[int, Node]] = [(0, self._root)]
         while stack:
             parent_index, node = stack.pop()
             for child in node.children.values():
-                rows.append([parent_index, child.token, round(child.importance, 4),
+                token = dict(REPEAT_ROW) if child.token is REPEAT else child.token
+                rows.append([parent_index, token, round(child.importance, 4),
                              None if child.end is None else round(child.end, 4)])
                 stack.append((len(rows) - 1, child))
         return rows
@@ -298,12 +393,13 @@ class NeuronTrie(Mapping[Path, float]):
 
         Raises:
             TrieFormatError: if the rows do not describe a trie (bad parent, duplicate child,
-                IGNORE activating token, non-numeric or non-finite values).
+                IGNORE activating token, unknown node kind, non-numeric or non-finite values).
         """
         trie = cls(normalized=normalized)
         if not rows or list(rows[0][:2]) != [-1, ""]:
             raise TrieFormatError("row 0 must be the root [-1, '', 0, null]")
         nodes: list[Node] = [trie._root]
+        depths = [0]
         for index, row in enumerate(rows[1:], start=1):
             try:
                 parent, token, importance, end = row
@@ -316,8 +412,12 @@ class NeuronTrie(Mapping[Path, float]):
                 raise TrieFormatError(f"row {index}: importance and end must be finite numbers")
             if not 0 <= parent < index:
                 raise TrieFormatError(f"row {index}: parent {parent} does not precede it")
-            if token is not IGNORE and not isinstance(token, str):
-                raise TrieFormatError(f"row {index}: token must be a string or null")
+            if isinstance(token, dict):
+                if token != REPEAT_ROW:
+                    raise TrieFormatError(f"row {index}: unknown node kind {token!r}")
+                token = REPEAT
+            elif token is not IGNORE and not isinstance(token, str):
+                raise TrieFormatError(f"row {index}: token must be a string, null or a node kind")
             if parent == 0 and token is IGNORE:
                 raise TrieFormatError(f"row {index}: an activating token cannot be IGNORE")
             node = Node(token=token, importance=importance, end=end)
@@ -327,6 +427,9 @@ class NeuronTrie(Mapping[Path, float]):
                 raise TrieFormatError(f"row {index}: duplicate child {token!r}")
             siblings[key] = node
             nodes.append(node)
+            depths.append(depths[parent] + 1)
+            if token is REPEAT:
+                trie._repeat_reach = max(trie._repeat_reach, depths[-1])
             if end is not None:
                 trie._len += 1
         return trie
@@ -339,8 +442,11 @@ class NeuronTrie(Mapping[Path, float]):
             AssertionError: where an invariant does not hold.
         """
         assert IGNORE not in self._root.children, "IGNORE cannot be an activating token"
-        ends = 0
+        ends, reach = 0, 0
         for path, node in self.walk():
+            assert node.token is IGNORE or isinstance(node.token, (str, NodeKind)), node.token
+            if node.token is REPEAT:
+                reach = max(reach, len(path))
             key_of = self._key
             assert node.children.keys() == {key_of(c.token) for c in node.children.values()}
             assert node.end is not None or node.children, f"dangling path {path!r}"
@@ -348,3 +454,4 @@ class NeuronTrie(Mapping[Path, float]):
                 ends += 1
                 assert math.isfinite(node.end)
         assert ends == self._len, f"{ends} path ends but length {self._len}"
+        assert reach == self._repeat_reach, f"REPEAT nodes reach {reach}, recorded {self._repeat_reach}"

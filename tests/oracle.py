@@ -12,6 +12,9 @@ their leading space) and punctuation. Its single layer has these neurons:
   " went" stands anywhere before it, else at 0.45. Without its distant context " home" keeps more
   than half of its 0.8, so pruning cuts the context away, and the pruned text alone stays below
   firing.
+- ``BIGRAM`` fires (1.0) on the second token of any bigram that already appeared earlier in the
+  sequence ("a b ... a [b]", the induction pattern), special tokens included (the BOS stands
+  only at position 0, so no bigram holding it repeats).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch
 
 from builder.models import LoadedModel
 
-EXCEPT, REPEAT, TOKEN, DEAD, HALF = 0, 1, 2, 3, 4
+EXCEPT, REPEAT, TOKEN, DEAD, HALF, BIGRAM = 0, 1, 2, 3, 4, 5
+D_MLP = 6
 BOS, MASK = "<bos>", "<mask>"
 _SPLIT = re.compile(r" ?\w+|[^\w\s]")
 
@@ -68,12 +72,15 @@ class RuleBridge:
         self.hook_dict = {"blocks.0.mlp.hook_post": None}
 
     def activations(self, ids: torch.Tensor) -> torch.Tensor:
-        """``(batch, pos, 5)`` activations of the five rule neurons."""
+        """``(batch, pos, D_MLP)`` activations of the rule neurons."""
         t = self.tok.index
-        acts = torch.zeros(*ids.shape, 5)
+        acts = torch.zeros(*ids.shape, D_MLP)
         for b, row in enumerate(ids.tolist()):
             seen: set[int] = set()
+            bigrams: set[tuple[int, int]] = set()
             for p, token in enumerate(row):
+                if p > 0 and (row[p - 1], token) in bigrams:
+                    acts[b, p, BIGRAM] = 1.0
                 window = row[max(0, p - 3):p]
                 if token == t[" except"] and t[" everyone"] in window:
                     acts[b, p, EXCEPT] = 1.0
@@ -87,6 +94,7 @@ class RuleBridge:
                     acts[b, p, HALF] = 0.8 if t[" went"] in row[:p] else 0.45
                 if p > 0:  # the BOS at position 0 is not part of the text
                     seen.add(token)
+                    bigrams.add((row[p - 1], token))
         return acts
 
     def run_with_hooks(self, ids: torch.Tensor, fwd_hooks, stop_at_layer: int | None = None, **_):
@@ -104,7 +112,7 @@ def rule_model() -> LoadedModel:
     tok = WordTokenizer()
     return LoadedModel(
         name="rule-model", bridge=RuleBridge(tok), tokenizer=tok,
-        hook_template="blocks.{layer}.mlp.hook_post", n_layers=1, d_mlp=5, bos_id=0,
+        hook_template="blocks.{layer}.mlp.hook_post", n_layers=1, d_mlp=D_MLP, bos_id=0,
         mask_id=tok.unk_token_id, vocab=list(tok.vocab), special_ids=frozenset({0, 1}),
         device="cpu",
     )

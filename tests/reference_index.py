@@ -38,7 +38,7 @@ from collections.abc import Set as AbstractSet
 from typing import Literal
 
 from store.graph import NeuronGraph, top_f1
-from store.tokens import TokenKeys, normalize
+from store.tokens import REPEAT_KEY, TokenKeys, normalize
 
 Kind = Literal["activating", "context"]
 
@@ -121,7 +121,10 @@ class GraphIndex:
             for k in ctx:
                 postings["context"][k].add(i)
             by_layer[graph.layer].add(i)
-            if not act.isdisjoint(ctx):
+            if REPEAT_KEY in act or REPEAT_KEY in ctx:  # a repeat node says it in any spelling
+                repeated[False].add(i)
+                repeated[True].add(i)
+            elif not act.isdisjoint(ctx):
                 repeated[False].add(i)
                 # Exact repetition implies normalised repetition, so only these need the check.
                 if not graph.activating_tokens.keys().isdisjoint(graph.context_tokens):
@@ -209,8 +212,9 @@ class GraphIndex:
             layer: only graphs of this layer.
             min_f1: only graphs whose N2G top-example F1 is at least this; graphs with no
                 fidelity or an undefined F1 are left out.
-            repeated: only graphs where some token is both activating and context (compared as
-                ``exact`` says): the paper's search for in-context learning neurons.
+            repeated: only graphs with a repeat node, or where some token is both activating
+                and context (compared as ``exact`` says): the paper's search for in-context
+                learning neurons.
 
         Returns:
             The matching graphs: with activating tokens, those they explain most first

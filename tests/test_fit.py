@@ -8,6 +8,7 @@ import pytest
 from builder.build import split
 from builder.config import EvalConfig, FitConfig
 from builder.fit import TrainText, fit
+from store.trie import REPEAT
 
 UNCALIBRATED = FitConfig(calibrate=False, backoff=False, token_paths=False)
 
@@ -71,3 +72,45 @@ def test_a_probed_token_the_train_text_contradicts_is_dropped() -> None:
     # " y" is probed as firing alone, but never fires in the train text.
     trie = fit([SNIPPET[0]], [SNIPPET[1]], [1.0], FitConfig(), TRAIN, probed=[(" y", 0.7)])
     assert (" y",) not in set(trie)
+
+
+def _bigram_texts(n: int, seed: int) -> list[TrainText]:
+    """Random windows (some holding a copied stretch) where the neuron fires on the second token
+    of every bigram that occurred earlier in the window, and nowhere else."""
+    rng = np.random.default_rng(seed)
+    words = [f" w{i}" for i in range(40)]
+    out = []
+    for k in range(n):
+        tokens = list(rng.choice(words, size=24))
+        if k % 2 == 0:  # a copied stretch, as in the top windows of an induction-like neuron
+            start = int(rng.integers(0, 8))
+            tokens[14:22] = tokens[start:start + 8]
+        fires = [any(tokens[j - 1:j + 1] == tokens[i - 1:i + 1] for j in range(1, i)) for i in range(24)]
+        out.append(TrainText(tokens, np.array(fires, dtype=float)))
+    return out
+
+
+def test_a_neuron_that_fires_on_repeated_bigrams_gets_one_repeat_path() -> None:
+    train = _bigram_texts(40, seed=0)
+    # The snippets' own literal paths, as saliency would make them: the token before the pivot.
+    snippets = [list(t.tokens[i - 1:i + 1]) for t in train[:10:2] for i in np.flatnonzero(t.activations)[:1]]
+    trie = fit(snippets, [np.array([1.0, 1.0])] * len(snippets), [1.0] * len(snippets), FitConfig(),
+               train, sorted({w for t in train for w, a in zip(t.tokens, t.activations) if a >= 0.5}))
+    assert list(trie) == [(REPEAT, REPEAT)]
+    assert trie[(REPEAT, REPEAT)] == pytest.approx(1.0)
+    trie._check()
+
+
+def test_without_repeat_candidates_the_same_neuron_keeps_literal_paths() -> None:
+    train = _bigram_texts(40, seed=0)
+    snippets = [list(t.tokens[i - 1:i + 1]) for t in train[:10:2] for i in np.flatnonzero(t.activations)[:1]]
+    trie = fit(snippets, [np.array([1.0, 1.0])] * len(snippets), [1.0] * len(snippets),
+               FitConfig(repeats=False), train)
+    assert trie and all(REPEAT not in path for path in trie)
+
+
+def test_a_token_neuron_in_repetitive_text_gets_no_repeat_path() -> None:
+    # " w3" fires wherever it stands; the texts repeat as much as the bigram neuron's do.
+    train = [TrainText(t.tokens, np.array([float(w == " w3") for w in t.tokens])) for t in _bigram_texts(40, 1)]
+    trie = fit([[" w3"]], [np.array([1.0])], [1.0], FitConfig(), train, [" w3"])
+    assert list(trie) == [(" w3",)]

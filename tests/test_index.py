@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from store.tokens import repeated_tokens
-from store.trie import IGNORE
+from store.tokens import REPEAT_KEY, repeated_tokens
+from store.trie import IGNORE, REPEAT
 from tests.graphs import make_graph
 from tests.reference_index import GraphIndex
 
@@ -89,6 +89,17 @@ def test_repeated_finds_the_induction_like_graph_only(index: GraphIndex) -> None
 def test_repeated_tokens_lists_tokens_both_activating_and_context() -> None:
     assert repeated_tokens(INDUCTION) == [" b"]
     assert repeated_tokens(EXCEPT) == []
+
+
+def test_repeated_finds_graphs_with_a_repeat_node_as_well_as_the_token_signature() -> None:
+    wildcard = make_graph([((REPEAT, REPEAT), 1.0)], layer=4, neuron=1, f1=0.7)
+    literal = make_graph([((" b", REPEAT), 0.9)], layer=4, neuron=2, f1=0.5)
+    index = GraphIndex([EXCEPT, INDUCTION, wildcard, literal])
+    assert ids(index.search(repeated=True)) == ["L4/N1", "L3/N7", "L4/N2"]
+    assert ids(index.search(repeated=True, exact=True)) == ["L4/N1", "L3/N7", "L4/N2"]
+    assert ids(index.search(context=[REPEAT_KEY])) == ["L4/N1", "L4/N2"]
+    assert repeated_tokens(literal) == [REPEAT_KEY]
+    assert repeated_tokens(wildcard) == [REPEAT_KEY]
 
 
 def test_repeated_compares_normalised_tokens_unless_exact() -> None:

@@ -14,7 +14,11 @@ from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, Sc
 from builder.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
+from store.trie import (
+    REPEAT as REPEAT_NODE,  # REPEAT below is the oracle's repeat neuron
+)
 from tests.oracle import (
+    BIGRAM,
     DEAD,
     EXCEPT,
     HALF,
@@ -37,7 +41,8 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     model = rule_model()
     corpus = write_corpus(root / "corpus.txt")
     store = root / "store.jsonl"
-    run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], store, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
+    run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], store, CONFIG,
+              BuildSource(model, CONFIG, corpus=corpus))
     yield model, read_store(store), corpus
     mp.undo()
 
@@ -67,30 +72,34 @@ def test_except_graph_predicts_fresh_text(built) -> None:
         assert [p >= 0.5 for p in predicted] == [t >= 0.5 for t in truth], (gap, tokens, predicted)
 
 
-def _firing_share(model, corpus, neuron: int, token: str) -> float:
-    """Share of the token's occurrences in the corpus on which the rule neuron fires."""
-    fired = total = 0
-    for line in corpus.read_text().splitlines():
-        tokens = [model.vocab[i] for i in model.encode(line)]
-        for t, act in zip(tokens, rule_activations(model, line, neuron), strict=True):
-            if t == token:
-                total += 1
-                fired += act >= 0.5
-    return fired / total
-
-
-def test_repeat_neuron_paths_end_on_the_token_they_start_with(built) -> None:
-    model, store, corpus = built
+def test_repeat_neuron_comes_back_as_the_repeat_wildcard(built) -> None:
+    # Before repeat nodes, its graph listed the tokens that happened to repeat in its top windows
+    # (" dog" after " dog", " red" five tokens after " red", ...): held-out F1 0.36.
+    _, store, _ = built
     graph = store.get(0, REPEAT)
-    paths = [p for p in graph.graph if len(p) > 1]
-    assert len(paths) >= 3
-    for path in paths:
-        assert path[-1] == path[0], path
-        assert all(t is IGNORE for t in path[1:-1]), path
-    # Backoff may keep a context-free path, but only for a token that is a repeat (and so fires)
-    # on most of its occurrences in this corpus of short, repetitive sentences.
-    for (token,) in (p for p in graph.graph if len(p) == 1):
-        assert _firing_share(model, corpus, REPEAT, token) >= CONFIG.fit.firing_share, token
+    assert list(graph.graph) == [(REPEAT_NODE,)]
+    assert graph.fidelity.n2g.top.f1 > 0.8  # not 1: the rule skips repeats of the mask token
+
+
+def test_repeated_bigram_neuron_comes_back_as_exactly_a_repeat_path(built) -> None:
+    model, store, _ = built
+    graph = store.get(0, BIGRAM)
+    graph.graph._check()
+    assert list(graph.graph) == [(REPEAT_NODE, REPEAT_NODE)]
+    assert graph.graph[(REPEAT_NODE, REPEAT_NODE)] == pytest.approx(1.0)
+    assert graph.fidelity.n2g.random.f1 == pytest.approx(1.0)
+    # Fresh text, with words and bigrams its train windows never showed repeating.
+    text = "We saw the big dog and the big dog ran home. We saw a red car on the road and a red car."
+    tokens = [model.vocab[i] for i in model.encode(text)]
+    truth = rule_activations(model, text, BIGRAM)
+    assert truth.sum() >= 4
+    assert [p >= 0.5 for p in graph.predict(tokens)] == [t >= 0.5 for t in truth]
+
+
+@pytest.mark.parametrize("neuron", [EXCEPT, TOKEN])
+def test_neurons_that_read_no_repetition_get_no_repeat_node(built, neuron: int) -> None:
+    _, store, _ = built
+    assert all(REPEAT_NODE not in path for path in store.get(0, neuron).graph)
 
 
 def test_token_neuron_needs_no_context(built) -> None:
@@ -188,7 +197,8 @@ def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkey
     path = tmp_path / "torn.jsonl"
     path.write_bytes(store.path.read_bytes().rstrip(b"\n"))
     last = read_store(path)
-    assert run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD], path, CONFIG, BuildSource(model, CONFIG, corpus=corpus)) == []
+    assert run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], path, CONFIG,
+                     BuildSource(model, CONFIG, corpus=corpus)) == []
     resumed = read_store(path)
     assert not resumed.corrupt and resumed.graphs.keys() == last.graphs.keys() == store.graphs.keys()
     assert path.read_bytes().endswith(b"\n")

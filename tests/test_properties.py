@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store, write_store
-from store.trie import IGNORE, NeuronTrie
+from store.trie import IGNORE, REPEAT, NeuronTrie
 from store.trie import Path as TriePath
 from tests.graphs import make_graph
 
@@ -22,16 +22,29 @@ paths = st.tuples(tokens, st.lists(st.one_of(tokens, st.just(IGNORE)), max_size=
     lambda p: (p[0], *p[1]))
 tries = st.dictionaries(paths, st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12)
 texts = st.lists(tokens, min_size=1, max_size=14)
+node = st.one_of(tokens, st.just(IGNORE), st.just(REPEAT))
+repeat_paths = st.tuples(st.one_of(tokens, st.just(REPEAT)), st.lists(node, max_size=4)).map(
+    lambda p: (p[0], *p[1]))
+repeat_tries = st.dictionaries(repeat_paths, st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12)
+
+
+def occurred_earlier(text: list[str], start: int, end: int) -> bool:
+    """Whether ``text[start:end + 1]`` also stands somewhere ending before ``end``."""
+    span = text[start:end + 1]
+    return any(text[j - len(span) + 1:j + 1] == span for j in range(len(span) - 1, end))
 
 
 def brute_force(trie: NeuronTrie, text: list[str]) -> list[float]:
     """The paper's rule, spelled out: at each token, the largest end of every path that matches
-    backwards from it (exact token or IGNORE at each step), else 0."""
+    backwards from it (exact token or IGNORE at each step; a REPEAT where the span from it to
+    the token occurred earlier), else 0."""
     out = []
     for i in range(len(text)):
         best = 0.0
         for path in trie:
-            if len(path) <= i + 1 and all(t is IGNORE or t == text[i - k] for k, t in enumerate(path)):
+            if len(path) <= i + 1 and all(
+                    t is IGNORE or (t is REPEAT and occurred_earlier(text, i - k, i)) or t == text[i - k]
+                    for k, t in enumerate(path)):
                 best = max(best, trie[path])
         out.append(best)
     return out
@@ -51,13 +64,20 @@ def test_prediction_is_the_largest_end_of_every_matching_path(spec, text) -> Non
     assert trie.predict(text) == brute_force(trie, text)
 
 
-@given(tries, texts)
+@given(repeat_tries, texts)
+def test_prediction_with_repeat_nodes_is_the_largest_end_of_every_matching_path(spec, text) -> None:
+    trie = trie_of(spec)
+    trie._check()
+    assert trie.predict(text) == brute_force(trie, text)
+
+
+@given(repeat_tries, texts)
 def test_a_greedy_walk_never_predicts_more_than_all_paths(spec, text) -> None:
     trie = trie_of(spec)
     assert all(g <= a for g, a in zip(trie.predict(text, "greedy"), trie.predict(text), strict=True))
 
 
-@given(tries)
+@given(repeat_tries)
 def test_trie_rows_round_trip_to_the_stored_precision(spec) -> None:
     trie = trie_of(spec)
     again = NeuronTrie.from_rows(trie.to_rows())

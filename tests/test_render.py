@@ -9,8 +9,8 @@ import pydot
 import pytest
 
 from store.graph import NeuronGraph
-from store.render import render_summary, to_dot
-from store.trie import IGNORE
+from store.render import REPEAT_LABEL, render_summary, to_dot
+from store.trie import IGNORE, REPEAT
 from tests.graphs import make_graph
 
 FIGURE_1 = make_graph(
@@ -95,6 +95,18 @@ def test_activating_nodes_are_red_and_context_nodes_blue_by_strength() -> None:
     assert unquote(drawn[" everyone"].get("fillcolor")) == "#ff1919"  # activation 0.9
     assert unquote(drawn[" except"].get("fillcolor")) == "#0000ff"  # importance 1.0
     assert unquote(drawn[" but"].get("fillcolor")) == "#9999ff"  # importance 0.4
+
+
+def test_repeat_nodes_are_drawn_as_dashed_green_ellipses_merged_per_depth() -> None:
+    graph = make_graph([((REPEAT, REPEAT), 1.0), ((" b", REPEAT), 0.6), ((" c",), 0.5)])
+    drawn = parse(to_dot(graph))
+    repeats = [n for n in drawn.get_nodes() if unquote(n.get("label") or '""') == REPEAT_LABEL]
+    assert len(repeats) == 2  # one at depth 0 (the wildcard), one at depth 1 (shared)
+    for node in repeats:
+        assert node.get("shape") == "ellipse" and "dashed" in unquote(node.get("style"))
+        assert unquote(node.get("fillcolor")).startswith("#00")  # green at full strength
+    assert nodes(drawn)[" c"].get("shape") is None  # literal tokens keep the default box
+    assert (REPEAT_LABEL, " b") in edges(drawn) and (REPEAT_LABEL, REPEAT_LABEL) in edges(drawn)
 
 
 def test_strengths_outside_zero_to_one_are_clamped() -> None:

@@ -17,7 +17,8 @@ from store.similarity import (
     similar_pairs,
     similar_to,
 )
-from store.tokens import token_keys
+from store.tokens import REPEAT_KEY, token_keys
+from store.trie import IGNORE, REPEAT
 from tests.graphs import make_graph
 from tests.reference_index import GraphIndex
 
@@ -40,6 +41,16 @@ DEAD = make_graph([], layer=0, neuron=99)
 @pytest.fixture(scope="module")
 def index() -> GraphIndex:
     return GraphIndex([TARGET, TWIN, DISJOINT, SUPERSET, DEAD])
+
+
+def test_a_repeat_node_is_one_token_key_that_repeat_graphs_share() -> None:
+    bigram = make_graph([((REPEAT, REPEAT), 1.0)], layer=3, neuron=1)
+    also = make_graph([((REPEAT, REPEAT), 0.8), ((REPEAT, IGNORE, REPEAT), 0.9)], layer=6, neuron=2)
+    literal = make_graph([((" b", " a"), 1.0)], layer=6, neuron=3)
+    assert token_keys(bigram) == (frozenset({REPEAT_KEY}), frozenset({REPEAT_KEY}))
+    index = GraphIndex([bigram, also, literal])
+    assert [m.id for m in similar_to(index, bigram)] == ["L6/N2"]
+    assert similar_to(index, literal, threshold=0.0) == []
 
 
 def test_overlap_divides_the_intersection_by_the_larger_set() -> None:

@@ -17,6 +17,7 @@ import pytest
 from store.catalog import Catalog
 from store.jsonl import StoreWriter, write_store
 from store.similarity import similar_pairs, similar_to
+from store.trie import REPEAT
 from tests.graphs import make_graph
 from tests.reference_index import GraphIndex
 from tests.test_similarity import random_graphs
@@ -30,6 +31,8 @@ def scored_graphs(n: int, seed: int) -> list:
     graphs = []
     for i in range(n):
         paths = [((rng.choice(VOCAB), rng.choice(VOCAB)), rng.random()) for _ in range(rng.randint(1, 3))]
+        if rng.random() < 0.1:  # an in-context graph with a repeat node, activating or context
+            paths.append((rng.choice([(REPEAT, REPEAT), (rng.choice(VOCAB), REPEAT)]), rng.random()))
         graphs.append(make_graph(paths, layer=i % 5, neuron=i, model="m",
                                  f1=rng.choice([None, round(rng.random(), 2)])))
     return graphs
