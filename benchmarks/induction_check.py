@@ -30,7 +30,7 @@ import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-PROMPT = "Alice packed a red kite, a blue ball and a green hat. Later, Alice packed a red kite, a blue"
+PROMPT = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert"
 
 
 async def check(stores: Path | None, top: int, each: bool) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from mcp_types import CallToolResult
 REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
                "granddaughter found the old lighthouse keeper")
 """A text whose last words repeat earlier ones: in-context neurons should fire at its end."""
-STEER_PROMPT = ("Alice packed a red kite, a blue ball and a green hat. Later, Alice packed a red kite, a blue")
+STEER_PROMPT = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert"
 """A prompt that repeats itself: intact, the model continues the copy; steering shows what the
 candidates do to that."""
 REPEATED_WORDS = ("river orange candle mirror planet garden window silver thunder pocket. "
@@ -236,7 +236,7 @@ class Investigation:
             self.findings.append("alone, the largest: " + ", ".join(f"{e['id']} {e['delta']:+.3f}"
                                                                      for e in a["each"][:3]))
 
-        self.heading("5. Steering: what does the model write with the candidates silenced?")
+        self.heading("5. Steering: what does the model write with the candidates silenced, and held on?")
         strongest = [e["id"] for e in a["each"][:5]] or ids[:5]
         steered = await self.call("steer_neurons", required=False, neurons=ids, prompt=STEER_PROMPT, scale=0.0,
                                   max_new_tokens=12)
@@ -248,6 +248,9 @@ class Investigation:
         boosted = await self.call("steer_neurons", required=False, neurons=strongest, prompt=STEER_PROMPT,
                                   scale=2.0, max_new_tokens=12)
         self.say(_indent(_text(boosted)))
+        if not boosted.is_error:
+            self.findings.append(f"holding the {len(strongest)} strongest at 2x their corpus max: "
+                                 f"{boosted.structured_content['steered_text']!r}")
 
         self.heading("6. Is it just the token? A token-identity claim checked at corpus scale")
         best = chosen[0]

@@ -66,12 +66,15 @@ def test_induction_candidates_of_the_middle_layers_matter_for_copying(queries: Q
     assert ablation.delta > 5 * abs(ablation.control_delta)
 
 
-def test_steering_with_the_copying_neurons_silenced_changes_a_repeat(queries: Queries):
+def test_steering_the_copying_neurons_moves_a_repeat_and_repeats_exactly(queries: Queries):
     ids = [r.id for r in queries.find_induction(MODEL, list(range(14, 24)), limit=20, runs=1).results]
-    prompt = "Alice packed a red kite, a blue ball and a green hat. Later, Alice packed a red kite, a blue"
-    out = queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4)
-    assert out.clean_text and out.changes and out.changes[0].kl > 0
-    assert queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4) == out
+    prompt = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert"
+    silenced = queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4)
+    assert silenced.clean_text.startswith(" cobalt ferry")  # intact, the model continues the copy
+    assert silenced.changes[0].kl > 0.05
+    assert queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4) == silenced
+    boosted = queries.steer(MODEL, ids, prompt, scale=2.0, max_new_tokens=4)
+    assert boosted.clean_text == silenced.clean_text and boosted.steered_text != boosted.clean_text
 
 
 def test_a_claim_from_the_neurons_top_token_covers_its_top_windows(queries: Queries):
