@@ -104,7 +104,7 @@ class ProbeQueries(Resolver):
         model = self.model(model)
         layers = self.layers(model, layers)
         if not 1 <= runs <= MAX_SEEDS:
-            raise BadArgument(text.bad_runs(runs, MAX_SEEDS))
+            raise BadArgument(text.outside("runs", runs, 1, MAX_SEEDS, text.RUNS_MEANING))
         spec = self._probe_spec(model, "run the induction probe")
         scan = self.scan_file(model)
         maxes = None if scan is None else {layer: scan.max_activation[layer] for layer in layers}
@@ -183,9 +183,9 @@ class ProbeQueries(Resolver):
         model = self.model(model)
         pairs = self.neuron_pairs(model, neurons, MAX_STEER, "steer_neurons")
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-            raise BadArgument(text.bad_new_tokens(max_new_tokens, MAX_NEW_TOKENS))
+            raise BadArgument(text.outside("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, "tokens to generate"))
         if not abs(scale) <= MAX_STEER_SCALE:  # also refuses NaN
-            raise BadArgument(text.bad_scale(scale, MAX_STEER_SCALE))
+            raise BadArgument(text.outside("scale", scale, -MAX_STEER_SCALE, MAX_STEER_SCALE, text.SCALE_MEANING))
         self.check_text(prompt)
         scan = self.need_scan(model, "steer_neurons")
         spec = self._probe_spec(model, "steer neurons")

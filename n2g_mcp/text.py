@@ -399,17 +399,13 @@ def too_many_each(n: int, limit: int) -> str:
             f"Pass the {limit} strongest, or call with each=false for the group's effect alone.")
 
 
-def bad_runs(runs: int, limit: int) -> str:
-    return f"runs={runs}: pass 1 to {limit} (the seeds seed .. seed + runs - 1 are merged)"
+def outside(name: str, value: float, low: float, high: float, meaning: str) -> str:
+    return f"{name}={value:g}: pass {low:g} to {high:g} ({meaning})"
 
 
-def bad_new_tokens(n: int, limit: int) -> str:
-    return f"max_new_tokens={n}: pass 1 to {limit}"
-
-
-def bad_scale(scale: float, limit: float) -> str:
-    return (f"scale={scale}: pass a number from {-limit:g} to {limit:g} (the clamp, as a multiple of the "
-            "neuron's corpus max; 0 silences it, 1 holds it at its strongest corpus level)")
+WEAK_COPY = "the model barely copies here, so copying neurons may not show"
+RUNS_MEANING = "the seeds seed .. seed + runs - 1 are merged"
+SCALE_MEANING = "the clamp as a multiple of the corpus max: 0 silences, 1 holds at the strongest corpus level"
 
 
 def too_many_prompt_tokens(n: int, limit: int) -> str:
@@ -441,8 +437,7 @@ def induction(out: InductionOutput) -> str:
     lines = [f"Induction probe on {out.model}: {out.sequences} random sequences of {out.length} token ids per seed "
              f"(seeds {seeds}), each repeated; layers {out.layers[0]}-{out.layers[-1]}, {out.seconds:.1f} s."]
     if out.loss_first_copy is not None and out.loss_second_copy is not None:
-        copies = "the model copies" if out.loss_second_copy < 0.5 * out.loss_first_copy else \
-            "the model barely copies here, so copying neurons may not show"
+        copies = "the model copies" if out.loss_second_copy < 0.5 * out.loss_first_copy else WEAK_COPY
         lines.append(f"Model's loss: {out.loss_first_copy:.2f} nats on the first copy, {out.loss_second_copy:.2f} "
                      f"on the second ({copies}).")
     lines.append("Score = Cohen's d of activation, second copy vs first; firing rates (>= 0.5 of corpus max) after:")
@@ -480,9 +475,9 @@ def ablation(out: AblationOutput) -> str:
 def steer(out: SteerOutput) -> str:
     lines = [f"Steered {count(len(out.neurons), 'neuron')} of {out.model} at {out.scale:g} x corpus max, "
              f"prompt of {out.prompt_tokens} tokens, up to {out.max_new_tokens} new tokens (greedy):",
-             f"- clean:   {out.clean_text!r}", f"- steered: {out.steered_text!r}"]
-    lines.append("The continuations are the same." if out.first_difference is None
-                 else f"They differ from generated token {out.first_difference} on.")
+             f"- clean:   {out.clean_text!r}", f"- steered: {out.steered_text!r}",
+             "The continuations are the same." if out.first_difference is None
+             else f"They differ from generated token {out.first_difference} on."]
     if out.changes:
         lines.append("Predictions changed most: " + "; ".join(
             f"after {tok(c.token)} at {c.position} {tok(c.clean_next)} {c.clean_prob:.2f} -> "
