@@ -1,10 +1,14 @@
 """Ablation: a causal check that neurons matter for the model's predictions.
 
-In: neurons, a text (or, by default, the induction probe's repeated sequences), a mode. Out: the
-model's next-token loss clean and with the neurons ablated, on the tokens that test them (the
-second copy of each repeated sequence; every token of a given text), and, as a control, the same
-for as many random neurons drawn from the same layers. A rise well above the control's says the
-neurons carry something the model uses; a rise no larger says they do not, here.
+In: neurons, a text (or, by default, the induction probe's repeated random sequences, the
+standard protocol of ``builder.induction``), a mode. Out: the model's next-token loss clean and
+with the neurons ablated, on the tokens that test them (the second copy of each repeated
+sequence; every token of a given text), and, as a control, the same for as many random neurons
+drawn from the same layers. A rise well above the control's says the neurons carry something
+the model uses; a rise no larger says they do not, here. On the probe the clean loss on the
+first copies is reported too: only where it stands far above the second copies' does the model
+copy, and only there can copying neurons matter. With ``each``, every neuron is also ablated on
+its own (one pass each), which says which of them carry the effect.
 
 Modes: ``zero`` sets the activations to 0; ``mean`` sets each to its mean over the scan's random
 corpus windows (or, without a scan, over the text itself), which removes the neuron's
@@ -19,10 +23,10 @@ import numpy as np
 import torch
 
 from builder.forward import Edits, run_layers, token_losses
-from builder.induction import repeated_sequences
+from builder.induction import LENGTH, SEQUENCES, copy_positions, repeated_sequences
 from builder.models import LoadedModel
 from store.errors import BadArgument
-from store.probes import Ablation, AblationMode, TokenChange
+from store.probes import Ablation, AblationMode, NeuronEffect, TokenChange
 
 
 def _edits(model: LoadedModel, neurons: Sequence[tuple[int, int]], mode: AblationMode,
@@ -59,7 +63,8 @@ def control_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]],
 
 def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | None = None,
            mode: AblationMode = "zero", control: bool = True, means: dict[int, np.ndarray] | None = None,
-           sequences: int = 24, length: int = 48, seed: int = 0, top: int = 8) -> Ablation:
+           sequences: int = SEQUENCES, length: int = LENGTH, seed: int = 0, top: int = 8,
+           each: bool = False) -> Ablation:
     """Ablate neurons and measure the next-token loss (see the module docstring).
 
     Args:
@@ -69,8 +74,10 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         mode: ``zero`` or ``mean``.
         control: also ablate as many random neurons of the same layers.
         means: per layer, ``(d_mlp,)`` corpus mean activations for ``mean`` mode.
-        sequences, length, seed: the probe's size and seed (and the control's seed).
+        sequences, length, seed: the probe's size and seed (the default: the probe's first
+            seed's sequences); the seed also draws the control.
         top: how many most-changed tokens to report.
+        each: also ablate every neuron on its own (one more pass each; the caller caps how many).
 
     Raises:
         BadArgument: for no neurons, or a text with fewer than two tokens.
@@ -82,8 +89,9 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         model.check_neuron(n)
     if text is None:
         rows = repeated_sequences(model, sequences, length, seed)
+        first_at, second_at = copy_positions(length)
         measured = np.zeros(rows.shape, dtype=bool)
-        measured[:, length + 1:] = True  # the copy, after its first token (not predictable)
+        measured[:, second_at] = True  # the copy, after its first token (not predictable)
     else:
         ids = model.encode(text)
         if len(ids) < 2:
@@ -92,20 +100,22 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         measured = np.ones(rows.shape, dtype=bool)
         measured[:, 0] = False  # the first token follows only BOS
 
-    def mean_loss(losses: list[np.ndarray]) -> tuple[float, np.ndarray]:
-        flat = np.stack(losses)  # (rows, pos)
+    def loss_with(chosen: Sequence[tuple[int, int]] | None) -> tuple[float, np.ndarray]:
+        edits = None if chosen is None else _edits(model, chosen, mode, means, rows)
+        flat = np.stack(token_losses(model, rows.tolist(), edits))  # (rows, pos)
         return float(flat[measured].mean()), flat
 
-    clean, clean_flat = mean_loss(token_losses(model, rows.tolist()))
-    ablated, ablated_flat = mean_loss(
-        token_losses(model, rows.tolist(), _edits(model, neurons, mode, means, rows)))
+    clean, clean_flat = loss_with(None)
+    ablated, ablated_flat = loss_with(neurons)
     controls: list[tuple[int, int]] = []
     control_delta = None
     if control:
         controls = control_neurons(model, neurons, seed)
-        control_loss, _ = mean_loss(
-            token_losses(model, rows.tolist(), _edits(model, controls, mode, means, rows)))
-        control_delta = control_loss - clean
+        control_delta = loss_with(controls)[0] - clean
+    effects = []
+    if each:
+        effects = sorted((NeuronEffect(layer, n, loss_with([(layer, n)])[0] - clean) for layer, n in neurons),
+                         key=lambda e: (-e.delta, e.layer, e.neuron))
     change = np.where(measured, np.abs(ablated_flat - clean_flat), -np.inf)
     order = np.argsort(change, axis=None)[::-1][:top]
     changes = []
@@ -118,4 +128,6 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
                                    loss_ablated=float(ablated_flat[r, p])))
     return Ablation(neurons=list(neurons), loss_clean=clean, loss_ablated=ablated,
                     delta=ablated - clean, control_neurons=controls, control_delta=control_delta,
-                    tokens_measured=int(measured.sum()), top_changes=changes)
+                    tokens_measured=int(measured.sum()), top_changes=changes,
+                    loss_first_copy=None if text is not None else float(clean_flat[:, first_at].mean()),
+                    each=effects)

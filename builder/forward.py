@@ -42,7 +42,7 @@ def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
     return groups
 
 
-def _pack(model: LoadedModel, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+def pack(model: LoadedModel, rows: Sequence[Sequence[int]]) -> torch.Tensor:
     """``(batch, 1 + longest)`` token ids: BOS, the row, then right padding."""
     offset = 0 if model.bos_id is None else 1
     longest = max(len(r) for r in rows)
@@ -93,7 +93,7 @@ def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
             return acts
         return capture
 
-    ids = _pack(model, rows)
+    ids = pack(model, rows)
     with torch.inference_mode():
         try:
             model.bridge.run_with_hooks(
@@ -223,7 +223,7 @@ def next_token_logits(model: LoadedModel, rows: Sequence[Sequence[int]],
     out: list[torch.Tensor] = [torch.zeros(0)] * len(rows)
     lengths = [len(r) for r in rows]
     for group in _batches(lengths, max_batch_tokens):
-        ids = _pack(model, [rows[i] for i in group])
+        ids = pack(model, [rows[i] for i in group])
         with torch.inference_mode():
             logits = model.bridge(ids)  # (batch, 1 + pos, d_vocab)
         for b, i in enumerate(group):
@@ -236,6 +236,29 @@ Edits = dict[int, tuple[Sequence[int], torch.Tensor]]
 value per neuron, at every position), the replacement activation."""
 
 
+def edit_hooks(model: LoadedModel, edits: Edits | None, rows: slice = slice(None)) -> list[tuple[str, object]]:
+    """Forward hooks that set the edited neurons to their values at every position.
+
+    ``rows`` picks the batch rows edited (all by default): steering runs a clean row and an
+    edited row in one pass.
+    """
+    hooks = []
+    for layer, (neurons, values) in (edits or {}).items():
+        index = torch.as_tensor(list(neurons), dtype=torch.long)
+
+        def replace(acts: torch.Tensor, hook: object, index=index, values=values) -> torch.Tensor:
+            acts[rows, :, index.to(acts.device)] = values.to(acts.device, acts.dtype)  # (batch, pos, d_mlp)
+            return acts
+        hooks.append((model.hook(layer), replace))
+    return hooks
+
+
+def _losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``(batch, pos)`` next-token losses of the tokens after BOS, from ``(batch, 1 + pos, vocab)`` logits."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..
+    return -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
 def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits | None = None,
                  max_batch_tokens: int = 8192) -> list[np.ndarray]:
     """Each row's next-token loss at every position, optionally with neurons set to values.
@@ -245,22 +268,42 @@ def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits
     """
     if model.bos_id is None:
         raise ValueError("next-token losses for token 0 need a BOS token")
-    hooks = []
-    for layer, (neurons, values) in (edits or {}).items():
-        index = torch.as_tensor(list(neurons), dtype=torch.long)
-
-        def replace(acts: torch.Tensor, hook: object, index=index, values=values) -> torch.Tensor:
-            acts[..., index.to(acts.device)] = values.to(acts.device, acts.dtype)
-            return acts
-        hooks.append((model.hook(layer), replace))
+    hooks = edit_hooks(model, edits)
     out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(rows)
     lengths = [len(r) for r in rows]
     for group in _batches(lengths, max_batch_tokens):
-        ids = _pack(model, [rows[i] for i in group])
+        ids = pack(model, [rows[i] for i in group])
         with torch.inference_mode():
             logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..
-            loss = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (batch, pos)
+            loss = _losses(logits, ids)  # (batch, pos)
         for b, i in enumerate(group):
             out[i] = loss[b, :lengths[i]].cpu().numpy()
     return out
+
+
+def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]],
+                      layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], np.ndarray]:
+    """One full pass over rows of equal length: every neuron of ``layers`` and the next-token losses.
+
+    Returns ``({layer: (batch, pos, d_mlp)}, (batch, pos) losses)``, positions excluding BOS; the
+    induction probe reads both (which neurons respond to the copy, and whether the model copies)
+    from the same pass. The caller sizes the batch (all rows run at once).
+    """
+    if model.bos_id is None:
+        raise ValueError("next-token losses for token 0 need a BOS token")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("layers_and_losses takes rows of one length")
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
+            captured[layer] = acts[:, 1:].float()  # (batch, pos, d_mlp)
+            return acts
+        return capture
+
+    ids = pack(model, rows)
+    with torch.inference_mode():
+        logits = model.bridge.run_with_hooks(ids, fwd_hooks=[(model.hook(layer), hook_for(layer))
+                                                             for layer in layers])
+        loss = _losses(logits, ids).cpu().numpy()  # (batch, pos)
+    return captured, loss

@@ -32,9 +32,10 @@ from builder.config import BuildConfig
 from builder.firing import neurons_at
 from builder.forward import long_activations
 from builder.hypothesis import CorpusText, score_hypothesis
-from builder.induction import induction_scores
+from builder.induction import induction_probe
 from builder.models import LoadedModel, load_model
 from builder.runner import BuildSource, run_build
+from builder.steer import steer
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
 from store.models import EMBEDDED, ModelSpec
@@ -43,8 +44,9 @@ from store.probes import (
     AblationMode,
     FiringHit,
     HypothesisResult,
-    InductionScore,
+    InductionProbe,
     PatternKind,
+    Steering,
 )
 from store.progress import Progress
 from store.scanfile import ScanFile
@@ -158,17 +160,28 @@ class LiveModels:
             ids = model.encode(text)
             return ids, [model.vocab[i] for i in ids]
 
-    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
-                  max_activation: dict[int, np.ndarray] | None) -> list[InductionScore]:
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seeds: Sequence[int],
+                  max_activation: dict[int, np.ndarray] | None,
+                  cancel: threading.Event | None = None) -> InductionProbe:
         """The repeated-sequence probe (see :mod:`builder.induction`)."""
         with self._lock:
-            return induction_scores(self._get(spec).model, layers, sequences, length, seed, max_activation)
+            return induction_probe(self._get(spec).model, layers, sequences, length, seeds, max_activation,
+                                   cancel)
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None,
-               mode: AblationMode, control: bool, means: dict[int, np.ndarray] | None) -> Ablation:
+               mode: AblationMode, control: bool, means: dict[int, np.ndarray] | None, seed: int = 0,
+               each: bool = False) -> Ablation:
         """Loss with neurons ablated (see :mod:`builder.ablate`)."""
         with self._lock:
-            return ablate(self._get(spec).model, neurons, text, mode, control, means)
+            return ablate(self._get(spec).model, neurons, text, mode, control, means, seed=seed, each=each)
+
+    def steer(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], values: Sequence[float],
+              prompt: Sequence[int], max_new_tokens: int, *, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> Steering:
+        """Clean and steered greedy continuations (see :mod:`builder.steer`)."""
+        with self._lock:
+            return steer(self._get(spec).model, neurons, values, prompt, max_new_tokens, progress=progress,
+                         cancel=cancel)
 
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
                    scan_file: ScanFile) -> HypothesisResult:

@@ -3,10 +3,13 @@
 It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
 MCP SDK's client, and prints a readable report. Two workflows:
 
-- ``induction`` (the default, ``make demo``): the ``find-induction-neurons`` prompt's steps. A
-  behavioural probe over every layer (``find_induction_neurons``), the candidates' top corpus
-  windows and graphs (``top_activations``, ``build_graph``), causal evidence (``ablate_neurons``
-  against a random control), a token-identity explanation checked at corpus scale
+- ``induction`` (the default, ``make demo``): the ``find-induction-neurons`` prompt's steps. The
+  standard behavioural probe over every layer (``find_induction_neurons``: random tokens repeated
+  once, with the model's own loss on each copy), the candidates' top corpus windows and graphs
+  (``top_activations``, ``build_graph``, the graph against the real neuron on fresh repeated
+  text), causal evidence (``ablate_neurons`` against a random control, with each neuron's own
+  share), steering (``steer_neurons``: the candidates silenced, then the strongest boosted, on a
+  prompt that repeats itself), a token-identity explanation checked at corpus scale
   (``test_hypothesis``), and which neurons fire at a repeated word (``find_neurons``).
 - ``neuron``: one neuron end to end: in-context neurons found by search, a graph built (or
   fetched), a hypothesis tested against the real neuron, similar neurons, and a DOT drawing.
@@ -36,6 +39,12 @@ from mcp_types import CallToolResult
 REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
                "granddaughter found the old lighthouse keeper")
 """A text whose last words repeat earlier ones: in-context neurons should fire at its end."""
+STEER_PROMPT = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert"
+"""A prompt that repeats itself: intact, the model continues the copy; steering shows what the
+candidates do to that."""
+REPEATED_WORDS = ("river orange candle mirror planet garden window silver thunder pocket. "
+                  "river orange candle mirror planet garden window silver thunder pocket.")
+"""Unrelated words, then the same again: an in-context neuron fires on the second half."""
 NEGATIVE_TEXT = "The weather report for tomorrow says it will be mild, with light wind from the west."
 """A plain sentence used as a negative control when the neuron's tokens are not in it."""
 
@@ -192,19 +201,19 @@ class Investigation:
         models = await self.call("list_models")
         self.say(_indent(_text(models)))
 
-        self.heading("2. Behavioural probe: which neurons fire more on a repeat?")
+        self.heading("2. Behavioural probe: random tokens repeated once; which neurons respond to the copy?")
         probe = await self.call("find_induction_neurons", limit=100, sequences=sequences, length=length)
         self.say(_indent(_text(probe)))
-        results = probe.structured_content["results"]
-        # In-context only: fires on the copy, (nearly) never on the first occurrence.
-        chosen = [r for r in results if r["first"] <= 0.05 and r["score"] >= 0.1][:candidates]
+        p = probe.structured_content
+        chosen = [r for r in p["results"] if r["score"] > 0][:candidates]
         if not chosen:
-            raise StepFailed("the probe found no neuron that fires on repeats only")
+            raise StepFailed("the probe found no neuron more active on the copy than on the first occurrence")
         layers = sorted({r["layer"] for r in chosen})
-        self.say(f"Chose {len(chosen)} in-context candidates (first-copy rate <= 0.05), in layers "
-                 f"{', '.join(map(str, layers))}.")
-        self.findings.append(f"probe ({probe.structured_content['seconds']:.1f} s, all layers): best "
-                             + ", ".join(f"{r['id']} {r['score']:.2f}" for r in chosen[:5]))
+        self.say(f"Chose the {len(chosen)} best (Cohen's d), in layers {', '.join(map(str, layers))}.")
+        self.findings.append(f"the model copies at the probe's settings: loss {p['loss_first_copy']:.2f} nats on "
+                             f"the first copy, {p['loss_second_copy']:.2f} on the second")
+        self.findings.append(f"probe ({p['seconds']:.1f} s, seeds {p['seeds']}): best "
+                             + ", ".join(f"{r['id']} d {r['score']:.2f}" for r in chosen[:5]))
 
         self.heading("3. Read the top candidates: corpus windows and graphs")
         for r in chosen[:2]:
@@ -212,17 +221,38 @@ class Investigation:
             self.say(_indent(_text(top)))
             built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"])
             self.say(_indent(_text(built)))
+            await self.graph_on_repeated_text(r)
 
-        self.heading("4. Causal evidence: ablate the candidates, against random neurons")
-        ablation = await self.call("ablate_neurons", neurons=[r["id"] for r in chosen])
+        self.heading("4. Causal evidence: ablate the candidates together and each alone, against random neurons")
+        ids = [r["id"] for r in chosen]
+        ablation = await self.call("ablate_neurons", neurons=ids, each=len(ids) <= 32)
         self.say(_indent(_text(ablation)))
         a = ablation.structured_content
         verdict = ("raises the copy loss more than the control" if a["delta"] > abs(a["control_delta"] or 0)
                    else "does not raise the copy loss beyond the control")
         self.findings.append(f"ablating {len(chosen)} candidates {verdict}: delta {a['delta']:+.3f} nats "
                              f"vs control {a['control_delta']:+.3f}")
+        if a["each"]:
+            self.findings.append("alone, the largest: " + ", ".join(f"{e['id']} {e['delta']:+.3f}"
+                                                                     for e in a["each"][:3]))
 
-        self.heading("5. Is it just the token? A token-identity claim checked at corpus scale")
+        self.heading("5. Steering: what does the model write with the candidates silenced, and held on?")
+        strongest = [e["id"] for e in a["each"][:5]] or ids[:5]
+        steered = await self.call("steer_neurons", required=False, neurons=ids, prompt=STEER_PROMPT, scale=0.0,
+                                  max_new_tokens=12)
+        self.say(_indent(_text(steered)))
+        if not steered.is_error:
+            s = steered.structured_content
+            self.findings.append(f"silencing the {len(ids)} candidates on a repeating prompt: clean "
+                                 f"{s['clean_text']!r}, steered {s['steered_text']!r}")
+        boosted = await self.call("steer_neurons", required=False, neurons=strongest, prompt=STEER_PROMPT,
+                                  scale=2.0, max_new_tokens=12)
+        self.say(_indent(_text(boosted)))
+        if not boosted.is_error:
+            self.findings.append(f"holding the {len(strongest)} strongest at 2x their corpus max: "
+                                 f"{boosted.structured_content['steered_text']!r}")
+
+        self.heading("6. Is it just the token? A token-identity claim checked at corpus scale")
         best = chosen[0]
         window = await self.call("top_activations", required=False, layer=best["layer"], neuron=best["neuron"], limit=1)
         if not window.is_error and window.structured_content["examples"]:
@@ -235,15 +265,32 @@ class Investigation:
                 self.findings.append(f"{best['id']} is not a detector of its top token {token!r}: claim F1 "
                                      f"{'n/a' if f1 is None else format(f1, '.2f')} at corpus scale")
 
-        self.heading("6. Which neurons fire at a repeated phrase?")
+        self.heading("7. Which neurons fire at a repeated phrase?")
         fired = await self.call("find_neurons", required=False, text=REPEAT_TEXT, limit=10)
         self.say(_indent(_text(fired)))
         if not fired.is_error:
-            ids = {r["id"] for r in chosen}
-            overlap = [h["id"] for h in fired.structured_content["results"] if h["id"] in ids]
+            chosen_ids = set(ids)
+            overlap = [h["id"] for h in fired.structured_content["results"] if h["id"] in chosen_ids]
             self.findings.append("at the repeated 'keeper': "
                                  + (f"candidates {', '.join(overlap)} among the 10 most active"
                                     if overlap else "none of the candidates among the 10 most active"))
+
+    async def graph_on_repeated_text(self, candidate: dict[str, Any]) -> None:
+        """The candidate's graph against the real neuron on fresh repeated text.
+
+        HOOK (issue 14, item 2, repeat-aware graphs): graphs of literal tokens cannot say "this
+        continues an earlier copy", so today's F1 here is low; once the fit proposes repeat nodes,
+        this same call measures them, and the finding below is their F1 on repeated text.
+        """
+        result = await self.call("predict_activations", required=False, layer=candidate["layer"],
+                                 neuron=candidate["neuron"], text=REPEATED_WORDS, compare=True)
+        if result.is_error:
+            return
+        self.say(_indent(_text(result).splitlines()[0]))
+        f1 = result.structured_content["agreement"]["f1"]
+        self.findings.append(f"{candidate['id']}'s graph on fresh repeated text: F1 "
+                             f"{'n/a (nothing fires)' if f1 is None else format(f1, '.2f')} (repeat-aware graphs: "
+                             "issue 14, item 2)")
 
     def report(self) -> None:
         self.heading("Findings")
@@ -253,7 +300,7 @@ class Investigation:
 
 async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,
                       out: Any = sys.stdout, command: list[str] | None = None, workflow: str = "neuron",
-                      sequences: int = 24, length: int = 48) -> int:
+                      sequences: int = 16, length: int = 40) -> int:
     """Run an investigation against a server subprocess; returns the exit status.
 
     ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests;

@@ -25,3 +25,15 @@ MAX_ABLATE = 256
 """Most neurons ablate_neurons takes in one call."""
 MAX_PATTERN_CHARS = 500
 """Longest pattern test_hypothesis takes."""
+MAX_EACH = 32
+"""Most neurons ablate_neurons(each=true) ablates one at a time (one forward pass each)."""
+MAX_STEER = 32
+"""Most neurons steer_neurons clamps in one call."""
+MAX_STEER_PROMPT_TOKENS = 256
+"""Longest prompt steer_neurons takes, in tokens (every generated token re-runs the whole text)."""
+MAX_NEW_TOKENS = 64
+"""Most tokens steer_neurons generates for each continuation."""
+MAX_STEER_SCALE = 20.0
+"""Largest clamp steer_neurons takes, as a multiple of the neuron's corpus max (either sign)."""
+MAX_SEEDS = 8
+"""Most seeds (sets of random sequences) find_induction_neurons merges."""

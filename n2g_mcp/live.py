@@ -26,9 +26,10 @@ from store.probes import (
     AblationMode,
     FiringHit,
     HypothesisResult,
-    InductionScore,
+    InductionProbe,
     Neuron,
     PatternKind,
+    Steering,
 )
 from store.progress import Progress
 from store.scanfile import ScanFile
@@ -74,14 +75,31 @@ class LiveBackend(Protocol):
         """The neurons most active at ``ids[position]``, normalised by ``max_activation``."""
         ...
 
-    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seed: int,
-                  max_activation: dict[int, np.ndarray] | None) -> list[InductionScore]:
-        """Every neuron of ``layers`` on the repeated-sequence probe, best first."""
+    def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seeds: Sequence[int],
+                  max_activation: dict[int, np.ndarray] | None,
+                  cancel: threading.Event | None = None) -> InductionProbe:
+        """Every neuron of ``layers`` on the repeated-sequence probe, best first, and the copy losses.
+
+        Raises:
+            Cancelled: when ``cancel`` was set (checked between seeds).
+        """
         ...
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[Neuron], text: str | None, mode: AblationMode,
-               control: bool, means: dict[int, np.ndarray] | None) -> Ablation:
-        """The next-token loss with the neurons ablated, and a random control."""
+               control: bool, means: dict[int, np.ndarray] | None, seed: int = 0,
+               each: bool = False) -> Ablation:
+        """The next-token loss with the neurons ablated, a random control, and with ``each`` every
+        neuron's own effect."""
+        ...
+
+    def steer(self, spec: ModelSpec, neurons: Sequence[Neuron], values: Sequence[float], prompt: Sequence[int],
+              max_new_tokens: int, *, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> Steering:
+        """Greedy continuations of ``prompt``, clean and with the neurons clamped to ``values``.
+
+        Raises:
+            Cancelled: when ``cancel`` was set (checked before every generated token).
+        """
         ...
 
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,

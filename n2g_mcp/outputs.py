@@ -296,21 +296,32 @@ class InductionHit(BaseModel):
     id: str
     layer: int
     neuron: int
-    score: Rounded = Field(description="firing rate on the second copy minus the rate on the first")
-    first: Rounded = Field(description="share of first-copy tokens at which it fires")
+    score: Rounded = Field(description="standardised difference (Cohen's d): mean activation on the second "
+                           "copy minus on the first, over their pooled standard deviation (before issue 14 it "
+                           "was firing_difference)")
+    first: Rounded = Field(description="share of first-copy tokens at which it fires (>= 0.5 of its corpus max)")
     second: Rounded = Field(description="share of second-copy tokens at which it fires")
+    firing_difference: Rounded = Field(default=0.0, description="second - first")
+    mean_first: Rounded = Field(default=0.0, description="mean activation on the first copy / its corpus max")
+    mean_second: Rounded = Field(default=0.0, description="mean activation on the second copy / its corpus max")
     has_graph: bool
 
 
 class InductionOutput(BaseModel):
     model: str
     layers: list[int]
-    sequences: int
-    length: int
-    seed: int
+    sequences: int = Field(description="random sequences per seed")
+    length: int = Field(description="tokens per sequence, before its copy")
+    seed: int = Field(description="the first seed")
+    seeds: list[int] = Field(default_factory=list, description="every seed merged (one set of sequences each)")
+    token_ids: str = Field(default="", description="where the random token ids come from")
+    loss_first_copy: Rounded | None = Field(default=None, description="the model's mean next-token loss "
+                                            "(nats) on the first copies: random tokens, about log(vocab)")
+    loss_second_copy: Rounded | None = Field(default=None, description="the same on the second copies: far "
+                                             "lower where the model copies at these settings")
     threshold_source: str = Field(description="what 'fires' was measured against: the corpus scan's max, "
                                   "or the probe's own max where no scan is served")
-    results: list[InductionHit] = Field(description="best first")
+    results: list[InductionHit] = Field(description="best (highest score) first")
     seconds: Rounded
 
 
@@ -321,18 +332,56 @@ class TokenChangeView(BaseModel):
     loss_ablated: Rounded
 
 
+class NeuronEffectView(BaseModel):
+    id: str
+    delta: Rounded = Field(description="loss with this neuron alone ablated minus the clean loss")
+
+
 class AblationOutput(BaseModel):
     model: str
     neurons: list[str]
     mode: str
     measured_on: str = Field(description="'repeated-sequence probe (second copies)' or 'the given text'")
+    seed: int | None = Field(default=None, description="the probe's seed (its random sequences); null on a text")
     tokens_measured: int
-    loss_clean: Rounded = Field(description="mean next-token loss (nats) of the intact model")
+    loss_clean: Rounded = Field(description="mean next-token loss (nats) of the intact model (on the probe: "
+                                "on the second copies)")
+    loss_first_copy: Rounded | None = Field(default=None, description="on the probe, the intact model's loss on "
+                                            "the first copies; far above loss_clean where the model copies")
     loss_ablated: Rounded
     delta: Rounded = Field(description="loss_ablated - loss_clean")
     control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
     control_delta: Rounded | None = Field(description="the same delta for the control; null without control")
+    each: list[NeuronEffectView] = Field(default_factory=list, description="with each=true, every neuron "
+                                         "ablated alone, largest delta first")
     top_changes: list[TokenChangeView] = Field(description="tokens whose loss changed most")
+
+
+class PredictionChangeView(BaseModel):
+    position: int = Field(description="index in the prompt + clean continuation tokens")
+    token: str = Field(description="the token there; the prediction is of the next one")
+    clean_next: str = Field(description="the intact model's most likely next token")
+    clean_prob: Rounded
+    steered_next: str = Field(description="the steered model's most likely next token")
+    steered_prob: Rounded
+    kl: Rounded = Field(description="KL divergence (nats) of the steered next-token distribution from the clean")
+
+
+class SteerOutput(BaseModel):
+    model: str
+    neurons: list[str]
+    scale: Rounded = Field(description="each neuron is clamped to scale x its corpus max")
+    values: list[Rounded] = Field(description="the raw activation each neuron was held at, in the order of neurons")
+    prompt_tokens: int
+    max_new_tokens: int
+    clean_text: str = Field(description="greedy continuation of the prompt by the intact model")
+    steered_text: str = Field(description="greedy continuation with the neurons clamped at every position")
+    clean_tokens: list[str]
+    steered_tokens: list[str]
+    first_difference: int | None = Field(description="index of the first generated token that differs; null "
+                                         "where the continuations are the same")
+    changes: list[PredictionChangeView] = Field(description="positions of the prompt and clean continuation "
+                                                "whose next-token prediction changed most, largest KL first")
 
 
 class HypothesisSetView(BaseModel):

@@ -1,5 +1,5 @@
 """The queries that probe the whole live model: find_neurons, find_induction_neurons,
-ablate_neurons, test_hypothesis.
+ablate_neurons, steer_neurons, test_hypothesis.
 
 They answer for any neuron, graph or not; each hit says whether a graph is stored for it (from
 the index, without loading it). All are slow: the server calls them from a worker thread.
@@ -7,10 +7,22 @@ the index, without loading it). All are slow: the server calls them from a worke
 
 from __future__ import annotations
 
+import threading
 import time
 
 from n2g_mcp import text
-from n2g_mcp.limits import HIT_TOKENS, MAX_ABLATE, MAX_COMPARE_TOKENS, MAX_PATTERN_CHARS
+from n2g_mcp.limits import (
+    HIT_TOKENS,
+    MAX_ABLATE,
+    MAX_COMPARE_TOKENS,
+    MAX_EACH,
+    MAX_NEW_TOKENS,
+    MAX_PATTERN_CHARS,
+    MAX_SEEDS,
+    MAX_STEER,
+    MAX_STEER_PROMPT_TOKENS,
+    MAX_STEER_SCALE,
+)
 from n2g_mcp.outputs import (
     AblationOutput,
     Figures,
@@ -21,18 +33,28 @@ from n2g_mcp.outputs import (
     InductionHit,
     InductionOutput,
     MarkedView,
+    NeuronEffectView,
+    PredictionChangeView,
+    SteerOutput,
     TokenChangeView,
 )
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.models import ModelSpec
 from store.names import neuron_id, parse_neuron_id
-from store.probes import AblationMode, PatternKind
+from store.probes import (
+    PROBE_LENGTH,
+    PROBE_SEEDS,
+    PROBE_SEQUENCES,
+    AblationMode,
+    PatternKind,
+)
+from store.progress import Progress
 from store.tokens import normalize
 
 
 class ProbeQueries(Resolver):
-    """find_neurons, find_induction_neurons, ablate_neurons and test_hypothesis."""
+    """find_neurons, find_induction_neurons, ablate_neurons, steer_neurons and test_hypothesis."""
 
     def _probe_spec(self, model: str, doing: str) -> ModelSpec:
         return self.spec(model, doing, text.INSTEAD_OF_PROBING)
@@ -79,32 +101,45 @@ class ProbeQueries(Resolver):
                                  results=results)
 
     def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = 50,
-                       sequences: int = 24, length: int = 48, seed: int = 0) -> InductionOutput:
-        """Neurons that fire more on the second copy of repeated random sequences."""
+                       sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH, seed: int = 0,
+                       runs: int = len(PROBE_SEEDS),
+                       cancel: threading.Event | None = None) -> InductionOutput:
+        """Neurons more active on the second copy of repeated random token sequences than on the
+        first, ranked by the standardised difference (``builder.induction``), merged over the
+        seeds ``seed .. seed + runs - 1``, with the model's own loss on each copy."""
         model = self.model(model)
         layers = self.layers(model, layers)
+        if not 1 <= runs <= MAX_SEEDS:
+            raise BadArgument(text.outside("runs", runs, 1, MAX_SEEDS, text.RUNS_MEANING))
         spec = self._probe_spec(model, "run the induction probe")
         scan = self.scan_file(model)
         maxes = None if scan is None else {layer: scan.max_activation[layer] for layer in layers}
+        seeds = list(range(seed, seed + runs))
         started = time.perf_counter()
-        scores = self.live.induction(spec, layers, sequences, length, seed, maxes)
+        probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
         results = [InductionHit(id=neuron_id(r.layer, r.neuron), layer=r.layer, neuron=r.neuron,
                                 score=r.score, first=r.first, second=r.second,
+                                firing_difference=r.firing_difference, mean_first=r.mean_first,
+                                mean_second=r.mean_second,
                                 has_graph=self.hit(model, r.layer, r.neuron) is not None)
-                   for r in scores[:limit]]
+                   for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
+                               seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
+                               loss_first_copy=probe.loss_first, loss_second_copy=probe.loss_second,
                                threshold_source=text.threshold_source(scan is not None),
                                results=results, seconds=seconds)
 
-    def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
-               mode: AblationMode = "zero", control: bool = True) -> AblationOutput:
-        """The model's next-token loss with neurons ablated, against a random control."""
-        model = self.model(model)
+    def neuron_pairs(self, model: str, neurons: list[str], limit: int, tool: str) -> list[tuple[int, int]]:
+        """``(layer, neuron)`` pairs of neuron ids, sorted and unique; each id checked against the model.
+
+        Raises:
+            BadArgument: for none, more than ``limit``, ids not written ``L17/N938``, or out of range.
+        """
         if not neurons:
             raise BadArgument(text.NO_NEURONS)
-        if len(neurons) > MAX_ABLATE:
-            raise BadArgument(text.too_many_neurons(len(neurons), MAX_ABLATE))
+        if len(neurons) > limit:
+            raise BadArgument(text.too_many_neurons(len(neurons), limit, tool))
         pairs, bad = [], []
         for item in neurons:
             try:
@@ -115,7 +150,17 @@ class ProbeQueries(Resolver):
             raise BadArgument(text.bad_neuron_ids(bad))
         for layer, n in pairs:
             self.check_range(model, layer, n)
-        pairs = sorted(set(pairs))
+        return sorted(set(pairs))
+
+    def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
+               mode: AblationMode = "zero", control: bool = True, seed: int = 0,
+               each: bool = False) -> AblationOutput:
+        """The model's next-token loss with neurons ablated, against a random control; with
+        ``each``, every neuron's own effect (at most :data:`MAX_EACH` neurons)."""
+        model = self.model(model)
+        pairs = self.neuron_pairs(model, neurons, MAX_ABLATE, "ablate_neurons")
+        if each and len(pairs) > MAX_EACH:
+            raise BadArgument(text.too_many_each(len(pairs), MAX_EACH))
         if value is not None:
             self.check_text(value)
         means = None
@@ -125,14 +170,50 @@ class ProbeQueries(Resolver):
         spec = self._probe_spec(model, "ablate neurons")
         if value is not None:
             self._encode(spec, value)
-        r = self.live.ablate(spec, pairs, value, mode, control, means)
+        r = self.live.ablate(spec, pairs, value, mode, control, means, seed, each)
         return AblationOutput(
             model=model, neurons=[neuron_id(*p) for p in r.neurons], mode=mode,
-            measured_on=text.measured_on(value is not None), tokens_measured=r.tokens_measured,
-            loss_clean=r.loss_clean, loss_ablated=r.loss_ablated, delta=r.delta,
+            measured_on=text.measured_on(value is not None), seed=None if value is not None else seed,
+            tokens_measured=r.tokens_measured, loss_clean=r.loss_clean, loss_first_copy=r.loss_first_copy,
+            loss_ablated=r.loss_ablated, delta=r.delta,
             control_neurons=[neuron_id(*p) for p in r.control_neurons], control_delta=r.control_delta,
+            each=[NeuronEffectView(id=neuron_id(e.layer, e.neuron), delta=e.delta) for e in r.each],
             top_changes=[TokenChangeView(position=c.position, token=c.token, loss_clean=c.loss_clean,
                                          loss_ablated=c.loss_ablated) for c in r.top_changes])
+
+    def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = 1.0,
+              max_new_tokens: int = 24, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> SteerOutput:
+        """Greedy continuations of a prompt, intact and with the neurons clamped to ``scale`` x
+        their corpus max at every position (``builder.steer``)."""
+        model = self.model(model)
+        pairs = self.neuron_pairs(model, neurons, MAX_STEER, "steer_neurons")
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            raise BadArgument(text.outside("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, "tokens to generate"))
+        if not abs(scale) <= MAX_STEER_SCALE:  # also refuses NaN
+            raise BadArgument(text.outside("scale", scale, -MAX_STEER_SCALE, MAX_STEER_SCALE, text.SCALE_MEANING))
+        self.check_text(prompt)
+        scan = self.need_scan(model, "steer_neurons")
+        spec = self._probe_spec(model, "steer neurons")
+        ids, _ = self.live.encode(spec, prompt)
+        if not ids:
+            raise BadArgument(text.NO_TOKENS)
+        if len(ids) > MAX_STEER_PROMPT_TOKENS:
+            raise BadArgument(text.too_many_prompt_tokens(len(ids), MAX_STEER_PROMPT_TOKENS))
+        values = [scale * float(scan.max_activation[layer][n]) for layer, n in pairs]
+        r = self.live.steer(spec, pairs, values, ids, max_new_tokens, progress=progress, cancel=cancel)
+        first = next((i for i, (a, b) in enumerate(zip(r.clean_tokens, r.steered_tokens, strict=False))
+                      if a != b), None)
+        if first is None and len(r.clean_tokens) != len(r.steered_tokens):
+            first = min(len(r.clean_tokens), len(r.steered_tokens))
+        return SteerOutput(
+            model=model, neurons=[neuron_id(*p) for p in r.neurons], scale=scale, values=r.values,
+            prompt_tokens=r.prompt_tokens, max_new_tokens=max_new_tokens, clean_text=r.clean_text,
+            steered_text=r.steered_text, clean_tokens=r.clean_tokens, steered_tokens=r.steered_tokens,
+            first_difference=first,
+            changes=[PredictionChangeView(position=c.position, token=c.token, clean_next=c.clean_next,
+                                          clean_prob=c.clean_prob, steered_next=c.steered_next,
+                                          steered_prob=c.steered_prob, kl=c.kl) for c in r.changes])
 
     def hypothesis(self, model: str | None, layer: int, neuron: int, pattern: str,
                    kind: PatternKind = "regex") -> HypothesisOutput:

@@ -2,8 +2,9 @@
 
 In: a :class:`n2g_mcp.queries.Queries` (stores, served models, the model side) and the prompt
 files of ``prompts/``. Out: an :class:`MCPServer` with the tools list_models, search_graphs,
-get_graph, top_activations, find_similar_neurons, render_graph_dot, predict_activations and
-build_graph, the resource ``graph://{model}/{layer}/{neuron}``, and the workflow prompts.
+get_graph, top_activations, find_similar_neurons, render_graph_dot, predict_activations,
+build_graph and the whole-model probes (find_neurons, find_induction_neurons, ablate_neurons,
+steer_neurons, test_hypothesis), the resource ``graph://{model}/{layer}/{neuron}``, and the workflow prompts.
 
 Each tool is a typed signature (strict types: no ``true`` for a number, no ``"yes"`` for a flag),
 a description written for the agent, and one call into the library; its result is the library's
@@ -31,17 +32,23 @@ from mcp_types import (
     TextResourceContents,
     ToolAnnotations,
 )
-from pydantic import BaseModel, BeforeValidator, Field, Strict, ValidationError
+from pydantic import BaseModel, Field, Strict, ValidationError
 
 from n2g_mcp import text as wording
 from n2g_mcp.limits import (
     MAX_ABLATE,
     MAX_COMPARE_TOKENS,
     MAX_DOT_CHARS,
+    MAX_EACH,
     MAX_FIRING_ROWS,
     MAX_LIMIT,
+    MAX_NEW_TOKENS,
     MAX_NODES,
     MAX_PATTERN_CHARS,
+    MAX_SEEDS,
+    MAX_STEER,
+    MAX_STEER_PROMPT_TOKENS,
+    MAX_STEER_SCALE,
     MAX_TEXT_CHARS,
 )
 from n2g_mcp.live import LiveBackend
@@ -57,7 +64,19 @@ from n2g_mcp.outputs import (
     RenderOutput,
     SearchOutput,
     SimilarOutput,
+    SteerOutput,
     TopActivationsOutput,
+)
+from n2g_mcp.params import (
+    Count,
+    Cursor,
+    Flag,
+    Layer,
+    Layers,
+    ModelName,
+    Neuron,
+    Neurons,
+    Tokens,
 )
 from n2g_mcp.paths import prompts_dir as default_prompts_dir
 from n2g_mcp.prompts import load_prompts
@@ -66,24 +85,8 @@ from n2g_mcp.registry import ServedModels
 from n2g_mcp.worker import run_in_worker
 from store.errors import N2GError
 from store.names import parse_neuron_id
+from store.probes import PROBE_LENGTH, PROBE_SEEDS, PROBE_SEQUENCES
 from store.render import GraphvizMissing, draw
-
-
-# --------------------------------------------------------------------- parameter types
-def _one_or_many(value: Any) -> Any:
-    """A single token where a list is expected is read as a list of that one token."""
-    return [value] if isinstance(value, str) else value
-
-
-Count = Annotated[int, Strict()]
-Flag = Annotated[bool, Strict()]
-Tokens = Annotated[list[Annotated[str, Strict(), Field(max_length=200)]], BeforeValidator(_one_or_many)]
-Layer = Annotated[int, Strict(), Field(ge=0, description="Layer index, from 0 (list_models gives the model's layers).")]
-Neuron = Annotated[int, Strict(), Field(ge=0, description="Neuron index within the layer's MLP, from 0.")]
-ModelName = Annotated[Annotated[str, Strict()] | None, Field(
-    max_length=200, description="Model name; omit for the server's default model (see list_models).")]
-Cursor = Annotated[Annotated[str, Strict()] | None, Field(
-    max_length=200, description="next_cursor from the previous page with the same arguments; omit for the first page.")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 BUILDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -320,9 +323,6 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         return _result(wording.build(out), out)
 
     # ----------------------------------------------------------------- probing the whole model
-    Layers = Annotated[list[Annotated[int, Strict(), Field(ge=0)]] | None, Field(
-        max_length=200, description="Layers to include; omit for every layer of the model.")]
-
     @tool(READ_ONLY, max_tokens=f"{MAX_COMPARE_TOKENS:,}")
     async def find_neurons(
         text: Annotated[Annotated[str, Strict()], Field(description=f"The text to run (up to {MAX_TEXT_CHARS} "
@@ -352,54 +352,94 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         out = await run_in_worker(ctx, work, wording.FINDING_NEURONS)
         return _result(wording.find_neurons(out), out)
 
-    @tool(READ_ONLY)
+    @tool(READ_ONLY, seqs=PROBE_SEQUENCES, length=PROBE_LENGTH, runs=len(PROBE_SEEDS))
     async def find_induction_neurons(
         ctx: Context,
         layers: Layers = None,
         model: ModelName = None,
         limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = 50,
-        sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences in the probe.")] = 24,
-        length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = 48,
-        seed: Annotated[Count, Field(ge=0, description="Picks the sequences; same seed, same ranking.")] = 0,
+        sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences per seed.")] = PROBE_SEQUENCES,
+        length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = PROBE_LENGTH,
+        seed: Annotated[Count, Field(ge=0, description="The first seed; same seeds, same sequences and ranking.")] = 0,
+        runs: Annotated[Count, Field(ge=1, le=MAX_SEEDS, description="How many seeds to merge: seed, seed + 1, "
+                                     "...; each draws its own sequences.")] = len(PROBE_SEEDS),
     ) -> Annotated[CallToolResult, InductionOutput]:
-        """Find induction-like neurons by behaviour: random sequences of ordinary word tokens,
-        each repeated once; every neuron of the requested layers is scored by its firing rate on
-        the second copy minus its rate on the first (fires = activation >= 0.5 x its corpus
-        max). In-context neurons score near 1; token detectors near 0. Best first. Follow up with
-        ablate_neurons for causal evidence and build_graph / top_activations to read them."""
+        """Find induction-like neurons by behaviour, the standard way (Olsson et al. 2022): random
+        token ids from the ordinary middle of the vocabulary, each sequence followed by an exact
+        copy ({seqs} x {length} tokens per seed, {runs} seeds merged by default). Reports the
+        model's own loss on the first and second copy (far lower on the second where it copies).
+        Every neuron of the requested layers is ranked by score = Cohen's d: mean activation on
+        the second copy minus on the first, over their pooled standard deviation (so no firing
+        threshold is needed); firing rates (>= 0.5 x corpus max) are fields. Best first;
+        deterministic for a seed list; cancellable. Follow up with ablate_neurons (each=true) for
+        causal evidence, steer_neurons, and top_activations to read them."""
         name = q.model(model)
 
         def work(progress: Any, cancel: threading.Event) -> InductionOutput:
-            return q.find_induction(name, layers, limit, sequences, length, seed)
+            return q.find_induction(name, layers, limit, sequences, length, seed, runs, cancel)
 
         out = await run_in_worker(ctx, work, wording.RUNNING_INDUCTION)
         return _result(wording.induction(out), out)
 
-    @tool(READ_ONLY, max_neurons=MAX_ABLATE)
+    @tool(READ_ONLY, max_neurons=MAX_ABLATE, max_each=MAX_EACH)
     async def ablate_neurons(
-        neurons: Annotated[Annotated[list[Annotated[str, Strict(), Field(max_length=40)]], BeforeValidator(_one_or_many)],
-                           Field(min_length=1, max_length=MAX_ABLATE, description="Neuron ids such as 'L17/N938'.")],
+        neurons: Annotated[Neurons, Field(max_length=MAX_ABLATE)],
         ctx: Context,
         text: Annotated[Annotated[str, Strict()] | None, Field(
-            description="Text to measure the loss on; omit for the repeated-sequence probe (loss on "
-            "the second copies, where induction neurons matter).")] = None,
+            description="Text to measure the loss on; omit for the induction probe's repeated random "
+            "sequences (loss on the second copies, where induction neurons matter).")] = None,
         mode: Annotated[Literal["zero", "mean"], Field(
             description="'zero' sets the activations to 0; 'mean' to their corpus mean.")] = "zero",
         control: Annotated[Flag, Field(description="Also ablate as many random neurons of the same "
                                        "layers, for comparison.")] = True,
+        each: Annotated[Flag, Field(description=f"Also ablate every neuron alone and report each one's own "
+                                    f"delta (at most {MAX_EACH} neurons; one more pass each).")] = False,
+        seed: Annotated[Count, Field(ge=0, description="Without text: the probe's seed (0 = the sequences "
+                                     "find_induction_neurons ran first; another for fresh ones).")] = 0,
         model: ModelName = None,
     ) -> Annotated[CallToolResult, AblationOutput]:
         """A causal check: the model's next-token loss with the neurons ablated versus intact
         (at most {max_neurons} neurons), and, with control=true, the same for as many random neurons
-        of the same layers. A delta well above the control's means the neurons carry something
-        the model uses here. Also lists the tokens whose prediction changed most."""
+        of the same layers. Without text it measures the induction probe's second copies and also
+        reports the intact loss on the first copies (is the model copying here?). each=true adds
+        each neuron's own delta, ablated alone (at most {max_each} neurons). A delta well above the
+        control's means the neurons carry something the model uses here. Also lists the tokens
+        whose prediction changed most."""
         name = q.model(model)
 
         def work(progress: Any, cancel: threading.Event) -> AblationOutput:
-            return q.ablate(name, neurons, text, mode, control)
+            return q.ablate(name, neurons, text, mode, control, seed, each)
 
         out = await run_in_worker(ctx, work, wording.RUNNING_ABLATION)
         return _result(wording.ablation(out), out)
+
+    @tool(READ_ONLY, max_neurons=MAX_STEER, max_prompt=MAX_STEER_PROMPT_TOKENS, max_new=MAX_NEW_TOKENS)
+    async def steer_neurons(
+        neurons: Annotated[Neurons, Field(max_length=MAX_STEER)],
+        prompt: Annotated[Annotated[str, Strict()], Field(
+            min_length=1, description=f"The text to continue (at most {MAX_STEER_PROMPT_TOKENS} tokens).")],
+        ctx: Context,
+        scale: Annotated[float, Strict(), Field(
+            ge=-MAX_STEER_SCALE, le=MAX_STEER_SCALE,
+            description="Clamp each neuron to scale x its corpus max at every position: 1 holds it at its "
+            "strongest corpus level, 0 silences it, larger or negative pushes beyond.")] = 2.0,
+        max_new_tokens: Annotated[Count, Field(ge=1, le=MAX_NEW_TOKENS, description="Tokens to generate "
+                                               "for each continuation.")] = 24,
+        model: ModelName = None,
+    ) -> Annotated[CallToolResult, SteerOutput]:
+        """What does the model write with these neurons on? Greedy generation from the prompt,
+        clean and with the listed neurons (at most {max_neurons}) clamped to scale x their corpus
+        max (from the whole-model scan) at every position, side by side as clean_text and
+        steered_text, with the positions whose next-token prediction changed most (KL, read on
+        the clean text). Prompt at most {max_prompt} tokens, at most {max_new} new tokens; stops
+        at an end-of-text token. Deterministic; reports progress and can be cancelled."""
+        name = q.model(model)
+
+        def work(progress: Any, cancel: threading.Event) -> SteerOutput:
+            return q.steer(name, neurons, prompt, float(scale), max_new_tokens, progress=progress, cancel=cancel)
+
+        out = await run_in_worker(ctx, work, wording.RUNNING_STEERING)
+        return _result(wording.steer(out), out)
 
     @tool(READ_ONLY, max_chars=MAX_PATTERN_CHARS)
     async def test_hypothesis(

@@ -26,6 +26,7 @@ from n2g_mcp.outputs import (
     RenderOutput,
     SearchOutput,
     SimilarOutput,
+    SteerOutput,
     TopActivationsOutput,
 )
 from store.metrics import FIRING_THRESHOLD
@@ -43,8 +44,9 @@ not stored with build_graph; test a hypothesis with predict_activations(compare=
 that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
 find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
 top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
-at a token of any text, find_induction_neurons runs a behavioural probe across all layers, and
-ablate_neurons checks causally that neurons matter. The prompts walk through these workflows."""
+at a token of any text, find_induction_neurons runs a behavioural probe across all layers,
+ablate_neurons checks causally that neurons matter, and steer_neurons shows what the model writes
+with neurons clamped on. The prompts walk through these workflows."""
 """What the server tells a client on initialize: the map of the tools."""
 
 
@@ -218,6 +220,9 @@ RUNNING_NEURON = "running the real neuron (the model loads on first use)"
 TOKENISING = "tokenising"
 RUNNING_INDUCTION = "running the induction probe (the model loads on first use)"
 RUNNING_ABLATION = "running the model clean and ablated"
+RUNNING_STEERING = "generating clean and steered (the model loads on first use)"
+PROBE_TOKEN_IDS = ("random ids from the middle of the vocabulary (2%-80% of its ids, special tokens excluded), "
+                   "as in Olsson et al. 2022 and TransformerLens' induction demo")
 SCORING_PATTERN = "scoring the pattern against the neuron"
 FINDING_NEURONS = "running the model (it loads on first use)"
 
@@ -418,8 +423,26 @@ def position_outside(position: int, n: int) -> str:
     return f"position {position} is outside the text's {n} tokens; use 0-{n - 1}, or -1 for the last"
 
 
-def too_many_neurons(n: int, limit: int) -> str:
-    return f"{n} neurons given; ablate_neurons takes at most {limit}. Ablate the strongest candidates first."
+def too_many_neurons(n: int, limit: int, tool: str) -> str:
+    return f"{n} neurons given; {tool} takes at most {limit}. Pass the strongest candidates first."
+
+
+def too_many_each(n: int, limit: int) -> str:
+    return (f"each=true ablates every neuron alone, one pass each, for at most {limit} neurons; {n} given. "
+            f"Pass the {limit} strongest, or call with each=false for the group's effect alone.")
+
+
+def outside(name: str, value: float, low: float, high: float, meaning: str) -> str:
+    return f"{name}={value:g}: pass {low:g} to {high:g} ({meaning})"
+
+
+WEAK_COPY = "the model barely copies here, so copying neurons may not show"
+RUNS_MEANING = "the seeds seed .. seed + runs - 1 are merged"
+SCALE_MEANING = "the clamp as a multiple of the corpus max: 0 silences, 1 holds at the strongest corpus level"
+
+
+def too_many_prompt_tokens(n: int, limit: int) -> str:
+    return f"the prompt has {n} tokens; steer_neurons takes at most {limit}. Shorten it."
 
 
 def bad_neuron_ids(bad: Sequence[str]) -> str:
@@ -443,15 +466,21 @@ def find_neurons(out: FindNeuronsOutput) -> str:
 
 
 def induction(out: InductionOutput) -> str:
-    lines = [f"Induction probe on {out.model}: {out.sequences} random sequences of {out.length} tokens, "
-             f"each repeated; layers {out.layers[0]}-{out.layers[-1]}, seed {out.seed}, {out.seconds:.1f} s. "
-             "Score = firing rate on the second copy - on the first:"]
-    lines += [f"- {h.id} score {h.score:.2f} (first {h.first:.2f}, second {h.second:.2f})"
-              + ("" if h.has_graph else ", no graph") for h in out.results[:15]]
+    seeds = ", ".join(map(str, out.seeds or [out.seed]))
+    lines = [f"Induction probe on {out.model}: {out.sequences} random sequences of {out.length} token ids per seed "
+             f"(seeds {seeds}), each repeated; layers {out.layers[0]}-{out.layers[-1]}, {out.seconds:.1f} s."]
+    if out.loss_first_copy is not None and out.loss_second_copy is not None:
+        copies = "the model copies" if out.loss_second_copy < 0.5 * out.loss_first_copy else WEAK_COPY
+        lines.append(f"Model's loss: {out.loss_first_copy:.2f} nats on the first copy, {out.loss_second_copy:.2f} "
+                     f"on the second ({copies}).")
+    lines.append("Score = Cohen's d of activation, second copy vs first; firing rates (>= 0.5 of corpus max) after:")
+    lines += [f"- {h.id} d {h.score:.2f} (fires first {h.first:.2f}, second {h.second:.2f}; mean "
+              f"{h.mean_first:.2f} -> {h.mean_second:.2f})" + ("" if h.has_graph else ", no graph")
+              for h in out.results[:15]]
     if len(out.results) > 15:
         lines.append(f"... {len(out.results) - 15} more in the structured results.")
-    lines.append("Next: ablate_neurons on the top candidates for causal evidence; build_graph and "
-                 "top_activations to see what each reads.")
+    lines.append("Next: ablate_neurons on the top candidates (each=true for each one's own share), "
+                 "steer_neurons to see what they write, top_activations to see what each reads.")
     return "\n".join(lines)
 
 
@@ -459,14 +488,33 @@ def ablation(out: AblationOutput) -> str:
     lines = [f"Ablated {count(len(out.neurons), 'neuron')} of {out.model} ({out.mode}) on {out.measured_on}, "
              f"{out.tokens_measured} tokens: loss {out.loss_clean:.3f} -> {out.loss_ablated:.3f} "
              f"(delta {out.delta:+.3f} nats)."]
+    if out.loss_first_copy is not None:
+        lines.append(f"Intact, the model's loss is {out.loss_first_copy:.2f} on the first copies and "
+                     f"{out.loss_clean:.2f} on the second.")
     if out.control_delta is not None:
         ratio = (f", {out.delta / out.control_delta:.1f}x the control" if out.control_delta > 1e-6
                  else "")
         lines.append(f"Control ({count(len(out.control_neurons), 'random neuron')} of the same layers): "
                      f"delta {out.control_delta:+.3f}{ratio}.")
+    if out.each:
+        lines.append("Each alone: " + ", ".join(f"{e.id} {e.delta:+.3f}" for e in out.each[:10])
+                     + (f" ... ({len(out.each) - 10} more)" if len(out.each) > 10 else ""))
     if out.top_changes:
         lines.append("Most changed: " + "; ".join(
             f"{tok(c.token)} at {c.position} {c.loss_clean:.2f}->{c.loss_ablated:.2f}" for c in out.top_changes[:5]))
+    return "\n".join(lines)
+
+
+def steer(out: SteerOutput) -> str:
+    lines = [f"Steered {count(len(out.neurons), 'neuron')} of {out.model} at {out.scale:g} x corpus max, "
+             f"prompt of {out.prompt_tokens} tokens, up to {out.max_new_tokens} new tokens (greedy):",
+             f"- clean:   {out.clean_text!r}", f"- steered: {out.steered_text!r}",
+             "The continuations are the same." if out.first_difference is None
+             else f"They differ from generated token {out.first_difference} on."]
+    if out.changes:
+        lines.append("Predictions changed most: " + "; ".join(
+            f"after {tok(c.token)} at {c.position} {tok(c.clean_next)} {c.clean_prob:.2f} -> "
+            f"{tok(c.steered_next)} {c.steered_prob:.2f} (KL {c.kl:.2f})" for c in out.changes[:5]))
     return "\n".join(lines)
 
 

@@ -116,7 +116,9 @@ def induction_model() -> LoadedModel:
 PROBE_CALLS = {
     "find_neurons": {"text": "abd abc aaa abd", "limit": 3},
     "find_induction_neurons": {"sequences": 4, "length": 12, "limit": 5},
-    "ablate_neurons": {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"]},
+    "ablate_neurons": {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "each": True},
+    "steer_neurons": {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "prompt": "aaa abb aac aaa", "scale": 0.0,
+                      "max_new_tokens": 4},
     "test_hypothesis": {"layer": 0, "neuron": EVEN, "pattern": r" [a-j]{2}[acegi]\b"},
 }
 """One successful call of every whole-model probe tool, over the oracle and its scan file."""

@@ -20,7 +20,7 @@ def parameters(fn: object) -> list[tuple[str, object]]:
 
 def test_the_interface_names_every_call_the_queries_make() -> None:
     assert {"availability", "tokens", "encode", "activations", "build", "neurons_at", "induction",
-            "ablate", "hypothesis"} <= set(METHODS)
+            "ablate", "steer", "hypothesis"} <= set(METHODS)
 
 
 @pytest.mark.parametrize("name", [m for m in METHODS if m != "availability"])

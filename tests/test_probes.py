@@ -3,6 +3,8 @@ ablation, which neurons fire at a token, and a hypothesis scored against the rea
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -11,27 +13,69 @@ from builder.config import ScanConfig
 from builder.corpus import make_windows
 from builder.firing import neurons_at
 from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
-from builder.induction import induction_scores, repeated_sequences
+from builder.induction import (
+    ORDINARY_RANGE,
+    induction_probe,
+    ordinary_tokens,
+    repeated_sequences,
+)
 from builder.scan import scan
-from store.errors import BadArgument
+from store.errors import BadArgument, Cancelled
 from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, induction_model
 from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus
 
 
-def test_the_planted_induction_neuron_ranks_first():
+def test_the_planted_induction_neuron_ranks_first_and_the_model_is_seen_to_copy():
     model = induction_model()
-    ranking = induction_scores(model, [0, 1], sequences=8, length=24, seed=3)
-    best = ranking[0]
+    probe = induction_probe(model, [0, 1], sequences=8, length=24, seeds=(3,))
+    best = probe.scores[0]
     assert (best.layer, best.neuron) == (INDUCT_LAYER, INDUCT)
-    assert best.second == 1.0 and best.first < 0.2
-    assert all(r.score < 0.2 for r in ranking[1:])
+    assert best.second == 1.0 and best.first < 0.2 and best.score > 3
+    # Every other neuron reads the token alone: the same tokens on both copies, no difference.
+    assert all(abs(r.score) < 1e-6 for r in probe.scores[1:])
+    # Random ids cost about log(vocabulary) on the first copy (a chance repeat there predicts the
+    # wrong token, so a little more); the oracle copies the second.
+    assert probe.loss_first > 0.98 * np.log(len(model.vocab))
+    assert probe.loss_second < 0.25 * probe.loss_first
+    assert probe.tokens == 8 * 23 and probe.seeds == [3]
 
 
-def test_the_induction_probe_is_deterministic_for_a_seed():
+def test_a_raised_response_below_the_firing_threshold_still_ranks_first():
+    """The score needs no threshold: a neuron whose in-context response is a tenth of some
+    unrelated corpus maximum never "fires", yet it is the probe's best candidate."""
+    model = induction_model()
+    maxes = {INDUCT_LAYER: np.full(6, 10.0)}
+    probe = induction_probe(model, [INDUCT_LAYER], sequences=6, length=20, seeds=(0,), max_activation=maxes)
+    best = probe.scores[0]
+    assert (best.layer, best.neuron) == (INDUCT_LAYER, INDUCT)
+    assert best.second == 0.0 and best.firing_difference == 0.0
+    assert best.mean_second == pytest.approx(0.1)
+
+
+def test_the_induction_probe_is_deterministic_for_a_seed_list_and_merges_its_seeds():
     model = induction_model()
     assert (repeated_sequences(model, 4, 10, seed=1) == repeated_sequences(model, 4, 10, seed=1)).all()
     assert not (repeated_sequences(model, 4, 10, seed=1) == repeated_sequences(model, 4, 10, seed=2)).all()
-    assert induction_scores(model, [1], 4, 10, seed=5) == induction_scores(model, [1], 4, 10, seed=5)
+    assert induction_probe(model, [1], 4, 10, seeds=(5, 6)) == induction_probe(model, [1], 4, 10, seeds=(5, 6))
+    merged = induction_probe(model, [1], 4, 10, seeds=(5, 6))
+    assert merged.tokens == 2 * induction_probe(model, [1], 4, 10, seeds=(5,)).tokens
+
+
+def test_the_probe_draws_ordinary_ids_from_the_middle_of_the_vocabulary():
+    model = induction_model()
+    ids = ordinary_tokens(model)
+    size = len(model.vocab)
+    assert ids.min() >= round(ORDINARY_RANGE[0] * size) and ids.max() < round(ORDINARY_RANGE[1] * size)
+    assert not set(ids.tolist()) & model.special_ids
+    rows = repeated_sequences(model, 3, 7, seed=0)
+    assert (rows[:, :7] == rows[:, 7:]).all() and set(rows.ravel().tolist()) <= set(ids.tolist())
+
+
+def test_a_cancelled_probe_stops():
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        induction_probe(induction_model(), [1], 4, 10, seeds=(0,), cancel=cancel)
 
 
 def test_ablating_the_induction_neuron_raises_the_loss_on_the_copy_and_a_control_does_not():
@@ -39,11 +83,22 @@ def test_ablating_the_induction_neuron_raises_the_loss_on_the_copy_and_a_control
     result = ablate(model, [(INDUCT_LAYER, INDUCT)], sequences=6, length=16, seed=0)
     vocab = len(model.vocab)
     assert result.loss_clean < 0.1
+    assert result.loss_first_copy > 0.98 * np.log(vocab)
     assert result.loss_ablated == pytest.approx(np.log(vocab), rel=0.01)
     assert result.control_neurons and (INDUCT_LAYER, INDUCT) not in result.control_neurons
     assert result.control_delta == pytest.approx(0.0, abs=1e-6)
     assert result.delta > 5
     assert result.top_changes[0].loss_ablated > result.top_changes[0].loss_clean
+    assert result.each == []
+
+
+def test_each_neuron_ablated_alone_shows_which_carries_the_effect():
+    model = induction_model()
+    result = ablate(model, [(INDUCT_LAYER, 0), (INDUCT_LAYER, INDUCT), (0, EVEN)], sequences=4, length=12,
+                    control=False, each=True)
+    assert [(e.layer, e.neuron) for e in result.each][0] == (INDUCT_LAYER, INDUCT)
+    assert result.each[0].delta == pytest.approx(result.delta, rel=1e-4)
+    assert all(abs(e.delta) < 1e-6 for e in result.each[1:])
 
 
 def test_mean_ablation_uses_the_given_means():

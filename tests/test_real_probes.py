@@ -2,7 +2,8 @@
 
 Each claim is checked against the model itself: the scan's top window still peaks where the file
 says, find_neurons reports what the neuron computes at that token, the induction probe's best
-candidates of layers 14-23 matter for copying more than random neurons of the same layers, and a
+candidates of layers 14-23 matter for copying more than random neurons of the same layers,
+steering with them silenced moves the predictions on a repeat and repeats exactly, and a
 claim built from a neuron's own top token covers part of its top windows.
 """
 
@@ -53,13 +54,27 @@ def test_find_neurons_reports_what_the_neuron_computes_at_the_token(queries: Que
 
 
 def test_induction_candidates_of_the_middle_layers_matter_for_copying(queries: Queries):
-    probe = queries.find_induction(MODEL, list(range(14, 24)), limit=20)
-    assert probe.results[0].score > 0.2 and all(14 <= r.layer <= 23 for r in probe.results)
-    again = queries.find_induction(MODEL, list(range(14, 24)), limit=20)
+    probe = queries.find_induction(MODEL, list(range(14, 24)), limit=20, runs=1)
+    # The standard protocol puts SmolLM2 in a strong-copy regime (14 nats -> about 2.4).
+    assert probe.loss_first_copy > 12 and probe.loss_second_copy < 4
+    assert probe.results[0].score > 0.5 and all(14 <= r.layer <= 23 for r in probe.results)
+    again = queries.find_induction(MODEL, list(range(14, 24)), limit=20, runs=1)
     assert [r.id for r in again.results] == [r.id for r in probe.results]
-    ablation = queries.ablate(MODEL, [r.id for r in probe.results])
+    ablation = queries.ablate(MODEL, [r.id for r in probe.results], seed=10)  # fresh sequences
+    assert ablation.loss_first_copy is not None and ablation.loss_first_copy > 12
     assert ablation.delta > 0.1
     assert ablation.delta > 5 * abs(ablation.control_delta)
+
+
+def test_steering_the_copying_neurons_moves_a_repeat_and_repeats_exactly(queries: Queries):
+    ids = [r.id for r in queries.find_induction(MODEL, list(range(14, 24)), limit=20, runs=1).results]
+    prompt = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert"
+    silenced = queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4)
+    assert silenced.clean_text.startswith(" cobalt ferry")  # intact, the model continues the copy
+    assert silenced.changes[0].kl > 0.05
+    assert queries.steer(MODEL, ids, prompt, scale=0.0, max_new_tokens=4) == silenced
+    boosted = queries.steer(MODEL, ids, prompt, scale=2.0, max_new_tokens=4)
+    assert boosted.clean_text == silenced.clean_text and boosted.steered_text != boosted.clean_text
 
 
 def test_a_claim_from_the_neurons_top_token_covers_its_top_windows(queries: Queries):

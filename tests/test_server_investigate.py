@@ -68,10 +68,12 @@ async def test_the_induction_investigation_finds_the_planted_neuron_and_its_caus
     text = out.getvalue()
     assert status == 0, text
     for step in ("-> find_induction_neurons(", "-> top_activations(layer=1, neuron=3", "-> build_graph(layer=1, neuron=3)",
-                 "-> ablate_neurons(neurons=['L1/N3'])", "-> test_hypothesis(", "-> find_neurons(", "== Findings"):
+                 "-> predict_activations(layer=1, neuron=3", "-> ablate_neurons(neurons=['L1/N3'], each=True)",
+                 "-> steer_neurons(neurons=['L1/N3'], ", "-> test_hypothesis(", "-> find_neurons(", "== Findings"):
         assert step in text, step
     assert "best L1/N3 " in text
     assert "raises the copy loss more than the control" in text
+    assert "alone, the largest: L1/N3 +" in text and "the model copies at the probe's settings" in text
 
 
 async def test_investigation_says_so_when_the_server_cannot_start(tmp_path: Path):

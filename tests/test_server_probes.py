@@ -97,20 +97,51 @@ async def test_probe_hits_report_the_graphs_stored_for_them(tmp_path: Path):
     assert {(r["layer"], r["neuron"]) for r in out["results"] if r["has_graph"]} == set(stored)
 
 
-async def test_find_induction_neurons_puts_the_planted_neuron_first(server):
+async def test_find_induction_neurons_puts_the_planted_neuron_first_and_reports_the_copy_losses(server):
     out = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=5)
-    assert out["results"][0]["id"] == f"L{INDUCT_LAYER}/N{INDUCT}"
-    assert out["results"][0]["second"] == 1.0 and out["threshold_source"] == "corpus scan max"
+    best = out["results"][0]
+    assert best["id"] == f"L{INDUCT_LAYER}/N{INDUCT}" and best["score"] > 3
+    assert best["second"] == 1.0 and best["firing_difference"] == best["second"] - best["first"]
+    assert out["threshold_source"] == "corpus scan max" and out["seeds"] == [0, 1, 2]
+    assert out["loss_second_copy"] < 0.25 * out["loss_first_copy"]
     again = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=5)
     assert [r["id"] for r in again["results"]] == [r["id"] for r in out["results"]]
+    other = await ok(server, "find_induction_neurons", sequences=6, length=20, limit=5, seed=4, runs=1)
+    assert other["seeds"] == [4] and other["loss_first_copy"] != out["loss_first_copy"]
 
 
 async def test_ablating_the_induction_neuron_beats_its_control(server):
     out = await ok(server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}"])
     assert out["delta"] > 3 and abs(out["control_delta"]) < 1e-3
     assert out["measured_on"].startswith("repeated")
+    assert out["loss_clean"] < 0.5 * out["loss_first_copy"] and out["seed"] == 0
     one = await ok(server, "ablate_neurons", neurons=f"L{INDUCT_LAYER}/N{INDUCT}", control=False)
-    assert one["control_delta"] is None
+    assert one["control_delta"] is None and one["each"] == []
+
+
+async def test_ablate_each_gives_every_neurons_own_delta(server):
+    out = await ok(server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}", "L1/N0", "L0/N2"], each=True)
+    assert [e["id"] for e in out["each"]][0] == f"L{INDUCT_LAYER}/N{INDUCT}"
+    assert out["each"][0]["delta"] > 3 and all(abs(e["delta"]) < 1e-3 for e in out["each"][1:])
+
+
+async def test_ablate_each_is_refused_past_its_cap(server, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("n2g_mcp.probe_queries.MAX_EACH", 2)  # the oracle has too few neurons for 33
+    message = await error(server, "ablate_neurons", neurons=["L0/N0", "L0/N1", "L1/N3"], each=True)
+    assert "at most 2" in message and "each=false" in message
+
+
+async def test_steer_neurons_changes_the_text_and_repeats_exactly(server):
+    args = {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "prompt": "aaa abb aac aaa", "scale": 0.0,
+            "max_new_tokens": 6}
+    out = await ok(server, "steer_neurons", **args)
+    assert out["clean_text"] == " abb aac aaa abb aac aaa" and out["steered_text"] == ""
+    assert out["first_difference"] == 0 and out["values"] == [0.0] and out["prompt_tokens"] == 4
+    assert out["changes"][0]["clean_next"] == " abb"
+    assert await ok(server, "steer_neurons", **args) == out
+    idle = await ok(server, "steer_neurons", **{**args, "neurons": ["L1/N0"], "scale": 1})
+    assert idle["steered_text"] == idle["clean_text"] and idle["first_difference"] is None
+    assert idle["values"][0] > 0  # 1 x the neuron's corpus max from the scan
 
 
 async def test_test_hypothesis_scores_a_true_claim_highly(server):
@@ -129,6 +160,13 @@ async def test_test_hypothesis_scores_a_true_claim_highly(server):
     ("find_neurons", {"text": "abc abd", "token": " zzz"}, "no token"),
     ("find_neurons", {"text": "abc abd", "layers": [7]}, "out of range"),
     ("find_induction_neurons", {"layers": [2]}, "out of range"),
+    ("steer_neurons", {"neurons": ["neuron 3"], "prompt": "aaa"}, "L17/N938"),
+    ("steer_neurons", {"neurons": ["L1/N99"], "prompt": "aaa"}, "out of range"),
+    ("steer_neurons", {"neurons": ["L1/N3"] * 33, "prompt": "aaa"}, "32"),
+    ("steer_neurons", {"neurons": ["L1/N3"], "prompt": "   "}, "empty"),
+    ("steer_neurons", {"neurons": ["L1/N3"], "prompt": "aaa " * 300}, "at most 256"),
+    ("steer_neurons", {"neurons": ["L1/N3"], "prompt": "aaa", "max_new_tokens": 65}, "max_new_tokens"),
+    ("steer_neurons", {"neurons": ["L1/N3"], "prompt": "aaa", "scale": 50}, "scale"),
     ("test_hypothesis", {"layer": 0, "neuron": 1, "pattern": "("}, "does not compile"),
     ("test_hypothesis", {"layer": 0, "neuron": 1, "pattern": "zebra"}, "claims no token"),
 ])
@@ -142,3 +180,4 @@ async def test_the_scan_tools_explain_a_missing_scan(tmp_path: Path):
     backend, models = oracle_backend()
     bare = create_server(tmp_path, live=backend, models=models)
     assert "n2g scan" in await error(bare, "find_neurons", text="abc abd")
+    assert "n2g scan" in await error(bare, "steer_neurons", neurons=["L1/N3"], prompt="aaa abb")
