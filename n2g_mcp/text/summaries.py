@@ -1,13 +1,5 @@
-"""Everything an agent reads: the text summary of each tool's result, and the wording of errors.
+"""The short text summary of each tool's result (the structured result carries the same facts)."""
 
-In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
-query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
-queries, lets them be read and changed in one place; the structured result carries the same
-facts for a program.
-
-Conventions: tokens are shown quoted (``' except'``) so leading spaces and newlines are visible;
-every message that refuses something says what to call next.
-"""
 
 from __future__ import annotations
 
@@ -15,7 +7,6 @@ from collections.abc import Sequence
 
 from n2g_mcp.outputs import (
     AblationOutput,
-    Figures,
     FindNeuronsOutput,
     GraphDescription,
     GraphSummary,
@@ -29,212 +20,8 @@ from n2g_mcp.outputs import (
     SteerOutput,
     TopActivationsOutput,
 )
+from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
 from store.metrics import FIRING_THRESHOLD
-from store.names import neuron_id
-
-# --------------------------------------------------------------------- the server's instructions
-INSTRUCTIONS = """\
-Neuron to Graph (N2G): each neuron of a transformer language model is summarised as a graph of
-token paths: the tokens it fires on (activating) and the earlier tokens that make it fire
-(context). Neurons are named L{layer}/N{neuron}; activations are normalised to the neuron's
-largest activation (1.0), and a token "fires" at >= 0.5.
-Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
-in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
-not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
-that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
-find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
-top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
-at a token of any text, find_induction_neurons runs a behavioural probe across all layers,
-ablate_neurons checks causally that neurons matter, and steer_neurons shows what the model writes
-with neurons clamped on. The prompts walk through these workflows."""
-"""What the server tells a client on initialize: the map of the tools."""
-
-
-# --------------------------------------------------------------------- pieces
-def tok(token: str) -> str:
-    """A token as the summaries show it: quoted, so leading spaces and newlines are visible."""
-    return repr(token)
-
-
-def tokens(items: Sequence[str], limit: int = 8) -> str:
-    """Some quoted tokens, and how many more there are."""
-    shown = ", ".join(tok(t) for t in list(items)[:limit])
-    more = len(items) - limit
-    return shown + (f" (+{more} more)" if more > 0 else "") if items else "none"
-
-
-def count(n: int, noun: str) -> str:
-    """``1 graph``, ``2 graphs``."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def figures(f: Figures | None) -> str:
-    """Precision, recall, F1 and correlation on one line."""
-    if f is None:
-        return "not scored"
-    return (f"precision {number(f.precision)}, recall {number(f.recall)}, "
-            f"F1 {number(f.f1)}, correlation {number(f.correlation)}")
-
-
-def call(tool: str, model: str, default_model: str, **args: object) -> str:
-    """How to write a call to a tool, naming the model only where it is not the default."""
-    parts = [f"{k}={v!r}" for k, v in args.items()]
-    if model != default_model:
-        parts.append(f"model={model!r}")
-    return f"{tool}({', '.join(parts)})"
-
-
-def with_warnings(text: str, warnings: Sequence[str]) -> str:
-    return text + "".join(f"\nWarning: {w}" for w in warnings)
-
-
-# --------------------------------------------------------------------- errors
-def model_is_a_path() -> str:
-    # Says nothing of the name it refuses: it may be a path on the server's disk.
-    return ("model takes a model name such as 'smollm2-135m', not a path: this server runs only the "
-            "models its operator configured. Call list_models to see them.")
-
-
-def unknown_model(model: str, stored: Sequence[tuple[str, int]], stores_dir: str) -> str:
-    if stored:
-        known = "stores here hold " + ", ".join(f"{m} ({count(n, 'graph')})" for m, n in stored)
-    else:
-        known = f"no store in {stores_dir} holds any graphs yet"
-    return (f"Unknown model or store {model[:100]!r}: {known}. Call list_models, or omit model to use "
-            "the default.")
-
-
-def no_store_yet(model: str, stores_dir: str, build: str) -> str:
-    return (f"No graphs of {model} in {stores_dir} yet; call {build} to build one (any layer and "
-            "neuron), or list_models to see what is stored.")
-
-
-def no_graph(model: str, layer: int, neuron: int, build: str, stored_layers: Sequence[int] | None) -> str:
-    message = f"No graph for {neuron_id(layer, neuron)} in store {model}; call {build} or search_graphs first."
-    if stored_layers:
-        # The model's shape is unknown here, so the store is the only guide to its range.
-        message += f" (The store has graphs in layers {stored_layers[0]}-{stored_layers[-1]} only.)"
-    return message
-
-
-def empty_text() -> str:
-    return ("text is empty; pass the text to run the neuron on, e.g. a sentence that should make it "
-            "fire and one that should not (one call each)")
-
-
-def text_too_long(chars: int, limit: int) -> str:
-    return (f"text has {chars} characters, over the limit of {limit}; split it and call "
-            "predict_activations once per part")
-
-
-def too_many_tokens(n_tokens: int, limit: int) -> str:
-    return (f"text has {n_tokens} tokens; compare=true runs the real neuron on at most {limit} tokens "
-            "at a time. Split the text and call predict_activations once per part, or pass "
-            "compare=false for the graph's prediction alone.")
-
-
-def cannot(doing: str, model: str, reason: str, instead: str) -> str:
-    return f"Cannot {doing} for {model} here: {reason}. {instead}"
-
-
-def build_cancelled(layer: int, neuron: int, reason: str) -> str:
-    return (f"Build of {neuron_id(layer, neuron)} was cancelled ({reason}); call build_graph again to "
-            "restart it.")
-
-
-def bad_arguments(tool: str, errors: Sequence[dict]) -> str:
-    """Arguments that do not fit a tool's input schema: which, why, and what was sent (briefly)."""
-    problems = []
-    for error in errors[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
-        given = repr(error.get("input"))
-        given = given if len(given) <= 40 else given[:37] + "..."
-        problems.append(f"{where}: {error.get('msg', 'invalid')} (got {given})")
-    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
-    return (f"{tool} was called with arguments that do not fit its parameters: {'; '.join(problems)}{more}. "
-            "Numbers must be JSON numbers and flags true or false; see the tool's input schema.")
-
-
-def matching(rule: str, normalized: bool) -> str:
-    """How a graph matches text, in a phrase."""
-    return f"{rule}, {'normalised' if normalized else 'exact'} tokens"
-
-
-def no_graph_built(layer: int, neuron: int) -> str:
-    return (f"the builder returned no graph for {neuron_id(layer, neuron)}; check the server log, then call "
-            "build_graph again")
-
-
-def scan_unreadable(reason: str) -> str:
-    return f"{reason}. Tools that need the scan are unavailable until it is fixed."
-
-
-def still_indexing(graphs: int) -> str:
-    """Why an answer is partial: the store index is being built in the background."""
-    return (f"the stores are still being indexed ({graphs:,} graphs so far): this answer covers those "
-            "only (partial: true). Call again in a minute for all of them.")
-
-
-def examples_unresolved(neuron: str, reason: str) -> str:
-    """Why a graph's stored examples (references into a scan file) are not shown."""
-    return (f"the stored examples of {neuron} are references into a scan file, and {reason}, so they "
-            "are not shown; its graph, tokens and fidelity are unaffected. Put the scan file it was built "
-            "with beside the store, or rebuild the graph with build_graph(rebuild=true).")
-
-
-def threshold_source(from_scan: bool) -> str:
-    """What 'fires' was measured against in an induction probe."""
-    return "corpus scan max" if from_scan else "probe max"
-
-
-def measured_on(text_given: bool) -> str:
-    """Which tokens an ablation measured."""
-    return "the given text" if text_given else "repeated-sequence probe (second copies)"
-
-
-def pattern_too_long(chars: int, limit: int) -> str:
-    return f"the pattern has {chars} characters, over {limit}"
-
-
-def not_served(model: str) -> str:
-    return f"this server does not run {model} (its operator can add a model with --model NAME=PATH)"
-
-
-NOT_RUN_HERE = "this server does not run it"
-LAYERS_NEEDED = "pass layers: this model's shape is not known before it loads"
-NO_NEURONS = "pass at least one neuron id, e.g. ['L17/N938']"
-EMPTY_PATTERN = "the pattern is empty"
-TOKEN_OR_POSITION = "pass token or position, not both"
-INSTEAD_OF_COMPARE = "Call predict_activations with compare=false to see the graph's prediction alone."
-INSTEAD_OF_TOKENISING = "Search and read the stored graphs instead."
-INSTEAD_OF_BUILDING = ("Search the stored graphs with search_graphs instead, or run the server where the "
-                       "builder extra is installed.")
-INSTEAD_OF_PROBING = "Search the stored graphs with search_graphs instead."
-
-# Progress messages of the slow tools (the first report an agent sees).
-RUNNING_NEURON = "running the real neuron (the model loads on first use)"
-TOKENISING = "tokenising"
-RUNNING_INDUCTION = "running the induction probe (the model loads on first use)"
-RUNNING_ABLATION = "running the model clean and ablated"
-RUNNING_STEERING = "generating clean and steered (the model loads on first use)"
-PROBE_TOKEN_IDS = ("random ids from the middle of the vocabulary (2%-80% of its ids, special tokens excluded), "
-                   "as in Olsson et al. 2022 and TransformerLens' induction demo")
-SCORING_PATTERN = "scoring the pattern against the neuron"
-FINDING_NEURONS = "running the model (it loads on first use)"
-
-
-def building(layer: int, neuron: int) -> str:
-    return f"building {neuron_id(layer, neuron)}"
-
-
-NEURON_WITHOUT_LAYER = "pass layer with neuron (or neither, to list the most similar pairs)"
-SUBSET_NEEDS_TARGET = ("mode='subset' asks whether one neuron's behaviour is contained in others': pass "
-                       "both layer and neuron")
-NO_TOKENS = "the text has no tokens; pass some words"
 
 
 # --------------------------------------------------------------------- list_models
@@ -407,53 +194,8 @@ def predict(out: PredictOutput, *, max_rows: int) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------- the scan and the probes
-def no_scan(model: str, filename: str, stores_dir: str, tool: str) -> str:
-    return (f"{tool} needs the whole-model scan of {model} ({filename} in {stores_dir}), which is "
-            f"not there; its operator writes it with `n2g scan --model {model}`. Use search_graphs and "
-            "get_graph on the stored graphs meanwhile.")
 
-
-def no_such_token(token: str, text_tokens: Sequence[str]) -> str:
-    return (f"the text has no token {tok(token)}; its tokens are {tokens(text_tokens, 30)}. Pass one of "
-            "them as token, or position (an index; -1 is the last).")
-
-
-def position_outside(position: int, n: int) -> str:
-    return f"position {position} is outside the text's {n} tokens; use 0-{n - 1}, or -1 for the last"
-
-
-def too_many_neurons(n: int, limit: int, tool: str) -> str:
-    return f"{n} neurons given; {tool} takes at most {limit}. Pass the strongest candidates first."
-
-
-def too_many_each(n: int, limit: int) -> str:
-    return (f"each=true ablates every neuron alone, one pass each, for at most {limit} neurons; {n} given. "
-            f"Pass the {limit} strongest, or call with each=false for the group's effect alone.")
-
-
-def outside(name: str, value: float, low: float, high: float, meaning: str) -> str:
-    return f"{name}={value:g}: pass {low:g} to {high:g} ({meaning})"
-
-
-WEAK_COPY = "the model barely copies here, so copying neurons may not show"
-RUNS_MEANING = "the seeds seed .. seed + runs - 1 are merged"
-SCALE_MEANING = "the clamp as a multiple of the corpus max: 0 silences, 1 holds at the strongest corpus level"
-
-
-def too_many_prompt_tokens(n: int, limit: int) -> str:
-    return f"the prompt has {n} tokens; steer_neurons takes at most {limit}. Shorten it."
-
-
-def bad_neuron_ids(bad: Sequence[str]) -> str:
-    return (f"not neuron ids: {', '.join(repr(b[:40]) for b in bad[:5])}; write them as 'L17/N938' "
-            "(find_induction_neurons and search_graphs return them in that form)")
-
-
-def bad_pattern(reason: str) -> str:
-    return f"{reason}. Fix the pattern and call test_hypothesis again."
-
-
+# --------------------------------------------------------------------- the probes
 def find_neurons(out: FindNeuronsOutput) -> str:
     lines = [f"Neurons of {out.model} most active at token {out.position} {tok(out.token)} "
              f"(layers {out.layers[0]}-{out.layers[-1]}; activation / the neuron's corpus max):"]
