@@ -77,6 +77,8 @@ def _build_config(args: argparse.Namespace):
             config = replace(config, **{name: replace(getattr(config, name), **given)})
     if args.neuron_batch is not None:
         config = replace(config, neuron_batch=args.neuron_batch)
+    if args.dtype is not None:
+        config = replace(config, dtype=args.dtype)
     return config
 
 
@@ -105,7 +107,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
     started = time.perf_counter()
-    model = load_model(args.model, hook=args.hook, device=args.device)
+    model = load_model(args.model, hook=args.hook, device=args.device, dtype=config.dtype)
     scan_file = _scan_file(scan_path, model.name)
     loaded = time.perf_counter()
     graphs = build(model, layers, neurons, store, config, corpus=args.corpus, rebuild=args.rebuild,
@@ -182,6 +184,8 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")
     b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
+    b.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="numeric type of the model for every stage (default: BuildConfig.dtype)")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
     b.add_argument("--scan-file", help="a whole-model scan to take top windows from (default: "
                                        "stores/<model>.scan.npz where it exists and matches the corpus)")

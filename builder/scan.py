@@ -106,8 +106,15 @@ class LayerScan:
                        random_traces=z["random_traces"], density=density, quantiles=quantiles)
 
 
+def _regime(model: LoadedModel) -> str:
+    """The end of a cache folder's name: the hook, and the numeric type unless float32 (so
+    float32 caches keep the names they had before the type was a choice)."""
+    hook = file_safe(model.hook_template)
+    return hook if model.dtype == "float32" else f"{hook}-{model.dtype}"
+
+
 def _folder_name(key: str, k: int, config: ScanConfig, model: LoadedModel) -> str:
-    return f"{key}-k{k}-r{config.random_windows}-s{config.seed}-{file_safe(model.hook_template)}"
+    return f"{key}-k{k}-r{config.random_windows}-s{config.seed}-{_regime(model)}"
 
 
 def scan_dir(model: LoadedModel, windows: np.ndarray, config: ScanConfig) -> Path:
@@ -120,8 +127,7 @@ def _cached_layer(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
                   layer: int) -> LayerScan | None:
     """A cached scan of the layer with at least ``top_k`` windows per neuron, cut to ``top_k``."""
     base = scan_dir(model, windows, config)
-    pattern = (f"{windows_key(windows)}-k*-r{config.random_windows}-s{config.seed}"
-               f"-{file_safe(model.hook_template)}")
+    pattern = f"{windows_key(windows)}-k*-r{config.random_windows}-s{config.seed}-{_regime(model)}"
     for folder in [base, *sorted(base.parent.glob(pattern))]:
         k = int(folder.name.split("-k", 1)[1].split("-", 1)[0])
         path = folder / f"layer{layer}.npz"
