@@ -71,6 +71,9 @@ def variants(base: BuildConfig) -> dict[str, BuildConfig]:
         "context augmentation by the model's own predictions": replace(
             base, augment=replace(base.augment, helper="model")),
         "no pruning": replace(base, prune=PruneConfig(enabled=False)),
+        "pruning tries every length (default: 1-8, then x1.25 a step)": replace(
+            base, prune=replace(base.prune, growth=None, per_pass=8)),
+        "float32 (default: bfloat16; its own scan)": replace(base, dtype="float32"),
         "matching: case- and space-folded (default: exact)": replace(
             base, fit=replace(base.fit, normalized=True)),
     }
@@ -92,7 +95,14 @@ def main() -> None:
     from builder.scan import scan
     from n2g_mcp.cli.ranges import sample
 
-    model = load_model(args.model)
+    models = {}  # one per numeric type asked for, each with its own scans
+
+    def model_in(dtype: str):
+        if dtype not in models:
+            models[dtype] = load_model(args.model, dtype=dtype)
+        return models[dtype]
+
+    model = model_in(BuildConfig().dtype)
     layers = [int(x) for x in args.layers.split(",")]
     sizes = [int(x) for x in args.neurons.split(",")]
     budgets = [int(x) or None for x in args.scan_tokens.split(",")]
@@ -102,14 +112,18 @@ def main() -> None:
     for layer, size, budget in zip(layers, sizes, budgets, strict=True):
         base = BuildConfig(scan=ScanConfig(max_tokens=budget))
         windows = make_windows(model, None, base.scan.window, budget)
-        layer_scan = scan(model, windows, [layer], base.scan)[layer]
+        scans = {}
         neurons = sample(range(model.d_mlp), size)
         measured = {}  # variants that differ only in fit settings share the model-facing stages
         for name, config in variants(base).items():
             if args.only and not any(part in name for part in args.only.split(",")):
                 continue
+            model = model_in(config.dtype)
+            if config.dtype not in scans:
+                scans[config.dtype] = scan(model, windows, [layer], base.scan)[layer]
+            layer_scan = scans[config.dtype]
             probed = config.fit.calibrate and layer < config.fit.probe_layers
-            key = (config.examples, config.prune, config.saliency, config.augment, config.eval.top,
+            key = (config.dtype, config.examples, config.prune, config.saliency, config.augment, config.eval.top,
                    config.eval.train, config.fit.negatives if config.fit.calibrate else 0, probed)
             started = time.perf_counter()
             if key not in measured:

@@ -275,12 +275,24 @@ def repeat_probe(model: LoadedModel, layer: int,
     return [[model.vocab[t] for t in row] for row in rows], acts
 
 
+def check_regime(model: LoadedModel, config: BuildConfig) -> None:
+    """Raise BadArgument where the model runs in another numeric type than the config names: the
+    build record would then misstate how its graphs were made."""
+    if model.dtype != config.dtype:
+        raise BadArgument(f"{model.name} is loaded in {model.dtype} but the build asks for "
+                         f"{config.dtype}; load it with load_model(..., dtype={config.dtype!r}) "
+                         f"or build with dtype={model.dtype!r}")
+
+
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                   windows: np.ndarray, config: BuildConfig, helper: Helper | None,
-                  probe: TokenProbe | None = None) -> Measured:
+                  probe: TokenProbe | None = None,
+                  calibration: tuple[np.ndarray, np.ndarray] | None = None) -> Measured:
     """Prune, measure and augment the examples of some neurons of one layer, sharing forward
     passes between them. ``probe`` is the layer's token probe, if it has one (made once per
-    layer by :func:`layer_probe`)."""
+    layer by :func:`layer_probe`); ``calibration`` the layer's calibration windows (made once
+    per layer by :func:`build_layer`; None: made here, and charged to these neurons)."""
+    check_regime(model, config)
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     k = layer_scan.values.shape[0]
     live, dead, top = [], [], []
@@ -310,7 +322,8 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     by_neuron: dict[int, list[tuple[Snippet, np.ndarray]]] = {n: [] for n in live}
     for s, imp in zip(pruned + variants, importance + variant_importance, strict=True):
         by_neuron[s.neuron].append((s, imp))
-    calibration = _calibration_windows(model, layer, layer_scan, windows, config)
+    if calibration is None:
+        calibration = _calibration_windows(model, layer, layer_scan, windows, config)
     repeats = repeat_probe(model, layer, config) if live else None
     elapsed = time.perf_counter() - started
     cost: dict[str, float] = {
@@ -372,9 +385,11 @@ def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan
 
 def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                 windows: np.ndarray, config: BuildConfig, helper: Helper | None,
-                probe: TokenProbe | None = None) -> list[NeuronGraph]:
+                probe: TokenProbe | None = None,
+                calibration: tuple[np.ndarray, np.ndarray] | None = None) -> list[NeuronGraph]:
     """Build the graphs of some neurons of one layer, sharing forward passes between them."""
-    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe)
+    measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe,
+                             calibration)
     return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
@@ -407,15 +422,19 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     """
     for n in neurons:
         model.check_neuron(n)
+    check_regime(model, config)
     built: list[NeuronGraph] = []
     helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
+    # Passes that serve every neuron of the layer run once, not once per batch.
     probe = layer_probe(model, layer, windows, config)
+    calibration = _calibration_windows(model, layer, layer_scan, windows, config)
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
-        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe)
+        graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe,
+                             calibration)
         if writer is not None:
             writer.append(stored_form(graphs, layer_scan, referrer))
         built.extend(graphs)

@@ -16,6 +16,7 @@ memory stays bounded (the live model's ``activations`` uses it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 
 from builder.models import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
@@ -42,9 +45,10 @@ def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
     return groups
 
 
-def pack(model: LoadedModel, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-    """``(batch, 1 + longest)`` token ids: BOS, the row, then right padding."""
-    offset = 0 if model.bos_id is None else 1
+def pack(model: LoadedModel, rows: Sequence[Sequence[int]], bos: bool = True) -> torch.Tensor:
+    """``(batch, 1 + longest)`` token ids: BOS, the row, then right padding (``bos=False``: rows
+    that continue a cached prefix, ``(batch, longest)``)."""
+    offset = 0 if model.bos_id is None or not bos else 1
     longest = max(len(r) for r in rows)
     pad = model.bos_id if model.bos_id is not None else 0
     ids = torch.full((len(rows), offset + longest), pad, dtype=torch.long)
@@ -72,6 +76,33 @@ def full_depth() -> Iterator[None]:
         _FULL_DEPTH.reset(token)
 
 
+def _forward_to(model: LoadedModel, ids: torch.Tensor, layers: Sequence[int],
+                **kwargs: object) -> dict[int, torch.Tensor]:
+    """Run ``ids`` (BOS included) and return ``{layer: (batch, pos, d_mlp)}`` float32, BOS
+    included; the pass ends inside the deepest layer unless :func:`full_depth` is on. Extra
+    keyword arguments (a KV cache, a mask, positions) go to the bridge's forward."""
+    deepest = max(layers)
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
+            captured[layer] = acts.float()  # (batch, pos, d_mlp)
+            if layer == deepest and not _FULL_DEPTH.get():
+                raise _Done
+            return acts
+        return capture
+
+    with torch.inference_mode():
+        try:
+            model.bridge.run_with_hooks(
+                ids, fwd_hooks=[(model.hook(layer), hook_for(layer)) for layer in layers],
+                stop_at_layer=None if _FULL_DEPTH.get() else deepest + 1, **kwargs,
+            )
+        except _Done:
+            pass
+    return captured
+
+
 def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
                layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """All neurons of the given layers on a batch of rows: ``{layer: (batch, pos, d_mlp)}``.
@@ -79,30 +110,12 @@ def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
     Positions exclude the BOS token. The pass ends inside the deepest requested layer: its hook
     raises once it has what it needs, so no later block, and never the unembedding, runs (the
     bridge's ``stop_at_layer`` still runs the unembedding for the last layer, which costs about
-    eight blocks' work on SmolLM2: 576 x 49,152 multiply-adds a token).
+    eight blocks' work on SmolLM2: 576 x 49,152 multiply-adds a token). Activations come back as
+    float32 whatever ``model.dtype`` is.
     """
     offset = 0 if model.bos_id is None else 1
-    deepest = max(layers)
-    captured: dict[int, torch.Tensor] = {}
-
-    def hook_for(layer: int):
-        def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
-            captured[layer] = acts[:, offset:].float()  # (batch, pos, d_mlp)
-            if layer == deepest and not _FULL_DEPTH.get():
-                raise _Done
-            return acts
-        return capture
-
-    ids = pack(model, rows)
-    with torch.inference_mode():
-        try:
-            model.bridge.run_with_hooks(
-                ids, fwd_hooks=[(model.hook(layer), hook_for(layer)) for layer in layers],
-                stop_at_layer=None if _FULL_DEPTH.get() else deepest + 1,
-            )
-        except _Done:
-            pass
-    return captured
+    acts = _forward_to(model, pack(model, rows), layers)
+    return {layer: a[:, offset:] for layer, a in acts.items()}
 
 
 def neuron_activations(model: LoadedModel, layer: int, rows: Sequence[Sequence[int]],
@@ -133,6 +146,99 @@ def neuron_activations(model: LoadedModel, layer: int, rows: Sequence[Sequence[i
         picked = picked.cpu().numpy()
         for b, i in enumerate(group):
             out[i] = picked[b, :lengths[i]].copy()
+    return out
+
+
+def _prefix_batches(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[Sequence[int]]],
+                    max_batch_tokens: int) -> list[list[int]]:
+    """Groups in batches, by prefix length, with (rows x (longest prefix + longest suffix)) under
+    the budget: the cache and attention of a batch then take what a plain pass of the same
+    padded rows would, while the blocks compute only the prefixes once and the suffixes."""
+    order = sorted(range(len(prefixes)), key=lambda g: len(prefixes[g]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    rows = suffix = 0
+    for g in order:
+        longest = max(len(x) for x in suffixes[g])
+        width = 1 + len(prefixes[g]) + max(suffix, longest)  # sorted: this prefix is the longest
+        if current and (rows + len(suffixes[g])) * width > max_batch_tokens:
+            batches.append(current)
+            current, rows, suffix = [], 0, 0
+        current.append(g)
+        rows, suffix = rows + len(suffixes[g]), max(suffix, longest)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def shared_prefix_activations(model: LoadedModel, layer: int, prefixes: Sequence[Sequence[int]],
+                              suffixes: Sequence[Sequence[Sequence[int]]], neurons: Sequence[int],
+                              max_batch_tokens: int = 8192) -> list[np.ndarray]:
+    """Activation at the last token of ``prefixes[g] + s`` for every suffix ``s`` of group ``g``.
+
+    The answer is :func:`pivot_activations` on the concatenated rows. Where the model takes a KV
+    cache (``model.prefix_cache``) and has a BOS token, each group's prefix runs once, to the
+    layer, and its suffixes run after it from the cached keys and values: a batch of groups is
+    one pass over their right-padded prefixes, then one over every suffix, with an attention
+    mask that hides each prefix's padding and positions that continue its real tokens. The
+    saliency stage's masked copies of a snippet share everything before the first masked token.
+
+    Args:
+        model: the loaded model.
+        layer: the layer of every neuron asked for.
+        prefixes: one token sequence per group (may be empty: BOS alone is then shared).
+        suffixes: per group, non-empty token sequences that follow its prefix.
+        neurons: one neuron per group.
+        max_batch_tokens: padded tokens per pass, counted as a plain pass would pad the rows.
+
+    Returns:
+        Per group, a float32 array with one activation per suffix.
+    """
+    if not len(prefixes) == len(suffixes) == len(neurons):
+        raise ValueError(f"{len(prefixes)} prefixes, {len(suffixes)} suffix groups, {len(neurons)} neurons")
+    if any(not x for group in suffixes for x in group):
+        raise ValueError("every suffix needs a token: the activation is read at its last one")
+    if not model.prefix_cache or model.bos_id is None:
+        rows = [tuple(p) + tuple(x) for p, group in zip(prefixes, suffixes, strict=True) for x in group]
+        owners = [n for n, group in zip(neurons, suffixes, strict=True) for _ in group]
+        flat = iter(pivot_activations(model, layer, rows, owners, max_batch_tokens))
+        return [np.array([next(flat) for _ in group], dtype=np.float32) for group in suffixes]
+    from transformers import DynamicCache
+
+    out = [np.zeros(len(group), dtype=np.float32) for group in suffixes]
+    for batch in _prefix_batches(prefixes, suffixes, max_batch_tokens):
+        cache = DynamicCache()
+        ids = pack(model, [prefixes[g] for g in batch])  # (groups, 1 + longest prefix)
+        # Hugging Face (5.x) hands its decoder layers the cache as ``cache=``, a name the bridge's
+        # attention (TransformerLens 4.3) does not read; under ``layer_past`` it does. The
+        # ``past_key_values`` name makes HF offset the mask and positions by the cache's length.
+        kv = {"past_key_values": cache, "layer_past": cache}
+        _forward_to(model, ids, [layer], **kv)  # fills the cache up to the layer
+        if cache.get_seq_length() != ids.shape[1]:
+            log.warning("%s: the bridge did not fill the KV cache; saliency runs every masked "
+                        "copy whole (same result, slower)", model.name)
+            model.prefix_cache = False
+            return shared_prefix_activations(model, layer, prefixes, suffixes, neurons,
+                                             max_batch_tokens)
+        owner = [b for b, g in enumerate(batch) for _ in suffixes[g]]  # each suffix's group
+        rows = [x for g in batch for x in suffixes[g]]
+        cache.batch_select_indices(torch.as_tensor(owner, device=ids.device))  # (rows, ...)
+        suffix_ids = pack(model, rows, bos=False)  # (rows, longest suffix)
+        real = torch.as_tensor([1 + len(prefixes[g]) for g in batch], device=ids.device)[owner]
+        width = torch.arange(ids.shape[1], device=ids.device)
+        # Each row sees its own prefix's real tokens, never the padding after them, then itself.
+        mask = torch.cat([(width[None, :] < real[:, None]).long(),
+                          torch.ones_like(suffix_ids)], dim=1)  # (rows, prefix + suffix)
+        positions = real[:, None] + torch.arange(suffix_ids.shape[1], device=ids.device)[None, :]
+        acts = _forward_to(model, suffix_ids, [layer], attention_mask=mask, position_ids=positions,
+                           **kv)[layer]  # (rows, suffix, d_mlp)
+        last = torch.as_tensor([len(x) - 1 for x in rows], device=acts.device)
+        index = torch.as_tensor([neurons[batch[b]] for b in owner], device=acts.device)
+        picked = acts[torch.arange(len(rows), device=acts.device), last, index].cpu().numpy()
+        at = 0
+        for g in batch:
+            out[g] = picked[at:at + len(suffixes[g])].astype(np.float32)
+            at += len(suffixes[g])
     return out
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from builder.config import DTYPES, BuildConfig
 from store.errors import BadArgument, UnknownModel
 from store.models import (  # noqa: F401 - the registry, re-exported for the builder's modules
     DEFAULT_HOOK,
@@ -163,6 +164,12 @@ class LoadedModel:
     """Text of every token id, as graphs store tokens."""
     special_ids: frozenset[int]
     device: str
+    dtype: str = "float32"
+    """Numeric type of the weights and activations (``BuildConfig.dtype``); scans are cached per
+    dtype and every graph's build record names it, so one numeric regime serves a build."""
+    prefix_cache: bool = False
+    """Whether the bridge takes a Hugging Face KV cache (``past_key_values``), which lets the
+    saliency stage run the prefix its masked variants share once (``builder.forward``)."""
     tokens_forwarded: int = 0
     """Padded tokens run through the model so far (benchmarks read it)."""
 
@@ -207,25 +214,36 @@ def _special_ids(tokenizer: Any) -> frozenset[int]:
     return frozenset(tokenizer.all_special_ids) | {i for i, token in added.items() if token.special}
 
 
-def _load_hf(source: str, gguf_file: str | None, device: str) -> tuple[Any, Any, Any]:
+def _torch_dtype(dtype: str) -> torch.dtype:
+    """The torch type of a ``BuildConfig.dtype`` name."""
     import torch
+
+    if dtype not in DTYPES:
+        raise BadArgument(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def _load_hf(source: str, gguf_file: str | None, device: str,
+             dtype: str) -> tuple[Any, Any, Any]:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    # Loaded in the requested type: the bridge records ``dtype`` but casts nothing itself.
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=_torch_dtype(dtype), **kwargs)
     if not getattr(hf_model.config, "architectures", None):
         # Configs read from a GGUF file carry no `architectures`, from which the bridge picks its
         # adapter ("Could not determine supported architecture"); the loaded class names it.
         hf_model.config.architectures = [type(hf_model).__name__]
     bridge = TransformerBridge.boot_transformers(source, hf_model=hf_model, tokenizer=tokenizer,
-                                                 device=device)
+                                                 device=device, dtype=_torch_dtype(dtype))
     return bridge, tokenizer, hf_model
 
 
 def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
-               device: str | None = None, local: bool = True, as_name: str | None = None) -> LoadedModel:
+               device: str | None = None, local: bool = True, as_name: str | None = None,
+               dtype: str | None = None) -> LoadedModel:
     """Load a model for N2G (see the module docstring for what ``name`` may be).
 
     Args:
@@ -234,6 +252,8 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
             only ever looked up on the hub and the disk is never searched for it.
         as_name: the name graphs and scans are filed under (default: ``name``), for a model an
             operator configured as ``NAME=PATH``.
+        dtype: ``float32`` or ``bfloat16`` (default: ``BuildConfig.dtype``, so a build, its scan
+            and a live comparison share one numeric regime unless asked otherwise).
 
     Raises:
         UnknownModel: if the name is neither embedded, a local path, nor loadable from the hub.
@@ -243,22 +263,26 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
 
     torch.set_grad_enabled(False)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or BuildConfig.dtype
+    _torch_dtype(dtype)  # an unknown name fails before the slow load
     bos_token: str | None = None
     path = Path(name).expanduser()
     try:
         if name in EMBEDDED:
-            bridge, tokenizer, _ = _load_hf(str(ensure_embedded(name)), None, device)
+            bridge, tokenizer, _ = _load_hf(str(ensure_embedded(name)), None, device, dtype)
             bos_token = EMBEDDED[name].bos
         elif local and path.is_file() and path.suffix == ".gguf":
-            bridge, tokenizer, _ = _load_hf(str(path.parent), path.name, device)
+            bridge, tokenizer, _ = _load_hf(str(path.parent), path.name, device, dtype)
         elif local and path.is_dir():
-            bridge, tokenizer, _ = _load_hf(str(path), None, device)
+            bridge, tokenizer, _ = _load_hf(str(path), None, device, dtype)
         elif local and (name.startswith(("/", ".", "~")) or path.suffix == ".gguf"):
             raise UnknownModel(f"no model at {name}: expected a Hugging Face directory or a .gguf file")
         else:
             from transformer_lens.model_bridge import TransformerBridge
 
-            bridge = TransformerBridge.boot_transformers(name, device=device)
+            bridge = TransformerBridge.boot_transformers(name, device=device,
+                                                         dtype=_torch_dtype(dtype))
+            bridge.to(_torch_dtype(dtype))
             tokenizer = bridge.tokenizer
     except UnknownModel:
         raise
@@ -291,4 +315,6 @@ def load_model(name: str = DEFAULT_MODEL, *, hook: str = DEFAULT_HOOK,
         vocab=vocab,
         special_ids=_special_ids(tokenizer),
         device=device,
+        dtype=dtype,
+        prefix_cache=True,
     )

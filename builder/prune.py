@@ -4,14 +4,16 @@ In: top examples (a window, its pivot = the argmax token, the activation there).
 :class:`Snippet` per example, the window cut to ``window[s : pivot + 1]`` for the largest start
 ``s`` whose pivot activation is at least ``keep`` (0.5) of the full window's (paper, eq. 2).
 
-The paper adds one token at a time; we try ``step`` prefix lengths per round, for every still
-unresolved example of every neuron in the same forward passes, and take the shortest that
-passes, which is the same answer in a fraction of the passes. The whole window always passes, so
-every example resolves.
+The paper adds one token at a time. We try a ladder of lengths (``PruneConfig``): every length
+up to ``exact`` in one forward pass, then lengths growing by ``growth``, ``per_pass`` to a pass,
+for every still unresolved example of every neuron in the same passes, and take the shortest
+rung that passes. With ``growth=None`` the ladder is every length and the answer is the paper's.
+The whole window always passes, so every example resolves.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,34 +60,61 @@ def _scale(full: float, pruned: float) -> float:
     return full / pruned if pruned > 0 and full > 0 else 1.0
 
 
+def ladder(limit: int, config: PruneConfig) -> list[list[int]]:
+    """The prefix lengths tried, pass by pass, for a pivot with ``limit`` tokens up to it. The
+    whole window (``limit``) is never tried: it is the answer when nothing shorter passes.
+
+    >>> ladder(40, PruneConfig())
+    [[1, 2, 3, 4, 5, 6, 7, 8], [10, 13], [17, 22], [28, 35]]
+    >>> ladder(12, PruneConfig(growth=None, per_pass=3))
+    [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]]
+    >>> ladder(1, PruneConfig())
+    []
+    """
+    lengths = list(range(1, min(config.exact + 1, limit)))
+    rungs, n = [], config.exact
+    while True:
+        n = n + 1 if config.growth is None else max(n + 1, math.ceil(n * config.growth))
+        if n >= limit:
+            break
+        rungs.append(n)
+    passes = [lengths] + [rungs[i:i + config.per_pass] for i in range(0, len(rungs), config.per_pass)]
+    return [p for p in passes if p]
+
+
 def prune(model: LoadedModel, layer: int, examples: Sequence[TopExample], config: PruneConfig,
           max_batch_tokens: int = 8192) -> list[Snippet]:
-    """The shortest prefix of each example that keeps ``config.keep`` of its pivot activation."""
+    """The shortest prefix on the length ladder of each example that keeps ``config.keep`` of its
+    pivot activation (see :func:`ladder`)."""
     full = [Snippet(e.neuron, tuple(e.window[: e.pivot + 1]), e.activation) for e in examples]
     if not config.enabled:
         return full
     result: list[Snippet | None] = [None] * len(examples)
-    pending = list(range(len(examples)))
-    length = 1
+    ladders = [ladder(e.pivot + 1, config) for e in examples]
+    for i in range(len(examples)):
+        if not ladders[i]:  # the pivot is the window's first token: nothing to cut
+            result[i] = full[i]
+    pending = [i for i in range(len(examples)) if ladders[i]]
+    step = 0
     while pending:
         rows, owners, lengths = [], [], []
         for i in pending:
             e = examples[i]
-            for n in range(length, min(length + config.step, e.pivot + 1)):
+            for n in ladders[i][step]:
                 rows.append(e.window[e.pivot + 1 - n: e.pivot + 1])
                 owners.append(i)
                 lengths.append(n)
         acts = pivot_activations(model, layer, rows, [examples[i].neuron for i in owners],
-                                 max_batch_tokens) if rows else []
+                                 max_batch_tokens)
         for i, n, act in zip(owners, lengths, acts, strict=True):
             e = examples[i]
             if result[i] is None and act >= config.keep * e.activation:
                 result[i] = Snippet(e.neuron, tuple(e.window[e.pivot + 1 - n: e.pivot + 1]), float(act),
                                     scale=_scale(e.activation, float(act)))
-        length += config.step
+        step += 1
         still = []
         for i in pending:
-            if result[i] is None and length > examples[i].pivot:
+            if result[i] is None and step == len(ladders[i]):
                 result[i] = full[i]  # only the whole window keeps the neuron firing
             elif result[i] is None:
                 still.append(i)

@@ -3,8 +3,11 @@
 In: snippets (pivot last). Out: per snippet, one importance per token,
 ``alpha_k = 1 - a(pivot | token k masked) / a(pivot)`` (the paper's equation 3, with the ratio
 the right way up), and the snippet's exact pivot activation. Token k is replaced by a mask token
-(padding-like). One forward pass holds the original and every masked copy of many snippets.
-Where the pivot does not fire (activation <= 0) importances are 0, not a division by zero.
+(padding-like). The original and every masked copy of a snippet agree up to the first masked
+token, so that prefix runs once from a KV cache and only the copies' short suffixes run each
+(``builder.forward.shared_prefix_activations``; the same activations as running every copy
+whole); one pair of passes holds many snippets. Where the pivot does not fire (activation <= 0)
+importances are 0, not a division by zero.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from builder.forward import pivot_activations
+from builder.forward import shared_prefix_activations
 from builder.models import LoadedModel
 from builder.prune import Snippet
 
@@ -26,26 +29,24 @@ def saliency(model: LoadedModel, layer: int, snippets: Sequence[Snippet], mask_i
     Args:
         context: measure only the pivot and the ``context`` tokens before it (None: all). Earlier
             tokens get importance 0, so the path ignores them. A snippet of L tokens costs about
-            (L + 1) x (context + 2) forwarded tokens instead of (L + 1) ** 2.
+            L + (context + 2) x (context + 1) forwarded tokens from the cached prefix, instead
+            of (L + 1) x (context + 2) run whole, or (L + 1) ** 2 with no cap.
 
     Returns:
         ``(importances, activations)``: one float32 array per snippet (as long as the snippet;
         the last entry is the pivot's own importance), and each snippet's pivot activation.
     """
-    rows: list[tuple[int, ...]] = []
-    neurons: list[int] = []
     first = [0 if context is None else max(0, len(s.tokens) - 1 - context) for s in snippets]
-    for s, start in zip(snippets, first, strict=True):
-        rows.append(s.tokens)
-        rows.extend(s.tokens[:k] + (mask_id,) + s.tokens[k + 1:] for k in range(start, len(s.tokens)))
-        neurons.extend([s.neuron] * (len(s.tokens) - start + 1))
-    acts = pivot_activations(model, layer, rows, neurons, max_batch_tokens)
+    # Per snippet: the shared prefix, then the original's suffix and one per masked token.
+    prefixes = [s.tokens[:start] for s, start in zip(snippets, first, strict=True)]
+    suffixes = [[s.tokens[start:]] + [s.tokens[start:k] + (mask_id,) + s.tokens[k + 1:]
+                                      for k in range(start, len(s.tokens))]
+                for s, start in zip(snippets, first, strict=True)]
+    acts = shared_prefix_activations(model, layer, prefixes, suffixes, [s.neuron for s in snippets],
+                                     max_batch_tokens)
     importances, originals = [], np.zeros(len(snippets), dtype=np.float32)
-    at = 0
-    for i, (s, start) in enumerate(zip(snippets, first, strict=True)):
-        measured = len(s.tokens) - start
-        original, masked = acts[at], acts[at + 1: at + 1 + measured]
-        at += measured + 1
+    for i, (s, start, measured) in enumerate(zip(snippets, first, acts, strict=True)):
+        original, masked = measured[0], measured[1:]  # (tokens - start,)
         originals[i] = original
         importance = np.zeros(len(s.tokens), dtype=np.float32)
         if original > 0:

@@ -108,8 +108,15 @@ class LayerScan:
                        random_traces=z["random_traces"], density=density, quantiles=quantiles)
 
 
+def _regime(model: LoadedModel) -> str:
+    """The end of a cache folder's name: the hook, and the numeric type unless float32 (so
+    float32 caches keep the names they had before the type was a choice)."""
+    hook = file_safe(model.hook_template)
+    return hook if model.dtype == "float32" else f"{hook}-{model.dtype}"
+
+
 def _folder_name(key: str, k: int, config: ScanConfig, model: LoadedModel) -> str:
-    return f"{key}-k{k}-r{config.random_windows}-s{config.seed}-{file_safe(model.hook_template)}"
+    return f"{key}-k{k}-r{config.random_windows}-s{config.seed}-{_regime(model)}"
 
 
 def scan_dir(model: LoadedModel, windows: np.ndarray, config: ScanConfig) -> Path:
@@ -122,8 +129,7 @@ def _cached_layer(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
                   layer: int) -> LayerScan | None:
     """A cached scan of the layer with at least ``top_k`` windows per neuron, cut to ``top_k``."""
     base = scan_dir(model, windows, config)
-    pattern = (f"{windows_key(windows)}-k*-r{config.random_windows}-s{config.seed}"
-               f"-{file_safe(model.hook_template)}")
+    pattern = f"{windows_key(windows)}-k*-r{config.random_windows}-s{config.seed}-{_regime(model)}"
     for folder in [base, *sorted(base.parent.glob(pattern))]:
         k = int(folder.name.split("-k", 1)[1].split("-", 1)[0])
         path = folder / f"layer{layer}.npz"
@@ -319,7 +325,8 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
         cancel: set it to stop between batches.
         scan_file: a shipped whole-model scan; where it was made over the same windows, a layer
             missing from the cache is read from it instead of scanned (see
-            :func:`layer_scan_from_file`: only ``neurons`` get traces).
+            :func:`layer_scans_from_file`: only ``neurons`` get traces, in one pass for all
+            the layers it serves).
         neurons: the neurons the caller needs (None: all).
 
     Raises:
@@ -330,16 +337,18 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
     folder = scan_dir(model, windows, config)
     out: dict[int, LayerScan] = {}
     missing = []
+    from_file = []
     for layer in sorted(set(layers)):
         cached = _cached_layer(model, windows, config, layer) if use_cache else None
         if cached is not None:
             out[layer] = cached
         elif scan_file_serves(scan_file, windows, config):
-            out[layer] = layer_scan_from_file(model, scan_file, layer,
-                                              range(model.d_mlp) if neurons is None else neurons,
-                                              config)
+            from_file.append(layer)
         else:
             missing.append(layer)
+    if from_file:  # one pass for every layer the file serves
+        out.update(layer_scans_from_file(model, scan_file, from_file,
+                                         range(model.d_mlp) if neurons is None else neurons, config))
     if not missing:
         return out
 
@@ -405,32 +414,64 @@ def export_scan_file(model: LoadedModel, windows: np.ndarray, scans: dict[int, L
         windows_key=windows_key(windows))
 
 
+def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Sequence[int],
+                          neurons: Sequence[int], config: ScanConfig) -> dict[int, LayerScan]:
+    """Several layers' scans for some neurons, from a shipped scan file: their top windows are
+    known, their traces are measured again, in the model's numeric type. One pass over the
+    windows any of them needs (and the random ones), to the deepest layer, serves every layer
+    and neuron: a whole-model build runs the corpus's top windows once, never once per layer or
+    per batch. Traces of other neurons are left at zero.
+
+    Memory: the traces kept (``k x d_mlp x window`` floats a layer) and one batch's activations;
+    each batch is scattered into the traces as it comes."""
+    layers = sorted(set(layers))
+    for layer in layers:
+        model.check_layer(layer)
+    k = min(config.top_k, scan_file.top_k)
+    chosen = np.asarray(sorted(set(neurons)), dtype=np.int64)  # (m,)
+    window_ids = {layer: scan_file.top_window[layer, :k].astype(np.int64) for layer in layers}  # (k, d)
+    needed = np.unique(np.concatenate([window_ids[layer][:, chosen].ravel() for layer in layers]))
+    random_ids = scan_file.random_windows.astype(np.int64)
+    rows = np.concatenate([needed, random_ids])
+    windows = scan_file.windows.astype(np.int64)
+    width = windows.shape[1]
+    # Per layer, every (rank, neuron) trace wanted, sorted by its row in ``rows``, so that a batch
+    # of rows owns one contiguous run of them.
+    wanted: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for layer in layers:
+        row = np.searchsorted(needed, window_ids[layer][:, chosen]).ravel()  # (k * m,)
+        rank, column = np.divmod(np.arange(row.size), len(chosen))
+        order = np.argsort(row, kind="stable")
+        wanted[layer] = (row[order], rank[order], chosen[column[order]])
+    traces = {layer: np.zeros((k, model.d_mlp, width), np.float32) for layer in layers}
+    random_traces = {layer: np.zeros((len(random_ids), width, model.d_mlp), np.float32)
+                     for layer in layers}
+    for start in range(0, len(rows), config.batch_size):
+        end = min(start + config.batch_size, len(rows))
+        acts = run_layers(model, windows[rows[start:end]].tolist(), layers)
+        for layer in layers:
+            a = acts[layer].cpu().numpy()  # (batch, pos, d)
+            row, rank, neuron = wanted[layer]
+            lo, hi = np.searchsorted(row, [start, end])
+            traces[layer][rank[lo:hi], neuron[lo:hi]] = a[row[lo:hi] - start, :, neuron[lo:hi]]
+            first_random = max(start, len(needed))  # rows from here on are random windows
+            if first_random < end:
+                random_traces[layer][first_random - len(needed):end - len(needed)] = a[first_random - start:]
+    out = {}
+    for layer in layers:
+        values = scan_file.top_value[layer, :k].astype(np.float32)  # (k, d), float16 precision
+        values[0] = scan_file.max_activation[layer]
+        values[:, chosen] = traces[layer][:, chosen].max(axis=2)
+        out[layer] = LayerScan(
+            layer=layer, values=values, windows=window_ids[layer].astype(np.int32),
+            traces=traces[layer], random_windows=random_ids.astype(np.int32),
+            random_traces=random_traces[layer], density=scan_file.density[layer], quantiles={
+                q: scan_file.quantile[layer, i] for i, q in enumerate(scan_file.meta["quantiles"])})
+    return out
+
+
 def layer_scan_from_file(model: LoadedModel, scan_file: ScanFile, layer: int,
                          neurons: Sequence[int], config: ScanConfig) -> LayerScan:
-    """A layer's scan for some neurons, from a shipped scan file: their top windows are known,
-    their traces are measured again (one pass over those windows and the random ones, instead of
-    a pass over the whole corpus). Traces of other neurons are left at zero."""
-    model.check_layer(layer)
-    k = min(config.top_k, scan_file.top_k)
-    chosen = np.asarray(list(neurons), dtype=np.int64)  # (m,)
-    window_ids = scan_file.top_window[layer, :k].astype(np.int64)  # (k, d)
-    needed = np.unique(window_ids[:, chosen])  # sorted
-    windows = scan_file.windows.astype(np.int64)
-    traces = np.zeros((k, model.d_mlp, windows.shape[1]), np.float32)
-    rows = np.concatenate([needed, scan_file.random_windows.astype(np.int64)])
-    acts = []
-    for start in range(0, len(rows), config.batch_size):
-        batch = windows[rows[start:start + config.batch_size]].tolist()
-        acts.append(run_layers(model, batch, [layer])[layer].cpu().numpy())  # (batch, pos, d)
-    every = np.concatenate(acts) if acts else np.zeros((0, windows.shape[1], model.d_mlp), np.float32)
-    row = np.searchsorted(needed, window_ids[:, chosen])  # (k, m) each trace's row of `every`
-    traces[:, chosen] = every[row, :, chosen[None, :]]  # (k, m, window)
-    values = scan_file.top_value[layer, :k].astype(np.float32)  # (k, d), float16 precision
-    values[0] = scan_file.max_activation[layer]
-    values[:, chosen] = traces[:, chosen].max(axis=2)
-    return LayerScan(
-        layer=layer, values=values, windows=window_ids.astype(np.int32), traces=traces,
-        random_windows=scan_file.random_windows.astype(np.int32),
-        random_traces=every[len(needed):].astype(np.float32),
-        density=scan_file.density[layer], quantiles={
-            q: scan_file.quantile[layer, i] for i, q in enumerate(scan_file.meta["quantiles"])})
+    """One layer's scan for some neurons, from a shipped scan file (see
+    :func:`layer_scans_from_file`)."""
+    return layer_scans_from_file(model, scan_file, [layer], neurons, config)[layer]

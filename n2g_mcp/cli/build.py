@@ -53,6 +53,8 @@ def _build_config(args: argparse.Namespace):
             config = replace(config, **{name: replace(getattr(config, name), **given)})
     if args.neuron_batch is not None:
         config = replace(config, neuron_batch=args.neuron_batch)
+    if args.dtype is not None:
+        config = replace(config, dtype=args.dtype)
     return config
 
 
@@ -82,7 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return _build_on_ray(args, layers, neurons, store, config, scan_path)
     started = time.perf_counter()
-    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name)
+    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=config.dtype)
     scan_file = _scan_file(scan_path, model.name)
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
@@ -211,6 +213,8 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")
     b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
+    b.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="numeric type of the model for every stage (default: BuildConfig.dtype)")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "

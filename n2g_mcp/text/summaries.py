@@ -21,6 +21,7 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
+from n2g_mcp.text.refusals import WEAK_COPY
 from store.metrics import FIRING_THRESHOLD
 
 
