@@ -17,9 +17,10 @@ memory stays bounded (the live model's ``activations`` uses it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,6 +172,29 @@ def _prefix_batches(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequen
     return batches
 
 
+def _prefill(model: LoadedModel, ids: torch.Tensor, layer: int,
+             make_cache: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``ids`` to ``layer`` into a fresh KV cache; returns the keyword arguments that pass the
+    cache (the same ones must carry it through the suffix pass).
+
+    Hugging Face (5.x) hands its decoder layers the cache as ``cache=``, a name the bridge's
+    attention (TransformerLens 4.3) does not read; under ``layer_past`` it does. The
+    ``past_key_values`` name makes HF offset the mask and positions by the cache's length. Some
+    families (GPT-NeoX) pass ``layer_past`` themselves: there the extra name is refused, and the
+    HF name alone reaches the bridge.
+    """
+    cache = make_cache()
+    kv = {"past_key_values": cache, "layer_past": cache}
+    try:
+        _forward_to(model, ids, [layer], **kv)
+    except TypeError as exc:
+        if "layer_past" not in str(exc):
+            raise
+        kv = {"past_key_values": make_cache()}
+        _forward_to(model, ids, [layer], **kv)
+    return kv
+
+
 def shared_prefix_activations(model: LoadedModel, layer: int, prefixes: Sequence[Sequence[int]],
                               suffixes: Sequence[Sequence[Sequence[int]]], neurons: Sequence[int],
                               max_batch_tokens: int = 8192) -> list[np.ndarray]:
@@ -207,13 +231,9 @@ def shared_prefix_activations(model: LoadedModel, layer: int, prefixes: Sequence
 
     out = [np.zeros(len(group), dtype=np.float32) for group in suffixes]
     for batch in _prefix_batches(prefixes, suffixes, max_batch_tokens):
-        cache = DynamicCache()
         ids = pack(model, [prefixes[g] for g in batch])  # (groups, 1 + longest prefix)
-        # Hugging Face (5.x) hands its decoder layers the cache as ``cache=``, a name the bridge's
-        # attention (TransformerLens 4.3) does not read; under ``layer_past`` it does. The
-        # ``past_key_values`` name makes HF offset the mask and positions by the cache's length.
-        kv = {"past_key_values": cache, "layer_past": cache}
-        _forward_to(model, ids, [layer], **kv)  # fills the cache up to the layer
+        kv = _prefill(model, ids, layer, DynamicCache)
+        cache = kv["past_key_values"]
         if cache.get_seq_length() != ids.shape[1]:
             log.warning("%s: the bridge did not fill the KV cache; saliency runs every masked "
                         "copy whole (same result, slower)", model.name)
