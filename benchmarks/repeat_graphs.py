@@ -3,7 +3,7 @@ repeated text (issue 14, item 2).
 
     python benchmarks/repeat_graphs.py [--layers 16-22] [--top 10] [--seed 1000]
 
-Picks the ``--top`` neurons of ``builder.induction.induction_scores`` (its default 24 x 48 probe,
+Picks the ``--top`` neurons of ``builder.induction.induction_probe`` (its default probe,
 seed 0) over ``--layers``, builds each one's graph once per variant from the shipped scan file
 (``repeats`` off: the fit before repeat nodes; on: today's default; one run of prune and
 saliency serves both), and scores every graph on *fresh* repeated word sequences (the probe's
@@ -49,7 +49,7 @@ def main() -> None:
     from builder.build import fit_batch, measure_batch, split, top_windows
     from builder.evaluate import ngram_lookup
     from builder.forward import run_layers
-    from builder.induction import induction_scores, repeated_sequences
+    from builder.induction import induction_probe, repeated_sequences
     from builder.models import load_model
     from builder.runner import BuildSource
     from store.scanfile import ScanFile, scan_filename
@@ -59,7 +59,7 @@ def main() -> None:
     scan_file = ScanFile(STORES / scan_filename(model.name))
     layers = _layers(args.layers)
     maxima = {layer: scan_file.max_activation[layer] for layer in layers}
-    ranked = induction_scores(model, layers, max_activation=maxima)[:args.top]
+    ranked = induction_probe(model, layers, max_activation=maxima).scores[:args.top]
     base = BuildConfig()
     variants = {"without repeats": dataclasses.replace(base, fit=dataclasses.replace(base.fit, repeats=False)),
                 "with repeats": base}

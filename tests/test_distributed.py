@@ -35,13 +35,23 @@ from builder.runner import BuildSource, run_build
 from store.errors import BadArgument, Unavailable
 from store.jsonl import StoreWriter, read_store
 from tests.distributed_oracle import gated_rule_model
-from tests.oracle import DEAD, EXCEPT, HALF, REPEAT, TOKEN, rule_model, write_corpus
+from tests.oracle import (
+    BIGRAM,
+    D_MLP,
+    DEAD,
+    EXCEPT,
+    HALF,
+    REPEAT,
+    TOKEN,
+    rule_model,
+    write_corpus,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # One neuron a batch: a unit of two neurons is two batches, so a worker can die between them.
 CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
                      eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=1)
-ALL = [EXCEPT, REPEAT, TOKEN, HALF, DEAD]  # live neurons first: every two-neuron unit forwards twice
+ALL = [EXCEPT, REPEAT, TOKEN, HALF, BIGRAM, DEAD]  # live neurons first: every two-neuron unit forwards twice
 DIST = DistributedConfig(workers=2, unit_neurons=2)
 
 
@@ -132,7 +142,7 @@ def test_two_workers_build_each_neuron_exactly_once(cluster, tmp_path) -> None:
     store = tmp_path / "store.jsonl"
     result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus)
     assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
-    assert result.units == 3 and result.appended == 5 and not result.lost_workers
+    assert result.units == 3 and result.appended == len(ALL) and not result.lost_workers
     assert not shard_dir(store).exists()
     pids = {w["pid"] for w in workers_of(store).values()}
     assert len(pids) == 2 and os.getpid() not in pids  # both workers built, the driver did not
@@ -260,7 +270,7 @@ def test_a_rerun_after_a_killed_driver_keeps_its_shards_and_builds_only_the_rest
     # a shard never merged, ending in a line cut off by the kill.
     [merged] = run_build(model, [0], [REPEAT], store, CONFIG, source,
                          stamp={"worker": {"host": "gone", "pid": 1}})
-    with StoreWriter(folder / "gone-1.jsonl", model.name, (1, 5)) as shard:
+    with StoreWriter(folder / "gone-1.jsonl", model.name, (1, D_MLP)) as shard:
         shard.append([merged])
     run_build(model, [0], [EXCEPT, TOKEN], folder / "gone-2.jsonl", CONFIG, source,
               stamp={"worker": {"host": "gone", "pid": 2}})
@@ -268,7 +278,7 @@ def test_a_rerun_after_a_killed_driver_keeps_its_shards_and_builds_only_the_rest
         torn.write(b'{"model": "rule-model", "layer": 0, "neur')
 
     result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus)
-    assert result.recovered == 2 and result.appended == 2  # EXCEPT, TOKEN kept; HALF, DEAD built
+    assert result.recovered == 2 and result.appended == 3  # EXCEPT, TOKEN kept; HALF, BIGRAM, DEAD built
     assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
     pids = {n: w["pid"] for n, w in workers_of(store).items()}
     assert pids[REPEAT] == 1 and pids[EXCEPT] == pids[TOKEN] == 2

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The atlas: every neuron of SmolLM2-135M (30 layers x 1,536) as a graph, built with the
+# default method, then shipped in stores/smollm2-135m.jsonl.gz (format v2: examples as
+# references into stores/smollm2-135m.scan.npz).
+#
+#   scripts/build_atlas.sh 0-3        # build these layers (default: all 30), resumable
+#   scripts/build_atlas.sh ship       # merge what is built into the shipped store, and report
+#
+# The build appends to $N2G_ATLAS (default: under $N2G_CACHE, outside the work tree, so a later
+# session on the same machine resumes it); neurons already there are skipped. One invocation
+# gathers the traces of all its layers in one pass over the scan file's windows, to its deepest
+# layer: ask for every layer left at once rather than one layer a run. `ship` merges the built
+# graphs over the shipped ones (the atlas wins where both hold a neuron), so every layer that is
+# finished can be committed while the rest builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n2g=".venv/bin/n2g"
+atlas="${N2G_ATLAS:-${N2G_CACHE:-$HOME/.cache/n2g-mcp}/atlas/smollm2-135m.jsonl}"
+scan="stores/smollm2-135m.scan.npz"
+shipped="stores/smollm2-135m.jsonl.gz"
+mkdir -p "$(dirname "$atlas")"
+if [[ "${1:-}" == "ship" ]]; then
+    "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
+    "$n2g" eval --store "$atlas"
+else
+    time "$n2g" build --layers "${1:-0-29}" --store "$atlas" --scan-file "$scan"
+fi
