@@ -219,7 +219,9 @@ class Investigation:
         for r in chosen[:2]:
             top = await self.call("top_activations", required=False, layer=r["layer"], neuron=r["neuron"], limit=3)
             self.say(_indent(_text(top)))
-            built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"])
+            # Rebuilt with today's method: graphs shipped before repeat nodes cannot say "repeat".
+            built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"],
+                                    rebuild=True)
             self.say(_indent(_text(built)))
             await self.graph_on_repeated_text(r)
 
@@ -276,12 +278,8 @@ class Investigation:
                                     if overlap else "none of the candidates among the 10 most active"))
 
     async def graph_on_repeated_text(self, candidate: dict[str, Any]) -> None:
-        """The candidate's graph against the real neuron on fresh repeated text.
-
-        HOOK (issue 14, item 2, repeat-aware graphs): graphs of literal tokens cannot say "this
-        continues an earlier copy", so today's F1 here is low; once the fit proposes repeat nodes,
-        this same call measures them, and the finding below is their F1 on repeated text.
-        """
+        """The candidate's graph (just rebuilt, so it may hold repeat nodes: "this continues an
+        earlier copy") against the real neuron on fresh repeated text."""
         result = await self.call("predict_activations", required=False, layer=candidate["layer"],
                                  neuron=candidate["neuron"], text=REPEATED_WORDS, compare=True)
         if result.is_error:
@@ -289,8 +287,7 @@ class Investigation:
         self.say(_indent(_text(result).splitlines()[0]))
         f1 = result.structured_content["agreement"]["f1"]
         self.findings.append(f"{candidate['id']}'s graph on fresh repeated text: F1 "
-                             f"{'n/a (nothing fires)' if f1 is None else format(f1, '.2f')} (repeat-aware graphs: "
-                             "issue 14, item 2)")
+                             f"{'n/a (nothing fires)' if f1 is None else format(f1, '.2f')}")
 
     def report(self) -> None:
         self.heading("Findings")
