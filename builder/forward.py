@@ -338,6 +338,16 @@ def pivot_activations(model: LoadedModel, layer: int, rows: Sequence[Sequence[in
     return np.array([a[-1] if a.size else np.nan for a in acts], dtype=np.float32)
 
 
+LOGIT_FLOATS = 1 << 27
+"""Most logits one pass holds (512 MB in float32, doubled by the log-softmax): at Gemma's 262k
+vocabulary an 8,192-token pass would hold 8.6 GB of them."""
+
+
+def _logit_tokens(model: LoadedModel, max_batch_tokens: int) -> int:
+    """The padded tokens a pass that returns logits may hold, for this model's vocabulary."""
+    return max(1, min(max_batch_tokens, LOGIT_FLOATS // max(1, len(model.vocab))))
+
+
 def next_token_logits(model: LoadedModel, rows: Sequence[Sequence[int]],
                       max_batch_tokens: int = 8192) -> list[torch.Tensor]:
     """For each row, the full model's logits predicting each of its tokens: ``(len, d_vocab)``.
@@ -348,7 +358,7 @@ def next_token_logits(model: LoadedModel, rows: Sequence[Sequence[int]],
         raise ValueError("next-token predictions for token 0 need a BOS token")
     out: list[torch.Tensor] = [torch.zeros(0)] * len(rows)
     lengths = [len(r) for r in rows]
-    for group in _batches(lengths, max_batch_tokens):
+    for group in _batches(lengths, _logit_tokens(model, max_batch_tokens)):
         ids = pack(model, [rows[i] for i in group])
         with torch.inference_mode():
             logits = model.bridge(ids)  # (batch, 1 + pos, d_vocab)
@@ -397,7 +407,7 @@ def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits
     hooks = edit_hooks(model, edits)
     out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(rows)
     lengths = [len(r) for r in rows]
-    for group in _batches(lengths, max_batch_tokens):
+    for group in _batches(lengths, _logit_tokens(model, max_batch_tokens)):
         ids = pack(model, [rows[i] for i in group])
         with torch.inference_mode():
             logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)

@@ -108,3 +108,14 @@ def test_neighbours_never_include_the_token_itself(n: int) -> None:
     tokens = list(range(60, 200))
     got = helper.substitutes([(t,) for t in tokens], [0] * len(tokens), n)
     assert all(t not in subs and len(subs) == n for t, subs in zip(tokens, got, strict=True))
+
+
+def test_passes_that_return_logits_hold_a_bounded_number_of_them() -> None:
+    from types import SimpleNamespace
+
+    from builder.forward import LOGIT_FLOATS, _logit_tokens
+
+    gemma, smol = SimpleNamespace(vocab=[""] * 262_144), SimpleNamespace(vocab=[""] * 49_152)
+    assert _logit_tokens(gemma, 8192) * 262_144 <= LOGIT_FLOATS < 8192 * 262_144
+    assert _logit_tokens(smol, 8192) == LOGIT_FLOATS // 49_152
+    assert _logit_tokens(SimpleNamespace(vocab=[""] * 100), 8192) == 8192
