@@ -174,7 +174,7 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         for layer, todo_neurons in todo.items():
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
                                  writer, progress, cancel, referrer)
-        if stamp:  # stamped on write where there is a store; without one, here
+        if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:
                 graph.build.update(stamp)
         return built
