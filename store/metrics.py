@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, Field, FiniteFloat, field_serializer
 
 FIRING_THRESHOLD = 0.5
 """Normalised activation at which a token counts as firing (the paper's value)."""
+FIGURE_DECIMALS = 4
+"""Decimals a stored figure keeps: a ratio over at most a few thousand tokens needs no more, and
+full-precision floats were a twelfth of a compressed store line."""
 
 
 class Scores(BaseModel):
@@ -35,6 +38,10 @@ class Scores(BaseModel):
     firing: int = Field(description="tokens that truly fire")
     predicted: int = Field(description="tokens predicted to fire")
     tokens: int = Field(description="tokens scored")
+
+    @field_serializer("precision", "recall", "f1", "correlation")
+    def _rounded(self, value: float | None) -> float | None:
+        return None if value is None else round(value, FIGURE_DECIMALS)
 
 
 def _ratio(num: int, den: int) -> float | None:
