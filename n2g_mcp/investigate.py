@@ -209,11 +209,11 @@ class Investigation:
         if not chosen:
             raise StepFailed("the probe found no neuron more active on the copy than on the first occurrence")
         layers = sorted({r["layer"] for r in chosen})
-        self.say(f"Chose the {len(chosen)} best (Cohen's d), in layers {', '.join(map(str, layers))}.")
+        self.say(f"Chose the {len(chosen)} best (rise), in layers {', '.join(map(str, layers))}.")
         self.findings.append(f"the model copies at the probe's settings: loss {p['loss_first_copy']:.2f} nats on "
                              f"the first copy, {p['loss_second_copy']:.2f} on the second")
         self.findings.append(f"probe ({p['seconds']:.1f} s, seeds {p['seeds']}): best "
-                             + ", ".join(f"{r['id']} d {r['score']:.2f}" for r in chosen[:5]))
+                             + ", ".join(f"{r['id']} rise {r['score']:.2f}" for r in chosen[:5]))
 
         self.heading("3. Read the top candidates: corpus windows and graphs")
         for r in chosen[:2]:

@@ -296,14 +296,17 @@ class InductionHit(BaseModel):
     id: str
     layer: int
     neuron: int
-    score: Rounded = Field(description="standardised difference (Cohen's d): mean activation on the second "
-                           "copy minus on the first, over their pooled standard deviation (before issue 14 it "
-                           "was firing_difference)")
+    score: Rounded = Field(description="rise: mean activation on the second copy minus on the first, each "
+                           "token's as a share of the neuron's corpus max clipped to [0, 1] (how much of its "
+                           "firing range a repeat adds; no threshold)")
     first: Rounded = Field(description="share of first-copy tokens at which it fires (>= 0.5 of its corpus max)")
     second: Rounded = Field(description="share of second-copy tokens at which it fires")
     firing_difference: Rounded = Field(default=0.0, description="second - first")
     mean_first: Rounded = Field(default=0.0, description="mean activation on the first copy / its corpus max")
     mean_second: Rounded = Field(default=0.0, description="mean activation on the second copy / its corpus max")
+    cohens_d: Rounded = Field(default=0.0, description="Cohen's d: mean activation on the second copy minus "
+                              "on the first, over their pooled standard deviation (large where the response "
+                              "stands out against the neuron's own spread, however small against its max)")
     has_graph: bool
 
 

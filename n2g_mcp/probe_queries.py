@@ -105,7 +105,7 @@ class ProbeQueries(Resolver):
                        runs: int = len(PROBE_SEEDS),
                        cancel: threading.Event | None = None) -> InductionOutput:
         """Neurons more active on the second copy of repeated random token sequences than on the
-        first, ranked by the standardised difference (``builder.induction``), merged over the
+        first, ranked by their rise (``builder.induction``), merged over the
         seeds ``seed .. seed + runs - 1``, with the model's own loss on each copy."""
         model = self.model(model)
         layers = self.layers(model, layers)
@@ -121,7 +121,7 @@ class ProbeQueries(Resolver):
         results = [InductionHit(id=neuron_id(r.layer, r.neuron), layer=r.layer, neuron=r.neuron,
                                 score=r.score, first=r.first, second=r.second,
                                 firing_difference=r.firing_difference, mean_first=r.mean_first,
-                                mean_second=r.mean_second,
+                                mean_second=r.mean_second, cohens_d=r.cohens_d,
                                 has_graph=self.hit(model, r.layer, r.neuron) is not None)
                    for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,

@@ -368,9 +368,10 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         token ids from the ordinary middle of the vocabulary, each sequence followed by an exact
         copy ({seqs} x {length} tokens per seed, {runs} seeds merged by default). Reports the
         model's own loss on the first and second copy (far lower on the second where it copies).
-        Every neuron of the requested layers is ranked by score = Cohen's d: mean activation on
-        the second copy minus on the first, over their pooled standard deviation (so no firing
-        threshold is needed); firing rates (>= 0.5 x corpus max) are fields. Best first;
+        Every neuron of the requested layers is ranked by score = rise: mean activation on the
+        second copy minus on the first, each token's as a share of the neuron's corpus max
+        clipped to [0, 1] (no firing threshold needed); Cohen's d and firing rates (>= 0.5 x
+        corpus max) are fields. Best first;
         deterministic for a seed list; cancellable. Follow up with ablate_neurons (each=true) for
         causal evidence, steer_neurons, and top_activations to read them."""
         name = q.model(model)

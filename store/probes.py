@@ -60,8 +60,8 @@ class InductionScore(_Located):
     """One neuron's behaviour on the repeated-sequence probe (``builder.induction``)."""
 
     score: float
-    """Standardised difference: (mean activation on the second copy - on the first) / their
-    pooled standard deviation (Cohen's d over the copies' tokens)."""
+    """Rise: mean activation on the second copy minus on the first, each token's in units of the
+    neuron's corpus max, clipped to [0, 1] (``builder.induction``)."""
     first: float
     """Share of first-copy tokens at which the neuron fires (>= 0.5 of its corpus max)."""
     second: float
@@ -70,6 +70,8 @@ class InductionScore(_Located):
     """Mean activation on the first copy / the neuron's corpus max."""
     mean_second: float = 0.0
     """Mean activation on the second copy / the neuron's corpus max."""
+    cohens_d: float = 0.0
+    """(mean activation on the second copy - on the first) / their pooled standard deviation."""
 
     @property
     def firing_difference(self) -> float:

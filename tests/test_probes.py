@@ -15,9 +15,12 @@ from builder.firing import neurons_at
 from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
 from builder.induction import (
     ORDINARY_RANGE,
+    Moments,
     induction_probe,
     ordinary_tokens,
     repeated_sequences,
+    rise,
+    standardised_difference,
 )
 from builder.scan import scan
 from store.errors import BadArgument, Cancelled
@@ -30,7 +33,9 @@ def test_the_planted_induction_neuron_ranks_first_and_the_model_is_seen_to_copy(
     probe = induction_probe(model, [0, 1], sequences=8, length=24, seeds=(3,))
     best = probe.scores[0]
     assert (best.layer, best.neuron) == (INDUCT_LAYER, INDUCT)
-    assert best.second == 1.0 and best.first < 0.2 and best.score > 3
+    assert best.second == 1.0 and best.first < 0.2 and best.cohens_d > 3
+    # The rise: mean clipped activation on the second copy minus on the first (a share of the max).
+    assert best.score == pytest.approx(best.mean_second - best.mean_first)
     # Every other neuron reads the token alone: the same tokens on both copies, no difference.
     assert all(abs(r.score) < 1e-6 for r in probe.scores[1:])
     # Random ids cost about log(vocabulary) on the first copy (a chance repeat there predicts the
@@ -50,6 +55,27 @@ def test_a_raised_response_below_the_firing_threshold_still_ranks_first():
     assert (best.layer, best.neuron) == (INDUCT_LAYER, INDUCT)
     assert best.second == 0.0 and best.firing_difference == 0.0
     assert best.mean_second == pytest.approx(0.1)
+
+
+def test_the_rise_counts_how_much_of_the_firing_range_a_repeat_adds():
+    """Three neurons on the same copies (activations as shares of each one's corpus max): A
+    barely moves but never varies (Cohen's d large), B reaches its firing level on the copy with a
+    noisy response, C goes from strongly negative to less negative. The rise ranks B first and
+    gives C nothing; d ranks A and C above B."""
+    rng = np.random.default_rng(0)
+    tokens = 400
+    first = np.stack([rng.normal(0.0, 0.01, tokens), rng.normal(0.0, 0.3, tokens),
+                      rng.normal(-1.0, 0.05, tokens)], axis=-1)  # (tokens, neurons A, B, C)
+    second = np.stack([rng.normal(0.1, 0.01, tokens), rng.normal(0.8, 0.3, tokens),
+                       rng.normal(-0.3, 0.05, tokens)], axis=-1)
+    moments = []
+    for acts in (first, second):
+        m = Moments(3)
+        m.add(acts, np.full(3, 0.5))
+        moments.append(m)
+    rises, d = rise(*moments), standardised_difference(*moments)
+    assert np.argmax(rises) == 1 and rises[2] == 0.0 and rises[0] == pytest.approx(0.1, abs=0.01)
+    assert d[0] > d[1] and d[2] > d[1]
 
 
 def test_the_induction_probe_is_deterministic_for_a_seed_list_and_merges_its_seeds():

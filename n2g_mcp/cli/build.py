@@ -24,7 +24,7 @@ from store.catalog import store_filename
 from store.errors import BadArgument
 from store.jsonl import check_not_locked
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
-from store.names import check_range
+from store.names import check_range, parse_neuron_id
 from store.scanfile import scan_filename
 
 
@@ -60,20 +60,11 @@ def _build_config(args: argparse.Namespace):
 
 def cmd_build(args: argparse.Namespace) -> int:
     from builder.corpus import resolve_corpus
-    from builder.models import load_model
-    from builder.runner import BuildSource, run_build
 
     _check_ray_options(args)
     name = args.name or args.model
     shape = model_shape(args.model)
-    layers = parse_range(args.layers, shape[0] if shape else None)
-    neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
-    if args.sample is not None:
-        if shape is None and neurons is None:
-            raise BadArgument("--sample needs --neurons for a model whose size is not known")
-        neurons = sample(neurons if neurons is not None else range(shape[1]), args.sample)
-    if shape is not None:
-        check_range(name, shape, layers[-1] if layers else None, neurons[-1] if neurons else None)
+    requested = _requested(args, name, shape)
     resolve_corpus(args.corpus)
     store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(name)
     config = _build_config(args)
@@ -82,13 +73,63 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
     if args.ray is not None:
-        return _build_on_ray(args, layers, neurons, store, config, scan_path)
+        (neurons,) = set(map(_as_key, requested.values()))
+        return _build_on_ray(args, list(requested), None if neurons is None else list(neurons), store, config,
+                             scan_path)
+    return _build_here(args, requested, store, config, scan_path)
+
+
+def _as_key(neurons: list[int] | None) -> tuple[int, ...] | None:
+    return None if neurons is None else tuple(neurons)
+
+
+def _requested(args: argparse.Namespace, name: str,
+               shape: tuple[int, int] | None) -> dict[int, list[int] | None]:
+    """Each requested layer's neurons (None: all), from ``--ids`` or ``--layers``/``--neurons``/
+    ``--sample``, checked against the model's shape where it is known before loading."""
+    if args.ids:
+        if args.ray is not None or args.sample is not None or args.neurons:
+            raise BadArgument("--ids names the neurons itself: drop --neurons, --sample and --ray")
+        by_layer: dict[int, set[int]] = {}
+        for part in args.ids.split(","):
+            try:
+                layer, neuron = parse_neuron_id(part)
+            except ValueError as exc:
+                raise BadArgument(str(exc)) from None
+            if shape is not None:
+                check_range(name, shape, layer, neuron)
+            by_layer.setdefault(layer, set()).add(neuron)
+        return {layer: sorted(ns) for layer, ns in sorted(by_layer.items())}
+    layers = parse_range(args.layers, shape[0] if shape else None)
+    neurons = parse_range(args.neurons, shape[1] if shape else None) if args.neurons else None
+    if args.sample is not None:
+        if shape is None and neurons is None:
+            raise BadArgument("--sample needs --neurons for a model whose size is not known")
+        neurons = sample(neurons if neurons is not None else range(shape[1]), args.sample)
+    if shape is not None:
+        check_range(name, shape, layers[-1] if layers else None, neurons[-1] if neurons else None)
+    return {layer: neurons for layer in layers}
+
+
+def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None], store: Path, config,
+                scan_path: Path) -> int:
+    """Load the model once and build each layer's requested neurons (None: all) into ``store``."""
+    from builder.models import load_model
+    from builder.runner import BuildSource, run_build
+
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=config.dtype)
     scan_file = _scan_file(scan_path, model.name)
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
-    graphs = run_build(model, layers, neurons, store, config, source, rebuild=args.rebuild)
+    graphs = []
+    if len(set(map(_as_key, requested.values()))) == 1:
+        # One selection for every layer: one run, which gathers every layer's traces in one pass.
+        graphs = run_build(model, list(requested), next(iter(requested.values())), store, config, source,
+                           rebuild=args.rebuild)
+    else:
+        for layer, neurons in requested.items():
+            graphs += run_build(model, [layer], neurons, store, config, source, rebuild=args.rebuild)
     seconds = time.perf_counter() - loaded
     print(f"built {len(graphs)} graphs into {store} in {seconds:.1f} s "
           f"(model load {loaded - started:.1f} s); {model.tokens_forwarded:,} tokens forwarded")
@@ -187,6 +228,8 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                                   "the NAME of n2g-mcp --model NAME=PATH that serves them")
     b.add_argument("--layers", default="0", help="layers, e.g. 0 or 0-1 or all (default 0)")
     b.add_argument("--neurons", help="neurons, e.g. 0-63 (default: every neuron)")
+    b.add_argument("--ids", help="neuron ids across layers, e.g. L16/N1425,L17/N749 (instead of "
+                                 "--layers and --neurons: the neurons a probe or a search named)")
     b.add_argument("--sample", type=int, help="a random sample of this many of those neurons per "
                                               "layer (seeded; the same on every run)")
     b.add_argument("--store", help="the .jsonl store to append to (default: stores/<model>.jsonl)")

@@ -216,9 +216,11 @@ def induction(out: InductionOutput) -> str:
         copies = "the model copies" if out.loss_second_copy < 0.5 * out.loss_first_copy else WEAK_COPY
         lines.append(f"Model's loss: {out.loss_first_copy:.2f} nats on the first copy, {out.loss_second_copy:.2f} "
                      f"on the second ({copies}).")
-    lines.append("Score = Cohen's d of activation, second copy vs first; firing rates (>= 0.5 of corpus max) after:")
-    lines += [f"- {h.id} d {h.score:.2f} (fires first {h.first:.2f}, second {h.second:.2f}; mean "
-              f"{h.mean_first:.2f} -> {h.mean_second:.2f})" + ("" if h.has_graph else ", no graph")
+    lines.append("Score = rise: mean activation (share of corpus max, clipped to [0, 1]) on the second copy "
+                 "minus the first; Cohen's d and firing rates (>= 0.5 of corpus max) after:")
+    lines += [f"- {h.id} rise {h.score:.2f} (d {h.cohens_d:.2f}; fires first {h.first:.2f}, second "
+              f"{h.second:.2f}; mean {h.mean_first:.2f} -> {h.mean_second:.2f})"
+              + ("" if h.has_graph else ", no graph")
               for h in out.results[:15]]
     if len(out.results) > 15:
         lines.append(f"... {len(out.results) - 15} more in the structured results.")
