@@ -292,3 +292,12 @@ def test_n2g_build_takes_a_gguf_file(gemma3_gguf, corpus: Path, tmp_path: Path, 
                  "--layers", "1", "--neurons", "5", "--store", str(store), "--device", "cpu"]) == 0
     graphs = list(read_store(store))
     assert [(g.layer, g.neuron) for g in graphs] == [(1, 5)] and graphs[0].fidelity is not None
+
+
+def test_n2g_build_ids_builds_the_named_neurons_of_each_layer(gemma3_gguf, corpus: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "tiny.jsonl"
+    assert main(["build", "--model", str(gemma3_gguf[1]), "--name", "tiny-gguf", "--corpus", str(corpus),
+                 "--ids", "L1/N5,L0/N2,l1/n3", "--store", str(store), "--device", "cpu"]) == 0
+    assert sorted((g.layer, g.neuron) for g in read_store(store)) == [(0, 2), (1, 3), (1, 5)]

@@ -17,6 +17,9 @@ from tests.test_store_io import GOLDEN
     (["build", "--corpus", "/no/such/corpus.txt"], "corpus file not found"),
     (["build", "--model", "./no/such/model"], "no model at"),
     (["build", "--sample", "0"], "--sample must be a positive"),
+    (["build", "--ids", "L1/N2,L40/N1"], "layer 40 is out of range"),
+    (["build", "--ids", "L1/N2,seven"], "not a neuron id: 'seven'"),
+    (["build", "--ids", "L1/N2", "--neurons", "3"], "--ids names the neurons itself"),
     (["eval", "--store", "/no/such/store.jsonl"], "No such file"),
 ])
 def test_bad_arguments_end_with_one_line_and_status_2(argv, message, capsys) -> None:
