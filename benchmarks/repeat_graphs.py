@@ -1,12 +1,12 @@
 """Graphs of the induction probe's top candidates, with and without repeat paths, scored on fresh
 repeated text (issue 14, item 2).
 
-    python benchmarks/repeat_graphs.py [--layers 16-22] [--top 10] [--seed 1000]
+    python benchmarks/repeat_graphs.py [--layers 0-29] [--top 20] [--seed 1000]
 
 Picks the ``--top`` neurons of ``builder.induction.induction_probe`` (its default probe,
-seed 0) over ``--layers``, builds each one's graph once per variant from the shipped scan file
+seeds 0-2, ranked by rise) over ``--layers``, builds each one's graph once per variant from the shipped scan file
 (``repeats`` off: the fit before repeat nodes; on: today's default; one run of prune and
-saliency serves both), and scores every graph on *fresh* repeated word sequences (the probe's
+saliency serves both), and scores every graph on *fresh* repeated random token sequences (the probe's
 construction with another seed, so no sequence was seen when ranking): per neuron P/R/F1 on its
 firing tokens (>= 0.5 of its corpus max) over both copies pooled, and the same for the token
 lookup trained on the graph's own train windows (the paper's baseline: each token -> the
@@ -39,8 +39,8 @@ def _layers(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", default="16-22")
-    parser.add_argument("--top", type=int, default=10, help="probe candidates to build")
+    parser.add_argument("--layers", default="0-29")
+    parser.add_argument("--top", type=int, default=20, help="probe candidates to build")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the fresh test sequences")
     parser.add_argument("--sequences", type=int, default=24)
     parser.add_argument("--length", type=int, default=48)
@@ -72,7 +72,7 @@ def main() -> None:
     print("| neuron | probe score | variant | paths | repeat paths | P | R | F1 | lookup F1 | "
           "corpus F1 | corpus F1 with negatives |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    results: dict[str, list[float]] = {name: [] for name in [*variants, "lookup"]}
+    results: dict[str, list[float | None]] = {name: [] for name in [*variants, "lookup"]}
     corpus: dict[str, list[float | None]] = {name: [] for name in variants}
     for layer in sorted({r.layer for r in ranked}):
         neurons = [r.neuron for r in ranked if r.layer == layer]
@@ -92,9 +92,11 @@ def main() -> None:
                 lf1 = score(true, np.concatenate([lookup(t) for t in texts])).f1
                 repeats = sum(REPEAT in path for path in graph.graph)
                 probe = next(r.score for r in ranked if (r.layer, r.neuron) == (layer, n))
-                results[name].append(s.f1 if s.f1 is not None else 0.0)
+                # Undefined where the neuron never fires on the test text (store.metrics: layer
+                # means skip it): no predictor can be right or wrong about its firing there.
+                results[name].append(s.f1)
                 if name == "with repeats":
-                    results["lookup"].append(lf1 if lf1 is not None else 0.0)
+                    results["lookup"].append(lf1)
                 fidelity = graph.fidelity
                 corpus[name].append(None if fidelity is None else fidelity.n2g.random.f1)
                 cells = [s.precision, s.recall, s.f1, lf1,
@@ -103,7 +105,9 @@ def main() -> None:
                 print(f"| {graph.id} | {probe:.2f} | {name} | {len(graph.graph)} | {repeats} | {text} |",
                       flush=True)
     for name, values in results.items():
-        print(f"mean F1 on fresh repeated text, {name}: {mean_defined(values):.3f} over {len(values)} neurons")
+        defined = [v for v in values if v is not None]
+        print(f"mean F1 on fresh repeated text, {name}: {mean_defined(values) or 0.0:.3f} over the "
+              f"{len(defined)} of {len(values)} neurons that fire there")
     for name, values in corpus.items():
         print(f"mean corpus F1 with negatives, {name}: {mean_defined(values):.3f}")
 

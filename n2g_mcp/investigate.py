@@ -219,9 +219,8 @@ class Investigation:
         for r in chosen[:2]:
             top = await self.call("top_activations", required=False, layer=r["layer"], neuron=r["neuron"], limit=3)
             self.say(_indent(_text(top)))
-            # Rebuilt with today's method: graphs shipped before repeat nodes cannot say "repeat".
-            built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"],
-                                    rebuild=True)
+            # The store ships the probe's best with repeat-aware graphs; any other is built now.
+            built = await self.call("build_graph", required=False, layer=r["layer"], neuron=r["neuron"])
             self.say(_indent(_text(built)))
             await self.graph_on_repeated_text(r)
 

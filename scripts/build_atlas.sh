@@ -5,6 +5,8 @@
 #
 #   scripts/build_atlas.sh 0-3        # build these layers (default: all 30), resumable
 #   scripts/build_atlas.sh ship       # merge what is built into the shipped store, and report
+#   scripts/build_atlas.sh induction 50   # the induction probe's best 50, rebuilt (so they carry
+#                                         # repeat paths before their layers are built), shipped
 #
 # The build appends to $N2G_ATLAS (default: under $N2G_CACHE, outside the work tree, so a later
 # session on the same machine resumes it); neurons already there are skipped. One invocation
@@ -19,7 +21,22 @@ atlas="${N2G_ATLAS:-${N2G_CACHE:-$HOME/.cache/n2g-mcp}/atlas/smollm2-135m.jsonl}
 scan="stores/smollm2-135m.scan.npz"
 shipped="stores/smollm2-135m.jsonl.gz"
 mkdir -p "$(dirname "$atlas")"
-if [[ "${1:-}" == "ship" ]]; then
+if [[ "${1:-}" == "induction" ]]; then
+    ids=$(.venv/bin/python -c "
+from pathlib import Path
+from builder.induction import induction_probe
+from builder.models import load_model
+from store.names import neuron_id
+from store.scanfile import ScanFile
+model = load_model('smollm2-135m')
+scan = ScanFile(Path('$scan'))
+layers = range(model.n_layers)
+probe = induction_probe(model, layers, max_activation={layer: scan.max_activation[layer] for layer in layers})
+print(','.join(neuron_id(r.layer, r.neuron) for r in probe.scores[:${2:-50}]))")
+    echo "the probe's best ${2:-50}: $ids"
+    time "$n2g" build --ids "$ids" --rebuild --store "${atlas%.jsonl}.induction.jsonl" --scan-file "$scan"
+    "$n2g" store compact --scan-file "$scan" "$shipped" "${atlas%.jsonl}.induction.jsonl" "$shipped"
+elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"
 else

@@ -67,7 +67,7 @@ async def test_the_induction_investigation_finds_the_planted_neuron_and_its_caus
                                sequences=6, length=16)
     text = out.getvalue()
     assert status == 0, text
-    for step in ("-> find_induction_neurons(", "-> top_activations(layer=1, neuron=3", "-> build_graph(layer=1, neuron=3, rebuild=True)",
+    for step in ("-> find_induction_neurons(", "-> top_activations(layer=1, neuron=3", "-> build_graph(layer=1, neuron=3)",
                  "-> predict_activations(layer=1, neuron=3", "-> ablate_neurons(neurons=['L1/N3'], each=True)",
                  "-> steer_neurons(neurons=['L1/N3'], ", "-> test_hypothesis(", "-> find_neurons(", "== Findings"):
         assert step in text, step
