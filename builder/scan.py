@@ -348,7 +348,8 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
             missing.append(layer)
     if from_file:  # one pass for every layer the file serves
         out.update(layer_scans_from_file(model, scan_file, from_file,
-                                         range(model.d_mlp) if neurons is None else neurons, config))
+                                         range(model.d_mlp) if neurons is None else neurons, config,
+                                         progress=progress, cancel=cancel))
     if not missing:
         return out
 
@@ -415,7 +416,8 @@ def export_scan_file(model: LoadedModel, windows: np.ndarray, scans: dict[int, L
 
 
 def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Sequence[int],
-                          neurons: Sequence[int], config: ScanConfig) -> dict[int, LayerScan]:
+                          neurons: Sequence[int], config: ScanConfig, progress: Progress | None = None,
+                          cancel: threading.Event | None = None) -> dict[int, LayerScan]:
     """Several layers' scans for some neurons, from a shipped scan file: their top windows are
     known, their traces are measured again, in the model's numeric type. One pass over the
     windows any of them needs (and the random ones), to the deepest layer, serves every layer
@@ -423,7 +425,8 @@ def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Seque
     per batch. Traces of other neurons are left at zero.
 
     Memory: the traces kept (``k x d_mlp x window`` floats a layer) and one batch's activations;
-    each batch is scattered into the traces as it comes."""
+    each batch is scattered into the traces as it comes. ``progress`` and ``cancel`` as in
+    :func:`scan` (a whole-model build's pass runs most of the corpus, minutes on a CPU)."""
     layers = sorted(set(layers))
     for layer in layers:
         model.check_layer(layer)
@@ -446,7 +449,11 @@ def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Seque
     traces = {layer: np.zeros((k, model.d_mlp, width), np.float32) for layer in layers}
     random_traces = {layer: np.zeros((len(random_ids), width, model.d_mlp), np.float32)
                      for layer in layers}
+    desc = f"traces of {len(chosen)} neuron(s), layer(s) {layers[0]}-{layers[-1]}"
+    bar = tqdm(total=len(rows) * width, unit="tok", unit_scale=True, desc=desc, disable=progress is not None)
     for start in range(0, len(rows), config.batch_size):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"{desc} cancelled at window {start} of {len(rows)}")
         end = min(start + config.batch_size, len(rows))
         acts = run_layers(model, windows[rows[start:end]].tolist(), layers)
         for layer in layers:
@@ -457,6 +464,10 @@ def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Seque
             first_random = max(start, len(needed))  # rows from here on are random windows
             if first_random < end:
                 random_traces[layer][first_random - len(needed):end - len(needed)] = a[first_random - start:]
+        bar.update((end - start) * width)
+        if progress is not None:
+            progress(end, len(rows), f"{desc}: {end}/{len(rows)} windows")
+    bar.close()
     out = {}
     for layer in layers:
         values = scan_file.top_value[layer, :k].astype(np.float32)  # (k, d), float16 precision

@@ -96,10 +96,13 @@ def test_a_scan_file_serves_every_layer_from_one_pass_over_the_windows(tmp_path:
     scans = scan(model, windows, [0, 1], SCAN, use_cache=False)
     path = export_scan_file(model, windows, scans, tmp_path / "two.scan.npz", SCAN)
     model.bridge.passes = 0
-    again = layer_scans_from_file(model, ScanFile(path), [0, 1], [EXCEPT, TOKEN], SCAN)
+    reports: list[tuple[float, float, str]] = []
+    again = layer_scans_from_file(model, ScanFile(path), [0, 1], [EXCEPT, TOKEN], SCAN,
+                                  progress=lambda *report: reports.append(report))
     rows = len(np.unique(np.concatenate([scans[layer].windows[:, [EXCEPT, TOKEN]].ravel()
                                          for layer in (0, 1)]))) + SCAN.random_windows
     assert model.bridge.passes == -(-rows // SCAN.batch_size)  # one pass, not one per layer
+    assert len(reports) == model.bridge.passes and reports[-1][:2] == (rows, rows)  # a report a batch
     for layer in (0, 1):
         for n in (EXCEPT, TOKEN):
             assert np.allclose(again[layer].traces[:, n], scans[layer].traces[:, n])
