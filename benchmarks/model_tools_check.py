@@ -53,7 +53,7 @@ async def check(model: str, stores: Path | None) -> dict[str, Any]:
         info = next((m for m in listing.get("models", []) if m["model"] == model), None)
         if info is None:
             raise SystemExit(f"{model} is not served")
-        figures["shape"] = {k: info.get(k) for k in ("n_layers", "d_mlp", "graphs")}
+        figures["shape"] = {k: info.get(k) for k in ("n_layers", "d_mlp", "graphs", "partial")}
         listed = await call("search_graphs", limit=100)
         hits = listed.get("results", [])
         per_layer: dict[int, int] = {}

@@ -49,6 +49,8 @@ class ModelInfo(BaseModel):
     default: bool = Field(description="the model tools use when none is named")
     graphs: int = Field(description="neurons with a graph in the stores")
     layers: list[int] = Field(description="layers that have at least one graph")
+    partial: bool = Field(default=False, description="the stores are still being indexed: graphs and layers "
+                          "count only the graphs indexed so far; call again in a minute")
     n_layers: int | None = Field(description="layers of the model, where known without loading it")
     d_mlp: int | None = Field(description="neurons per layer, where known without loading it")
     files: list[str] = Field(description="store files holding this model, in merge order (later wins)")

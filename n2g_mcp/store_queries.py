@@ -47,6 +47,7 @@ class StoreQueries(Resolver):
             infos.append(ModelInfo(
                 model=name, default=name == self.default_model,
                 graphs=len(view) if view else 0, layers=view.layers() if view else [],
+                partial=bool(view and view.indexing),
                 n_layers=shape[0] if shape else None, d_mlp=shape[1] if shape else None,
                 files=view.files if view else [],
                 corrupt_lines=view.corrupt_lines if view else 0,

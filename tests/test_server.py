@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from n2g_mcp.limits import MAX_DOT_CHARS, MAX_TEXT_CHARS
 from n2g_mcp.server import create_server
 from n2g_mcp.worker import ProgressSlot
-from store.jsonl import StoreWriter, read_store
+from store.jsonl import StoreWriter, read_store, write_store
 from store.models import ModelSpec
 from tests.client import call, error, ok
 from tests.fakes import FakeLiveBackend
@@ -73,6 +73,28 @@ async def test_list_models_counts_graphs_layers_and_says_whether_it_can_build(se
 async def test_list_models_shows_the_default_model_even_before_any_store(tmp_path, fake):
     data = await ok(serve(tmp_path / "none", fake), "list_models")
     assert [(m["model"], m["graphs"]) for m in data["models"]] == [("test-model", 0)]
+
+
+async def test_list_models_marks_its_counts_partial_while_the_stores_are_being_indexed(tmp_path, fake, monkeypatch):
+    import n2g_mcp.resolve
+    import store.sqlindex
+    from tests.test_sqlindex import scored_graphs
+
+    write_store(tmp_path / "m.jsonl.gz", "m", scored_graphs(3000, seed=8))
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of lines, then answer
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    server = serve(tmp_path, fake)
+    result = await call(server, "list_models")
+    (early,) = [m for m in result.structured_content["models"] if m["model"] == "m"]
+    assert early["partial"] and early["graphs"] < 3000
+    assert "so far (still indexing" in result.content[0].text
+    for _ in range(600):  # the background indexer finishes within seconds
+        (info,) = [m for m in (await ok(server, "list_models"))["models"] if m["model"] == "m"]
+        if not info["partial"]:
+            break
+        await anyio.sleep(0.05)
+    assert not info["partial"] and info["graphs"] == 3000
 
 
 async def test_corrupt_store_lines_are_skipped_counted_and_reported(stores_dir, fake):

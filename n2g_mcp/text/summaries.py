@@ -32,7 +32,8 @@ def list_models(out: ListModelsOutput) -> str:
         shape = f"{info.n_layers} layers x {info.d_mlp} neurons" if info.n_layers else "shape unknown"
         layers = f"layers {info.layers[0]}-{info.layers[-1]}" if info.layers else "no graphs yet"
         build = "can build" if info.can_build else f"cannot build ({info.build_note})"
-        lines.append(f"- {info.model}{' (default)' if info.default else ''}: {info.graphs} graphs, "
+        so_far = " so far (still indexing: call again in a minute for all)" if info.partial else ""
+        lines.append(f"- {info.model}{' (default)' if info.default else ''}: {info.graphs} graphs{so_far}, "
                      f"{layers}; {shape}; {build}")
         lines += [f"  Warning: {c}" for c in info.corrupt]
     lines += [f"Unreadable file: {p}" for p in out.problems]
