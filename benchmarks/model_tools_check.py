@@ -7,9 +7,11 @@ client, as an agent would, passing ``model=`` to every call: list_models (the mo
 graph count), search_graphs, get_graph, top_activations (a neuron with a graph and one without),
 find_similar_neurons, render_graph_dot, predict_activations (with compare), build_graph (a live
 build of a neuron the store lacks), find_neurons, find_induction_neurons, ablate_neurons (the
-probe's best 20, against its random control), test_hypothesis and steer_neurons. Prints one
-line a call (seconds, error or not, the summary's first line), then one JSON line with the
-figures; exits 1 if any call failed.
+probe's best 20, against its random control), test_hypothesis and steer_neurons. ``--also
+MODEL`` first loads a second model in the same server (a find_neurons call), so
+the server's memory is measured with both. Prints one line a call (seconds, error or not, the
+summary's first line), then one JSON line with the figures (the server's resident memory, now and
+at its peak, read from /proc on Linux); exits 1 if any call failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,21 @@ TEXT = "from collections import OrderedDict\nimport numpy as np\n\nThe old light
 REPEATED = "lamp violin desert cobalt ferry mango quartz tulip. lamp violin desert cobalt ferry mango"
 
 
-async def check(model: str, stores: Path | None) -> dict[str, Any]:
+def server_memory() -> dict[str, float]:
+    """The stdio server's resident memory in MB (``VmRSS``, and its peak ``VmHWM``): the child
+    process of this one that runs ``n2g_mcp``; empty where /proc cannot tell."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0")) == os.getpid() and b"n2g_mcp" in cmdline:
+            return {key: round(int(fields[key].split()[0]) / 1024, 1) for key in ("VmRSS", "VmHWM")}
+    return {}
+
+
+async def check(model: str, stores: Path | None, also: str | None = None) -> dict[str, Any]:
     command = [sys.executable, "-m", "n2g_mcp"] + (["--stores", str(stores)] if stores else [])
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     figures: dict[str, Any] = {"model": model, "calls": {}}
@@ -49,6 +66,14 @@ async def check(model: str, stores: Path | None) -> dict[str, Any]:
                 return {}
             return result.structured_content or {}
 
+        if also:  # find_neurons runs the model, and needs no graph
+            started = time.monotonic()
+            loaded = await client.call_tool("find_neurons", {"model": also, "text": TEXT, "limit": 1})
+            text = "\n".join(getattr(b, "text", "") for b in loaded.content)
+            print(f"{'ERROR' if loaded.is_error else 'ok'} {also} loaded first: "
+                  f"{time.monotonic() - started:.1f} s: {text.splitlines()[0] if text else ''}", flush=True)
+            if loaded.is_error:
+                figures.setdefault("errors", []).append(f"{also}: {text}")
         listing = await call("list_models")
         info = next((m for m in listing.get("models", []) if m["model"] == model), None)
         if info is None:
@@ -73,15 +98,26 @@ async def check(model: str, stores: Path | None) -> dict[str, Any]:
         token = next(iter(graph.get("activating_tokens") or {" the": 1.0}))
         await call("search_graphs", activating=[token], limit=5)
         await call("top_activations", layer=layer, neuron=neuron, limit=3)
-        missing = next(n for n in range(info["d_mlp"]) if layers and per_layer.get(layers - 1, 0) < info["d_mlp"]
-                       and n not in {h["neuron"] for h in hits if h["layer"] == layers - 1})
-        await call("top_activations", layer=layers - 1, neuron=missing, limit=3)
+        last, cursor = layers - 1, None
+        held: set[int] = set()
+        while True:  # every graph of the last layer, page by page
+            page = (await client.call_tool("search_graphs", {"model": model, "layer": last, "limit": 100,
+                                                             **({"cursor": cursor} if cursor else {})}))
+            content = page.structured_content or {}
+            held |= {h["neuron"] for h in content.get("results", [])}
+            cursor = content.get("next_cursor")
+            if not cursor:
+                break
+        # A neuron the store lacks, for the live build (neuron 0 rebuilt where the layer is whole).
+        missing = next((n for n in range(info["d_mlp"]) if n not in held), None)
+        await call("top_activations", layer=last, neuron=missing or 0, limit=3)
         await call("find_similar_neurons", layer=layer, neuron=neuron, threshold=0.5)
         await call("render_graph_dot", layer=layer, neuron=neuron, max_nodes=40)
         predicted = await call("predict_activations", layer=layer, neuron=neuron, text=TEXT, compare=True)
         figures["predict_agreement"] = predicted.get("agreement")
-        built = await call("build_graph", layer=layers - 1, neuron=missing)
-        figures["built"] = {k: built.get(k) for k in ("id", "f1", "built")}
+        built = await call("build_graph", layer=last, neuron=missing or 0, rebuild=missing is None)
+        figures["built"] = {"id": built.get("id"), "built": built.get("built"),
+                            "f1": (built.get("fidelity") or {}).get("f1")}
         await call("find_neurons", text=TEXT, limit=5)
         probe = await call("find_induction_neurons", limit=20)
         ids = [r["id"] for r in probe.get("results", [])]
@@ -94,15 +130,26 @@ async def check(model: str, stores: Path | None) -> dict[str, Any]:
             figures["steer"] = {k: steered.get(k) for k in ("clean_text", "steered_text")}
         claim = await call("test_hypothesis", layer=layer, neuron=neuron, pattern=token, kind="tokens")
         figures["hypothesis_f1"] = (claim.get("overall") or {}).get("f1")
+        figures["server_memory_mb"] = server_memory() | ({"models_loaded": [also, model]} if also else {})
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="gemma3-270m")
-    parser.add_argument("--stores", type=Path, default=None, help="the server's stores (default: its own)")
+    parser.add_argument("--stores", type=Path, default=None,
+                        help="the server's stores (default: links to the shipped files in a temporary folder, "
+                        "so that the live build does not add to stores/)")
+    parser.add_argument("--also", default=None, help="a second model to load in the same server first")
     args = parser.parse_args()
-    figures = anyio.run(check, args.model, args.stores)
+    with tempfile.TemporaryDirectory() as scratch:
+        stores = args.stores
+        if stores is None:
+            stores = Path(scratch)
+            for shipped in (Path(__file__).resolve().parents[1] / "stores").iterdir():
+                if shipped.suffix in (".gz", ".npz"):  # stores and scans as shipped, no local builds
+                    (stores / shipped.name).symlink_to(shipped)
+        figures = anyio.run(check, args.model, stores, args.also)
     print(json.dumps(figures))
     if figures.get("errors"):
         raise SystemExit(1)

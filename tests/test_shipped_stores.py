@@ -1,0 +1,52 @@
+"""The shipped stores of ``stores/``, read as the server reads them, without the model: every
+layer of each model holds graphs, each store names the scan file beside it, and a graph's
+examples (references into that scan, store format 2) come back as text."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from n2g_mcp.queries import Queries
+from store.jsonl import read_header
+from store.scanfile import ScanFile
+
+REPO_STORES = Path(__file__).resolve().parents[1] / "stores"
+SHIPPED = sorted(REPO_STORES.glob("*.jsonl.gz"))
+LEAST_PER_LAYER = 64
+"""The fewest graphs a layer of a shipped model holds (issue 16: >= 64 seeded neurons a layer)."""
+
+
+def test_two_model_families_ship() -> None:
+    assert {read_header(path).model for path in SHIPPED} >= {"smollm2-135m", "gemma3-270m"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path, tmp_path: Path) -> None:
+    header = read_header(path)
+    assert header.scan is not None and header.shape is not None
+    scan = ScanFile(REPO_STORES / header.scan.name)
+    assert scan.meta["windows_key"] == header.scan.windows_key and scan.model == header.model
+    with gzip.open(path, "rb") as lines:
+        head, *graphs = lines
+    per_layer = Counter(orjson.loads(line)["layer"] for line in graphs)
+    assert sorted(per_layer) == list(range(header.n_layers))
+    assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
+    # The server over the store's first graph of each layer and the scan file it refers into.
+    firsts = {}
+    for line in graphs:
+        firsts.setdefault(orjson.loads(line)["layer"], line)
+    (tmp_path / path.name).write_bytes(gzip.compress(head + b"".join(firsts.values())))
+    (tmp_path / header.scan.name).symlink_to(REPO_STORES / header.scan.name)
+    queries = Queries(tmp_path)
+    for layer, line in firsts.items():
+        neuron = orjson.loads(line)["neuron"]
+        graph = queries.get_graph(header.model, layer, neuron)
+        assert not graph.warnings and graph.examples, graph.id
+        assert all("[[" in example.text for example in graph.examples), graph.id
+        tops = queries.top_activations(header.model, layer, neuron, limit=2)
+        assert tops.examples and "[[" in tops.examples[0].text
