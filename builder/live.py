@@ -189,7 +189,8 @@ class LiveModels:
         with self._lock:
             loaded = self._get(spec)
             source = self._source(loaded, scan_file)
-            layer_scan = source.layer_scans([layer], [neuron])[layer]
+            # A callback, not a tqdm bar on the server's stderr: the tool reports its own progress.
+            layer_scan = source.layer_scans([layer], [neuron], progress=lambda *_: None)[layer]
             windows = source.windows
             if loaded.corpus is None:
                 loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
