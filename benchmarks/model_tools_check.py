@@ -52,28 +52,25 @@ async def check(model: str, stores: Path | None, also: str | None = None) -> dic
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     figures: dict[str, Any] = {"model": model, "calls": {}}
     async with Client(params) as client:
-        async def call(tool: str, **args: Any) -> dict[str, Any]:
+        async def call(tool: str, on: str | None = None, **args: Any) -> dict[str, Any]:
+            """One tool call on ``model`` (or on ``on``), printed and timed; its structured content."""
+            target = on or model
             started = time.monotonic()
-            result = await client.call_tool(tool, {"model": model, **args} if tool != "list_models" else args)
+            result = await client.call_tool(tool, {"model": target, **args} if tool != "list_models" else args)
             seconds = time.monotonic() - started
             text = "\n".join(getattr(b, "text", "") for b in result.content)
             shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if k not in ("neurons", "text", "prompt"))
-            print(f"{'ERROR' if result.is_error else 'ok'} {tool}({shown}) {seconds:.1f} s: "
+            label = tool if on is None else f"{tool} on {on}"
+            print(f"{'ERROR' if result.is_error else 'ok'} {label}({shown}) {seconds:.1f} s: "
                   f"{text.splitlines()[0] if text else ''}", flush=True)
-            figures["calls"][tool] = {"seconds": round(seconds, 2), "error": bool(result.is_error)}
+            figures["calls"][label] = {"seconds": round(seconds, 2), "error": bool(result.is_error)}
             if result.is_error:
-                figures.setdefault("errors", []).append(f"{tool}: {text}")
+                figures.setdefault("errors", []).append(f"{label}: {text}")
                 return {}
             return result.structured_content or {}
 
         if also:  # find_neurons runs the model, and needs no graph
-            started = time.monotonic()
-            loaded = await client.call_tool("find_neurons", {"model": also, "text": TEXT, "limit": 1})
-            text = "\n".join(getattr(b, "text", "") for b in loaded.content)
-            print(f"{'ERROR' if loaded.is_error else 'ok'} {also} loaded first: "
-                  f"{time.monotonic() - started:.1f} s: {text.splitlines()[0] if text else ''}", flush=True)
-            if loaded.is_error:
-                figures.setdefault("errors", []).append(f"{also}: {text}")
+            await call("find_neurons", on=also, text=TEXT, limit=1)
         listing = await call("list_models")
         info = next((m for m in listing.get("models", []) if m["model"] == model), None)
         if info is None:
