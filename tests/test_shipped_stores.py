@@ -33,13 +33,15 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
     assert scan.meta["windows_key"] == header.scan.windows_key and scan.model == header.model
     with gzip.open(path, "rb") as lines:
         head, *graphs = lines
-    per_layer = Counter(orjson.loads(line)["layer"] for line in graphs)
+    per_layer: Counter[int] = Counter()
+    firsts: dict[int, bytes] = {}  # each layer's first line
+    for line in graphs:
+        layer = orjson.loads(line)["layer"]
+        per_layer[layer] += 1
+        firsts.setdefault(layer, line)
     assert sorted(per_layer) == list(range(header.n_layers))
     assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
     # The server over the store's first graph of each layer and the scan file it refers into.
-    firsts = {}
-    for line in graphs:
-        firsts.setdefault(orjson.loads(line)["layer"], line)
     (tmp_path / path.name).write_bytes(gzip.compress(head + b"".join(firsts.values())))
     (tmp_path / header.scan.name).symlink_to(REPO_STORES / header.scan.name)
     queries = Queries(tmp_path)
