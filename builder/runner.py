@@ -23,7 +23,7 @@ from builder.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
 from builder.models import LoadedModel
-from builder.scan import LayerScan, scan, scan_file_serves
+from builder.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store
@@ -102,6 +102,11 @@ class BuildSource:
             self._referrer = Referrer(self.scan_file)
         return self._referrer
 
+    def built(self, layer: int) -> None:
+        """The build of a layer finished: the traces kept for its resume are no longer needed."""
+        if self.serves:
+            forget_traces(self.model, self.windows, self.config.scan, layer)
+
     def layer_scans(self, layers: Sequence[int], neurons: Sequence[int] | None = None,
                     progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> dict[int, LayerScan]:
@@ -174,6 +179,7 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         for layer, todo_neurons in todo.items():
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
                                  writer, progress, cancel, referrer)
+            source.built(layer)
         if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:
                 graph.build.update(stamp)

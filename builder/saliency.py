@@ -37,13 +37,16 @@ def saliency(model: LoadedModel, layer: int, snippets: Sequence[Snippet], mask_i
         the last entry is the pivot's own importance), and each snippet's pivot activation.
     """
     first = [0 if context is None else max(0, len(s.tokens) - 1 - context) for s in snippets]
-    # Per snippet: the shared prefix, then the original's suffix and one per masked token.
-    prefixes = [s.tokens[:start] for s, start in zip(snippets, first, strict=True)]
-    suffixes = [[s.tokens[start:]] + [s.tokens[start:k] + (mask_id,) + s.tokens[k + 1:]
-                                      for k in range(start, len(s.tokens))]
+    # Per snippet, one cached prefix: every token but the pivot. The original reads the pivot
+    # after all of it; the copy masking token k follows its first k tokens with the mask token
+    # and the rest of the snippet, so only the tokens from k on run again.
+    prefixes = [s.tokens[:-1] for s in snippets]
+    suffixes = [[s.tokens[-1:]] + [(mask_id,) + s.tokens[k + 1:] for k in range(start, len(s.tokens))]
                 for s, start in zip(snippets, first, strict=True)]
+    starts = [[len(s.tokens) - 1] + list(range(start, len(s.tokens)))
+              for s, start in zip(snippets, first, strict=True)]
     acts = shared_prefix_activations(model, layer, prefixes, suffixes, [s.neuron for s in snippets],
-                                     max_batch_tokens)
+                                     max_batch_tokens, starts)
     importances, originals = [], np.zeros(len(snippets), dtype=np.float32)
     for i, (s, start, measured) in enumerate(zip(snippets, first, acts, strict=True)):
         original, masked = measured[0], measured[1:]  # (tokens - start,)

@@ -74,6 +74,9 @@ class LayerScan:
     """``(d_mlp,)`` share of corpus tokens at >= 0.5 x the neuron's max (None: not recorded)."""
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)
     """``{q: (d_mlp,)}`` raw activation quantiles."""
+    traced: np.ndarray | None = None
+    """``(m,)`` the neurons whose traces were measured (None: every neuron). A scan read from a
+    scan file measures only the neurons a build asks for; the others' traces are zeros."""
 
     @property
     def max_activation(self) -> np.ndarray:
@@ -83,7 +86,8 @@ class LayerScan:
     def head(self, k: int) -> LayerScan:
         """The same scan with only the top ``k`` windows per neuron."""
         return LayerScan(self.layer, self.values[:k], self.windows[:k], self.traces[:k],
-                         self.random_windows, self.random_traces, self.density, self.quantiles)
+                         self.random_windows, self.random_traces, self.density, self.quantiles,
+                         self.traced)
 
     def save(self, path: Path) -> None:
         """Write to ``path`` (through a temporary file, so a crash leaves no half scan)."""
@@ -92,6 +96,8 @@ class LayerScan:
         stats = {} if self.density is None else {
             "density": self.density, "quantile_levels": np.array(sorted(self.quantiles)),
             "quantiles": np.stack([self.quantiles[q] for q in sorted(self.quantiles)])}
+        if self.traced is not None:
+            stats["traced"] = self.traced
         np.savez(tmp, layer=self.layer, values=self.values, windows=self.windows, traces=self.traces,
                  random_windows=self.random_windows, random_traces=self.random_traces, **stats)
         tmp.replace(path)
@@ -105,7 +111,8 @@ class LayerScan:
                          if "quantiles" in z else {})
             return cls(layer=int(z["layer"]), values=z["values"], windows=z["windows"],
                        traces=z["traces"], random_windows=z["random_windows"],
-                       random_traces=z["random_traces"], density=density, quantiles=quantiles)
+                       random_traces=z["random_traces"], density=density, quantiles=quantiles,
+                       traced=z["traced"] if "traced" in z else None)
 
 
 def _regime(model: LoadedModel) -> str:
@@ -346,10 +353,19 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
             from_file.append(layer)
         else:
             missing.append(layer)
-    if from_file:  # one pass for every layer the file serves
-        out.update(layer_scans_from_file(model, scan_file, from_file,
-                                         range(model.d_mlp) if neurons is None else neurons, config,
-                                         progress=progress, cancel=cancel))
+    if from_file:  # one pass for every layer the file serves and no earlier pass kept
+        wanted = range(model.d_mlp) if neurons is None else neurons
+        kept = {layer: _kept_traces(folder, layer, scan_file, config) for layer in from_file} if use_cache else {}
+        run = [layer for layer in from_file if not _covers(kept.get(layer), wanted)]
+        made = layer_scans_from_file(model, scan_file, run, wanted, config, progress=progress,
+                                     cancel=cancel) if run else {}
+        for layer in run:
+            if kept.get(layer) is not None:
+                made[layer] = _merge_traces(made[layer], kept[layer])
+            if use_cache:
+                folder.mkdir(parents=True, exist_ok=True)
+                made[layer].save(_traces_path(folder, layer))
+        out.update({layer: made[layer] if layer in made else kept[layer] for layer in from_file})
     if not missing:
         return out
 
@@ -362,6 +378,49 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
             out[layer].save(folder / f"layer{layer}.npz")
         _checkpoint_path(folder, missing).unlink(missing_ok=True)
     return out
+
+
+# -- traces measured again from a scan file, kept until their layer is built ------------------
+# A whole-model build's first step, the pass over every top window to the deepest layer, takes
+# 15-40 min on a CPU: a build stopped after it resumes without running it again.
+
+
+def _traces_path(folder: Path, layer: int) -> Path:
+    return folder / f"layer{layer}.traced.npz"
+
+
+def _kept_traces(folder: Path, layer: int, scan_file: ScanFile, config: ScanConfig) -> LayerScan | None:
+    """The traces an earlier build measured for this layer from the same scan file, if any."""
+    path = _traces_path(folder, layer)
+    if not path.is_file():
+        return None
+    try:
+        kept = LayerScan.load(path)
+    except (OSError, ValueError, KeyError) as exc:  # a damaged cache file costs a pass, no more
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+    k = min(config.top_k, scan_file.top_k)
+    same = (kept.traced is not None and kept.windows.shape[0] == k
+            and np.array_equal(kept.windows, scan_file.top_window[layer, :k]))
+    return kept if same else None
+
+
+def _covers(kept: LayerScan | None, neurons: Sequence[int]) -> bool:
+    return kept is not None and kept.traced is not None and bool(np.isin(neurons, kept.traced).all())
+
+
+def _merge_traces(new: LayerScan, old: LayerScan) -> LayerScan:
+    """``new`` with the traces of neurons only ``old`` measured copied in."""
+    extra = np.setdiff1d(old.traced, new.traced)
+    new.traces[:, extra] = old.traces[:, extra]
+    new.values[:, extra] = old.values[:, extra]
+    new.traced = np.union1d(new.traced, old.traced)
+    return new
+
+
+def forget_traces(model: LoadedModel, windows: np.ndarray, config: ScanConfig, layer: int) -> None:
+    """Drop the traces kept for a layer (its build finished: 28 MB a layer of SmolLM2)."""
+    _traces_path(scan_dir(model, windows, config), layer).unlink(missing_ok=True)
 
 
 def _layer_scans(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
@@ -477,7 +536,8 @@ def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Seque
             layer=layer, values=values, windows=window_ids[layer].astype(np.int32),
             traces=traces[layer], random_windows=random_ids.astype(np.int32),
             random_traces=random_traces[layer], density=scan_file.density[layer], quantiles={
-                q: scan_file.quantile[layer, i] for i, q in enumerate(scan_file.meta["quantiles"])})
+                q: scan_file.quantile[layer, i] for i, q in enumerate(scan_file.meta["quantiles"])},
+            traced=chosen)
     return out
 
 

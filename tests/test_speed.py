@@ -15,7 +15,7 @@ from builder.build import build_layer
 from builder.config import BuildConfig, PruneConfig, ScanConfig
 from builder.corpus import make_windows
 from builder.prune import TopExample, prune
-from builder.scan import export_scan_file, layer_scans_from_file, scan, scan_dir
+from builder.scan import export_scan_file, forget_traces, layer_scans_from_file, scan, scan_dir
 from store.errors import BadArgument
 from store.scanfile import ScanFile
 from tests.oracle import EXCEPT, TOKEN, RuleBridge, rule_model, write_corpus
@@ -109,6 +109,36 @@ def test_a_scan_file_serves_every_layer_from_one_pass_over_the_windows(tmp_path:
         assert np.allclose(again[layer].random_traces, scans[layer].random_traces)
 
 
+def test_a_stopped_build_resumes_without_measuring_the_same_traces_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    model = rule_model()
+    model = dataclasses.replace(model, n_layers=2, bridge=TwoLayerBridge(model.tokenizer))
+    windows = make_windows(model, write_corpus(tmp_path / "rule.txt"), SCAN.window)
+    full = scan(model, windows, [0, 1], SCAN, use_cache=False)
+    scan_file = ScanFile(export_scan_file(model, windows, full, tmp_path / "two.scan.npz", SCAN))
+    first = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
+    passes = model.bridge.passes
+    again = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
+    assert model.bridge.passes == passes  # kept: no pass
+    for layer in (0, 1):
+        assert np.array_equal(again[layer].traces, first[layer].traces)
+        assert again[layer].traced.tolist() == [EXCEPT]
+    # Another neuron: one pass for it, and the kept file then holds both.
+    both = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[TOKEN])
+    assert model.bridge.passes > passes
+    for layer in (0, 1):
+        assert both[layer].traced.tolist() == sorted([EXCEPT, TOKEN])
+        for n in (EXCEPT, TOKEN):
+            assert np.allclose(both[layer].traces[:, n], full[layer].traces[:, n])
+    forget_traces(model, windows, SCAN, 0)
+    passes = model.bridge.passes
+    scan(model, windows, [1], SCAN, scan_file=scan_file, neurons=[TOKEN])
+    assert model.bridge.passes == passes  # layer 1 is still kept
+    scan(model, windows, [0], SCAN, scan_file=scan_file, neurons=[TOKEN])
+    assert model.bridge.passes > passes  # layer 0's was dropped
+
+
 # -- saliency from a cached prefix (real model) ------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -131,10 +161,20 @@ def test_suffixes_after_a_cached_prefix_read_what_the_whole_rows_read(smollm) ->
     suffixes = [[ids[20:29], ids[20:22]], [ids[:5]], [ids[7:16], ids[7:8], [smollm.mask_id] * 3],
                 [ids[33:40]]]
     neurons = [5, 100, 900, 1200]
+    owners = [n for n, g in zip(neurons, suffixes) for _ in g]
     cached = shared_prefix_activations(smollm, 15, prefixes, suffixes, neurons)
     rows = [p + list(x) for p, group in zip(prefixes, suffixes) for x in group]
-    whole = pivot_activations(smollm, 15, rows, [n for n, g in zip(neurons, suffixes) for _ in g])
+    whole = pivot_activations(smollm, 15, rows, owners)
     assert np.allclose(np.concatenate(cached), whole, atol=1e-4)
+    # Each suffix after its own share of the prefix (saliency's masked copies): lengths differ,
+    # so they run in several passes from copies of one cache.
+    starts = [[20, 3], [0], [7, 0, 5], [12]]
+    cached = shared_prefix_activations(smollm, 15, prefixes, suffixes, neurons, starts=starts)
+    rows = [p[:at] + list(x) for p, group, s in zip(prefixes, suffixes, starts) for x, at in zip(group, s)]
+    whole = pivot_activations(smollm, 15, rows, owners)
+    assert np.allclose(np.concatenate(cached), whole, atol=1e-4)
+    with pytest.raises(ValueError, match="starts"):
+        shared_prefix_activations(smollm, 15, prefixes, suffixes, neurons, starts=[[21, 0], [0], [0, 0, 0], [0]])
 
 
 @pytest.mark.model
