@@ -3,10 +3,10 @@
 In: snippets (pivot last). Out: per snippet, one importance per token,
 ``alpha_k = 1 - a(pivot | token k masked) / a(pivot)`` (the paper's equation 3, with the ratio
 the right way up), and the snippet's exact pivot activation. Token k is replaced by a mask token
-(padding-like). The original and every masked copy of a snippet agree up to the first masked
-token, so that prefix runs once from a KV cache and only the copies' short suffixes run each
-(``builder.forward.shared_prefix_activations``; the same activations as running every copy
-whole); one pair of passes holds many snippets. Where the pivot does not fire (activation <= 0)
+(padding-like). The copy masking token k agrees with the snippet up to k, so the snippet (all
+but its pivot) runs once into a KV cache and each copy runs only from k on, seeing the cache's
+first k tokens (``builder.forward.shared_prefix_activations``; the same activations as running
+every copy whole); one prefill and a few suffix passes hold many snippets. Where the pivot does not fire (activation <= 0)
 importances are 0, not a division by zero.
 """
 
@@ -28,9 +28,10 @@ def saliency(model: LoadedModel, layer: int, snippets: Sequence[Snippet], mask_i
 
     Args:
         context: measure only the pivot and the ``context`` tokens before it (None: all). Earlier
-            tokens get importance 0, so the path ignores them. A snippet of L tokens costs about
-            L + (context + 2) x (context + 1) forwarded tokens from the cached prefix, instead
-            of (L + 1) x (context + 2) run whole, or (L + 1) ** 2 with no cap.
+            tokens get importance 0, so the path ignores them. A snippet of L tokens costs
+            L tokens of cached prefix and 1 + (context + 1) x (context + 2) / 2 real tokens of
+            suffixes (46 at context 8, 57 once padded), instead of (L + 1) x (context + 2) with
+            every copy run whole, or (L + 1) ** 2 with no cap.
 
     Returns:
         ``(importances, activations)``: one float32 array per snippet (as long as the snippet;
