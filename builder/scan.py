@@ -362,7 +362,7 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
         for layer in run:
             if kept.get(layer) is not None:
                 made[layer] = _merge_traces(made[layer], kept[layer])
-            if use_cache:
+            if use_cache and len(made[layer].traced) * len(run) >= KEEP_TRACES:
                 folder.mkdir(parents=True, exist_ok=True)
                 made[layer].save(_traces_path(folder, layer))
         out.update({layer: made[layer] if layer in made else kept[layer] for layer in from_file})
@@ -383,6 +383,11 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
 # -- traces measured again from a scan file, kept until their layer is built ------------------
 # A whole-model build's first step, the pass over every top window to the deepest layer, takes
 # 15-40 min on a CPU: a build stopped after it resumes without running it again.
+
+
+KEEP_TRACES = 256
+"""Neuron traces (summed over the pass's layers) a pass must measure to be kept on disk: a live
+build of a few neurons measures its traces again in seconds, a whole layer takes minutes."""
 
 
 def _traces_path(folder: Path, layer: int) -> Path:

@@ -117,6 +117,11 @@ def test_a_stopped_build_resumes_without_measuring_the_same_traces_again(
     windows = make_windows(model, write_corpus(tmp_path / "rule.txt"), SCAN.window)
     full = scan(model, windows, [0, 1], SCAN, use_cache=False)
     scan_file = ScanFile(export_scan_file(model, windows, full, tmp_path / "two.scan.npz", SCAN))
+    scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
+    passes = model.bridge.passes
+    scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
+    assert model.bridge.passes > passes  # two traces: measured again, not kept
+    monkeypatch.setattr("builder.scan.KEEP_TRACES", 2)
     first = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
     passes = model.bridge.passes
     again = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
