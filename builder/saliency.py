@@ -6,8 +6,8 @@ the right way up), and the snippet's exact pivot activation. Token k is replaced
 (padding-like). The copy masking token k agrees with the snippet up to k, so the snippet (all
 but its pivot) runs once into a KV cache and each copy runs only from k on, seeing the cache's
 first k tokens (``builder.forward.shared_prefix_activations``; the same activations as running
-every copy whole); one prefill and a few suffix passes hold many snippets. Where the pivot does not fire (activation <= 0)
-importances are 0, not a division by zero.
+every copy whole); one prefill and a few suffix passes hold many snippets. Where the pivot
+does not fire (activation <= 0) importances are 0, not a division by zero.
 """
 
 from __future__ import annotations
