@@ -9,7 +9,8 @@
 #                                         # repeat paths before their layers are built), shipped
 #
 # The build appends to $N2G_ATLAS (default: under $N2G_CACHE, outside the work tree, so a later
-# session on the same machine resumes it); neurons already there are skipped. One invocation
+# session on the same machine resumes it); neurons already there are skipped. Where there is no
+# atlas yet, it begins with the shipped graphs built with today's method. One invocation
 # gathers the traces of all its layers in one pass over the scan file's windows, to its deepest
 # layer: ask for every layer left at once rather than one layer a run. `ship` merges the built
 # graphs over the shipped ones (the atlas wins where both hold a neuron), so every layer that is
@@ -40,5 +41,26 @@ elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"
 else
+    if [[ ! -e "$atlas" ]]; then
+        # A fresh machine: begin the atlas with the shipped graphs that today's method built (their
+        # build record holds the default config), so a build cut off in an earlier session resumes
+        # from what was committed rather than from nothing.
+        .venv/bin/python - "$shipped" "$atlas" <<'PY'
+import gzip, sys
+import orjson
+from builder.config import BuildConfig
+shipped, atlas = sys.argv[1:]
+default = orjson.loads(orjson.dumps(BuildConfig().to_dict()))
+kept = 0
+with gzip.open(shipped, "rb") as lines, open(atlas + ".part", "wb") as out:
+    out.write(next(lines))  # the header: same model, shape and scan file as the build's
+    for line in lines:
+        if orjson.loads(line)["build"]["config"] == default:
+            out.write(line)
+            kept += 1
+print(f"atlas begun with {kept:,} shipped graphs built with today's method")
+PY
+        mv "$atlas.part" "$atlas"
+    fi
     time "$n2g" build --layers "${1:-0-29}" --store "$atlas" --scan-file "$scan"
 fi

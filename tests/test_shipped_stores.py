@@ -1,6 +1,7 @@
 """The shipped stores of ``stores/``, read as the server reads them, without the model: every
-layer of each model holds graphs, each store names the scan file beside it, and a graph's
-examples (references into that scan, store format 2) come back as text."""
+layer of each model holds graphs (every neuron, once, for the default model), each store names
+the scan file beside it, and a graph's examples (references into that scan, store format 2) come
+back as text."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from n2g_mcp.queries import Queries
 from store.jsonl import read_header
+from store.models import DEFAULT_MODEL
 from store.scanfile import ScanFile
 
 REPO_STORES = Path(__file__).resolve().parents[1] / "stores"
@@ -34,13 +36,19 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
     with gzip.open(path, "rb") as lines:
         head, *graphs = lines
     per_layer: Counter[int] = Counter()
+    neurons: set[tuple[int, int]] = set()
     firsts: dict[int, bytes] = {}  # each layer's first line
     for line in graphs:
-        layer = orjson.loads(line)["layer"]
+        graph = orjson.loads(line)
+        layer = graph["layer"]
         per_layer[layer] += 1
+        neurons.add((layer, graph["neuron"]))
         firsts.setdefault(layer, line)
     assert sorted(per_layer) == list(range(header.n_layers))
     assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
+    assert len(neurons) == len(graphs), "a neuron is stored twice"
+    if header.model == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
+        assert len(neurons) == header.n_layers * header.shape[1], per_layer
     # The server over the store's first graph of each layer and the scan file it refers into.
     (tmp_path / path.name).write_bytes(gzip.compress(head + b"".join(firsts.values())))
     (tmp_path / header.scan.name).symlink_to(REPO_STORES / header.scan.name)
