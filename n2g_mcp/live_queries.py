@@ -54,6 +54,11 @@ class LiveQueries(Resolver):
         model = self.model(model)
         self.check_range(model, layer, neuron)
         stored = self.stored(model, layer, neuron)
+        if stored is None and not rebuild and self.catalog.index.indexing:
+            # The stores may hold it beyond what is indexed so far: finishing the index takes a
+            # minute at most, building it again takes minutes of model time.
+            self.catalog.index.wait()
+            stored = self.stored(model, layer, neuron)
         if not pending([layer], [neuron], set() if stored is None else {(layer, neuron)}, rebuild):
             assert stored is not None
             return GraphSummary.of(stored)

@@ -145,12 +145,15 @@ class Resolver:
 
         Raises:
             OutOfRange: for a layer or neuron out of range.
-            NotFound: for an unknown model, or no graph yet.
+            NotFound: for an unknown model, or no graph yet (or none indexed yet, while the stores
+                are being indexed).
             CorruptGraph: for a stored line that does not validate (saying how to rebuild it).
         """
         self.check_range(model, layer, neuron)
         view = self.view(model)
         graph = view.get(layer, neuron)
+        if graph is None and view.indexing:
+            raise NotFound(text.not_indexed_yet(model, layer, neuron))
         if graph is None:
             layers = view.layers()
             hint = layers if self.models.shape(model) is None and layer not in layers else None

@@ -25,7 +25,8 @@ of them, rebuilt from them at any time:
   writer at a time, the other waits and then finds the work done), readers see a consistent
   snapshot (write-ahead log).
 - With ``first_call`` (the server), changes are indexed by a background thread on its own
-  connection, one committed slice at a time; :meth:`StoreIndex.refresh` waits at most
+  connection, one committed slice at a time, its time shared by the files left to index (so the
+  first slice holds graphs of every model); :meth:`StoreIndex.refresh` waits at most
   ``first_call`` seconds (and for the first slice), then readers answer from what is indexed so
   far and :attr:`StoreIndex.indexing` says so. A file a slice stopped in is marked incomplete and
   indexed on from where it stopped, by this process or the next.
@@ -235,6 +236,12 @@ class StoreIndex(FileIndexer):
             self.generation += 1  # slices landed meanwhile: what was cached is stale
         return True
 
+    def wait(self) -> None:
+        """Wait until the files being indexed in the background are all indexed."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+
     @property
     def indexing(self) -> bool:
         """Whether files are being indexed in the background (answers cover the graphs so far)."""
@@ -307,35 +314,36 @@ class StoreIndex(FileIndexer):
         for name in set(known) - set(current):
             changed.add(known[name][2])
             self._forget(db, known[name][0])
-        worked = False  # every slice indexes something, however short
-        for name, state in sorted(current.items()):
+        todo = [(name, state) for name, state in sorted(current.items())
+                if not (name in known and (known[name][3], known[name][4]) == (state.size, state.mtime_ns)
+                        and known[name][10])]  # unchanged, or indexed already by another process
+        finished = True
+        for i, (name, state) in enumerate(todo):
+            # A bounded slice is shared by the files left in it, so that the first slice of a fresh
+            # clone holds graphs of every model, not only of the file that sorts first (each file
+            # indexes at least a batch of lines, however short its share).
+            share = None if deadline is None else (
+                time.monotonic() + max(0.0, deadline - time.monotonic()) / (len(todo) - i))
             row = known.get(name)
             same = row is not None and (row[3], row[4]) == (state.size, state.mtime_ns)
-            if same and row[10]:
-                continue  # unchanged, or indexed already by another process
-            if worked and deadline is not None and time.monotonic() > deadline:
-                return changed, False
-            worked = True
             path = self.directory / name
             try:
                 head = head_hash(path)
                 if row is not None and (same or self._appended(path, row[:10], state, head)):
                     # An append, or a file a slice stopped in: go on from where its index ends.
                     changed.add(row[2])
-                    if not self._index_file(db, path, state, head, file_id=row[0], start=row[6],
-                                            first_line=row[8] + 1, model=row[2], deadline=deadline)[1]:
-                        return changed, False
-                    continue
-                if row is not None:
-                    changed.add(row[2])
-                    self._forget(db, row[0])
-                model, done = self._index_file(db, path, state, head, deadline=deadline)
-                changed.add(model)
-                if not done:
-                    return changed, False
+                    done = self._index_file(db, path, state, head, file_id=row[0], start=row[6],
+                                            first_line=row[8] + 1, model=row[2], deadline=share)[1]
+                else:
+                    if row is not None:
+                        changed.add(row[2])
+                        self._forget(db, row[0])
+                    model, done = self._index_file(db, path, state, head, deadline=share)
+                    changed.add(model)
+                finished = finished and done
             except OSError as exc:  # removed or unreadable while we looked
                 log.warning("cannot index %s: %s", path, exc)
-        return changed, True
+        return changed, finished
 
     # ----------------------------------------------------------------- reading a line
     def scan(self, graph_id: int) -> ScanRef | None:

@@ -97,6 +97,25 @@ async def test_list_models_marks_its_counts_partial_while_the_stores_are_being_i
     assert not info["partial"] and info["graphs"] == 3000
 
 
+async def test_a_stored_graph_not_indexed_yet_is_neither_missing_nor_built_again(tmp_path, monkeypatch):
+    """On a fresh clone the index is built in the background: a stored graph it has not reached
+    yet is "not indexed yet" to get_graph (not "build it"), and build_graph returns it unbuilt."""
+    import n2g_mcp.resolve
+    import store.sqlindex
+    from tests.test_sqlindex import scored_graphs
+
+    fake = FakeLiveBackend(n_layers=5, d_mlp=3000)
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", scored_graphs(3000, seed=12, model="test-model"))
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of lines, then answer
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    server = serve(tmp_path, fake)
+    result = await call(server, "get_graph", layer=4, neuron=2999)  # the store's last line
+    assert result.is_error and "still being indexed" in result.content[0].text
+    built = await ok(server, "build_graph", layer=4, neuron=2999)
+    assert built["id"] == "L4/N2999" and not built["built"] and "build" not in fake.calls
+
+
 async def test_corrupt_store_lines_are_skipped_counted_and_reported(stores_dir, fake):
     graph = make_graph([((" x",), 1.0)], layer=2, neuron=9)
     path = stores_dir / "test-model.jsonl"

@@ -25,7 +25,7 @@ from tests.test_similarity import random_graphs
 VOCAB = [f" w{i}" for i in range(30)] + [" W1", "w2", " W3 "]
 
 
-def scored_graphs(n: int, seed: int) -> list:
+def scored_graphs(n: int, seed: int, model: str = "m") -> list:
     """Graphs with random paths, F1 (or none), over a small vocabulary with case/space variants."""
     rng = random.Random(seed)
     graphs = []
@@ -33,7 +33,7 @@ def scored_graphs(n: int, seed: int) -> list:
         paths = [((rng.choice(VOCAB), rng.choice(VOCAB)), rng.random()) for _ in range(rng.randint(1, 3))]
         if rng.random() < 0.1:  # an in-context graph with a repeat node, activating or context
             paths.append((rng.choice([(REPEAT, REPEAT), (rng.choice(VOCAB), REPEAT)]), rng.random()))
-        graphs.append(make_graph(paths, layer=i % 5, neuron=i, model="m",
+        graphs.append(make_graph(paths, layer=i % 5, neuron=i, model=model,
                                  f1=rng.choice([None, round(rng.random(), 2)])))
     return graphs
 
@@ -180,3 +180,22 @@ def test_a_search_answered_while_indexing_says_it_is_partial(tmp_path: Path, mon
         worker.join()
     done = queries.search([" w1"], model="m")
     assert not done.partial and done.searched == 3000 and done.warnings == []
+
+
+def test_the_first_slice_holds_graphs_of_every_model(tmp_path: Path, monkeypatch) -> None:
+    """A fresh clone ships stores of two models: the first slice indexes some of each, so a first
+    call about the model whose file sorts last finds graphs (it was told "no graphs yet")."""
+    import store.sqlindex
+
+    write_store(tmp_path / "a.jsonl.gz", "a", scored_graphs(3000, seed=10, model="a"))
+    write_store(tmp_path / "b.jsonl.gz", "b", scored_graphs(3000, seed=11, model="b"))
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # each file: a batch of 256 lines
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    catalog = Catalog(tmp_path, index_path=tmp_path / "bg.sqlite", first_call=0.0)
+    views = {view.model: view for view in catalog.models()}
+    assert set(views) == {"a", "b"}
+    assert all(len(view) > 0 for view in views.values())
+    worker = catalog.index._worker
+    if worker is not None:
+        worker.join()
+    assert [len(view) for view in catalog.models()] == [3000, 3000]
