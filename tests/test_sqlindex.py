@@ -195,7 +195,5 @@ def test_the_first_slice_holds_graphs_of_every_model(tmp_path: Path, monkeypatch
     views = {view.model: view for view in catalog.models()}
     assert set(views) == {"a", "b"}
     assert all(len(view) > 0 for view in views.values())
-    worker = catalog.index._worker
-    if worker is not None:
-        worker.join()
+    catalog.index.wait()
     assert [len(view) for view in catalog.models()] == [3000, 3000]
