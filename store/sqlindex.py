@@ -314,18 +314,19 @@ class StoreIndex(FileIndexer):
         for name in set(known) - set(current):
             changed.add(known[name][2])
             self._forget(db, known[name][0])
-        todo = [(name, state) for name, state in sorted(current.items())
-                if not (name in known and (known[name][3], known[name][4]) == (state.size, state.mtime_ns)
-                        and known[name][10])]  # unchanged, or indexed already by another process
+        todo = []
+        for name, state in sorted(current.items()):
+            row = known.get(name)
+            same = row is not None and (row[3], row[4]) == (state.size, state.mtime_ns)
+            if not (same and row[10]):  # unchanged, or indexed already by another process
+                todo.append((name, state, row, same))
         finished = True
-        for i, (name, state) in enumerate(todo):
+        for i, (name, state, row, same) in enumerate(todo):
             # A bounded slice is shared by the files left in it, so that the first slice of a fresh
             # clone holds graphs of every model, not only of the file that sorts first (each file
             # indexes at least a batch of lines, however short its share).
             share = None if deadline is None else (
                 time.monotonic() + max(0.0, deadline - time.monotonic()) / (len(todo) - i))
-            row = known.get(name)
-            same = row is not None and (row[3], row[4]) == (state.size, state.mtime_ns)
             path = self.directory / name
             try:
                 head = head_hash(path)
