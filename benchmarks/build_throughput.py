@@ -54,7 +54,7 @@ def main() -> None:
 
     import torch
 
-    from builder.build import (
+    from builder.stages.build import (
         _calibration_windows,
         fit_batch,
         layer_probe,
@@ -64,7 +64,7 @@ def main() -> None:
     from builder.corpus import make_windows
     from builder.forward import full_depth, run_layers
     from builder.models import load_model
-    from builder.scan import scan
+    from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
     from store.scanfile import ScanFile
 
@@ -167,7 +167,7 @@ def main() -> None:
 def _firing_agreement(reference, layer_scan, neurons, layer: int, config) -> float:
     """Firing tokens (>= 0.5 of the neuron's max) of the test windows shared with float32's, over
     those firing in either (1.0: the same decisions), where both scans kept the same window."""
-    from builder.build import split
+    from builder.stages.build import split
 
     shared = either = 0
     for n in neurons:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builder.build import split
+from builder.stages.build import split
 from builder.config import EvalConfig, FitConfig
-from builder.fit import TrainText, fit
+from builder.stages.fit import TrainText, fit
 from store.trie import REPEAT
 
 UNCALIBRATED = FitConfig(calibrate=False, backoff=False, token_paths=False)

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
-from builder.runner import BuildSource, run_build
+from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
 from store.trie import (

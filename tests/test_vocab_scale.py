@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from builder import augment
-from builder.augment import EmbeddingNeighbours, ModelPredictions
+from builder.stages.augment import EmbeddingNeighbours, ModelPredictions
 from builder.models import LoadedModel, _special_ids
 
 VOCAB, D_MODEL = 1000, 12

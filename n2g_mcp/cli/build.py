@@ -6,8 +6,8 @@
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
 :func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
-functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan`` (with
-``--ray``, ``builder.distributed.run_distributed``, whose workers load the model). Importing
+functions load the model and run ``builder.run.runner.run_build`` or ``builder.stages.scan.scan`` (with
+``--ray``, ``builder.run.distributed.run_distributed``, whose workers load the model). Importing
 this module imports no torch (the command imports the builder when it runs), so ``n2g eval``
 stays light. Layer and neuron ranges
 are checked with ``store.names.check_range`` before any model loads.
@@ -115,7 +115,7 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
                 scan_path: Path) -> int:
     """Load the model once and build each layer's requested neurons (None: all) into ``store``."""
     from builder.models import load_model
-    from builder.runner import BuildSource, run_build
+    from builder.run.runner import BuildSource, run_build
 
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=config.dtype)
@@ -144,7 +144,7 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
     """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
     import functools
 
-    from builder.distributed import run_distributed
+    from builder.run.distributed import run_distributed
     from builder.models import load_model
 
     started = time.perf_counter()
@@ -196,7 +196,7 @@ def _check_ray_options(args: argparse.Namespace) -> None:
 
 def _distributed_config(args: argparse.Namespace):
     """The DistributedConfig with the options given applied (its defaults live in the dataclass)."""
-    from builder.cluster import DistributedConfig
+    from builder.run.cluster import DistributedConfig
 
     given = {name: getattr(args, name) for name in _RAY_OPTIONS[:4] if getattr(args, name, None) is not None}
     return DistributedConfig(address=args.ray, **given)
@@ -275,7 +275,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from builder.config import ScanConfig
     from builder.corpus import make_windows, resolve_corpus
     from builder.models import load_model
-    from builder.scan import export_scan_file, scan
+    from builder.stages.scan import export_scan_file, scan
 
     _check_ray_options(args)
     resolve_corpus(args.corpus)
@@ -302,7 +302,7 @@ def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
     """``n2g scan --ray``: the same scan file, the corpus cut into spans scanned by Ray workers."""
     import functools
 
-    from builder.distributed_scan import run_distributed_scan
+    from builder.run.distributed_scan import run_distributed_scan
     from builder.models import load_model
 
     started = time.perf_counter()

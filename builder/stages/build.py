@@ -6,7 +6,7 @@
 Neurons are taken ``neuron_batch`` at a time; every stage of a batch shares its forward passes
 across the batch's neurons, and :func:`build_layer` appends each finished batch to the store's
 writer in one write. Which neurons to build, the scans and the store come from the runner
-(``builder.runner``).
+(``builder.run.runner``).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm import tqdm
 
-from builder.augment import Helper, augment, make_helper
+from builder.stages.augment import Helper, augment, make_helper
 from builder.config import BuildConfig, EvalConfig
-from builder.evaluate import Window, evaluate, short_rows
-from builder.fit import TrainText, fit
+from builder.stages.evaluate import Window, evaluate, short_rows
+from builder.stages.fit import TrainText, fit
 from builder.forward import neuron_activations, run_layers
-from builder.induction import repeated_sequences
+from builder.probes.induction import repeated_sequences
 from builder.models import LoadedModel
-from builder.probe import TokenProbe, probe_tokens
-from builder.prune import Snippet, TopExample, prune
-from builder.saliency import saliency
-from builder.scan import LayerScan
+from builder.probes.tokens import TokenProbe, probe_tokens
+from builder.stages.prune import Snippet, TopExample, prune
+from builder.stages.saliency import saliency
+from builder.stages.scan import LayerScan
 from store.errors import BadArgument, Cancelled
 from store.examples import EXAMPLE_AFTER, EXAMPLE_BEFORE, Referrer
 from store.graph import Example, Matching, NeuronGraph, graph_record

@@ -18,7 +18,7 @@ import numpy as np
 
 from builder.forward import shared_prefix_activations
 from builder.models import LoadedModel
-from builder.prune import Snippet
+from builder.stages.prune import Snippet
 
 
 def saliency(model: LoadedModel, layer: int, snippets: Sequence[Snippet], mask_id: int,

@@ -26,7 +26,7 @@ import torch
 from builder.config import AugmentConfig
 from builder.forward import next_token_logits, pivot_activations
 from builder.models import LoadedModel
-from builder.prune import Snippet
+from builder.stages.prune import Snippet
 from store.errors import UnknownModel
 from store.tokens import normalize
 

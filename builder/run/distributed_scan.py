@@ -1,7 +1,7 @@
 """A whole-model scan spread over Ray workers: spans of windows whose top windows and counts merge.
 
     driver: the corpus windows' count (from a worker) -> spans of ``span_windows`` windows
-        -> each worker runs the scan's pass (``builder.scan._top_k_pass``) over its span, for
+        -> each worker runs the scan's pass (``builder.stages.scan._top_k_pass``) over its span, for
            every layer, and returns the running state (top-k windows and traces, histogram)
         -> the driver folds each span's state into one as it comes back (``_LayerState.merge``)
         -> one worker finishes (random windows, density, quantiles) and writes the scan file
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from builder.cluster import (
+from builder.run.cluster import (
     BuildEvent,
     DistributedConfig,
     ModelLoader,
@@ -41,11 +41,11 @@ from builder.cluster import (
     ray_module,
 )
 from builder.config import BuildConfig, ScanConfig
-from builder.distributed import BuildWorker
+from builder.run.distributed import BuildWorker
 from store.errors import Unavailable
 
 if TYPE_CHECKING:
-    from builder.scan import _LayerState
+    from builder.stages.scan import _LayerState
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _arrays(state: dict[int, _LayerState]) -> State:
 def _states(arrays: State) -> dict[int, _LayerState]:
     import torch
 
-    from builder.scan import _LayerState
+    from builder.stages.scan import _LayerState
 
     return {layer: _LayerState(**{k: torch.from_numpy(np.array(v)) for k, v in a.items()}, pending=[])
             for layer, a in arrays.items()}
@@ -110,7 +110,7 @@ class ScanWorker(BuildWorker):
 
     def scan_span(self, layers: Sequence[int], span: WindowSpan) -> State:
         """The scan's pass over one span of windows, for every layer given."""
-        from builder.scan import _top_k_pass
+        from builder.stages.scan import _top_k_pass
 
         state = _top_k_pass(self.model, self.source.windows, layers, self.config.scan, None,
                             lambda *_: None, None, span=(span.start, span.stop))
@@ -118,7 +118,7 @@ class ScanWorker(BuildWorker):
 
     def write_scan(self, merged: State) -> bytes:
         """The scan file of the merged passes (statistics and random windows done here)."""
-        from builder.scan import _layer_scans, export_scan_file
+        from builder.stages.scan import _layer_scans, export_scan_file
 
         scans = _layer_scans(self.model, self.source.windows, self.config.scan, _states(merged))
         with tempfile.TemporaryDirectory() as folder:
