@@ -345,15 +345,15 @@ def assert_same_top_windows(values_a, windows_a, values_b, windows_b) -> None:
 def test_spans_merged_equal_one_pass_over_the_corpus(tmp_path) -> None:
     from builder.corpus import make_windows
     from builder.run.distributed_scan import _arrays, merge_states, spans_of
-    from builder.stages.scan import _top_k_pass
+    from builder.stages.scan_pass import top_k_pass
 
     model = rule_model()
     windows = make_windows(model, write_corpus(tmp_path / "corpus.txt"), SCAN.window)
-    whole = _arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None))[0]
+    whole = _arrays(top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None))[0]
     spans = spans_of(len(windows), 100, SCAN.batch_size)
     assert len(spans) > 3 and all(s.start % SCAN.batch_size == 0 for s in spans)
-    parts = [_arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None,
-                                 span=(s.start, s.stop))) for s in spans]
+    parts = [_arrays(top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None,
+                                span=(s.start, s.stop))) for s in spans]
     merged = parts[0]
     for part in parts[1:]:
         merged = merge_states(merged, part)

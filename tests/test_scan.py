@@ -88,7 +88,7 @@ def test_a_cached_scan_with_more_windows_serves_a_request_for_fewer(rule, tmp_pa
     big = scan(model, windows, [0], CONFIG)[0]
     small_config = ScanConfig(**{**CONFIG.__dict__, "top_k": 3})
     calls = []
-    monkeypatch.setattr("builder.stages.scan._top_k_pass", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("builder.stages.scan.top_k_pass", lambda *a, **k: calls.append(a))
     small = scan(model, windows, [0], small_config)[0]
     assert not calls and np.array_equal(small.windows, big.windows[:3])
 

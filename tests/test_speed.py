@@ -159,7 +159,8 @@ TEXT = ("In 1905 Albert Einstein published four papers that changed physics, and
 
 @pytest.mark.model
 def test_suffixes_after_a_cached_prefix_read_what_the_whole_rows_read(smollm) -> None:
-    from builder.forward import pivot_activations, shared_prefix_activations
+    from builder.forward import pivot_activations
+    from builder.prefix import shared_prefix_activations
 
     ids = smollm.encode(TEXT)
     prefixes = [ids[:20], ids[:0], ids[:7], ids[:33]]  # unequal, one empty: padding is masked

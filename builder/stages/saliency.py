@@ -5,7 +5,7 @@ In: snippets (pivot last). Out: per snippet, one importance per token,
 the right way up), and the snippet's exact pivot activation. Token k is replaced by a mask token
 (padding-like). The copy masking token k agrees with the snippet up to k, so the snippet (all
 but its pivot) runs once into a KV cache and each copy runs only from k on, seeing the cache's
-first k tokens (``builder.forward.shared_prefix_activations``; the same activations as running
+first k tokens (``builder.prefix.shared_prefix_activations``; the same activations as running
 every copy whole); one prefill and a few suffix passes hold many snippets. Where the pivot
 does not fire (activation <= 0) importances are 0, not a division by zero.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from builder.forward import shared_prefix_activations
+from builder.prefix import shared_prefix_activations
 from builder.models import LoadedModel
 from builder.stages.prune import Snippet
 
