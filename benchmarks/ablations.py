@@ -89,7 +89,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from builder.stages.augment import make_helper
-    from builder.stages.build import fit_batch, layer_probe, measure_batch
+    from builder.stages.build import fit_batch, measure_batch
+    from builder.stages.calibration import layer_probe
     from builder.corpus import make_windows
     from builder.models import load_model
     from builder.stages.scan import scan

@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--layers", default="0,1,5,10,15")
     args = parser.parse_args()
 
-    from builder.stages.build import split, top_windows
+    from builder.stages.build import top_windows
+    from builder.stages.examples import split
     from builder.config import BuildConfig
     from builder.corpus import make_windows
     from builder.models import load_model
