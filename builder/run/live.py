@@ -69,7 +69,7 @@ class LiveModels:
 
     Args:
         device: where models run (default: cuda if available).
-        config: the build configuration (default: ``BuildConfig()``).
+        config: the build configuration (default: ``BuildConfig()``); models load in its ``dtype``.
     """
 
     def __init__(self, device: str | None = None, config: BuildConfig | None = None) -> None:
@@ -92,7 +92,9 @@ class LiveModels:
             if progress is not None:
                 progress(0, 1, f"loading {spec.name} (once; can take a minute)")
             log.info("loading model %s (once; can take a minute)", spec.name)
-            model = load_model(spec.location, device=self.device, local=spec.local, as_name=spec.name)
+            # In the config's numeric type: a build refuses a model loaded in another.
+            model = load_model(spec.location, device=self.device, local=spec.local, as_name=spec.name,
+                               dtype=self.config.dtype)
             loaded = self._loaded[spec.name] = _Loaded(model)
         return loaded
 
