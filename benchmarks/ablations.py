@@ -88,11 +88,11 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated substrings of variant names to run")
     args = parser.parse_args()
 
+    from builder.corpus import make_windows
+    from builder.models import load_model
     from builder.stages.augment import make_helper
     from builder.stages.build import fit_batch, measure_batch
     from builder.stages.calibration import layer_probe
-    from builder.corpus import make_windows
-    from builder.models import load_model
     from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
 

@@ -54,12 +54,12 @@ def main() -> None:
 
     import torch
 
-    from builder.stages.build import fit_batch, measure_batch
-    from builder.stages.calibration import calibration_windows, layer_probe
     from builder.config import DTYPES, BuildConfig, PruneConfig, ScanConfig
     from builder.corpus import make_windows
     from builder.forward import full_depth, run_layers
     from builder.models import load_model
+    from builder.stages.build import fit_batch, measure_batch
+    from builder.stages.calibration import calibration_windows, layer_probe
     from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
     from store.scanfile import ScanFile

@@ -64,12 +64,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from builder.stages.augment import EmbeddingNeighbours
-    from builder.stages.build import build_layer
     from builder.config import BuildConfig, ScanConfig
     from builder.corpus import iter_texts, make_windows
     from builder.models import ensure_embedded, load_model
     from builder.probes.tokens import probe_tokens
+    from builder.stages.augment import EmbeddingNeighbours
+    from builder.stages.build import build_layer
     from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
     from store.models import EMBEDDED

@@ -46,13 +46,13 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=48)
     args = parser.parse_args()
 
-    from builder.stages.build import fit_batch, measure_batch, top_windows
-    from builder.stages.examples import split
-    from builder.stages.evaluate import ngram_lookup
     from builder.forward import run_layers
-    from builder.probes.induction import induction_probe, repeated_sequences
     from builder.models import load_model
+    from builder.probes.induction import induction_probe, repeated_sequences
     from builder.run.runner import BuildSource
+    from builder.stages.build import fit_batch, measure_batch, top_windows
+    from builder.stages.evaluate import ngram_lookup
+    from builder.stages.examples import split
     from store.scanfile import ScanFile, scan_filename
     from store.trie import REPEAT
 

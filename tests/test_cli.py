@@ -131,7 +131,7 @@ def test_the_dtype_asked_reaches_the_model_loader_on_ray_workers(command, tmp_pa
 
     monkeypatch.setattr(builder.run.distributed, "run_distributed", fake_build)
     monkeypatch.setattr(builder.run.distributed_scan, "run_distributed_scan", fake_scan)
-    where = ["--store", str(tmp_path / "s.jsonl")] if command == "build" else ["--out", str(tmp_path / "m.scan.npz")]
+    where = ["--store", str(tmp_path / "s.jsonl")] if command == "build" else ["--out", str(tmp_path / "s.npz")]
     for dtype in DTYPES:
         assert main([command, *where, "--ray", "--dtype", dtype]) == 0
     assert [load.keywords["dtype"] for load in loads] == list(DTYPES)

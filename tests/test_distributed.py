@@ -22,8 +22,8 @@ import orjson
 import pytest
 import torch
 
-from builder.run.cluster import gpus_per_worker
 from builder.config import BuildConfig, EvalConfig, ScanConfig
+from builder.run.cluster import gpus_per_worker
 from builder.run.distributed import (
     BuildWorker,
     DistributedConfig,

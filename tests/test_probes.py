@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from builder.probes.ablate import ablate
 from builder.config import ScanConfig
 from builder.corpus import make_windows
+from builder.probes.ablate import ablate
 from builder.probes.firing import neurons_at
 from builder.probes.hypothesis import BadPattern, CorpusText, score_hypothesis
 from builder.probes.induction import (

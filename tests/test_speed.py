@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from builder.stages.build import build_layer
 from builder.config import BuildConfig, PruneConfig, ScanConfig
 from builder.corpus import make_windows
+from builder.stages.build import build_layer
 from builder.stages.examples import TopExample
 from builder.stages.prune import prune
 from builder.stages.scan import export_scan_file, forget_traces, layer_scans_from_file, scan, scan_dir

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.config import BuildConfig
 from builder.run.cluster import (
     BuildEvent,
     DistributedConfig,
@@ -46,7 +47,6 @@ from builder.run.cluster import (
     connect,
     ray_module,
 )
-from builder.config import BuildConfig
 from store.errors import Busy
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, dumps, read_store

@@ -1,8 +1,8 @@
 """A whole-model scan spread over Ray workers: spans of windows whose top windows and counts merge.
 
     driver: the corpus windows' count (from a worker) -> spans of ``span_windows`` windows
-        -> each worker runs the scan's pass (``builder.stages.scan_pass.top_k_pass``) over its span, for
-           every layer, and returns the running state (top-k windows and traces, histogram)
+        -> each worker runs the scan's pass (``builder.stages.scan_pass.top_k_pass``) over its
+           span, for every layer, and returns the running state (top-k windows and traces, histogram)
         -> the driver folds each span's state into one as it comes back (``LayerState.merge``)
         -> one worker finishes (random windows, density, quantiles) and writes the scan file
 
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from builder.config import BuildConfig, ScanConfig
 from builder.run.cluster import (
     BuildEvent,
     DistributedConfig,
@@ -40,7 +41,6 @@ from builder.run.cluster import (
     connect,
     ray_module,
 )
-from builder.config import BuildConfig, ScanConfig
 from builder.run.distributed import BuildWorker
 from store.errors import Unavailable
 

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.probes.ablate import ablate
 from builder.config import BuildConfig
-from builder.probes.firing import neurons_at
 from builder.forward import long_activations
+from builder.models import LoadedModel, load_model
+from builder.probes.ablate import ablate
+from builder.probes.firing import neurons_at
 from builder.probes.hypothesis import CorpusText, score_hypothesis
 from builder.probes.induction import induction_probe
-from builder.models import LoadedModel, load_model
-from builder.run.runner import BuildSource, run_build
 from builder.probes.steer import steer
+from builder.run.runner import BuildSource, run_build
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
 from store.models import EMBEDDED, ModelSpec

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from builder.stages.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
 from builder.models import LoadedModel
+from builder.stages.build import build_layer
 from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph

@@ -275,8 +275,8 @@ def fit(snippets: Sequence[FitSnippet], config: FitConfig, train: Sequence[Train
         firing_tokens: tokens that fire somewhere in the train text, offered as context-free
             candidates (``config.token_paths``).
         probed: ``(token, normalised activation)`` of tokens on which the neuron fires standing
-            alone (``builder.probes.tokens``), offered as context-free candidates; where no train text
-            holds the token, the probe's value is its END.
+            alone (``builder.probes.tokens``), offered as context-free candidates; where no train
+            text holds the token, the probe's value is its END.
         repeat_texts: texts that show in-context behaviour (the repeated-sequence probe), added
             to ``train`` where repeat paths are proposed and judged, and nowhere else.
     """

@@ -6,8 +6,8 @@
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
 :func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
-functions load the model and run ``builder.run.runner.run_build`` or ``builder.stages.scan.scan`` (with
-``--ray``, ``builder.run.distributed.run_distributed``, whose workers load the model). Importing
+functions load the model and run ``builder.run.runner.run_build`` or ``builder.stages.scan.scan``
+(with ``--ray``, ``builder.run.distributed.run_distributed``, whose workers load the model). Importing
 this module imports no torch (the command imports the builder when it runs), so ``n2g eval``
 stays light; the parsers read their defaults and choices from the torch-free ``builder.config``,
 so they are stated once. Layer and neuron ranges are checked with ``store.names.check_range``
@@ -145,8 +145,8 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
     """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
     import functools
 
-    from builder.run.distributed import run_distributed
     from builder.models import load_model
+    from builder.run.distributed import run_distributed
 
     started = time.perf_counter()
     load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name,
@@ -307,8 +307,8 @@ def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
     """``n2g scan --ray``: the same scan file, the corpus cut into spans scanned by Ray workers."""
     import functools
 
-    from builder.run.distributed_scan import run_distributed_scan
     from builder.models import load_model
+    from builder.run.distributed_scan import run_distributed_scan
 
     started = time.perf_counter()
     load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name,
