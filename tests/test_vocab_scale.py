@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from builder import augment
 from builder.models import LoadedModel, _special_ids
+from builder.stages import augment
 from builder.stages.augment import EmbeddingNeighbours, ModelPredictions
 
 VOCAB, D_MODEL = 1000, 12
