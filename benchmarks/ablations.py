@@ -88,11 +88,12 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated substrings of variant names to run")
     args = parser.parse_args()
 
-    from builder.augment import make_helper
-    from builder.build import fit_batch, layer_probe, measure_batch
     from builder.corpus import make_windows
     from builder.models import load_model
-    from builder.scan import scan
+    from builder.stages.augment import make_helper
+    from builder.stages.build import fit_batch, measure_batch
+    from builder.stages.calibration import layer_probe
+    from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
 
     models = {}  # one per numeric type asked for, each with its own scans

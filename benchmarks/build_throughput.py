@@ -54,17 +54,13 @@ def main() -> None:
 
     import torch
 
-    from builder.build import (
-        _calibration_windows,
-        fit_batch,
-        layer_probe,
-        measure_batch,
-    )
     from builder.config import DTYPES, BuildConfig, PruneConfig, ScanConfig
     from builder.corpus import make_windows
     from builder.forward import full_depth, run_layers
     from builder.models import load_model
-    from builder.scan import scan
+    from builder.stages.build import fit_batch, measure_batch
+    from builder.stages.calibration import calibration_windows, layer_probe
+    from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
     from store.scanfile import ScanFile
 
@@ -126,7 +122,7 @@ def main() -> None:
             # and the trace pass is costed by the to-layer / plain ratio of the same moments.
             before, layer_before = rate(fp32, None), rate(model, layer)
             probe, probe_s = timed(layer_probe, model, layer, windows, config)
-            calibration, calibration_s = timed(_calibration_windows, model, layer, layer_scan,
+            calibration, calibration_s = timed(calibration_windows, model, layer, layer_scan,
                                                windows, config)
             measured, measure_s = timed(measure_batch, model, layer, neurons, layer_scan, windows,
                                         config, None, probe, calibration)
@@ -167,7 +163,7 @@ def main() -> None:
 def _firing_agreement(reference, layer_scan, neurons, layer: int, config) -> float:
     """Firing tokens (>= 0.5 of the neuron's max) of the test windows shared with float32's, over
     those firing in either (1.0: the same decisions), where both scans kept the same window."""
-    from builder.build import split
+    from builder.stages.examples import split
 
     shared = either = 0
     for n in neurons:

@@ -2,13 +2,13 @@
 
     python benchmarks/induction_rankings.py [--top 20] [--seed 10]
 
-One pass of the induction probe (``builder.induction``: 16 x 40 random token ids per seed, seeds
-0-2, each sequence repeated) over every layer gives each neuron's per-copy moments; from them,
+One pass of the induction probe (``builder.probes.induction``: 16 x 40 random token ids per
+seed, seeds 0-2, each sequence repeated) over every layer gives each neuron's per-copy moments; from them,
 side by side: the rise (the probe's score), Cohen's d, d of the clipped activations, the
 firing-rate difference, Cohen's h of the firing rates, and the unclipped mean difference. For
 each ranking's top ``--top``: the second-copy loss rise when they are zeroed on fresh sequences
-(``--seed``) against as many random neurons of the same layers (``builder.ablate``); the *graph
-ceiling*, the mean F1 on repeated text a graph could reach if it predicted firing on every
+(``--seed``) against as many random neurons of the same layers (``builder.probes.ablate``); the
+*graph ceiling*, the mean F1 on repeated text a graph could reach if it predicted firing on every
 repeated token wherever at least ``FitConfig.firing_share`` of them fire (2s / (1 + s) for a
 second-copy firing rate s, else 0); and how many of the plain mean-difference ranking's top 50
 its top 100 holds. Prints a markdown table.
@@ -34,9 +34,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10, help="seed of the fresh ablation sequences")
     args = parser.parse_args()
 
-    from builder.ablate import ablate
     from builder.forward import layers_and_losses
-    from builder.induction import (
+    from builder.models import load_model
+    from builder.probes.ablate import ablate
+    from builder.probes.induction import (
         LENGTH,
         SEEDS,
         SEQUENCES,
@@ -46,7 +47,6 @@ def main() -> None:
         rise,
         standardised_difference,
     )
-    from builder.models import load_model
     from store.scanfile import ScanFile, scan_filename
 
     model = load_model("smollm2-135m")
@@ -94,7 +94,7 @@ def main() -> None:
 
 
 def _rates(moments: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Firing rates on the first and the second copy (``builder.induction.Moments``)."""
+    """Firing rates on the first and the second copy (``builder.probes.induction.Moments``)."""
     first, second = moments
     return first.firing / first.n, second.firing / second.n
 

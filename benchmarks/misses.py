@@ -33,11 +33,12 @@ def main() -> None:
     parser.add_argument("--layers", default="0,1,5,10,15")
     args = parser.parse_args()
 
-    from builder.build import split, top_windows
     from builder.config import BuildConfig
     from builder.corpus import make_windows
     from builder.models import load_model
-    from builder.scan import scan
+    from builder.stages.build import top_windows
+    from builder.stages.examples import split
+    from builder.stages.scan import scan
     from store.jsonl import read_store
     from store.metrics import FIRING_THRESHOLD
 

@@ -64,14 +64,15 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from builder.augment import EmbeddingNeighbours
-    from builder.build import build_layer
     from builder.config import BuildConfig, ScanConfig
     from builder.corpus import iter_texts, make_windows
-    from builder.models import EMBEDDED, ensure_embedded, load_model
-    from builder.probe import probe_tokens
-    from builder.scan import scan
+    from builder.models import ensure_embedded, load_model
+    from builder.probes.tokens import probe_tokens
+    from builder.stages.augment import EmbeddingNeighbours
+    from builder.stages.build import build_layer
+    from builder.stages.scan import scan
     from n2g_mcp.cli.ranges import sample
+    from store.models import EMBEDDED
 
     rows: list[tuple[str, str, float]] = []
 

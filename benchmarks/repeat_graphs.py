@@ -3,7 +3,7 @@ repeated text (issue 14, item 2).
 
     python benchmarks/repeat_graphs.py [--layers 0-29] [--top 20] [--seed 1000]
 
-Picks the ``--top`` neurons of ``builder.induction.induction_probe`` (its default probe,
+Picks the ``--top`` neurons of ``builder.probes.induction.induction_probe`` (its default probe,
 seeds 0-2, ranked by rise) over ``--layers``, builds each one's graph once per variant from the shipped scan file
 (``repeats`` off: the fit before repeat nodes; on: today's default; one run of prune and
 saliency serves both), and scores every graph on *fresh* repeated random token sequences (the probe's
@@ -46,12 +46,13 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=48)
     args = parser.parse_args()
 
-    from builder.build import fit_batch, measure_batch, split, top_windows
-    from builder.evaluate import ngram_lookup
     from builder.forward import run_layers
-    from builder.induction import induction_probe, repeated_sequences
     from builder.models import load_model
-    from builder.runner import BuildSource
+    from builder.probes.induction import induction_probe, repeated_sequences
+    from builder.run.runner import BuildSource
+    from builder.stages.build import fit_batch, measure_batch, top_windows
+    from builder.stages.evaluate import ngram_lookup
+    from builder.stages.examples import split
     from store.scanfile import ScanFile, scan_filename
     from store.trie import REPEAT
 

@@ -18,7 +18,7 @@ from builder.config import ScanConfig
 from builder.corpus import make_windows
 from builder.forward import run_layers
 from builder.models import load_model
-from builder.scan import scan
+from builder.stages.scan import scan
 from n2g_mcp.cli.ranges import parse_range
 
 

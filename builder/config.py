@@ -193,8 +193,8 @@ class FitConfig:
     graph then holds a token lookup's reach where the train text supports it, and the examples'
     context where the token alone does not fire. Ignored without ``calibrate``."""
     probe_layers: int = 2
-    """In layers below this, probe every corpus token standing alone (``builder.probe``: one cheap
-    pass for all neurons of a layer) and offer the tokens a neuron fires on as context-free
+    """In layers below this, probe every corpus token standing alone (``builder.probes.tokens``: one
+    cheap pass for all neurons of a layer) and offer the tokens a neuron fires on as context-free
     candidates, so that a graph can name activating tokens its train windows never show. Early
     neurons respond mostly to the token itself; deeper ones depend on context, and the probe costs
     a deeper pass there. 0: never. Ignored without ``calibrate``."""
@@ -216,8 +216,8 @@ class FitConfig:
     repeat_reach: int = 4
     """The longest repeat path offered (n tokens)."""
     repeat_probe: int = 16
-    """Sequences of the repeated-sequence probe (``builder.induction``: random plain words, then
-    the same again, under its own seed) whose activations join the train text when repeat paths
+    """Sequences of the repeated-sequence probe (``builder.probes.induction``: random plain words,
+    then the same again, under its own seed) whose activations join the train text when repeat paths
     are proposed and judged, and only then (0: none). The corpus rarely shows in-context
     behaviour at the firing threshold: on L20/N438's 40 train and 32 random windows only 3-5% of
     the tokens that repeat earlier text fire, while on copied random words 63% do, so judged on

@@ -12,7 +12,7 @@
 
 Models run through TransformerLens' ``TransformerBridge``. Nothing here imports torch at module
 level. Which models exist by name, their shapes and hook names are in the torch-free
-``store/models.py`` (re-exported here), so the server knows them without importing the builder.
+``store/models.py``, so the server knows them without importing the builder.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 from builder.config import DTYPES, BuildConfig
 from store.errors import BadArgument, UnknownModel
-from store.models import (  # noqa: F401 - the registry, re-exported for the builder's modules
+from store.models import (
     DEFAULT_HOOK,
     DEFAULT_MODEL,
     EMBEDDED,
     HOOK_ALTERNATES,
     EmbeddedModel,
     WheelFile,
-    cache_dir,
     embedded_dir,
     hook_name,
-    model_shape,
 )
 from store.names import check_range
 
@@ -169,7 +167,7 @@ class LoadedModel:
     dtype and every graph's build record names it, so one numeric regime serves a build."""
     prefix_cache: bool = False
     """Whether the bridge takes a Hugging Face KV cache (``past_key_values``), which lets the
-    saliency stage run the prefix its masked variants share once (``builder.forward``)."""
+    saliency stage run the prefix its masked variants share once (``builder.prefix``)."""
     tokens_forwarded: int = 0
     """Padded tokens run through the model so far (benchmarks read it)."""
 

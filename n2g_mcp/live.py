@@ -3,7 +3,7 @@
 :class:`LiveBackend` is the interface, defined once: tokenise, run a neuron, build graphs, and
 the whole-model probes, each for a :class:`store.models.ModelSpec`. Results are the torch-free
 types of :mod:`store.probes`; errors are :mod:`store.errors` (the server turns them into tool
-errors). ``builder.live.LiveModels`` implements it; :class:`BuilderBackend` creates one (and
+errors). ``builder.run.live.LiveModels`` implements it; :class:`BuilderBackend` creates one (and
 imports torch) only on the first call that needs a model. Tests pass a double with the same
 methods (``tests/fakes.py``).
 
@@ -37,7 +37,7 @@ from store.scanfile import ScanFile
 if TYPE_CHECKING:
     import numpy as np
 
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
 
 
 class LiveBackend(Protocol):
@@ -109,7 +109,7 @@ class LiveBackend(Protocol):
 
 
 class BuilderBackend:
-    """The real :class:`LiveBackend`: ``builder.live.LiveModels``, created on first use.
+    """The real :class:`LiveBackend`: ``builder.run.live.LiveModels``, created on first use.
 
     Every method but :meth:`availability` is the live models' own, reached through
     ``__getattr__`` so that the interface is written once (in :class:`LiveBackend`).
@@ -136,7 +136,7 @@ class BuilderBackend:
                 reason = self.availability(ModelSpec(name="", location=""))
                 if reason is not None:
                     raise Unavailable(reason)
-                from builder.live import LiveModels
+                from builder.run.live import LiveModels
 
                 self._models = LiveModels(device=self.device)
             return self._models

@@ -105,7 +105,7 @@ class ProbeQueries(Resolver):
                        runs: int = len(PROBE_SEEDS),
                        cancel: threading.Event | None = None) -> InductionOutput:
         """Neurons more active on the second copy of repeated random token sequences than on the
-        first, ranked by their rise (``builder.induction``), merged over the
+        first, ranked by their rise (``builder.probes.induction``), merged over the
         seeds ``seed .. seed + runs - 1``, with the model's own loss on each copy."""
         model = self.model(model)
         layers = self.layers(model, layers)
@@ -185,7 +185,7 @@ class ProbeQueries(Resolver):
               max_new_tokens: int = 24, progress: Progress | None = None,
               cancel: threading.Event | None = None) -> SteerOutput:
         """Greedy continuations of a prompt, intact and with the neurons clamped to ``scale`` x
-        their corpus max at every position (``builder.steer``)."""
+        their corpus max at every position (``builder.probes.steer``)."""
         model = self.model(model)
         pairs = self.neuron_pairs(model, neurons, MAX_STEER, "steer_neurons")
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:

@@ -25,7 +25,7 @@ mkdir -p "$(dirname "$atlas")"
 if [[ "${1:-}" == "induction" ]]; then
     ids=$(.venv/bin/python -c "
 from pathlib import Path
-from builder.induction import induction_probe
+from builder.probes.induction import induction_probe
 from builder.models import load_model
 from store.names import neuron_id
 from store.scanfile import ScanFile

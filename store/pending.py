@@ -2,7 +2,7 @@
 
 A requested neuron is built unless a readable graph of it is stored already; ``rebuild`` builds
 it again (the newer line wins when the store is read). The command line applies the rule to the
-store it appends to (``builder.runner``), the server to every store of the model
+store it appends to (``builder.run.runner``), the server to every store of the model
 (``n2g_mcp.live_queries``), so a neuron in the shipped ``.gz`` is not built again behind the
 agent's back.
 """

@@ -1,7 +1,7 @@
 """What the whole-model probes return: typed, torch-free results.
 
-The probes themselves run the model (``builder.firing``, ``builder.induction``,
-``builder.ablate``, ``builder.hypothesis``); their results are defined here, outside the
+The probes themselves run the model (``builder.probes.firing``, ``builder.probes.induction``,
+``builder.probes.ablate``, ``builder.probes.hypothesis``); their results are defined here, outside the
 builder, so that the server's interface to the live model (``n2g_mcp.live.LiveBackend``), the
 builder that implements it and the test doubles share one typed contract and the server never
 imports torch to read them.
@@ -25,7 +25,7 @@ AblationMode = Literal["zero", "mean"]
 Neuron = tuple[int, int]
 """``(layer, neuron)``."""
 PROBE_SEQUENCES, PROBE_LENGTH, PROBE_SEEDS = 16, 40, (0, 1, 2)
-"""The induction probe's default size (``builder.induction``): 16 random sequences of 40 tokens,
+"""The induction probe's default size (``builder.probes.induction``): 16 random sequences of 40 tokens,
 each then repeated, for each of 3 seeds. ablate_neurons' default test is the first seed's."""
 
 
@@ -57,11 +57,11 @@ class FiringHit(_Located):
 
 @dataclass(frozen=True)
 class InductionScore(_Located):
-    """One neuron's behaviour on the repeated-sequence probe (``builder.induction``)."""
+    """One neuron's behaviour on the repeated-sequence probe (``builder.probes.induction``)."""
 
     score: float
     """Rise: mean activation on the second copy minus on the first, each token's in units of the
-    neuron's corpus max, clipped to [0, 1] (``builder.induction``)."""
+    neuron's corpus max, clipped to [0, 1] (``builder.probes.induction``)."""
     first: float
     """Share of first-copy tokens at which the neuron fires (>= 0.5 of its corpus max)."""
     second: float
@@ -156,7 +156,7 @@ class PredictionChange:
 
 @dataclass(frozen=True)
 class Steering:
-    """Greedy continuations of a prompt, clean and with neurons clamped (``builder.steer``)."""
+    """Greedy continuations of a prompt, clean and with neurons clamped (``builder.probes.steer``)."""
 
     neurons: list[Neuron]
     values: list[float]

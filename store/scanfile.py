@@ -1,6 +1,6 @@
 """The whole-model activation scan as a shipped file: every neuron's top windows and statistics.
 
-In: what ``builder/scan.py`` recorded in one pass over a corpus through every layer. Out: a
+In: what ``builder/stages/scan.py`` recorded in one pass over a corpus through every layer. Out: a
 compact, versioned ``.npz`` (numpy only, never torch) that answers, for any neuron of any layer,
 graph or no graph: its top-activating corpus windows (as token ids and the pivot position), its
 largest activation, and how often it fires.

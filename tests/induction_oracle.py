@@ -127,7 +127,7 @@ PROBE_CALLS = {
 def write_oracle_scan(stores: Path) -> Path:
     """Scan 40 random windows of the oracle through both layers; write its scan file in ``stores``."""
     from builder.config import ScanConfig
-    from builder.scan import export_scan_file, scan
+    from builder.stages.scan import export_scan_file, scan
     from store.scanfile import scan_filename
 
     model = induction_model()
@@ -139,7 +139,7 @@ def write_oracle_scan(stores: Path) -> Path:
 
 def oracle_backend():
     """The real live layer serving the oracle: ``(backend, served models)`` for a server."""
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
     from n2g_mcp.live import BuilderBackend
     from n2g_mcp.registry import ServedModels
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from n2g_mcp.cli import main
@@ -85,3 +87,52 @@ def test_compact_merges_several_stores_the_later_winning(tmp_path, capsys) -> No
     merged = read_store(target)
     assert len(merged) == len(old)
     assert merged.get(first.layer, first.neuron).max_activation == newer.max_activation
+
+
+# --------------------------------------------------------------------------- defaults, stated once
+def test_n2g_scan_takes_its_window_and_top_k_from_the_scan_config(tmp_path, monkeypatch) -> None:
+    import builder.config
+    import builder.run.distributed_scan
+
+    @dataclasses.dataclass(frozen=True)
+    class Other(builder.config.ScanConfig):
+        window: int = 32
+        top_k: int = 7
+
+    asked = {}
+
+    def fake(load, out, config, dist, **kw):
+        asked.update(load=load, config=config)
+        out.write_bytes(b"scan")
+        return out
+
+    monkeypatch.setattr(builder.config, "ScanConfig", Other)
+    monkeypatch.setattr(builder.run.distributed_scan, "run_distributed_scan", fake)
+    assert main(["scan", "--out", str(tmp_path / "m.scan.npz"), "--ray"]) == 0
+    assert (asked["config"].window, asked["config"].top_k) == (32, 7)
+
+
+@pytest.mark.parametrize("command", ["build", "scan"])
+def test_the_dtype_asked_reaches_the_model_loader_on_ray_workers(command, tmp_path, monkeypatch) -> None:
+    import builder.run.distributed
+    import builder.run.distributed_scan
+    from builder.config import DTYPES
+
+    loads = []
+
+    def fake_build(load, *args, **kw):
+        loads.append(load)
+        return builder.run.distributed.DistributedResult(appended=0, units=0)
+
+    def fake_scan(load, out, *args, **kw):
+        loads.append(load)
+        out.write_bytes(b"scan")
+        return out
+
+    monkeypatch.setattr(builder.run.distributed, "run_distributed", fake_build)
+    monkeypatch.setattr(builder.run.distributed_scan, "run_distributed_scan", fake_scan)
+    where = ["--store", str(tmp_path / "s.jsonl")] if command == "build" else ["--out", str(tmp_path / "s.npz")]
+    for dtype in DTYPES:
+        assert main([command, *where, "--ray", "--dtype", dtype]) == 0
+    assert [load.keywords["dtype"] for load in loads] == list(DTYPES)
+

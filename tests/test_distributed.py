@@ -1,4 +1,4 @@
-"""A build spread over Ray (``builder/distributed.py``): each neuron stored exactly once, a killed
+"""A build spread over Ray (``builder/run/distributed.py``): each neuron stored exactly once, a killed
 worker or driver costing at most its units in flight, every graph naming its worker.
 
 The cluster is a local two-CPU one started once for the module, the model the rule model of
@@ -22,16 +22,16 @@ import orjson
 import pytest
 import torch
 
-from builder.cluster import gpus_per_worker
 from builder.config import BuildConfig, EvalConfig, ScanConfig
-from builder.distributed import (
+from builder.run.cluster import gpus_per_worker
+from builder.run.distributed import (
     BuildWorker,
     DistributedConfig,
     WorkUnit,
     run_distributed,
     shard_dir,
 )
-from builder.runner import BuildSource, run_build
+from builder.run.runner import BuildSource, run_build
 from store.errors import BadArgument, Unavailable
 from store.jsonl import StoreWriter, read_store
 from tests.distributed_oracle import gated_rule_model
@@ -219,7 +219,7 @@ DRIVER = """
 import functools, sys
 from pathlib import Path
 import ray
-from builder.distributed import run_distributed
+from builder.run.distributed import run_distributed
 from tests.distributed_oracle import gated_rule_model
 from tests.test_distributed import ALL, CONFIG, DIST
 address, store, gate, corpus = sys.argv[1:]
@@ -306,16 +306,16 @@ def test_a_neuron_the_model_lacks_is_refused_before_anything_is_built(cluster, t
 # --------------------------------------------------------------------------- the command line
 def test_n2g_build_ray_passes_the_cluster_options_to_the_distributed_build(tmp_path, monkeypatch,
                                                                            capsys) -> None:
-    import builder.distributed
+    import builder.run.distributed
     from n2g_mcp.cli import main
 
     asked = {}
 
     def fake(load, layers, neurons, store, config, dist, **kw):
         asked.update(load=load, layers=layers, neurons=neurons, store=store, dist=dist, **kw)
-        return builder.distributed.DistributedResult(appended=4, units=1)
+        return builder.run.distributed.DistributedResult(appended=4, units=1)
 
-    monkeypatch.setattr(builder.distributed, "run_distributed", fake)
+    monkeypatch.setattr(builder.run.distributed, "run_distributed", fake)
     store = tmp_path / "s.jsonl"
     assert main(["build", "--layers", "2-3", "--neurons", "0-3", "--store", str(store), "--ray",
                  "--workers", "3", "--gpus-per-worker", "0.5", "--unit-neurons", "2"]) == 0
@@ -344,16 +344,16 @@ def assert_same_top_windows(values_a, windows_a, values_b, windows_b) -> None:
 
 def test_spans_merged_equal_one_pass_over_the_corpus(tmp_path) -> None:
     from builder.corpus import make_windows
-    from builder.distributed_scan import _arrays, merge_states, spans_of
-    from builder.scan import _top_k_pass
+    from builder.run.distributed_scan import _arrays, merge_states, spans_of
+    from builder.stages.scan_pass import top_k_pass
 
     model = rule_model()
     windows = make_windows(model, write_corpus(tmp_path / "corpus.txt"), SCAN.window)
-    whole = _arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None))[0]
+    whole = _arrays(top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None))[0]
     spans = spans_of(len(windows), 100, SCAN.batch_size)
     assert len(spans) > 3 and all(s.start % SCAN.batch_size == 0 for s in spans)
-    parts = [_arrays(_top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None,
-                                 span=(s.start, s.stop))) for s in spans]
+    parts = [_arrays(top_k_pass(model, windows, [0], SCAN, None, lambda *_: None, None,
+                                span=(s.start, s.stop))) for s in spans]
     merged = parts[0]
     for part in parts[1:]:
         merged = merge_states(merged, part)
@@ -370,8 +370,8 @@ def test_spans_merged_equal_one_pass_over_the_corpus(tmp_path) -> None:
 
 def test_a_scan_on_two_workers_writes_the_file_one_pass_writes(cluster, tmp_path) -> None:
     from builder.corpus import make_windows
-    from builder.distributed_scan import run_distributed_scan
-    from builder.scan import export_scan_file, scan
+    from builder.run.distributed_scan import run_distributed_scan
+    from builder.stages.scan import export_scan_file, scan
     from store.scanfile import ScanFile
 
     _, corpus = cluster
@@ -393,7 +393,7 @@ def test_a_scan_on_two_workers_writes_the_file_one_pass_writes(cluster, tmp_path
 
 
 def test_n2g_scan_ray_spreads_the_scan_into_the_same_file(tmp_path, monkeypatch, capsys) -> None:
-    import builder.distributed_scan
+    import builder.run.distributed_scan
     from n2g_mcp.cli import main
 
     asked = {}
@@ -403,7 +403,7 @@ def test_n2g_scan_ray_spreads_the_scan_into_the_same_file(tmp_path, monkeypatch,
         out.write_bytes(b"scan")
         return out
 
-    monkeypatch.setattr(builder.distributed_scan, "run_distributed_scan", fake)
+    monkeypatch.setattr(builder.run.distributed_scan, "run_distributed_scan", fake)
     out = tmp_path / "m.scan.npz"
     assert main(["scan", "--out", str(out), "--top-k", "30", "--ray", "HEAD:6379", "--workers", "4",
                  "--span-windows", "512"]) == 0

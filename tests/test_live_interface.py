@@ -25,7 +25,7 @@ def test_the_interface_names_every_call_the_queries_make() -> None:
 
 @pytest.mark.parametrize("name", [m for m in METHODS if m != "availability"])
 def test_the_builders_live_models_implement_it_as_declared(name: str) -> None:
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
 
     assert parameters(getattr(LiveModels, name)) == parameters(getattr(LiveBackend, name))
 
@@ -36,7 +36,7 @@ def test_the_fake_implements_what_the_server_tests_use(name: str) -> None:
 
 
 def test_the_lazy_backend_reaches_the_live_models_without_restating_them() -> None:
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
 
     models = LiveModels()
     backend = BuilderBackend(models=models)

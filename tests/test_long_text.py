@@ -82,8 +82,8 @@ def test_an_overlap_outside_the_window_is_refused(window, overlap) -> None:
 @pytest.mark.model
 def test_the_live_model_reads_the_longest_allowed_text_and_matches_one_pass_in_the_first_window() -> None:
     from builder.forward import LONG_WINDOW
-    from builder.live import LiveModels
     from builder.models import load_model
+    from builder.run.live import LiveModels
 
     model = load_model("smollm2-135m", device="cpu")
     live = LiveModels()

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
-from builder.runner import BuildSource, run_build
+from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
 from store.trie import (
@@ -207,3 +207,23 @@ def test_resuming_after_a_torn_tail_keeps_the_last_graph(built, tmp_path, monkey
 def test_a_build_records_the_models_shape_in_a_new_store(built) -> None:
     model, store, _ = built
     assert store.header.shape == (model.n_layers, model.d_mlp)
+
+
+def test_live_models_load_in_the_configs_numeric_type_and_build_in_it(tmp_path, monkeypatch) -> None:
+    import builder.run.live as live
+    from store.models import ModelSpec
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    asked = []
+
+    def load_model(location, **options):  # load_model's own default where no dtype is given
+        asked.append(options.get("dtype"))
+        return dataclasses.replace(rule_model(), dtype=options.get("dtype") or BuildConfig.dtype)
+
+    monkeypatch.setattr(live, "load_model", load_model)
+    config = BuildConfig(scan=ScanConfig(window=16, top_k=4, random_windows=2, max_tokens=2_000),
+                         dtype="bfloat16")
+    graphs = live.LiveModels(config=config).build(ModelSpec(name="rule-model", location="rule-model"), 0,
+                                                  [TOKEN], tmp_path / "rule-model.jsonl")
+    assert asked == ["bfloat16"]
+    assert [g.build["config"]["dtype"] for g in graphs] == ["bfloat16"]

@@ -8,12 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from builder.ablate import ablate
 from builder.config import ScanConfig
 from builder.corpus import make_windows
-from builder.firing import neurons_at
-from builder.hypothesis import BadPattern, CorpusText, score_hypothesis
-from builder.induction import (
+from builder.probes.ablate import ablate
+from builder.probes.firing import neurons_at
+from builder.probes.hypothesis import BadPattern, CorpusText, score_hypothesis
+from builder.probes.induction import (
     ORDINARY_RANGE,
     Moments,
     induction_probe,
@@ -22,7 +22,7 @@ from builder.induction import (
     rise,
     standardised_difference,
 )
-from builder.scan import scan
+from builder.stages.scan import scan
 from store.errors import BadArgument, Cancelled
 from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, induction_model
 from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus

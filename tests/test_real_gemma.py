@@ -20,11 +20,11 @@ import pytest
 import torch
 from mcp import Client
 
-from builder.augment import EmbeddingNeighbours
 from builder.config import BuildConfig, ScanConfig
 from builder.forward import run_layers
 from builder.models import load_model
-from builder.runner import run_build
+from builder.run.runner import run_build
+from builder.stages.augment import EmbeddingNeighbours
 from builder.tokenizer import load_tokenizer
 from n2g_mcp.server import create_server
 from store.catalog import store_filename

@@ -11,7 +11,7 @@ import pytest
 
 from builder.config import BuildConfig, ScanConfig
 from builder.models import load_model
-from builder.runner import run_build
+from builder.run.runner import run_build
 from store.jsonl import read_store
 from store.metrics import FIRING_THRESHOLD
 
@@ -69,7 +69,7 @@ def test_graph_matches_most_pivots_of_its_training_examples(graphs) -> None:
 
 
 def test_live_activations_match_the_scan(model, graphs) -> None:
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
 
     graph = graphs[1]
     example = graph.examples[0]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from builder.config import BuildConfig, EvalConfig, ScanConfig
-from builder.evaluate import Window, ngram_lookup
 from builder.forward import run_layers
-from builder.induction import repeated_sequences
-from builder.runner import BuildSource, run_build
+from builder.probes.induction import repeated_sequences
+from builder.run.runner import BuildSource, run_build
+from builder.stages.evaluate import Window, ngram_lookup
 from store.metrics import score
 from store.trie import REPEAT
 from tests.induction_oracle import EVEN, INDUCT, INDUCT_LAYER, WORDS, induction_model

@@ -11,7 +11,7 @@ import pytest
 
 from builder.config import ScanConfig
 from builder.corpus import make_windows
-from builder.scan import export_scan_file, layer_scan_from_file, scan, scan_dir
+from builder.stages.scan import export_scan_file, layer_scan_from_file, scan, scan_dir
 from store.errors import Cancelled
 from store.scanfile import ScanFile, ScanFileError
 from tests.oracle import DEAD, EXCEPT, TOKEN, rule_model, write_corpus
@@ -88,7 +88,7 @@ def test_a_cached_scan_with_more_windows_serves_a_request_for_fewer(rule, tmp_pa
     big = scan(model, windows, [0], CONFIG)[0]
     small_config = ScanConfig(**{**CONFIG.__dict__, "top_k": 3})
     calls = []
-    monkeypatch.setattr("builder.scan._top_k_pass", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("builder.stages.scan.top_k_pass", lambda *a, **k: calls.append(a))
     small = scan(model, windows, [0], small_config)[0]
     assert not calls and np.array_equal(small.windows, big.windows[:3])
 

@@ -460,7 +460,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformer
 
 
 def test_the_live_layer_loads_a_model_once_under_concurrent_calls(monkeypatch):
-    import builder.live as live
+    import builder.run.live as live
 
     loads: list[str] = []
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from builder.build import build_layer
 from builder.config import BuildConfig, PruneConfig, ScanConfig
 from builder.corpus import make_windows
-from builder.prune import TopExample, prune
-from builder.scan import export_scan_file, forget_traces, layer_scans_from_file, scan, scan_dir
+from builder.stages.build import build_layer
+from builder.stages.examples import TopExample
+from builder.stages.prune import prune
+from builder.stages.scan import export_scan_file, forget_traces, layer_scans_from_file, scan, scan_dir
 from store.errors import BadArgument
 from store.scanfile import ScanFile
 from tests.oracle import EXCEPT, TOKEN, RuleBridge, rule_model, write_corpus
@@ -121,7 +122,7 @@ def test_a_stopped_build_resumes_without_measuring_the_same_traces_again(
     passes = model.bridge.passes
     scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
     assert model.bridge.passes > passes  # two traces: measured again, not kept
-    monkeypatch.setattr("builder.scan.KEEP_TRACES", 2)
+    monkeypatch.setattr("builder.stages.scan.KEEP_TRACES", 2)
     first = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
     passes = model.bridge.passes
     again = scan(model, windows, [0, 1], SCAN, scan_file=scan_file, neurons=[EXCEPT])
@@ -159,7 +160,8 @@ TEXT = ("In 1905 Albert Einstein published four papers that changed physics, and
 
 @pytest.mark.model
 def test_suffixes_after_a_cached_prefix_read_what_the_whole_rows_read(smollm) -> None:
-    from builder.forward import pivot_activations, shared_prefix_activations
+    from builder.forward import pivot_activations
+    from builder.prefix import shared_prefix_activations
 
     ids = smollm.encode(TEXT)
     prefixes = [ids[:20], ids[:0], ids[:7], ids[:33]]  # unequal, one empty: padding is masked
@@ -184,14 +186,14 @@ def test_suffixes_after_a_cached_prefix_read_what_the_whole_rows_read(smollm) ->
 
 @pytest.mark.model
 def test_saliency_from_a_cached_prefix_equals_masking_whole_copies(smollm) -> None:
-    from builder.prune import Snippet
-    from builder.saliency import saliency
+    from builder.stages.prune import Snippet
+    from builder.stages.saliency import saliency
 
     ids = smollm.encode(TEXT)
     snippets = [Snippet(n, tuple(ids[:length]), 0.0) for n, length in ((5, 30), (100, 12), (7, 5), (900, 40))]
     plain = dataclasses.replace(smollm, prefix_cache=False)
-    got, acts = saliency(smollm, 15, snippets, smollm.mask_id, context=8)
-    want, want_acts = saliency(plain, 15, snippets, smollm.mask_id, context=8)
-    assert np.allclose(acts, want_acts, atol=1e-4)
+    got = saliency(smollm, 15, snippets, smollm.mask_id, context=8)
+    want = saliency(plain, 15, snippets, smollm.mask_id, context=8)
+    assert np.allclose([g.activation for g in got], [w.activation for w in want], atol=1e-4)
     for g, w in zip(got, want, strict=True):
-        assert np.allclose(g, w, atol=1e-3)
+        assert np.allclose(g.importances, w.importances, atol=1e-3)

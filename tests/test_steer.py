@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from builder.steer import steer
+from builder.probes.steer import steer
 from store.errors import BadArgument, Cancelled
 from tests.induction_oracle import INDUCT, INDUCT_LAYER, induction_model
 

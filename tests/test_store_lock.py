@@ -79,7 +79,7 @@ def test_a_second_n2g_build_on_the_same_store_exits_2_with_a_clear_message(tmp_p
 
 def test_a_live_build_into_a_store_being_written_reports_busy(tmp_path, monkeypatch) -> None:
     from builder.config import BuildConfig, ScanConfig
-    from builder.live import LiveModels
+    from builder.run.live import LiveModels
     from store.errors import Busy
     from tests.oracle import TOKEN, rule_model
 

@@ -238,9 +238,9 @@ def test_a_build_over_its_scan_file_stores_references_that_read_as_the_built_tex
                                                                                  monkeypatch) -> None:
     from builder.config import BuildConfig, EvalConfig, ScanConfig
     from builder.corpus import make_windows
-    from builder.runner import BuildSource, run_build
-    from builder.scan import export_scan_file
-    from builder.scan import scan as scan_layers
+    from builder.run.runner import BuildSource, run_build
+    from builder.stages.scan import export_scan_file
+    from builder.stages.scan import scan as scan_layers
     from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus
 
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from builder import augment
-from builder.augment import EmbeddingNeighbours, ModelPredictions
 from builder.models import LoadedModel, _special_ids
+from builder.stages import augment
+from builder.stages.augment import EmbeddingNeighbours, ModelPredictions
 
 VOCAB, D_MODEL = 1000, 12
 SPECIAL = frozenset({0, 1, 2, 3, *range(10, 60)})

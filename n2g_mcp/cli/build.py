@@ -6,11 +6,12 @@
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
 
 :func:`add_build_command` and :func:`add_scan_command` add the sub-commands to a parser; their
-functions load the model and run ``builder.runner.run_build`` or ``builder.scan.scan`` (with
-``--ray``, ``builder.distributed.run_distributed``, whose workers load the model). Importing
+functions load the model and run ``builder.run.runner.run_build`` or ``builder.stages.scan.scan``
+(with ``--ray``, ``builder.run.distributed.run_distributed``, whose workers load the model). Importing
 this module imports no torch (the command imports the builder when it runs), so ``n2g eval``
-stays light. Layer and neuron ranges
-are checked with ``store.names.check_range`` before any model loads.
+stays light; the parsers read their defaults and choices from the torch-free ``builder.config``,
+so they are stated once. Layer and neuron ranges are checked with ``store.names.check_range``
+before any model loads.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
                 scan_path: Path) -> int:
     """Load the model once and build each layer's requested neurons (None: all) into ``store``."""
     from builder.models import load_model
-    from builder.runner import BuildSource, run_build
+    from builder.run.runner import BuildSource, run_build
 
     started = time.perf_counter()
     model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=config.dtype)
@@ -144,11 +145,12 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
     """``n2g build --ray``: the same build, spread over Ray workers that each load the model."""
     import functools
 
-    from builder.distributed import run_distributed
     from builder.models import load_model
+    from builder.run.distributed import run_distributed
 
     started = time.perf_counter()
-    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name)
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name,
+                             dtype=config.dtype)
     result = run_distributed(load, layers, neurons, store, config, _distributed_config(args),
                              corpus=args.corpus, scan_path=scan_path, rebuild=args.rebuild,
                              on_event=_report)
@@ -196,7 +198,7 @@ def _check_ray_options(args: argparse.Namespace) -> None:
 
 def _distributed_config(args: argparse.Namespace):
     """The DistributedConfig with the options given applied (its defaults live in the dataclass)."""
-    from builder.cluster import DistributedConfig
+    from builder.run.cluster import DistributedConfig
 
     given = {name: getattr(args, name) for name in _RAY_OPTIONS[:4] if getattr(args, name, None) is not None}
     return DistributedConfig(address=args.ray, **given)
@@ -221,6 +223,8 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
 
     ``stores_dir`` is where ``--store`` defaults to ``<model>.jsonl``.
     """
+    from builder.config import DTYPES, BuildConfig, ScanConfig
+
     b = sub.add_parser("build", help="build neuron graphs into a store")
     b.add_argument("--model", default=DEFAULT_MODEL,
                    help="smollm2-135m or gemma3-270m (embedded), a local HF directory or .gguf, or a hub name")
@@ -237,9 +241,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                                     "(default: the embedded corpus)")
     b.add_argument("--hook", default=DEFAULT_HOOK, help="neuron hook point")
     b.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    b.add_argument("--window", type=int, help="tokens per corpus window (64)")
+    b.add_argument("--window", type=int, help=f"tokens per corpus window ({ScanConfig.window})")
     b.add_argument("--top-k", type=int,
-                   help="top windows kept per neuron (50: the paper's top 20 plus 30 extra train windows)")
+                   help=f"top windows kept per neuron ({ScanConfig.top_k}: the paper's top 20 plus "
+                        "extra train windows)")
     b.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
     b.add_argument("--augment", choices=["embedding", "model", "distilbert", "none"],
                    help="augmentation helper")
@@ -255,9 +260,9 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--paper", action="store_true",
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")
-    b.add_argument("--neuron-batch", type=int, help="neurons built together (64)")
-    b.add_argument("--dtype", choices=["float32", "bfloat16"],
-                   help="numeric type of the model for every stage (default: BuildConfig.dtype)")
+    b.add_argument("--neuron-batch", type=int, help=f"neurons built together ({BuildConfig.neuron_batch})")
+    b.add_argument("--dtype", choices=DTYPES,
+                   help=f"numeric type of the model for every stage ({BuildConfig.dtype})")
     b.add_argument("--rebuild", action="store_true", help="rebuild neurons already in the store")
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "
@@ -275,7 +280,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from builder.config import ScanConfig
     from builder.corpus import make_windows, resolve_corpus
     from builder.models import load_model
-    from builder.scan import export_scan_file, scan
+    from builder.stages.scan import export_scan_file, scan
 
     _check_ray_options(args)
     resolve_corpus(args.corpus)
@@ -285,7 +290,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
     if args.ray is not None:
         return _scan_on_ray(args, out, config)
-    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name)
+    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=args.dtype)
     windows = make_windows(model, args.corpus, config.window, config.max_tokens)
     started = time.perf_counter()
     scans = scan(model, windows, list(range(model.n_layers)), config)
@@ -302,11 +307,12 @@ def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
     """``n2g scan --ray``: the same scan file, the corpus cut into spans scanned by Ray workers."""
     import functools
 
-    from builder.distributed_scan import run_distributed_scan
     from builder.models import load_model
+    from builder.run.distributed_scan import run_distributed_scan
 
     started = time.perf_counter()
-    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name)
+    load = functools.partial(load_model, args.model, hook=args.hook, device=args.device, as_name=args.name,
+                             dtype=args.dtype)
     dist = _distributed_config(args)
     spans = {} if args.span_windows is None else {"span_windows": args.span_windows}
     run_distributed_scan(load, out, config, dist, corpus=args.corpus, on_event=_report, **spans)
@@ -317,6 +323,8 @@ def _scan_on_ray(args: argparse.Namespace, out: Path, config) -> int:
 
 def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argparse.ArgumentParser:
     """Add ``scan`` (the whole-model activation scan, written as a scan file) to a parser."""
+    from builder.config import DTYPES, BuildConfig, ScanConfig
+
     s = sub.add_parser("scan", help="scan the corpus through every layer: each neuron's top windows "
                                     "and statistics, into stores/<model>.scan.npz")
     s.add_argument("--model", default=DEFAULT_MODEL,
@@ -328,8 +336,12 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s.add_argument("--out", help="the scan file to write (default: stores/<model>.scan.npz)")
     s.add_argument("--hook", default=DEFAULT_HOOK, help="neuron hook point")
     s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--window", type=int, default=64, help="tokens per corpus window (64)")
-    s.add_argument("--top-k", type=int, default=50, help="top windows kept per neuron (50)")
+    s.add_argument("--window", type=int, default=ScanConfig.window,
+                   help=f"tokens per corpus window ({ScanConfig.window})")
+    s.add_argument("--top-k", type=int, default=ScanConfig.top_k,
+                   help=f"top windows kept per neuron ({ScanConfig.top_k})")
+    s.add_argument("--dtype", choices=DTYPES,
+                   help=f"numeric type of the model for the scan ({BuildConfig.dtype})")
     s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
     _add_ray_options(s, "scan")
     s.add_argument("--span-windows", type=int,

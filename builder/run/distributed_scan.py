@@ -1,9 +1,9 @@
 """A whole-model scan spread over Ray workers: spans of windows whose top windows and counts merge.
 
     driver: the corpus windows' count (from a worker) -> spans of ``span_windows`` windows
-        -> each worker runs the scan's pass (``builder.scan._top_k_pass``) over its span, for
-           every layer, and returns the running state (top-k windows and traces, histogram)
-        -> the driver folds each span's state into one as it comes back (``_LayerState.merge``)
+        -> each worker runs the scan's pass (``builder.stages.scan_pass.top_k_pass``) over its
+           span, for every layer, and returns the running state (top-k windows and traces, histogram)
+        -> the driver folds each span's state into one as it comes back (``LayerState.merge``)
         -> one worker finishes (random windows, density, quantiles) and writes the scan file
 
     n2g scan --ray --workers 2        # the same file as `n2g scan`, stores/<model>.scan.npz
@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from builder.cluster import (
+from builder.config import BuildConfig, ScanConfig
+from builder.run.cluster import (
     BuildEvent,
     DistributedConfig,
     ModelLoader,
@@ -40,12 +41,11 @@ from builder.cluster import (
     connect,
     ray_module,
 )
-from builder.config import BuildConfig, ScanConfig
-from builder.distributed import BuildWorker
+from builder.run.distributed import BuildWorker
 from store.errors import Unavailable
 
 if TYPE_CHECKING:
-    from builder.scan import _LayerState
+    from builder.stages.scan_pass import LayerState
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ State = dict[int, dict[str, np.ndarray]]
 """A span's pass as plain arrays, per layer (what travels between processes)."""
 
 
-def _arrays(state: dict[int, _LayerState]) -> State:
+def _arrays(state: dict[int, LayerState]) -> State:
     out = {}
     for layer, s in state.items():
         s.flush()
@@ -84,12 +84,12 @@ def _arrays(state: dict[int, _LayerState]) -> State:
     return out
 
 
-def _states(arrays: State) -> dict[int, _LayerState]:
+def _states(arrays: State) -> dict[int, LayerState]:
     import torch
 
-    from builder.scan import _LayerState
+    from builder.stages.scan_pass import LayerState
 
-    return {layer: _LayerState(**{k: torch.from_numpy(np.array(v)) for k, v in a.items()}, pending=[])
+    return {layer: LayerState(**{k: torch.from_numpy(np.array(v)) for k, v in a.items()}, pending=[])
             for layer, a in arrays.items()}
 
 
@@ -110,17 +110,17 @@ class ScanWorker(BuildWorker):
 
     def scan_span(self, layers: Sequence[int], span: WindowSpan) -> State:
         """The scan's pass over one span of windows, for every layer given."""
-        from builder.scan import _top_k_pass
+        from builder.stages.scan_pass import top_k_pass
 
-        state = _top_k_pass(self.model, self.source.windows, layers, self.config.scan, None,
+        state = top_k_pass(self.model, self.source.windows, layers, self.config.scan, None,
                             lambda *_: None, None, span=(span.start, span.stop))
         return _arrays(state)
 
     def write_scan(self, merged: State) -> bytes:
         """The scan file of the merged passes (statistics and random windows done here)."""
-        from builder.scan import _layer_scans, export_scan_file
+        from builder.stages.scan import export_scan_file, layer_scans_from_pass
 
-        scans = _layer_scans(self.model, self.source.windows, self.config.scan, _states(merged))
+        scans = layer_scans_from_pass(self.model, self.source.windows, self.config.scan, _states(merged))
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "scan.npz"
             export_scan_file(self.model, self.source.windows, scans, path, self.config.scan)

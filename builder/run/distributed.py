@@ -1,7 +1,7 @@
 """A build spread over a Ray cluster: work units of (layer, neuron range), one shard per worker.
 
     driver: lock the store -> merge the shards a killed run left -> pending neurons -> units
-        -> workers (Ray actors; each loads the model once) run ``builder.runner.run_build`` for
+        -> workers (Ray actors; each loads the model once) run ``builder.run.runner.run_build`` for
            one unit at a time into their own shard ``<store>.shards/<host>-<pid>.jsonl``
         -> each finished unit's graphs appended to the store -> shards merged and removed
 
@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.cluster import (
+from builder.config import BuildConfig
+from builder.run.cluster import (
     BuildEvent,
     DistributedConfig,
     ModelLoader,
@@ -46,7 +47,6 @@ from builder.cluster import (
     connect,
     ray_module,
 )
-from builder.config import BuildConfig
 from store.errors import Busy
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, dumps, read_store
@@ -162,7 +162,7 @@ class BuildWorker:
 
     def __init__(self, load: ModelLoader, config: BuildConfig, folder: str,
                  corpus: str | None = None, scan_path: str | None = None) -> None:
-        from builder.runner import BuildSource
+        from builder.run.runner import BuildSource
         from store.scanfile import ScanFile
 
         self.config, self.error = config, None
@@ -190,7 +190,7 @@ class BuildWorker:
 
     def build(self, unit: WorkUnit) -> list[NeuronGraph]:
         """Build one unit into this worker's shard (each batch appended as it finishes)."""
-        from builder.runner import run_build
+        from builder.run.runner import run_build
 
         stamp = {"worker": {"host": self.host, "pid": self.pid}}
         # The driver has applied the store's rule already: build every neuron of the unit

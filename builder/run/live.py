@@ -13,7 +13,7 @@ It implements ``n2g_mcp.live.LiveBackend``, the interface the server's queries u
 results are the torch-free types of ``store.probes`` and its errors those of ``store.errors``.
 A neuron is read along a text in windows (``builder.forward.long_activations``), so the longest
 text the server accepts runs in bounded memory. Builds go through the one runner
-(``builder.runner``) and hold the store's writer lock; when another process is writing that
+(``builder.run.runner``) and hold the store's writer lock; when another process is writing that
 store, a build fails at once with :class:`store.errors.Busy`.
 """
 
@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from builder.ablate import ablate
 from builder.config import BuildConfig
-from builder.firing import neurons_at
 from builder.forward import long_activations
-from builder.hypothesis import CorpusText, score_hypothesis
-from builder.induction import induction_probe
 from builder.models import LoadedModel, load_model
-from builder.runner import BuildSource, run_build
-from builder.steer import steer
+from builder.probes.ablate import ablate
+from builder.probes.firing import neurons_at
+from builder.probes.hypothesis import CorpusText, score_hypothesis
+from builder.probes.induction import induction_probe
+from builder.probes.steer import steer
+from builder.run.runner import BuildSource, run_build
 from builder.tokenizer import load_tokenizer
 from store.graph import NeuronGraph
 from store.models import EMBEDDED, ModelSpec
@@ -69,7 +69,7 @@ class LiveModels:
 
     Args:
         device: where models run (default: cuda if available).
-        config: the build configuration (default: ``BuildConfig()``).
+        config: the build configuration (default: ``BuildConfig()``); models load in its ``dtype``.
     """
 
     def __init__(self, device: str | None = None, config: BuildConfig | None = None) -> None:
@@ -92,7 +92,9 @@ class LiveModels:
             if progress is not None:
                 progress(0, 1, f"loading {spec.name} (once; can take a minute)")
             log.info("loading model %s (once; can take a minute)", spec.name)
-            model = load_model(spec.location, device=self.device, local=spec.local, as_name=spec.name)
+            # In the config's numeric type: a build refuses a model loaded in another.
+            model = load_model(spec.location, device=self.device, local=spec.local, as_name=spec.name,
+                               dtype=self.config.dtype)
             loaded = self._loaded[spec.name] = _Loaded(model)
         return loaded
 
@@ -130,7 +132,7 @@ class LiveModels:
               progress: Progress | None = None, cancel: threading.Event | None = None,
               scan_file: ScanFile | None = None) -> list[NeuronGraph]:
         """Build graphs for neurons of one layer and append them to a store, stored or not (the
-        caller applied ``store.pending``: see ``builder.runner.run_build``).
+        caller applied ``store.pending``: see ``builder.run.runner.run_build``).
 
         With the model's scan file, the neurons' top windows come from it (seconds); without,
         the first build of a layer scans the corpus (minutes on a CPU).
@@ -149,7 +151,7 @@ class LiveModels:
     # ----------------------------------------------------------------- probes of the live model
     def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
                    max_activation: dict[int, np.ndarray], limit: int) -> list[FiringHit]:
-        """The neurons most active at one token (see :func:`builder.firing.neurons_at`)."""
+        """The neurons most active at one token (see :func:`builder.probes.firing.neurons_at`)."""
         with self._lock:
             return neurons_at(self._get(spec).model, ids, position, layers, max_activation, limit)
 
@@ -163,7 +165,7 @@ class LiveModels:
     def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seeds: Sequence[int],
                   max_activation: dict[int, np.ndarray] | None,
                   cancel: threading.Event | None = None) -> InductionProbe:
-        """The repeated-sequence probe (see :mod:`builder.induction`)."""
+        """The repeated-sequence probe (see :mod:`builder.probes.induction`)."""
         with self._lock:
             return induction_probe(self._get(spec).model, layers, sequences, length, seeds, max_activation,
                                    cancel)
@@ -171,21 +173,21 @@ class LiveModels:
     def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None,
                mode: AblationMode, control: bool, means: dict[int, np.ndarray] | None, seed: int = 0,
                each: bool = False) -> Ablation:
-        """Loss with neurons ablated (see :mod:`builder.ablate`)."""
+        """Loss with neurons ablated (see :mod:`builder.probes.ablate`)."""
         with self._lock:
             return ablate(self._get(spec).model, neurons, text, mode, control, means, seed=seed, each=each)
 
     def steer(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], values: Sequence[float],
               prompt: Sequence[int], max_new_tokens: int, *, progress: Progress | None = None,
               cancel: threading.Event | None = None) -> Steering:
-        """Clean and steered greedy continuations (see :mod:`builder.steer`)."""
+        """Clean and steered greedy continuations (see :mod:`builder.probes.steer`)."""
         with self._lock:
             return steer(self._get(spec).model, neurons, values, prompt, max_new_tokens, progress=progress,
                          cancel=cancel)
 
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
                    scan_file: ScanFile) -> HypothesisResult:
-        """A pattern scored against the real neuron at corpus scale (see :mod:`builder.hypothesis`)."""
+        """A pattern scored against the real neuron at corpus scale (see :mod:`builder.probes.hypothesis`)."""
         with self._lock:
             loaded = self._get(spec)
             source = self._source(loaded, scan_file)

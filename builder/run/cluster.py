@@ -3,8 +3,8 @@
 :class:`DistributedConfig` says where and how widely work spreads; :class:`Pool` starts Ray actors
 of a worker class (each loads the model once), replaces dead ones and stops them; :class:`Run`
 hands units to idle workers one at a time and queues again what a dead worker left of its unit.
-``builder/distributed.py`` (the build) and ``builder/distributed_scan.py`` (the scan) say what a
-unit is and what its result does. Ray (the ``[distributed]`` extra) is imported only here, and
+``builder/run/distributed.py`` (the build) and ``builder/run/distributed_scan.py`` (the scan) say
+what a unit is and what its result does. Ray (the ``[distributed]`` extra) is imported only here, and
 only when a run starts.
 """
 

@@ -1,8 +1,8 @@
 """Ablation: a causal check that neurons matter for the model's predictions.
 
 In: neurons, a text (or, by default, the induction probe's repeated random sequences, the
-standard protocol of ``builder.induction``), a mode. Out: the model's next-token loss clean and
-with the neurons ablated, on the tokens that test them (the second copy of each repeated
+standard protocol of ``builder.probes.induction``), a mode. Out: the model's next-token loss
+clean and with the neurons ablated, on the tokens that test them (the second copy of each repeated
 sequence; every token of a given text), and, as a control, the same for as many random neurons
 drawn from the same layers. A rise well above the control's says the neurons carry something
 the model uses; a rise no larger says they do not, here. On the probe the clean loss on the
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from builder.forward import Edits, run_layers, token_losses
-from builder.induction import LENGTH, SEQUENCES, copy_positions, repeated_sequences
 from builder.models import LoadedModel
+from builder.probes.induction import LENGTH, SEQUENCES, copy_positions, repeated_sequences
 from store.errors import BadArgument
 from store.probes import Ablation, AblationMode, NeuronEffect, TokenChange
 

@@ -11,48 +11,38 @@ Scans are cached as ``.npz`` files under ``$N2G_CACHE/scans/<model>/<windows has
 layer; a cached layer is not scanned again, and a cache with more windows per neuron serves a
 request for fewer. A long scan checkpoints itself every few minutes and resumes from the
 checkpoint after a crash; cancelling deletes the checkpoint, so no partial scan is ever read.
+The pass itself, and how density and quantiles come out of it, is ``builder.stages.scan_pass``.
 
-Statistics. Counting, for every neuron, the tokens at >= 0.5 x its max needs the max, which is
-known only at the end. Two sources give it in one pass: the top windows' traces hold every firing
-token of a neuron whose k-th window is below half its max (exact); for denser neurons a
-histogram of a random 1-in-``sample_stride`` token sample (16 bins an octave) estimates
-it, and the larger of the two is kept. The quantiles come from the same histogram.
+Where a shipped whole-model scan file (``store/scanfile.py``) was made over the same windows, a
+layer is read from it instead: its top windows are known, and only the traces of the neurons a
+build asks for are measured again (:func:`layer_scans_from_file`). :func:`export_scan_file`
+writes one.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from builder.config import ScanConfig
 from builder.corpus import windows_key
 from builder.forward import run_layers
-from builder.models import LoadedModel, cache_dir
+from builder.models import LoadedModel
+from builder.stages.scan_pass import QUANTILES, LayerState, checkpoint_path, layer_stats, top_k_pass
 from store.errors import Cancelled
-from store.metrics import FIRING_THRESHOLD
+from store.models import cache_dir
 from store.names import file_safe
 from store.progress import Progress
 from store.scanfile import ScanFile, write_scan_file
 
 log = logging.getLogger(__name__)
-
-QUANTILES = (0.5, 0.9, 0.99, 0.999)
-"""Activation quantiles recorded per neuron."""
-BINS_PER_OCTAVE = 16
-LOW_EXP, HIGH_EXP = -8, 8
-"""The histogram covers raw activations from 2^-8 to 2^8; lower ones (negatives included) share
-bin 0, higher ones the top bin."""
-N_BINS = (HIGH_EXP - LOW_EXP) * BINS_PER_OCTAVE + 2
 
 
 @dataclass
@@ -145,170 +135,6 @@ def _cached_layer(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
     return None
 
 
-# -- the pass --------------------------------------------------------------------------------
-
-
-@dataclass
-class _LayerState:
-    """Running top-k windows and the sampled histogram of one layer."""
-
-    values: torch.Tensor  # (k, d_mlp) descending
-    index: torch.Tensor  # (k, d_mlp) window ids
-    traces: torch.Tensor  # (k, d_mlp, window)
-    hist: torch.Tensor  # (d_mlp, N_BINS) sampled token counts
-    pending: list[torch.Tensor]  # sampled rows (tokens, d_mlp) not yet in the histogram
-
-    @classmethod
-    def empty(cls, k: int, d: int, width: int) -> _LayerState:
-        return cls(torch.full((k, d), -torch.inf), torch.full((k, d), -1, dtype=torch.int32),
-                   torch.zeros((k, d, width)), torch.zeros((d, N_BINS), dtype=torch.int64), [])
-
-    def add(self, acts: torch.Tensor, ids: torch.Tensor, sample: torch.Tensor) -> None:
-        """Merge a batch: ``acts`` (batch, pos, d_mlp), ``ids`` (batch,) window ids."""
-        k, d = self.values.shape
-        best = acts.amax(dim=1)  # (batch, d_mlp)
-        # Only neurons with a window beating their k-th best need a merge; after the first
-        # batches that is a small share, which keeps the pass close to a plain forward.
-        changed = (best > self.values[-1]).any(dim=0).nonzero().squeeze(1)  # (c,)
-        if changed.numel():
-            values = torch.cat([self.values[:, changed], best[:, changed]])  # (k + batch, c)
-            index = torch.cat([self.index[:, changed], ids[:, None].expand(-1, len(changed))])
-            traces = torch.cat([self.traces[:, changed],
-                                acts[:, :, changed].transpose(1, 2)])  # (k + batch, c, pos)
-            top, order = values.topk(k, dim=0)  # (k, c)
-            self.values[:, changed] = top
-            self.index[:, changed] = index.gather(0, order)
-            self.traces[:, changed] = traces.gather(0, order[..., None].expand(-1, -1, traces.shape[2]))
-        self.pending.append(acts.reshape(-1, d)[sample])
-        if sum(len(p) for p in self.pending) >= 4096:
-            self.flush()
-
-    def merge(self, other: _LayerState) -> None:
-        """Fold in the state of a disjoint range of windows (a distributed scan's parts): the top
-        ``k`` of the two top-``k`` lists is the top ``k`` of both ranges, and counts add."""
-        self.flush()
-        other.flush()
-        k = self.values.shape[0]
-        top, order = torch.cat([self.values, other.values]).topk(k, dim=0)  # (k, d_mlp)
-        traces = torch.cat([self.traces, other.traces])  # (2k, d_mlp, window)
-        self.index = torch.cat([self.index, other.index]).gather(0, order)
-        self.traces = traces.gather(0, order[..., None].expand(-1, -1, traces.shape[2]))
-        self.values = top
-        self.hist += other.hist
-
-    def flush(self) -> None:
-        """Add the pending sampled tokens to the histogram (in bulk: its cost is per call)."""
-        if not self.pending:
-            return
-        x = torch.cat(self.pending).contiguous()  # (tokens, d_mlp) float32
-        self.pending = []
-        d = x.shape[1]
-        # The bin is read off the float's bits: 8 exponent bits and the top 4 mantissa bits give
-        # 16 bins an octave with no logarithm (a tenth of the cost).
-        bins = (x.view(torch.int32) >> 19) - ((127 + LOW_EXP) << 4) + 1
-        bins = bins.clamp_(1, N_BINS - 1).masked_fill_(x < 2.0 ** LOW_EXP, 0)
-        flat = (bins + torch.arange(d, dtype=torch.int32) * N_BINS).flatten()
-        self.hist += torch.bincount(flat, minlength=d * N_BINS).view(d, N_BINS)
-
-
-def _edges() -> np.ndarray:
-    """Lower edges of histogram bins 1 .. N_BINS - 1, then the top bin's upper edge."""
-    j = np.arange(N_BINS)  # bin j >= 1 starts at 2^e (1 + m / 16)
-    e, m = (j // BINS_PER_OCTAVE) + LOW_EXP, j % BINS_PER_OCTAVE
-    return 2.0 ** e * (1 + m / BINS_PER_OCTAVE)
-
-
-def _stats(state: _LayerState, n_tokens: int) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """Density and quantiles of one layer from its top-k traces and sampled histogram."""
-    hist = state.hist.numpy().astype(np.float64)  # (d, bins)
-    sampled = np.maximum(hist.sum(axis=1), 1)  # (d,)
-    values = state.values.numpy()
-    maxes = values[0]
-    edges = _edges()  # edges[j - 1] is the lower edge of bin j
-    # Exact count of firing tokens inside the top windows.
-    in_top = (state.traces.numpy() >= FIRING_THRESHOLD * maxes[None, :, None]).sum(axis=(0, 2))
-    # Estimate from the sample: the bins above the threshold, plus the straddling bin's share.
-    threshold = FIRING_THRESHOLD * maxes
-    j = np.clip(np.searchsorted(edges, threshold, side="right"), 1, N_BINS - 1)  # its bin
-    low, high = edges[j - 1], edges[j]
-    inside = np.clip((high - threshold) / (high - low), 0, 1)
-    tail = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # tail[n, b] = sampled tokens in bins >= b
-    rows = np.arange(len(maxes))
-    above = np.where(j + 1 < N_BINS, tail[rows, np.minimum(j + 1, N_BINS - 1)], 0)
-    estimate = (above + hist[rows, j] * inside) / sampled
-    exact = values[-1] < threshold  # no window outside the top k can hold a firing token
-    density = np.where(exact, in_top / n_tokens, np.maximum(estimate, in_top / n_tokens))
-    density = np.where(maxes > 0, density, 0.0)
-    cum = np.cumsum(hist, axis=1) / sampled[:, None]
-    quantiles = {}
-    for q in QUANTILES:
-        b = np.minimum((cum < q).sum(axis=1), N_BINS - 1)  # first bin reaching q
-        mid = (edges[np.maximum(b - 1, 0)] + edges[b]) / 2
-        quantiles[q] = np.where(b == 0, 0.0, mid).astype(np.float32)
-    return density.astype(np.float32), quantiles
-
-
-def _checkpoint_path(folder: Path, layers: Sequence[int]) -> Path:
-    return folder / f"partial-{'-'.join(map(str, layers))}.pt"
-
-
-def _top_k_pass(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config: ScanConfig,
-                folder: Path | None, progress: Progress | None,
-                cancel: threading.Event | None, span: tuple[int, int] | None = None) -> dict[int, _LayerState]:
-    """The top-k states of windows ``span`` (default: all); a span starting on a multiple of
-    ``config.batch_size`` samples the same tokens as the whole pass does, so merged spans
-    (``_LayerState.merge``) equal the whole pass."""
-    n, width = windows.shape
-    k = min(config.top_k, n)
-    first, n = span if span is not None else (0, n)
-    checkpoint = _checkpoint_path(folder, layers) if folder is not None else None
-    start = first
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=True)
-        state = {layer: _LayerState(**saved["layers"][layer], pending=[]) for layer in layers}
-        start = int(saved["next"])
-        log.info("resuming the scan of layers %s at window %d of %d", list(layers), start, n)
-    else:
-        state = {layer: _LayerState.empty(k, model.d_mlp, width) for layer in layers}
-    bar = tqdm(total=(n - first) * width, initial=(start - first) * width, unit="tok", unit_scale=True,
-               desc=f"scan {len(layers)} layer(s) up to {max(layers)}", disable=progress is not None)
-    saved_at = time.monotonic()
-    for batch_start in range(start, n, config.batch_size):
-        if cancel is not None and cancel.is_set():
-            if checkpoint is not None:
-                checkpoint.unlink(missing_ok=True)
-            raise Cancelled(f"scan of layers {list(layers)} cancelled at window {batch_start} of {n}")
-        batch = windows[batch_start:min(n, batch_start + config.batch_size)]
-        acts = run_layers(model, batch.tolist(), layers)
-        ids = torch.arange(batch_start, batch_start + len(batch), dtype=torch.int32)
-        # A seeded 1-in-stride sample of the batch's tokens, the same on a resumed run.
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + batch_start)
-        sample = torch.randperm(batch.size, generator=gen)[:math.ceil(batch.size / config.sample_stride)]
-        for layer in layers:
-            state[layer].add(acts[layer].cpu(), ids, sample)
-        bar.update(batch.size)
-        if progress is not None:
-            progress(batch_start + len(batch) - first, n - first, f"scanning layers {list(layers)}")
-        if checkpoint is not None and time.monotonic() - saved_at > config.checkpoint_seconds:
-            _save_checkpoint(checkpoint, state, batch_start + len(batch))
-            saved_at = time.monotonic()
-    bar.close()
-    for s in state.values():
-        s.flush()
-    return state
-
-
-def _save_checkpoint(path: Path, state: dict[int, _LayerState], next_window: int) -> None:
-    for s in state.values():
-        s.flush()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process, as in LayerScan.save
-    torch.save({"next": next_window,
-                "layers": {layer: {"values": s.values, "index": s.index, "traces": s.traces,
-                                   "hist": s.hist} for layer, s in state.items()}}, tmp)
-    tmp.replace(path)
-
-
 def scan_file_serves(scan_file: ScanFile | None, windows: np.ndarray, config: ScanConfig) -> bool:
     """Whether a shipped scan file was made over these windows with at least ``top_k`` each."""
     return (scan_file is not None and scan_file.meta["windows_key"] == windows_key(windows)
@@ -369,14 +195,14 @@ def scan(model: LoadedModel, windows: np.ndarray, layers: Sequence[int], config:
     if not missing:
         return out
 
-    state = _top_k_pass(model, windows, missing, config, folder if use_cache else None,
+    state = top_k_pass(model, windows, missing, config, folder if use_cache else None,
                         progress, cancel)
-    out.update(_layer_scans(model, windows, config, state))
+    out.update(layer_scans_from_pass(model, windows, config, state))
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
         for layer in missing:
             out[layer].save(folder / f"layer{layer}.npz")
-        _checkpoint_path(folder, missing).unlink(missing_ok=True)
+        checkpoint_path(folder, missing).unlink(missing_ok=True)
     return out
 
 
@@ -428,8 +254,8 @@ def forget_traces(model: LoadedModel, windows: np.ndarray, config: ScanConfig, l
     _traces_path(scan_dir(model, windows, config), layer).unlink(missing_ok=True)
 
 
-def _layer_scans(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
-                 state: dict[int, _LayerState]) -> dict[int, LayerScan]:
+def layer_scans_from_pass(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
+                          state: dict[int, LayerState]) -> dict[int, LayerScan]:
     """Each layer's scan from its finished pass: statistics, and the random windows' traces."""
     layers = sorted(state)
     rng = np.random.default_rng(config.seed)
@@ -439,7 +265,7 @@ def _layer_scans(model: LoadedModel, windows: np.ndarray, config: ScanConfig,
     out = {}
     for layer in layers:
         s = state[layer]
-        density, quantiles = _stats(s, windows.size)
+        density, quantiles = layer_stats(s, windows.size)
         out[layer] = LayerScan(
             layer=layer,
             values=s.values.numpy().astype(np.float32),

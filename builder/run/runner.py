@@ -1,7 +1,7 @@
 """The build runner: the one way graphs are built into a store, for the command line and the server.
 
     lock the store -> skip what it holds (``store.pending``) -> corpus windows -> layer scans
-        -> ``builder.build.build_layer`` for each layer, every finished batch appended
+        -> ``builder.stages.build.build_layer`` for each layer, every finished batch appended
 
 :class:`BuildSource` is what builds read: the corpus windows and each layer's scan (top windows
 and traces), from a shipped scan file where it serves, else scanned, and kept for the next build
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from builder.build import build_layer
 from builder.config import BuildConfig
 from builder.corpus import make_windows
 from builder.models import LoadedModel
-from builder.scan import LayerScan, forget_traces, scan, scan_file_serves
+from builder.stages.build import build_layer
+from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store

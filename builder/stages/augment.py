@@ -1,9 +1,10 @@
 """Augmentation: variants of each snippet with an important token substituted.
 
-In: snippets, their token importances, a helper that proposes substitutes. Out: the variants
+In: snippets with their token importances, a helper that proposes substitutes. Out: the variants
 whose pivot activation stays at least ``keep`` (0.5) of their original's (the paper's eq. 4).
 Each important token is substituted in turn, one at a time; every variant of every neuron is
-measured in shared forward passes.
+measured in shared forward passes. :func:`measure_variants` then gives each variant its
+importances: its original's, or (a substituted pivot) pruned and measured afresh.
 
 Helpers (``AugmentConfig.helper``):
 
@@ -18,15 +19,17 @@ Helpers (``AugmentConfig.helper``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from builder.config import AugmentConfig
+from builder.config import AugmentConfig, BuildConfig
 from builder.forward import next_token_logits, pivot_activations
 from builder.models import LoadedModel
-from builder.prune import Snippet
+from builder.stages.examples import TopExample
+from builder.stages.prune import Snippet, prune
+from builder.stages.saliency import saliency
 from store.errors import UnknownModel
 from store.tokens import normalize
 
@@ -213,10 +216,11 @@ def _distinct_folded(vocab: Sequence[str], original: int, proposals: Sequence[in
     return out[:n]
 
 
-def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
-            importances: Sequence[np.ndarray], helper: Helper | None, config: AugmentConfig,
-            max_batch_tokens: int = 8192, fold: bool = False) -> list[Snippet]:
-    """Variants of the snippets that keep the neuron firing; ``parent`` indexes ``snippets``.
+def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet], helper: Helper | None,
+            config: AugmentConfig, max_batch_tokens: int = 8192, fold: bool = False) -> list[Snippet]:
+    """Variants of the snippets (whose importances are measured) that keep the neuron firing;
+    ``parent`` indexes ``snippets``. The variants' importances are not set yet
+    (:func:`measure_variants`).
 
     With ``fold`` (the fit matches tokens folded) and ``config.distinct``, substitutes that fold
     to the replaced token or to each other are skipped, and more are asked for in their place.
@@ -224,10 +228,10 @@ def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
     if helper is None:
         return []
     rows, positions, parents = [], [], []
-    for i, (s, imp) in enumerate(zip(snippets, importances, strict=True)):
+    for i, s in enumerate(snippets):
         last = len(s.tokens) - 1
         for k in range(len(s.tokens)):
-            if (k < last and imp[k] >= config.important) or (k == last and config.pivot):
+            if (k < last and s.importances[k] >= config.important) or (k == last and config.pivot):
                 rows.append(s.tokens)
                 positions.append(k)
                 parents.append(i)
@@ -258,3 +262,32 @@ def augment(model: LoadedModel, layer: int, snippets: Sequence[Snippet],
             kept.append(Snippet(v.neuron, v.tokens, float(act), v.parent,
                                 scale=snippets[v.parent].scale))
     return kept
+
+
+def measure_variants(model: LoadedModel, layer: int, originals: Sequence[Snippet],
+                     variants: Sequence[Snippet], mask_id: int, config: BuildConfig) -> list[Snippet]:
+    """The variants in their final form, with their importances.
+
+    A variant with a substituted context token inherits its original's importances (or has them
+    measured again, with ``augment.saliency = "recompute"``). A variant with a substituted pivot is
+    a new example: its new token may fire for other reasons and need a different context, so it
+    is pruned and measured afresh (or, with ``augment.new_pivot = "inherit"``, it is treated like
+    a context variant).
+    """
+    mtok = config.max_batch_tokens
+    new_pivot = [v.tokens[-1] != originals[v.parent].tokens[-1]
+                 and config.augment.new_pivot == "remeasure" for v in variants]
+    fresh = iter(prune(model, layer, [TopExample(v.neuron, v.tokens, len(v.tokens) - 1, v.activation)
+                                      for v, new in zip(variants, new_pivot, strict=True) if new],
+                       config.prune, mtok))
+    out = []
+    for v, new in zip(variants, new_pivot, strict=True):
+        if new:  # pruned again: its scale now runs from the new text to the original full example
+            f = next(fresh)
+            v = replace(v, tokens=f.tokens, scale=v.scale * f.scale)
+        out.append(replace(v, importances=originals[v.parent].importances))
+    remeasure = [i for i, new in enumerate(new_pivot) if new or config.augment.saliency == "recompute"]
+    measured = saliency(model, layer, [out[i] for i in remeasure], mask_id, mtok, config.saliency.context)
+    for i, m in zip(remeasure, measured, strict=True):
+        out[i] = out[i].measured(m)
+    return out

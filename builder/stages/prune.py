@@ -1,8 +1,10 @@
 """Pruning: the shortest context before the pivot that keeps the neuron firing.
 
-In: top examples (a window, its pivot = the argmax token, the activation there). Out: one
-:class:`Snippet` per example, the window cut to ``window[s : pivot + 1]`` for the largest start
-``s`` whose pivot activation is at least ``keep`` (0.5) of the full window's (paper, eq. 2).
+In: top examples (``builder.stages.examples.TopExample``: a window, its pivot token, the
+activation there). Out: one :class:`Snippet` per example, the window cut to
+``window[s : pivot + 1]`` for the largest start ``s`` whose pivot activation is at least ``keep``
+(0.5) of the full window's (paper, eq. 2). The snippet is the record the later stages pass on:
+saliency adds its importances, augmentation makes variants of it, the fit reads it.
 
 The paper adds one token at a time. We try a ladder of lengths (``PruneConfig``): every length
 up to ``exact`` in one forward pass, then lengths growing by ``growth``, ``per_pass`` to a pass,
@@ -15,28 +17,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from builder.config import PruneConfig
 from builder.forward import pivot_activations
 from builder.models import LoadedModel
+from builder.stages.examples import TopExample
 
-
-@dataclass(frozen=True)
-class TopExample:
-    """A top-activating corpus window of one neuron."""
-
-    neuron: int
-    window: Sequence[int]
-    pivot: int
-    """Index of the window's most activating token."""
-    activation: float
-    """The neuron's activation on the pivot, in the whole window."""
+if TYPE_CHECKING:
+    from builder.stages.saliency import Saliency
 
 
 @dataclass(frozen=True)
 class Snippet:
-    """A token sequence ending at its pivot (the activating token), and the activation there."""
+    """A token sequence ending at its pivot (the activating token), and the activation there:
+    one example of one neuron, from pruning to the fit."""
 
     neuron: int
     tokens: tuple[int, ...]
@@ -48,11 +46,35 @@ class Snippet:
     (full activation / pruned activation; 1 for an unpruned text). Pruning keeps as little as half
     the activation; the fit multiplies by this so that a pruned path predicts the full example's
     level, as the reference code does."""
+    importances: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """``(len(tokens),)`` each token's importance for the pivot's activation, the pivot's own last
+    (set by the saliency stage, or inherited from the snippet an augmented one was made from);
+    None until measured."""
 
     @property
     def full_activation(self) -> float:
         """The activation of the full example this text stands for."""
         return self.activation * self.scale
+
+    def measured(self, saliency: Saliency) -> Snippet:
+        """This snippet with its saliency: the importances and the exact pivot activation."""
+        return replace(self, activation=float(saliency.activation), importances=saliency.importances)
+
+
+def distinct(snippets: Sequence[Snippet]) -> list[Snippet]:
+    """One snippet per (neuron, text): pivots whose pruned texts coincide are measured once, and
+    the one standing for the strongest full example is kept.
+
+    >>> kept = distinct([Snippet(0, (5, 6), 1.0), Snippet(0, (5, 6), 2.0), Snippet(1, (5, 6), 1.0)])
+    >>> [(s.neuron, s.activation) for s in kept]
+    [(0, 2.0), (1, 1.0)]
+    """
+    best: dict[tuple[int, tuple[int, ...]], Snippet] = {}
+    for s in snippets:
+        key = (s.neuron, s.tokens)
+        if key not in best or s.full_activation > best[key].full_activation:
+            best[key] = s
+    return list(best.values())
 
 
 def _scale(full: float, pruned: float) -> float:

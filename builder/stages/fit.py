@@ -29,8 +29,9 @@ Decisions beyond the paper (each a :class:`builder.config.FitConfig` field):
   predicts firing, and a path that matches mostly where the neuron is silent stops predicting
   firing.
 
-In: token strings of each snippet (pivot last), importances, normalised activations; optionally
-the train windows with their true normalised activations. Out: the trie.
+In: the snippets (:class:`FitSnippet`: token strings, pivot last, importances, normalised
+activation); optionally the train windows with their true normalised activations
+(:class:`TrainText`). Out: the trie.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ activation reaches the threshold (rare: a few strong firings among many silent m
 MIN_REPEAT_FIRING = 5
 """Fewest firing tokens in the train text for their repeat rate to propose a repeat path; a
 rate over fewer says little."""
+
+
+@dataclass(frozen=True)
+class FitSnippet:
+    """One snippet as the fit reads it: the path it makes and where that path ends."""
+
+    tokens: Sequence[str]
+    """Token strings, pivot last."""
+    importances: Sequence[float]
+    """Saliency of each token (``builder.stages.saliency``)."""
+    activation: float
+    """Normalised activation the path should end with when nothing else is known (the pruned
+    text's, or with ``FitConfig.scale`` its full example's)."""
 
 
 @dataclass(frozen=True)
@@ -248,26 +262,21 @@ def _calibrate(trie: NeuronTrie, train: Sequence[TrainText], made: dict[int, Nod
     return keep
 
 
-def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
-        activations: Sequence[float], config: FitConfig,
-        train: Sequence[TrainText] = (), firing_tokens: Sequence[str] = (),
-        probed: Sequence[tuple[str, float]] = (),
+def fit(snippets: Sequence[FitSnippet], config: FitConfig, train: Sequence[TrainText] = (),
+        firing_tokens: Sequence[str] = (), probed: Sequence[tuple[str, float]] = (),
         repeat_texts: Sequence[TrainText] = ()) -> NeuronTrie:
     """Build one neuron's trie.
 
     Args:
-        snippets: token strings of each snippet, pivot last.
-        importances: saliency of each token of each snippet.
-        activations: normalised activation each snippet's path should end with when nothing
-            else is known (the pruned text's, or with ``scale`` its full example's).
+        snippets: one path each (tokens, importances, the activation its END takes uncalibrated).
         config: the importance threshold and the calibration settings.
         train: texts whose true activations calibrate the ENDs (``config.calibrate``): the
             train top windows and random train windows.
         firing_tokens: tokens that fire somewhere in the train text, offered as context-free
             candidates (``config.token_paths``).
         probed: ``(token, normalised activation)`` of tokens on which the neuron fires standing
-            alone (``builder.probe``), offered as context-free candidates; where no train text
-            holds the token, the probe's value is its END.
+            alone (``builder.probes.tokens``), offered as context-free candidates; where no train
+            text holds the token, the probe's value is its END.
         repeat_texts: texts that show in-context behaviour (the repeated-sequence probe), added
             to ``train`` where repeat paths are proposed and judged, and nowhere else.
     """
@@ -275,9 +284,9 @@ def fit(snippets: Sequence[Sequence[str]], importances: Sequence[np.ndarray],
     trie = NeuronTrie(normalized=config.normalized and calibrate)
     made: dict[int, Node] = {}  # end nodes of the snippets' own paths
     shorter: dict[int, tuple[Node, int]] = {}  # end nodes of their shorter forms
-    for tokens, imp, act in zip(snippets, importances, activations, strict=True):
-        path, weights = snippet_path(tokens, imp, config.important)
-        trie.insert(path, float(act), weights)
+    for snippet in snippets:
+        path, weights = snippet_path(snippet.tokens, snippet.importances, config.important)
+        trie.insert(path, float(snippet.activation), weights)
         node = trie.node(path)
         made[id(node)] = node
         if config.backoff and calibrate:

@@ -1,7 +1,8 @@
 """Fidelity: a graph and the paper's two baselines scored on the same held-out windows.
 
 In: the train windows (tokens and normalised activations), the test windows, random windows,
-the test windows cut short (see :func:`short_rows`), and the graph. Out: a
+the test windows cut short and measured again (:func:`short_texts`, one batched pass for a batch
+of neurons), and the graph. Out: a
 :class:`store.graph.Fidelity`, per predictor three protocols: the paper's (test top examples
 only; Table 1), the same with random corpus windows added as negatives, where correlation is
 meaningful, and short texts: each test window cut to a few tokens around its pivot and the
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from builder.config import BuildConfig
+from builder.forward import neuron_activations
+from builder.models import LoadedModel
+from builder.stages.examples import neuron_split
+from builder.stages.scan import LayerScan
 from store.graph import Fidelity, MethodFidelity
 from store.metrics import score
 
@@ -57,6 +63,36 @@ def short_rows(window: Sequence[int], pivot: int, before: int, after: int) -> Se
     [3, 4, 5, 6]
     """
     return window[max(0, pivot - before): pivot + after + 1]
+
+
+@dataclass(frozen=True)
+class ShortText:
+    """A test window cut short around its pivot, and the neuron's raw activations measured on it."""
+
+    ids: list[int]
+    activations: np.ndarray
+
+
+def short_texts(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
+                windows: np.ndarray, config: BuildConfig) -> dict[int, list[ShortText]]:
+    """Per neuron, its test windows cut short around their pivots (``EvalConfig.short_before`` /
+    ``short_after``) with its raw activations measured again on each cut text; one batched pass
+    for all the neurons. Empty where the protocol is off."""
+    ev = config.eval
+    if ev.short_before == 0 and ev.short_after == 0:
+        return {}
+    rows, owners = [], []
+    for n in neurons:
+        for j in neuron_split(layer_scan, config, layer, n).test:
+            trace = layer_scan.traces[j, n]  # (pos,)
+            window = windows[layer_scan.windows[j, n]].tolist()
+            rows.append(short_rows(window, int(np.argmax(trace)), ev.short_before, ev.short_after))
+            owners.append(n)
+    acts = neuron_activations(model, layer, rows, owners, config.max_batch_tokens)
+    out: dict[int, list[ShortText]] = {n: [] for n in neurons}
+    for n, row, a in zip(owners, rows, acts, strict=True):
+        out[n].append(ShortText(list(row), a))
+    return out
 
 
 def _method(predict: Predictor, test: Sequence[Window], negatives: Sequence[Window],

@@ -28,7 +28,7 @@ import regex
 
 from builder.forward import neuron_activations
 from builder.models import LoadedModel
-from builder.scan import LayerScan
+from builder.stages.scan import LayerScan
 from store.errors import BadArgument
 from store.metrics import FIRING_THRESHOLD, score
 from store.probes import HypothesisResult, MarkedWindow, PatternKind, SetScores

@@ -1,0 +1,15 @@
+"""The N2G stages, in the order a neuron's graph is made: one module each.
+
+- ``scan``: every neuron's top corpus windows and statistics (``scan_pass``: the one pass over
+  the corpus that finds them).
+- ``examples``: a neuron's top windows split into train and test, and the train tokens that
+  become examples.
+- ``prune``: each example cut to the shortest context that keeps the neuron firing.
+- ``saliency``: how much the pivot's activation depends on each token of a snippet.
+- ``augment``: variants of a snippet with an important token substituted, measured in turn.
+- ``calibration``: what the fit judges paths on beyond the snippets (random windows, the token
+  probe, the repeated-sequence probe), measured once a layer.
+- ``fit``: the graph (a trie of paths) from the snippets.
+- ``evaluate``: the graph and the paper's baselines scored on held-out windows.
+- ``build``: the stages in order for a batch of neurons of one layer, into a store.
+"""
