@@ -18,7 +18,7 @@ Prints one table, each figure measured in this run on this machine:
 - the peak resident memory after each step (``ru_maxrss``: the largest so far, not the current).
 
 Everything scales with the vocabulary somewhere (262,144 tokens for Gemma 3, 49,152 for SmolLM2);
-the figures are the README's models table.
+the figures are docs/models.md's table.
 """
 
 from __future__ import annotations

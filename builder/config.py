@@ -52,8 +52,7 @@ class ExampleConfig:
     """'argmax': one example per window, at its most activating token (the paper). 'firing':
     also every other token of the window that fires (normalised activation >= ``firing``), as
     the reference code builds a path for every firing token; more examples per neuron is the
-    paper's first suggestion for better recall. The default because it measures better (README,
-    "Ablations")."""
+    paper's first suggestion for better recall. The default because it measures better (docs/ablations.md)."""
     firing: float = 0.5
     """Normalised activation at which a token counts as firing (the paper's threshold)."""
     windows: int | None = 10
@@ -65,8 +64,7 @@ class ExampleConfig:
     """At most this many examples per neuron (None: no cap): each window's argmax first, in rank
     order, then its other firing tokens, strongest first. Examples whose pruned text is the same
     are measured once. Every model-facing stage costs forward passes per example; with the
-    calibration (``FitConfig``) 8 examples score as 16 at a third less cost in layer 15 (README,
-    "Ablations")."""
+    calibration (``FitConfig``) 8 examples score as 16 at a third less cost in layer 15 (docs/ablations.md)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class PruneConfig:
     unimportant anyway, so the extra ones only add context to the text saliency is measured on.
     Simulated on 256 layer-15 examples: 63 pruning tokens an example against 117 with every
     length (layer 29: 51 against 86), the prefix found 0.6 tokens longer on average; with the
-    cached-prefix saliency, F1 no lower on 32 layer-15 neurons (README, "Throughput"). None: every length (the paper's shortest prefix exactly). The reference code's
+    cached-prefix saliency, F1 no lower on 32 layer-15 neurons (docs/building.md, "Throughput"). None: every length (the paper's shortest prefix exactly). The reference code's
     steps of 5 tokens capped at 30 can miss a passing prefix, so we do not copy them."""
     per_pass: int = 2
     """Lengths beyond ``exact`` tried per forward pass. It sets the cost, never the answer (the
@@ -110,7 +108,7 @@ class SaliencyConfig:
     """Measure only the pivot and this many tokens before it; earlier tokens of a snippet count
     as unimportant (None: every token, the paper). Saliency costs a pass per measured token, so a
     cap bounds the cost of the long snippets of deep layers; measured to lose nothing in layer 15
-    (README, "Ablations")."""
+    (docs/ablations.md)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ class AugmentConfig:
     matrix), 'model' (the model's own next-token predictions at the position), 'distilbert' (the
     paper's masked LM; needs internet), or 'none' (the default: with the calibrated fit, on 16
     layer-15 neurons, augmentation added 0.02 F1 for 1,529 of its 3,847 tokens a neuron, and the
-    issue's budget is 2,500; README, "Ablations"). ``BuildConfig.paper()`` augments."""
+    issue's budget is 2,500; docs/ablations.md). ``BuildConfig.paper()`` augments."""
     important: float = 0.8
     """Tokens whose saliency reaches this are substituted (the reference code's value; the paper
     gives none)."""
@@ -135,8 +133,7 @@ class AugmentConfig:
     """Also substitute the activating token itself, finding other tokens the neuron fires on. The
     paper substitutes context tokens only (k < e_i). It measured better before calibration; with
     calibration, token paths and the token probe name the other tokens a neuron fires on without
-    forward passes, and each substituted pivot costs a new pruning and saliency pass (README,
-    "Ablations")."""
+    forward passes, and each substituted pivot costs a new pruning and saliency pass (docs/ablations.md)."""
     new_pivot: Literal["remeasure", "inherit"] = "remeasure"
     """A variant with a substituted pivot is pruned and its saliency measured again
     ('remeasure': its new token may need other context), or keeps its original's text and
@@ -169,7 +166,7 @@ class FitConfig:
     """Match tokens case- and space-insensitively (reference) rather than exactly (paper). Exact
     since the calibrated fit: with token paths and the token probe naming each variant of a token
     that fires, folding only lets a path fire on variants that do not (64 layer-0 neurons: F1 0.97
-    exact vs 0.95 folded; README, "Ablations")."""
+    exact vs 0.95 folded; docs/ablations.md)."""
     scale: bool = True
     """END of a pruned example's path = the activation of its *full* example, not of the pruned
     text (which pruning lets fall to half): the reference code multiplies a pruned text's
@@ -202,7 +199,7 @@ class FitConfig:
     """A calibrated path predicts firing when at least this share of its train matches fire. Well
     below 0.5 on purpose: F1 on the firing tokens gains from a path whose precision exceeds about
     half the F1 reached, and most neurons' F1 is well below 1. Measured against 0.3 and 0.5
-    (README, "Ablations")."""
+    (docs/ablations.md)."""
     negatives: int = 32
     """Random corpus windows (never the evaluation's random windows) whose activations are read
     once per batch of neurons and used as calibration negatives."""
@@ -274,7 +271,7 @@ class BuildConfig:
     'bfloat16' halves a layer-15 graph's stage work on this CPU (``avx512_bf16``; emulated, and
     slower, on CPUs without it) but, on 32 layer-15 neurons with its own scan, F1 fell from 0.252
     to 0.233 (0.281 to 0.267 with negatives) and 5% of firing tokens differ from float32's
-    (README, "Throughput"), so float32 stays the default."""
+    (docs/building.md, "Throughput"), so float32 stays the default."""
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

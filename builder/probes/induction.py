@@ -23,9 +23,8 @@ standardised by the neuron's own corpus max rather than by the probe's spread, s
 much of the neuron's firing range a repeat adds: it needs no firing threshold (a neuron whose
 response to a repeat stays below half its corpus max still scores its rise), it does not count
 a gated MLP's negative swing becoming less negative as activity, and one outlier above the
-corpus max counts as the max. Measured on SmolLM2 against the alternatives (README, "An
-induction investigation"): zeroing the top 20 by rise raises the copy loss on fresh sequences
-as much as the firing-rate difference does and more than Cohen's d, whose top 20 favour neurons
+corpus max counts as the max. Measured on SmolLM2 against the alternatives (docs/probes.md):
+zeroing the top 20 by rise raises the copy loss on fresh sequences as much as the firing-rate difference does and more than Cohen's d, whose top 20 favour neurons
 whose response is large against their own spread but rarely reaches their firing level, so
 that no graph can predict them firing on repeated text. Cohen's d (pooled standard deviation)
 and the firing rates (>= 0.5 of the neuron's corpus max from the scan; without one, of its max
