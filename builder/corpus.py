@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,16 @@ import orjson
 from builder.models import LoadedModel
 from store.errors import BadArgument
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "default.jsonl.gz"
+
+def _default_corpus() -> Path:
+    """``data/corpus/default.jsonl.gz`` of this checkout, else where a wheel installed it
+    (``<prefix>/share/n2g-mcp/corpus``, pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parents[1] / "data" / "corpus" / "default.jsonl.gz"
+    installed = Path(sys.prefix) / "share" / "n2g-mcp" / "corpus" / checkout.name
+    return installed if not checkout.is_file() and installed.is_file() else checkout
+
+
+DEFAULT_CORPUS = _default_corpus()
 
 
 def _jsonl_texts(path: Path) -> Iterator[str]:

@@ -39,7 +39,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"bearer token HTTP clients must send (default ${TOKEN_ENV}); "
                              "required to bind anything but loopback")
     parser.add_argument("--stores", type=Path, default=None,
-                        help=f"stores directory (default ${STORES_ENV}, else the repository's stores/)")
+                        help=f"stores directory (default ${STORES_ENV}, else the repository's stores/ when run from a "
+                             "clone, else ~/.local/share/n2g-mcp/stores)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also serve a local model (Hugging Face folder or .gguf) under NAME; repeatable")
     parser.add_argument("--default-model", metavar="NAME",
@@ -70,6 +71,11 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
         models = ServedModels(default=by_name.get(args.default_model or DEFAULT_MODEL), configured=configured,
                               allow_hub=args.allow_hub_models)
     stores = (args.stores or default_stores_dir()).expanduser().resolve()
+    if not stores.is_dir():
+        # Not an error: the first build_graph makes it. But a server meant to serve prebuilt
+        # stores (an installed one, not pointed at them) says so where its operator looks.
+        log.warning("no stores folder at %s: serving no graphs until some are built; pass --stores DIR "
+                    "or set %s=DIR to serve a folder of stores (docs/install.md)", stores, STORES_ENV)
     server = create_server(stores, live=live, models=models)
     log.info("serving stores from %s over %s", stores, args.transport)
     if args.transport == "stdio":

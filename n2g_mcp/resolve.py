@@ -127,9 +127,10 @@ class Resolver:
         found = self.catalog.get(model)
         if found is not None:
             return found
-        if self.models.spec(model) is not None:
-            raise NotFound(text.no_store_yet(model, str(self.catalog.directory), self.build_call(model, 0, 0)))
         stored = [(v.model, len(v)) for v in self.catalog.models()]
+        if self.models.spec(model) is not None:
+            raise NotFound(text.no_store_yet(model, str(self.catalog.directory), self.build_call(model, 0, 0),
+                                             any_stored=bool(stored)))
         raise NotFound(text.unknown_model(model, stored, str(self.catalog.directory)))
 
     def stored(self, model: str, layer: int, neuron: int) -> NeuronGraph | None:

@@ -263,6 +263,33 @@ def _check_refs(graph: NeuronGraph, scan: ScanRef | None, path: Path) -> None:
                             "no scan file; write its examples as text, or into a store written with one")
 
 
+def scan_for(store_path: str | os.PathLike[str], scan_path: str | os.PathLike[str] | None,
+             ref: ScanRef | None) -> ScanRef | None:
+    """The scan a build into ``store_path`` may write example references against.
+
+    ``ref`` (the scan file at ``scan_path``, which serves the build) where the store's readers will
+    find that file: beside the store (where the server looks), or named by the header of the store
+    as it is (a store begun against it, as scripts/build_atlas.sh begins its atlas); else None,
+    and the examples go as text, which read anywhere.
+
+    >>> scan_for("/tmp/elsewhere/s.jsonl", None, None) is None
+    True
+    """
+    if ref is None or scan_path is None:
+        return None
+    store_path = Path(store_path)
+    try:
+        if os.path.samefile(store_path.with_name(ref.name), scan_path):
+            return ref
+    except OSError:  # nothing of that name beside the store
+        pass
+    try:
+        header = read_header(store_path)
+    except (OSError, StoreFormatError):  # a new (or empty) store
+        return None
+    return ref if header.scan == ref else None
+
+
 def _locked_message(path: Path) -> str:
     return (f"{path} is being written by another process (an `n2g build`, or a build through "
             "n2g-mcp); wait for it to finish, or write to another store file")

@@ -30,10 +30,14 @@ from builder.run.distributed import (
     WorkUnit,
     run_distributed,
     shard_dir,
+    unit_size,
+    units_of,
 )
 from builder.run.runner import BuildSource, run_build
 from store.errors import BadArgument, Unavailable
+from store.examples import Example, ExampleRef
 from store.jsonl import StoreWriter, read_store
+from store.scanfile import ScanFile
 from tests.distributed_oracle import gated_rule_model
 from tests.oracle import (
     BIGRAM,
@@ -301,6 +305,119 @@ def test_a_neuron_the_model_lacks_is_refused_before_anything_is_built(cluster, t
     with pytest.raises(BadArgument, match="neuron 7 is out of range"):
         run_distributed(rule_model, [0], [7], store, CONFIG, DIST, corpus=corpus)
     assert not store.exists()
+
+
+# --------------------------------------------------------------------------- units for every worker
+def test_units_are_cut_so_that_every_worker_gets_one() -> None:
+    two = DistributedConfig(workers=2)  # units of up to 256 neurons
+    units = units_of({0: list(range(64))}, unit_size(64, two))
+    assert [len(u.neurons) for u in units] == [32, 32]
+    assert unit_size(10_000, two) == 256 and unit_size(1, two) == 1
+    assert [u.name for u in units_of({0: [0, 1], 3: [5, 6, 7]}, unit_size(5, DistributedConfig(workers=4)))] == [
+        "L0/N0-1", "L3/N5-6", "L3/N7"]
+
+
+def test_a_build_of_fewer_neurons_than_a_unit_runs_on_both_workers(cluster, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "store.jsonl"
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DistributedConfig(workers=2), corpus=corpus)
+    assert result.units == 2 and len(result.built_by) == 2 and sorted(result.built_by.values()) == [3, 3]
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    assert len({w["pid"] for w in workers_of(store).values()}) == 2
+
+
+# --------------------------------------------------------------------------- over a scan file
+@pytest.fixture(scope="module")
+def scan_path(cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rule model's scan file over the cluster's corpus, as ``n2g scan`` writes one."""
+    from builder.corpus import make_windows
+    from builder.stages.scan import export_scan_file, scan
+
+    _, corpus = cluster
+    model = rule_model()
+    windows = make_windows(model, corpus, CONFIG.scan.window, CONFIG.scan.max_tokens)
+    return export_scan_file(model, windows, scan(model, windows, [0], CONFIG.scan, use_cache=False),
+                            tmp_path_factory.mktemp("scans") / "rule-model.scan.npz", CONFIG.scan)
+
+
+def read_back(store: Path) -> None:
+    """Every graph of the store as the server reads it from the store's folder: whole, its
+    examples read as text, with no warning."""
+    from n2g_mcp.queries import Queries
+
+    queries = Queries(store.parent)
+    for graph in read_store(store):
+        described = queries.get_graph(graph.model, graph.layer, graph.neuron)
+        assert not described.warnings, described.warnings
+        assert described.examples or graph.neuron == DEAD, graph.id
+
+
+def test_a_build_into_a_new_store_away_from_the_scan_file_merges_text_that_reads_anywhere(
+        cluster, scan_path, tmp_path) -> None:
+    # The issue: n2g build --ray --store /tmp/x/s.jsonl built every graph, then refused to merge
+    # the shards' references into a store that names no scan file, and exited 2.
+    _, corpus = cluster
+    store = tmp_path / "x" / "s.jsonl"
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DistributedConfig(workers=2), corpus=corpus,
+                             scan_path=scan_path)
+    assert result.appended == len(ALL) and len(result.built_by) == 2
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    assert not shard_dir(store).exists()
+    stored = read_store(store)
+    assert stored.header.scan is None
+    assert all(isinstance(e, Example) for g in stored for e in [*g.examples, *g.pruned])
+    read_back(store)
+
+
+def test_a_build_into_a_store_beside_the_scan_file_keeps_references_once(cluster, scan_path, tmp_path) -> None:
+    _, corpus = cluster
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    (folder / scan_path.name).symlink_to(scan_path)
+    store = folder / "rule-model.jsonl"
+    run_distributed(rule_model, [0], ALL[:3], store, CONFIG, DIST, corpus=corpus, scan_path=folder / scan_path.name)
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus,
+                             scan_path=folder / scan_path.name)  # into the existing store
+    assert result.appended == len(ALL) - 3 and result.recovered == 0
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL}  # the shards' lines are the results'
+    stored = read_store(store)
+    assert stored.header.scan is not None and stored.header.scan.name == scan_path.name
+    assert all(isinstance(e, ExampleRef) for g in stored for e in g.examples)
+    read_back(store)
+
+
+def test_a_build_into_an_existing_store_of_text_appends_text(cluster, scan_path, tmp_path) -> None:
+    _, corpus = cluster
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    (folder / scan_path.name).symlink_to(scan_path)
+    store = folder / "rule-model.jsonl"
+    model = rule_model()
+    source = BuildSource(model, CONFIG, corpus=corpus, scan_file=ScanFile(folder / scan_path.name))
+    run_build(model, [0], [REPEAT], store, CONFIG, source, refer=False)  # a store begun with text
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus,
+                             scan_path=folder / scan_path.name)
+    assert result.appended == len(ALL) - 1
+    stored = read_store(store)
+    assert stored.header.scan is None and lines_per_neuron(store) == {(0, n): 1 for n in ALL}
+    read_back(store)
+
+
+def test_references_a_killed_run_left_in_its_shards_are_merged_as_text(cluster, scan_path, tmp_path) -> None:
+    _, corpus = cluster
+    store = tmp_path / "x" / "s.jsonl"
+    folder = shard_dir(store)
+    model = rule_model()
+    source = BuildSource(model, CONFIG, corpus=corpus, scan_file=ScanFile(scan_path))
+    # A shard of references, as the run that exited 2 left them.
+    run_build(model, [0], [EXCEPT, TOKEN], folder / "gone-1.jsonl", CONFIG, source, refer=True,
+              stamp={"worker": {"host": "gone", "pid": 1}})
+    assert read_store(folder / "gone-1.jsonl").header.scan is not None
+    result = run_distributed(rule_model, [0], None, store, CONFIG, DIST, corpus=corpus, scan_path=scan_path)
+    assert result.recovered == 2 and result.appended == len(ALL) - 2
+    assert lines_per_neuron(store) == {(0, n): 1 for n in ALL} and not folder.exists()
+    assert read_store(store).header.scan is None
+    read_back(store)
 
 
 # --------------------------------------------------------------------------- the command line

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from builder.models import LoadedModel
 from store.errors import BadArgument, Unavailable
+from store.examples import ScanRef
 from store.lines import Shape
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ class DistributedConfig:
     """GPUs per worker; None: 1 where the cluster has a GPU for each worker, a share of them where
     it has fewer, 0 where it has none."""
     unit_neurons: int = 256
-    """Neurons per work unit (of one layer). A killed worker loses at most one unit, less the
-    batches of ``BuildConfig.neuron_batch`` it finished."""
+    """Neurons per work unit (of one layer), at most: a build of fewer neurons than this per
+    worker is cut into smaller units, so that every worker gets one. A killed worker loses at
+    most one unit, less the batches of ``BuildConfig.neuron_batch`` it finished."""
     max_restarts: int = 2
     """Replacement workers started, in all, after workers die."""
     attempts: int = 2
@@ -70,6 +72,8 @@ class WorkerInfo:
     shard: str
     model: str
     shape: Shape
+    scan: ScanRef | None = None
+    """The scan file its builds can refer examples into (where it serves them), else None."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,12 @@
     n2g build --ray --workers 2 --layers 0-29           # a local cluster on this machine
     n2g build --ray auto --workers 8 --gpus-per-worker 1   # the cluster `ray start --head` made
 
+Units are of at most ``DistributedConfig.unit_neurons`` neurons, fewer where that leaves a worker
+idle (64 neurons over 2 workers: two units of 32). Examples are stored as references into the
+scan file where the store's readers find it (``store.jsonl.scan_for``: the scan beside the store,
+or the one its header names), else as text: the driver opens the store first and tells each
+worker which, and a worker sends back the very lines it wrote to its shard.
+
 The one rule for "done" is the store's (``store.pending``, last line wins): the driver holds the
 store's lock for the whole run, builds only what it lacks, and appends a graph unless the store's
 current line for that neuron is the same graph (so a shard merged twice adds nothing). A worker
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -47,9 +54,10 @@ from builder.run.cluster import (
     connect,
     ray_module,
 )
-from store.errors import Busy
+from store.errors import Busy, StoreMismatch
+from store.examples import ScanRef, has_refs, resolve, scan_problem
 from store.graph import NeuronGraph
-from store.jsonl import StoreWriter, dumps, read_store
+from store.jsonl import StoreWriter, dumps, read_store, scan_for
 from store.lines import Shape
 from store.names import check_range, file_safe, neuron_id
 from store.pending import pending
@@ -57,7 +65,7 @@ from store.pending import pending
 log = logging.getLogger(__name__)
 
 __all__ = ["BuildEvent", "BuildWorker", "DistributedConfig", "DistributedResult", "WorkUnit",
-           "run_distributed", "shard_dir", "units_of"]
+           "run_distributed", "shard_dir", "unit_size", "units_of"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class DistributedResult:
     """Units finished."""
     lost_workers: list[str] = field(default_factory=list)
     """``host:pid`` of workers that died."""
+    built_by: dict[str, int] = field(default_factory=dict)
+    """Graphs each worker (``host:pid``) built in the units it finished."""
 
 
 def units_of(todo: dict[int, list[int]], size: int) -> list[WorkUnit]:
@@ -96,6 +106,15 @@ def units_of(todo: dict[int, list[int]], size: int) -> list[WorkUnit]:
     """
     return [WorkUnit(layer, tuple(neurons[i:i + size]))
             for layer, neurons in todo.items() for i in range(0, len(neurons), size)]
+
+
+def unit_size(pending: int, dist: DistributedConfig) -> int:
+    """Neurons a unit: ``dist.unit_neurons``, or fewer, so that every worker gets a unit.
+
+    >>> unit_size(64, DistributedConfig(workers=2)), unit_size(10_000, DistributedConfig(workers=2))
+    (32, 256)
+    """
+    return max(1, min(dist.unit_neurons, math.ceil(pending / dist.workers)))
 
 
 def shard_dir(store_path: Path) -> Path:
@@ -112,14 +131,38 @@ class _Merger:
     """The store being built and the digest of its current line per neuron: appends a graph
     unless that neuron's line is the same graph already (the store's last-line rule)."""
 
-    def __init__(self, writer: StoreWriter, shape: Shape) -> None:
-        self.writer, self.shape = writer, shape
+    def __init__(self, writer: StoreWriter, shape: Shape, scan_path: Path | None = None) -> None:
+        self.writer, self.shape, self.scan_path = writer, shape, scan_path
+        self._scan: Any = None
         # Digests, not graphs: a whole model's store is too large to hold twice in memory.
         self.current = {key: _digest(g) for key, g in read_store(writer.path, shape).graphs.items()}
 
+    def storable(self, graph: NeuronGraph) -> NeuronGraph:
+        """The graph as this store can hold it: references into a scan the store does not name
+        (a shard left by a run that wrote them, say) read as text through the scan file at hand.
+
+        Raises:
+            StoreMismatch: where that scan file is not at hand.
+        """
+        if not (has_refs(graph.examples) or has_refs(graph.pruned)):
+            return graph
+        if graph.scan is not None and graph.scan == self.writer.scan:
+            return graph
+        if self._scan is None and self.scan_path is not None and Path(self.scan_path).is_file():
+            from store.scanfile import ScanFile
+
+            self._scan = ScanFile(self.scan_path)
+        problem = scan_problem(graph.scan, self._scan)
+        if problem is not None:
+            raise StoreMismatch(f"graph {graph.id} holds examples as references into a scan file that "
+                                f"{self.writer.path.name} does not name, and they cannot be read as text "
+                                f"here ({problem}): pass that scan file with --scan-file")
+        return graph.model_copy(update={"examples": resolve(graph.examples, self._scan),
+                                        "pruned": resolve(graph.pruned, self._scan)})
+
     def append(self, graphs: Iterable[NeuronGraph]) -> int:
         fresh = []
-        for graph in graphs:
+        for graph in map(self.storable, graphs):
             key, digest = (graph.layer, graph.neuron), _digest(graph)
             if self.current.get(key) != digest:
                 fresh.append(graph)
@@ -186,10 +229,12 @@ class BuildWorker:
         if self.error is not None:
             raise self.error
         return WorkerInfo(self.host, self.pid, str(self.shard), self.model.name,
-                          (self.model.n_layers, self.model.d_mlp))
+                          (self.model.n_layers, self.model.d_mlp), self.source.scan_ref)
 
-    def build(self, unit: WorkUnit) -> list[NeuronGraph]:
-        """Build one unit into this worker's shard (each batch appended as it finishes)."""
+    def build(self, unit: WorkUnit, scan: ScanRef | None = None) -> list[NeuronGraph]:
+        """Build one unit into this worker's shard (each batch appended as it finishes); returns
+        the graphs as the shard holds them. ``scan``: the scan the driver's store names, where
+        examples may be references into it (this worker's own scan), else text."""
         from builder.run.runner import run_build
 
         stamp = {"worker": {"host": self.host, "pid": self.pid}}
@@ -197,7 +242,8 @@ class BuildWorker:
         # (rebuild=True also spares reading the growing shard once per unit).
         # A progress callback silences the tqdm bars, which Ray would relay to the driver's screen.
         return run_build(self.model, [unit.layer], list(unit.neurons), self.shard, self.config,
-                         self.source, rebuild=True, progress=lambda *_: None, stamp=stamp)
+                         self.source, rebuild=True, progress=lambda *_: None, stamp=stamp,
+                         refer=scan is not None and scan == self.source.scan_ref, as_stored=True)
 
 
 class _BuildRun(Run):
@@ -210,13 +256,17 @@ class _BuildRun(Run):
         self.result = DistributedResult(lost_workers=self.lost_workers)
 
     def call(self, actor: Any, unit: WorkUnit) -> Any:
-        return actor.build.remote(unit)
+        return actor.build.remote(unit, self.merger.writer.scan)
 
     def done(self, actor: Any, unit: WorkUnit, value: list[NeuronGraph]) -> None:
-        appended = self.merger.append(value)
+        # Its references (if any) point into the scan the store names: the worker was told.
+        appended = self.merger.append(graph.with_scan(self.merger.writer.scan) for graph in value)
+        info = self.pool.info[actor]
+        who = f"{info.host}:{info.pid}"
+        self.result.built_by[who] = self.result.built_by.get(who, 0) + len(value)
         self.result.appended += appended
         self.result.units += 1
-        self.notify(BuildEvent("unit", self.pool.info[actor], unit, appended, actor))
+        self.notify(BuildEvent("unit", info, unit, appended, actor))
 
     def left_of(self, info: WorkerInfo, unit: WorkUnit) -> tuple[WorkUnit | None, int]:
         # What the worker finished is in its shard; the process is on its way out, and its
@@ -271,14 +321,17 @@ def run_distributed(load: ModelLoader, layers: Sequence[int], neurons: Sequence[
             check_range(model, shape, layer=layer)
         for n in requested:
             check_range(model, shape, neuron=n)
-        with StoreWriter(store_path, model, shape) as writer:
-            merger = _Merger(writer, shape)
+        # References into the workers' scan where the store's readers find it, else text.
+        offer = scan_for(store_path, scan_path, pool.info[idle[0]].scan)
+        with StoreWriter(store_path, model, shape, scan=offer) as writer:
+            merger = _Merger(writer, shape, scan_path)
             recovered = merger.merge_all(folder, wait=0)
             if recovered:
                 notify(BuildEvent("merged", None, graphs=recovered))
             # After the merge, so that what a killed run's shards held counts as done.
             todo = pending(layers, requested, set(merger.current), rebuild)
-            run = _BuildRun(ray, pool, merger, units_of(todo, dist.unit_neurons), dist, notify)
+            size = unit_size(sum(map(len, todo.values())), dist)
+            run = _BuildRun(ray, pool, merger, units_of(todo, size), dist, notify)
             run.result.recovered += recovered
             run.run(idle)
             # Every unit is back and no worker holds its shard between units: what the shards

@@ -26,7 +26,7 @@ from builder.stages.build import build_layer
 from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
-from store.jsonl import StoreWriter, read_store
+from store.jsonl import StoreWriter, read_store, scan_for
 from store.lines import Shape
 from store.pending import pending
 from store.progress import Progress
@@ -37,18 +37,22 @@ log = logging.getLogger(__name__)
 
 class _StampingWriter(StoreWriter):
     """A store writer that adds fixed fields to each graph's build record before writing it, so
-    the line on disk says who built it (a distributed worker's host and process)."""
+    the line on disk says who built it (a distributed worker's host and process), and keeps the
+    graphs as written (references where the store names the scan)."""
 
     def __init__(self, path: Path, model: str, shape: Shape, stamp: Mapping[str, Any],
                  scan: ScanRef | None = None) -> None:
         super().__init__(path, model, shape, scan=scan)
         self.stamp = dict(stamp)
+        self.written: list[NeuronGraph] = []
 
     def append(self, graphs: Iterable[NeuronGraph]) -> int:
         graphs = list(graphs)
         for graph in graphs:
             graph.build.update(self.stamp)
-        return super().append(graphs)
+        count = super().append(graphs)
+        self.written += [graph.with_scan(self.scan) for graph in graphs]
+        return count
 
 
 class BuildSource:
@@ -131,7 +135,8 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
               store_path: Path | None, config: BuildConfig, source: BuildSource | None = None,
               rebuild: bool = False, progress: Progress | None = None,
               cancel: threading.Event | None = None,
-              stamp: Mapping[str, Any] | None = None) -> list[NeuronGraph]:
+              stamp: Mapping[str, Any] | None = None, refer: bool | None = None,
+              as_stored: bool = False) -> list[NeuronGraph]:
     """Build the requested neurons of each layer into a store; returns the graphs built.
 
     Args:
@@ -146,6 +151,13 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         cancel: set it to stop between batches.
         stamp: fields added to every graph's build record before it is stored (a distributed
             worker names itself: ``{"worker": {"host": ..., "pid": ...}}``).
+        refer: whether stored examples may be references into the source's scan file (where it
+            serves the build's windows). None: where the store's readers will find the scan
+            file (``store.jsonl.scan_for``: beside the store, or named by its header already), else
+            text. A distributed worker says True when the driver's store names this scan.
+        as_stored: return the graphs as the store holds them (references, where it names the
+            scan) rather than with their text: a distributed worker sends the driver the very
+            lines of its shard.
 
     Raises:
         store.errors.Busy: if another writer holds the store.
@@ -162,8 +174,11 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
     # The writer locks the store for the whole build and repairs a torn tail before it is read.
     writer: StoreWriter | None = None
     if store_path is not None:
-        writer = (_StampingWriter(store_path, model.name, shape, stamp, scan=source.scan_ref) if stamp
-                  else StoreWriter(store_path, model.name, shape, scan=source.scan_ref))
+        offer = source.scan_ref if refer else None
+        if refer is None and source.scan_file is not None:
+            offer = scan_for(store_path, source.scan_file.path, source.scan_ref)
+        writer = (_StampingWriter(store_path, model.name, shape, stamp or {}, scan=offer) if stamp or as_stored
+                  else StoreWriter(store_path, model.name, shape, scan=offer))
     try:
         stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
         todo = pending(layers, requested, stored, rebuild)
@@ -183,7 +198,7 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:
                 graph.build.update(stamp)
-        return built
+        return writer.written if as_stored and isinstance(writer, _StampingWriter) else built
     finally:
         if writer is not None:
             writer.close()

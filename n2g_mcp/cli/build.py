@@ -157,6 +157,9 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
     print(f"built {result.appended} graphs into {store} in {time.perf_counter() - started:.1f} s "
           f"({result.units} units; {result.recovered} graphs recovered from shards; "
           f"{len(result.lost_workers)} workers lost)")
+    if result.built_by:
+        print(f"{len(result.built_by)} workers built: "
+              + ", ".join(f"{who} {n}" for who, n in sorted(result.built_by.items())))
     return 0
 
 

@@ -17,18 +17,28 @@ def model_is_a_path() -> str:
             "models its operator configured. Call list_models to see them.")
 
 
+def no_stores(stores_dir: str) -> str:
+    """The stores folder holds no store at all (an installed server not pointed at any, say):
+    where the server looked, and how its operator points it at stores."""
+    return (f"The server found no store files in {stores_dir}. To serve prebuilt graphs, restart "
+            "n2g-mcp with --stores DIR (or set N2G_STORES=DIR) naming a folder of stores, such as "
+            "stores/ of a clone of the n2g-mcp repository (see its docs/install.md); graphs built "
+            f"with build_graph are kept in {stores_dir}.")
+
+
 def unknown_model(model: str, stored: Sequence[tuple[str, int]], stores_dir: str) -> str:
     if stored:
         known = "stores here hold " + ", ".join(f"{m} ({count(n, 'graph')})" for m, n in stored)
-    else:
-        known = f"no store in {stores_dir} holds any graphs yet"
-    return (f"Unknown model or store {model[:100]!r}: {known}. Call list_models, or omit model to use "
-            "the default.")
+        return (f"Unknown model or store {model[:100]!r}: {known}. Call list_models, or omit model to "
+                "use the default.")
+    return (f"Unknown model or store {model[:100]!r}. Call list_models, or omit model to use the "
+            f"default. {no_stores(stores_dir)}")
 
 
-def no_store_yet(model: str, stores_dir: str, build: str) -> str:
-    return (f"No graphs of {model} in {stores_dir} yet; call {build} to build one (any layer and "
-            "neuron), or list_models to see what is stored.")
+def no_store_yet(model: str, stores_dir: str, build: str, any_stored: bool = True) -> str:
+    message = (f"No graphs of {model} in {stores_dir} yet; call {build} to build one (any layer and "
+               "neuron), or list_models to see what is stored.")
+    return message if any_stored else f"{message} {no_stores(stores_dir)}"
 
 
 def no_graph(model: str, layer: int, neuron: int, build: str, stored_layers: Sequence[int] | None) -> str:

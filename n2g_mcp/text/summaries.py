@@ -21,7 +21,7 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
-from n2g_mcp.text.refusals import WEAK_COPY
+from n2g_mcp.text.refusals import WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
 
 
@@ -37,6 +37,8 @@ def list_models(out: ListModelsOutput) -> str:
                      f"{layers}; {shape}; {build}")
         lines += [f"  Warning: {c}" for c in info.corrupt]
     lines += [f"Unreadable file: {p}" for p in out.problems]
+    if not out.problems and not any(info.graphs or info.files for info in out.models):
+        lines.append(no_stores(out.stores_dir))
     return "\n".join(lines)
 
 
