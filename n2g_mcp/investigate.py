@@ -179,7 +179,7 @@ class Investigation:
         self.heading("5. Similar neurons")
         similar = await self.call("find_similar_neurons", required=False, layer=layer, neuron=neuron, threshold=0.5)
         self.say(_indent(_text(similar)))
-        pairs = await self.call("find_similar_neurons", required=False, layer=layer, threshold=0.9, limit=5)
+        pairs = await self.call("find_similar_neurons", required=False, layer=layer, limit=5)  # the paper's threshold
         self.say(_indent(_text(pairs)))
         if not similar.is_error:
             found = [r["id"] for r in similar.structured_content["results"]]

@@ -12,7 +12,9 @@ import time
 
 from n2g_mcp import text
 from n2g_mcp.limits import (
+    FOUND_NEURONS,
     HIT_TOKENS,
+    INDUCTION_NEURONS,
     MAX_ABLATE,
     MAX_COMPARE_TOKENS,
     MAX_EACH,
@@ -22,6 +24,8 @@ from n2g_mcp.limits import (
     MAX_STEER,
     MAX_STEER_PROMPT_TOKENS,
     MAX_STEER_SCALE,
+    NEW_TOKENS,
+    STEER_SCALE,
 )
 from n2g_mcp.outputs import (
     AblationOutput,
@@ -63,7 +67,7 @@ class ProbeQueries(Resolver):
         return ids, strings
 
     def find_neurons(self, model: str | None, value: str, token: str | None = None, position: int | None = None,
-                     layers: list[int] | None = None, limit: int = 20) -> FindNeuronsOutput:
+                     layers: list[int] | None = None, limit: int = FOUND_NEURONS) -> FindNeuronsOutput:
         """The neurons that fire most at one token of a text, over all requested layers."""
         model = self.model(model)
         self.check_text(value)
@@ -92,8 +96,8 @@ class ProbeQueries(Resolver):
         return FindNeuronsOutput(model=model, token=strings[at], position=at, tokens=len(ids), layers=layers,
                                  results=results)
 
-    def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = 50,
-                       sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH, seed: int = 0,
+    def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = INDUCTION_NEURONS,
+                       sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH, seed: int = PROBE_SEEDS[0],
                        runs: int = len(PROBE_SEEDS),
                        cancel: threading.Event | None = None) -> InductionOutput:
         """Neurons more active on the second copy of repeated random token sequences than on the
@@ -141,7 +145,7 @@ class ProbeQueries(Resolver):
         return sorted(set(pairs))
 
     def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
-               mode: AblationMode = "zero", control: bool = True, seed: int = 0,
+               mode: AblationMode = "zero", control: bool = True, seed: int = PROBE_SEEDS[0],
                each: bool = False) -> AblationOutput:
         """The model's next-token loss with neurons ablated, against a random control; with
         ``each``, every neuron's own effect (at most :data:`MAX_EACH` neurons)."""
@@ -167,8 +171,8 @@ class ProbeQueries(Resolver):
             control_neurons=[neuron_id(*p) for p in r.control_neurons], control_delta=r.control_delta,
             each=r.each, top_changes=r.top_changes)
 
-    def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = 1.0,
-              max_new_tokens: int = 24, progress: Progress | None = None,
+    def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = STEER_SCALE,
+              max_new_tokens: int = NEW_TOKENS, progress: Progress | None = None,
               cancel: threading.Event | None = None) -> SteerOutput:
         """Greedy continuations of a prompt, intact and with the neurons clamped to ``scale`` x
         their corpus max at every position (``builder.steer``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from n2g_mcp import text
-from n2g_mcp.limits import MAX_DOT_CHARS
+from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, SEARCH_PAGE
 from n2g_mcp.outputs import (
     ExampleView,
     GraphDescription,
@@ -28,9 +28,9 @@ from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.graph import Example
 from store.names import neuron_id, parse_neuron_id
-from store.render import render_summary, to_dot
+from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
-from store.similarity import Mode
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
 
 
 class StoreQueries(Resolver):
@@ -74,7 +74,7 @@ class StoreQueries(Resolver):
             warnings=view.corrupt_reports() + unresolved,
         )
 
-    def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
+    def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = EXAMPLES_PAGE,
                         cursor: str | None = None) -> TopActivationsOutput:
         model = self.model(model)
         self.check_range(model, layer, neuron)
@@ -115,7 +115,7 @@ class StoreQueries(Resolver):
 
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
-               repeated: bool = False, limit: int = 20, cursor: str | None = None) -> SearchOutput:
+               repeated: bool = False, limit: int = SEARCH_PAGE, cursor: str | None = None) -> SearchOutput:
         model = self.model(model)
         activating, context = list(activating), list(context)
         self.check_range(model, layer)
@@ -132,7 +132,7 @@ class StoreQueries(Resolver):
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
-                threshold: float = 0.9, mode: Mode = "similar", limit: int = 20) -> SimilarOutput:
+                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar", limit: int = SIMILAR_LIMIT) -> SimilarOutput:
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
@@ -159,7 +159,7 @@ class StoreQueries(Resolver):
                              compared=len(view), results=items, warnings=view.corrupt_reports() + partial,
                              partial=bool(partial))
 
-    def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = 150) -> RenderOutput:
+    def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = NODES_DRAWN) -> RenderOutput:
         model = self.model(model)
         graph, view = self.graph(model, layer, neuron)
         nodes = max_nodes
