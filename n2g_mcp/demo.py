@@ -1,6 +1,7 @@
-"""Scripted investigations through a real MCP client, as an agent would run them.
+"""The demo (``make demo``): scripted investigations through a real MCP client, as an agent
+would run them.
 
-It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
+Nothing in the package imports it: it is a client of the server, run as a program. It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
 MCP SDK's client, and prints a readable report. Two workflows:
 
 - ``induction`` (the default, ``make demo``): the ``find-induction-neurons`` prompt's steps. The
@@ -14,8 +15,8 @@ MCP SDK's client, and prints a readable report. Two workflows:
 - ``neuron``: one neuron end to end: in-context neurons found by search, a graph built (or
   fetched), a hypothesis tested against the real neuron, similar neurons, and a DOT drawing.
 
-    python -m n2g_mcp.investigate                                  # the induction investigation
-    python -m n2g_mcp.investigate --workflow neuron --layer 2 --neuron 17 --out out/
+    python -m n2g_mcp.demo                                  # the induction investigation
+    python -m n2g_mcp.demo --workflow neuron --layer 2 --neuron 17 --out out/
 
 Exit status: 0 when the investigation completed, 1 when a step it needs failed (the report says
 which and why).
@@ -330,7 +331,7 @@ async def investigate(stores: Path | None, layer: int, neuron: int | None, out_d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m n2g_mcp.investigate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m n2g_mcp.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--stores", type=Path, default=None,
                         help="stores directory (default: the server's, $N2G_STORES else the repository's stores/)")
     parser.add_argument("--workflow", choices=["induction", "neuron"], default="induction",
