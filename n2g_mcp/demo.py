@@ -37,6 +37,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
+from store.probes import PROBE_LENGTH, PROBE_SEQUENCES
+
 REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
                "granddaughter found the old lighthouse keeper")
 """A text whose last words repeat earlier ones: in-context neurons should fire at its end."""
@@ -297,7 +299,7 @@ class Investigation:
 
 async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,
                       out: Any = sys.stdout, command: list[str] | None = None, workflow: str = "neuron",
-                      sequences: int = 16, length: int = 40) -> int:
+                      sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> int:
     """Run an investigation against a server subprocess; returns the exit status.
 
     ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests;

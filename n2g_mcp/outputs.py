@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
 from store.graph import Example, NeuronGraph
 from store.metrics import Figures, Rounded
+from store.scanfile import NeuronStats
 from store.probes import FiringHit, InductionScore, MarkedWindow, NeuronEffect, PredictionChange, SetScores, TokenChange
 from store.sqlsearch import Hit
 from store.tokens import matched_first, repeated_tokens
@@ -221,7 +222,7 @@ class TopActivationsOutput(BaseModel):
     total: int = Field(description="stored examples of this neuron")
     source: str = Field(default="graph", description="'scan' (the model's whole-corpus scan: any neuron) "
                         "or 'graph' (the examples stored with its graph)")
-    stats: NeuronStatsView | None = Field(default=None, description="firing density and quantiles "
+    stats: NeuronStats | None = Field(default=None, description="firing density and quantiles "
                                           "(from the scan)")
     offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
@@ -249,15 +250,7 @@ class PredictOutput(BaseModel):
     firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
 
 
-# --------------------------------------------------------------------- the whole-model scan and probes
-class NeuronStatsView(BaseModel):
-    """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
-
-    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
-    density: Rounded = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
-    quantiles: dict[str, Rounded] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
-
-
+# --------------------------------------------------------------------- the whole-model probes
 class FindHit(FiringHit):
     """A neuron active at the chosen token."""
 
@@ -276,6 +269,8 @@ class FindNeuronsOutput(BaseModel):
 
 
 class InductionHit(InductionScore):
+    """A neuron's induction score, and whether a graph is stored for it."""
+
     has_graph: HasGraph
 
 
@@ -313,7 +308,7 @@ class AblationOutput(BaseModel):
     control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
     control_delta: Rounded | None = Field(description="the same delta for the control; null without control")
     each: list[NeuronEffect] = Field(default_factory=list, description="with each=true, every neuron "
-                                         "ablated alone, largest delta first")
+                                     "ablated alone, largest delta first")
     top_changes: list[TokenChange] = Field(description="tokens whose loss changed most")
 
 
@@ -331,7 +326,7 @@ class SteerOutput(BaseModel):
     first_difference: int | None = Field(description="index of the first generated token that differs; null "
                                          "where the continuations are the same")
     changes: list[PredictionChange] = Field(description="positions of the prompt and clean continuation "
-                                                "whose next-token prediction changed most, largest KL first")
+                                            "whose next-token prediction changed most, largest KL first")
 
 
 class HypothesisOutput(BaseModel):
@@ -347,4 +342,3 @@ class HypothesisOutput(BaseModel):
     false_negatives: list[MarkedWindow] = Field(description="firing tokens the pattern misses, strongest first")
 
 
-TopActivationsOutput.model_rebuild()  # its stats field names a model defined after it

@@ -16,7 +16,6 @@ from n2g_mcp.outputs import (
     GraphSummary,
     ListModelsOutput,
     ModelInfo,
-    NeuronStatsView,
     RenderOutput,
     SearchHit,
     SearchOutput,
@@ -98,7 +97,8 @@ class StoreQueries(Resolver):
     def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
                        offset: int) -> TopActivationsOutput:
         stats = scan.stats(layer, neuron)
-        scale = stats.max_activation if stats.max_activation > 0 else 1.0
+        top = float(scan.max_activation[layer, neuron])  # full precision: the examples are divided by it
+        scale = top if top > 0 else 1.0
         page = scan.top(layer, neuron, limit=limit, offset=offset)
         total = len(scan.top(layer, neuron))
         examples = [ExampleView.of(Example(tokens=w.tokens, pivot=w.pivot, activation=w.activation, split=None),
@@ -108,8 +108,7 @@ class StoreQueries(Resolver):
         return TopActivationsOutput(
             id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
             examples=examples, total=total, source="scan",
-            stats=NeuronStatsView(max_activation=stats.max_activation, density=stats.density,
-                                  quantiles=stats.quantiles),
+            stats=stats,
             offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
             warnings=self.warnings(model))
 

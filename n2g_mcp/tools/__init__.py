@@ -19,7 +19,8 @@ server: ``search_graphs(Queries(Path("stores")), activating=[" except"])``.
 """
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from mcp.server.mcpserver import MCPServer
@@ -59,26 +60,31 @@ TOOLS: tuple[Tool, ...] = (
 """Every tool, in the order clients list them."""
 
 
+@contextmanager
+def _raising(error: type[Exception]) -> Iterator[None]:
+    """Re-raise the library's errors (:class:`store.errors.N2GError`) as ``error``, same message."""
+    try:
+        yield
+    except N2GError as exc:
+        raise error(str(exc)) from exc
+
+
 def bind(function: Callable[..., Any], q: Queries,
          error: type[Exception] = ToolError) -> Callable[..., Any]:
     """``function`` as the server calls it: ``q`` passed as its first argument, the rest of its
-    signature (which the SDK reads for the input schema) kept, and the library's errors
-    (:class:`store.errors.N2GError`) raised as ``error``, whose message the agent reads."""
+    signature (which the SDK reads for the input schema) kept, and the library's errors raised
+    as ``error``, whose message the agent reads."""
     signature = inspect.signature(function, eval_str=True)
     parameters = list(signature.parameters.values())[1:]
 
     if inspect.iscoroutinefunction(function):
         async def call(**arguments: Any) -> Any:
-            try:
+            with _raising(error):
                 return await function(q, **arguments)
-            except N2GError as exc:
-                raise error(str(exc)) from exc
     else:
         def call(**arguments: Any) -> Any:
-            try:
+            with _raising(error):
                 return function(q, **arguments)
-            except N2GError as exc:
-                raise error(str(exc)) from exc
 
     call.__name__ = call.__qualname__ = function.__name__
     call.__module__, call.__doc__ = function.__module__, function.__doc__
