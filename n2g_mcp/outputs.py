@@ -20,8 +20,16 @@ from pydantic import BaseModel, Field
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
 from store.graph import Example, NeuronGraph
 from store.metrics import Figures, Rounded
+from store.probes import (
+    FiringHit,
+    InductionScore,
+    MarkedWindow,
+    NeuronEffect,
+    PredictionChange,
+    SetScores,
+    TokenChange,
+)
 from store.scanfile import NeuronStats
-from store.probes import FiringHit, InductionScore, MarkedWindow, NeuronEffect, PredictionChange, SetScores, TokenChange
 from store.sqlsearch import Hit
 from store.tokens import matched_first, repeated_tokens
 

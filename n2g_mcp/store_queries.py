@@ -131,7 +131,8 @@ class StoreQueries(Resolver):
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
-                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar", limit: int = SIMILAR_LIMIT) -> SimilarOutput:
+                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar",
+                limit: int = SIMILAR_LIMIT) -> SimilarOutput:
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)

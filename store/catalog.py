@@ -126,7 +126,8 @@ class StoreView:
         """Neurons whose token sets overlap the target's (``store.similarity``'s rule)."""
         return self._search.similar_to(self.model, target, threshold=threshold, mode=mode, limit=limit)
 
-    def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT, layer: int | None = None) -> list[Pair]:
+    def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
+                      layer: int | None = None) -> list[Pair]:
         """The most similar pairs of the model's graphs (``store.similarity``'s rule)."""
         return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer)
 
