@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 # The main job: a scripted agent investigation through a real MCP client over stdio, against
 # the embedded default model (fetched and converted on first use).
 demo: setup
-	$(BIN)/python -m n2g_mcp.investigate
+	$(BIN)/python -m n2g_mcp.demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,8 +1,11 @@
-"""How much one tool call may ask for and return: the caps the tools state and enforce.
+"""How much one tool call may ask for and return, and what it gets when it does not say.
 
 Clients reject results over about 25k tokens, and the live model runs one request at a time, so
 every input that scales work or output has a cap, named once here and quoted in the tools'
-descriptions.
+descriptions. The defaults below are the tools' and the query library's alike; those that belong
+to the store are named there: the similarity threshold and count (``store.similarity``
+``PAPER_THRESHOLD``, ``SIMILAR_LIMIT``), the nodes drawn (``store.render.NODES_DRAWN``) and the
+induction probe's size (``store.probes.PROBE_SEQUENCES``, ``PROBE_LENGTH``, ``PROBE_SEEDS``).
 """
 
 MAX_TEXT_CHARS = 20_000
@@ -37,3 +40,18 @@ MAX_STEER_SCALE = 20.0
 """Largest clamp steer_neurons takes, as a multiple of the neuron's corpus max (either sign)."""
 MAX_SEEDS = 8
 """Most seeds (sets of random sequences) find_induction_neurons merges."""
+
+
+# --------------------------------------------------------------------- defaults
+SEARCH_PAGE = 20
+"""Results per page of search_graphs."""
+EXAMPLES_PAGE = 10
+"""Examples per page of top_activations."""
+FOUND_NEURONS = 20
+"""Neurons find_neurons returns."""
+INDUCTION_NEURONS = 50
+"""Neurons find_induction_neurons returns."""
+STEER_SCALE = 2.0
+"""steer_neurons' clamp, as a multiple of each neuron's corpus max."""
+NEW_TOKENS = 24
+"""Tokens steer_neurons generates for each continuation."""

@@ -86,8 +86,7 @@ class LiveBackend(Protocol):
         ...
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[Neuron], text: str | None, mode: AblationMode,
-               control: bool, means: dict[int, np.ndarray] | None, seed: int = 0,
-               each: bool = False) -> Ablation:
+               control: bool, means: dict[int, np.ndarray] | None, seed: int, each: bool) -> Ablation:
         """The next-token loss with the neurons ablated, a random control, and with ``each`` every
         neuron's own effect."""
         ...

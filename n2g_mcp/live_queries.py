@@ -9,7 +9,7 @@ import threading
 
 from n2g_mcp import text
 from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS
-from n2g_mcp.outputs import Figures, GraphSummary, PredictOutput, TokenRow
+from n2g_mcp.outputs import GraphSummary, PredictOutput, TokenRow
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument, Cancelled, Unavailable
 from store.metrics import FIRING_THRESHOLD, score
@@ -40,7 +40,7 @@ class LiveQueries(Resolver):
         if not tokens:
             raise BadArgument(text.NO_TOKENS)
         predicted = graph.predict(tokens)
-        agreement = Figures.of(score(actual, predicted)) if actual is not None else None
+        agreement = score(actual, predicted) if actual is not None else None
         rows = [TokenRow(index=i, token=t, predicted=predicted[i], actual=None if actual is None else actual[i])
                 for i, t in enumerate(tokens)
                 if predicted[i] >= FIRING_THRESHOLD or (actual is not None and actual[i] >= FIRING_THRESHOLD)]

@@ -2,9 +2,12 @@
 
 Each model becomes its tool's ``outputSchema``; the tool also returns a short text summary
 (``n2g_mcp.text``). ``n2g_mcp.queries`` makes them, from store records through the ``of``
-constructors here; every float is rounded here, once (:data:`Rounded`). Neurons are always named
-``L{layer}/N{neuron}``; activations are normalised (raw activation / the neuron's largest
-activation in the corpus) unless a field says "raw".
+constructors here. The items of the probes' results are the probes' own records
+(``store.probes``), with what the server adds (whether a graph is stored); fidelity is
+``store.metrics.Figures``. Every float is rounded once, where its record is made
+(:data:`store.metrics.Rounded`). Neurons are always named ``L{layer}/N{neuron}``; activations are
+normalised (raw activation / the neuron's largest activation in the corpus) unless a field says
+"raw".
 """
 
 from __future__ import annotations
@@ -12,33 +15,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
 from store.graph import Example, NeuronGraph
-from store.metrics import Scores
-from store.probes import MarkedWindow
+from store.metrics import Figures, Rounded
+from store.probes import (
+    FiringHit,
+    InductionScore,
+    MarkedWindow,
+    NeuronEffect,
+    PredictionChange,
+    SetScores,
+    TokenChange,
+)
+from store.scanfile import NeuronStats
 from store.sqlsearch import Hit
 from store.tokens import matched_first, repeated_tokens
 
-DIGITS = 4
-"""Decimals every number of a result keeps: enough to read, few enough to keep results short."""
-Rounded = Annotated[float, AfterValidator(lambda value: round(value, DIGITS))]
-"""A float of a result, rounded here once (the queries pass full precision)."""
-
-
-class Figures(BaseModel):
-    """Agreement between predicted and real activations on firing tokens (normalised >= 0.5)."""
-
-    precision: Rounded | None = Field(description="of the tokens predicted to fire, the share that fire")
-    recall: Rounded | None = Field(description="of the tokens that fire, the share predicted to fire")
-    f1: Rounded | None = Field(description="harmonic mean of precision and recall")
-    correlation: Rounded | None = Field(description="Pearson correlation over all tokens")
-
-    @classmethod
-    def of(cls, scores: Scores) -> Figures:
-        return cls(precision=scores.precision, recall=scores.recall, f1=scores.f1,
-                   correlation=scores.correlation)
+HasGraph = Annotated[bool, Field(description="whether a graph is stored for it (get_graph reads it)")]
 
 
 # --------------------------------------------------------------------- list_models
@@ -95,8 +90,8 @@ class GraphSummary(BaseModel):
             activating_tokens=dict(list(graph.activating_tokens.items())[:TOKENS_SHOWN]),
             context_tokens=dict(list(graph.context_tokens.items())[:TOKENS_SHOWN]),
             activating_total=len(graph.activating_tokens), context_total=len(graph.context_tokens),
-            fidelity=None if fid is None else Figures.of(fid.n2g.top),
-            fidelity_with_negatives=None if fid is None else Figures.of(fid.n2g.random),
+            fidelity=None if fid is None else fid.n2g.top,
+            fidelity_with_negatives=None if fid is None else fid.n2g.random,
             built=built,
         )
 
@@ -235,7 +230,7 @@ class TopActivationsOutput(BaseModel):
     total: int = Field(description="stored examples of this neuron")
     source: str = Field(default="graph", description="'scan' (the model's whole-corpus scan: any neuron) "
                         "or 'graph' (the examples stored with its graph)")
-    stats: NeuronStatsView | None = Field(default=None, description="firing density and quantiles "
+    stats: NeuronStats | None = Field(default=None, description="firing density and quantiles "
                                           "(from the scan)")
     offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
@@ -263,24 +258,11 @@ class PredictOutput(BaseModel):
     firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
 
 
-# --------------------------------------------------------------------- the whole-model scan and probes
-class NeuronStatsView(BaseModel):
-    """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
-
-    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
-    density: Rounded = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
-    quantiles: dict[str, Rounded] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
-
-
-class FindHit(BaseModel):
+# --------------------------------------------------------------------- the whole-model probes
+class FindHit(FiringHit):
     """A neuron active at the chosen token."""
 
-    id: str
-    layer: int
-    neuron: int
-    activation: Rounded = Field(description="activation at the token / the neuron's corpus max")
-    raw_activation: Rounded
-    has_graph: bool = Field(description="whether a graph is stored for it (get_graph reads it)")
+    has_graph: HasGraph
     activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens")
     f1: Rounded | None = Field(default=None, description="its graph's F1 on held-out examples")
 
@@ -294,22 +276,10 @@ class FindNeuronsOutput(BaseModel):
     results: list[FindHit] = Field(description="most active first")
 
 
-class InductionHit(BaseModel):
-    id: str
-    layer: int
-    neuron: int
-    score: Rounded = Field(description="rise: mean activation on the second copy minus on the first, each "
-                           "token's as a share of the neuron's corpus max clipped to [0, 1] (how much of its "
-                           "firing range a repeat adds; no threshold)")
-    first: Rounded = Field(description="share of first-copy tokens at which it fires (>= 0.5 of its corpus max)")
-    second: Rounded = Field(description="share of second-copy tokens at which it fires")
-    firing_difference: Rounded = Field(default=0.0, description="second - first")
-    mean_first: Rounded = Field(default=0.0, description="mean activation on the first copy / its corpus max")
-    mean_second: Rounded = Field(default=0.0, description="mean activation on the second copy / its corpus max")
-    cohens_d: Rounded = Field(default=0.0, description="Cohen's d: mean activation on the second copy minus "
-                              "on the first, over their pooled standard deviation (large where the response "
-                              "stands out against the neuron's own spread, however small against its max)")
-    has_graph: bool
+class InductionHit(InductionScore):
+    """A neuron's induction score, and whether a graph is stored for it."""
+
+    has_graph: HasGraph
 
 
 class InductionOutput(BaseModel):
@@ -330,18 +300,6 @@ class InductionOutput(BaseModel):
     seconds: Rounded
 
 
-class TokenChangeView(BaseModel):
-    position: int
-    token: str = Field(description="the token whose prediction changed")
-    loss_clean: Rounded
-    loss_ablated: Rounded
-
-
-class NeuronEffectView(BaseModel):
-    id: str
-    delta: Rounded = Field(description="loss with this neuron alone ablated minus the clean loss")
-
-
 class AblationOutput(BaseModel):
     model: str
     neurons: list[str]
@@ -357,19 +315,9 @@ class AblationOutput(BaseModel):
     delta: Rounded = Field(description="loss_ablated - loss_clean")
     control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
     control_delta: Rounded | None = Field(description="the same delta for the control; null without control")
-    each: list[NeuronEffectView] = Field(default_factory=list, description="with each=true, every neuron "
-                                         "ablated alone, largest delta first")
-    top_changes: list[TokenChangeView] = Field(description="tokens whose loss changed most")
-
-
-class PredictionChangeView(BaseModel):
-    position: int = Field(description="index in the prompt + clean continuation tokens")
-    token: str = Field(description="the token there; the prediction is of the next one")
-    clean_next: str = Field(description="the intact model's most likely next token")
-    clean_prob: Rounded
-    steered_next: str = Field(description="the steered model's most likely next token")
-    steered_prob: Rounded
-    kl: Rounded = Field(description="KL divergence (nats) of the steered next-token distribution from the clean")
+    each: list[NeuronEffect] = Field(default_factory=list, description="with each=true, every neuron "
+                                     "ablated alone, largest delta first")
+    top_changes: list[TokenChange] = Field(description="tokens whose loss changed most")
 
 
 class SteerOutput(BaseModel):
@@ -385,29 +333,8 @@ class SteerOutput(BaseModel):
     steered_tokens: list[str]
     first_difference: int | None = Field(description="index of the first generated token that differs; null "
                                          "where the continuations are the same")
-    changes: list[PredictionChangeView] = Field(description="positions of the prompt and clean continuation "
-                                                "whose next-token prediction changed most, largest KL first")
-
-
-class HypothesisSetView(BaseModel):
-    set: str = Field(description="'top' (the neuron's top windows), 'random' (random corpus windows), "
-                     "'matches' (corpus windows where the pattern matches)")
-    windows: int
-    tokens: int
-    firing: int = Field(description="tokens that truly fire")
-    claimed: int = Field(description="tokens the pattern claims")
-    figures: Figures
-
-
-class MarkedView(BaseModel):
-    set: str
-    text: str = Field(description="the window with the token in [[ ]]")
-    token: str
-    activation: Rounded = Field(description="normalised activation at the marked token")
-
-    @classmethod
-    def of(cls, marked: MarkedWindow) -> MarkedView:
-        return cls(set=marked.set, text=marked.text, token=marked.token, activation=marked.activation)
+    changes: list[PredictionChange] = Field(description="positions of the prompt and clean continuation "
+                                            "whose next-token prediction changed most, largest KL first")
 
 
 class HypothesisOutput(BaseModel):
@@ -416,11 +343,10 @@ class HypothesisOutput(BaseModel):
     pattern: str
     kind: str
     overall: Figures = Field(description="the claim scored over all three sets together")
-    sets: list[HypothesisSetView]
+    sets: list[SetScores]
     corpus_windows_matched: int = Field(description="corpus windows where the pattern claims a token")
-    false_positives: list[MarkedView] = Field(description="claimed tokens where the neuron does not fire, "
+    false_positives: list[MarkedWindow] = Field(description="claimed tokens where the neuron does not fire, "
                                               "weakest first")
-    false_negatives: list[MarkedView] = Field(description="firing tokens the pattern misses, strongest first")
+    false_negatives: list[MarkedWindow] = Field(description="firing tokens the pattern misses, strongest first")
 
 
-TopActivationsOutput.model_rebuild()  # its stats field names a model defined after it

@@ -12,7 +12,9 @@ import time
 
 from n2g_mcp import text
 from n2g_mcp.limits import (
+    FOUND_NEURONS,
     HIT_TOKENS,
+    INDUCTION_NEURONS,
     MAX_ABLATE,
     MAX_COMPARE_TOKENS,
     MAX_EACH,
@@ -22,21 +24,17 @@ from n2g_mcp.limits import (
     MAX_STEER,
     MAX_STEER_PROMPT_TOKENS,
     MAX_STEER_SCALE,
+    NEW_TOKENS,
+    STEER_SCALE,
 )
 from n2g_mcp.outputs import (
     AblationOutput,
-    Figures,
     FindHit,
     FindNeuronsOutput,
     HypothesisOutput,
-    HypothesisSetView,
     InductionHit,
     InductionOutput,
-    MarkedView,
-    NeuronEffectView,
-    PredictionChangeView,
     SteerOutput,
-    TokenChangeView,
 )
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
@@ -69,7 +67,7 @@ class ProbeQueries(Resolver):
         return ids, strings
 
     def find_neurons(self, model: str | None, value: str, token: str | None = None, position: int | None = None,
-                     layers: list[int] | None = None, limit: int = 20) -> FindNeuronsOutput:
+                     layers: list[int] | None = None, limit: int = FOUND_NEURONS) -> FindNeuronsOutput:
         """The neurons that fire most at one token of a text, over all requested layers."""
         model = self.model(model)
         self.check_text(value)
@@ -92,16 +90,14 @@ class ProbeQueries(Resolver):
         results = []
         for h in self.live.neurons_at(spec, ids, at, layers, maxes, limit):
             stored = self.hit(model, h.layer, h.neuron)
-            results.append(FindHit(id=neuron_id(h.layer, h.neuron), layer=h.layer, neuron=h.neuron,
-                                   activation=h.normalized, raw_activation=h.activation,
-                                   has_graph=stored is not None,
+            results.append(FindHit(**dict(h), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
                                    f1=None if stored is None else stored.f1))
         return FindNeuronsOutput(model=model, token=strings[at], position=at, tokens=len(ids), layers=layers,
                                  results=results)
 
-    def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = 50,
-                       sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH, seed: int = 0,
+    def find_induction(self, model: str | None, layers: list[int] | None = None, limit: int = INDUCTION_NEURONS,
+                       sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH, seed: int = PROBE_SEEDS[0],
                        runs: int = len(PROBE_SEEDS),
                        cancel: threading.Event | None = None) -> InductionOutput:
         """Neurons more active on the second copy of repeated random token sequences than on the
@@ -118,11 +114,7 @@ class ProbeQueries(Resolver):
         started = time.perf_counter()
         probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
-        results = [InductionHit(id=neuron_id(r.layer, r.neuron), layer=r.layer, neuron=r.neuron,
-                                score=r.score, first=r.first, second=r.second,
-                                firing_difference=r.firing_difference, mean_first=r.mean_first,
-                                mean_second=r.mean_second, cohens_d=r.cohens_d,
-                                has_graph=self.hit(model, r.layer, r.neuron) is not None)
+        results = [InductionHit(**dict(r), has_graph=self.hit(model, r.layer, r.neuron) is not None)
                    for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
                                seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
@@ -153,7 +145,7 @@ class ProbeQueries(Resolver):
         return sorted(set(pairs))
 
     def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
-               mode: AblationMode = "zero", control: bool = True, seed: int = 0,
+               mode: AblationMode = "zero", control: bool = True, seed: int = PROBE_SEEDS[0],
                each: bool = False) -> AblationOutput:
         """The model's next-token loss with neurons ablated, against a random control; with
         ``each``, every neuron's own effect (at most :data:`MAX_EACH` neurons)."""
@@ -177,12 +169,10 @@ class ProbeQueries(Resolver):
             tokens_measured=r.tokens_measured, loss_clean=r.loss_clean, loss_first_copy=r.loss_first_copy,
             loss_ablated=r.loss_ablated, delta=r.delta,
             control_neurons=[neuron_id(*p) for p in r.control_neurons], control_delta=r.control_delta,
-            each=[NeuronEffectView(id=neuron_id(e.layer, e.neuron), delta=e.delta) for e in r.each],
-            top_changes=[TokenChangeView(position=c.position, token=c.token, loss_clean=c.loss_clean,
-                                         loss_ablated=c.loss_ablated) for c in r.top_changes])
+            each=r.each, top_changes=r.top_changes)
 
-    def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = 1.0,
-              max_new_tokens: int = 24, progress: Progress | None = None,
+    def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = STEER_SCALE,
+              max_new_tokens: int = NEW_TOKENS, progress: Progress | None = None,
               cancel: threading.Event | None = None) -> SteerOutput:
         """Greedy continuations of a prompt, intact and with the neurons clamped to ``scale`` x
         their corpus max at every position (``builder.probes.steer``)."""
@@ -210,10 +200,7 @@ class ProbeQueries(Resolver):
             model=model, neurons=[neuron_id(*p) for p in r.neurons], scale=scale, values=r.values,
             prompt_tokens=r.prompt_tokens, max_new_tokens=max_new_tokens, clean_text=r.clean_text,
             steered_text=r.steered_text, clean_tokens=r.clean_tokens, steered_tokens=r.steered_tokens,
-            first_difference=first,
-            changes=[PredictionChangeView(position=c.position, token=c.token, clean_next=c.clean_next,
-                                          clean_prob=c.clean_prob, steered_next=c.steered_next,
-                                          steered_prob=c.steered_prob, kl=c.kl) for c in r.changes])
+            first_difference=first, changes=r.changes)
 
     def hypothesis(self, model: str | None, layer: int, neuron: int, pattern: str,
                    kind: PatternKind = "regex") -> HypothesisOutput:
@@ -231,9 +218,6 @@ class ProbeQueries(Resolver):
         except BadArgument as exc:
             raise BadArgument(text.bad_pattern(str(exc))) from None
         return HypothesisOutput(
-            id=neuron_id(layer, neuron), model=model, pattern=pattern, kind=kind, overall=Figures.of(r.overall),
-            sets=[HypothesisSetView(set=s.set, windows=s.windows, tokens=s.scores.tokens, firing=s.scores.firing,
-                                    claimed=s.scores.predicted, figures=Figures.of(s.scores)) for s in r.sets],
-            corpus_windows_matched=r.corpus_windows_matched,
-            false_positives=[MarkedView.of(m) for m in r.false_positives],
-            false_negatives=[MarkedView.of(m) for m in r.false_negatives])
+            id=neuron_id(layer, neuron), model=model, pattern=pattern, kind=kind, overall=r.overall, sets=r.sets,
+            corpus_windows_matched=r.corpus_windows_matched, false_positives=r.false_positives,
+            false_negatives=r.false_negatives)

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from n2g_mcp import text
-from n2g_mcp.limits import MAX_DOT_CHARS
+from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, SEARCH_PAGE
 from n2g_mcp.outputs import (
     ExampleView,
     GraphDescription,
     GraphSummary,
     ListModelsOutput,
     ModelInfo,
-    NeuronStatsView,
     RenderOutput,
     SearchHit,
     SearchOutput,
@@ -28,9 +27,9 @@ from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.graph import Example
 from store.names import neuron_id, parse_neuron_id
-from store.render import render_summary, to_dot
+from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
-from store.similarity import Mode
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
 
 
 class StoreQueries(Resolver):
@@ -74,7 +73,7 @@ class StoreQueries(Resolver):
             warnings=view.corrupt_reports() + unresolved,
         )
 
-    def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = 10,
+    def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = EXAMPLES_PAGE,
                         cursor: str | None = None) -> TopActivationsOutput:
         model = self.model(model)
         self.check_range(model, layer, neuron)
@@ -98,7 +97,8 @@ class StoreQueries(Resolver):
     def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
                        offset: int) -> TopActivationsOutput:
         stats = scan.stats(layer, neuron)
-        scale = stats.max_activation if stats.max_activation > 0 else 1.0
+        top = float(scan.max_activation[layer, neuron])  # full precision: the examples are divided by it
+        scale = top if top > 0 else 1.0
         page = scan.top(layer, neuron, limit=limit, offset=offset)
         total = len(scan.top(layer, neuron))
         examples = [ExampleView.of(Example(tokens=w.tokens, pivot=w.pivot, activation=w.activation, split=None),
@@ -108,14 +108,13 @@ class StoreQueries(Resolver):
         return TopActivationsOutput(
             id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
             examples=examples, total=total, source="scan",
-            stats=NeuronStatsView(max_activation=stats.max_activation, density=stats.density,
-                                  quantiles=stats.quantiles),
+            stats=stats,
             offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
             warnings=self.warnings(model))
 
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                exact: bool = False, layer: int | None = None, min_f1: float | None = None,
-               repeated: bool = False, limit: int = 20, cursor: str | None = None) -> SearchOutput:
+               repeated: bool = False, limit: int = SEARCH_PAGE, cursor: str | None = None) -> SearchOutput:
         model = self.model(model)
         activating, context = list(activating), list(context)
         self.check_range(model, layer)
@@ -132,7 +131,8 @@ class StoreQueries(Resolver):
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
-                threshold: float = 0.9, mode: Mode = "similar", limit: int = 20) -> SimilarOutput:
+                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar",
+                limit: int = SIMILAR_LIMIT) -> SimilarOutput:
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
@@ -159,7 +159,7 @@ class StoreQueries(Resolver):
                              compared=len(view), results=items, warnings=view.corrupt_reports() + partial,
                              partial=bool(partial))
 
-    def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = 150) -> RenderOutput:
+    def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = NODES_DRAWN) -> RenderOutput:
         model = self.model(model)
         graph, view = self.graph(model, layer, neuron)
         nodes = max_nodes

@@ -32,9 +32,10 @@ from pydantic import ValidationError
 
 from store.errors import CorruptGraph
 from store.graph import NeuronGraph
+from store.jsonl import CORRUPT_SHOWN, corrupt_report
 from store.lines import Shape
 from store.names import file_safe, neuron_id
-from store.similarity import Match, Mode, Pair
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair
 from store.sqlindex import StoreIndex, merge_order
 from store.sqlsearch import Hit, IndexSearch
 
@@ -103,18 +104,12 @@ class StoreView:
         """Lines skipped, over all the model's files."""
         return len(self._search.corrupt(self.model))
 
-    def corrupt_reports(self, limit: int = 5) -> list[str]:
-        """One line per file with skipped lines, saying which and why."""
+    def corrupt_reports(self, limit: int = CORRUPT_SHOWN) -> list[str]:
+        """One line per file with skipped lines, saying which and why (``store.jsonl.corrupt_report``)."""
         by_file: dict[str, list[tuple[int, str]]] = {}
         for name, line, reason in self._search.corrupt(self.model):
             by_file.setdefault(name, []).append((line, reason))
-        reports = []
-        for name in sorted(by_file, key=merge_order):
-            skipped = by_file[name]
-            shown = ", ".join(f"line {line} ({reason})" for line, reason in skipped[:limit])
-            more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
-            reports.append(f"{len(skipped)} corrupt line(s) skipped in {name}: {shown}{more}")
-        return reports
+        return [corrupt_report(name, by_file[name], limit) for name in sorted(by_file, key=merge_order)]
 
     # ----------------------------------------------------------------- search and similarity
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *,
@@ -126,12 +121,13 @@ class StoreView:
         return self._search.search(self.model, activating, context, exact=exact, layer=layer, min_f1=min_f1,
                                    repeated=repeated, limit=limit, offset=offset, count=len(self), ranks=ranks)
 
-    def similar_to(self, target: NeuronGraph, *, threshold: float = 0.9, mode: Mode = "similar",
-                   limit: int = 20) -> list[Match]:
+    def similar_to(self, target: NeuronGraph, *, threshold: float = PAPER_THRESHOLD, mode: Mode = "similar",
+                   limit: int = SIMILAR_LIMIT) -> list[Match]:
         """Neurons whose token sets overlap the target's (``store.similarity``'s rule)."""
         return self._search.similar_to(self.model, target, threshold=threshold, mode=mode, limit=limit)
 
-    def similar_pairs(self, *, threshold: float = 0.9, limit: int = 20, layer: int | None = None) -> list[Pair]:
+    def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
+                      layer: int | None = None) -> list[Pair]:
         """The most similar pairs of the model's graphs (``store.similarity``'s rule)."""
         return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer)
 

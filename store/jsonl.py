@@ -35,7 +35,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,13 +233,26 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
     return store
 
 
-def describe_corrupt(store: Store, limit: int = 5) -> str:
+CORRUPT_SHOWN = 5
+"""Skipped lines a report names for one file; the rest are counted."""
+
+
+def corrupt_report(name: str, skipped: Sequence[tuple[int, str]], limit: int = CORRUPT_SHOWN) -> str:
+    """A one-line report of the lines skipped in file ``name``, as ``(line, reason)`` pairs.
+
+    >>> corrupt_report("m.jsonl", [(3, "not JSON"), (9, "torn")], limit=1)
+    '2 corrupt line(s) skipped in m.jsonl: line 3 (not JSON) and 1 more'
+    """
+    shown = ", ".join(f"line {line} ({reason})" for line, reason in skipped[:limit])
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"{len(skipped)} corrupt line(s) skipped in {name}: {shown}{more}"
+
+
+def describe_corrupt(store: Store, limit: int = CORRUPT_SHOWN) -> str:
     """A one-line report of skipped lines, or an empty string."""
     if not store.corrupt:
         return ""
-    shown = ", ".join(f"line {c.line} ({c.reason})" for c in store.corrupt[:limit])
-    more = f" and {len(store.corrupt) - limit} more" if len(store.corrupt) > limit else ""
-    return f"{len(store.corrupt)} corrupt line(s) skipped in {store.path.name}: {shown}{more}"
+    return corrupt_report(store.path.name, [(c.line, c.reason) for c in store.corrupt], limit)
 
 
 # --------------------------------------------------------------------------- writing

@@ -15,33 +15,53 @@ neuron fires gets F1 0. Counting undefined precision as 0 would give the paper's
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, FiniteFloat, field_serializer
+from pydantic import AfterValidator, BaseModel, Field, FiniteFloat, model_validator
 
 FIRING_THRESHOLD = 0.5
 """Normalised activation at which a token counts as firing (the paper's value)."""
-FIGURE_DECIMALS = 4
-"""Decimals a stored figure keeps: a ratio over at most a few thousand tokens needs no more, and
-full-precision floats were a twelfth of a compressed store line."""
+DECIMALS = 4
+"""Decimals every number of a result keeps, in a tool's answer and in a store line: enough to
+read, few enough to keep results short (full-precision floats were a twelfth of a compressed
+store line); a ratio over at most a few thousand tokens needs no more."""
 
 
-class Scores(BaseModel):
-    """Precision, recall and F1 on firing tokens, and correlation over all tokens."""
+def _rounded(value: float) -> float:
+    return round(value, DECIMALS)
 
-    precision: FiniteFloat | None = Field(description="of the tokens predicted to fire, the share that fire")
-    recall: FiniteFloat | None = Field(description="of the tokens that fire, the share predicted to fire")
-    f1: FiniteFloat | None = Field(description="harmonic mean of precision and recall")
-    correlation: FiniteFloat | None = Field(
-        default=None, description="Pearson correlation of predicted and true normalised activations"
-    )
+
+Rounded = Annotated[float, AfterValidator(_rounded)]
+"""A float of a result, rounded once, where the result is made (to :data:`DECIMALS`)."""
+_Figure = Annotated[FiniteFloat, AfterValidator(_rounded)] | None
+
+
+class Figures(BaseModel):
+    """Agreement between predicted and real activations on firing tokens (normalised >= 0.5)."""
+
+    precision: _Figure = Field(description="of the tokens predicted to fire, the share that fire")
+    recall: _Figure = Field(description="of the tokens that fire, the share predicted to fire")
+    f1: _Figure = Field(description="harmonic mean of precision and recall")
+    correlation: _Figure = Field(
+        description="Pearson correlation of predicted and true normalised activations, over all tokens")
+
+
+class Scores(Figures):
+    """The figures and the counts they come from: precision, recall and F1 on firing tokens, and
+    correlation over all tokens."""
+
     firing: int = Field(description="tokens that truly fire")
     predicted: int = Field(description="tokens predicted to fire")
     tokens: int = Field(description="tokens scored")
 
-    @field_serializer("precision", "recall", "f1", "correlation")
-    def _rounded(self, value: float | None) -> float | None:
-        return None if value is None else round(value, FIGURE_DECIMALS)
+    @model_validator(mode="before")
+    @classmethod
+    def _correlation_optional(cls, data: Any) -> Any:
+        """A stored line may leave out the correlation: it reads as undefined."""
+        if isinstance(data, dict) and "correlation" not in data:
+            data = {**data, "correlation": None}
+        return data
 
 
 def _ratio(num: int, den: int) -> float | None:

@@ -1,10 +1,21 @@
 """What the whole-model probes return: typed, torch-free results.
 
 The probes themselves run the model (``builder.probes.firing``, ``builder.probes.induction``,
-``builder.probes.ablate``, ``builder.probes.hypothesis``); their results are defined here, outside the
-builder, so that the server's interface to the live model (``n2g_mcp.live.LiveBackend``), the
-builder that implements it and the test doubles share one typed contract and the server never
-imports torch to read them.
+``builder.probes.ablate``, ``builder.probes.steer``, ``builder.probes.hypothesis``); their
+results are defined here, outside the builder, so that the server's interface to the live model
+(``n2g_mcp.live.LiveBackend``), the builder that implements it and the test doubles share one
+typed contract and the server never imports torch to read them.
+
+Two kinds of record:
+
+- the items a tool lists (a neuron's induction score, a token whose loss changed, a marked
+  window, ...) are pydantic models described for the agent: the tools return them as they are
+  (``n2g_mcp.outputs`` adds only what the server knows, such as whether a graph is stored), and
+  each float is rounded once, when the item is made (:data:`store.metrics.Rounded`), so a
+  producer ranks its items before it makes them;
+- the whole result of a probe (:class:`InductionProbe`, :class:`Ablation`, :class:`Steering`,
+  :class:`HypothesisResult`) is a dataclass at full precision, which the queries
+  (``n2g_mcp.probe_queries``) turn into a tool's result.
 
 Layer and neuron indices are plain ``int`` whatever the producer passed (numpy indices from an
 ``argsort`` included): they are used as SQL parameters and JSON values, where a numpy integer
@@ -14,9 +25,12 @@ silently matches nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from store.metrics import Scores
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from store.metrics import Figures, Rounded, Scores
+from store.names import neuron_id
 
 PatternKind = Literal["regex", "tokens"]
 """How test_hypothesis reads a pattern: a regular expression over the text, or ``|``-separated tokens."""
@@ -33,53 +47,114 @@ def _neurons(pairs: list[tuple[int, int]]) -> list[Neuron]:
     return [(int(layer), int(neuron)) for layer, neuron in pairs]
 
 
-@dataclass(frozen=True)
-class _Located:
-    """A result about one neuron; its indices are coerced to ``int``."""
+# --------------------------------------------------------------------- the items a tool lists
+class Item(BaseModel):
+    """An item of a probe's result, as a tool lists it."""
 
+    model_config = ConfigDict(frozen=True)
+
+
+class Located(Item):
+    """An item about one neuron; its id is written from its indices where the producer gives none."""
+
+    id: str = Field(description="neuron id, e.g. L3/N1024")
     layer: int
     neuron: int
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layer", int(self.layer))
-        object.__setattr__(self, "neuron", int(self.neuron))
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" not in data and "layer" in data and "neuron" in data:
+            data = {**data, "id": neuron_id(int(data["layer"]), int(data["neuron"]))}
+        return data
 
 
-@dataclass(frozen=True)
-class FiringHit(_Located):
+class FiringHit(Located):
     """A neuron active at the chosen token of a text (find_neurons)."""
 
-    activation: float
-    """Raw activation at the token."""
-    normalized: float
-    """Activation / the neuron's largest corpus activation."""
+    activation: Rounded = Field(description="activation at the token / the neuron's corpus max")
+    raw_activation: Rounded
 
 
-@dataclass(frozen=True)
-class InductionScore(_Located):
+class InductionScore(Located):
     """One neuron's behaviour on the repeated-sequence probe (``builder.probes.induction``)."""
 
-    score: float
-    """Rise: mean activation on the second copy minus on the first, each token's in units of the
-    neuron's corpus max, clipped to [0, 1] (``builder.probes.induction``)."""
-    first: float
-    """Share of first-copy tokens at which the neuron fires (>= 0.5 of its corpus max)."""
-    second: float
-    """Share of second-copy tokens at which the neuron fires."""
-    mean_first: float = 0.0
-    """Mean activation on the first copy / the neuron's corpus max."""
-    mean_second: float = 0.0
-    """Mean activation on the second copy / the neuron's corpus max."""
-    cohens_d: float = 0.0
-    """(mean activation on the second copy - on the first) / their pooled standard deviation."""
+    score: Rounded = Field(description="rise: mean activation on the second copy minus on the first, each "
+                           "token's as a share of the neuron's corpus max clipped to [0, 1] (how much of its "
+                           "firing range a repeat adds; no threshold)")
+    first: Rounded = Field(description="share of first-copy tokens at which it fires (>= 0.5 of its corpus max)")
+    second: Rounded = Field(description="share of second-copy tokens at which it fires")
+    firing_difference: Rounded = Field(default=0.0, description="second - first")
+    mean_first: Rounded = Field(default=0.0, description="mean activation on the first copy / its corpus max")
+    mean_second: Rounded = Field(default=0.0, description="mean activation on the second copy / its corpus max")
+    cohens_d: Rounded = Field(default=0.0, description="Cohen's d: mean activation on the second copy minus "
+                              "on the first, over their pooled standard deviation (large where the response "
+                              "stands out against the neuron's own spread, however small against its max)")
 
-    @property
-    def firing_difference(self) -> float:
-        """Firing rate on the second copy minus the rate on the first (the probe's score before
-        issue 14)."""
-        return self.second - self.first
+    @model_validator(mode="before")
+    @classmethod
+    def _difference(cls, data: Any) -> Any:
+        """The firing difference, from the rates before they are rounded."""
+        if isinstance(data, dict) and "firing_difference" not in data and "first" in data and "second" in data:
+            data = {**data, "firing_difference": data["second"] - data["first"]}
+        return data
 
 
+class TokenChange(Item):
+    """A token whose prediction changed most under an ablation."""
+
+    position: int
+    token: str = Field(description="the token whose prediction changed")
+    loss_clean: Rounded
+    loss_ablated: Rounded
+
+
+class NeuronEffect(Located):
+    """One neuron's own ablation effect, ablated alone."""
+
+    delta: Rounded = Field(description="loss with this neuron alone ablated minus the clean loss")
+
+
+class PredictionChange(Item):
+    """A position whose next-token prediction steering changed most (on the clean text)."""
+
+    position: int = Field(description="index in the prompt + clean continuation tokens")
+    token: str = Field(description="the token there; the prediction is of the next one")
+    clean_next: str = Field(description="the intact model's most likely next token")
+    clean_prob: Rounded
+    steered_next: str = Field(description="the steered model's most likely next token")
+    steered_prob: Rounded = Field(description="probability of steered_next under steering")
+    kl: Rounded = Field(description="KL divergence (nats) of the steered next-token distribution from the clean")
+
+
+class MarkedWindow(Item):
+    """A mistake of a claim: the token marked [[like this]] in its window."""
+
+    set: str
+    text: str = Field(description="the window with the token in [[ ]]")
+    token: str
+    activation: Rounded = Field(description="normalised activation at the marked token")
+
+
+class SetScores(Item):
+    """A claim scored on one set of windows."""
+
+    set: str = Field(description="'top' (the neuron's top windows), 'random' (random corpus windows), "
+                     "'matches' (corpus windows where the pattern matches)")
+    windows: int
+    tokens: int
+    firing: int = Field(description="tokens that truly fire")
+    claimed: int = Field(description="tokens the pattern claims")
+    figures: Figures
+
+    @classmethod
+    def of(cls, name: str, windows: int, scores: Scores) -> SetScores:
+        """The scores of a claim on ``windows`` windows of the set ``name``."""
+        return cls(set=name, windows=windows, tokens=scores.tokens, firing=scores.firing,
+                   claimed=scores.predicted, figures=scores)
+
+
+# --------------------------------------------------------------------- whole results
 @dataclass(frozen=True)
 class InductionProbe:
     """The probe's ranking and whether the model copies at its settings."""
@@ -93,24 +168,6 @@ class InductionProbe:
     seeds: list[int]
     tokens: int
     """Tokens per copy measured, over all seeds (each copy's first token excluded)."""
-
-
-@dataclass(frozen=True)
-class TokenChange:
-    """A token whose prediction changed most under an ablation."""
-
-    position: int
-    token: str
-    loss_clean: float
-    loss_ablated: float
-
-
-@dataclass(frozen=True)
-class NeuronEffect(_Located):
-    """One neuron's own ablation effect, ablated alone."""
-
-    delta: float
-    """Loss with this neuron alone ablated minus the clean loss (nats)."""
 
 
 @dataclass(frozen=True)
@@ -139,22 +196,6 @@ class Ablation:
 
 
 @dataclass(frozen=True)
-class PredictionChange:
-    """A position whose next-token prediction steering changed most (on the clean text)."""
-
-    position: int
-    token: str
-    """The token at the position (the prediction is of the token after it)."""
-    clean_next: str
-    clean_prob: float
-    steered_next: str
-    steered_prob: float
-    """Probability of ``steered_next`` under steering."""
-    kl: float
-    """KL divergence (nats) of the steered next-token distribution from the clean one."""
-
-
-@dataclass(frozen=True)
 class Steering:
     """Greedy continuations of a prompt, clean and with neurons clamped (``builder.probes.steer``)."""
 
@@ -174,30 +215,11 @@ class Steering:
 
 
 @dataclass(frozen=True)
-class MarkedWindow:
-    """A mistake of a claim: the token marked ``[[like this]]`` in its context."""
-
-    set: str
-    text: str
-    token: str
-    activation: float
-    """Normalised activation at the marked token."""
-    claimed: bool
-
-
-@dataclass(frozen=True)
-class SetScores:
-    """A claim scored on one set of windows."""
-
-    set: str
-    windows: int
-    scores: Scores
-
-
-@dataclass(frozen=True)
-class HypothesisResult(_Located):
+class HypothesisResult:
     """How well a pattern explains a neuron (test_hypothesis)."""
 
+    layer: int
+    neuron: int
     pattern: str
     kind: PatternKind
     max_activation: float
@@ -207,3 +229,7 @@ class HypothesisResult(_Located):
     """Corpus windows in which the pattern claims at least one token."""
     false_positives: list[MarkedWindow]
     false_negatives: list[MarkedWindow]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layer", int(self.layer))
+        object.__setattr__(self, "neuron", int(self.neuron))

@@ -39,6 +39,8 @@ DrawnNode = tuple[int, str]
 """A drawn node: (depth, token), depth 0 for activating tokens; a repeat node's token is
 ``REPEAT_KEY``."""
 
+NODES_DRAWN = 150
+"""Most nodes a drawing shows when not told (render_graph_dot's default); the strongest paths are kept."""
 REPEAT_LABEL = "↻ repeat"
 """What a repeat node shows."""
 
@@ -136,7 +138,7 @@ def _edges(path: _Path) -> set[tuple[DrawnNode, DrawnNode]]:
     return {(path.nodes[k + 1], path.nodes[k]) for k in range(len(path.nodes) - 1)}
 
 
-def layout(graph: NeuronGraph, max_nodes: int = 150) -> Drawing:
+def layout(graph: NeuronGraph, max_nodes: int = NODES_DRAWN) -> Drawing:
     """The nodes, edges and end nodes to draw, the strongest paths first up to ``max_nodes``.
 
     Raises:
@@ -194,7 +196,7 @@ def _node_attrs(node: DrawnNode, weight: float, end: bool) -> str:
     return ", ".join(attrs)
 
 
-def to_dot(graph: NeuronGraph, *, max_nodes: int = 150) -> str:
+def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN) -> str:
     """Graphviz DOT source for a neuron graph, drawn as in the paper.
 
     Args:
@@ -249,7 +251,7 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = 150) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_summary(graph: NeuronGraph, *, max_nodes: int = 150) -> dict[str, Any]:
+def render_summary(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN) -> dict[str, Any]:
     """Counts of what :func:`to_dot` draws for a graph, and of what it leaves out.
 
     Returns:

@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from store.errors import ScanFileError
+from store.metrics import Rounded
 from store.names import file_safe, neuron_id
 
 SCAN_FORMAT = "n2g-scan"
@@ -72,15 +74,16 @@ class TopWindow:
     """Raw activation at the pivot."""
 
 
-@dataclass(frozen=True)
-class NeuronStats:
-    """How a neuron behaves over the whole scanned corpus."""
+class NeuronStats(BaseModel):
+    """How a neuron behaves over the whole scanned corpus (from the model's scan file)."""
 
-    max_activation: float
-    density: float
-    """Share of corpus tokens at which the neuron fires (>= 0.5 x its max activation)."""
-    quantiles: dict[str, float]
-    """Raw activation quantiles, e.g. ``{"p50": ..., "p99": ...}``."""
+    # Rounded as top_activations shows them; arithmetic wants the scan's own arrays
+    # (ScanFile.max_activation).
+    model_config = ConfigDict(frozen=True)
+
+    max_activation: Rounded = Field(description="raw activation that normalises to 1.0")
+    density: Rounded = Field(description="share of corpus tokens at which it fires (normalised >= 0.5)")
+    quantiles: dict[str, Rounded] = Field(description="raw activation quantiles over corpus tokens, e.g. p99")
 
 
 def _json_bytes(value: Any) -> np.ndarray:

@@ -48,6 +48,13 @@ from store.names import neuron_id
 from store.tokens import TokenKeys, token_keys
 
 Mode = Literal["similar", "subset"]
+"""``"similar"``: both overlaps at least the threshold; ``"subset"``: the target's token sets contained
+in the other's (see :func:`similar_to`)."""
+PAPER_THRESHOLD = 0.9
+"""The least overlap of both token sets at which the paper calls two neurons similar (section 4.2):
+the default threshold of every similarity query, down to the tool's."""
+SIMILAR_LIMIT = 20
+"""How many matches or pairs a similarity query returns when not told."""
 
 # Thresholds times set sizes are compared as integers; this keeps 0.7 * 10 = 7.000000000000001
 # from demanding 8 shared tokens.
@@ -214,9 +221,9 @@ def similar_to(
     index: TokenIndex,
     target: NeuronGraph,
     *,
-    threshold: float = 0.9,
+    threshold: float = PAPER_THRESHOLD,
     mode: Mode = "similar",
-    limit: int = 20,
+    limit: int = SIMILAR_LIMIT,
 ) -> list[Match]:
     """Neurons in the index whose behaviour resembles the target's.
 
@@ -256,7 +263,7 @@ def similar_to(
 
 
 def candidate_pairs(
-    index: TokenIndex, *, threshold: float = 0.9, layer: int | None = None
+    index: TokenIndex, *, threshold: float = PAPER_THRESHOLD, layer: int | None = None
 ) -> Iterator[tuple[int, int]]:
     """The pairs of index positions ``(i, j)``, ``i < j``, whose overlaps :func:`similar_pairs` computes.
 
@@ -341,8 +348,8 @@ def pair_rows(
 def similar_pairs(
     index: TokenIndex,
     *,
-    threshold: float = 0.9,
-    limit: int = 20,
+    threshold: float = PAPER_THRESHOLD,
+    limit: int = SIMILAR_LIMIT,
     layer: int | None = None,
 ) -> list[Pair]:
     """Pairs of similar neurons in the index: both overlaps at least ``threshold``.

@@ -25,6 +25,8 @@ import orjson
 from store.graph import NeuronGraph
 from store.names import neuron_id
 from store.similarity import (
+    PAPER_THRESHOLD,
+    SIMILAR_LIMIT,
     Candidate,
     Match,
     Mode,
@@ -196,8 +198,8 @@ class IndexSearch:
         return len(hits), hits[offset:end]
 
     # ----------------------------------------------------------------- similar
-    def similar_to(self, model: str, target: NeuronGraph, *, threshold: float = 0.9,
-                   mode: Mode = "similar", limit: int = 20) -> list[Match]:
+    def similar_to(self, model: str, target: NeuronGraph, *, threshold: float = PAPER_THRESHOLD,
+                   mode: Mode = "similar", limit: int = SIMILAR_LIMIT) -> list[Match]:
         """Neurons whose token sets overlap the target's: candidates counted here, scored by
         ``store.similarity.rank_matches`` (the rule ``similarity.similar_to`` applies in memory)."""
         act, ctx = token_keys(target)
@@ -218,7 +220,7 @@ class IndexSearch:
         with self.index.lock:
             return token_sets(self.index.db, model)
 
-    def similar_pairs(self, model: str, *, threshold: float = 0.9, limit: int = 20,
+    def similar_pairs(self, model: str, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
                       layer: int | None = None) -> list[Pair]:
         """The most similar pairs (``store.similarity.similar_pairs``'s rule): read from the kept
         pairs at or above ``store.sqlindex.PAIR_FLOOR``, computed for lower thresholds."""

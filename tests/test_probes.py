@@ -145,7 +145,7 @@ def test_the_firing_neuron_at_a_token_is_found_across_layers():
     ids = model.encode("abc abd aaa abc")  # the last token repeats: INDUCT fires there
     maxes = {0: np.ones(6), 1: np.ones(6)}
     hits = neurons_at(model, ids, -1, [0, 1], maxes, limit=3)
-    assert (hits[0].layer, hits[0].neuron, hits[0].normalized) == (INDUCT_LAYER, INDUCT, 1.0)
+    assert (hits[0].layer, hits[0].neuron, hits[0].activation) == (INDUCT_LAYER, INDUCT, 1.0)
     even = neurons_at(model, model.encode("aaa abc"), 0, [0], maxes, limit=1)[0]  # " aaa" is word 0
     assert (even.layer, even.neuron) == (0, EVEN)
     with pytest.raises(BadArgument, match="outside"):

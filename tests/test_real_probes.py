@@ -40,7 +40,7 @@ def test_top_activations_of_a_deep_neuron_without_a_graph_match_the_model(querie
     hits = queries.live.neurons_at(queries.models.spec(MODEL), ids, best.pivot, [19],
                                    {19: scan.max_activation[19]}, limit=scan.d_mlp)
     again = next(h for h in hits if h.neuron == 5)
-    assert again.activation == pytest.approx(best.activation, rel=0.01)  # float16 in the file
+    assert again.raw_activation == pytest.approx(best.activation, rel=0.01)  # float16 in the file
 
 
 def test_find_neurons_reports_what_the_neuron_computes_at_the_token(queries: Queries):

@@ -20,7 +20,10 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from n2g_mcp.limits import MAX_DOT_CHARS, MAX_TEXT_CHARS
+from n2g_mcp.queries import Queries
 from n2g_mcp.server import create_server
+from n2g_mcp.tools import TOOLS
+from n2g_mcp.tools.stores import search_graphs
 from n2g_mcp.worker import ProgressSlot
 from store.jsonl import StoreWriter, read_store, write_store
 from store.models import ModelSpec
@@ -59,6 +62,19 @@ async def test_every_tool_is_listed_with_an_output_schema_and_read_only_hints(se
         assert tool.output_schema is not None, name
         assert tool.description, name
         assert tool.annotations.read_only_hint is (name != "build_graph"), name
+
+
+async def test_the_tools_are_listed_in_the_order_of_their_table(server):
+    async with Client(server) as client:
+        listed = [t.name for t in (await client.list_tools()).tools]
+    assert listed == [tool.function.__name__ for tool in TOOLS]
+
+
+def test_a_tool_is_a_plain_function_over_the_query_library(stores_dir, fake):
+    queries = Queries(stores_dir, fake, fake.served())
+    answer = search_graphs(queries, activating=[" except"])
+    assert [hit["id"] for hit in answer.structured_content["results"]] == ["L0/N2", "L0/N3"]
+    assert answer.content[0].text.startswith("2 graphs of test-model match")
 
 
 async def test_list_models_counts_graphs_layers_and_says_whether_it_can_build(server):

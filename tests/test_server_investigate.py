@@ -1,4 +1,4 @@
-"""The scripted investigation (``python -m n2g_mcp.investigate``) through a real stdio client."""
+"""The demo's scripted investigation (``python -m n2g_mcp.demo``) through a real stdio client."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from n2g_mcp.investigate import investigate
+from n2g_mcp.demo import investigate
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,7 @@ async def test_investigation_stops_with_a_clear_message_when_a_step_fails(stores
 
 @pytest.mark.model
 def test_investigation_runs_against_the_real_default_model(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "n2g_mcp.investigate", "--workflow", "neuron",
+    done = subprocess.run([sys.executable, "-m", "n2g_mcp.demo", "--workflow", "neuron",
                            "--stores", str(tmp_path / "stores"), "--layer", "0", "--neuron", "5",
                            "--out", str(tmp_path)],
                           env=dict(os.environ), capture_output=True, text=True, timeout=1500)

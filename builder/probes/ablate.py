@@ -113,9 +113,10 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         controls = control_neurons(model, neurons, seed)
         control_delta = loss_with(controls)[0] - clean
     effects = []
-    if each:
-        effects = sorted((NeuronEffect(layer, n, loss_with([(layer, n)])[0] - clean) for layer, n in neurons),
-                         key=lambda e: (-e.delta, e.layer, e.neuron))
+    if each:  # ranked at full precision, before the deltas are rounded
+        deltas = sorted(((loss_with([(layer, n)])[0] - clean, layer, n) for layer, n in neurons),
+                        key=lambda e: (-e[0], e[1], e[2]))
+        effects = [NeuronEffect(layer=layer, neuron=n, delta=delta) for delta, layer, n in deltas]
     change = np.where(measured, np.abs(ablated_flat - clean_flat), -np.inf)
     order = np.argsort(change, axis=None)[::-1][:top]
     changes = []

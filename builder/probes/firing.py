@@ -46,4 +46,5 @@ def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Se
         norm = np.where(base > 0, a / np.where(base > 0, base, 1), -np.inf)
         rows += [(float(norm[n]), layer, n, float(a[n])) for n in np.argsort(-norm)[:limit]]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
-    return [FiringHit(layer, n, act, norm) for norm, layer, n, act in rows[:limit]]
+    return [FiringHit(layer=layer, neuron=n, activation=norm, raw_activation=act)
+            for norm, layer, n, act in rows[:limit]]

@@ -156,18 +156,18 @@ def score_hypothesis(model: LoadedModel, layer: int, neuron: int, pattern: str, 
     fns: list[tuple[float, MarkedWindow]] = []
     for name, ids, traces in sets:
         claim = claimed[ids].astype(np.float64)  # (w, window)
-        results.append(SetScores(name, len(ids), score(traces.ravel(), claim.ravel())))
+        results.append(SetScores.of(name, len(ids), score(traces.ravel(), claim.ravel())))
         pooled_true.append(traces.ravel())
         pooled_claim.append(claim.ravel())
         for w, row in enumerate(ids):
             for p in range(windows.shape[1]):
                 act, is_claimed = float(traces[w, p]), bool(claim[w, p])
                 if is_claimed and act < FIRING_THRESHOLD:
-                    fps.append((act, MarkedWindow(name, _marked(model.vocab, windows[row], p),
-                                                  model.vocab[windows[row, p]], act, True)))
+                    fps.append((act, MarkedWindow(set=name, text=_marked(model.vocab, windows[row], p),
+                                                  token=model.vocab[windows[row, p]], activation=act)))
                 elif not is_claimed and act >= FIRING_THRESHOLD:
-                    fns.append((-act, MarkedWindow(name, _marked(model.vocab, windows[row], p),
-                                                   model.vocab[windows[row, p]], act, False)))
+                    fns.append((-act, MarkedWindow(set=name, text=_marked(model.vocab, windows[row], p),
+                                                   token=model.vocab[windows[row, p]], activation=act)))
     fps.sort(key=lambda x: x[0])
     fns.sort(key=lambda x: x[0])
     return HypothesisResult(

@@ -164,18 +164,19 @@ def induction_probe(model: LoadedModel, layers: Sequence[int], sequences: int = 
             first, second = moments[layer]
             first.add(a[:, first_at], FIRING_THRESHOLD)
             second.add(a[:, second_at], FIRING_THRESHOLD)
-    results = []
+    rows = []
     for layer in layers:
         first, second = moments[layer]
         score, d = rise(first, second), standardised_difference(first, second)
         rate_first, rate_second = first.firing / first.n, second.firing / second.n
         mean_first, mean_second = first.mean(), second.mean()
-        results += [InductionScore(layer, n, float(score[n]), float(rate_first[n]), float(rate_second[n]),
-                                   float(mean_first[n]), float(mean_second[n]), float(d[n]))
-                    for n in range(model.d_mlp)]
-    # Ties (neurons silent on both copies rise 0) fall back to d, then a fixed order, so a seed
-    # list gives one ranking.
-    results.sort(key=lambda r: (-r.score, -r.cohens_d, r.layer, r.neuron))
-    return InductionProbe(scores=results, loss_first=float(np.mean(losses_first)),
+        rows += [dict(layer=layer, neuron=n, score=float(score[n]), first=float(rate_first[n]),
+                      second=float(rate_second[n]), mean_first=float(mean_first[n]),
+                      mean_second=float(mean_second[n]), cohens_d=float(d[n]))
+                 for n in range(model.d_mlp)]
+    # Ranked at full precision, before the scores are rounded. Ties (neurons silent on both
+    # copies rise 0) fall back to d, then a fixed order, so a seed list gives one ranking.
+    rows.sort(key=lambda r: (-r["score"], -r["cohens_d"], r["layer"], r["neuron"]))
+    return InductionProbe(scores=[InductionScore(**r) for r in rows], loss_first=float(np.mean(losses_first)),
                           loss_second=float(np.mean(losses_second)), seeds=list(seeds),
                           tokens=sequences * (length - 1) * len(seeds))

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from n2g_mcp.outputs import (
-    Figures,
-)
+from store.metrics import Figures
 
 
 # --------------------------------------------------------------------- pieces

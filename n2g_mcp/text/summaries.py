@@ -23,6 +23,7 @@ from n2g_mcp.outputs import (
 from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
 from n2g_mcp.text.refusals import WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
+from store.similarity import PAPER_THRESHOLD
 
 
 # --------------------------------------------------------------------- list_models
@@ -135,7 +136,7 @@ def similar(out: SimilarOutput) -> str:
         verb = "contains" if out.mode == "subset" else "matches"
         head = f"Neurons of {out.model} whose behaviour {verb} {out.target}'s (both overlaps >= {out.threshold}):"
         none = (f"No neuron among {graphs} of {out.model} reaches overlap {out.threshold} with {out.target}; "
-                "lower threshold (the paper uses 0.9) or build more graphs.")
+                f"lower threshold (the paper uses {PAPER_THRESHOLD}) or build more graphs.")
     else:
         scope = f"layer {out.layer}" if out.layer is not None else "the store"
         head = f"Most similar pairs of neurons in {scope} of {out.model} (both overlaps >= {out.threshold}):"

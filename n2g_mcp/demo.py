@@ -1,6 +1,7 @@
-"""Scripted investigations through a real MCP client, as an agent would run them.
+"""The demo (``make demo``): scripted investigations through a real MCP client, as an agent
+would run them.
 
-It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
+Nothing in the package imports it: it is a client of the server, run as a program. It starts the server (``python -m n2g_mcp``) as a stdio subprocess, talks to it only through the
 MCP SDK's client, and prints a readable report. Two workflows:
 
 - ``induction`` (the default, ``make demo``): the ``find-induction-neurons`` prompt's steps. The
@@ -14,8 +15,8 @@ MCP SDK's client, and prints a readable report. Two workflows:
 - ``neuron``: one neuron end to end: in-context neurons found by search, a graph built (or
   fetched), a hypothesis tested against the real neuron, similar neurons, and a DOT drawing.
 
-    python -m n2g_mcp.investigate                                  # the induction investigation
-    python -m n2g_mcp.investigate --workflow neuron --layer 2 --neuron 17 --out out/
+    python -m n2g_mcp.demo                                  # the induction investigation
+    python -m n2g_mcp.demo --workflow neuron --layer 2 --neuron 17 --out out/
 
 Exit status: 0 when the investigation completed, 1 when a step it needs failed (the report says
 which and why).
@@ -35,6 +36,8 @@ import anyio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
+
+from store.probes import PROBE_LENGTH, PROBE_SEQUENCES
 
 REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
                "granddaughter found the old lighthouse keeper")
@@ -179,7 +182,7 @@ class Investigation:
         self.heading("5. Similar neurons")
         similar = await self.call("find_similar_neurons", required=False, layer=layer, neuron=neuron, threshold=0.5)
         self.say(_indent(_text(similar)))
-        pairs = await self.call("find_similar_neurons", required=False, layer=layer, threshold=0.9, limit=5)
+        pairs = await self.call("find_similar_neurons", required=False, layer=layer, limit=5)  # the paper's threshold
         self.say(_indent(_text(pairs)))
         if not similar.is_error:
             found = [r["id"] for r in similar.structured_content["results"]]
@@ -296,7 +299,7 @@ class Investigation:
 
 async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,
                       out: Any = sys.stdout, command: list[str] | None = None, workflow: str = "neuron",
-                      sequences: int = 16, length: int = 40) -> int:
+                      sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH) -> int:
     """Run an investigation against a server subprocess; returns the exit status.
 
     ``command`` replaces the server command (``python -m n2g_mcp [--stores DIR]``), for tests;
@@ -330,7 +333,7 @@ async def investigate(stores: Path | None, layer: int, neuron: int | None, out_d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m n2g_mcp.investigate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m n2g_mcp.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--stores", type=Path, default=None,
                         help="stores directory (default: the server's, $N2G_STORES else the repository's stores/)")
     parser.add_argument("--workflow", choices=["induction", "neuron"], default="induction",

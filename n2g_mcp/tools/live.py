@@ -1,0 +1,69 @@
+"""The tools that run the live model on one neuron: predict_activations, build_graph.
+
+Both are slow (a first call loads the model), so they run the query (``n2g_mcp.live_queries``)
+in a worker thread with progress and cancellation (``n2g_mcp.worker``), after the checks that
+need no model. The first argument is the query library, which the server fills in
+(``n2g_mcp.tools``).
+"""
+
+import threading
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+from pydantic import Field, Strict
+
+from n2g_mcp import text as wording
+from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS
+from n2g_mcp.outputs import GraphSummary, PredictOutput
+from n2g_mcp.params import Flag, Layer, ModelName, Neuron
+from n2g_mcp.queries import Queries
+from n2g_mcp.tools.common import describe, result
+from n2g_mcp.worker import run_in_worker
+
+
+@describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}")
+async def predict_activations(
+    q: Queries, layer: Layer, neuron: Neuron,
+    text: Annotated[Annotated[str, Strict()], Field(
+        description=f"The text to run, up to {MAX_TEXT_CHARS} characters (and up to "
+        f"{MAX_COMPARE_TOKENS} tokens with compare=true).")],
+    ctx: Context,
+    model: ModelName = None,
+    compare: Annotated[Flag, Field(
+        description="Also run the real neuron on the text and report how well the graph agrees "
+        "(needs the model; slower).")] = False,
+) -> Annotated[CallToolResult, PredictOutput]:
+    """Predict a neuron's activation on each token of a text from its graph, and with
+    compare=true also measure the real neuron and the agreement (precision, recall, F1 on
+    firing tokens, correlation). compare=true takes at most {max_tokens} tokens;
+    split longer texts. Test a hypothesis by writing texts that should and should not make
+    the neuron fire, one call each."""
+    name = q.model(model)
+    q.graph(name, layer, neuron)  # fail fast, before any thread or model
+    q.check_text(text)
+
+    def work(progress: Any, cancel: threading.Event) -> PredictOutput:
+        return q.predict(name, layer, neuron, text, compare)
+
+    first = wording.RUNNING_NEURON if compare else wording.TOKENISING
+    out = await run_in_worker(ctx, work, first)
+    return result(wording.predict(out, max_rows=MAX_FIRING_ROWS), out)
+
+
+async def build_graph(
+    q: Queries, layer: Layer, neuron: Neuron, ctx: Context, model: ModelName = None,
+    rebuild: Annotated[Flag, Field(description="Build again even if the store has this neuron.")] = False,
+) -> Annotated[CallToolResult, GraphSummary]:
+    """Build a neuron's graph with the live model and add it to the store (returns the stored
+    graph if there is one, unless rebuild=true). Slow: seconds to minutes, more the first
+    time (the model loads and the corpus is scanned for the layer); reports progress and can be
+    cancelled."""
+    name = q.model(model)
+    q.check_range(name, layer, neuron)
+
+    def work(progress: Any, cancel: threading.Event) -> GraphSummary:
+        return q.build(name, layer, neuron, rebuild, progress=progress, cancel=cancel)
+
+    out = await run_in_worker(ctx, work, wording.building(layer, neuron))
+    return result(wording.build(out), out)

@@ -1,0 +1,153 @@
+"""The tools that read the stores: list_models, search_graphs, get_graph, top_activations,
+find_similar_neurons, render_graph_dot, and the ``graph://`` resource.
+
+Each is a typed signature over one query of the library (``n2g_mcp.store_queries``); none runs a
+model. The first argument is the query library, which the server fills in (``n2g_mcp.tools``).
+"""
+
+import base64
+from typing import Annotated, Literal
+
+from mcp_types import CallToolResult, ContentBlock, EmbeddedResource, ImageContent, TextResourceContents
+from pydantic import Field, Strict
+
+from n2g_mcp import text as wording
+from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_LIMIT, MAX_NODES, SEARCH_PAGE
+from n2g_mcp.outputs import (
+    GraphDescription,
+    ListModelsOutput,
+    RenderOutput,
+    SearchOutput,
+    SimilarOutput,
+    TopActivationsOutput,
+)
+from n2g_mcp.params import Count, Cursor, Flag, Layer, ModelName, Neuron, Tokens
+from n2g_mcp.queries import Queries
+from n2g_mcp.tools.common import result
+from store.names import parse_neuron_id
+from store.render import NODES_DRAWN, GraphvizMissing, draw
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
+
+
+def list_models(q: Queries) -> Annotated[CallToolResult, ListModelsOutput]:
+    """List the models with stored neuron graphs: graph counts, layers, corrupt lines skipped,
+    the model's shape, and whether graphs can be built here. Call this first."""
+    out = q.list_models()
+    return result(wording.list_models(out), out)
+
+
+def search_graphs(
+    q: Queries,
+    activating: Annotated[Tokens, Field(
+        max_length=20, description="Tokens the neuron must fire on, all of them, e.g. [' except'] (one "
+        "token may be given as a string). Case- and space-insensitive unless exact=true.")] = [],  # noqa: B006
+    context: Annotated[Tokens, Field(
+        max_length=20, description="Tokens that must appear in the neuron's context (earlier tokens "
+        "that make it fire), all of them.")] = [],  # noqa: B006 - pydantic copies defaults
+    model: ModelName = None,
+    layer: Annotated[Count | None, Field(ge=0, description="Only neurons of this layer.")] = None,
+    min_f1: Annotated[Annotated[float, Strict()] | None, Field(
+        ge=0, le=1, description="Only graphs whose F1 on held-out examples is at least this.")] = None,
+    repeated: Annotated[Flag, Field(
+        description="Only graphs where some token is both activating and context: the paper's "
+        "search for in-context (induction-like) neurons.")] = False,
+    exact: Annotated[Flag, Field(description="Match token spellings exactly (case and spaces).")] = False,
+    limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Results per page.")] = SEARCH_PAGE,
+    cursor: Cursor = None,
+) -> Annotated[CallToolResult, SearchOutput]:
+    """Find neurons by behaviour: graphs that hold all the given activating tokens and all the
+    given context tokens. With activating tokens, the graphs they explain most come first (the
+    tokens' activation relative to the graph's strongest: `explained`), then best F1; each hit
+    lists the matched tokens first. Otherwise best F1 first; with no tokens, lists graphs
+    (filtered by layer, min_f1, repeated). Pages with cursor. Tokens usually carry their
+    leading space (' the')."""
+    out = q.search(activating, context, model=model, exact=exact, layer=layer, min_f1=min_f1,
+                   repeated=repeated, limit=limit, cursor=cursor)
+    return result(wording.search(out, activating=activating, context=context, repeated=repeated,
+                                 layer=layer, min_f1=min_f1), out)
+
+
+def get_graph(q: Queries, layer: Layer, neuron: Neuron,
+              model: ModelName = None) -> Annotated[CallToolResult, GraphDescription]:
+    """Describe one neuron's stored graph: activating tokens with activations, context tokens
+    with importances, fidelity (and the paper's baselines), and pruned examples showing the
+    least context that fires it."""
+    out = q.get_graph(model, layer, neuron)
+    return result(wording.get_graph(out), out)
+
+
+def top_activations(
+    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None,
+    limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Examples per page.")] = EXAMPLES_PAGE,
+    cursor: Cursor = None,
+) -> Annotated[CallToolResult, TopActivationsOutput]:
+    """The corpus windows a neuron fires most on, strongest first, with the activating token
+    marked [[like this]]: for any neuron of any layer from the model's whole-corpus scan, with
+    its firing density and activation quantiles (source 'scan'); where no scan is served, from
+    its stored graph, marking whether each window built the graph (train) or scored it (test)."""
+    out = q.top_activations(model, layer, neuron, limit, cursor)
+    return result(wording.top_activations(out), out)
+
+
+def find_similar_neurons(
+    q: Queries,
+    layer: Annotated[Count | None, Field(ge=0, description="Target neuron's layer; with no neuron, "
+                                         "limits the pair listing to this layer.")] = None,
+    neuron: Annotated[Count | None, Field(ge=0, description="Target neuron; omit to list the most "
+                                          "similar pairs in the store.")] = None,
+    model: ModelName = None,
+    threshold: Annotated[Annotated[float, Strict()], Field(
+        ge=0, le=1, description="Least overlap of both the activating and the context token sets "
+        f"(the paper uses {PAPER_THRESHOLD}).")] = PAPER_THRESHOLD,
+    mode: Annotated[Mode, Field(
+        description="'similar': overlap >= threshold both ways; 'subset': the target's tokens are "
+        "contained in the other neuron's (it does what the target does, maybe more).")] = "similar",
+    limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Most results.")] = SIMILAR_LIMIT,
+) -> Annotated[CallToolResult, SimilarOutput]:
+    """Find neurons that behave alike: overlap of their activating and context token sets.
+    With layer and neuron, the neurons most like that one; without, the most similar pairs
+    (duplicates) in the store or in one layer. Uses the search index, not all pairs."""
+    out = q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit)
+    return result(wording.similar(out), out)
+
+
+def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
+    """The drawing as MCP content (PNG as an image, SVG as an embedded resource), and a note."""
+    try:
+        picture = draw(out.dot, fmt)
+    except GraphvizMissing:
+        return [], wording.graphviz_missing(fmt)
+    except RuntimeError as exc:
+        return [], wording.graphviz_failed(fmt, str(exc))
+    out.image = fmt
+    if fmt == "png":
+        block: ContentBlock = ImageContent(type="image", data=base64.b64encode(picture).decode(),
+                                           mime_type="image/png")
+    else:
+        layer, neuron = parse_neuron_id(out.id)
+        uri = f"graph://{out.model}/{layer}/{neuron}/svg"
+        block = EmbeddedResource(type="resource", resource=TextResourceContents(
+            uri=uri, mime_type="image/svg+xml", text=picture.decode()))
+    return [block], wording.image_attached(fmt)
+
+
+def render_graph_dot(
+    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None,
+    max_nodes: Annotated[Count, Field(ge=1, le=MAX_NODES, description="Most nodes to draw; the "
+                                      "strongest paths are kept.")] = NODES_DRAWN,
+    image: Annotated[Literal["none", "png", "svg"], Field(
+        description="Also attach the drawing: 'png' as an image, 'svg' as an image/svg+xml resource "
+        "(needs Graphviz on the server).")] = "none",
+) -> Annotated[CallToolResult, RenderOutput]:
+    """Draw a neuron's graph as Graphviz DOT, as in the paper: activating tokens red, context
+    tokens blue (darker = stronger), edges from context to the activating token, bold where
+    a path ends. Render the text with `dot -Tsvg`, or pass image='png' to get a picture."""
+    out = q.render(model, layer, neuron, max_nodes)
+    blocks, note = _drawing(out, image) if image != "none" else ([], None)
+    summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)
+    return result(summary, out, blocks)
+
+
+def graph_resource(q: Queries, model: str, layer: int, neuron: int) -> str:
+    """A neuron's graph described as get_graph does, e.g. graph://smollm2-135m/3/1024"""
+    return q.get_graph(model, layer, neuron).model_dump_json(indent=1)
