@@ -90,8 +90,10 @@ class ProbeQueries(Resolver):
             at %= len(ids)
         maxes = {layer: scan.max_activation[layer] for layer in layers}
         results = []
-        for h in self.live.neurons_at(spec, ids, at, layers, maxes, limit):
-            stored = self.hit(model, h.layer, h.neuron)
+        found = self.live.neurons_at(spec, ids, at, layers, maxes, limit)
+        graphs = self.hits(model, [(h.layer, h.neuron) for h in found])
+        for h in found:
+            stored = graphs.get((h.layer, h.neuron))
             results.append(FindHit(id=neuron_id(h.layer, h.neuron), layer=h.layer, neuron=h.neuron,
                                    activation=h.normalized, raw_activation=h.activation,
                                    has_graph=stored is not None,
@@ -118,11 +120,12 @@ class ProbeQueries(Resolver):
         started = time.perf_counter()
         probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
+        graphs = self.hits(model, [(r.layer, r.neuron) for r in probe.scores[:limit]])
         results = [InductionHit(id=neuron_id(r.layer, r.neuron), layer=r.layer, neuron=r.neuron,
                                 score=r.score, first=r.first, second=r.second,
                                 firing_difference=r.firing_difference, mean_first=r.mean_first,
                                 mean_second=r.mean_second, cohens_d=r.cohens_d,
-                                has_graph=self.hit(model, r.layer, r.neuron) is not None)
+                                has_graph=(r.layer, r.neuron) in graphs)
                    for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
                                seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
