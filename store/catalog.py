@@ -91,7 +91,7 @@ class StoreView:
             hit = self._search.hit(self.model, layer, neuron)
             if hit is not None:
                 found[(layer, neuron)] = hit
-        missing = {(int(l), int(n)) for l, n in neurons} - set(found)
+        missing = {(int(layer), int(neuron)) for layer, neuron in neurons} - set(found)
         if missing and self.indexing:
             for key, (line, _) in self._catalog.unindexed(self.model, missing).items():
                 try:

@@ -174,8 +174,9 @@ class FileIndexer:
             lines = _Lines(path, max(start, 0), state)
         with ThreadPoolExecutor(1, thread_name_prefix="n2g-index-zlib") as pool:
             # Hashing the file and compressing blocks release the interpreter's lock: they run
-            # beside the parsing, on another core where there is one.
-            digest = pool.submit(file_digest, path)
+            # beside the parsing, on another core where there is one. (A slice that may stop
+            # in the file hashes it only once it reaches the end.)
+            digest = pool.submit(file_digest, path) if deadline is None else None
             batch = _Batch(db, file_id, model, pool if compressed else None)
             for offset, line, whole in lines:
                 if compressed and offset < start:
@@ -209,7 +210,7 @@ class FileIndexer:
                 if batch.lines >= BATCH:
                     batch.write()
             batch.write(last=True)
-            stored_digest = digest.result() if done else None
+            stored_digest = None if not done else digest.result() if digest is not None else file_digest(path)
         if done:
             corrupt += [(file_id, number + 1, reason) for reason in lines.damage]
         db.executemany("INSERT INTO corrupt(file, line, reason) VALUES (?,?,?)", corrupt)
