@@ -276,9 +276,7 @@ class StoreIndex(FileIndexer):
                 worker = self._worker = threading.Thread(target=self._work, args=(current,), daemon=True,
                                                          name="n2g-index")
                 worker.start()
-        self._first_slice.wait()
-        with self._lock:
-            self.generation += 1  # slices landed meanwhile: what was cached is stale
+        self._first_slice.wait()  # the worker counts a generation for each slice that lands
         return True
 
     def _todo(self, db: sqlite3.Connection, current: dict[str, FileState]) -> tuple[dict[str, str | None], set[str]]:
