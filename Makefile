@@ -9,6 +9,9 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 .PHONY: setup demo test test-quick bench bench-store
 
 setup: $(VENV)/.installed
+	# The search index of the shipped stores, made here so that the server's first calls find it
+	# (about 10 s once; later runs only compare the files, and a changed store is indexed again).
+	$(BIN)/n2g index --stores stores
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

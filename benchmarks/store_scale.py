@@ -1,6 +1,7 @@
 """The server at 100k graphs: cold start, search and similarity latency, peak memory.
 
     python benchmarks/store_scale.py [--graphs 100000] [--queries 300] [--workdir DIR]
+    python benchmarks/store_scale.py --first-call --stores DIR [--model smollm2-135m]
 
 1. Synthesises a store of ``--graphs`` graphs from the shipped ``stores/smollm2-135m.jsonl.gz``
    (3,264 graphs), once, into ``$N2G_CACHE/bench/store-<N>/`` as plain JSON lines, the format a
@@ -32,6 +33,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -159,34 +161,74 @@ async def cold_start(stores: Path, model: str, answer: dict | None = None) -> tu
 
 
 async def first_calls(stores: Path, model: str) -> dict[str, object]:
-    """Cold starts only: a never-seen store (no index), then with the index the first one made."""
+    """First calls of a server over a never-seen stores directory (no index), then over the same
+    directory after ``n2g index`` (what ``make setup`` runs) made its index (issue 27).
+
+    The never-seen server is asked, in order: ``search_graphs(layer=17, limit=1)`` (its total must
+    be the layer's every graph, not partial), ``get_graph`` of the store's last graph, 40 token
+    searches (the index's background work may still run: the similar pairs), all similar pairs,
+    then the same searches again.
+    """
     for leftover in stores.glob(".n2g-index.sqlite*"):
         leftover.unlink()
-    args = {"activating": [" the"], "model": model, "limit": 5}
+    searches = [s | {"model": model, "limit": 5} for s in queries(store_path(stores, model), 80)[0] if "activating" in s]
+    last = last_graph(store_path(stores, model))
     start = time.perf_counter()
     async with Client(server_params(stores)) as client:
-        first = (await client.call_tool("search_graphs", args)).structured_content or {}
+        first = (await client.call_tool("search_graphs", {"model": model, "layer": 17, "limit": 1})).structured_content
         wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid())
-        done = first
-        while done.get("partial"):  # the server goes on indexing in the background
-            await anyio.sleep(1.0)
-            done = (await client.call_tool("search_graphs", args)).structured_content or {}
-        complete = time.perf_counter() - start
+        t = time.perf_counter()
+        graph = await client.call_tool("get_graph", {"model": model, "layer": last[0], "neuron": last[1]})
+        get_ms = (time.perf_counter() - t) * 1000
+        during, _ = await timed_calls(client, server_pid(), [("search_graphs", s) for s in searches])
+        t = time.perf_counter()
+        await client.call_tool("find_similar_neurons", {"model": model, "threshold": 0.9})
+        pairs_s, pairs_at = time.perf_counter() - t, time.perf_counter() - start
+        after, _ = await timed_calls(client, server_pid(), [("search_graphs", s) for s in searches])
+    t = time.perf_counter()
+    made = subprocess.run([sys.executable, "-m", "n2g_mcp.cli", "index", "--stores", str(stores)],
+                          capture_output=True, text=True, env=dict(os.environ))
+    index_s = time.perf_counter() - t if made.returncode == 0 else "no n2g index here"
+    print(made.stdout.strip() or made.stderr.strip(), file=sys.stderr)
     warm = [await cold_start(stores, model) for _ in range(3)]
     return {
-        "never-seen store: process start to first search answered (wall / server CPU), s": (wall, cpu),
-        "  that answer: partial, graphs searched": f"{first.get('partial')}, {first.get('searched')}",
-        "  process start to an answer over every graph (same server, polled each second), s": complete,
-        "cold start with the index (wall / server CPU), s, median of 3":
+        "never-seen store: process start to first search_graphs(layer=17) answered (wall / server CPU), s":
+            (wall, cpu),
+        "  that answer: total, partial": f"{first.get('total')}, {first.get('partial')}",
+        f"  then get_graph of the last graph (L{last[0]}/N{last[1]}), ms":
+            f"{get_ms:.0f} ({'error' if graph.is_error else 'answered'})",
+        f"  then {len(searches)} token searches, wall p50 / p95, ms": (percentile(during, 0.5), percentile(during, 0.95)),
+        "  then all similar pairs: the call, s / answered after process start, s": (pairs_s, pairs_at),
+        "  then the same searches, indexed, wall p50 / p95, ms": (percentile(after, 0.5), percentile(after, 0.95)),
+        "n2g index (what make setup runs) over the indexed folder, s": index_s,
+        "with the index made: process start to first search answered (wall / server CPU), s, median of 3":
             (statistics.median(w for w, _ in warm), statistics.median(c for _, c in warm)),
         "load average while measuring": os.getloadavg()[0],
     }
 
 
+def store_path(stores: Path, model: str) -> Path:
+    """The model's store in a directory (plain or compressed)."""
+    for name in (f"{model}.jsonl", f"{model}.jsonl.gz"):
+        if (stores / name).is_file():
+            return stores / name
+    raise FileNotFoundError(f"no store of {model} in {stores}")
+
+
+def last_graph(path: Path) -> tuple[int, int]:
+    """The layer and neuron of a store's last line."""
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+        line = b""
+        for line in f:  # noqa: B007
+            pass
+    graph = orjson.loads(line)
+    return graph["layer"], graph["neuron"]
+
+
 def queries(path: Path, n: int, seed: int = 1) -> tuple[list[dict], list[tuple[int, int]]]:
     """Search arguments drawn from the store's own graphs, and neurons to compare."""
     rng = random.Random(seed)
-    with open(path, "rb") as f:
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
         f.readline()
         sample = [orjson.loads(line) for i, line in enumerate(f) if i % 97 == 0]
     searches, neurons = [], []
@@ -283,12 +325,21 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SHIPPED, help="the store the synthetic one copies "
                         "(default the shipped one; a version-2 store gives atlas-sized lines)")
     parser.add_argument("--first-call", action="store_true", help="measure only the cold starts")
+    parser.add_argument("--stores", type=Path, help="with --first-call: measure this stores directory (a "
+                        "copy of stores/, or a git clone's) instead of a synthetic store")
+    parser.add_argument("--model", default="smollm2-135m", help="with --stores: the model searched")
     parser.add_argument("--gzip", action="store_true", help="serve the synthetic store compressed "
                         "(.jsonl.gz, as shipped in a clone)")
     args = parser.parse_args()
 
     from store.models import cache_dir
 
+    if args.stores is not None:
+        figures = anyio.run(first_calls, args.stores.resolve(), args.model)
+        print("| measure | value |\n| --- | --- |")
+        for name, value in figures.items():
+            print(f"| {name} | {' / '.join(f'{v:.3g}' for v in value) if isinstance(value, tuple) else value} |")
+        return
     stores = args.workdir or cache_dir() / "bench" / f"store-{args.graphs}"
     if args.fresh and stores.exists():
         shutil.rmtree(stores)

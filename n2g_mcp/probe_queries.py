@@ -88,8 +88,10 @@ class ProbeQueries(Resolver):
             at %= len(ids)
         maxes = {layer: scan.max_activation[layer] for layer in layers}
         results = []
-        for h in self.live.neurons_at(spec, ids, at, layers, maxes, limit):
-            stored = self.hit(model, h.layer, h.neuron)
+        found = self.live.neurons_at(spec, ids, at, layers, maxes, limit)
+        graphs = self.hits(model, [(h.layer, h.neuron) for h in found])
+        for h in found:
+            stored = graphs.get((h.layer, h.neuron))
             results.append(FindHit(**dict(h), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
                                    f1=None if stored is None else stored.f1))
@@ -114,7 +116,8 @@ class ProbeQueries(Resolver):
         started = time.perf_counter()
         probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
-        results = [InductionHit(**dict(r), has_graph=self.hit(model, r.layer, r.neuron) is not None)
+        graphs = self.hits(model, [(r.layer, r.neuron) for r in probe.scores[:limit]])
+        results = [InductionHit(**dict(r), has_graph=(r.layer, r.neuron) in graphs)
                    for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
                                seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,

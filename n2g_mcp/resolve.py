@@ -37,10 +37,11 @@ from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
 
-FIRST_CALL_WAIT = 0.5
-"""Seconds a call waits for the stores to be indexed before it answers from the graphs indexed so
-far, marked partial (a never-seen store of 46,080 graphs takes a minute or more to index here;
-MCP clients stop waiting long before)."""
+INDEX_WAIT = 60.0
+"""Seconds a call waits for the part of the store index its answer needs (a model's files; for
+similar pairs, its pairs) where the stores are being indexed in the background: a never-seen
+store of 46,080 graphs is indexed in seconds. Only past this wait does an answer cover the graphs
+indexed so far, marked partial; a graph the index has not reached is read from the store files."""
 
 
 class Resolver:
@@ -57,7 +58,7 @@ class Resolver:
                  pager: Pager | None = None) -> None:
         self.models = models if models is not None else ServedModels()
         # Lines of a store whose header lacks the shape are checked against the served models'.
-        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=FIRST_CALL_WAIT)
+        self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=INDEX_WAIT)
         self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.pager = pager if pager is not None else Pager()
         self._scans: dict[str, tuple[float, ScanFile]] = {}
@@ -146,15 +147,13 @@ class Resolver:
 
         Raises:
             OutOfRange: for a layer or neuron out of range.
-            NotFound: for an unknown model, or no graph yet (or none indexed yet, while the stores
-                are being indexed).
+            NotFound: for an unknown model, or no graph yet (in the index, or in the store files
+                where the index has not reached them yet).
             CorruptGraph: for a stored line that does not validate (saying how to rebuild it).
         """
         self.check_range(model, layer, neuron)
         view = self.view(model)
         graph = view.get(layer, neuron)
-        if graph is None and view.indexing:
-            raise NotFound(text.not_indexed_yet(model, layer, neuron))
         if graph is None:
             layers = view.layers()
             hint = layers if self.models.shape(model) is None and layer not in layers else None
@@ -163,8 +162,12 @@ class Resolver:
 
     def hit(self, model: str, layer: int, neuron: int) -> Hit | None:
         """What the index knows of a neuron's stored graph (tokens, F1), or None where none is."""
+        return self.hits(model, [(layer, neuron)]).get((layer, neuron))
+
+    def hits(self, model: str, neurons: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Hit]:
+        """:meth:`hit` of several neurons at once, those with a stored graph."""
         view = self.catalog.get(model)
-        return None if view is None else view.hit(layer, neuron)
+        return {} if view is None else view.hits(neurons)
 
     def warnings(self, model: str) -> list[str]:
         """The model's store problems (corrupt lines), for a result's warnings."""

@@ -15,8 +15,13 @@ and loads a full graph only when asked::
 
 Which line holds a neuron's graph (the last one, in the last file: a graph built here overrides
 a shipped one) is decided by the index, in one place. Every call first brings the index in step
-with the files (a stat per file when nothing changed). No torch, no model: this module only
-reads files. It is thread-safe (the MCP server calls it from worker threads).
+with the files (a stat per file when nothing changed), then, where the index is being made in
+the background (the server), waits for what its answer needs: a model's files for its counts,
+graphs and searches, its similar pairs for listing them. Past that wait (``first_call``
+seconds) a view answers from what is indexed so far and says so (:attr:`StoreView.indexing`),
+and reads a graph the index has not reached from the store files themselves, so that a stored
+graph is never missing. No torch, no model: this module only reads files. It is thread-safe (the
+MCP server calls it from worker threads).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ import orjson
 from pydantic import ValidationError
 
 from store.errors import CorruptGraph
+from store.examples import ScanRef
 from store.graph import NeuronGraph
 from store.jsonl import CORRUPT_SHOWN, corrupt_report
-from store.lines import Shape
+from store.lines import LineError, Shape, index_line
 from store.names import file_safe, neuron_id
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair
 from store.sqlindex import StoreIndex, merge_order
@@ -71,28 +77,52 @@ class StoreView:
         return self._catalog.cached(("layers", self.model), lambda: self._search.layers(self.model))
 
     def __contains__(self, key: object) -> bool:
-        return (isinstance(key, tuple) and len(key) == 2
-                and self._search.graph_id(self.model, *key) is not None)
+        return isinstance(key, tuple) and len(key) == 2 and self.hit(*key) is not None
 
     def hit(self, layer: int, neuron: int) -> Hit | None:
-        """What the index knows of one neuron's graph (tokens, F1), without loading it."""
-        return self._search.hit(self.model, layer, neuron)
+        """What the index knows of one neuron's graph (tokens, F1), without loading it (read from
+        the store files where the index has not reached it yet)."""
+        return self.hits([(layer, neuron)]).get((layer, neuron))
+
+    def hits(self, neurons: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Hit]:
+        """:meth:`hit` of several neurons, those with a stored graph (one pass over the store
+        files for those the index has not reached yet)."""
+        found = {}
+        for layer, neuron in neurons:
+            hit = self._search.hit(self.model, layer, neuron)
+            if hit is not None:
+                found[(layer, neuron)] = hit
+        missing = {(int(layer), int(neuron)) for layer, neuron in neurons} - set(found)
+        if missing and self.indexing:
+            for key, (line, _) in self._catalog.unindexed(self.model, missing).items():
+                try:
+                    entry = index_line(line, self.model, None)
+                except LineError:
+                    continue
+                found[key] = Hit(layer=entry.layer, neuron=entry.neuron, f1=entry.f1,
+                                 activating_tokens=list(entry.activating), context_tokens=entry.context)
+        return found
 
     def get(self, layer: int, neuron: int) -> NeuronGraph | None:
-        """The graph of one neuron, parsed and validated, or None where no store has it.
+        """The graph of one neuron, parsed and validated, or None where no store has it (read
+        from the store files where the index has not reached it yet).
 
         Raises:
             CorruptGraph: where its line indexed but does not validate as a whole graph.
         """
         graph_id = self._search.graph_id(self.model, layer, neuron)
-        if graph_id is None:
+        if graph_id is not None:
+            return self._catalog.graph(graph_id, neuron_id(layer, neuron))
+        if not self.indexing:
             return None
-        return self._catalog.graph(graph_id, neuron_id(layer, neuron))
+        line = self._catalog.unindexed(self.model, {(int(layer), int(neuron))}).get((layer, neuron))
+        return None if line is None else self._catalog.parse(*line, neuron_id(layer, neuron))
 
     @property
     def indexing(self) -> bool:
-        """Whether the stores are still being indexed: answers cover the graphs indexed so far."""
-        return self._catalog.index.indexing
+        """Whether the model's stores are still being indexed (the wait for them ran out):
+        counts and searches cover the graphs indexed so far."""
+        return self._catalog.index.pending(self.model)
 
     @property
     def files(self) -> list[str]:
@@ -128,8 +158,10 @@ class StoreView:
 
     def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
                       layer: int | None = None) -> list[Pair]:
-        """The most similar pairs of the model's graphs (``store.similarity``'s rule)."""
-        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer)
+        """The most similar pairs of the model's graphs (``store.similarity``'s rule): from the
+        kept pairs once they are made (waiting for them), else computed now."""
+        kept = self._catalog.index.wait_for(self.model, pairs=True)
+        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer, kept=kept)
 
 
 class Catalog:
@@ -141,9 +173,9 @@ class Catalog:
         shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; lines of stores
             whose header records no shape are checked against it (the server passes the models
             it serves), so a line with a layer or neuron the model lacks is skipped as corrupt.
-        first_call: index changed files in the background, waiting at most this many seconds
-            for them before answering from the graphs indexed so far (:attr:`StoreView.indexing`
-            says so); None (the default) indexes before answering.
+        first_call: index changed files in the background, a call waiting at most this many
+            seconds for what its answer needs before answering from the graphs indexed so far
+            (:attr:`StoreView.indexing` says so); None (the default) indexes before answering.
     """
 
     def __init__(self, directory: Path, index_path: Path | None = None,
@@ -157,10 +189,13 @@ class Catalog:
         self._cache: dict[tuple, object] = {}
         self._generation = -1
 
-    def refresh(self) -> None:
-        """Bring the index in step with the files (cheap when nothing changed)."""
+    def refresh(self, model: str | None = None) -> None:
+        """Bring the index in step with the files (cheap when nothing changed), and wait, as the
+        index says, for the files of ``model`` (of every model: None) where it is being made."""
         with self._lock:
             self.index.refresh()
+        self.index.wait_for(model)
+        with self._lock:
             if self.index.generation != self._generation:
                 self._generation = self.index.generation
                 self._cache.clear()
@@ -185,18 +220,48 @@ class Catalog:
                 self._graphs.move_to_end(graph_id)
                 return cached
         try:
-            graph = NeuronGraph.model_validate(orjson.loads(self.search.line(graph_id)))
-            graph.graph  # noqa: B018 - validate the trie rows now, not at first use
-            graph.with_scan(self.index.scan(graph_id))
-        except (orjson.JSONDecodeError, ValidationError, ValueError, LookupError, OSError) as exc:
-            reason = str(exc).splitlines()[0][:200]
-            raise CorruptGraph(f"the stored graph of {name} cannot be read ({reason}); rebuild it with "
-                               "build_graph(rebuild=true)") from exc
+            line, scan = self.search.line(graph_id), self.index.scan(graph_id)
+        except (LookupError, OSError) as exc:
+            raise CorruptGraph(f"the stored graph of {name} cannot be read ({str(exc)[:200]}); rebuild it "
+                               "with build_graph(rebuild=true)") from exc
+        graph = self.parse(line, scan, name)
         with self._lock:
             self._graphs[graph_id] = graph
             while len(self._graphs) > GRAPH_CACHE:
                 self._graphs.popitem(last=False)
         return graph
+
+    @staticmethod
+    def parse(line: bytes, scan: ScanRef | None, name: str) -> NeuronGraph:
+        """A stored line as a whole graph, validated, its example references tied to its scan.
+
+        Raises:
+            CorruptGraph: where the line does not validate as a whole graph.
+        """
+        try:
+            graph = NeuronGraph.model_validate(orjson.loads(line))
+            graph.graph  # noqa: B018 - validate the trie rows now, not at first use
+            graph.with_scan(scan)
+        except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+            reason = str(exc).splitlines()[0][:200]
+            raise CorruptGraph(f"the stored graph of {name} cannot be read ({reason}); rebuild it with "
+                               "build_graph(rebuild=true)") from exc
+        return graph
+
+    def unindexed(self, model: str, neurons: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, ScanRef | None]]:
+        """The stored lines of neurons the index has not reached yet, read from the store files
+        (``StoreIndex.find_lines``), and the scan file each store names; kept per state of the
+        stores, so that asking again costs nothing."""
+        key = ("unindexed", model)
+        with self._lock:
+            known: dict = self._cache.setdefault(key, {})
+            wanted = {n for n in neurons if n not in known}
+        if wanted:
+            lines = self.index.find_lines(model, wanted)
+            with self._lock:
+                for n in wanted:
+                    known[n] = lines.get(n)
+        return {n: known[n] for n in neurons if known.get(n) is not None}
 
     def models(self) -> list[StoreView]:
         """Every model with at least one store file, by name (refreshes first)."""
@@ -205,7 +270,7 @@ class Catalog:
 
     def get(self, model: str) -> StoreView | None:
         """One model's stores, or None where no file holds that model (refreshes first)."""
-        self.refresh()
+        self.refresh(model)
         return StoreView(self, model) if model in self.search.models() else None
 
     @property

@@ -10,6 +10,9 @@ cut off mid-write.
 non-negative integer layer and neuron inside the model's shape, token maps of finite numbers, a
 finite ``max_activation`` and a finite or null F1. The index (``store.sqlindex``) keeps what it
 extracts; a full read (``store.jsonl.read_store``) validates the whole graph after it.
+:func:`index_line` is the same check for the index, made fast: the whole line's JSON is checked,
+but only the fields the index keeps become Python objects (a line it cannot take so is handed to
+:func:`check_line`, which accepts it or says why not).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 Shape = tuple[int, int]
 """``(n_layers, d_mlp)`` of a model."""
 
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
 
 
 class LineError(ValueError):
@@ -131,3 +136,82 @@ def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
         if f1 is not None and not math.isfinite(f1):
             f1 = None  # NaN says as little as a missing score
     return CheckedLine(layer, neuron, f1, activating, context, raw)
+
+
+# ----------------------------------------------------------------- the index's fast check
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class _Top(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    f1: float | None
+
+
+class _Protocol(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    top: _Top
+
+
+class _Fidelity(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    n2g: _Protocol
+
+
+class _Line(TypedDict, total=False):
+    """The fields of a graph line the index keeps, strictly typed: what validates here passes
+    :func:`check_line` with the same values (the other fields are parsed, not kept)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    model: str
+    layer: int
+    neuron: int
+    max_activation: float
+    activating_tokens: dict[str, float]
+    context_tokens: dict[str, float]
+    trie: list[Any]
+    fidelity: _Fidelity | None
+
+
+_REQUIRED = ("model", "layer", "neuron", "max_activation", "trie")
+_LINE = TypeAdapter(_Line)
+
+
+@dataclass(frozen=True)
+class IndexedLine:
+    """What the index keeps of a checked graph line."""
+
+    layer: int
+    neuron: int
+    f1: float | None
+    activating: dict[str, float]
+    """Activating tokens and their activations, as stored (strongest first)."""
+    context: list[str]
+
+
+def index_line(line: bytes, model: str, shape: Shape | None) -> IndexedLine:
+    """:func:`check_line` for the index, about eight times faster on a well-formed line: the JSON is
+    validated whole, but only the fields the index keeps are built. A line the fast path cannot
+    take (a damaged one, or an unusual but valid one such as a NaN F1) goes through
+    :func:`check_line`, so both accept the same lines with the same values and fail with its
+    messages.
+
+    Raises:
+        LineError: for a line that does not parse or fails a check (the message says which).
+    """
+    raw = None
+    # The fast parser takes NaN and Infinity where the line's other fields hold them; the JSON
+    # reader does not (a token spelled so only costs the slow path).
+    if b"NaN" not in line and b"Infinity" not in line:
+        try:
+            raw = _LINE.validate_json(line)
+        except ValidationError:
+            pass
+    if raw is None or any(field not in raw for field in _REQUIRED) or raw["model"] != model \
+            or raw["layer"] < 0 or raw["neuron"] < 0 \
+            or (shape is not None and (raw["layer"] >= shape[0] or raw["neuron"] >= shape[1])):
+        checked = check_line(line, model, shape)  # says why, or accepts what the fast path does not
+        return IndexedLine(checked.layer, checked.neuron, checked.f1,
+                           dict(checked.raw.get("activating_tokens", {})), checked.context)
+    fidelity = raw.get("fidelity")
+    return IndexedLine(raw["layer"], raw["neuron"], None if fidelity is None else fidelity["n2g"]["top"]["f1"],
+                       raw.get("activating_tokens", {}), list(raw.get("context_tokens", {})))

@@ -16,6 +16,7 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,10 @@ import orjson
 
 from store.errors import StoreFormatError
 from store.jsonl import StoreHeader, read_header
-from store.lines import LineError, Shape, check_line, iter_lines
+from store.lines import IndexedLine, LineError, Shape, index_line, iter_lines
 from store.models import EMBEDDED
 from store.similarity import Item, TokenSets, pair_rows
-from store.tokens import REPEAT_KEY, TokenKeys, key_shares, normalize
+from store.tokens import REPEAT_KEY, TokenKeys, normalize
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ PAIR_FLOOR = 0.7
 """Similar pairs at or above this overlap are kept in the index; lower thresholds are computed on demand."""
 ACTIVATING, CONTEXT = 0, 1
 """Posting kinds."""
+BLOCK_BYTES = 1 << 18
+"""Lines of a ``.gz`` store are kept in the index in blocks of about this many bytes, each
+compressed on its own (a graph is read by decompressing its block: well under a millisecond)."""
+BATCH = 8192
+"""Lines indexed between two writes of their rows."""
 
 
 def is_store_file(path: Path) -> bool:
@@ -55,6 +61,13 @@ def head_hash(path: Path, start: int = 0, size: int = HEAD_BYTES) -> str:
         return hashlib.blake2b(f.read(size), digest_size=16).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """A hash of a file's whole content: a file whose modification time changed but whose bytes
+    did not (a copy, a checkout) keeps its index."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
 @dataclass(frozen=True)
 class FileState:
     size: int
@@ -62,11 +75,41 @@ class FileState:
 
 
 
+class _Lines:
+    """``iter_lines`` of a file that a slice can stop in and the next go on from: a ``.gz`` is
+    then not decompressed again from its start for every slice."""
+
+    def __init__(self, path: Path, start: int, state: FileState) -> None:
+        self.damage: list[str] = []
+        self.state = state
+        self._lines = iter_lines(path, self.damage, start)
+        self._back: tuple[int, bytes, bool] | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> tuple[int, bytes, bool]:
+        if self._back is not None:
+            item, self._back = self._back, None
+            return item
+        return next(self._lines)
+
+    def stop_at(self, item: tuple[int, bytes, bool]) -> None:
+        """The next slice goes on from this line (read, not indexed)."""
+        self._back = item
+
+    @property
+    def at(self) -> int | None:
+        return None if self._back is None else self._back[0]
+
+
 class FileIndexer:
     """The steps that index store files into the database (a base of ``StoreIndex``)."""
 
     directory: Path
     shapes: Callable[[str], Shape | None] | None
+    _readers: dict[str, _Lines]
+    """Compressed files a slice stopped in, their reader where it stopped (the background worker's)."""
 
     @staticmethod
     def _appended(path: Path, row: tuple, state: FileState, head: str) -> bool:
@@ -81,7 +124,10 @@ class FileIndexer:
     @staticmethod
     def _forget(db: sqlite3.Connection, file_id: int) -> None:
         db.execute("DELETE FROM postings WHERE graph IN (SELECT id FROM graphs WHERE file=?)", (file_id,))
+        db.execute("DELETE FROM pairs WHERE a IN (SELECT id FROM graphs WHERE file=?) "
+                   "OR b IN (SELECT id FROM graphs WHERE file=?)", (file_id, file_id))
         db.execute("DELETE FROM graphs WHERE file=?", (file_id,))
+        db.execute("DELETE FROM blocks WHERE file=?", (file_id,))
         db.execute("DELETE FROM corrupt WHERE file=?", (file_id,))
         db.execute("DELETE FROM files WHERE id=?", (file_id,))
 
@@ -121,62 +167,63 @@ class FileIndexer:
         assert model is not None
         shape = self._shape(header)
         number, indexed_to = first_line - 1, max(start, 0)
-        graphs, corrupt, damage = [], [], []
+        corrupt: list[tuple[int, int, str]] = []
         done = True
-        for offset, line, whole in iter_lines(path, damage, max(start, 0)):
-            if compressed and offset < start:
-                continue  # a .gz is read from its start: skip to where a slice stopped
-            if deadline is not None and len(graphs) % 256 == 255 and time.monotonic() > deadline:
-                done = False  # the next slice goes on from indexed_to
-                break
-            end = offset + len(line) + whole  # past the newline, where there is one
-            if start < 0 and offset == 0:
-                start, indexed_to = 0, end
-                continue  # the header
-            number += 1
-            if not line.strip():
-                indexed_to = end
-                continue
-            try:
-                entry = check_line(line, model, shape)
-            except LineError as exc:
-                if not whole:  # a last line cut off mid-write: look again when the file changes
-                    corrupt.append((file_id, number, "cut off (no newline at the end of the file)"))
+        lines = self._readers.pop(path.name, None) if compressed else None
+        if lines is None or lines.at != start or lines.state != state:
+            lines = _Lines(path, max(start, 0), state)
+        with ThreadPoolExecutor(1, thread_name_prefix="n2g-index-zlib") as pool:
+            # Hashing the file and compressing blocks release the interpreter's lock: they run
+            # beside the parsing, on another core where there is one. (A slice that may stop
+            # in the file hashes it only once it reaches the end.)
+            digest = pool.submit(file_digest, path) if deadline is None else None
+            batch = _Batch(db, file_id, model, pool if compressed else None)
+            for offset, line, whole in lines:
+                if compressed and offset < start:
+                    continue  # a .gz is read from its start: skip to where a slice stopped
+                if deadline is not None and batch.lines % 256 == 255 and time.monotonic() > deadline:
+                    done = False  # the next slice goes on from indexed_to
+                    if compressed:
+                        lines.stop_at((offset, line, whole))
+                        self._readers[path.name] = lines
                     break
-                corrupt.append((file_id, number, str(exc)[:200]))
+                end = offset + len(line) + whole  # past the newline, where there is one
+                if start < 0 and offset == 0:
+                    start, indexed_to = 0, end
+                    continue  # the header
+                number += 1
+                batch.keep(offset, line, whole)
+                if not line.strip():
+                    indexed_to = end
+                    continue
+                try:
+                    entry = index_line(line, model, shape)
+                except LineError as exc:
+                    if not whole:  # a last line cut off mid-write: look again when the file changes
+                        corrupt.append((file_id, number, "cut off (no newline at the end of the file)"))
+                        break
+                    corrupt.append((file_id, number, str(exc)[:200]))
+                    indexed_to = end
+                    continue
                 indexed_to = end
-                continue
-            indexed_to = end
-            graphs.append((entry, number, offset, len(line), zlib.compress(line, 6) if compressed else None))
-            if len(graphs) >= 2000:
-                self._insert(db, file_id, model, graphs)
-                graphs = []
-        self._insert(db, file_id, model, graphs)
+                batch.add(entry, number, offset, len(line))
+                if batch.lines >= BATCH:
+                    batch.write()
+            batch.write(last=True)
+            stored_digest = None if not done else digest.result() if digest is not None else file_digest(path)
         if done:
-            corrupt += [(file_id, number + 1, reason) for reason in damage]
+            corrupt += [(file_id, number + 1, reason) for reason in lines.damage]
         db.executemany("INSERT INTO corrupt(file, line, reason) VALUES (?,?,?)", corrupt)
         tail = head_hash(path, max(0, indexed_to - HEAD_BYTES), min(indexed_to, HEAD_BYTES))
-        db.execute("UPDATE files SET size=?, mtime_ns=?, head=?, indexed_to=?, tail=?, lines=?, complete=? "
-                   "WHERE id=?", (state.size, state.mtime_ns, head, indexed_to, tail, number, done, file_id))
+        try:  # a file that changed while it was read must not be trusted by its hash later
+            if FileState(path.stat().st_size, path.stat().st_mtime_ns) != state:
+                stored_digest = None
+        except OSError:
+            stored_digest = None
+        db.execute("UPDATE files SET size=?, mtime_ns=?, head=?, indexed_to=?, tail=?, lines=?, complete=?, "
+                   "digest=? WHERE id=?",
+                   (state.size, state.mtime_ns, head, indexed_to, tail, number, done, stored_digest, file_id))
         return model, done
-
-    @staticmethod
-    def _insert(db: sqlite3.Connection, file_id: int, model: str, graphs: list) -> None:
-        for entry, number, offset, length, blob in graphs:
-            act_keys = {normalize(t) for t in entry.activating}
-            ctx_keys = {normalize(t) for t in entry.context}
-            # In-context behaviour: a repeat node, or a token both activating and context.
-            node = REPEAT_KEY in act_keys or REPEAT_KEY in ctx_keys
-            repeated = node or not act_keys.isdisjoint(ctx_keys)
-            repeated_exact = node or (repeated and not set(entry.activating).isdisjoint(entry.context))
-            rank = 2.0 if entry.f1 is None else -entry.f1
-            db.execute(
-                "INSERT INTO graphs(file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
-                "repeated_exact, offset, length, blob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (file_id, number, model, entry.layer, entry.neuron, entry.f1, rank,
-                 orjson.dumps(entry.raw.get("activating_tokens", {})).decode(), orjson.dumps(entry.context).decode(),
-                 len(act_keys), len(ctx_keys), repeated, repeated_exact,
-                 None if blob is not None else offset, length, blob))
 
     def _mark_current(self, db: sqlite3.Connection, model: str | None) -> list[int]:
         """Apply "last line wins" to one model's graphs; returns the graphs that became current."""
@@ -195,19 +242,11 @@ class FileIndexer:
                 latest[(layer, neuron)] = (rank, graph_id)
         now = {graph_id for _, graph_id in latest.values()}
         gone, new = sorted(was - now), sorted(now - was)
-        # Only current graphs have postings and pairs, so searches never meet a superseded line.
+        # Every indexed line has its postings; searches and similarity read current graphs only,
+        # and pairs are kept between current graphs only.
         db.executemany("UPDATE graphs SET current=0 WHERE id=?", [(g,) for g in gone])
-        db.executemany("DELETE FROM postings WHERE graph=?", [(g,) for g in gone])
         db.executemany("DELETE FROM pairs WHERE a=? OR b=?", [(g, g) for g in gone])
         db.executemany("UPDATE graphs SET current=1 WHERE id=?", [(g,) for g in new])
-        postings = []
-        for start in range(0, len(new), 900):
-            chunk = new[start:start + 900]
-            for graph_id, act, ctx in db.execute(
-                    f"SELECT id, act, ctx FROM graphs WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                postings += [(ACTIVATING, k, graph_id, share) for k, share in key_shares(orjson.loads(act)).items()]
-                postings += [(CONTEXT, k, graph_id, 0.0) for k in {normalize(t) for t in orjson.loads(ctx)}]
-        db.executemany("INSERT OR IGNORE INTO postings(kind, key, graph, share) VALUES (?,?,?,?)", postings)
         return new
 
     def _update_pairs(self, db: sqlite3.Connection, model: str | None, new: list[int]) -> None:
@@ -231,16 +270,134 @@ class FileIndexer:
 
 
 
+class _Batch:
+    """The rows of the lines of one file read since the last write: graphs, their postings (written
+    sorted by key, so that the postings' B-tree is filled in order), and for a ``.gz`` file the
+    blocks of its text (compressed in the pool's thread).
+
+    Tokens become keys once per spelling (``keys``, by number), and postings are kept as three
+    flat lists sorted at write time, not as a tuple a posting: a million postings cost seconds
+    the other way.
+    """
+
+    def __init__(self, db: sqlite3.Connection, file_id: int, model: str, pool: ThreadPoolExecutor | None) -> None:
+        self.db, self.file_id, self.model, self.pool = db, file_id, model, pool
+        self.next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM graphs").fetchone()[0]
+        self.lines = 0
+        self.keys: dict[str, int] = {}
+        """Spelling -> number of its key."""
+        self.names: list[str] = []
+        """Number -> key."""
+        self._clear()
+
+    def _clear(self) -> None:
+        self.graphs: list[tuple] = []
+        self.act_key: list[int] = []
+        self.act_graph: list[int] = []
+        self.act_share: list[float] = []
+        self.ctx_key: list[int] = []
+        self.ctx_graph: list[int] = []
+        self.blocks: list[tuple[int, Future[bytes]]] = []
+        self.text: list[bytes] = []
+        self.text_start, self.text_bytes = -1, 0
+
+    def keep(self, offset: int, line: bytes, whole: bool) -> None:
+        """Keep a line's text for the current block (``.gz`` files only)."""
+        self.lines += 1
+        if self.pool is None:
+            return
+        if self.text_start < 0:
+            self.text_start = offset
+        self.text += (line, b"\n") if whole else (line,)
+        self.text_bytes += len(line) + 1
+        if self.text_bytes >= BLOCK_BYTES:
+            self._block()
+
+    def _block(self) -> None:
+        if self.text and self.pool is not None:
+            self.blocks.append((self.text_start, self.pool.submit(zlib.compress, b"".join(self.text), 1)))
+        self.text, self.text_start, self.text_bytes = [], -1, 0
+
+    def _key(self, token: str) -> int:
+        key = normalize(token)
+        number = self.keys[token] = self.keys.get(key, len(self.names))
+        if number == len(self.names):
+            self.names.append(key)
+            self.keys.setdefault(key, number)
+        return number
+
+    def add(self, entry: IndexedLine, number: int, offset: int, length: int) -> None:
+        keys, act, graph_id = self.keys, entry.activating, self.next_id
+        self.next_id += 1
+        act_keys = [keys[t] if t in keys else self._key(t) for t in act]
+        values = list(act.values())
+        top = max(values, default=0.0)
+        if len(set(act_keys)) < len(act_keys):  # spellings of one key: it counts as its strongest
+            best: dict[int, float] = {}
+            for key, value in zip(act_keys, values):
+                if value > best.get(key, -float("inf")):
+                    best[key] = value
+            act_keys, values = list(best), list(best.values())
+        ctx_keys = {keys[t] if t in keys else self._key(t) for t in entry.context}
+        self.act_key += act_keys
+        self.act_graph += [graph_id] * len(act_keys)
+        self.act_share += [v / top for v in values] if top > 0 else [0.0] * len(values)
+        self.ctx_key += ctx_keys
+        self.ctx_graph += [graph_id] * len(ctx_keys)
+        # In-context behaviour: a repeat node, or a token both activating and context.
+        repeat = keys.get(REPEAT_KEY)
+        node = repeat is not None and (repeat in ctx_keys or repeat in act_keys)
+        repeated = node or not ctx_keys.isdisjoint(act_keys)
+        repeated_exact = node or (repeated and not act.keys().isdisjoint(entry.context))
+        self.graphs.append((graph_id, self.file_id, number, self.model, entry.layer, entry.neuron, entry.f1,
+                            2.0 if entry.f1 is None else -entry.f1, orjson.dumps(act).decode(),
+                            orjson.dumps(entry.context).decode(), len(act_keys), len(ctx_keys), repeated,
+                            repeated_exact, offset, length))
+
+    def _postings(self, kind: int, keys: list[int], graphs: list[int], shares: list[float] | None) -> list[tuple]:
+        """Postings rows sorted by key, then graph (the order the lines came in)."""
+        rank = [0] * len(self.names)
+        for position, key in enumerate(sorted(range(len(self.names)), key=self.names.__getitem__)):
+            rank[key] = position
+        order = sorted(range(len(keys)), key=[rank[k] for k in keys].__getitem__)
+        names = self.names
+        if shares is None:
+            return [(kind, names[keys[i]], graphs[i], 0.0) for i in order]
+        return [(kind, names[keys[i]], graphs[i], shares[i]) for i in order]
+
+    def write(self, last: bool = False) -> None:
+        """Write what was read (``last``: the file's last batch, its last block too)."""
+        db = self.db
+        db.executemany(
+            "INSERT INTO graphs(id, file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
+            "repeated_exact, offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.graphs)
+        db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",
+                       self._postings(ACTIVATING, self.act_key, self.act_graph, self.act_share))
+        db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",
+                       self._postings(CONTEXT, self.ctx_key, self.ctx_graph, None))
+        if last:
+            self._block()
+        db.executemany("INSERT INTO blocks(file, start, data) VALUES (?,?,?)",
+                       [(self.file_id, start, data.result()) for start, data in self.blocks])
+        self._clear()
+        self.lines = 0
+
+
 def token_sets(db: sqlite3.Connection, model: str) -> TokenSets:
     """One model's current graphs as normalised token sets, in result order (what all-pairs reads)."""
     items, keys = [], []
-    interned: dict[str, str] = {}
+    interned: dict[str, str] = {}  # spelling -> its key, one string per key
+
+    def key(token: str) -> str:
+        found = interned.get(token)
+        if found is None:
+            found = interned[token] = interned.setdefault(normalize(token), normalize(token))
+        return found
+
     for graph_id, layer, neuron, act, ctx in db.execute(
             "SELECT id, layer, neuron, act, ctx FROM graphs WHERE model=? AND current=1 "
             "ORDER BY rank, layer, neuron", (model,)):
         items.append(Item(graph_id, layer, neuron))
-        act_keys, ctx_keys = (frozenset(interned.setdefault(k, k) for k in map(normalize, orjson.loads(tokens)))
-                              for tokens in (act, ctx))
-        keys.append(TokenKeys(act_keys, ctx_keys))
+        keys.append(TokenKeys(frozenset([key(t) for t in orjson.loads(act)]),
+                              frozenset([key(t) for t in orjson.loads(ctx)])))
     return TokenSets(items, keys)
-

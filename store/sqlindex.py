@@ -11,10 +11,12 @@ one). A full graph is parsed and validated only when asked for (:meth:`StoreInde
 The JSON-lines files stay the format the builder writes and users exchange; the index is a cache
 of them, rebuilt from them at any time:
 
-- :meth:`StoreIndex.sync` compares each file's signature (size, modification time, and a hash of
-  its first 64 KiB) with the one indexed. An unchanged file is skipped; a plain file that only grew
-  (its first bytes and the bytes before the old end unchanged, as when a build appends) has only
-  its new lines indexed; any other change re-indexes the file; a removed file is forgotten.
+- :meth:`StoreIndex.sync` compares each file's signature (size and modification time) with the one
+  indexed. An unchanged file is skipped; a file whose bytes are the same (its content hash, taken
+  when it was indexed) keeps its rows; a plain file that only grew (its first bytes and the bytes
+  before the old end unchanged, as when a build appends) has only its new lines indexed; any other
+  change re-indexes the file; a removed file is forgotten. An index that is not an SQLite database
+  (damaged, cut short) is deleted and made again: a stale index is never read.
 - **One rule, last line wins**: a neuron's graph is the one on its last line in the last file of
   its model, files in merge order (compressed, shipped stores first, then plain ones, each group
   by name), so a graph built here overrides a shipped one. :meth:`StoreIndex._mark_current` is the
@@ -25,11 +27,13 @@ of them, rebuilt from them at any time:
   writer at a time, the other waits and then finds the work done), readers see a consistent
   snapshot (write-ahead log).
 - With ``first_call`` (the server), changes are indexed by a background thread on its own
-  connection, one committed slice at a time, its time shared by the files left to index (so the
-  first slice holds graphs of every model); :meth:`StoreIndex.refresh` waits at most
-  ``first_call`` seconds (and for the first slice), then readers answer from what is indexed so
-  far and :attr:`StoreIndex.indexing` says so. A file a slice stopped in is marked incomplete and
-  indexed on from where it stopped, by this process or the next.
+  connection, one committed slice at a time (its time shared by the files left to index), and
+  a call waits for what its answer needs, up to ``first_call`` seconds: :meth:`StoreIndex.wait_for`
+  a model's files (counts, graphs, searches), with ``pairs`` its similar pairs too. Only past
+  that wait does a reader answer from the graphs indexed so far, and :meth:`StoreIndex.pending`
+  says so; :meth:`StoreIndex.find_lines` then reads a neuron's line from the files themselves. A
+  file a slice stopped in is marked incomplete and indexed on from where it stopped, by this
+  process or the next.
 
 How a file's lines become rows (checked lines, last line wins, postings, pairs) is
 ``store/sqlfiles.py``; this module decides when that runs and holds the connection.
@@ -44,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -54,6 +59,9 @@ from pathlib import Path
 from store.examples import ScanRef
 from store.lines import Shape
 from store.models import cache_dir
+from store.errors import StoreFormatError
+from store.jsonl import read_header
+from store.lines import LineError, index_line, iter_lines
 from store.sqlfiles import (
     ACTIVATING,
     CONTEXT,
@@ -61,6 +69,7 @@ from store.sqlfiles import (
     STORE_SUFFIXES,
     FileIndexer,
     FileState,
+    file_digest,
     head_hash,
     is_store_file,
     merge_order,
@@ -72,21 +81,23 @@ __all__ = ["ACTIVATING", "CONTEXT", "INDEX_NAME", "PAIR_FLOOR", "STORE_SUFFIXES"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
-in the background commits a file in slices)."""
-FIRST_SLICE, SLICE = 0.25, 2.0
-"""Seconds of indexing per committed slice in the background: a short first one, so that a first
-call finds graphs to answer from, then longer ones (each slice re-marks the current graphs)."""
+in the background commits a file in slices). Version 3 keeps the text of a ``.gz`` store in
+compressed blocks (``blocks``) rather than each line compressed alone, postings for every indexed
+line (searches read the current ones), and each file's content hash (``digest``)."""
+FIRST_SLICE, SLICE = 0.25, 4.0
+"""Seconds of indexing per committed slice in the background: a short first one, so that every
+model is listed at once, then longer ones (each slice re-marks the current graphs)."""
 INDEX_NAME = ".n2g-index.sqlite"
 
 _SCHEMA = """
 CREATE TABLE files (
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, model TEXT, size INTEGER, mtime_ns INTEGER,
     head TEXT, indexed_to INTEGER, tail TEXT, lines INTEGER, problem TEXT, scan TEXT,
-    complete INTEGER NOT NULL DEFAULT 1);
+    complete INTEGER NOT NULL DEFAULT 1, digest TEXT);
 CREATE TABLE corrupt (file INTEGER NOT NULL, line INTEGER NOT NULL, reason TEXT NOT NULL);
 CREATE INDEX corrupt_file ON corrupt(file, line);
 CREATE TABLE graphs (
@@ -94,7 +105,7 @@ CREATE TABLE graphs (
     layer INTEGER NOT NULL, neuron INTEGER NOT NULL, f1 REAL, rank REAL NOT NULL,
     current INTEGER NOT NULL DEFAULT 0, act TEXT NOT NULL, ctx TEXT NOT NULL,
     n_act INTEGER NOT NULL, n_ctx INTEGER NOT NULL, repeated INTEGER NOT NULL, repeated_exact INTEGER NOT NULL,
-    offset INTEGER, length INTEGER, blob BLOB);
+    offset INTEGER NOT NULL, length INTEGER NOT NULL);
 CREATE INDEX graphs_file ON graphs(file, line);
 CREATE INDEX graphs_neuron ON graphs(model, layer, neuron);
 CREATE INDEX graphs_rank ON graphs(model, current, rank, layer, neuron);
@@ -107,7 +118,10 @@ CREATE INDEX pairs_score ON pairs(model, score DESC, a_layer, a_neuron, b_layer,
 CREATE INDEX pairs_a ON pairs(a);
 CREATE INDEX pairs_b ON pairs(b);
 CREATE TABLE models (model TEXT PRIMARY KEY, pairs_floor REAL);
+CREATE TABLE blocks (file INTEGER NOT NULL, start INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (file, start));
 """
+_LOCATED = re.compile(rb'"layer"\s*:\s*(\d+)\s*,\s*"neuron"\s*:\s*(\d+)')
+"""Where a line names its neuron, as the writers write it (a line that does not is parsed whole)."""
 
 
 
@@ -120,6 +134,8 @@ class StoreIndex(FileIndexer):
             writable, else a file under ``$N2G_CACHE/indexes/``.
         shapes: ``(n_layers, d_mlp)`` of a model by name, or None where unknown; lines of a store
             whose header records no shape are checked against it (embedded models are known).
+        first_call: index in the background, a call waiting at most this many seconds for what
+            its answer needs; None (the default) indexes in the caller, before answering.
     """
 
     def __init__(self, directory: Path, path: Path | None = None,
@@ -134,6 +150,12 @@ class StoreIndex(FileIndexer):
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._seen: dict[str, FileState] | None = None
+        self._state = threading.Condition()
+        self._waiting: dict[str, str | None] = {}
+        """Files the worker still has to index (or forget), with their model (None: unreadable)."""
+        self._pairs_waiting: set[str] = set()
+        """Models whose similar pairs the worker still has to compute."""
+        self._readers = {}
         self.generation = 0
         """Counts the changes this process has seen; caches keyed on it go stale with the stores."""
 
@@ -148,12 +170,24 @@ class StoreIndex(FileIndexer):
     def db(self) -> sqlite3.Connection:
         """The connection (opened, and the schema made, on first use). Hold :attr:`lock` to use it."""
         if self._db is None:
-            db = self._connect()
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as exc:  # not a database (damaged, cut short): made again
+                log.warning("the store index %s cannot be read (%s); making it again", self.path, exc)
+                for leftover in self.path.parent.glob(self.path.name + "*"):
+                    leftover.unlink(missing_ok=True)
+                self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = self._connect()
+        try:
             db.execute("BEGIN IMMEDIATE")  # another process making the schema waits here
             try:
                 if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-                        db.execute(f"DROP TABLE IF EXISTS {name}")
+                        if not name.startswith("sqlite_"):
+                            db.execute(f"DROP TABLE IF EXISTS {name}")
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
@@ -162,15 +196,21 @@ class StoreIndex(FileIndexer):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            self._db = db
-        return self._db
+        except BaseException:
+            db.close()
+            raise
+        return db
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, bulk: bool = False) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=120, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        # The index is a cache of the stores: a commit need not wait for the disk (a crash of the
+        # machine loses at most the last slices, and the file signatures make them again).
+        db.execute("PRAGMA synchronous=OFF" if bulk else "PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=120000")
+        if bulk:
+            db.execute("PRAGMA cache_size=-65536")
         return db
 
     @property
@@ -208,9 +248,9 @@ class StoreIndex(FileIndexer):
         """Bring the index in step with the directory if any file changed; True if anything did.
 
         Cheap when nothing changed: one directory listing and a stat per store file. With
-        ``first_call`` set, changes are indexed in the background, committed in slices, and this
-        waits at most ``first_call`` seconds for them: :attr:`indexing` says whether the answers
-        read now cover only the graphs indexed so far.
+        ``first_call`` set, changes are indexed in the background, committed in slices; this waits
+        for the first slice only (every model is listed then), and :meth:`wait_for` waits for the
+        rest of what a call needs.
         """
         with self._lock:
             worker = self._worker
@@ -224,17 +264,90 @@ class StoreIndex(FileIndexer):
                     # Even where another process indexed the change first, what this one cached is stale.
                     self.generation += 1
                     return changed
-                self.db  # noqa: B018 - the schema is made here, before the worker's connection opens
+                files, stale = self._todo(self.db, current)
+                if not files and not stale:  # in step already (made by the set-up, or another process)
+                    self._seen = current
+                    self.generation += 1
+                    return False
+                with self._state:
+                    self._waiting = files
+                    self._pairs_waiting = {m for m in files.values() if m is not None} | stale
                 self._first_slice.clear()
                 worker = self._worker = threading.Thread(target=self._work, args=(current,), daemon=True,
                                                          name="n2g-index")
                 worker.start()
-        worker.join(self.first_call)
-        # At least the first slice (short by construction), so that a first call finds its model.
-        self._first_slice.wait()
-        with self._lock:
-            self.generation += 1  # slices landed meanwhile: what was cached is stale
+        self._first_slice.wait()  # the worker counts a generation for each slice that lands
         return True
+
+    def _todo(self, db: sqlite3.Connection, current: dict[str, FileState]) -> tuple[dict[str, str | None], set[str]]:
+        """The files a sync has to index or forget, with their model (read from the header; None
+        where it cannot be read), and the models whose similar pairs are not made yet."""
+        with self._lock:
+            known = {row[1]: row for row in db.execute(
+                "SELECT id, name, model, size, mtime_ns, complete, digest FROM files")}
+            stale = {m for (m,) in db.execute(
+                "SELECT DISTINCT f.model FROM files f LEFT JOIN models m ON m.model=f.model "
+                "WHERE f.model IS NOT NULL AND (m.pairs_floor IS NULL OR m.pairs_floor<>?)", (PAIR_FLOOR,))}
+            touched = [(name, state, known[name]) for name, state in current.items() if name in known
+                       and (known[name][3], known[name][4]) != (state.size, state.mtime_ns)]
+            same = [(name, state, row) for name, state, row in touched if self._same_bytes(name, state, row)]
+            if same:  # touched, not changed: the index stays, with the new time
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for name, state, row in same:
+                        db.execute("UPDATE files SET mtime_ns=? WHERE id=?", (state.mtime_ns, row[0]))
+                        known[name] = (*row[:4], state.mtime_ns, *row[5:])
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        files: dict[str, str | None] = {name: row[2] for name, row in known.items() if name not in current}
+        for name, state in current.items():
+            row = known.get(name)
+            if row is not None and (row[3], row[4]) == (state.size, state.mtime_ns) and row[5]:
+                continue
+            try:
+                files[name] = read_header(self.directory / name).model
+            except (StoreFormatError, OSError, ValueError):
+                files[name] = None
+        return files, stale
+
+    def _same_bytes(self, name: str, state: FileState, row: tuple) -> bool:
+        """Whether a file indexed whole (``row``: id, name, model, size, mtime_ns, complete,
+        digest) holds the same bytes now that its modification time changed (touched, copied,
+        checked out again): its content hash, taken when it was indexed, says so."""
+        if not row[5] or row[6] is None or row[3] != state.size:
+            return False
+        try:
+            return file_digest(self.directory / name) == row[6]
+        except OSError:
+            return False
+
+    def wait_for(self, model: str | None = None, pairs: bool = False) -> bool:
+        """Wait, at most ``first_call`` seconds, until the files of ``model`` (every model: None)
+        are indexed, and with ``pairs`` its similar pairs made; True when they are (at once where
+        nothing is being indexed)."""
+        deadline = time.monotonic() + (self.first_call or 0.0)
+        with self._state:
+            while self._busy(model, pairs):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._state.wait(left)
+        return True
+
+    def _busy(self, model: str | None, pairs: bool) -> bool:
+        if self._worker is None:
+            return False
+        if model is None:
+            return bool(self._waiting) or (pairs and bool(self._pairs_waiting))
+        return model in self._waiting.values() or (pairs and model in self._pairs_waiting)
+
+    def pending(self, model: str | None = None) -> bool:
+        """Whether files of ``model`` (of any: None) are still being indexed, so that what is read
+        now covers only the graphs indexed so far."""
+        with self._state:
+            return self._busy(model, False)
 
     def wait(self) -> None:
         """Wait until the files being indexed in the background are all indexed."""
@@ -244,87 +357,144 @@ class StoreIndex(FileIndexer):
 
     @property
     def indexing(self) -> bool:
-        """Whether files are being indexed in the background (answers cover the graphs so far)."""
+        """Whether the background worker is running (indexing files, or making similar pairs)."""
         return self._worker is not None
 
     def _work(self, current: dict[str, FileState]) -> None:
-        """Index ``current`` in committed slices on a connection of its own (the worker thread)."""
+        """Index ``current`` in committed slices on a connection of its own (the worker thread),
+        then make the similar pairs of the models that changed."""
         finished, new = False, {}
-        db = self._connect()
+        db = self._connect(bulk=True)
         try:
             deadline = FIRST_SLICE
             while not finished and not self._stop.is_set():
-                finished = self._sync_once(db, current, time.monotonic() + deadline, new)[1]
+                _, finished, done = self._sync_once(db, current, time.monotonic() + deadline, new, pairs=False)
                 deadline = SLICE
                 with self._lock:
                     self.generation += 1
+                with self._state:
+                    for name in done:
+                        self._waiting.pop(name, None)
+                    if finished:
+                        self._waiting.clear()
+                    self._state.notify_all()
                 self._first_slice.set()
+            if finished and not self._stop.is_set():
+                self._make_pairs(db, new)
+                with self._lock:
+                    self.generation += 1
         except Exception:  # a worker must not die silently: the next refresh starts again
+            finished = False
             log.exception("indexing %s failed", self.directory)
         finally:
             db.close()
+            self._readers.clear()
             with self._lock:
                 self._seen = current if finished else None
                 self._worker = None
+            with self._state:
+                if finished:
+                    self._waiting.clear()
+                    self._pairs_waiting.clear()
+                self._state.notify_all()
             self._first_slice.set()
 
     def sync(self, current: dict[str, FileState] | None = None) -> bool:
         """Index new and changed files, forget removed ones; True where the index changed."""
         current = self._stat() if current is None else current
         with self._lock:
-            return self._sync_once(self.db, current, None, {})[0]
+            self.db  # noqa: B018 - the schema is made (or the damaged index replaced) first
+            db = self._connect(bulk=True)
+            try:
+                return self._sync_once(db, current, None, {})[0]
+            finally:
+                db.close()
 
     def _sync_once(self, db: sqlite3.Connection, current: dict[str, FileState], deadline: float | None,
-                   new: dict[str, list[int]]) -> tuple[bool, bool]:
+                   new: dict[str, list[int]], pairs: bool = True) -> tuple[bool, bool, set[str]]:
         """One transaction of indexing, until ``deadline`` (None: to the end); ``(changed,
-        finished)``. ``new`` gathers, across slices, the graphs that became current by model;
-        their similar pairs are computed once the last slice is in."""
+        finished, files done)``. ``new`` gathers, across slices, the graphs that became current by
+        model; with ``pairs``, their similar pairs are made in the same transaction once the
+        last slice is in (else by :meth:`_make_pairs`)."""
         db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
         try:
-            changed_models, finished = self._sync(db, current, deadline)
+            changed_models, finished, done = self._sync(db, current, deadline)
             for model in sorted(m for m in changed_models if m is not None):
                 new.setdefault(model, []).extend(self._mark_current(db, model))
+            # Pairs are made once every slice is in; a process that stops before leaves the model
+            # marked, and the next sync makes them.
+            db.executemany("UPDATE models SET pairs_floor=NULL WHERE model=?", [(m,) for m in new])
             if finished:
-                stale = {m for (m,) in db.execute(
-                    "SELECT DISTINCT f.model FROM files f LEFT JOIN models m ON m.model=f.model "
-                    "WHERE f.model IS NOT NULL AND (m.pairs_floor IS NULL OR m.pairs_floor<>?)", (PAIR_FLOOR,))}
-                for model in sorted(set(new) | stale):
-                    self._update_pairs(db, model, new.get(model, []))
                 if sum(map(len, new.values())) > 1000 or db.execute(
                         "SELECT count(*) FROM sqlite_master WHERE name='sqlite_stat1'").fetchone()[0] == 0:
                     # Statistics let the planner drive a search from its rarest token's postings
                     # instead of walking every graph in rank order (0.2 ms against 17 ms at 100k).
                     db.execute("ANALYZE")
-            else:
-                # Pairs are made once every slice is in; a process that stops before leaves the
-                # model marked, and the next sync makes them.
-                db.executemany("UPDATE models SET pairs_floor=NULL WHERE model=?", [(m,) for m in new])
+                if pairs:
+                    self._pairs(db, new)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return bool(changed_models), finished
+        return bool(changed_models), finished, done
+
+    def _make_pairs(self, db: sqlite3.Connection, new: dict[str, list[int]]) -> None:
+        """The similar pairs of the models whose graphs changed (or whose pairs are not made), one
+        model a transaction; readers waiting for a model's pairs are told as each lands."""
+        with self._state:
+            models = sorted(set(new) | self._pairs_waiting)
+        for model in models:
+            if self._stop.is_set():
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._pairs(db, {model: new.get(model, [])}, only=model)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            with self._state:
+                self._pairs_waiting.discard(model)
+                self._state.notify_all()
+
+    def _pairs(self, db: sqlite3.Connection, new: dict[str, list[int]], only: str | None = None) -> None:
+        stale = {m for (m,) in db.execute(
+            "SELECT DISTINCT f.model FROM files f LEFT JOIN models m ON m.model=f.model "
+            "WHERE f.model IS NOT NULL AND (m.pairs_floor IS NULL OR m.pairs_floor<>?)", (PAIR_FLOOR,))}
+        for model in sorted(set(new) | stale):
+            if only is None or model == only:
+                self._update_pairs(db, model, new.get(model, []))
 
     def _sync(self, db: sqlite3.Connection, current: dict[str, FileState],
-              deadline: float | None = None) -> tuple[set[str | None], bool]:
-        """Index what changed, until ``deadline``; the models changed, and whether all is done."""
+              deadline: float | None = None) -> tuple[set[str | None], bool, set[str]]:
+        """Index what changed, until ``deadline``; the models changed, whether all is done, and
+        the files done (indexed to their end, or forgotten)."""
         known = {row[1]: row for row in db.execute(
-            "SELECT id, name, model, size, mtime_ns, head, indexed_to, tail, lines, problem, complete FROM files")}
+            "SELECT id, name, model, size, mtime_ns, head, indexed_to, tail, lines, problem, complete, digest "
+            "FROM files")}
         changed: set[str | None] = set()
+        done_files: set[str] = set()
         for name in set(known) - set(current):
             changed.add(known[name][2])
             self._forget(db, known[name][0])
+            done_files.add(name)
         todo = []
-        for name, state in sorted(current.items()):
+        for name, state in sorted(current.items(), key=lambda item: item[1].size):
             row = known.get(name)
             same = row is not None and (row[3], row[4]) == (state.size, state.mtime_ns)
-            if not (same and row[10]):  # unchanged, or indexed already by another process
-                todo.append((name, state, row, same))
+            if same and row[10]:
+                continue  # unchanged, or indexed already by another process
+            if row is not None and not same and self._same_bytes(name, state, (*row[:3], row[3], row[4], row[10],
+                                                                                row[11])):
+                db.execute("UPDATE files SET mtime_ns=? WHERE id=?", (state.mtime_ns, row[0]))
+                done_files.add(name)
+                continue
+            todo.append((name, state, row, same))
         finished = True
         for i, (name, state, row, same) in enumerate(todo):
             # A bounded slice is shared by the files left in it, so that the first slice of a fresh
             # clone holds graphs of every model, not only of the file that sorts first (each file
-            # indexes at least a batch of lines, however short its share).
+            # indexes at least a batch of lines, however short its share). Smaller files go first.
             share = None if deadline is None else (
                 time.monotonic() + max(0.0, deadline - time.monotonic()) / (len(todo) - i))
             path = self.directory / name
@@ -342,9 +512,12 @@ class StoreIndex(FileIndexer):
                     model, done = self._index_file(db, path, state, head, deadline=share)
                     changed.add(model)
                 finished = finished and done
+                if done:
+                    done_files.add(name)
             except OSError as exc:  # removed or unreadable while we looked
                 log.warning("cannot index %s: %s", path, exc)
-        return changed, finished
+                done_files.add(name)
+        return changed, finished, done_files
 
     # ----------------------------------------------------------------- reading a line
     def scan(self, graph_id: int) -> ScanRef | None:
@@ -362,14 +535,55 @@ class StoreIndex(FileIndexer):
             OSError: where its file cannot be read.
         """
         with self._lock:
-            row = self.db.execute("SELECT f.name, g.offset, g.length, g.blob FROM graphs g JOIN files f "
+            row = self.db.execute("SELECT f.name, g.file, g.offset, g.length FROM graphs g JOIN files f "
                                   "ON f.id=g.file WHERE g.id=?", (graph_id,)).fetchone()
-        if row is None:
-            raise LookupError(f"graph {graph_id} is not in the index")
-        name, offset, length, blob = row
-        if blob is not None:
-            return zlib.decompress(blob)
+            if row is None:
+                raise LookupError(f"graph {graph_id} is not in the index")
+            name, file_id, offset, length = row
+            if name.endswith(".gz"):
+                block = self.db.execute("SELECT start, data FROM blocks WHERE file=? AND start<=? "
+                                        "ORDER BY start DESC LIMIT 1", (file_id, offset)).fetchone()
+                if block is None:
+                    raise LookupError(f"graph {graph_id}'s text is not in the index")
+                start, data = block
+        if name.endswith(".gz"):
+            text = zlib.decompress(data)
+            return text[offset - start:offset - start + length]
         with open(self.directory / name, "rb") as f:
             f.seek(offset)
             return f.read(length)
 
+    def find_lines(self, model: str, neurons: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, ScanRef | None]]:
+        """The stored lines of these neurons read from the model's store files themselves, not the
+        index (for a call that could not wait for the index): the last line of each in merge
+        order, checked as the index checks it, with the scan file its store's header names.
+        Costs one pass over the model's files."""
+        found: dict[tuple[int, int], tuple[bytes, ScanRef | None]] = {}
+        if not neurons or not self.directory.is_dir():
+            return found
+        paths = sorted((p for p in self.directory.iterdir() if is_store_file(p)), key=lambda p: merge_order(p.name))
+        for path in paths:
+            try:
+                header = read_header(path)
+            except (StoreFormatError, OSError, ValueError):
+                continue
+            if header.model != model:
+                continue
+            shape = self._shape(header)
+            damage: list[str] = []
+            try:
+                for offset, line, _ in iter_lines(path, damage):
+                    if offset == 0:
+                        continue  # the header
+                    located = _LOCATED.search(line, 0, 400)
+                    if located is not None and (int(located[1]), int(located[2])) not in neurons:
+                        continue
+                    try:
+                        entry = index_line(line, model, shape)
+                    except LineError:
+                        continue
+                    if (entry.layer, entry.neuron) in neurons:
+                        found[(entry.layer, entry.neuron)] = (line, header.scan)
+            except OSError as exc:
+                log.warning("cannot read %s: %s", path, exc)
+        return found

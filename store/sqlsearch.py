@@ -221,10 +221,11 @@ class IndexSearch:
             return token_sets(self.index.db, model)
 
     def similar_pairs(self, model: str, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
-                      layer: int | None = None) -> list[Pair]:
+                      layer: int | None = None, kept: bool = True) -> list[Pair]:
         """The most similar pairs (``store.similarity.similar_pairs``'s rule): read from the kept
-        pairs at or above ``store.sqlindex.PAIR_FLOOR``, computed for lower thresholds."""
-        if threshold < PAIR_FLOOR:
+        pairs at or above ``store.sqlindex.PAIR_FLOOR``, computed for lower thresholds, and for
+        any where the kept pairs are not made yet (``kept`` false)."""
+        if threshold < PAIR_FLOOR or not kept:
             return similar_pairs(self.token_sets(model), threshold=threshold, limit=limit, layer=layer)
         where, params = "model=? AND score>=?", [model, threshold]
         if layer is not None:

@@ -99,7 +99,7 @@ async def test_list_models_marks_its_counts_partial_while_the_stores_are_being_i
     write_store(tmp_path / "m.jsonl.gz", "m", scored_graphs(3000, seed=8))
     monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of lines, then answer
     monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
-    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "INDEX_WAIT", 0.0)  # past the wait: partial
     server = serve(tmp_path, fake)
     result = await call(server, "list_models")
     (early,) = [m for m in result.structured_content["models"] if m["model"] == "m"]
@@ -113,9 +113,10 @@ async def test_list_models_marks_its_counts_partial_while_the_stores_are_being_i
     assert not info["partial"] and info["graphs"] == 3000
 
 
-async def test_a_stored_graph_not_indexed_yet_is_neither_missing_nor_built_again(tmp_path, monkeypatch):
-    """On a fresh clone the index is built in the background: a stored graph it has not reached
-    yet is "not indexed yet" to get_graph (not "build it"), and build_graph returns it unbuilt."""
+async def test_a_stored_graph_the_index_has_not_reached_is_read_from_the_store_file(tmp_path, monkeypatch):
+    """Where a call cannot wait for the index (here: no wait at all, slices of 256 lines), a graph
+    the index has not reached is read from the store file: get_graph answers it (it said "not
+    indexed yet, call again"), build_graph returns it unbuilt, and no tool calls it missing."""
     import n2g_mcp.resolve
     import store.sqlindex
     from tests.test_sqlindex import scored_graphs
@@ -124,12 +125,32 @@ async def test_a_stored_graph_not_indexed_yet_is_neither_missing_nor_built_again
     write_store(tmp_path / "test-model.jsonl.gz", "test-model", scored_graphs(3000, seed=12, model="test-model"))
     monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # a slice of lines, then answer
     monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
-    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "INDEX_WAIT", 0.0)  # past the wait: partial
     server = serve(tmp_path, fake)
-    result = await call(server, "get_graph", layer=4, neuron=2999)  # the store's last line
-    assert result.is_error and "still being indexed" in result.content[0].text
+    got = await ok(server, "get_graph", layer=4, neuron=2999)  # the store's last line
+    assert got["id"] == "L4/N2999"
     built = await ok(server, "build_graph", layer=4, neuron=2999)
     assert built["id"] == "L4/N2999" and not built["built"] and "build" not in fake.calls
+
+
+async def test_a_never_seen_store_answers_its_first_calls_in_full(tmp_path, monkeypatch):
+    """Issue 27: a stores folder the server has not indexed is indexed in the background, and a
+    call waits for what its answer needs: the first search counts every graph of the layer (it
+    said 46 of 1,536 as if final), get_graph finds the last line (it was "not indexed yet")."""
+    import store.sqlindex
+    from tests.test_sqlindex import scored_graphs
+
+    fake = FakeLiveBackend(n_layers=5, d_mlp=3000)
+    graphs = scored_graphs(3000, seed=13, model="test-model")
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", graphs)
+    monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)  # many slices: indexing is slow here
+    monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
+    server = serve(tmp_path, fake)
+    first = await ok(server, "search_graphs", layer=4, limit=1)
+    assert first["total"] == sum(g.layer == 4 for g in graphs) and not first["partial"]
+    assert (await ok(server, "get_graph", layer=4, neuron=2999))["id"] == "L4/N2999"
+    (info,) = (await ok(server, "list_models"))["models"]
+    assert info["graphs"] == 3000 and not info["partial"]
 
 
 async def test_corrupt_store_lines_are_skipped_counted_and_reported(stores_dir, fake):

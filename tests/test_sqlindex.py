@@ -171,7 +171,7 @@ def test_a_search_answered_while_indexing_says_it_is_partial(tmp_path: Path, mon
     write_store(tmp_path / "m.jsonl.gz", "m", scored_graphs(3000, seed=9))
     monkeypatch.setattr(store.sqlindex, "FIRST_SLICE", 0.0)
     monkeypatch.setattr(store.sqlindex, "SLICE", 0.0)
-    monkeypatch.setattr(n2g_mcp.resolve, "FIRST_CALL_WAIT", 0.0)
+    monkeypatch.setattr(n2g_mcp.resolve, "INDEX_WAIT", 0.0)  # past the wait: partial
     queries = Queries(tmp_path)
     early = queries.search([" w1"], model="m")
     assert early.partial and early.searched < 3000 and "still being indexed" in early.warnings[-1]

@@ -49,14 +49,6 @@ def no_graph(model: str, layer: int, neuron: int, build: str, stored_layers: Seq
     return message
 
 
-def not_indexed_yet(model: str, layer: int, neuron: int) -> str:
-    # While the index is built in the background a missing graph may only be unread yet: telling
-    # the agent to build it would waste minutes of model time on a graph the store holds.
-    return (f"No graph of {neuron_id(layer, neuron)} of {model} is indexed yet, but the stores are "
-            "still being indexed and may hold it. Call again in a minute; build it only if it is still "
-            "missing then.")
-
-
 def empty_text() -> str:
     return ("text is empty; pass the text to run the neuron on, e.g. a sentence that should make it "
             "fire and one that should not (one call each)")
