@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", action="store_true", help="also the top-window pass and protocol")
     parser.add_argument("--gather-only", action="store_true")
+    parser.add_argument("--show", default=None, help="layers to table (default: all gathered)")
     parser.add_argument("--intervals", default="6x2", help="bins x pivots a bin for the interval "
                         "variants ('0' to skip their pass)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names")
@@ -209,7 +210,8 @@ def main() -> None:
         bins, per = (int(x) for x in args.intervals.split("x"))
         key = hashlib.sha1(repr((layers, args.neurons, args.build_windows, args.seed)).encode()).hexdigest()[:10]
         extra = interval_snippets(data, layers, key, bins, per)
-    run_variants(data, layers, names, shipped_graphs, extra)
+    shown = [int(x) for x in args.show.split(",")] if args.show else layers
+    run_variants(data, shown, names, shipped_graphs, extra)
 
 
 if __name__ == "__main__":

@@ -144,18 +144,29 @@ class CompiledGraph:
 
 
 def predict_windows(graph: CompiledGraph, codes: np.ndarray, runs: np.ndarray | None = None,
-                    rule: MatchRule | str = "all", default: float = 0.0) -> np.ndarray:
+                    rule: MatchRule | str = "all", default: float | np.ndarray = 0.0) -> np.ndarray:
     """``(W, P)`` predicted normalised activation of every token.
 
     ``rule="all"`` is ``NeuronTrie.predict``'s: the largest END among the matching paths,
-    ``default`` (``NeuronTrie.predict``: 0) where none matches. ``rule="specific"`` (an alternative for graded ENDs) takes the END of
+    ``default`` (``NeuronTrie.predict``: 0; or per token class, ``(classes,)``) where none
+    matches. ``rule="specific"`` (an alternative for graded ENDs) takes the END of
     the matching path with the most literal or REPEAT nodes (ties: the largest), so a context
     that lowers a token's activation can say so.
     """
     out = np.full(codes.shape, -np.inf)
-    if rule == "specific":
-        best = np.full(codes.shape, -1)
+    best = np.full(codes.shape, -1)
+    # Paths of one literal token need no walk: one table lookup serves all of them.
+    single = [(path[0], end) for path, end in zip(graph.paths, graph.ends, strict=True)
+              if len(path) == 1 and isinstance(path[0], int) and path[0] != MISSING]
+    if single:
+        table = np.full(max(int(codes.max()), max(c for c, _ in single)) + 1, -np.inf)
+        for c, end in single:
+            table[c] = max(table[c], end)
+        out = table[codes]
+        best[np.isfinite(out)] = 1
     for path, end in zip(graph.paths, graph.ends, strict=True):
+        if len(path) == 1 and isinstance(path[0], int):
+            continue
         mask = path_mask(codes, path, runs)
         if rule == "specific":
             weight = sum(c is not IGNORE for c in path)
@@ -166,7 +177,8 @@ def predict_windows(graph: CompiledGraph, codes: np.ndarray, runs: np.ndarray | 
             best[better] = weight
         else:
             np.maximum(out, np.where(mask, end, -np.inf), out=out)
-    out[np.isneginf(out)] = default
+    unmatched = np.isneginf(out)
+    out[unmatched] = default if np.isscalar(default) else np.asarray(default)[codes[unmatched]]
     return out
 
 

@@ -202,3 +202,52 @@ def test_token_paths_add_the_tokens_the_neuron_is_active_on(rule_sample) -> None
     _, _, sample, acts = rule_sample
     out = calibrate(NeuronTrie(), sample, acts[:, :, TOKEN], CalibrationConfig(token_paths=True))
     assert dict(out) == {(" the",): pytest.approx(0.8)}
+
+
+def _hand_sample(rows: list[str], values: list[list[float]]) -> tuple[Sample, np.ndarray]:
+    """Windows of one-letter tokens (' a', ' b', ...) with the neuron's activations."""
+    vocab = [" a", " b", " c", " d"]
+    classes = TokenClasses.of(vocab)
+    codes = np.array([[vocab.index(" " + t) for t in row.split()] for row in rows])
+    return Sample.of(codes, classes, repeat_runs(codes, 1)), np.array(values, dtype=np.float64)
+
+
+def test_with_a_default_tokens_below_the_neurons_mean_get_negative_paths() -> None:
+    sample, acts = _hand_sample(["a b c d", "a b c c"], [[0.0, -0.8, 0.1, 0.0], [0.0, -0.8, 0.1, 0.1]])
+    config = CalibrationConfig(token_paths=True, default=True, token_delta=0.2, token_min=1)
+    out = calibrate(NeuronTrie(), sample, acts, config)
+    # The mean is -0.1625: ' b' (-0.8) and ' c' (0.1) depart from it by 0.2 or more.
+    assert dict(out) == {(" b",): pytest.approx(-0.8), (" c",): pytest.approx(0.1)}
+    plain = CalibrationConfig(token_paths=True, token_delta=0.2, token_min=1)  # default 0, no dips
+    assert dict(calibrate(NeuronTrie(), sample, acts, plain)) == {}
+
+
+def test_the_token_budget_keeps_the_tokens_that_explain_most_variance() -> None:
+    # ' a' departs by 0.5 on 2 tokens (0.5), ' c' by 0.3 on 6 tokens (0.54): ' c' goes first.
+    sample, acts = _hand_sample(["a a c c c b", "c c c b b b"], [[0.5, 0.5, 0.3, 0.3, 0.3, 0.0],
+                                                                 [0.3, 0.3, 0.3, 0.0, 0.0, 0.0]])
+    config = CalibrationConfig(token_paths=True, token_delta=0.1, token_min=1, token_budget=1)
+    assert list(calibrate(NeuronTrie(), sample, acts, config)) == [(" c",)]
+
+
+def test_bigram_paths_say_which_previous_token_changes_the_activation() -> None:
+    # ' b' is 1.0 after ' a' and 0 after ' c'.
+    sample, acts = _hand_sample(["a b c b", "a b c b", "a b c b"], [[0, 1, 0, 0]] * 3)
+    config = CalibrationConfig(token_paths=True, bigram_paths=True, token_delta=0.1)
+    out = calibrate(NeuronTrie(), sample, acts, config)
+    assert out[(" b",)] == pytest.approx(0.5)
+    assert out[(" b", " a")] == pytest.approx(1.0) and out[(" b", " c")] == pytest.approx(0.0)
+    compiled = CompiledGraph.of(out, sample.classes)
+    assert predict_windows(compiled, sample.codes, rule="specific")[0].tolist() == [0, 1, 0, 0]
+
+
+def test_interval_pivots_come_from_every_band_of_the_range_and_skip_excluded_windows() -> None:
+    from builder.intervals import interval_pivots
+
+    acts = np.zeros((4, 8))
+    acts[0, 1], acts[1, 2], acts[2, 3], acts[3, 4] = 1.0, 0.6, 0.3, 0.9
+    pivots = interval_pivots(acts, intervals=3, per_bin=1, low=0.1)
+    bands = sorted(int(acts[w, p] * 3.0 / 0.9 - 0.34) for w, p in pivots)  # which third of (0.1, 1]
+    assert len(pivots) == 3 and len(set(bands)) == 3
+    excluded = interval_pivots(acts, intervals=3, per_bin=4, low=0.1, exclude=np.array([1, 0, 0, 0], bool))
+    assert (0, 1) not in excluded and set(excluded) == {(1, 2), (2, 3), (3, 4)}
