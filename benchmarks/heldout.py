@@ -10,9 +10,8 @@ Three model passes, each cached under ``$N2G_CACHE/heldout/`` (so variants rerun
    neurons that fire there at least 5 times (normalised by the shipped scan's max);
 2. ``--build-windows`` random windows of the build split (never the scan's random negative
    windows), the sampled neurons: the floor's token lookup and the corpus calibration read them;
-3. with ``--top``, each sampled neuron's 50 top windows from the shipped scan (its train and
-   test split as stored in its graph), layer by layer: the paper's token lookup and the paper's
-   top-window protocol read them.
+3. with ``--top``, each sampled neuron's 10 test top windows (as stored in its shipped graph),
+   layer by layer: the paper's top-window protocol reads them.
 
 Then one markdown row per layer and variant: P / R / F1 of firing tokens and Pearson r over all
 held-out tokens (means over the sampled neurons), and, with ``--top``, F1 on the paper's
@@ -57,7 +56,7 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
 
     key = hashlib.sha1(repr((layers, n_neurons, build_windows, seed)).encode()).hexdigest()[:10]
     path = cache_folder() / f"smollm2-135m-{key}.npz"
-    top_path = cache_folder() / f"smollm2-135m-{key}-top.npz"
+    top_path = cache_folder() / f"smollm2-135m-{key}-top.npz"  # per layer: ...-test{layer}.npz
     scan = np.load(SCAN)
     max_act = scan["max_activation"]  # (L, d)
     windows = scan["windows"].astype(np.int64)  # (n, 64)
@@ -97,25 +96,30 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
         np.savez(path, **arrays)
         log(f"cached {path}")
     data = dict(np.load(path))
-    if top and not top_path.exists():
+    if top:
         model = model or load_model("smollm2-135m")
-        arrays = {}
+        records = shipped_graphs(layers, {layer: data[f"neurons_{layer}"] for layer in layers})
         for layer in layers:
-            neurons = data[f"neurons_{layer}"]
-            ids = scan["top_window"][layer][:, neurons]  # (k, n)
-            union = np.unique(ids)
-            log(f"top pass: layer {layer}, {len(union)} windows")
-            started, forwarded = time.perf_counter(), model.tokens_forwarded
-            acts = layer_activations(model, windows[union], [layer], {layer: neurons},
-                                     dtype=np.float32)[layer]  # (U, P, n)
-            where = np.searchsorted(union, ids)  # (k, n)
-            traces = np.stack([acts[where[:, i], :, i] for i in range(len(neurons))], axis=1)
-            arrays[f"top_{layer}"] = traces / max_act[layer][neurons][None, :, None]  # (k, n, P)
-            arrays[f"topcost_{layer}"] = np.array([time.perf_counter() - started,
-                                                   model.tokens_forwarded - forwarded])
-        np.savez(top_path, **arrays)
-    if top_path.exists():
-        data.update(np.load(top_path))
+            path_l = top_path.with_name(top_path.name.replace("-top", f"-test{layer}"))
+            if not path_l.exists():
+                neurons = data[f"neurons_{layer}"]
+                # Each graph's own test windows (10 of its top 20, as stored in its record).
+                tests = [sorted(row[0] for row in records[(layer, int(n))]["examples"] if row[3] == "test")
+                         for n in neurons]
+                union = np.unique(np.concatenate(tests))
+                log(f"test-window pass: layer {layer}, {len(union)} windows")
+                started, forwarded = time.perf_counter(), model.tokens_forwarded
+                acts = layer_activations(model, windows[union], [layer], {layer: neurons},
+                                         dtype=np.float32)[layer]  # (U, P, n)
+                ids = np.full((max(map(len, tests)), len(neurons)), -1)
+                traces = np.zeros((ids.shape[0], len(neurons), windows.shape[1]), np.float32)
+                for i, t in enumerate(tests):
+                    ids[:len(t), i] = t
+                    traces[:len(t), i] = acts[np.searchsorted(union, t), :, i]
+                np.savez(path_l, ids=ids, traces=traces / max_act[layer][neurons][None, :, None],
+                         cost=np.array([time.perf_counter() - started, model.tokens_forwarded - forwarded]))
+            with np.load(path_l) as z:
+                data[f"testids_{layer}"], data[f"test_{layer}"] = z["ids"], z["traces"]
     data["windows"] = windows
     data["top_window"] = scan["top_window"]
     data["max_activation"] = max_act
@@ -136,7 +140,8 @@ def interval_snippets(data: dict, layers: list[int], key: str, intervals: int, p
     from builder.saliency import saliency
     from benchmarks.heldout_variants import calibration_split
 
-    path = cache_folder() / f"smollm2-135m-{key}-intervals-{intervals}x{per_bin}.pkl"
+    tag = "-".join(map(str, layers))
+    path = cache_folder() / f"smollm2-135m-{key}-intervals-{intervals}x{per_bin}-L{tag}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     config = BuildConfig()
@@ -206,11 +211,11 @@ def main() -> None:
     from benchmarks.heldout_variants import VARIANTS, run_variants
     names = args.variants.split(",") if args.variants else list(VARIANTS)
     extra = {}
-    if args.intervals != "0" and any("interval" in n for n in names):
-        bins, per = (int(x) for x in args.intervals.split("x"))
-        key = hashlib.sha1(repr((layers, args.neurons, args.build_windows, args.seed)).encode()).hexdigest()[:10]
-        extra = interval_snippets(data, layers, key, bins, per)
+    bins, per = (int(x) for x in args.intervals.split("x")) if args.intervals != "0" else (0, 0)
+    key = hashlib.sha1(repr((layers, args.neurons, args.build_windows, args.seed)).encode()).hexdigest()[:10]
     shown = [int(x) for x in args.show.split(",")] if args.show else layers
+    if args.intervals != "0" and any("interval" in n for n in names):
+        extra = interval_snippets(data, shown, key, bins, per)
     run_variants(data, shown, names, shipped_graphs, extra)
 
 

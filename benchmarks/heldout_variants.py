@@ -62,7 +62,6 @@ BASE = CalibrationConfig()
 VARIANTS: dict[str, Variant] = {
     "shipped": Variant("graph", None, note="the shipped graphs as they are"),
     "floor": Variant("floor", note="token lookup: mean per token over the build sample"),
-    "top_lookup": Variant("top_lookup", note="the paper's token lookup: max per token over the 40 train top windows"),
     "recal": Variant("graph", BASE, note="shipped paths, END = mean of their matches in the build sample"),
     "recal_drop": Variant("graph", replace(BASE, unmatched="drop"), note="... paths unmatched in the sample dropped"),
     "recal_prior2": Variant("graph", replace(BASE, prior=2.0, unmatched="backoff"),
@@ -128,6 +127,11 @@ VARIANTS: dict[str, Variant] = {
         "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
                          token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
         rule="specific", embedding=True, note="proposed_embed with 500 token and 200 bigram paths"),
+    "proposed_p0_500_200_intervals": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", note="proposed_p0_500_200 + the paths of pivots from 6 activation intervals (2 each)"),
+    "recal_intervals": Variant("graph", BASE, note="recal + the interval pivots' paths"),
     "recal_tokens_intervals": Variant("graph", replace(BASE, token_paths=True),
                                       note="recal_tokens + paths of pivots from 6 activation intervals (2 each)"),
     "recal_tokens_bigrams_intervals_specific": Variant(
@@ -168,15 +172,14 @@ def embedding_baseline(cal: Sample, acts: np.ndarray, ridge: float = 10.0) -> np
         first[cal.classes.of_id[::-1]] = np.arange(len(cal.classes.of_id))[::-1]
         _EMBED["E"] = E[first]  # (classes, d)
     E = _EMBED["E"]
-    key = (id(cal), cal.codes.shape)
+    key = (cal.codes.shape, int(cal.codes.sum()))  # the Gram matrix depends on the windows only
     counts, means = token_means(cal, acts)
     seen = np.flatnonzero(counts)
-    if _EMBED.get("key") != key:
+    if key not in _EMBED:
         X = E[seen]
-        _EMBED["key"] = key
-        _EMBED["inv"] = np.linalg.inv(X.T @ (X * counts[seen][:, None]) + ridge * np.eye(E.shape[1]))
+        _EMBED[key] = np.linalg.inv(X.T @ (X * counts[seen][:, None]) + ridge * np.eye(E.shape[1]))
     mean = float(acts.mean())
-    coef = _EMBED["inv"] @ (E[seen].T @ (counts[seen] * (means[seen] - mean)))
+    coef = _EMBED[key] @ (E[seen].T @ (counts[seen] * (means[seen] - mean)))
     return E @ coef + mean
 
 
@@ -217,7 +220,7 @@ def run_variants(data: dict, layers: list[int], names: list[str], shipped_graphs
     cal_i, val_i = calibration_split(len(build_codes))
     neurons = {layer: data[f"neurons_{layer}"] for layer in layers}
     records = shipped_graphs(layers, neurons)
-    has_top = all(f"top_{layer}" in data for layer in layers)
+    has_top = all(f"test_{layer}" in data for layer in layers)
     header = ("| layer | variant | held-out neurons | held-out P / R / F1 | held-out r | r, true clipped at 0 | "
               "interval-protocol r | "
               "validation neurons | "
@@ -243,13 +246,9 @@ def run_variants(data: dict, layers: list[int], names: list[str], shipped_graphs
                     trie = _with_intervals(trie, intervals[layer]["paths"][i])
                 train = test = None
                 if has_top:
-                    ranks_window = data["top_window"][layer][:, n]  # (k,)
-                    test_windows = {row[0] for row in record["examples"] if row[3] == "test"}
-                    is_test = np.isin(ranks_window, list(test_windows))
-                    traces = data[f"top_{layer}"][:, i]  # (k, P)
-                    codes_top = classes.of_id[windows[ranks_window]]
-                    train = (codes_top[~is_test], traces[~is_test])
-                    test = (codes_top[is_test], traces[is_test])
+                    ids = data[f"testids_{layer}"][:, i]
+                    ids = ids[ids >= 0]
+                    test = (classes.of_id[windows[ids]], data[f"test_{layer}"][:len(ids), i])
                 predict, size = _predictor(variant, trie, full, build[:, :, i], train)
                 pred_h = predict(held_codes, held_runs)
                 scores_h.append(score_windows(held[:, :, i], pred_h))
