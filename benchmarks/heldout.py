@@ -96,28 +96,29 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
         np.savez(path, **arrays)
         log(f"cached {path}")
     data = dict(np.load(path))
-    if top:
-        model = model or load_model("smollm2-135m")
-        records = shipped_graphs(layers, {layer: data[f"neurons_{layer}"] for layer in layers})
-        for layer in layers:
-            path_l = top_path.with_name(top_path.name.replace("-top", f"-test{layer}"))
-            if not path_l.exists():
-                neurons = data[f"neurons_{layer}"]
-                # Each graph's own test windows (10 of its top 20, as stored in its record).
-                tests = [sorted(row[0] for row in records[(layer, int(n))]["examples"] if row[3] == "test")
-                         for n in neurons]
-                union = np.unique(np.concatenate(tests))
-                log(f"test-window pass: layer {layer}, {len(union)} windows")
-                started, forwarded = time.perf_counter(), model.tokens_forwarded
-                acts = layer_activations(model, windows[union], [layer], {layer: neurons},
-                                         dtype=np.float32)[layer]  # (U, P, n)
-                ids = np.full((max(map(len, tests)), len(neurons)), -1)
-                traces = np.zeros((ids.shape[0], len(neurons), windows.shape[1]), np.float32)
-                for i, t in enumerate(tests):
-                    ids[:len(t), i] = t
-                    traces[:len(t), i] = acts[np.searchsorted(union, t), :, i]
-                np.savez(path_l, ids=ids, traces=traces / max_act[layer][neurons][None, :, None],
-                         cost=np.array([time.perf_counter() - started, model.tokens_forwarded - forwarded]))
+    records = None
+    for layer in layers:
+        path_l = top_path.with_name(top_path.name.replace("-top", f"-test{layer}"))
+        if top and not path_l.exists():
+            records = records or shipped_graphs(layers, {la: data[f"neurons_{la}"] for la in layers})
+            model = model or load_model("smollm2-135m")
+            neurons = data[f"neurons_{layer}"]
+            # Each graph's own test windows (10 of its top 20, as stored in its record).
+            tests = [sorted(row[0] for row in records[(layer, int(n))]["examples"] if row[3] == "test")
+                     for n in neurons]
+            union = np.unique(np.concatenate(tests))
+            log(f"test-window pass: layer {layer}, {len(union)} windows")
+            started, forwarded = time.perf_counter(), model.tokens_forwarded
+            acts = layer_activations(model, windows[union], [layer], {layer: neurons},
+                                     dtype=np.float32)[layer]  # (U, P, n)
+            ids = np.full((max(map(len, tests)), len(neurons)), -1)
+            traces = np.zeros((ids.shape[0], len(neurons), windows.shape[1]), np.float32)
+            for i, t in enumerate(tests):
+                ids[:len(t), i] = t
+                traces[:len(t), i] = acts[np.searchsorted(union, t), :, i]
+            np.savez(path_l, ids=ids, traces=traces / max_act[layer][neurons][None, :, None],
+                     cost=np.array([time.perf_counter() - started, model.tokens_forwarded - forwarded]))
+        if path_l.exists():  # cached by an earlier --top run
             with np.load(path_l) as z:
                 data[f"testids_{layer}"], data[f"test_{layer}"] = z["ids"], z["traces"]
     data["windows"] = windows
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--intervals", default="6x2", help="bins x pivots a bin for the interval "
                         "variants ('0' to skip their pass)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names")
+    parser.add_argument("--no-validation", action="store_true", help="skip the build-split validation columns")
     args = parser.parse_args()
     layers = [int(x) for x in args.layers.split(",")]
     data = gather(layers, args.neurons, args.build_windows, args.seed, args.top)
@@ -216,7 +218,7 @@ def main() -> None:
     shown = [int(x) for x in args.show.split(",")] if args.show else layers
     if args.intervals != "0" and any("interval" in n for n in names):
         extra = interval_snippets(data, shown, key, bins, per)
-    run_variants(data, shown, names, shipped_graphs, extra)
+    run_variants(data, shown, names, shipped_graphs, extra, validation=not args.no_validation)
 
 
 if __name__ == "__main__":

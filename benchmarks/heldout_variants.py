@@ -132,6 +132,14 @@ VARIANTS: dict[str, Variant] = {
                          token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
         rule="specific", note="proposed_p0_500_200 + the paths of pivots from 6 activation intervals (2 each)"),
     "recal_intervals": Variant("graph", BASE, note="recal + the interval pivots' paths"),
+    "proposed_p0_500_200_min5": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, min_matches=5,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", note="proposed_p0_500_200, paths with < 5 sample matches keep their top-window END"),
+    "proposed_p0_500_200_min20": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, min_matches=20,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", note="... < 20 sample matches"),
     "recal_tokens_intervals": Variant("graph", replace(BASE, token_paths=True),
                                       note="recal_tokens + paths of pivots from 6 activation intervals (2 each)"),
     "recal_tokens_bigrams_intervals_specific": Variant(
@@ -209,7 +217,7 @@ def _predictor(variant: Variant, trie: NeuronTrie, cal: Sample, cal_acts: np.nda
 
 
 def run_variants(data: dict, layers: list[int], names: list[str], shipped_graphs,
-                 intervals: dict | None = None) -> None:
+                 intervals: dict | None = None, validation: bool = True) -> None:
     vocab = _vocab()
     classes = TokenClasses.of(vocab)
     windows = data["windows"]
@@ -257,7 +265,7 @@ def run_variants(data: dict, layers: list[int], names: list[str], shipped_graphs
                 scores_i.append(score_windows(held[pick, :, i], pred_h[pick]))
                 if size is not None:
                     sizes.append(size)
-                if fires_enough(build[val_i, :, i]):
+                if validation and fires_enough(build[val_i, :, i]):
                     vpredict, _ = _predictor(variant, trie, part, build[cal_i, :, i], train)
                     scores_v.append(score_windows(build[val_i, :, i], vpredict(val_codes, val_runs)))
                 if has_top and test is not None and len(test[0]):

@@ -46,6 +46,9 @@ class CalibrationConfig:
     unmatched: Literal["keep", "drop", "backoff"] = "keep"
     """A path that matches nothing in the sample keeps its END from the top windows ('keep'),
     is dropped ('drop'), or ends at its backoff value ('backoff')."""
+    min_matches: int = 1
+    """A path with fewer matches than this in the sample counts as unmatched (``unmatched``
+    decides its END): a few ordinary-text matches say little against the top windows' evidence."""
     min_end: float = 0.0
     """Drop calibrated paths whose END falls below this (they predict almost nothing, and a
     smaller graph reads better)."""
@@ -157,7 +160,7 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
         matches = int(mask.sum())
         first = codes[0]
         backoff = float(means[first]) if first is not REPEAT and first != -1 else float(acts.mean())
-        if matches == 0:
+        if matches < max(1, config.min_matches):
             ends[path] = {"keep": node.end, "drop": None, "backoff": backoff}[config.unmatched]
             continue
         total = float(acts[mask].sum())

@@ -251,3 +251,11 @@ def test_interval_pivots_come_from_every_band_of_the_range_and_skip_excluded_win
     assert len(pivots) == 3 and len(set(bands)) == 3
     excluded = interval_pivots(acts, intervals=3, per_bin=4, low=0.1, exclude=np.array([1, 0, 0, 0], bool))
     assert (0, 1) not in excluded and set(excluded) == {(1, 2), (2, 3), (3, 4)}
+
+
+def test_a_path_with_too_few_sample_matches_keeps_its_top_window_end() -> None:
+    sample, acts = _hand_sample(["a b c d", "a b c c"], [[0.0, 0.1, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0]])
+    trie = NeuronTrie()
+    trie.insert((" b", " a"), 0.9, [0.9])  # two matches in the sample, mean 0.2
+    assert calibrate(trie, sample, acts)[(" b", " a")] == pytest.approx(0.2)
+    assert calibrate(trie, sample, acts, CalibrationConfig(min_matches=3))[(" b", " a")] == 0.9
