@@ -51,7 +51,7 @@ def cache_folder() -> Path:
 def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top: bool) -> dict:
     """The three passes (cached): see the module docstring."""
     from builder.corpus import heldout_mask, make_windows
-    from builder.heldout import fires_enough, layer_activations
+    from builder.stages.heldout import fires_enough, layer_activations
     from builder.models import load_model
 
     key = hashlib.sha1(repr((layers, n_neurons, build_windows, seed)).encode()).hexdigest()[:10]
@@ -129,16 +129,15 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
 
 def interval_snippets(data: dict, layers: list[int], key: str, intervals: int, per_bin: int) -> dict:
     """Per layer and sampled neuron, the paths of pivots drawn from every activation interval of
-    the calibration part of the build sample (``builder.intervals``), pruned and measured by the
+    the calibration part of the build sample (``builder.stages.intervals``), pruned and measured by the
     builder's own stages; cached. ``{layer: [[(tokens, importances), ...] per neuron]}``."""
     import pickle
 
-    from builder.build import _mask_id
     from builder.config import BuildConfig
-    from builder.intervals import interval_examples, interval_pivots
+    from builder.stages.intervals import interval_examples, interval_pivots
     from builder.models import load_model
-    from builder.prune import prune
-    from builder.saliency import saliency
+    from builder.stages.prune import prune
+    from builder.stages.saliency import mask_token_id, saliency
     from benchmarks.heldout_variants import calibration_split
 
     tag = "-".join(map(str, layers))
@@ -163,13 +162,13 @@ def interval_snippets(data: dict, layers: list[int], key: str, intervals: int, p
             examples += interval_examples(windows, raw, int(n), pivots)
         started, forwarded = time.perf_counter(), model.tokens_forwarded
         snippets = prune(model, layer, examples, config.prune, config.max_batch_tokens)
-        importance, _ = saliency(model, layer, snippets, _mask_id(model, config),
-                                 config.max_batch_tokens, config.saliency.context)
+        measured = saliency(model, layer, snippets, mask_token_id(model, config.saliency.mask_token),
+                            config.max_batch_tokens, config.saliency.context)
         cost = (time.perf_counter() - started, (model.tokens_forwarded - forwarded) / len(neurons))
         log(f"intervals: layer {layer}, {len(examples)} pivots, {cost[0]:.0f} s, {cost[1]:.0f} tokens a neuron")
         by = {int(n): [] for n in neurons}
-        for s, imp in zip(snippets, importance, strict=True):
-            by[s.neuron].append(([vocab[t] for t in s.tokens], imp.astype(float).tolist()))
+        for s, m in zip(snippets, measured, strict=True):
+            by[s.neuron].append(([vocab[t] for t in s.tokens], m.importances.astype(float).tolist()))
         out[layer] = {"paths": [by[int(n)] for n in neurons], "cost": cost}
     path.write_bytes(pickle.dumps(out))
     return out

@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from builder.calibrate import CalibrationConfig, Sample, calibrate, default_value, token_means
+from builder.stages.corpus_calibration import CalibrationConfig, Sample, calibrate, default_value, token_means
 from builder.config import FitConfig
-from builder.fit import snippet_path
-from builder.heldout import (
+from builder.stages.fit import snippet_path
+from builder.stages.heldout import (
     CompiledGraph,
     LayerMeans,
     TokenClasses,

@@ -12,4 +12,13 @@
 - ``fit``: the graph (a trie of paths) from the snippets.
 - ``evaluate``: the graph and the paper's baselines scored on held-out windows.
 - ``build``: the stages in order for a batch of neurons of one layer, into a store.
+
+The ordinary-text method of issue 28, measured on held-out documents but not yet the build's
+default (``benchmarks/heldout.py``):
+
+- ``heldout``: graphs and the token-lookup floor scored on every token of the held-out documents
+  (``builder.corpus``'s document split) and on the interval protocol.
+- ``corpus_calibration``: each path's END from its matches over a sample of the build split,
+  token and bigram paths chosen by the variance they explain, a default value.
+- ``intervals``: pivots drawn from every activation interval, beside the top windows.
 """

@@ -1,6 +1,6 @@
 """Corpus calibration: each path's END from what the neuron does at its matches in ordinary text.
 
-The fit (``builder.fit``) sets a path's END from the neuron's 40 train top windows and 32 random
+The fit (``builder.stages.fit``) sets a path's END from the neuron's 40 train top windows and 32 random
 windows pooled unweighted: a 0.4% slice of the corpus where the neuron fires far more often
 than anywhere else, so a path that fires on 20% of its matches there may fire on 1% of them in
 ordinary text, and its END says "fires" where the neuron rarely does (issue 28). Here a path's
@@ -12,7 +12,7 @@ ordinary text.
 
 One forward pass over the sample serves every neuron of a layer: the activations ``(W, P, N)``
 are read once, and each neuron's paths are matched on the sample's token classes
-(:func:`builder.heldout.path_mask`, numpy).
+(:func:`builder.stages.heldout.path_mask`, numpy).
 
 In: a neuron's trie, the sample's token classes ``(W, P)`` and the neuron's normalised
 activations on it ``(W, P)``. Out: a new trie (the same paths, new ENDs; optionally paths with
@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from builder.heldout import IGNORE, REPEAT, CompiledGraph, TokenClasses, path_mask
+from builder.stages.heldout import IGNORE, REPEAT, CompiledGraph, TokenClasses, path_mask
 from store.trie import NeuronTrie
 
 
@@ -83,7 +83,7 @@ class Sample:
     """``(W, P)`` token classes."""
     classes: TokenClasses
     runs: np.ndarray | None = None
-    """``(W, P)`` repeat runs (``builder.heldout.repeat_runs``), where graphs have REPEAT nodes."""
+    """``(W, P)`` repeat runs (``builder.stages.heldout.repeat_runs``), where graphs have REPEAT nodes."""
     strings: tuple[str, ...] = ()
     """The string of each class (for the paths added), as :meth:`of` sets it."""
 

@@ -6,7 +6,7 @@ across the neuron's activation range (Anthropic's intervals, delphi's quantiles)
 ``[low, 1]`` of normalised activation is cut into ``intervals`` equal bins and up to ``per_bin``
 tokens are drawn from each. Each pivot then goes through the paper's stages (pruning, saliency)
 and becomes a path (``builder.fit.snippet_path``); the paths join the graph's candidates, and
-the corpus calibration (``builder.calibrate``) sets their ENDs.
+the corpus calibration (``builder.stages.corpus_calibration``) sets their ENDs.
 
 In: the sample's windows ``(W, P)`` and a layer's normalised activations ``(W, P, N)``. Out: per
 neuron, the paths ``(token strings, pivot last)`` with their importances.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from builder.prune import TopExample
+from builder.stages.examples import TopExample
 
 
 def interval_pivots(acts: np.ndarray, intervals: int = 6, per_bin: int = 2, low: float = 0.1,
