@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
                    "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
-                   "ablate_neurons", "steer_neurons", "test_hypothesis"}
+                   "ablate_neurons", "steer_neurons", "test_hypothesis", "score_explanation"}
 
 
 @pytest.fixture
