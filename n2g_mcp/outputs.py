@@ -217,7 +217,9 @@ class SimilarOutput(BaseModel):
 class RenderOutput(BaseModel):
     id: str
     model: str
-    dot: str = Field(description="Graphviz DOT source; render with `dot -Tsvg`")
+    dot: str = Field(description="Graphviz DOT source with a legend; render with `dot -Tsvg`. Node numbers: "
+                     "activation (red, share of the neuron's max) or importance (blue, 1 - activation with "
+                     "the token masked / activation, not capped at 1)")
     nodes: int = Field(description="nodes of the whole graph as drawn (IGNOREs removed)")
     shown_nodes: int = Field(description="nodes in this drawing")
     paths: int

@@ -60,7 +60,8 @@ class NeuronGraph(BaseModel):
         default_factory=dict, description="activating token -> largest normalised activation"
     )
     context_tokens: dict[str, FiniteFloat] = Field(
-        default_factory=dict, description="context token -> largest importance"
+        default_factory=dict, description="context token -> largest importance (the paper's saliency, "
+        "1 - activation with the token masked / activation; above 1 where masking drives it below zero)"
     )
     trie: list[list[Any]] = Field(description="the trie as [parent, token, importance, end] rows")
     matching: Matching = Field(default_factory=Matching)

@@ -142,3 +142,18 @@ async def test_too_many_or_too_long_texts_are_refused_saying_how_to_split_them(s
     half = "dog " * (MAX_TEXT_CHARS // 8 + 10)
     message = await error(server, "predict_activations", layer=0, neuron=1, text=[half, half, half])
     assert "together" in message and "several calls" in message
+
+
+# --------------------------------------------------------------------- the prompt
+async def test_the_explain_prompt_reads_the_description_and_scores_the_explanation_with_real_tools(server) -> None:
+    import re
+
+    from mcp import Client
+
+    async with Client(server) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        rendered = await client.get_prompt("explain-neuron", {"layer": "3", "neuron": "17"})
+    text = rendered.messages[0].content.text
+    named = set(re.findall(r"`(\w+)\(", text))
+    assert {"get_graph", "score_explanation", "predict_activations"} <= named <= tools
+    assert "description" in text and "L3/N17" in text and "{" not in text

@@ -158,8 +158,10 @@ def similar(out: SimilarOutput) -> str:
 # --------------------------------------------------------------------- render
 def render(out: RenderOutput, *, max_dot_chars: int, max_nodes_allowed: int, image_note: str | None) -> str:
     head = (f"Graphviz DOT for {out.id} of {out.model}: {out.shown_nodes} of {out.nodes} nodes, "
-            f"{out.shown_paths} of {out.paths} paths. Red: activating tokens; blue: context, darker = "
-            "stronger; bold outline: a path ends there. Render with `dot -Tsvg`.")
+            f"{out.shown_paths} of {out.paths} paths. Red: activating tokens, numbered by activation (share "
+            "of the max); blue: context, numbered by importance (1 - activation with it masked / activation; "
+            "above 1, masking drives it below zero); darker = stronger; bold outline: a path ends there; "
+            "'␣' is a leading space; the drawing carries this legend. Render with `dot -Tsvg`.")
     if out.max_nodes < out.requested_max_nodes:
         head += f" Drawn with max_nodes={out.max_nodes} to stay under {max_dot_chars} characters."
     elif out.shown_nodes < out.nodes:

@@ -145,7 +145,12 @@ def render_graph_dot(
 ) -> Annotated[CallToolResult, RenderOutput]:
     """Draw a neuron's graph as Graphviz DOT, as in the paper: activating tokens red, context
     tokens blue (darker = stronger), edges from context to the activating token, bold where
-    a path ends. Render the text with `dot -Tsvg`, or pass image='png' to get a picture."""
+    a path ends. Each node shows its number: an activating token its activation (share of the
+    neuron's max, 0-1), a context token its importance (1 - activation with the token masked /
+    activation; above 1 where masking drives it below zero). A leading space shows as '␣',
+    '… n' on an edge means n tokens that do not matter, tokens that fire in any context sit in
+    one table, and the title carries a legend. Render the text with `dot -Tsvg`, or pass
+    image='png' to get a picture."""
     out = q.render(model, layer, neuron, max_nodes)
     blocks, note = _drawing(out, image) if image != "none" else ([], None)
     summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)
