@@ -282,7 +282,8 @@ def _scored(name: str, picked: list[int], truth: list[list[float]], predicted: l
     def flat(values: list[list[float]]) -> list[float]:
         return [v for i in picked for v in values[i]]
 
-    return KindScore(kind=name, windows=len(picked), scores=score(flat(truth), flat(predicted)),  # type: ignore[arg-type]
+    return KindScore(kind=name, windows=len(picked),  # type: ignore[arg-type]
+                     scores=score(flat(truth), flat(predicted)),
                      graph=None if graph is None else score(flat(truth), flat(graph)))
 
 

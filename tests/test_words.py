@@ -81,7 +81,8 @@ def test_a_description_is_the_same_after_the_graph_is_stored_and_read_again() ->
 
 async def test_get_graph_and_build_graph_carry_the_description(server) -> None:
     out = await ok(server, "get_graph", layer=0, neuron=1)  # the fake's rule: ' dog' after ' apple'
-    assert out["description"] == "fires on ' dog' after ' apple' (0.25 without it); strongest on ' dog' after ' apple…' (1.00)"
+    assert out["description"] == ("fires on ' dog' after ' apple' (0.25 without it); "
+                                  "strongest on ' dog' after ' apple…' (1.00)")
     built = await ok(server, "build_graph", layer=0, neuron=1)
     assert built["description"] == out["description"]
 

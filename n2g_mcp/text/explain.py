@@ -74,7 +74,8 @@ def _correlation(value: float | None) -> str:
 def scoring_set(out: ScoreExplanationOutput, call: str) -> str:
     """Step 1: the set, and how to send predictions back."""
     counts = ", ".join(f"{n} {KIND_NAMES[k]}" for k, n in out.counts.items() if n)
-    empty = f"; no window found with a peak in {', '.join(out.empty_intervals)} of its max" if out.empty_intervals else ""
+    empty = (f"; no window found with a peak in {', '.join(out.empty_intervals)} of its max"
+             if out.empty_intervals else "")
     lines = [
         f"Scoring set for {out.id} of {out.model} (seed {out.seed}, set_id {out.set_id!r}): {len(out.windows)} "
         f"windows, shuffled ({counts}{empty}).",
@@ -110,8 +111,8 @@ def scored(out: ScoreExplanationOutput) -> str:
         lines.append("Worst predicted (0-10: yours / real" + (" / graph" if graph is not None else "") + "):")
         for m in out.worst:
             graph_value = f" / {m.graph:.1f}" if m.graph is not None else ""
-            lines.append(f"- W{m.number} [{m.kind}] at {tok(m.token)}: {m.predicted:.1f} / {m.actual:.1f}{graph_value}: "
-                         f"{m.text!r}")
+            lines.append(f"- W{m.number} [{m.kind}] at {tok(m.token)}: {m.predicted:.1f} / {m.actual:.1f}"
+                         f"{graph_value}: {m.text!r}")
     lines.append("Next: revise the explanation where it missed and score again with the same seed, or with "
                  "another seed for fresh windows.")
     return "\n".join(lines)
@@ -125,5 +126,6 @@ def _verdict(mine: float | None, graph: float | None) -> str:
     if mine - graph >= CLOSE:
         return f"Your words predict it better than the graph, by {mine - graph:.2f}."
     if graph - mine >= CLOSE:
-        return f"The graph predicts it better than your words, by {graph - mine:.2f}: read its paths for what you missed."
+        return (f"The graph predicts it better than your words, by {graph - mine:.2f}: read its paths for what "
+                "you missed.")
     return "Your words and the graph predict it about as well."

@@ -60,11 +60,11 @@ def search_graphs(
     cursor: Cursor = None,
 ) -> Annotated[CallToolResult, SearchOutput]:
     """Find neurons by behaviour: graphs that hold all the given activating tokens and all the
-    given context tokens (and all the given words, in either role). With activating tokens, the graphs they explain most come first (the
-    tokens' activation relative to the graph's strongest: `explained`), then best F1; each hit
-    lists the matched tokens first. Otherwise best F1 first; with no tokens, lists graphs
-    (filtered by layer, min_f1, repeated). Pages with cursor. Tokens usually carry their
-    leading space (' the')."""
+    given context tokens (and all the given words, in either role). With activating tokens, the
+    graphs they explain most come first (the tokens' activation relative to the graph's
+    strongest: `explained`), then best F1; each hit lists the matched tokens first. Otherwise
+    best F1 first; with no tokens, lists graphs (filtered by layer, min_f1, repeated). Pages
+    with cursor. Tokens usually carry their leading space (' the')."""
     out = q.search(activating, context, model=model, words=words, exact=exact, layer=layer, min_f1=min_f1,
                    repeated=repeated, limit=limit, cursor=cursor)
     return result(wording.search(out, activating=activating, context=context, repeated=repeated,
