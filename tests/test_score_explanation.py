@@ -122,7 +122,7 @@ async def test_the_set_shows_tokens_never_activations_and_validates_against_its_
         assert not result.is_error, result.content[0].text
         jsonschema.validate(result.structured_content, schema)
         summary = result.content[0].text
-    assert "W1: 0" in summary and "predictions=[...]" in summary and "activation" not in str(
+    assert "W1: 0:" in summary and "predictions=[...]" in summary and "activation" not in str(
         result.structured_content["windows"])
 
 

@@ -85,7 +85,7 @@ def scoring_set(out: ScoreExplanationOutput, call: str) -> str:
         "an object {\"token index\": value} naming only the tokens above 0 (e.g. {\"5\": 10}).",
     ]
     for w in out.windows:
-        lines.append(f"W{w.number}: " + " ".join(f"{i}{tok(t)}" for i, t in enumerate(w.tokens)))
+        lines.append(f"W{w.number}: " + " ".join(f"{i}:{tok(t)}" for i, t in enumerate(w.tokens)))
     return "\n".join(lines)
 
 
@@ -104,9 +104,12 @@ def scored(out: ScoreExplanationOutput) -> str:
                      f"(F1 {_correlation(graph.f1)}). {_verdict(mine.correlation, graph.correlation)}")
     by_kind = [f"{KIND_NAMES[k.kind]} {_correlation(k.explanation.correlation)}"
                + (f" / {_correlation(k.graph.correlation)}" if k.graph is not None else "") for k in out.scores[1:]]
+    undefined = any(k.explanation.correlation is None or (k.graph is not None and k.graph.correlation is None)
+                    for k in out.scores[1:])
     lines.append("Correlation by kind of window (yours" + (" / the graph's" if graph is not None else "") + "): "
-                 + "; ".join(by_kind) + ". n/a: you or the neuron are constant there (on random windows, "
-                 "usually both silent: nothing to correlate).")
+                 + "; ".join(by_kind) + "." + (" n/a: the prediction or the neuron is constant there (on random "
+                                               "windows, usually both silent: nothing to correlate)." if undefined
+                                               else ""))
     if out.worst:
         lines.append("Worst predicted (0-10: yours / real" + (" / graph" if graph is not None else "") + "):")
         for m in out.worst:

@@ -24,7 +24,8 @@ from n2g_mcp.worker import run_in_worker
 from store.scoring import OUT_OF_CONTEXT, PER_INTERVAL, RANDOM, SHOWN, TOP
 
 Value = Annotated[int, Strict(), Field(ge=0, le=SCALE)]
-WindowPrediction = list[Value] | dict[Annotated[str, Field(pattern=r"^\d{1,4}$")], Value]
+WindowPrediction = (Annotated[list[Value], Field(max_length=SHOWN)]
+                    | Annotated[dict[Annotated[str, Field(pattern=r"^\d{1,4}$")], Value], Field(max_length=SHOWN)])
 
 
 @describe(top=TOP, per_interval=PER_INTERVAL, random=RANDOM, out_of_context=OUT_OF_CONTEXT, shown=SHOWN)
