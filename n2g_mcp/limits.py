@@ -12,6 +12,9 @@ MAX_TEXT_CHARS = 20_000
 """Longest text predict_activations takes; longer texts are split by the agent."""
 MAX_COMPARE_TOKENS = 4_096
 """Most tokens predict_activations(compare=true) runs through the real model in one call."""
+MAX_TEXTS = 16
+"""Most texts predict_activations takes in one call (together within MAX_TEXT_CHARS, and within
+MAX_COMPARE_TOKENS with compare=true)."""
 MAX_LIMIT = 100
 """Most results one call returns."""
 MAX_DOT_CHARS = 40_000

@@ -59,6 +59,12 @@ class LiveBackend(Protocol):
         """The text's tokens and the neuron's raw activation on each."""
         ...
 
+    def window_activations(self, spec: ModelSpec, layer: int, neuron: int,
+                           rows: Sequence[Sequence[int]]) -> list[list[float]]:
+        """The neuron's raw activation at every token of each row of token ids, each row run on
+        its own after a BOS, as the scan ran its windows (batched)."""
+        ...
+
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
               scan_file: ScanFile | None = None) -> list[NeuronGraph]:

@@ -7,45 +7,91 @@ from __future__ import annotations
 
 import threading
 
+from collections.abc import Sequence
+
 from n2g_mcp import text
-from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS
-from n2g_mcp.outputs import GraphSummary, PredictOutput, TokenRow
+from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS, MAX_TEXTS
+from n2g_mcp.outputs import GraphSummary, PredictOutput, TextPrediction, TokenRow
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument, Cancelled, Unavailable
+from store.graph import NeuronGraph
 from store.metrics import FIRING_THRESHOLD, score
+from store.models import ModelSpec
 from store.pending import pending
 from store.progress import Progress
+from store.trie import Path, label
+
+
+def _row(index: int, token: str, predicted: float, actual: float | None, path: Path | None) -> TokenRow:
+    """A firing row; the matched path turned to text order, as the agent reads a text."""
+    shown = None if path is None else [label(t) for t in reversed(path)]
+    return TokenRow(index=index, token=token, predicted=predicted, actual=actual, path=shown)
 
 
 class LiveQueries(Resolver):
     """predict_activations and build_graph."""
 
-    def predict(self, model: str | None, layer: int, neuron: int, value: str, compare: bool = False) -> PredictOutput:
-        """The graph's prediction per token (and with ``compare`` the real neuron's)."""
+    def check_texts(self, value: str | Sequence[str]) -> list[str]:
+        """The texts of a predict call, as a list, each checked (:meth:`check_text`).
+
+        Raises:
+            BadArgument: for no texts, more than ``MAX_TEXTS``, or more than ``MAX_TEXT_CHARS``
+                together, saying how to split them.
+        """
+        texts = [value] if isinstance(value, str) else list(value)
+        if not texts:
+            raise BadArgument(text.empty_text())
+        if len(texts) > MAX_TEXTS:
+            raise BadArgument(text.too_many_texts(len(texts), MAX_TEXTS))
+        for one in texts:
+            self.check_text(one)
+        total = sum(len(t) for t in texts)
+        if len(texts) > 1 and total > MAX_TEXT_CHARS:
+            raise BadArgument(text.texts_too_long(total, MAX_TEXT_CHARS))
+        return texts
+
+    def predict(self, model: str | None, layer: int, neuron: int, value: str | Sequence[str],
+                compare: bool = False) -> PredictOutput:
+        """The graph's prediction per token (and with ``compare`` the real neuron's), and the
+        graph path behind each firing token; a list of texts gets one result each."""
         model = self.model(model)
         graph, _ = self.graph(model, layer, neuron)
-        self.check_text(value)
-        actual: list[float] | None = None
+        texts = self.check_texts(value)
         if compare:
             spec = self.spec(model, "run the real neuron", text.INSTEAD_OF_COMPARE)
-            tokens = self.live.tokens(spec, value)
-            if len(tokens) > MAX_COMPARE_TOKENS:
-                raise BadArgument(text.too_many_tokens(len(tokens), MAX_COMPARE_TOKENS))
+            counts = [len(self.live.tokens(spec, one)) for one in texts]
+            if sum(counts) > MAX_COMPARE_TOKENS:
+                raise BadArgument(text.too_many_tokens(sum(counts), MAX_COMPARE_TOKENS))
+        else:
+            spec = self.spec(model, "tokenise text", text.INSTEAD_OF_TOKENISING)
+        results = [self._predict_one(spec, graph, layer, neuron, one, compare) for one in texts]
+        if len(results) == 1:
+            return PredictOutput(id=graph.id, model=model, **dict(results[0]))
+        agreement = None
+        if compare:
+            agreement = score([a for r in results for a in r.actual or []], [p for r in results for p in r.predicted])
+        return PredictOutput(id=graph.id, model=model, agreement=agreement, results=results,
+                             firing_total=sum(r.firing_total for r in results))
+
+    def _predict_one(self, spec: ModelSpec, graph: NeuronGraph, layer: int, neuron: int, value: str,
+                     compare: bool) -> TextPrediction:
+        actual: list[float] | None = None
+        if compare:
             tokens, raw = self.live.activations(spec, layer, neuron, value)
             scale = graph.max_activation if graph.max_activation > 0 else 1.0
             actual = [a / scale for a in raw]
         else:
-            spec = self.spec(model, "tokenise text", text.INSTEAD_OF_TOKENISING)
             tokens = self.live.tokens(spec, value)
         if not tokens:
             raise BadArgument(text.NO_TOKENS)
-        predicted = graph.predict(tokens)
+        explained = graph.explain(tokens)
+        predicted = [value for value, _ in explained]
         agreement = score(actual, predicted) if actual is not None else None
-        rows = [TokenRow(index=i, token=t, predicted=predicted[i], actual=None if actual is None else actual[i])
+        rows = [_row(i, t, predicted[i], None if actual is None else actual[i], explained[i][1])
                 for i, t in enumerate(tokens)
                 if predicted[i] >= FIRING_THRESHOLD or (actual is not None and actual[i] >= FIRING_THRESHOLD)]
-        return PredictOutput(id=graph.id, model=model, tokens=tokens, predicted=predicted, actual=actual,
-                             agreement=agreement, firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows))
+        return TextPrediction(tokens=tokens, predicted=predicted, actual=actual, agreement=agreement,
+                              firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows))
 
     def build(self, model: str | None, layer: int, neuron: int, rebuild: bool = False, *,
               progress: Progress | None = None, cancel: threading.Event | None = None) -> GraphSummary:

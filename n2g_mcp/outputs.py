@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
+from store.describe import describe_graph
 from store.graph import Example, NeuronGraph
 from store.metrics import Figures, Rounded
 from store.probes import (
@@ -72,7 +73,13 @@ class GraphSummary(BaseModel):
     activating_tokens: dict[str, Rounded] = Field(
         description="tokens the neuron fires on -> largest normalised activation, strongest first")
     context_tokens: dict[str, Rounded] = Field(
-        description="earlier tokens that make it fire -> largest importance, most important first")
+        description="earlier tokens that make it fire -> largest importance, most important first. "
+        "Importance is the paper's saliency: 1 - (activation with the token masked) / activation; 1 "
+        "means masking it removes the whole activation, above 1 that masking drives the activation "
+        "below zero (seen where the activation is small), so it is not on the activations' 0-1 scale")
+    description: str = Field(
+        default="", description="the graph in words, made from its trie when read (the same graph "
+        "always reads the same): what it fires on, after which context, and its strongest path")
     activating_total: int = Field(description="activating tokens in the graph (the map shows the top ones)")
     context_total: int = Field(description="context tokens in the graph (the map shows the top ones)")
     fidelity: Figures | None = Field(
@@ -89,6 +96,7 @@ class GraphSummary(BaseModel):
             id=graph.id, model=graph.model, layer=graph.layer, neuron=graph.neuron,
             activating_tokens=dict(list(graph.activating_tokens.items())[:TOKENS_SHOWN]),
             context_tokens=dict(list(graph.context_tokens.items())[:TOKENS_SHOWN]),
+            description=describe_graph(graph),
             activating_total=len(graph.activating_tokens), context_total=len(graph.context_tokens),
             fidelity=None if fid is None else fid.n2g.top,
             fidelity_with_negatives=None if fid is None else fid.n2g.random,
@@ -209,7 +217,9 @@ class SimilarOutput(BaseModel):
 class RenderOutput(BaseModel):
     id: str
     model: str
-    dot: str = Field(description="Graphviz DOT source; render with `dot -Tsvg`")
+    dot: str = Field(description="Graphviz DOT source with a legend; render with `dot -Tsvg`. Node numbers: "
+                     "activation (red, share of the neuron's max) or importance (blue, 1 - activation with "
+                     "the token masked / activation, not capped at 1)")
     nodes: int = Field(description="nodes of the whole graph as drawn (IGNOREs removed)")
     shown_nodes: int = Field(description="nodes in this drawing")
     paths: int
@@ -243,19 +253,35 @@ class TokenRow(BaseModel):
     token: str
     predicted: Rounded
     actual: Rounded | None = None
+    path: list[str | None] | None = Field(
+        default=None, description="why the graph predicts it: the graph path that matched, in text "
+        "order (its context tokens, null where any token may stand, then the activating token; "
+        "'<repeat>' for a repeat node); null where no path matched")
 
 
-class PredictOutput(BaseModel):
-    id: str
-    model: str
-    tokens: list[str] = Field(description="the text's tokens, as the graph sees them")
-    predicted: list[Rounded] = Field(description="the graph's normalised activation per token")
+class TextPrediction(BaseModel):
+    """The graph's prediction (and with compare the real neuron) on one text."""
+
+    tokens: list[str] = Field(default_factory=list, description="the text's tokens, as the graph sees them")
+    predicted: list[Rounded] = Field(default_factory=list, description="the graph's normalised activation per token")
     actual: list[Rounded] | None = Field(
         default=None, description="the real neuron per token, raw / max_activation (compare=true only)")
     agreement: Figures | None = Field(default=None, description="predicted vs actual (compare=true only)")
     firing: list[TokenRow] = Field(
-        description="tokens predicted or (with compare) found to fire, >= 0.5; at most 100")
+        default_factory=list, description="tokens predicted or (with compare) found to fire, >= 0.5, with "
+        "the path that matched; at most 100")
     firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
+
+
+class PredictOutput(TextPrediction):
+    """One text's prediction in the fields above; with several texts, one result each in
+    ``results`` and, with compare, the agreement over all of them in ``agreement``."""
+
+    id: str
+    model: str
+    results: list[TextPrediction] = Field(
+        default_factory=list, description="with several texts, one result per text, in order (the "
+        "token fields above are then empty and agreement pools every text); empty for one text")
 
 
 # --------------------------------------------------------------------- the whole-model probes

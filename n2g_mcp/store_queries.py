@@ -32,6 +32,16 @@ from store.scanfile import ScanFile
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
 
 
+def split_words(words: Sequence[str]) -> list[str]:
+    """Search words, each item split at spaces (``"from import"`` is two words); an item made only
+    of whitespace (a newline token) is kept as it is.
+
+    >>> split_words(["from import", " flask", "\\n"])
+    ['from', 'import', 'flask', '\\n']
+    """
+    return [w for item in words for w in (item.split() if item.strip() else [item])]
+
+
 class StoreQueries(Resolver):
     """list_models, get_graph, top_activations, search_graphs, find_similar_neurons, render_graph_dot."""
 
@@ -113,16 +123,19 @@ class StoreQueries(Resolver):
             warnings=self.warnings(model))
 
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
-               exact: bool = False, layer: int | None = None, min_f1: float | None = None,
-               repeated: bool = False, limit: int = SEARCH_PAGE, cursor: str | None = None) -> SearchOutput:
+               words: Sequence[str] = (), exact: bool = False, layer: int | None = None,
+               min_f1: float | None = None, repeated: bool = False, limit: int = SEARCH_PAGE,
+               cursor: str | None = None) -> SearchOutput:
         model = self.model(model)
-        activating, context = list(activating), list(context)
+        activating, context, words = list(activating), list(context), split_words(words)
         self.check_range(model, layer)
         view = self.view(model)
         query = ["search", model, activating, context, exact, layer, min_f1, repeated, limit]
+        if words:  # a cursor of a search without words stays valid as it was
+            query.append(words)
         offset = self.pager.decode(cursor, query, "search_graphs")
-        total, page = view.search(activating, context, exact=exact, layer=layer, min_f1=min_f1, repeated=repeated,
-                                  limit=limit, offset=offset)
+        total, page = view.search(activating, context, words=words, exact=exact, layer=layer, min_f1=min_f1,
+                                  repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
         return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,

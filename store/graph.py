@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr
 from store.examples import Example, ExampleRef, PrunedRef, ScanRef
 from store.metrics import Scores
 from store.names import neuron_id
-from store.trie import MatchRule, NeuronTrie
+from store.trie import MatchRule, NeuronTrie, Path
 
 
 class MethodFidelity(BaseModel):
@@ -60,7 +60,8 @@ class NeuronGraph(BaseModel):
         default_factory=dict, description="activating token -> largest normalised activation"
     )
     context_tokens: dict[str, FiniteFloat] = Field(
-        default_factory=dict, description="context token -> largest importance"
+        default_factory=dict, description="context token -> largest importance (the paper's saliency, "
+        "1 - activation with the token masked / activation; above 1 where masking drives it below zero)"
     )
     trie: list[list[Any]] = Field(description="the trie as [parent, token, importance, end] rows")
     matching: Matching = Field(default_factory=Matching)
@@ -103,6 +104,11 @@ class NeuronGraph(BaseModel):
     def predict(self, tokens: list[str]) -> list[float]:
         """Predicted normalised activation per token, with the graph's own matching rule."""
         return self.graph.predict(tokens, rule=self.matching.rule)
+
+    def explain(self, tokens: list[str]) -> list[tuple[float, Path | None]]:
+        """Per token, the prediction and the path that gave it (``NeuronTrie.explain``), with the
+        graph's own matching rule."""
+        return self.graph.explain(tokens, rule=self.matching.rule)
 
 
 def graph_record(

@@ -135,13 +135,15 @@ class IndexSearch:
 
     # ----------------------------------------------------------------- search
     def search(self, model: str, activating: Sequence[str] = (), context: Sequence[str] = (), *,
-               exact: bool = False, layer: int | None = None, min_f1: float | None = None,
+               words: Sequence[str] = (), exact: bool = False, layer: int | None = None, min_f1: float | None = None,
                repeated: bool = False, limit: int | None = None, offset: int = 0,
                count: int | None = None, ranks: Sequence[float] | None = None) -> tuple[int, list[Hit]]:
         """Graphs holding every given activating and context token: those the activating tokens
         explain most first, then best F1 (see the module docstring).
 
-        ``repeated`` keeps graphs with a repeat node (``store.tokens.REPEAT_KEY``) or where some
+        ``words`` keeps graphs holding each word as an activating or a context token, either
+        (normalised, whatever ``exact`` says): the tokens a graph's description names
+        (``store.describe``). ``repeated`` keeps graphs with a repeat node (``store.tokens.REPEAT_KEY``) or where some
         token is both activating and context (the paper's search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
         and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
         save a count query for unfiltered and F1-only listings.
@@ -149,8 +151,8 @@ class IndexSearch:
         Returns:
             ``(total, hits)``: how many graphs match, and the page ``[offset, offset + limit)``.
         """
-        if isinstance(activating, str) or isinstance(context, str):
-            raise TypeError("activating and context take a list of tokens, not a string")
+        if isinstance(activating, str) or isinstance(context, str) or isinstance(words, str):
+            raise TypeError("activating, context and words take a list of tokens, not a string")
         # One join a distinct activating key: it filters, and its share ranks.
         keys = list(dict.fromkeys(normalize(t) for t in activating))
         joins = [f"JOIN postings p{i} ON p{i}.graph=g.id AND p{i}.kind={ACTIVATING} AND p{i}.key=?"
@@ -159,6 +161,9 @@ class IndexSearch:
         for token in dict.fromkeys(normalize(t) for t in context):
             where.append("g.id IN (SELECT graph FROM postings WHERE kind=? AND key=?)")
             params += [CONTEXT, token]
+        for word in dict.fromkeys(normalize(w) for w in words):
+            where.append(f"g.id IN (SELECT graph FROM postings WHERE kind IN ({ACTIVATING}, {CONTEXT}) AND key=?)")
+            params.append(word)
         if layer is not None:
             where.append("g.layer=?")
             params.append(int(layer))

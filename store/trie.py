@@ -143,6 +143,7 @@ class NeuronTrie(Mapping[Path, float]):
         # One more than the depth of the deepest REPEAT node (0: none): how many tokens a text's
         # repeat lengths need to be counted to, so graphs without repeat nodes pay nothing.
         self._repeat_reach = 0
+        self._parent_of: dict[int, Node] | None = None  # see _parents
 
     # ----------------------------------------------------------------- building
     def _key(self, token: Token) -> Token:
@@ -181,6 +182,7 @@ class NeuronTrie(Mapping[Path, float]):
                 f"{len(path) - 1} context tokens but {len(importances)} importances"
             )
         node = self._root
+        self._parent_of = None
         for depth, token in enumerate(path):
             key = self._key(token)
             child = node.children.get(key)
@@ -318,6 +320,51 @@ class NeuronTrie(Mapping[Path, float]):
         lengths = self._lengths(keys)
         return [max((n.end for n in self._matching(keys, lengths, i, rule) if n.end is not None),
                     default=0.0) for i in range(len(keys))]
+
+    def explain(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[tuple[float, Path | None]]:
+        """For every token of a text, its prediction and the path that gave it: the matched path
+        (activating token first, then its context going backwards, as :meth:`insert` takes it)
+        whose end is the largest, the longer of equal ends; None where no path matches.
+
+        The predictions are :meth:`predict`'s; the path says why a token is predicted to fire.
+
+        >>> trie = NeuronTrie()
+        >>> trie.insert((" except", IGNORE, " everyone"), 0.9, (0.0, 0.95)); trie.insert((" except",), 0.2)
+        >>> trie.explain([" everyone", " else", " except", " except"])
+        [(0.0, None), (0.0, None), (0.9, (' except', None, ' everyone')), (0.2, (' except',))]
+        """
+        out: list[tuple[float, Path | None]] = []
+        for ends in self.matches(tokens, rule):
+            best = max(ends, key=lambda n: (n.end, self._depth(n)), default=None)
+            out.append((0.0, None) if best is None else (best.end, self.path_of(best)))
+        return out
+
+    def _parents(self) -> dict[int, Node]:
+        """Every node's parent, by the node's id; made on first use, again after an insert."""
+        if self._parent_of is None:
+            self._parent_of = {id(c): n for n in (self._root, *(n for _, n in self.walk()))
+                               for c in n.children.values()}
+        return self._parent_of
+
+    def _depth(self, node: Node) -> int:
+        parents, depth = self._parents(), 0
+        while node is not self._root:
+            node, depth = parents[id(node)], depth + 1
+        return depth
+
+    def path_of(self, node: Node) -> Path:
+        """The path from the root to a node of this trie (activating token first).
+
+        Raises:
+            PathNotFound: for a node that is not in this trie.
+        """
+        parents, tokens = self._parents(), []
+        while node is not self._root:
+            if id(node) not in parents:
+                raise PathNotFound(node.token)
+            tokens.append(node.token)
+            node = parents[id(node)]
+        return tuple(reversed(tokens))
 
     def matches(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[list[Node]]:
         """For every token of a text, the nodes where a path matching it ends (its path ends).

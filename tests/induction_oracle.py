@@ -120,8 +120,10 @@ PROBE_CALLS = {
     "steer_neurons": {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "prompt": "aaa abb aac aaa", "scale": 0.0,
                       "max_new_tokens": 4},
     "test_hypothesis": {"layer": 0, "neuron": EVEN, "pattern": r" [a-j]{2}[acegi]\b"},
+    "score_explanation": {"layer": 0, "neuron": EVEN, "seed": 1},
 }
-"""One successful call of every whole-model probe tool, over the oracle and its scan file."""
+"""One successful call of every whole-model probe tool, over the oracle and its scan file, and of
+score_explanation, which needs the same (a scan file and a forward pass)."""
 
 
 def write_oracle_scan(stores: Path) -> Path:

@@ -35,18 +35,28 @@ def unquote(value: str | None) -> str:
     return value[1:-1] if value.startswith('"') and value.endswith('"') else value
 
 
+def token_of(label: str) -> str:
+    """A node's token as written in the DOT source: its label's first line (the number is the last)."""
+    return unquote(label).rsplit("\\n", 1)[0]
+
+
+def number_of(label: str) -> str:
+    return unquote(label).rsplit("\\n", 1)[1]
+
+
 def nodes(graph: pydot.Dot) -> dict[str, pydot.Node]:
-    """Drawn nodes by label text as written in the DOT source (defaults and rank groups left out)."""
+    """Drawn token nodes by token as written in the DOT source (defaults, rank groups and the
+    table of tokens without context left out)."""
     found = {}
     for node in graph.get_nodes() + [n for s in graph.get_subgraphs() for n in s.get_nodes()]:
         label = node.get("label")
-        if label is not None:
-            found[unquote(label)] = node
+        if label is not None and not label.startswith("<"):
+            found[token_of(label)] = node
     return found
 
 
 def edges(graph: pydot.Dot) -> set[tuple[str, str]]:
-    labels = {n.get_name(): unquote(n.get("label")) for n in graph.get_nodes() if n.get("label")}
+    labels = {n.get_name(): token_of(n.get("label")) for n in graph.get_nodes() if n.get("label")}
     return {(labels[e.get_source()], labels[e.get_destination()]) for e in graph.get_edges()}
 
 
@@ -61,59 +71,100 @@ def test_title_names_the_neuron_and_model() -> None:
 
 def test_ignore_nodes_are_removed_and_bridge_their_neighbours() -> None:
     graph = parse(to_dot(FIGURE_1))
-    assert set(nodes(graph)) == {" everyone", " all", " except", " but"}
-    assert (" except", " everyone") in edges(graph)
+    assert set(nodes(graph)) == {"␣everyone", "␣all", "␣except", "␣but"}
+    assert ("␣except", "␣everyone") in edges(graph)
 
 
 def test_identical_tokens_at_the_same_depth_are_merged() -> None:
-    # " except" stands at depth 1 (after ignores are removed) under both activating tokens.
-    labels = [unquote(n.get("label")) for n in parse(to_dot(FIGURE_1)).get_nodes() if n.get("label")]
-    assert labels.count(" except") == 1
-    assert (" except", " all") in edges(parse(to_dot(FIGURE_1)))
+    # "␣except" stands at depth 1 (after ignores are removed) under both activating tokens.
+    labels = [token_of(n.get("label")) for n in parse(to_dot(FIGURE_1)).get_nodes() if n.get("label")]
+    assert labels.count("␣except") == 1
+    assert ("␣except", "␣all") in edges(parse(to_dot(FIGURE_1)))
 
 
 def test_identical_tokens_at_different_depths_stay_apart() -> None:
     graph = make_graph([((" a", " b", " a"), 1.0)])
-    labels = [unquote(n.get("label")) for n in parse(to_dot(graph)).get_nodes() if n.get("label")]
-    assert labels.count(" a") == 2
+    labels = [token_of(n.get("label")) for n in parse(to_dot(graph)).get_nodes() if n.get("label")]
+    assert labels.count("␣a") == 2
 
 
 def test_edges_run_from_context_to_the_activating_token() -> None:
     assert edges(parse(to_dot(FIGURE_1))) == {
-        (" except", " everyone"), (" but", " everyone"), (" except", " all")}
+        ("␣except", "␣everyone"), ("␣but", "␣everyone"), ("␣except", "␣all")}
 
 
 def test_nodes_where_a_path_ends_are_bold() -> None:
     drawn = nodes(parse(to_dot(FIGURE_1)))
-    for label in (" except", " but", " everyone"):  # " everyone" alone is a path too
+    for label in ("␣except", "␣but", "␣everyone"):  # "␣everyone" alone is a path too
         assert "bold" in unquote(drawn[label].get("style")), label
-    assert "bold" not in unquote(drawn[" all"].get("style") or "")
+    assert "bold" not in unquote(drawn["␣all"].get("style") or "")
 
 
 def test_activating_nodes_are_red_and_context_nodes_blue_by_strength() -> None:
     drawn = nodes(parse(to_dot(FIGURE_1)))
-    assert unquote(drawn[" everyone"].get("fillcolor")) == "#ff1919"  # activation 0.9
-    assert unquote(drawn[" except"].get("fillcolor")) == "#0000ff"  # importance 1.0
-    assert unquote(drawn[" but"].get("fillcolor")) == "#9999ff"  # importance 0.4
+    assert unquote(drawn["␣everyone"].get("fillcolor")) == "#ff1919"  # activation 0.9
+    assert unquote(drawn["␣except"].get("fillcolor")) == "#3939ff"  # importance 1.0: 1 - e^-1.5
+    assert unquote(drawn["␣but"].get("fillcolor")) == "#8c8cff"  # importance 0.4
+
+
+def test_context_blues_keep_deepening_past_an_importance_of_one() -> None:
+    graph = make_graph([((" a", " one"), 1.0, [1.0]), ((" b", " two"), 1.0, [2.0]), ((" c", " five"), 1.0, [5.0])])
+    drawn = nodes(parse(to_dot(graph)))
+    blues = [int(unquote(drawn[t].get("fillcolor"))[1:3], 16) for t in ("␣one", "␣two", "␣five")]
+    assert blues[0] > blues[1] > blues[2], blues  # less red and green: a deeper blue each time
+
+
+def test_every_node_shows_its_number_and_leading_spaces_show() -> None:
+    graph = make_graph([((" from", "from"), 0.9, [1.3])])
+    drawn = parse(to_dot(graph))
+    numbers = {token_of(n.get("label")): number_of(n.get("label")) for n in drawn.get_nodes() if n.get("label")}
+    assert numbers == {"␣from": "0.90", "from": "1.30"}  # ' from' and 'from' no longer look alike
+
+
+def test_the_title_carries_a_legend_of_colours_numbers_and_edges() -> None:
+    title = unquote(parse(to_dot(FIGURE_1)).get("label"))
+    for words in ("activating token", "share of the neuron's largest", "importance", "masking drives",
+                  "a path ends here", "tokens that do not matter", "␣from"):
+        assert words in title, words
+    assert "repeat" not in title  # the repeat row only where the graph has repeat nodes
+
+
+def test_an_edge_over_tokens_that_do_not_matter_says_how_many() -> None:
+    labels = {e.get_destination(): e.get("label") for e in parse(to_dot(FIGURE_1)).get_edges()}
+    assert sorted(unquote(v) for v in labels.values() if v) == ["… 1", "… 1"]  # ' except' … ' all'/' everyone'
+    mixed = make_graph([((" a", " b"), 1.0), ((" a", IGNORE, IGNORE, " b"), 0.9)])
+    assert [unquote(e.get("label")) for e in parse(to_dot(mixed)).get_edges()] == ["… 0-2"]
+
+
+def test_tokens_without_context_are_laid_out_as_one_table_in_rows() -> None:
+    graph = make_graph([((f" w{i}",), 1.0 - i / 20) for i in range(12)] + [((" x", " ctx"), 0.5)])
+    dot = to_dot(graph)
+    drawn = parse(dot)
+    assert set(nodes(drawn)) == {"␣x", "␣ctx"}  # the twelve are not boxes of their own
+    table = next(n for n in drawn.get_nodes() if n.get_name() == "loose").get("label")
+    assert table.count("<TR>") == 1 + 3 and "␣w0<BR/>1.00" in table  # a caption, then rows of five
+    few = make_graph([((f" w{i}",), 1.0) for i in range(3)])
+    assert len(nodes(parse(to_dot(few)))) == 3  # too few for a table
 
 
 def test_repeat_nodes_are_drawn_as_dashed_green_ellipses_merged_per_depth() -> None:
     graph = make_graph([((REPEAT, REPEAT), 1.0), ((" b", REPEAT), 0.6), ((" c",), 0.5)])
     drawn = parse(to_dot(graph))
-    repeats = [n for n in drawn.get_nodes() if unquote(n.get("label") or '""') == REPEAT_LABEL]
+    repeats = [n for n in drawn.get_nodes() if token_of(n.get("label") or '""') == REPEAT_LABEL]
     assert len(repeats) == 2  # one at depth 0 (the wildcard), one at depth 1 (shared)
     for node in repeats:
         assert node.get("shape") == "ellipse" and "dashed" in unquote(node.get("style"))
-        assert unquote(node.get("fillcolor")).startswith("#00")  # green at full strength
-    assert nodes(drawn)[" c"].get("shape") is None  # literal tokens keep the default box
-    assert (REPEAT_LABEL, " b") in edges(drawn) and (REPEAT_LABEL, REPEAT_LABEL) in edges(drawn)
+        fill = unquote(node.get("fillcolor"))
+        assert int(fill[3:5], 16) > int(fill[1:3], 16) + 100  # green (full at depth 0, by importance below)
+    assert nodes(drawn)["␣c"].get("shape") is None  # literal tokens keep the default box
+    assert (REPEAT_LABEL, "␣b") in edges(drawn) and (REPEAT_LABEL, REPEAT_LABEL) in edges(drawn)
 
 
 def test_strengths_outside_zero_to_one_are_clamped() -> None:
     graph = make_graph([((" a", " b"), 1.7, [-0.5])])
     drawn = nodes(parse(to_dot(graph)))
-    assert unquote(drawn[" a"].get("fillcolor")) == "#ff0000"
-    assert unquote(drawn[" b"].get("fillcolor")) == "#ffffff"
+    assert unquote(drawn["␣a"].get("fillcolor")) == "#ff0000"
+    assert unquote(drawn["␣b"].get("fillcolor")) == "#ffffff"
 
 
 @pytest.mark.parametrize("token", ['say "hi"', "back\\slash", "line\nbreak", "tab\there", "\\n", '\\"', "\\"])
@@ -132,7 +183,7 @@ def test_newlines_and_blank_tokens_are_shown_visibly() -> None:
 def test_max_nodes_caps_the_drawing_and_keeps_the_strongest_paths() -> None:
     graph = make_graph([((f" a{i}", f" c{i}"), i / 10) for i in range(1, 10)])
     dot = to_dot(graph, max_nodes=4)
-    assert set(nodes(parse(dot))) == {" a9", " c9", " a8", " c8"}
+    assert set(nodes(parse(dot))) == {"␣a9", "␣c9", "␣a8", "␣c8"}
     assert "14 of 18 nodes" in dot
 
 
@@ -163,7 +214,10 @@ def test_summary_counts_nodes_and_edges() -> None:
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot is not installed")
-@pytest.mark.parametrize("graph", [FIGURE_1, make_graph([(('q"\\\n', "\t", " "), 1.0)])])
+@pytest.mark.parametrize("graph", [
+    FIGURE_1, make_graph([(('q"\\\n', "\t", " "), 1.0)]),
+    make_graph([((f" <w{i}&>",), 0.9) for i in range(6)] + [((" &", '"q" <b>'), 1.0)]),  # a table, HTML escapes
+    make_graph([((REPEAT, REPEAT), 1.0)])])
 def test_graphviz_renders_the_dot_as_svg(graph: NeuronGraph) -> None:
     result = subprocess.run(["dot", "-Tsvg"], input=to_dot(graph), capture_output=True,
                             text=True, timeout=60, check=False)

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
                    "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
-                   "ablate_neurons", "steer_neurons", "test_hypothesis"}
+                   "ablate_neurons", "steer_neurons", "test_hypothesis", "score_explanation"}
 
 
 @pytest.fixture
@@ -332,8 +332,8 @@ async def test_subset_mode_without_a_target_or_a_neuron_without_layer_is_an_erro
 async def test_render_returns_dot_that_graphviz_parses(server):
     data = await ok(server, "render_graph_dot", layer=0, neuron=2)
     (graph,) = pydot.graph_from_dot_data(data["dot"])
-    labels = {n.get_label().strip('"') for n in graph.get_nodes() if n.get_label()}
-    assert {" except", " everyone"} <= labels
+    labels = {n.get_label().strip('"').rsplit("\\n", 1)[0] for n in graph.get_nodes() if n.get_label()}
+    assert {"␣except", "␣everyone"} <= labels  # the token, its leading space shown; its number below
     assert data["shown_nodes"] == data["nodes"] == 3
 
 

@@ -122,7 +122,8 @@ async def test_render_attaches_svg_as_an_embedded_resource(server):
     async with Client(server) as client:
         result = await client.call_tool("render_graph_dot", {"layer": 0, "neuron": 2, "image": "svg"})
     resource = result.content[1].resource
-    assert resource.mime_type == "image/svg+xml" and "<svg" in resource.text and " except" in resource.text
+    assert resource.mime_type == "image/svg+xml" and "<svg" in resource.text
+    assert "␣except" in resource.text  # the leading space shows
 
 
 async def test_without_graphviz_render_says_how_to_install_it(server, monkeypatch):

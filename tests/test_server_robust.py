@@ -24,12 +24,14 @@ st = hypothesis.strategies
 
 TOOLS = {
     "list_models": [],
-    "search_graphs": ["activating", "context", "model", "layer", "min_f1", "repeated", "exact", "limit", "cursor"],
+    "search_graphs": ["activating", "context", "words", "model", "layer", "min_f1", "repeated", "exact", "limit",
+                      "cursor"],
     "get_graph": ["layer", "neuron", "model"],
     "top_activations": ["layer", "neuron", "model", "limit", "cursor"],
     "find_similar_neurons": ["layer", "neuron", "model", "threshold", "mode", "limit"],
     "render_graph_dot": ["layer", "neuron", "model", "max_nodes", "image"],
     "predict_activations": ["layer", "neuron", "text", "model", "compare"],
+    "score_explanation": ["layer", "neuron", "model", "seed", "predictions", "set_id", "explanation"],
     "build_graph": ["layer", "neuron", "model", "rebuild"],
 }
 """Every tool and its parameters."""

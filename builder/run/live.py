@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.config import BuildConfig
-from builder.forward import long_activations
+from builder.forward import long_activations, neuron_activations
 from builder.models import LoadedModel, load_model
 from builder.probes.ablate import ablate
 from builder.probes.firing import neurons_at
@@ -121,6 +121,17 @@ class LiveModels:
                 return [], []
             acts = long_activations(model, layer, ids, [neuron])[:, 0]
         return [model.vocab[i] for i in ids], [float(a) for a in acts]
+
+    def window_activations(self, spec: ModelSpec, layer: int, neuron: int,
+                           rows: Sequence[Sequence[int]]) -> list[list[float]]:
+        """The neuron's raw activation at every token of each row (``builder.forward.neuron_activations``:
+        BOS added to each row, as the scan ran its windows)."""
+        with self._lock:
+            model = self._get(spec).model
+            model.check_layer(layer)
+            model.check_neuron(neuron)
+            acts = neuron_activations(model, layer, [list(r) for r in rows], [neuron] * len(rows))
+        return [[float(a) for a in row] for row in acts]
 
     def _source(self, loaded: _Loaded, scan_file: ScanFile | None) -> BuildSource:
         """The model's build source over this scan file, kept while the file stays the same."""

@@ -1,6 +1,7 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
 and the wording of errors, in one package (one module a kind: ``pieces``, ``refusals``,
-``summaries``; every name is re-exported here, so callers write ``text.no_graph(...)``).
+``summaries``, and ``explain`` for why a prediction fired and for scoring explanations; every
+name is re-exported here, so callers write ``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
 query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
@@ -12,6 +13,7 @@ every message that refuses something says what to call next.
 """
 
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
+from n2g_mcp.text.explain import *  # noqa: F403
 from n2g_mcp.text.refusals import *  # noqa: F403
 from n2g_mcp.text.summaries import *  # noqa: F403
 
@@ -24,7 +26,8 @@ largest activation (1.0), and a token "fires" at >= 0.5.
 Start with list_models. Find neurons by behaviour with search_graphs (tokens, or repeated=true for
 in-context/induction-like neurons); read one with get_graph and top_activations; build one that is
 not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
-that should and should not fire it, or at corpus scale with test_hypothesis; find duplicates with
+that should and should not fire it, or at corpus scale with test_hypothesis; score an explanation
+in words with score_explanation (you predict its scoring set, beside the graph); find duplicates with
 find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
 top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
 at a token of any text, find_induction_neurons runs a behavioural probe across all layers,

@@ -18,8 +18,10 @@ from n2g_mcp.outputs import (
     SearchOutput,
     SimilarOutput,
     SteerOutput,
+    TextPrediction,
     TopActivationsOutput,
 )
+from n2g_mcp.text.explain import via
 from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
 from n2g_mcp.text.refusals import WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
@@ -45,12 +47,14 @@ def list_models(out: ListModelsOutput) -> str:
 
 # --------------------------------------------------------------------- graphs
 def graph_summary(s: GraphSummary) -> str:
-    """Tokens and fidelity of a graph, four lines."""
+    """Tokens and fidelity of a graph, five lines, the first in words."""
     acts = ", ".join(f"{tok(t)} {v:.2f}" for t, v in list(s.activating_tokens.items())[:10])
     ctx = ", ".join(f"{tok(t)} {v:.2f}" for t, v in list(s.context_tokens.items())[:10])
     return "\n".join([
-        f"Activating tokens ({s.activating_total}): {acts or 'none'}",
-        f"Context tokens ({s.context_total}): {ctx or 'none'}",
+        f"In words: {s.id} {s.description}." if s.description else f"{s.id}:",
+        f"Activating tokens ({s.activating_total}, activation / the neuron's max): {acts or 'none'}",
+        f"Context tokens ({s.context_total}, importance: share of the activation lost when the token is "
+        f"masked; above 1, masking drives it below zero): {ctx or 'none'}",
         f"Fidelity on held-out top examples: {figures(s.fidelity)}",
         f"Fidelity with random negatives: {figures(s.fidelity_with_negatives)}",
     ])
@@ -97,12 +101,14 @@ def build(out: GraphSummary) -> str:
 
 # --------------------------------------------------------------------- search
 def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[str], repeated: bool,
-           layer: int | None, min_f1: float | None) -> str:
+           layer: int | None, min_f1: float | None, words: Sequence[str] = ()) -> str:
     asked = []
     if activating:
         asked.append(f"activating {tokens(activating)}")
     if context:
         asked.append(f"context {tokens(context)}")
+    if words:
+        asked.append(f"words {tokens(words)} in either role")
     if repeated:
         asked.append("a token both activating and context")
     if layer is not None:
@@ -152,8 +158,10 @@ def similar(out: SimilarOutput) -> str:
 # --------------------------------------------------------------------- render
 def render(out: RenderOutput, *, max_dot_chars: int, max_nodes_allowed: int, image_note: str | None) -> str:
     head = (f"Graphviz DOT for {out.id} of {out.model}: {out.shown_nodes} of {out.nodes} nodes, "
-            f"{out.shown_paths} of {out.paths} paths. Red: activating tokens; blue: context, darker = "
-            "stronger; bold outline: a path ends there. Render with `dot -Tsvg`.")
+            f"{out.shown_paths} of {out.paths} paths. Red: activating tokens, numbered by activation (share "
+            "of the max); blue: context, numbered by importance (1 - activation with it masked / activation; "
+            "above 1, masking drives it below zero); darker = stronger; bold outline: a path ends there; "
+            "'␣' is a leading space; the drawing carries this legend. Render with `dot -Tsvg`.")
     if out.max_nodes < out.requested_max_nodes:
         head += f" Drawn with max_nodes={out.max_nodes} to stay under {max_dot_chars} characters."
     elif out.shown_nodes < out.nodes:
@@ -178,10 +186,25 @@ def graphviz_failed(kind: str, reason: str) -> str:
 
 # --------------------------------------------------------------------- predict
 def predict(out: PredictOutput, *, max_rows: int) -> str:
+    if out.results:
+        lines = [f"{out.id} on {len(out.results)} texts:"]
+        for i, r in enumerate(out.results):
+            lines.append(f"Text {i + 1} ({len(r.tokens)} tokens): "
+                         + "\n  ".join(_predicted(r, max_rows, hint=False)))
+        if out.agreement is not None:
+            lines.append(f"Agreement over all texts: {figures(out.agreement)}.")
+        else:
+            lines.append("Call again with compare=true to check these against the real neuron.")
+        return "\n".join(lines)
+    return "\n".join([f"{out.id} on {len(out.tokens)} tokens: " + "\n".join(_predicted(out, max_rows))])
+
+
+def _predicted(out: TextPrediction, max_rows: int, hint: bool = True) -> list[str]:
+    """What the graph predicts on one text, why, and (with compare) what the neuron did."""
     fires = [r for r in out.firing if r.predicted >= FIRING_THRESHOLD]
-    lines = [f"{out.id} on {len(out.tokens)} tokens: the graph predicts it fires (>= {FIRING_THRESHOLD}) on "
-             f"{len(fires)}" + (": " + ", ".join(f"{tok(r.token)}@{r.index} {r.predicted:.2f}"
-                                                 for r in fires[:20]) if fires else ".")]
+    lines = [f"the graph predicts it fires (>= {FIRING_THRESHOLD}) on {len(fires)}"
+             + (": " + ", ".join(f"{tok(r.token)}@{r.index} {r.predicted:.2f}{via(r.path)}"
+                                 for r in fires[:20]) if fires else ".")]
     if out.actual is not None:
         real = [r for r in out.firing if r.actual is not None and r.actual >= FIRING_THRESHOLD]
         lines.append(f"The real neuron fires on {len(real)}" + (": " + ", ".join(
@@ -191,13 +214,12 @@ def predict(out: PredictOutput, *, max_rows: int) -> str:
         lines.append(f"Agreement: {figures(out.agreement)}.")
         if out.agreement is not None and out.agreement.recall is None and not fires:
             lines.append("Neither fires: a good negative test. Try a text that should make it fire.")
-    else:
+    elif hint:
         lines.append("Call again with compare=true to check this against the real neuron.")
     if out.firing_total > max_rows:
         lines.append(f"({out.firing_total} firing tokens; the firing list keeps the first {max_rows}, "
                      "the per-token arrays have all.)")
-    return "\n".join(lines)
-
+    return lines
 
 
 # --------------------------------------------------------------------- the probes

@@ -9,6 +9,7 @@ family:
 - ``stores``: list_models, search_graphs, get_graph, top_activations, find_similar_neurons,
   render_graph_dot (and the ``graph://`` resource), answered from the stores alone;
 - ``live``: predict_activations, build_graph, which run the live model on one neuron;
+- ``scoring``: score_explanation, which scores an explanation in words against the live neuron;
 - ``probes``: find_neurons, find_induction_neurons, ablate_neurons, steer_neurons,
   test_hypothesis, which probe the whole live model.
 
@@ -28,7 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 from n2g_mcp.queries import Queries
-from n2g_mcp.tools import live, probes, stores
+from n2g_mcp.tools import live, probes, scoring, stores
 from n2g_mcp.tools.common import BUILDS, READ_ONLY
 from store.errors import N2GError
 
@@ -50,6 +51,7 @@ TOOLS: tuple[Tool, ...] = (
     # the live model, one neuron
     Tool(live.predict_activations, READ_ONLY),
     Tool(live.build_graph, BUILDS),
+    Tool(scoring.score_explanation, READ_ONLY),
     # probing the whole model
     Tool(probes.find_neurons, READ_ONLY),
     Tool(probes.find_induction_neurons, READ_ONLY),

@@ -14,7 +14,7 @@ from mcp_types import CallToolResult
 from pydantic import Field, Strict
 
 from n2g_mcp import text as wording
-from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS
+from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS, MAX_TEXTS
 from n2g_mcp.outputs import GraphSummary, PredictOutput
 from n2g_mcp.params import Flag, Layer, ModelName, Neuron
 from n2g_mcp.queries import Queries
@@ -22,12 +22,14 @@ from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
 
 
-@describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}")
+@describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}", max_texts=MAX_TEXTS)
 async def predict_activations(
     q: Queries, layer: Layer, neuron: Neuron,
-    text: Annotated[Annotated[str, Strict()], Field(
+    text: Annotated[Annotated[str, Strict()] | Annotated[list[Annotated[str, Strict()]], Field(
+        min_length=1, max_length=MAX_TEXTS)], Field(
         description=f"The text to run, up to {MAX_TEXT_CHARS} characters (and up to "
-        f"{MAX_COMPARE_TOKENS} tokens with compare=true).")],
+        f"{MAX_COMPARE_TOKENS} tokens with compare=true); or a list of up to {MAX_TEXTS} texts, "
+        f"together within the same limits, each answered on its own in results.")],
     ctx: Context,
     model: ModelName = None,
     compare: Annotated[Flag, Field(
@@ -36,12 +38,13 @@ async def predict_activations(
 ) -> Annotated[CallToolResult, PredictOutput]:
     """Predict a neuron's activation on each token of a text from its graph, and with
     compare=true also measure the real neuron and the agreement (precision, recall, F1 on
-    firing tokens, correlation). compare=true takes at most {max_tokens} tokens;
-    split longer texts. Test a hypothesis by writing texts that should and should not make
-    the neuron fire, one call each."""
+    firing tokens, correlation). Each firing token names the graph path that matched it (why
+    it fires). compare=true takes at most {max_tokens} tokens; split longer texts. Test a
+    hypothesis with texts that should and should not make the neuron fire: pass up to
+    {max_texts} of them as a list in one call."""
     name = q.model(model)
     q.graph(name, layer, neuron)  # fail fast, before any thread or model
-    q.check_text(text)
+    q.check_texts(text)
 
     def work(progress: Any, cancel: threading.Event) -> PredictOutput:
         return q.predict(name, layer, neuron, text, compare)

@@ -45,6 +45,10 @@ def search_graphs(
         max_length=20, description="Tokens that must appear in the neuron's context (earlier tokens "
         "that make it fire), all of them.")] = [],  # noqa: B006 - pydantic copies defaults
     model: ModelName = None,
+    words: Annotated[Tokens, Field(
+        max_length=20, description="Words the graph must name, each as an activating or a context "
+        "token, either role (case- and space-insensitive, whole tokens): the tokens its description "
+        "in words names, e.g. ['import', 'from']. Items are split at spaces.")] = [],  # noqa: B006
     layer: Annotated[Count | None, Field(ge=0, description="Only neurons of this layer.")] = None,
     min_f1: Annotated[Annotated[float, Strict()] | None, Field(
         ge=0, le=1, description="Only graphs whose F1 on held-out examples is at least this.")] = None,
@@ -56,15 +60,15 @@ def search_graphs(
     cursor: Cursor = None,
 ) -> Annotated[CallToolResult, SearchOutput]:
     """Find neurons by behaviour: graphs that hold all the given activating tokens and all the
-    given context tokens. With activating tokens, the graphs they explain most come first (the
-    tokens' activation relative to the graph's strongest: `explained`), then best F1; each hit
-    lists the matched tokens first. Otherwise best F1 first; with no tokens, lists graphs
-    (filtered by layer, min_f1, repeated). Pages with cursor. Tokens usually carry their
-    leading space (' the')."""
-    out = q.search(activating, context, model=model, exact=exact, layer=layer, min_f1=min_f1,
+    given context tokens (and all the given words, in either role). With activating tokens, the
+    graphs they explain most come first (the tokens' activation relative to the graph's
+    strongest: `explained`), then best F1; each hit lists the matched tokens first. Otherwise
+    best F1 first; with no tokens, lists graphs (filtered by layer, min_f1, repeated). Pages
+    with cursor. Tokens usually carry their leading space (' the')."""
+    out = q.search(activating, context, model=model, words=words, exact=exact, layer=layer, min_f1=min_f1,
                    repeated=repeated, limit=limit, cursor=cursor)
     return result(wording.search(out, activating=activating, context=context, repeated=repeated,
-                                 layer=layer, min_f1=min_f1), out)
+                                 layer=layer, min_f1=min_f1, words=words), out)
 
 
 def get_graph(q: Queries, layer: Layer, neuron: Neuron,
@@ -141,7 +145,12 @@ def render_graph_dot(
 ) -> Annotated[CallToolResult, RenderOutput]:
     """Draw a neuron's graph as Graphviz DOT, as in the paper: activating tokens red, context
     tokens blue (darker = stronger), edges from context to the activating token, bold where
-    a path ends. Render the text with `dot -Tsvg`, or pass image='png' to get a picture."""
+    a path ends. Each node shows its number: an activating token its activation (share of the
+    neuron's max, 0-1), a context token its importance (1 - activation with the token masked /
+    activation; above 1 where masking drives it below zero). A leading space shows as '␣',
+    '… n' on an edge means n tokens that do not matter, tokens that fire in any context sit in
+    one table, and the title carries a legend. Render the text with `dot -Tsvg`, or pass
+    image='png' to get a picture."""
     out = q.render(model, layer, neuron, max_nodes)
     blocks, note = _drawing(out, image) if image != "none" else ([], None)
     summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)
