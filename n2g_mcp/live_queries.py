@@ -9,7 +9,7 @@ import threading
 
 from n2g_mcp import text
 from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS
-from n2g_mcp.outputs import GraphSummary, PredictOutput, TokenRow
+from n2g_mcp.outputs import Expectation, GraphSummary, PredictOutput, TokenRow
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument, Cancelled, Unavailable
 from store.metrics import FIRING_THRESHOLD, score
@@ -20,8 +20,10 @@ from store.progress import Progress
 class LiveQueries(Resolver):
     """predict_activations and build_graph."""
 
-    def predict(self, model: str | None, layer: int, neuron: int, value: str, compare: bool = False) -> PredictOutput:
-        """The graph's prediction per token (and with ``compare`` the real neuron's)."""
+    def predict(self, model: str | None, layer: int, neuron: int, value: str, compare: bool = False,
+                expect: Expectation | None = None) -> PredictOutput:
+        """The graph's prediction per token (and with ``compare`` the real neuron's); with
+        ``expect``, whether the neuron (the real one where compared, else the graph) did so."""
         model = self.model(model)
         graph, _ = self.graph(model, layer, neuron)
         self.check_text(value)
@@ -44,8 +46,10 @@ class LiveQueries(Resolver):
         rows = [TokenRow(index=i, token=t, predicted=predicted[i], actual=None if actual is None else actual[i])
                 for i, t in enumerate(tokens)
                 if predicted[i] >= FIRING_THRESHOLD or (actual is not None and actual[i] >= FIRING_THRESHOLD)]
+        fired = max(actual if actual is not None else predicted) >= FIRING_THRESHOLD
         return PredictOutput(id=graph.id, model=model, tokens=tokens, predicted=predicted, actual=actual,
-                             agreement=agreement, firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows))
+                             agreement=agreement, firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows),
+                             expect=expect, as_expected=None if expect is None else fired == (expect == "fire"))
 
     def build(self, model: str | None, layer: int, neuron: int, rebuild: bool = False, *,
               progress: Progress | None = None, cancel: threading.Event | None = None) -> GraphSummary:

@@ -26,7 +26,7 @@ from store.jsonl import StoreHeader, read_header
 from store.lines import LineError, Shape, check_line, iter_lines
 from store.models import EMBEDDED
 from store.similarity import Item, TokenSets, pair_rows
-from store.tokens import REPEAT_KEY, TokenKeys, key_shares, normalize
+from store.tokens import TokenKeys, key_shares, normalize, repeat_level
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,13 @@ class FileIndexer:
         for entry, number, offset, length, blob in graphs:
             act_keys = {normalize(t) for t in entry.activating}
             ctx_keys = {normalize(t) for t in entry.context}
-            # In-context behaviour: a repeat node, or a token both activating and context.
-            node = REPEAT_KEY in act_keys or REPEAT_KEY in ctx_keys
-            repeated = node or not act_keys.isdisjoint(ctx_keys)
-            repeated_exact = node or (repeated and not set(entry.activating).isdisjoint(entry.context))
             rank = 2.0 if entry.f1 is None else -entry.f1
             db.execute(
                 "INSERT INTO graphs(file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
-                "repeated_exact, offset, length, blob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "offset, length, blob) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (file_id, number, model, entry.layer, entry.neuron, entry.f1, rank,
                  orjson.dumps(entry.raw.get("activating_tokens", {})).decode(), orjson.dumps(entry.context).decode(),
-                 len(act_keys), len(ctx_keys), repeated, repeated_exact,
+                 len(act_keys), len(ctx_keys), repeat_level(entry.activating, entry.context),
                  None if blob is not None else offset, length, blob))
 
     def _mark_current(self, db: sqlite3.Connection, model: str | None) -> list[int]:

@@ -29,7 +29,7 @@ TOOLS = {
     "top_activations": ["layer", "neuron", "model", "limit", "cursor"],
     "find_similar_neurons": ["layer", "neuron", "model", "threshold", "mode", "limit"],
     "render_graph_dot": ["layer", "neuron", "model", "max_nodes", "image"],
-    "predict_activations": ["layer", "neuron", "text", "model", "compare"],
+    "predict_activations": ["layer", "neuron", "text", "model", "compare", "expect"],
     "build_graph": ["layer", "neuron", "model", "rebuild"],
 }
 """Every tool and its parameters."""

@@ -1,5 +1,5 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
-and the wording of errors, in one package (one module a kind: ``pieces``, ``refusals``,
+and the wording of errors, in one package (one module a kind: ``pieces``, ``progress``, ``refusals``,
 ``summaries``; every name is re-exported here, so callers write ``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
@@ -12,6 +12,7 @@ every message that refuses something says what to call next.
 """
 
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
+from n2g_mcp.text.progress import *  # noqa: F403
 from n2g_mcp.text.refusals import *  # noqa: F403
 from n2g_mcp.text.summaries import *  # noqa: F403
 
