@@ -12,8 +12,9 @@ BOS token is put before every row; positions in and out exclude it.
 
 :func:`long_activations` reads neurons along one text of any length in windows with overlap, so
 memory stays bounded (the live model's ``activations`` uses it). :func:`next_token_logits`,
-:func:`token_losses` (with neurons edited: ablation) and :func:`layers_and_losses` run the whole
-model, for the augmentation helper and the probes. Passes that continue a cached prefix (the
+:func:`token_losses` (with neurons edited: ablation; :func:`edited_losses` runs several edits in
+shared passes) and :func:`layers_and_losses` run the whole model, for the augmentation helper and
+the probes. Passes that continue a cached prefix (the
 saliency stage's) are in ``builder.prefix``.
 """
 
@@ -281,6 +282,53 @@ def _losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
 
 
+def row_edit_hooks(model: LoadedModel, edits: Sequence[Edits | None]) -> list[tuple[str, object]]:
+    """Forward hooks that give each batch row its own edits: row ``b`` gets ``edits[b]`` (None:
+    left intact), so that several ablations share one pass. One hook a layer, whatever the rows."""
+    by_layer: dict[int, tuple[list[int], list[int], list[torch.Tensor]]] = {}
+    for b, row_edits in enumerate(edits):
+        for layer, (neurons, values) in (row_edits or {}).items():
+            rows, index, vals = by_layer.setdefault(layer, ([], [], []))
+            rows += [b] * len(neurons)
+            index += list(neurons)
+            vals.append(torch.as_tensor(values, dtype=torch.float32).reshape(-1))
+    hooks = []
+    for layer, (rows, index, vals) in by_layer.items():
+        at_rows, at_neurons, values = torch.as_tensor(rows), torch.as_tensor(index), torch.cat(vals)  # (edits,)
+
+        def replace(acts: torch.Tensor, hook: object, at_rows=at_rows, at_neurons=at_neurons,
+                    values=values) -> torch.Tensor:
+            device = acts.device  # (batch, pos, d_mlp); the indexed view is (edits, pos)
+            acts[at_rows.to(device), :, at_neurons.to(device)] = values.to(device, acts.dtype)[:, None]
+            return acts
+        hooks.append((model.hook(layer), replace))
+    return hooks
+
+
+def edited_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Sequence[Edits | None],
+                  max_batch_tokens: int = 8192) -> list[list[np.ndarray]]:
+    """Each row's next-token losses under each of several edits (None: intact), ``[edit][row]``.
+
+    Every (edit, row) pair is one row of a batch, so the edits share passes: a pass holds as
+    many as the token budget (and, for the logits, :data:`LOGIT_FLOATS`) allows.
+    """
+    if model.bos_id is None:
+        raise ValueError("next-token losses for token 0 need a BOS token")
+    jobs = [(e, r) for e in range(len(edits)) for r in range(len(rows))]
+    out: list[list[np.ndarray]] = [[np.zeros(0, np.float32)] * len(rows) for _ in edits]
+    lengths = [len(rows[r]) for _, r in jobs]
+    for group in _batches(lengths, _logit_tokens(model, max_batch_tokens)):
+        ids = pack(model, [rows[jobs[j][1]] for j in group])
+        hooks = row_edit_hooks(model, [edits[jobs[j][0]] for j in group])
+        with torch.inference_mode():
+            logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)
+            loss = _losses(logits, ids)  # (batch, pos)
+        for b, j in enumerate(group):
+            e, r = jobs[j]
+            out[e][r] = loss[b, :lengths[j]].cpu().numpy()
+    return out
+
+
 def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits | None = None,
                  max_batch_tokens: int = 8192) -> list[np.ndarray]:
     """Each row's next-token loss at every position, optionally with neurons set to values.
@@ -288,19 +336,7 @@ def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits
     Entry k of a row is ``-log p(row[k] | BOS, row[:k])``. With ``edits``, the listed neurons'
     activations are replaced at every position (an ablation: zeros, or their mean).
     """
-    if model.bos_id is None:
-        raise ValueError("next-token losses for token 0 need a BOS token")
-    hooks = edit_hooks(model, edits)
-    out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(rows)
-    lengths = [len(r) for r in rows]
-    for group in _batches(lengths, _logit_tokens(model, max_batch_tokens)):
-        ids = pack(model, [rows[i] for i in group])
-        with torch.inference_mode():
-            logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)
-            loss = _losses(logits, ids)  # (batch, pos)
-        for b, i in enumerate(group):
-            out[i] = loss[b, :lengths[i]].cpu().numpy()
-    return out
+    return edited_losses(model, rows, [edits], max_batch_tokens)[0]
 
 
 def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]],

@@ -167,13 +167,13 @@ class Investigation:
         for label, text, should_fire in texts:
             self.say(f"  {label}, should {'' if should_fire else 'not '}fire: {text[:120]!r}")
             result = await self.call("predict_activations", required=False, layer=layer, neuron=neuron,
-                                     text=text, compare=True)
+                                     text=text, compare=True, expect="fire" if should_fire else "silent")
             if result.is_error:
                 continue
             self.say(_indent(_text(result)))
             data = result.structured_content
             peak = max(data["actual"] or [0.0])
-            verdict = "as expected" if (peak >= 0.5) == should_fire else "NOT as expected"
+            verdict = "as expected" if data["as_expected"] else "NOT as expected"
             f1 = data["agreement"]["f1"]
             agreement.append(f"{label}: real peak {peak:.2f}, {'fires' if peak >= 0.5 else 'silent'} "
                              f"({verdict}); graph vs real F1 {'n/a (nothing fires)' if f1 is None else format(f1, '.2f')}")

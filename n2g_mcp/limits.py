@@ -32,7 +32,9 @@ MAX_ABLATE = 256
 MAX_PATTERN_CHARS = 500
 """Longest pattern test_hypothesis takes."""
 MAX_EACH = 32
-"""Most neurons ablate_neurons(each=true) ablates one at a time (one forward pass each)."""
+"""Most neurons ablate_neurons(each=true) ablates one at a time (one more run of the text each)."""
+MAX_CONTROLS = 32
+"""Most random control draws ablate_neurons compares with (one more run of the text each)."""
 MAX_STEER = 32
 """Most neurons steer_neurons clamps in one call."""
 MAX_STEER_PROMPT_TOKENS = 256
@@ -43,6 +45,17 @@ MAX_STEER_SCALE = 20.0
 """Largest clamp steer_neurons takes, as a multiple of the neuron's corpus max (either sign)."""
 MAX_SEEDS = 8
 """Most seeds (sets of random sequences) find_induction_neurons merges."""
+
+
+ASSUMED_TOKENS_PER_S = 150.0
+"""Full-model tokens a second a long call's first time estimate assumes before the server has
+timed the model itself (then its measured rate is used). SmolLM2-135M on CPU: issue 27's
+ablate_neurons(each=true) forwarded 45,360 tokens in 258 s (176/s); on this 2-core CPU under a
+load of 9, ablations ran at 50 (3 runs) to 86 (10 runs sharing passes) tokens/s. A GPU runs
+thousands: there the first estimate errs long."""
+CHARS_PER_TOKEN = 4.0
+"""Characters a token a given text's first time estimate assumes, before the model has read it
+(English prose in SmolLM2's tokenizer: about 4.5)."""
 
 
 # --------------------------------------------------------------------- defaults

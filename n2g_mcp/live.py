@@ -92,9 +92,9 @@ class LiveBackend(Protocol):
         ...
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[Neuron], text: str | None, mode: AblationMode,
-               control: bool, means: dict[int, np.ndarray] | None, seed: int, each: bool) -> Ablation:
-        """The next-token loss with the neurons ablated, a random control, and with ``each`` every
-        neuron's own effect."""
+               controls: int, means: dict[int, np.ndarray] | None, seed: int, each: bool) -> Ablation:
+        """The next-token loss with the neurons ablated, ``controls`` random draws of as many
+        neurons of the same layers, and with ``each`` every neuron's own effect."""
         ...
 
     def steer(self, spec: ModelSpec, neurons: Sequence[Neuron], values: Sequence[float], prompt: Sequence[int],

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from n2g_mcp import text
 from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS, MAX_TEXTS
-from n2g_mcp.outputs import GraphSummary, PredictOutput, TextPrediction, TokenRow
+from n2g_mcp.outputs import Expectation, GraphSummary, PredictOutput, TextPrediction, TokenRow
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument, Cancelled, Unavailable
 from store.graph import NeuronGraph
@@ -51,9 +51,11 @@ class LiveQueries(Resolver):
         return texts
 
     def predict(self, model: str | None, layer: int, neuron: int, value: str | Sequence[str],
-                compare: bool = False) -> PredictOutput:
+                compare: bool = False, expect: Expectation | None = None) -> PredictOutput:
         """The graph's prediction per token (and with ``compare`` the real neuron's), and the
-        graph path behind each firing token; a list of texts gets one result each."""
+        graph path behind each firing token; a list of texts gets one result each. With
+        ``expect``, whether the neuron (the real one where compared, else the graph) did so on
+        each text."""
         model = self.model(model)
         graph, _ = self.graph(model, layer, neuron)
         texts = self.check_texts(value)
@@ -64,17 +66,19 @@ class LiveQueries(Resolver):
                 raise BadArgument(text.too_many_tokens(sum(counts), MAX_COMPARE_TOKENS))
         else:
             spec = self.spec(model, "tokenise text", text.INSTEAD_OF_TOKENISING)
-        results = [self._predict_one(spec, graph, layer, neuron, one, compare) for one in texts]
+        results = [self._predict_one(spec, graph, layer, neuron, one, compare, expect) for one in texts]
         if len(results) == 1:
             return PredictOutput(id=graph.id, model=model, **dict(results[0]))
         agreement = None
         if compare:
             agreement = score([a for r in results for a in r.actual or []], [p for r in results for p in r.predicted])
+        as_expected = None if expect is None else all(r.as_expected for r in results)
         return PredictOutput(id=graph.id, model=model, agreement=agreement, results=results,
-                             firing_total=sum(r.firing_total for r in results))
+                             firing_total=sum(r.firing_total for r in results), expect=expect,
+                             as_expected=as_expected)
 
     def _predict_one(self, spec: ModelSpec, graph: NeuronGraph, layer: int, neuron: int, value: str,
-                     compare: bool) -> TextPrediction:
+                     compare: bool, expect: Expectation | None) -> TextPrediction:
         actual: list[float] | None = None
         if compare:
             tokens, raw = self.live.activations(spec, layer, neuron, value)
@@ -90,8 +94,10 @@ class LiveQueries(Resolver):
         rows = [_row(i, t, predicted[i], None if actual is None else actual[i], explained[i][1])
                 for i, t in enumerate(tokens)
                 if predicted[i] >= FIRING_THRESHOLD or (actual is not None and actual[i] >= FIRING_THRESHOLD)]
+        fired = max(actual if actual is not None else predicted) >= FIRING_THRESHOLD
         return TextPrediction(tokens=tokens, predicted=predicted, actual=actual, agreement=agreement,
-                              firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows))
+                              firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows), expect=expect,
+                              as_expected=None if expect is None else fired == (expect == "fire"))
 
     def build(self, model: str | None, layer: int, neuron: int, rebuild: bool = False, *,
               progress: Progress | None = None, cancel: threading.Event | None = None) -> GraphSummary:

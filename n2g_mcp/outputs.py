@@ -13,7 +13,7 @@ normalised (raw activation / the neuron's largest activation in the corpus) unle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,9 @@ from store.describe import describe_graph
 from store.graph import Example, NeuronGraph
 from store.metrics import Figures, Rounded
 from store.probes import (
+    MIN_COPY,
+    NIL_EFFECT,
+    CopyLosses,
     FiringHit,
     InductionScore,
     MarkedWindow,
@@ -35,6 +38,8 @@ from store.sqlsearch import Hit
 from store.tokens import matched_first, repeated_tokens
 
 HasGraph = Annotated[bool, Field(description="whether a graph is stored for it (get_graph reads it)")]
+Expectation = Literal["fire", "silent"]
+"""What predict_activations' caller expects the neuron to do on its text (the test it wrote)."""
 
 
 # --------------------------------------------------------------------- list_models
@@ -157,11 +162,16 @@ class SearchHit(BaseModel):
     layer: int
     neuron: int
     activating_tokens: list[str] = Field(
-        description="activating tokens (up to 8): those the query matched first, then the strongest")
-    context_tokens: list[str] = Field(description="most important context tokens (up to 8)")
+        description=f"activating tokens (up to {HIT_TOKENS}): those the query matched first, then the strongest")
+    activating_total: int = Field(default=0, description="activating tokens in the graph (the list shows "
+                                  f"up to {HIT_TOKENS})")
+    context_tokens: list[str] = Field(description=f"most important context tokens (up to {HIT_TOKENS})")
+    context_total: int = Field(default=0, description="context tokens in the graph")
     f1: Rounded | None = Field(description="N2G F1 on held-out top examples; null where not scored")
     repeated_tokens: list[str] = Field(
-        default_factory=list, description="tokens both activating and context (in-context behaviour)")
+        default_factory=list, description="with repeated=true, its signs of in-context behaviour: "
+        "'<repeat>' for a repeat path (fires on what continues an earlier copy), then every token both "
+        "activating and context, spelled exactly alike")
     explained: Rounded | None = Field(
         default=None, description="how much of the graph the query's activating tokens explain: their "
         "activation relative to the graph's strongest activating token (mean over the query's tokens; "
@@ -173,8 +183,9 @@ class SearchHit(BaseModel):
         """A search hit from the index's record of a graph, the tokens ``activating`` matched first."""
         return cls(id=hit.id, layer=hit.layer, neuron=hit.neuron,
                    activating_tokens=matched_first(hit.activating_tokens, activating, exact)[:HIT_TOKENS],
-                   context_tokens=hit.context_tokens[:HIT_TOKENS], f1=hit.f1,
-                   repeated_tokens=repeated_tokens(hit, exact=exact)[:HIT_TOKENS] if repeated else [],
+                   activating_total=len(hit.activating_tokens),
+                   context_tokens=hit.context_tokens[:HIT_TOKENS], context_total=len(hit.context_tokens),
+                   f1=hit.f1, repeated_tokens=repeated_tokens(hit) if repeated else [],
                    explained=hit.explained)
 
 
@@ -207,7 +218,13 @@ class SimilarOutput(BaseModel):
     mode: str
     threshold: float
     compared: int = Field(default=0, description="graphs compared")
+    neurons: int | None = Field(default=None, description="neurons of the model (layers x neurons per "
+                                "layer) where known: compared == neurons means every neuron has a graph here")
     results: list[SimilarItem]
+    nearest: SimilarItem | None = Field(
+        default=None, description="for a target where no neuron reaches the threshold, the closest one found "
+        "(its smaller overlap highest), below the threshold; null where any result passes or no graph "
+        "shares an activating token with the target")
     warnings: list[str] = Field(default_factory=list)
     partial: bool = Field(default=False, description="the stores are still being indexed: these results "
                           "cover only the graphs indexed so far; call again for all")
@@ -271,6 +288,11 @@ class TextPrediction(BaseModel):
         default_factory=list, description="tokens predicted or (with compare) found to fire, >= 0.5, with "
         "the path that matched; at most 100")
     firing_total: int = Field(default=0, description="tokens predicted or found to fire, all of them")
+    expect: Expectation | None = Field(default=None, description="what the caller expected of this text: "
+                                       "'fire' (a positive test), 'silent' (a negative one), or null")
+    as_expected: bool | None = Field(
+        default=None, description="with expect: whether the neuron did so (fires: some token >= 0.5 of its "
+        "max): the real neuron with compare=true, else the graph's prediction; null without expect")
 
 
 class PredictOutput(TextPrediction):
@@ -289,7 +311,9 @@ class FindHit(FiringHit):
     """A neuron active at the chosen token."""
 
     has_graph: HasGraph
-    activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens")
+    activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens "
+                                         f"(up to {HIT_TOKENS})")
+    activating_total: int = Field(default=0, description="activating tokens in its graph")
     f1: Rounded | None = Field(default=None, description="its graph's F1 on held-out examples")
 
 
@@ -339,11 +363,25 @@ class AblationOutput(BaseModel):
                                             "the first copies; far above loss_clean where the model copies")
     loss_ablated: Rounded
     delta: Rounded = Field(description="loss_ablated - loss_clean")
-    control_neurons: list[str] = Field(description="random neurons of the same layers, as many")
-    control_delta: Rounded | None = Field(description="the same delta for the control; null without control")
+    control_draws: int = Field(default=0, description="random controls compared: draws of as many neurons "
+                               "of the same layers, each ablated on the same tokens; 0 without control")
+    control_neurons: list[str] = Field(description="the first draw's neurons (the seed draws the same again)")
+    control_delta: Rounded | None = Field(description="the draws' mean delta; null without control")
+    control_spread: Rounded | None = Field(default=None, description="the standard deviation of the draws' "
+                                           "deltas (n - 1); null for fewer than two draws")
+    control_deltas: list[Rounded] = Field(default_factory=list, description="every draw's delta")
+    rank_among_controls: int | None = Field(
+        default=None, description="delta's rank among the draws' deltas: 1 where it exceeds all of them, "
+        "control_draws + 1 where none is below it; null without control")
     each: list[NeuronEffect] = Field(default_factory=list, description="with each=true, every neuron "
-                                     "ablated alone, largest delta first")
+                                     "ablated alone, largest delta first, with its place in neurons as given")
+    no_effect: list[str] = Field(default_factory=list, description=f"with each=true, the neurons whose own "
+                                 f"delta is nil or negative (<= {NIL_EFFECT} nats): they carry nothing alone here")
+    copies: CopyLosses | None = Field(default=None, description="on a given text that holds a span of at least "
+                                      f"{MIN_COPY} tokens twice, the loss on each copy (as on the probe); null "
+                                      "otherwise")
     top_changes: list[TokenChange] = Field(description="tokens whose loss changed most")
+    seconds: Rounded = Field(default=0.0, description="time the model's passes took")
 
 
 class SteerOutput(BaseModel):

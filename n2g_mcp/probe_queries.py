@@ -7,16 +7,20 @@ the index, without loading it). All are slow: the server calls them from a worke
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 from n2g_mcp import text
 from n2g_mcp.limits import (
+    ASSUMED_TOKENS_PER_S,
+    CHARS_PER_TOKEN,
     FOUND_NEURONS,
     HIT_TOKENS,
     INDUCTION_NEURONS,
     MAX_ABLATE,
     MAX_COMPARE_TOKENS,
+    MAX_CONTROLS,
     MAX_EACH,
     MAX_NEW_TOKENS,
     MAX_PATTERN_CHARS,
@@ -41,6 +45,8 @@ from store.errors import BadArgument
 from store.models import ModelSpec
 from store.names import neuron_id, parse_neuron_id
 from store.probes import (
+    CONTROL_DRAWS,
+    NIL_EFFECT,
     PROBE_LENGTH,
     PROBE_SEEDS,
     PROBE_SEQUENCES,
@@ -94,6 +100,7 @@ class ProbeQueries(Resolver):
             stored = graphs.get((h.layer, h.neuron))
             results.append(FindHit(**dict(h), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
+                                   activating_total=0 if stored is None else len(stored.activating_tokens),
                                    f1=None if stored is None else stored.f1))
         return FindNeuronsOutput(model=model, token=strings[at], position=at, tokens=len(ids), layers=layers,
                                  results=results)
@@ -126,7 +133,7 @@ class ProbeQueries(Resolver):
                                results=results, seconds=seconds)
 
     def neuron_pairs(self, model: str, neurons: list[str], limit: int, tool: str) -> list[tuple[int, int]]:
-        """``(layer, neuron)`` pairs of neuron ids, sorted and unique; each id checked against the model.
+        """``(layer, neuron)`` pairs of neuron ids, unique, in the order given; each id checked against the model.
 
         Raises:
             BadArgument: for none, more than ``limit``, ids not written ``L17/N938``, or out of range.
@@ -145,17 +152,23 @@ class ProbeQueries(Resolver):
             raise BadArgument(text.bad_neuron_ids(bad))
         for layer, n in pairs:
             self.check_range(model, layer, n)
-        return sorted(set(pairs))
+        return list(dict.fromkeys(pairs))  # the caller's order: a ranking's candidates come ranked
 
     def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
                mode: AblationMode = "zero", control: bool = True, seed: int = PROBE_SEEDS[0],
-               each: bool = False) -> AblationOutput:
-        """The model's next-token loss with neurons ablated, against a random control; with
-        ``each``, every neuron's own effect (at most :data:`MAX_EACH` neurons)."""
+               each: bool = False, controls: int = CONTROL_DRAWS,
+               progress: Progress | None = None) -> AblationOutput:
+        """The model's next-token loss with neurons ablated, against ``controls`` random draws of
+        as many neurons of the same layers (none without ``control``); with ``each``, every
+        neuron's own effect (at most :data:`MAX_EACH` neurons). Before the passes run,
+        ``progress`` hears how long they should take."""
         model = self.model(model)
         pairs = self.neuron_pairs(model, neurons, MAX_ABLATE, "ablate_neurons")
         if each and len(pairs) > MAX_EACH:
             raise BadArgument(text.too_many_each(len(pairs), MAX_EACH))
+        if not 1 <= controls <= MAX_CONTROLS:
+            raise BadArgument(text.outside("controls", controls, 1, MAX_CONTROLS, text.CONTROLS_MEANING))
+        draws = controls if control else 0
         if value is not None:
             self.check_text(value)
         means = None
@@ -164,15 +177,57 @@ class ProbeQueries(Resolver):
             means = None if scan is None else {layer: scan.mean[layer] for layer, _ in pairs}
         spec = self._probe_spec(model, "ablate neurons")
         if value is not None:
-            self._encode(spec, value)
-        r = self.live.ablate(spec, pairs, value, mode, control, means, seed, each)
+            text_tokens = len(self._encode(spec, value)[0])
+            if progress is not None:  # the count, now the model has read the text (the first message guessed)
+                progress(0, 1, self._ablation_estimate(model, len(pairs), draws, each, text_tokens))
+        r = self.live.ablate(spec, pairs, value, mode, draws, means, seed, each)
+        if r.seconds > 0 and r.tokens_run:
+            self.rates[model] = r.tokens_run / r.seconds
         return AblationOutput(
             model=model, neurons=[neuron_id(*p) for p in r.neurons], mode=mode,
             measured_on=text.measured_on(value is not None), seed=None if value is not None else seed,
             tokens_measured=r.tokens_measured, loss_clean=r.loss_clean, loss_first_copy=r.loss_first_copy,
             loss_ablated=r.loss_ablated, delta=r.delta,
-            control_neurons=[neuron_id(*p) for p in r.control_neurons], control_delta=r.control_delta,
-            each=r.each, top_changes=r.top_changes)
+            control_draws=len(r.control_deltas), control_neurons=[neuron_id(*p) for p in r.control_neurons],
+            control_delta=r.control_delta, control_spread=r.control_spread, control_deltas=r.control_deltas,
+            rank_among_controls=r.rank, each=r.each, no_effect=[e.id for e in r.each if e.delta <= NIL_EFFECT],
+            copies=r.copies, top_changes=r.top_changes, seconds=r.seconds)
+
+    def ablate_estimate(self, model: str | None, neurons: list[str], value: str | None, control: bool = True,
+                        controls: int = CONTROL_DRAWS, each: bool = False) -> str:
+        """How long ablate_neurons should take, for its first progress message: for a text, from
+        its length (:data:`CHARS_PER_TOKEN`) until the model has read it (``ablate`` reports the
+        count then).
+
+        Raises:
+            BadArgument: for neuron ids :meth:`neuron_pairs` refuses (before any thread or model).
+        """
+        model = self.model(model)
+        pairs = self.neuron_pairs(model, neurons, MAX_ABLATE, "ablate_neurons")
+        guess = None if value is None else math.ceil(len(value) / CHARS_PER_TOKEN)
+        return self._ablation_estimate(model, len(pairs), controls if control else 0, each, guess,
+                                       counted=value is None)
+
+    def _ablation_estimate(self, model: str, neurons: int, draws: int, each: bool, text_tokens: int | None,
+                           counted: bool = True) -> str:
+        """The expected duration of an ablation: its runs (intact, ablated, each control draw,
+        each neuron alone) times the tokens of one run."""
+        row_tokens = PROBE_SEQUENCES * (2 * PROBE_LENGTH + 1) if text_tokens is None else text_tokens + 1  # BOS
+        runs = 2 + draws + (neurons if each else 0)
+        return self._estimate(model, "ablate_neurons", runs, runs * row_tokens, counted)
+
+    def induction_estimate(self, model: str | None, sequences: int = PROBE_SEQUENCES, length: int = PROBE_LENGTH,
+                           runs: int = len(PROBE_SEEDS)) -> str:
+        """How long find_induction_neurons should take, for its first progress message: a full pass
+        over each seed's sequences (each copy after BOS)."""
+        return self._estimate(self.model(model), "find_induction_neurons", runs, runs * sequences * (2 * length + 1))
+
+    def _estimate(self, model: str, tool: str, runs: int, tokens: int, counted: bool = True) -> str:
+        """A long call's expected duration: the tokens its passes forward at the model's measured
+        rate (else the configured one)."""
+        rate = self.rates.get(model)
+        return text.expected_duration(tool, runs, tokens, tokens / (rate or ASSUMED_TOKENS_PER_S),
+                                      measured=rate is not None, counted=counted)
 
     def steer(self, model: str | None, neurons: list[str], prompt: str, scale: float = STEER_SCALE,
               max_new_tokens: int = NEW_TOKENS, progress: Progress | None = None,

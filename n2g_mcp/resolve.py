@@ -62,6 +62,9 @@ class Resolver:
         self.live: LiveBackend = live if live is not None else BuilderBackend()
         self.pager = pager if pager is not None else Pager()
         self._scans: dict[str, tuple[float, ScanFile]] = {}
+        self.rates: dict[str, float] = {}
+        """Full-model tokens a second each model last ran at (the probes' passes, timed), from
+        which long calls estimate their duration."""
 
     @property
     def default_model(self) -> str:

@@ -149,15 +149,22 @@ class StoreQueries(Resolver):
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
+        shape = self.models.shape(model)
+        neurons = None if shape is None else shape[0] * shape[1]
         if neuron is not None:
             target, view = self.graph(model, layer, neuron)
             matches = view.similar_to(target, threshold=threshold, mode=mode, limit=limit)
+            # Nothing reaches the threshold: the closest candidate, so the answer says how far off it is.
+            nearest = None if matches or threshold <= 0 else next(
+                iter(view.similar_to(target, threshold=0.0, mode=mode, limit=1)), None)
             items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
                                  activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
-                     for m in matches]
+                     for m in [*matches, *([nearest] if nearest else [])]]
             partial = self.partial(view)
             return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
-                                 results=items, warnings=view.corrupt_reports() + partial, partial=bool(partial))
+                                 neurons=neurons, results=items[:len(matches)],
+                                 nearest=items[-1] if nearest else None,
+                                 warnings=view.corrupt_reports() + partial, partial=bool(partial))
         if mode == "subset":
             raise BadArgument(text.SUBSET_NEEDS_TARGET)
         self.check_range(model, layer)
@@ -169,7 +176,8 @@ class StoreQueries(Resolver):
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
         partial = self.partial(view)
         return SimilarOutput(model=model, target=None, layer=layer, mode=mode, threshold=threshold,
-                             compared=len(view), results=items, warnings=view.corrupt_reports() + partial,
+                             compared=len(view), neurons=neurons, results=items,
+                             warnings=view.corrupt_reports() + partial,
                              partial=bool(partial))
 
     def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = NODES_DRAWN) -> RenderOutput:

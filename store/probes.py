@@ -41,6 +41,16 @@ Neuron = tuple[int, int]
 PROBE_SEQUENCES, PROBE_LENGTH, PROBE_SEEDS = 16, 40, (0, 1, 2)
 """The induction probe's default size (``builder.probes.induction``): 16 random sequences of 40 tokens,
 each then repeated, for each of 3 seeds. ablate_neurons' default test is the first seed's."""
+CONTROL_DRAWS = 8
+"""Random controls an ablation is compared with by default: 8 draws of as many neurons of the same
+layers, so that the effect is read against their mean and spread and ranked among them (one draw's
+delta, often near 0, made ratios like "73.8x the control" out of noise; issue 27)."""
+MIN_COPY = 6
+"""Fewest tokens a span of a given text must have, seen twice, for an ablation to measure its
+copies apart (as the probe does): shorter repeats ("of the") are ordinary text, not a copy."""
+NIL_EFFECT = 0.005
+"""Nats: a neuron whose own ablation (each=true) raises the loss by no more than this carries
+nothing alone, here."""
 
 
 def _neurons(pairs: list[tuple[int, int]]) -> list[Neuron]:
@@ -113,6 +123,21 @@ class NeuronEffect(Located):
     """One neuron's own ablation effect, ablated alone."""
 
     delta: Rounded = Field(description="loss with this neuron alone ablated minus the clean loss")
+    given: int = Field(default=0, description="its place in the neurons as passed (1 = first)")
+
+
+class CopyLosses(Item):
+    """On a given text that holds a span twice: the loss on each copy, as the probe measures it
+    (each copy's first token left out: it cannot be predicted from the first copy)."""
+
+    span: int = Field(description="tokens in the repeated span")
+    first_at: int = Field(description="token index where its first copy starts")
+    second_at: int = Field(description="token index where its second copy starts")
+    loss_first_copy: Rounded = Field(description="the intact model's mean loss (nats) on the first copy")
+    loss_second_copy: Rounded = Field(description="the same on the second: far lower where the model copies")
+    loss_second_copy_ablated: Rounded = Field(description="on the second copy, with the neurons ablated")
+    delta_second_copy: Rounded = Field(description="loss_second_copy_ablated - loss_second_copy")
+    control_delta_second_copy: Rounded | None = Field(description="the controls' mean delta on the second copy")
 
 
 class PredictionChange(Item):
@@ -180,8 +205,9 @@ class Ablation:
     loss_ablated: float
     delta: float
     control_neurons: list[Neuron]
-    control_delta: float | None
-    """The same for as many random neurons of the same layers (None: no control asked)."""
+    """The first control draw's neurons (every draw is seeded: the same call draws the same)."""
+    control_deltas: list[float]
+    """Each control draw's delta: as many random neurons of the same layers (empty: no control)."""
     tokens_measured: int
     top_changes: list[TokenChange]
     loss_first_copy: float | None = None
@@ -189,10 +215,39 @@ class Ablation:
     ``loss_clean`` it says whether the model copies here at all."""
     each: list[NeuronEffect] = field(default_factory=list)
     """Each neuron's own delta, largest first (empty unless asked for)."""
+    copies: CopyLosses | None = None
+    """On a given text holding a span twice, the loss on each copy (None on the probe, whose
+    measured tokens are the copies, and on a text without such a span)."""
+    tokens_run: int = 0
+    """Tokens the passes forwarded (every ablation, control and the intact run), BOS included."""
+    seconds: float = 0.0
+    """Time the passes took (what tokens per second are measured from)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "neurons", _neurons(self.neurons))
         object.__setattr__(self, "control_neurons", _neurons(self.control_neurons))
+
+    @property
+    def control_delta(self) -> float | None:
+        """The control draws' mean delta (None: no control)."""
+        return sum(self.control_deltas) / len(self.control_deltas) if self.control_deltas else None
+
+    @property
+    def control_spread(self) -> float | None:
+        """The control draws' standard deviation (n - 1; None for fewer than two draws)."""
+        n = len(self.control_deltas)
+        if n < 2:
+            return None
+        mean = sum(self.control_deltas) / n
+        return (sum((d - mean) ** 2 for d in self.control_deltas) / (n - 1)) ** 0.5
+
+    @property
+    def rank(self) -> int | None:
+        """The ablation's rank among the control draws by delta: 1 where it exceeds every draw's,
+        ``draws + 1`` where no draw's is below it (ties count against it). None: no control."""
+        if not self.control_deltas:
+            return None
+        return 1 + sum(d >= self.delta for d in self.control_deltas)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from store.jsonl import StoreHeader, read_header
 from store.lines import IndexedLine, LineError, Shape, index_line, iter_lines
 from store.models import EMBEDDED
 from store.similarity import Item, TokenSets, pair_rows
-from store.tokens import REPEAT_KEY, TokenKeys, normalize
+from store.tokens import TokenKeys, normalize, repeat_level
 
 log = logging.getLogger(__name__)
 
@@ -344,15 +344,12 @@ class _Batch:
         self.act_share += [v / top for v in values] if top > 0 else [0.0] * len(values)
         self.ctx_key += ctx_keys
         self.ctx_graph += [graph_id] * len(ctx_keys)
-        # In-context behaviour: a repeat node, or a token both activating and context.
-        repeat = keys.get(REPEAT_KEY)
-        node = repeat is not None and (repeat in ctx_keys or repeat in act_keys)
-        repeated = node or not ctx_keys.isdisjoint(act_keys)
-        repeated_exact = node or (repeated and not act.keys().isdisjoint(entry.context))
+        # In-context behaviour, the order search_graphs(repeated=true) ranks by: a repeat node,
+        # else a token both activating and context spelled exactly alike (a case-folded match is not).
         self.graphs.append((graph_id, self.file_id, number, self.model, entry.layer, entry.neuron, entry.f1,
                             2.0 if entry.f1 is None else -entry.f1, orjson.dumps(act).decode(),
-                            orjson.dumps(entry.context).decode(), len(act_keys), len(ctx_keys), repeated,
-                            repeated_exact, offset, length))
+                            orjson.dumps(entry.context).decode(), len(act_keys), len(ctx_keys),
+                            repeat_level(act, entry.context), offset, length))
 
     def _postings(self, kind: int, keys: list[int], graphs: list[int], shares: list[float] | None) -> list[tuple]:
         """Postings rows sorted by key, then graph (the order the lines came in)."""
@@ -370,7 +367,7 @@ class _Batch:
         db = self.db
         db.executemany(
             "INSERT INTO graphs(id, file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
-            "repeated_exact, offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.graphs)
+            "offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.graphs)
         db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",
                        self._postings(ACTIVATING, self.act_key, self.act_graph, self.act_share))
         db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",

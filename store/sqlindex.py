@@ -81,13 +81,15 @@ __all__ = ["ACTIVATING", "CONTEXT", "INDEX_NAME", "PAIR_FLOOR", "STORE_SUFFIXES"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
 in the background commits a file in slices). Version 3 keeps the text of a ``.gz`` store in
 compressed blocks (``blocks``) rather than each line compressed alone, postings for every indexed
-line (searches read the current ones), and each file's content hash (``digest``)."""
+line (searches read the current ones), and each file's content hash (``digest``). Version 4
+keeps one ``repeated`` level a graph (``store.tokens.repeat_level``: 2 a repeat path, 1 a token repeated exactly, 0
+neither) where 3 had a case-folded flag and an exact one."""
 FIRST_SLICE, SLICE = 0.25, 4.0
 """Seconds of indexing per committed slice in the background: a short first one, so that every
 model is listed at once, then longer ones (each slice re-marks the current graphs)."""
@@ -104,7 +106,7 @@ CREATE TABLE graphs (
     id INTEGER PRIMARY KEY, file INTEGER NOT NULL, line INTEGER NOT NULL, model TEXT NOT NULL,
     layer INTEGER NOT NULL, neuron INTEGER NOT NULL, f1 REAL, rank REAL NOT NULL,
     current INTEGER NOT NULL DEFAULT 0, act TEXT NOT NULL, ctx TEXT NOT NULL,
-    n_act INTEGER NOT NULL, n_ctx INTEGER NOT NULL, repeated INTEGER NOT NULL, repeated_exact INTEGER NOT NULL,
+    n_act INTEGER NOT NULL, n_ctx INTEGER NOT NULL, repeated INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL);
 CREATE INDEX graphs_file ON graphs(file, line);
 CREATE INDEX graphs_neuron ON graphs(model, layer, neuron);

@@ -43,7 +43,7 @@ from store.sqlindex import (
     merge_order,
     token_sets,
 )
-from store.tokens import explained, normalize, token_keys
+from store.tokens import explained, normalize, repeat_level, token_keys
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,10 @@ class IndexSearch:
 
         ``words`` keeps graphs holding each word as an activating or a context token, either
         (normalised, whatever ``exact`` says): the tokens a graph's description names
-        (``store.describe``). ``repeated`` keeps graphs with a repeat node (``store.tokens.REPEAT_KEY``) or where some
-        token is both activating and context (the paper's search for in-context neurons); graphs with no F1 fall below every ``min_f1``. ``count``
+        (``store.describe``). ``repeated`` keeps graphs with a repeat node
+        (``store.tokens.REPEAT_KEY``) or where some token is both activating and context, spelled
+        exactly alike (the paper's search for in-context neurons; ``store.tokens.repeat_level``),
+        those with a repeat node first; graphs with no F1 fall below every ``min_f1``. ``count``
         and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
         save a count query for unfiltered and F1-only listings.
 
@@ -171,13 +173,15 @@ class IndexSearch:
             where.append("g.rank<=?")
             params.append(-min_f1)
         if repeated:
-            where.append("g.repeated_exact=1" if exact else "g.repeated=1")
+            where.append("g.repeated>0")
         body = f"FROM graphs g {' '.join(joins)} WHERE {' AND '.join(where)}"
         score = f"({' + '.join(f'p{i}.share' for i in range(len(keys)))}) / {len(keys)}.0" if keys else "NULL"
         order = "explained DESC, g.rank, g.layer, g.neuron" if keys else "g.rank, g.layer, g.neuron"
+        if repeated:  # repeat paths before tokens that merely recur
+            order = "g.repeated DESC, " + order
         select = f"SELECT {_HIT_COLUMNS}, {score} AS explained {body} ORDER BY {order}"
         if exact and (activating or context):
-            return self._exact(select, params, activating, context, limit, offset)
+            return self._exact(select, params, activating, context, limit, offset, repeated)
         if not keys and len(where) == 2:
             total = count if count is not None else self.count(model)
         elif not keys and len(where) == 3 and min_f1 is not None:
@@ -188,9 +192,10 @@ class IndexSearch:
         return total, [_hit(r) for r in page]
 
     def _exact(self, select: str, params: Sequence[object], activating: Sequence[str], context: Sequence[str],
-               limit: int | None, offset: int) -> tuple[int, list[Hit]]:
+               limit: int | None, offset: int, repeated: bool) -> tuple[int, list[Hit]]:
         """An exact search: the normalised hits with the spellings checked, ranked by the exact
-        spellings' shares (``store.tokens.explained(exact=True)``)."""
+        spellings' shares (``store.tokens.explained(exact=True)``), after repeat paths where
+        ``repeated``."""
         hits = []
         for row in self._rows(select, params):
             act, ctx = orjson.loads(row[3]), orjson.loads(row[4])
@@ -198,7 +203,8 @@ class IndexSearch:
                 hit = _hit(row[:5])
                 hits.append(replace(hit, explained=explained(act, activating, exact=True)))
         if activating:
-            hits.sort(key=lambda h: (-h.explained, h.f1 is None, -(h.f1 or 0.0), h.layer, h.neuron))
+            first = (lambda h: -repeat_level(h.activating_tokens, h.context_tokens)) if repeated else (lambda h: 0)
+            hits.sort(key=lambda h: (first(h), -h.explained, h.f1 is None, -(h.f1 or 0.0), h.layer, h.neuron))
         end = len(hits) if limit is None else offset + limit
         return len(hits), hits[offset:end]
 

@@ -8,7 +8,7 @@ token the same empty key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final, NamedTuple, Protocol
 
 REPEAT_KEY: Final = "<repeat>"
@@ -66,27 +66,41 @@ def token_keys(graph: HasTokens, exact: bool = False) -> TokenKeys:
                      frozenset(map(key, graph.context_tokens)))
 
 
-def repeated_tokens(graph: HasTokens, exact: bool = False) -> list[str]:
+def repeated_tokens(graph: HasTokens) -> list[str]:
     """The graph's signs of in-context (induction-like) behaviour, strongest first: ``REPEAT_KEY``
-    where it has a repeat node, then the activating tokens that also stand among its context
-    tokens.
+    where it has a repeat node, then the activating tokens that also stand, spelled exactly
+    alike, among its context tokens.
 
     A token that makes the neuron fire when it appeared earlier in the text is the older
-    signature of the same behaviour: "ab ... ab". Tokens are compared by normalised key unless
-    ``exact``; the activating spelling is returned.
+    signature of the same behaviour: "ab ... ab". Spellings are compared exactly, whatever a
+    search's ``exact``: a context ``'Th'`` before an activating ``'th'`` is a different token, and
+    counting it as a repeat made the signature match over a quarter of a store (issue 27).
 
     >>> class G:
-    ...     activating_tokens = {" b": 1.0, " c": 0.7}
-    ...     context_tokens = {REPEAT_KEY: 1.0, " B": 0.9}
-    >>> repeated_tokens(G()), repeated_tokens(G(), exact=True)
-    (['<repeat>', ' b'], ['<repeat>'])
+    ...     activating_tokens = {" b": 1.0, " c": 0.7, " d": 0.5}
+    ...     context_tokens = {REPEAT_KEY: 1.0, " b": 0.9, " D": 0.8}
+    >>> repeated_tokens(G())
+    ['<repeat>', ' b']
     """
-    key = _identity if exact else normalize
-    context = {key(t) for t in graph.context_tokens}
-    found = [t for t in graph.activating_tokens if t != REPEAT_KEY and key(t) in context]
-    if REPEAT_KEY in graph.activating_tokens or REPEAT_KEY in graph.context_tokens:
+    context = set(graph.context_tokens)
+    found = [t for t in graph.activating_tokens if t != REPEAT_KEY and t in context]
+    if REPEAT_KEY in graph.activating_tokens or REPEAT_KEY in context:
         found.insert(0, REPEAT_KEY)
     return found
+
+
+def repeat_level(activating: Collection[str], context: Collection[str]) -> int:
+    """How a graph with these activating and context tokens shows in-context behaviour, the
+    order ``search_graphs(repeated=true)`` ranks by: 2 for a repeat path (``REPEAT_KEY`` in either
+    set), 1 for a token both activating and context spelled exactly alike (see
+    :func:`repeated_tokens`), 0 for neither.
+
+    >>> repeat_level(["th"], ["Th"]), repeat_level([" b"], [" b"]), repeat_level([" b"], [REPEAT_KEY])
+    (0, 1, 2)
+    """
+    if REPEAT_KEY in activating or REPEAT_KEY in context:
+        return 2
+    return int(not set(activating).isdisjoint(context))
 
 
 def key_shares(activating: Mapping[str, float]) -> dict[str, float]:

@@ -112,7 +112,7 @@ class GraphIndex:
         postings: dict[Kind, defaultdict[str, set[int]]] = {
             "activating": defaultdict(set), "context": defaultdict(set)}
         by_layer: defaultdict[int, set[int]] = defaultdict(set)
-        repeated: dict[bool, set[int]] = {False: set(), True: set()}
+        repeated: dict[int, int] = {}
         for i, graph in enumerate(ordered):
             act, ctx = key_set(graph.activating_tokens), key_set(graph.context_tokens)
             keys.append(TokenKeys(act, ctx))
@@ -122,13 +122,9 @@ class GraphIndex:
                 postings["context"][k].add(i)
             by_layer[graph.layer].add(i)
             if REPEAT_KEY in act or REPEAT_KEY in ctx:  # a repeat node says it in any spelling
-                repeated[False].add(i)
-                repeated[True].add(i)
-            elif not act.isdisjoint(ctx):
-                repeated[False].add(i)
-                # Exact repetition implies normalised repetition, so only these need the check.
-                if not graph.activating_tokens.keys().isdisjoint(graph.context_tokens):
-                    repeated[True].add(i)
+                repeated[i] = 2
+            elif not graph.activating_tokens.keys().isdisjoint(graph.context_tokens):
+                repeated[i] = 1  # a token repeated exactly; 'Th' before 'th' is not a repeat
         self._keys: tuple[TokenKeys, ...] = tuple(keys)
         self._postings: dict[Kind, dict[str, set[int]]] = {k: dict(v) for k, v in postings.items()}
         self._by_layer: dict[int, set[int]] = dict(by_layer)
@@ -213,8 +209,8 @@ class GraphIndex:
             min_f1: only graphs whose N2G top-example F1 is at least this; graphs with no
                 fidelity or an undefined F1 are left out.
             repeated: only graphs with a repeat node, or where some token is both activating
-                and context (compared as ``exact`` says): the paper's search for in-context
-                learning neurons.
+                and context spelled exactly alike: the paper's search for in-context learning
+                neurons; those with a repeat node first.
 
         Returns:
             The matching graphs: with activating tokens, those they explain most first
@@ -229,7 +225,7 @@ class GraphIndex:
         if layer is not None:
             sets.append(self._by_layer.get(layer, _EMPTY))
         if repeated:
-            sets.append(self._repeated[exact])
+            sets.append(self._repeated.keys())
         end = len(self._graphs) if min_f1 is None else bisect_right(self._neg_f1, -min_f1)
 
         if not sets:
@@ -246,7 +242,8 @@ class GraphIndex:
             hits = {i for i in hits
                     if all(t in self._tokens(i, "activating") for t in activating)
                     and all(t in self._tokens(i, "context") for t in context)}
+        level = (lambda i: -self._repeated[i]) if repeated else (lambda i: 0)
         if activating:
             return [self._graphs[i] for i in sorted(hits, key=lambda i: (
-                -explained(self._graphs[i], activating, exact), i))]
-        return [self._graphs[i] for i in sorted(hits)]
+                level(i), -explained(self._graphs[i], activating, exact), i))]
+        return [self._graphs[i] for i in sorted(hits, key=lambda i: (level(i), i))]

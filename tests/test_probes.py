@@ -7,10 +7,12 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from builder.config import ScanConfig
 from builder.corpus import make_windows
-from builder.probes.ablate import ablate
+from builder.forward import edited_losses, token_losses
+from builder.probes.ablate import ablate, control_sets
 from builder.probes.firing import neurons_at
 from builder.probes.hypothesis import BadPattern, CorpusText, score_hypothesis
 from builder.probes.induction import (
@@ -121,8 +123,8 @@ def test_ablating_the_induction_neuron_raises_the_loss_on_the_copy_and_a_control
 def test_each_neuron_ablated_alone_shows_which_carries_the_effect():
     model = induction_model()
     result = ablate(model, [(INDUCT_LAYER, 0), (INDUCT_LAYER, INDUCT), (0, EVEN)], sequences=4, length=12,
-                    control=False, each=True)
-    assert [(e.layer, e.neuron) for e in result.each][0] == (INDUCT_LAYER, INDUCT)
+                    controls=0, each=True)
+    assert [(e.layer, e.neuron, e.given) for e in result.each][0] == (INDUCT_LAYER, INDUCT, 2)
     assert result.each[0].delta == pytest.approx(result.delta, rel=1e-4)
     assert all(abs(e.delta) < 1e-6 for e in result.each[1:])
 
@@ -130,9 +132,52 @@ def test_each_neuron_ablated_alone_shows_which_carries_the_effect():
 def test_mean_ablation_uses_the_given_means():
     model = induction_model()
     means = {INDUCT_LAYER: np.full(6, 1.0)}  # "always fires": the copy stays predicted
-    kept = ablate(model, [(INDUCT_LAYER, INDUCT)], mode="mean", means=means, control=False,
+    kept = ablate(model, [(INDUCT_LAYER, INDUCT)], mode="mean", means=means, controls=0,
                   sequences=4, length=12)
     assert kept.delta <= 0 and kept.control_delta is None
+
+
+def test_edits_sharing_a_pass_give_the_losses_of_separate_passes():
+    model = induction_model()
+    rows = repeated_sequences(model, 3, 10, seed=1).tolist()
+    edits = [None, {INDUCT_LAYER: ([INDUCT], torch.zeros(1))}, {0: ([EVEN, 2], torch.tensor([0.5, 0.0]))},
+             {INDUCT_LAYER: ([0, INDUCT], torch.ones(2))}]
+    shared = edited_losses(model, rows, edits, max_batch_tokens=70)  # several edits to a pass, rows mixed
+    for e, one in enumerate(edits):
+        assert all(np.allclose(a, b) for a, b in zip(shared[e], token_losses(model, rows, one), strict=True))
+
+
+def test_several_control_draws_are_reported_with_the_ablations_rank_among_them():
+    """Issue 27: "73.8x the control" rested on one draw; the effect is now ranked among many."""
+    model = induction_model()
+    planted = ablate(model, [(INDUCT_LAYER, INDUCT)], sequences=4, length=12, seed=0, controls=6)
+    assert len(planted.control_deltas) == 6 and planted.rank == 1
+    assert planted.control_neurons == control_sets(model, [(INDUCT_LAYER, INDUCT)], 0, 6)[0]
+    # A neuron that does nothing, against draws from a layer holding the one that matters: some
+    # draws hit the planted neuron, and the nil ablation ranks below or level with every draw.
+    nil = ablate(model, [(INDUCT_LAYER, 0)], sequences=4, length=12, seed=0, controls=8)
+    hits = sum((INDUCT_LAYER, INDUCT) in draw for draw in control_sets(model, [(INDUCT_LAYER, 0)], 0, 8))
+    assert hits and sum(d > 5 for d in nil.control_deltas) == hits
+    assert nil.rank == 9 and nil.control_spread > 1
+
+
+@pytest.mark.parametrize(("words", "span"), [
+    ("aaa aab aac aad aae aaf aag aah " * 2, (0, 8, 8)),                    # the second half copies the first
+    ("bbb bbc aaa aab aac aad aae aaf aag bbd bbe aaa aab aac aad aae aaf aag bbf", (2, 11, 7)),  # a pasted span
+])
+def test_a_text_holding_a_span_twice_has_its_loss_split_by_copy(words: str, span: tuple[int, int, int]):
+    model = induction_model()
+    result = ablate(model, [(INDUCT_LAYER, INDUCT)], text=words, controls=2)
+    c = result.copies
+    assert (c.first_at, c.second_at, c.span) == span
+    vocab = np.log(len(model.vocab))
+    assert c.loss_first_copy > 0.98 * vocab and c.loss_second_copy < 0.1   # the model copies the second
+    assert c.delta_second_copy > 5 and c.control_delta_second_copy == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_text_without_a_repeated_span_has_no_copies():
+    assert ablate(induction_model(), [(INDUCT_LAYER, INDUCT)], text="aaa aab aac aad aaa aab", controls=0).copies \
+        is None  # a 2-token repeat is ordinary text, not a copy
 
 
 def test_ablation_rejects_a_one_token_text():

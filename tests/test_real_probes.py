@@ -63,7 +63,7 @@ def test_induction_candidates_of_the_middle_layers_matter_for_copying(queries: Q
     ablation = queries.ablate(MODEL, [r.id for r in probe.results], seed=10)  # fresh sequences
     assert ablation.loss_first_copy is not None and ablation.loss_first_copy > 12
     assert ablation.delta > 0.1
-    assert ablation.delta > 5 * abs(ablation.control_delta)
+    assert ablation.delta > 5 * abs(ablation.control_delta) and ablation.rank_among_controls == 1
 
 
 def test_steering_the_copying_neurons_moves_a_repeat_and_repeats_exactly(queries: Queries):

@@ -29,6 +29,7 @@ from store.jsonl import StoreWriter, read_store, write_store
 from store.models import ModelSpec
 from tests.client import call, error, ok
 from tests.fakes import FakeLiveBackend
+from store.trie import REPEAT
 from tests.graphs import make_graph
 
 pytestmark = pytest.mark.anyio
@@ -199,6 +200,33 @@ async def test_search_repeated_finds_the_in_context_neuron(server):
     assert [(r["id"], r["repeated_tokens"]) for r in data["results"]] == [("L1/N4", [" Potter", " Harry"])]
 
 
+async def test_search_repeated_puts_repeat_paths_first_and_skips_case_folded_self_matches(tmp_path: Path, fake):
+    """Issue 27: the first hit was a graph whose context 'Th' folds onto its activating 'th'."""
+    graphs = [make_graph([(("th", "Th"), 1.0)], layer=1, neuron=392, f1=0.95),          # folded: no repeat
+              make_graph([((" b", " a", None, " b"), 1.0)], layer=3, neuron=7, f1=0.9),  # ' b' repeated exactly
+              make_graph([((" x", REPEAT), 1.0)], layer=2, neuron=1, f1=0.3)]           # a repeat path
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", graphs)
+    server = serve(tmp_path, fake)
+    result = await call(server, "search_graphs", repeated=True)
+    data = result.structured_content
+    assert [(r["id"], r["repeated_tokens"]) for r in data["results"]] == [("L2/N1", ["<repeat>"]), ("L3/N7", [" b"])]
+    assert "repeat paths ('<repeat>') first" in result.content[0].text
+    async with Client(server) as client:
+        tool = next(t for t in (await client.list_tools()).tools if t.name == "search_graphs")
+    assert "activating=['<repeat>']" in tool.input_schema["properties"]["repeated"]["description"]
+
+
+async def test_a_search_hit_counts_the_tokens_it_leaves_out(tmp_path: Path, fake):
+    """Issue 27: a hit with 10 activating tokens listed 5 and said '(+3 more)'."""
+    words = [f" w{i}" for i in range(10)]
+    graph = make_graph([((w, " ctx"), 1.0 - i / 20) for i, w in enumerate(words)], layer=0, neuron=1, f1=0.5)
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", [graph])
+    result = await call(serve(tmp_path, fake), "search_graphs")
+    hit = result.structured_content["results"][0]
+    assert (len(hit["activating_tokens"]), hit["activating_total"], hit["context_total"]) == (8, 10, 1)
+    assert "' w4' (+5 more)" in result.content[0].text
+
+
 async def test_search_filters_by_layer_and_min_f1(server):
     assert [r["id"] for r in (await ok(server, "search_graphs", layer=1))["results"]] == ["L1/N4", "L1/N5"]
     assert [r["id"] for r in (await ok(server, "search_graphs", min_f1=0.75))["results"]] == ["L0/N1", "L0/N2"]
@@ -306,6 +334,35 @@ async def test_similar_neurons_of_a_target_report_both_overlaps(server):
                                 "activating_overlap": 1.0, "context_overlap": 1.0}]
 
 
+async def test_similar_below_the_threshold_names_the_nearest_and_titles_by_the_threshold(tmp_path: Path):
+    """Issue 27: at 0.3 it said "build more graphs" with every neuron built and named no nearest
+    neuron; at 0.1 it titled overlaps of 0.17 "whose behaviour matches"."""
+    fake = FakeLiveBackend(n_layers=1, d_mlp=3)  # three neurons, all with graphs below
+    target = make_graph([((" a", " x"), 1.0), ((" b", " x"), 0.9), ((" c", " x"), 0.8)], neuron=0)
+    near = make_graph([((t, " x", " y"), 1.0) for t in (" a", " d", " e", " f", " g", " h")], neuron=1)
+    apart = make_graph([((" q", " r"), 1.0)], neuron=2)
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", [target, near, apart])
+    server = serve(tmp_path, fake)
+    result = await call(server, "find_similar_neurons", layer=0, neuron=0, threshold=0.3)
+    data, said = result.structured_content, result.content[0].text
+    assert data["results"] == [] and data["neurons"] == data["compared"] == 3
+    assert (data["nearest"]["id"], data["nearest"]["activating_overlap"], data["nearest"]["context_overlap"]) == \
+        ("L0/N1", pytest.approx(1 / 6, abs=1e-3), 0.5)
+    assert "The nearest is L0/N1: activating overlap 0.17, context 0.50 (threshold=0.16" in said
+    assert "build" not in said and "Every neuron of test-model has a graph here: no neuron is left out" in said
+    result = await call(server, "find_similar_neurons", layer=0, neuron=0, threshold=0.1)
+    assert [r["id"] for r in result.structured_content["results"]] == ["L0/N1"]
+    assert "overlapping L0/N0's token sets by at least 0.10" in result.content[0].text
+    assert "matches" not in result.content[0].text and result.structured_content["nearest"] is None
+
+
+async def test_similar_with_no_candidate_says_so_and_how_many_neurons_lack_graphs(server):
+    result = await call(server, "find_similar_neurons", layer=1, neuron=5)
+    assert result.structured_content["nearest"] is None
+    assert "No graph shares an activating token with it" in result.content[0].text
+    assert "(5 of 256 neurons have graphs)" in result.content[0].text
+
+
 async def test_without_a_target_the_most_similar_pairs_are_listed(server):
     data = await ok(server, "find_similar_neurons")
     assert data["target"] is None
@@ -366,6 +423,25 @@ async def test_predict_with_compare_normalises_the_real_neuron_and_scores_agreem
     assert data["agreement"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667,
                                  "correlation": data["agreement"]["correlation"]}
     assert len(fires) == 2 and fake.calls == ["tokens", "activations"]
+
+
+@pytest.mark.parametrize(("text", "expect", "compare", "said", "as_expected"), [
+    # Issue 27: a positive test the agent wrote was called "a good negative test".
+    ("a cat sat", None, True, "Neither the graph nor the real neuron fires on this text.", None),
+    ("a cat sat", "fire", True, "Expected to fire, but the real neuron stays silent: this text does not bear "
+     "it out.", False),
+    ("a cat sat", "silent", True, "As expected, the real neuron stays silent: the negative test holds.", True),
+    ("an apple big old dog", "fire", True, "As expected, the real neuron fires on 1 token. The graph predicts "
+     "none of it: the graph misses this case.", True),
+    ("an apple dog", "silent", False, "Expected silence, but the graph predicts firing on 1 token: a "
+     "counterexample. compare=true checks the real neuron.", False),
+])
+async def test_predict_words_its_verdict_by_what_the_caller_expected(server, text, expect, compare, said,
+                                                                     as_expected):
+    args = {"expect": expect} if expect else {}
+    result = await call(server, "predict_activations", layer=0, neuron=1, text=text, compare=compare, **args)
+    assert said in result.content[0].text and "good negative test" not in result.content[0].text
+    assert (result.structured_content["expect"], result.structured_content["as_expected"]) == (expect, as_expected)
 
 
 @pytest.mark.parametrize(("text", "expected"), [

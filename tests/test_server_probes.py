@@ -13,7 +13,8 @@ from mcp import Client
 from n2g_mcp.server import create_server
 from store.jsonl import write_store
 from store.scanfile import ScanFile, scan_filename
-from tests.client import error, ok
+from store.probes import CONTROL_DRAWS
+from tests.client import call, error, ok
 from tests.graphs import make_graph
 from tests.induction_oracle import (
     D_MLP,
@@ -113,6 +114,7 @@ async def test_find_induction_neurons_puts_the_planted_neuron_first_and_reports_
 async def test_ablating_the_induction_neuron_beats_its_control(server):
     out = await ok(server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}"])
     assert out["delta"] > 3 and abs(out["control_delta"]) < 1e-3
+    assert out["control_draws"] == len(out["control_deltas"]) == CONTROL_DRAWS and out["rank_among_controls"] == 1
     assert out["measured_on"].startswith("repeated")
     assert out["loss_clean"] < 0.5 * out["loss_first_copy"] and out["seed"] == 0
     one = await ok(server, "ablate_neurons", neurons=f"L{INDUCT_LAYER}/N{INDUCT}", control=False)
@@ -123,6 +125,60 @@ async def test_ablate_each_gives_every_neurons_own_delta(server):
     out = await ok(server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}", "L1/N0", "L0/N2"], each=True)
     assert [e["id"] for e in out["each"]][0] == f"L{INDUCT_LAYER}/N{INDUCT}"
     assert out["each"][0]["delta"] > 3 and all(abs(e["delta"]) < 1e-3 for e in out["each"][1:])
+
+
+async def test_the_ablation_text_ranks_it_among_its_controls_without_a_ratio(server):
+    result = await call(server, "ablate_neurons", neurons=["L1/N0"], controls=8)
+    said = result.content[0].text
+    assert "Controls: 8 draws of 1 random neuron of the same layers: mean delta" in said
+    assert "ranks 9th of 9: 8 draws of random neurons moved the loss as much or more" in said
+    assert "x the control" not in said
+
+
+async def test_ablate_each_flags_candidates_that_carry_nothing_alone(server):
+    """Issue 27: the top-ranked candidate alone moved the loss by -0.021 while the 12th carried +0.523."""
+    result = await call(server, "ablate_neurons", neurons=["L1/N0", "L0/N2", f"L{INDUCT_LAYER}/N{INDUCT}"],
+                        each=True)
+    out, said = result.structured_content, result.content[0].text
+    assert [e["given"] for e in out["each"]][0] == 3 and out["no_effect"] == ["L0/N2", "L1/N0"]
+    assert out["neurons"] == ["L1/N0", "L0/N2", f"L{INDUCT_LAYER}/N{INDUCT}"]  # the order given
+    assert (f"Nil or negative alone (<= 0.005 nats): L1/N0 (given 1st) +0.000, L0/N2 (given 2nd) +0.000; the "
+            f"largest own delta is L{INDUCT_LAYER}/N{INDUCT}'s (given 3rd)") in said
+
+
+async def first_progress(server, tool: str, **args) -> str:
+    """The first progress message a call reports."""
+    messages: list[str] = []
+
+    async def progress(done, total, message):
+        messages.append(message)
+
+    async with Client(server) as client:
+        result = await client.call_tool(tool, args, progress_callback=progress)
+    assert not result.is_error, result.content[0].text
+    return messages[0]
+
+
+@pytest.mark.parametrize(("args", "forwarded"), [
+    # the probe: intact, ablated, 8 controls, 2 alone; 16 rows of 2 x 40 tokens and BOS
+    ({"each": True}, f"{2 + CONTROL_DRAWS + 2} runs, {(2 + CONTROL_DRAWS + 2) * 16 * 81:,} tokens"),
+    # a text, before the model has read it: ceil(15 characters / 4) tokens and BOS, 5 runs
+    ({"text": "aaa aab aac aad", "controls": 3}, "5 runs, ~25 tokens (from the text's length; counted once read)"),
+])
+async def test_an_ablations_first_progress_message_says_how_long_it_should_take(server, args, forwarded):
+    """Issue 27: each=true ran 258 s with no estimate given up front."""
+    first = await first_progress(server, "ablate_neurons", neurons=["L1/N0", "L1/N3"], **args)
+    assert first.startswith(f"ablate_neurons: {forwarded} forwarded: expect about")
+    assert "assumed until this server has timed the model" in first
+
+
+async def test_once_the_model_is_timed_estimates_use_its_measured_rate(server):
+    await ok(server, "ablate_neurons", neurons=["L1/N0"], controls=1)
+    for tool, args, forwarded in [
+            ("ablate_neurons", {"neurons": ["L1/N0"], "controls": 1}, "3 runs, 3,888 tokens"),
+            ("find_induction_neurons", {"sequences": 6, "length": 20}, f"3 runs, {3 * 6 * 41:,} tokens")]:
+        first = await first_progress(server, tool, **args)
+        assert first.startswith(f"{tool}: {forwarded} forwarded: expect about ") and "this model last ran here" in first
 
 
 async def test_ablate_each_is_refused_past_its_cap(server, monkeypatch: pytest.MonkeyPatch):

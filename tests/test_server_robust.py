@@ -30,7 +30,7 @@ TOOLS = {
     "top_activations": ["layer", "neuron", "model", "limit", "cursor"],
     "find_similar_neurons": ["layer", "neuron", "model", "threshold", "mode", "limit"],
     "render_graph_dot": ["layer", "neuron", "model", "max_nodes", "image"],
-    "predict_activations": ["layer", "neuron", "text", "model", "compare"],
+    "predict_activations": ["layer", "neuron", "text", "model", "compare", "expect"],
     "score_explanation": ["layer", "neuron", "model", "seed", "predictions", "set_id", "explanation"],
     "build_graph": ["layer", "neuron", "model", "rebuild"],
 }

@@ -8,6 +8,7 @@ graphs in memory; the answers must be the same, in the same order.
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from store.catalog import Catalog
 from store.jsonl import StoreWriter, write_store
 from store.similarity import similar_pairs, similar_to
+from store.sqlindex import SCHEMA_VERSION
 from store.trie import REPEAT
 from tests.graphs import make_graph
 from tests.reference_index import GraphIndex
@@ -197,3 +199,18 @@ def test_the_first_slice_holds_graphs_of_every_model(tmp_path: Path, monkeypatch
     assert all(len(view) > 0 for view in views.values())
     catalog.index.wait()
     assert [len(view) for view in catalog.models()] == [3000, 3000]
+
+
+def test_an_index_of_the_previous_schema_is_rebuilt_not_trusted(tmp_path: Path) -> None:
+    """Schema 2 marked case-folded self-matches ('Th' before 'th') as repeated; an index kept from
+    then would go on answering so unless the version (3 since) makes it rebuild."""
+    write_store(tmp_path / "m.jsonl.gz", "m", [make_graph([(("th", "Th"), 1.0)], model="m", f1=0.9)])
+    catalog = Catalog(tmp_path)
+    assert SCHEMA_VERSION >= 3 and catalog.get("m").search(repeated=True) == (0, [])
+    catalog.index.close()
+    db = sqlite3.connect(catalog.index.path)
+    db.execute("UPDATE graphs SET repeated=1")  # what schema 2 stored for it
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+    db.commit()
+    db.close()
+    assert Catalog(tmp_path).get("m").search(repeated=True) == (0, [])

@@ -182,11 +182,11 @@ class LiveModels:
                                    cancel)
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None,
-               mode: AblationMode, control: bool, means: dict[int, np.ndarray] | None, seed: int = 0,
+               mode: AblationMode, controls: int, means: dict[int, np.ndarray] | None, seed: int = 0,
                each: bool = False) -> Ablation:
         """Loss with neurons ablated (see :mod:`builder.probes.ablate`)."""
         with self._lock:
-            return ablate(self._get(spec).model, neurons, text, mode, control, means, seed=seed, each=each)
+            return ablate(self._get(spec).model, neurons, text, mode, controls, means, seed=seed, each=each)
 
     def steer(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], values: Sequence[float],
               prompt: Sequence[int], max_new_tokens: int, *, progress: Progress | None = None,

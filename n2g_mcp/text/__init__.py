@@ -1,7 +1,7 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
-and the wording of errors, in one package (one module a kind: ``pieces``, ``refusals``,
-``summaries``, and ``explain`` for why a prediction fired and for scoring explanations; every
-name is re-exported here, so callers write ``text.no_graph(...)``).
+and the wording of errors, in one package (one module a kind: ``pieces``, ``progress``,
+``refusals``, ``summaries``, and ``explain`` for why a prediction fired and for scoring
+explanations; every name is re-exported here, so callers write ``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
 query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
@@ -14,6 +14,7 @@ every message that refuses something says what to call next.
 
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
 from n2g_mcp.text.explain import *  # noqa: F403
+from n2g_mcp.text.progress import *  # noqa: F403
 from n2g_mcp.text.refusals import *  # noqa: F403
 from n2g_mcp.text.summaries import *  # noqa: F403
 

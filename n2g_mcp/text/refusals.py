@@ -146,8 +146,6 @@ INSTEAD_OF_PROBING = "Search the stored graphs with search_graphs instead."
 # Progress messages of the slow tools (the first report an agent sees).
 RUNNING_NEURON = "running the real neuron (the model loads on first use)"
 TOKENISING = "tokenising"
-RUNNING_INDUCTION = "running the induction probe (the model loads on first use)"
-RUNNING_ABLATION = "running the model clean and ablated"
 RUNNING_STEERING = "generating clean and steered (the model loads on first use)"
 PROBE_TOKEN_IDS = ("random ids from the middle of the vocabulary (2%-80% of its ids, special tokens excluded), "
                    "as in Olsson et al. 2022 and TransformerLens' induction demo")
@@ -197,6 +195,7 @@ def outside(name: str, value: float, low: float, high: float, meaning: str) -> s
 
 WEAK_COPY = "the model barely copies here, so copying neurons may not show"
 RUNS_MEANING = "the seeds seed .. seed + runs - 1 are merged"
+CONTROLS_MEANING = "random draws of as many neurons of the same layers, each one more run of the text"
 SCALE_MEANING = "the clamp as a multiple of the corpus max: 0 silences, 1 holds at the strongest corpus level"
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from n2g_mcp.outputs import (
@@ -22,9 +23,10 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.text.explain import via
-from n2g_mcp.text.pieces import count, figures, number, tok, tokens, with_warnings
+from n2g_mcp.text.pieces import count, figures, number, ordinal, tok, tokens, with_warnings
 from n2g_mcp.text.refusals import WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
+from store.probes import NIL_EFFECT
 from store.similarity import PAPER_THRESHOLD
 
 
@@ -110,7 +112,7 @@ def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[st
     if words:
         asked.append(f"words {tokens(words)} in either role")
     if repeated:
-        asked.append("a token both activating and context")
+        asked.append("a repeat path, or a token both activating and context")
     if layer is not None:
         asked.append(f"layer {layer}")
     if min_f1 is not None:
@@ -123,29 +125,61 @@ def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[st
         end = out.offset + len(out.results)
         order = ("those the activating tokens explain most first (their activation / the graph's "
                  "strongest), then best F1" if activating else "best F1 first")
+        if repeated:
+            order = "repeat paths ('<repeat>') first, then " + order
         lines = [f"{count(out.total, 'graph')} of {out.model} match ({what}); showing {out.offset + 1}-{end}, "
                  f"{order}:"]
         for hit in out.results:
             rep = f"; repeated {tokens(hit.repeated_tokens, 4)}" if hit.repeated_tokens else ""
             share = f", query at {hit.explained:.2f} of its peak" if hit.explained is not None else ""
-            lines.append(f"- {hit.id} F1 {number(hit.f1)}{share}: fires on {tokens(hit.activating_tokens, 5)}; "
-                         f"context {tokens(hit.context_tokens, 5)}{rep}")
+            lines.append(f"- {hit.id} F1 {number(hit.f1)}{share}: fires on "
+                         f"{tokens(hit.activating_tokens, 5, hit.activating_total)}; "
+                         f"context {tokens(hit.context_tokens, 5, hit.context_total)}{rep}")
         if out.next_cursor:
             lines.append(f"More: call search_graphs with the same arguments and cursor={out.next_cursor!r}.")
     return with_warnings("\n".join(lines), out.warnings)
 
 
 # --------------------------------------------------------------------- similar
+def _overlapping(out: SimilarOutput) -> str:
+    """What the results are, in words that follow the threshold: "similar" only at the paper's."""
+    if out.mode == "subset":
+        if out.threshold >= PAPER_THRESHOLD:
+            return f"whose behaviour contains {out.target}'s (its token sets contained >= {out.threshold})"
+        return f"containing at least {out.threshold:.2f} of {out.target}'s token sets"
+    if out.threshold >= PAPER_THRESHOLD:
+        return f"whose behaviour matches {out.target}'s (both overlaps >= {out.threshold})"
+    return (f"overlapping {out.target}'s token sets by at least {out.threshold:.2f} (activating and context; "
+            f"the paper calls neurons similar from {PAPER_THRESHOLD})")
+
+
+def _more_graphs(out: SimilarOutput) -> str:
+    """Whether building could find more: not where every neuron of the model has a graph."""
+    if out.neurons is not None and out.compared >= out.neurons:
+        return f"Every neuron of {out.model} has a graph here: no neuron is left out of the comparison."
+    built = f" ({out.compared} of {out.neurons} neurons have graphs)" if out.neurons else ""
+    return f"build_graph for neurons not yet in the store{built} may find others."
+
+
 def similar(out: SimilarOutput) -> str:
     graphs = count(out.compared, "graph")
     if out.target is not None:
-        verb = "contains" if out.mode == "subset" else "matches"
-        head = f"Neurons of {out.model} whose behaviour {verb} {out.target}'s (both overlaps >= {out.threshold}):"
-        none = (f"No neuron among {graphs} of {out.model} reaches overlap {out.threshold} with {out.target}; "
-                f"lower threshold (the paper uses {PAPER_THRESHOLD}) or build more graphs.")
+        head = f"Neurons of {out.model} {_overlapping(out)}:"
+        none = f"No neuron among {graphs} of {out.model} reaches overlap {out.threshold} with {out.target}."
+        if out.nearest is not None:
+            n = out.nearest
+            floor = math.floor(min(n.activating_overlap, n.context_overlap) * 100) / 100  # a threshold it passes
+            none += (f" The nearest is {n.id}: activating overlap {n.activating_overlap:.2f}, context "
+                     f"{n.context_overlap:.2f} (threshold={floor:.2f} lists it and any as close).")
+        else:
+            none += " No graph shares an activating token with it."
+        none += " " + _more_graphs(out)
     else:
         scope = f"layer {out.layer}" if out.layer is not None else "the store"
-        head = f"Most similar pairs of neurons in {scope} of {out.model} (both overlaps >= {out.threshold}):"
+        alike = ("most similar pairs of neurons" if out.threshold >= PAPER_THRESHOLD
+                 else f"pairs of neurons overlapping by at least {out.threshold:.2f} (the paper calls "
+                 f"{PAPER_THRESHOLD} similar)")
+        head = f"The {alike} in {scope} of {out.model} (both overlaps >= {out.threshold}), closest first:"
         none = (f"No two of the {graphs} of {out.model} in {scope} reach overlap {out.threshold}; lower "
                 "threshold to see the closest pairs.")
     if not out.results:
@@ -185,6 +219,30 @@ def graphviz_failed(kind: str, reason: str) -> str:
 
 
 # --------------------------------------------------------------------- predict
+def _verdict(out: TextPrediction, predicted: int, real: int | None) -> str | None:
+    """The line that reads the result against what the caller said the text tests (``expect``):
+    the real neuron where compared, else the graph. Without ``expect``, only the fact that
+    neither fires, with no guess at what the text was for."""
+    if out.expect is None:
+        return "Neither the graph nor the real neuron fires on this text." if real == 0 == predicted else None
+    fired = real if real is not None else predicted
+    did = ((f"the real neuron fires on {count(fired, 'token')}" if fired else "the real neuron stays silent")
+           if real is not None else
+           (f"the graph predicts firing on {count(fired, 'token')}" if fired else "the graph predicts silence"))
+    if out.expect == "fire":
+        line = f"As expected, {did}." if fired else f"Expected to fire, but {did}: this text does not bear it out."
+        if real and not predicted:
+            line += " The graph predicts none of it: the graph misses this case."
+    else:
+        line = f"As expected, {did}: the negative test holds." if not fired else \
+            f"Expected silence, but {did}: a counterexample."
+        if real == 0 and predicted:
+            line += f" The graph predicts firing on {count(predicted, 'token')}: false positives of the graph."
+    if real is None:
+        line += " compare=true checks the real neuron."
+    return line
+
+
 def predict(out: PredictOutput, *, max_rows: int) -> str:
     if out.results:
         lines = [f"{out.id} on {len(out.results)} texts:"]
@@ -193,28 +251,34 @@ def predict(out: PredictOutput, *, max_rows: int) -> str:
                          + "\n  ".join(_predicted(r, max_rows, hint=False)))
         if out.agreement is not None:
             lines.append(f"Agreement over all texts: {figures(out.agreement)}.")
-        else:
+        elif out.expect is None:
             lines.append("Call again with compare=true to check these against the real neuron.")
         return "\n".join(lines)
     return "\n".join([f"{out.id} on {len(out.tokens)} tokens: " + "\n".join(_predicted(out, max_rows))])
 
 
 def _predicted(out: TextPrediction, max_rows: int, hint: bool = True) -> list[str]:
-    """What the graph predicts on one text, why, and (with compare) what the neuron did."""
+    """What the graph predicts on one text, why, (with compare) what the neuron did, and (with
+    expect) whether that bears out the test."""
+    # Counted on the per-token arrays: the firing list is capped.
+    predicted = sum(p >= FIRING_THRESHOLD for p in out.predicted)
     fires = [r for r in out.firing if r.predicted >= FIRING_THRESHOLD]
-    lines = [f"the graph predicts it fires (>= {FIRING_THRESHOLD}) on {len(fires)}"
+    lines = [f"the graph predicts it fires (>= {FIRING_THRESHOLD}) on {predicted}"
              + (": " + ", ".join(f"{tok(r.token)}@{r.index} {r.predicted:.2f}{via(r.path)}"
                                  for r in fires[:20]) if fires else ".")]
+    real_count = None
     if out.actual is not None:
         real = [r for r in out.firing if r.actual is not None and r.actual >= FIRING_THRESHOLD]
-        lines.append(f"The real neuron fires on {len(real)}" + (": " + ", ".join(
+        real_count = sum(a >= FIRING_THRESHOLD for a in out.actual)
+        lines.append(f"The real neuron fires on {real_count}" + (": " + ", ".join(
             f"{tok(r.token)}@{r.index} {r.actual:.2f}" for r in real[:20]) if real else "."))
         peak = max(range(len(out.actual)), key=out.actual.__getitem__)
         lines.append(f"Strongest real activation: {tok(out.tokens[peak])}@{peak} {out.actual[peak]:.2f}.")
         lines.append(f"Agreement: {figures(out.agreement)}.")
-        if out.agreement is not None and out.agreement.recall is None and not fires:
-            lines.append("Neither fires: a good negative test. Try a text that should make it fire.")
-    elif hint:
+    verdict = _verdict(out, predicted, real_count)
+    if verdict:
+        lines.append(verdict)
+    if out.actual is None and out.expect is None and hint:
         lines.append("Call again with compare=true to check this against the real neuron.")
     if out.firing_total > max_rows:
         lines.append(f"({out.firing_total} firing tokens; the firing list keeps the first {max_rows}, "
@@ -227,7 +291,7 @@ def find_neurons(out: FindNeuronsOutput) -> str:
     lines = [f"Neurons of {out.model} most active at token {out.position} {tok(out.token)} "
              f"(layers {out.layers[0]}-{out.layers[-1]}; activation / the neuron's corpus max):"]
     for h in out.results:
-        graph = (f"graph: {tokens(h.activating_tokens, 4)}, F1 {number(h.f1)}" if h.has_graph
+        graph = (f"graph: {tokens(h.activating_tokens, 4, h.activating_total)}, F1 {number(h.f1)}" if h.has_graph
                  else "no graph (build_graph builds one)")
         lines.append(f"- {h.id} {h.activation:.2f} (raw {h.raw_activation:.3g}); {graph}")
     lines.append("Next: top_activations or get_graph on a hit; test_hypothesis to check what it fires on.")
@@ -255,21 +319,59 @@ def induction(out: InductionOutput) -> str:
     return "\n".join(lines)
 
 
+def _controls(out: AblationOutput) -> str:
+    """The ablation read against its random draws: their mean and spread, and its rank."""
+    n = len(out.neurons)
+    line = (f"Controls: {count(out.control_draws, 'draw')} of {count(n, 'random neuron')} of the same layers: "
+            f"mean delta {out.control_delta:+.3f}")
+    if out.control_spread is not None:
+        line += (f", sd {out.control_spread:.3f}, from {min(out.control_deltas):+.3f} to "
+                 f"{max(out.control_deltas):+.3f}")
+    rank = out.rank_among_controls
+    if rank == 1:
+        line += f". The ablation's delta exceeds every draw's (rank 1 of {out.control_draws + 1})"
+    else:
+        line += (f". The ablation's delta ranks {ordinal(rank or 0)} of {out.control_draws + 1}: "
+                 f"{count((rank or 1) - 1, 'draw')} of random neurons moved the loss as much or more")
+    if out.control_spread:
+        line += f", {(out.delta - out.control_delta) / out.control_spread:+.1f} sd from their mean"
+    return line + "."
+
+
+def _alone(out: AblationOutput) -> list[str]:
+    """Each neuron's own delta, and the candidates that carry nothing alone."""
+    lines = ["Each alone: " + ", ".join(f"{e.id} {e.delta:+.3f}" for e in out.each[:10])
+             + (f" ... ({len(out.each) - 10} more)" if len(out.each) > 10 else "")]
+    if out.no_effect:
+        flat = [e for e in out.each if e.id in out.no_effect]
+        flat.sort(key=lambda e: e.given)
+        best = out.each[0]
+        lines.append(f"Nil or negative alone (<= {NIL_EFFECT} nats): " + ", ".join(
+            f"{e.id} (given {ordinal(e.given)}) {e.delta:+.3f}" for e in flat[:8])
+            + (f" ... ({len(flat) - 8} more)" if len(flat) > 8 else "")
+            + (f"; the largest own delta is {best.id}'s (given {ordinal(best.given)}), {best.delta:+.3f}."
+               if best.id not in out.no_effect else "; none of them moves the loss alone."))
+    return lines
+
+
 def ablation(out: AblationOutput) -> str:
     lines = [f"Ablated {count(len(out.neurons), 'neuron')} of {out.model} ({out.mode}) on {out.measured_on}, "
              f"{out.tokens_measured} tokens: loss {out.loss_clean:.3f} -> {out.loss_ablated:.3f} "
-             f"(delta {out.delta:+.3f} nats)."]
+             f"(delta {out.delta:+.3f} nats), {out.seconds:.1f} s."]
     if out.loss_first_copy is not None:
         lines.append(f"Intact, the model's loss is {out.loss_first_copy:.2f} on the first copies and "
                      f"{out.loss_clean:.2f} on the second.")
+    if out.copies is not None:
+        c = out.copies
+        control = ("" if c.control_delta_second_copy is None
+                   else f" (controls' mean {c.control_delta_second_copy:+.3f})")
+        lines.append(f"The text holds a {c.span}-token span twice (from tokens {c.first_at} and {c.second_at}): "
+                     f"intact, the loss is {c.loss_first_copy:.2f} on its first copy and {c.loss_second_copy:.2f} "
+                     f"on the second; ablated, the second copy's changes by {c.delta_second_copy:+.3f}{control}.")
     if out.control_delta is not None:
-        ratio = (f", {out.delta / out.control_delta:.1f}x the control" if out.control_delta > 1e-6
-                 else "")
-        lines.append(f"Control ({count(len(out.control_neurons), 'random neuron')} of the same layers): "
-                     f"delta {out.control_delta:+.3f}{ratio}.")
+        lines.append(_controls(out))
     if out.each:
-        lines.append("Each alone: " + ", ".join(f"{e.id} {e.delta:+.3f}" for e in out.each[:10])
-                     + (f" ... ({len(out.each) - 10} more)" if len(out.each) > 10 else ""))
+        lines += _alone(out)
     if out.top_changes:
         lines.append("Most changed: " + "; ".join(
             f"{tok(c.token)} at {c.position} {c.loss_clean:.2f}->{c.loss_ablated:.2f}" for c in out.top_changes[:5]))

@@ -15,7 +15,7 @@ from pydantic import Field, Strict
 
 from n2g_mcp import text as wording
 from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS, MAX_TEXTS
-from n2g_mcp.outputs import GraphSummary, PredictOutput
+from n2g_mcp.outputs import Expectation, GraphSummary, PredictOutput
 from n2g_mcp.params import Flag, Layer, ModelName, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
@@ -35,19 +35,23 @@ async def predict_activations(
     compare: Annotated[Flag, Field(
         description="Also run the real neuron on the text and report how well the graph agrees "
         "(needs the model; slower).")] = False,
+    expect: Annotated[Expectation | None, Field(
+        description="What the text is a test of: 'fire' where you wrote it to make the neuron fire, "
+        "'silent' where it should not; the answer then says whether it did (as_expected). Omit for "
+        "the facts alone.")] = None,
 ) -> Annotated[CallToolResult, PredictOutput]:
     """Predict a neuron's activation on each token of a text from its graph, and with
     compare=true also measure the real neuron and the agreement (precision, recall, F1 on
     firing tokens, correlation). Each firing token names the graph path that matched it (why
     it fires). compare=true takes at most {max_tokens} tokens; split longer texts. Test a
     hypothesis with texts that should and should not make the neuron fire: pass up to
-    {max_texts} of them as a list in one call."""
+    {max_texts} of them as a list in one call, saying with expect which the texts test."""
     name = q.model(model)
     q.graph(name, layer, neuron)  # fail fast, before any thread or model
     q.check_texts(text)
 
     def work(progress: Any, cancel: threading.Event) -> PredictOutput:
-        return q.predict(name, layer, neuron, text, compare)
+        return q.predict(name, layer, neuron, text, compare, expect)
 
     first = wording.RUNNING_NEURON if compare else wording.TOKENISING
     out = await run_in_worker(ctx, work, first)

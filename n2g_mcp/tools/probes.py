@@ -20,6 +20,7 @@ from n2g_mcp.limits import (
     INDUCTION_NEURONS,
     MAX_ABLATE,
     MAX_COMPARE_TOKENS,
+    MAX_CONTROLS,
     MAX_EACH,
     MAX_LIMIT,
     MAX_NEW_TOKENS,
@@ -37,7 +38,7 @@ from n2g_mcp.params import Count, Flag, Layer, Layers, ModelName, Neuron, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
-from store.probes import PROBE_LENGTH, PROBE_SEEDS, PROBE_SEQUENCES, AblationMode, PatternKind
+from store.probes import CONTROL_DRAWS, PROBE_LENGTH, PROBE_SEEDS, PROBE_SEQUENCES, AblationMode, PatternKind
 
 
 @describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}")
@@ -93,18 +94,19 @@ async def find_induction_neurons(
     second copy minus on the first, each token's as a share of the neuron's corpus max
     clipped to [0, 1] (no firing threshold needed); Cohen's d and firing rates (>= 0.5 x
     corpus max) are fields. Best first;
-    deterministic for a seed list; cancellable. Follow up with ablate_neurons (each=true) for
-    causal evidence, steer_neurons, and top_activations to read them."""
+    deterministic for a seed list; cancellable; the first progress message says how long it
+    should take. Follow up with ablate_neurons (each=true) for causal evidence, steer_neurons,
+    and top_activations to read them."""
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> InductionOutput:
         return q.find_induction(name, layers, limit, sequences, length, seed, runs, cancel)
 
-    out = await run_in_worker(ctx, work, wording.RUNNING_INDUCTION)
+    out = await run_in_worker(ctx, work, q.induction_estimate(name, sequences, length, runs))
     return result(wording.induction(out), out)
 
 
-@describe(max_neurons=MAX_ABLATE, max_each=MAX_EACH)
+@describe(max_neurons=MAX_ABLATE, max_each=MAX_EACH, controls=CONTROL_DRAWS)
 async def ablate_neurons(
     q: Queries,
     neurons: Annotated[Neurons, Field(max_length=MAX_ABLATE)],
@@ -114,27 +116,35 @@ async def ablate_neurons(
         "sequences (loss on the second copies, where induction neurons matter).")] = None,
     mode: Annotated[AblationMode, Field(
         description="'zero' sets the activations to 0; 'mean' to their corpus mean.")] = "zero",
-    control: Annotated[Flag, Field(description="Also ablate as many random neurons of the same "
-                                   "layers, for comparison.")] = True,
+    control: Annotated[Flag, Field(description="Also ablate random draws of as many neurons of the same "
+                                   "layers, for comparison (controls says how many).")] = True,
+    controls: Annotated[Count, Field(ge=1, le=MAX_CONTROLS, description="How many random draws to compare "
+                                     "with: their mean, spread and the ablation's rank among them are "
+                                     "reported (each one more run of the text).")] = CONTROL_DRAWS,
     each: Annotated[Flag, Field(description=f"Also ablate every neuron alone and report each one's own "
-                                f"delta (at most {MAX_EACH} neurons; one more pass each).")] = False,
+                                f"delta, flagging those that carry nothing alone (at most {MAX_EACH} neurons; "
+                                "one more run of the text each).")] = False,
     seed: Annotated[Count, Field(ge=0, description="Without text: the probe's seed (0 = the sequences "
                                  "find_induction_neurons ran first; another for fresh ones).")] = PROBE_SEEDS[0],
     model: ModelName = None,
 ) -> Annotated[CallToolResult, AblationOutput]:
     """A causal check: the model's next-token loss with the neurons ablated versus intact
-    (at most {max_neurons} neurons), and, with control=true, the same for as many random neurons
-    of the same layers. Without text it measures the induction probe's second copies and also
-    reports the intact loss on the first copies (is the model copying here?). each=true adds
-    each neuron's own delta, ablated alone (at most {max_each} neurons). A delta well above the
-    control's means the neurons carry something the model uses here. Also lists the tokens
-    whose prediction changed most."""
+    (at most {max_neurons} neurons), and, with control=true, the same for {controls} random draws
+    of as many neurons of the same layers: their mean and spread, and the ablation's rank among
+    them. Without text it measures the induction probe's second copies and also reports the
+    intact loss on the first copies (is the model copying here?); a text that holds a span twice
+    gets the same split of its copies. each=true adds each neuron's own delta, ablated alone (at
+    most {max_each} neurons), and names those that carry nothing alone. A delta that ranks above
+    every draw, many spreads beyond their mean, means the neurons carry something the model uses
+    here. Also lists the tokens whose prediction changed most. The first progress message says
+    how long the call should take."""
     name = q.model(model)
+    first = q.ablate_estimate(name, neurons, text, control, controls, each)
 
     def work(progress: Any, cancel: threading.Event) -> AblationOutput:
-        return q.ablate(name, neurons, text, mode, control, seed, each)
+        return q.ablate(name, neurons, text, mode, control, seed, each, controls, progress=progress)
 
-    out = await run_in_worker(ctx, work, wording.RUNNING_ABLATION)
+    out = await run_in_worker(ctx, work, first)
     return result(wording.ablation(out), out)
 
 

@@ -53,8 +53,10 @@ def search_graphs(
     min_f1: Annotated[Annotated[float, Strict()] | None, Field(
         ge=0, le=1, description="Only graphs whose F1 on held-out examples is at least this.")] = None,
     repeated: Annotated[Flag, Field(
-        description="Only graphs where some token is both activating and context: the paper's "
-        "search for in-context (induction-like) neurons.")] = False,
+        description="Only graphs showing in-context (induction-like) behaviour, the paper's search: "
+        "first those with a repeat path (the token '<repeat>': fires on whatever continues an earlier "
+        "copy in the text; activating=['<repeat>'] or context=['<repeat>'] finds these alone), then those "
+        "where a token, spelled exactly alike, is both activating and context.")] = False,
     exact: Annotated[Flag, Field(description="Match token spellings exactly (case and spaces).")] = False,
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Results per page.")] = SEARCH_PAGE,
     cursor: Cursor = None,
