@@ -201,8 +201,9 @@ class SimilarOutput(BaseModel):
     compared: int = Field(default=0, description="graphs compared")
     results: list[SimilarItem]
     warnings: list[str] = Field(default_factory=list)
-    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
-                          "cover only the graphs indexed so far; call again for all")
+    partial: bool = Field(default=False, description="the results are not the whole answer, the warnings say "
+                          "why: the stores are still being indexed (call again for all), or the search for "
+                          "pairs reached its work limit (narrow it as they say)")
 
 
 # --------------------------------------------------------------------- render

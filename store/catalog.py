@@ -35,7 +35,7 @@ from store.graph import NeuronGraph
 from store.jsonl import CORRUPT_SHOWN, corrupt_report
 from store.lines import Shape
 from store.names import file_safe, neuron_id
-from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair, PairBudget
 from store.sqlindex import StoreIndex, merge_order
 from store.sqlsearch import Hit, IndexSearch
 
@@ -127,9 +127,11 @@ class StoreView:
         return self._search.similar_to(self.model, target, threshold=threshold, mode=mode, limit=limit)
 
     def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
-                      layer: int | None = None) -> list[Pair]:
-        """The most similar pairs of the model's graphs (``store.similarity``'s rule)."""
-        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer)
+                      layer: int | None = None, budget: PairBudget | None = None) -> list[Pair]:
+        """The most similar pairs of the model's graphs (``store.similarity``'s rule), under
+        ``budget``'s cap and cancel event where given."""
+        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer,
+                                          budget=budget)
 
 
 class Catalog:

@@ -291,6 +291,35 @@ async def test_without_a_target_the_most_similar_pairs_are_listed(server):
     assert [(r["similar_to"], r["id"]) for r in data["results"]] == [("L0/N2", "L0/N3")]
 
 
+async def test_a_pair_search_past_its_work_limit_answers_partial_and_says_how_to_narrow_it(server, monkeypatch):
+    monkeypatch.setattr("n2g_mcp.store_queries.MAX_PAIR_VISITS", 0)
+    data = await ok(server, "find_similar_neurons", threshold=0.0)
+    assert data["partial"] is True
+    # The pair the index keeps (both overlaps 1.0) is sure, and listed.
+    assert [(r["similar_to"], r["id"]) for r in data["results"]][:1] == [("L0/N2", "L0/N3")]
+    warning = data["warnings"][-1]
+    assert "stopped after" in warning and "pass a layer" in warning and "threshold of at least 0.7" in warning
+
+
+async def test_a_cancelled_pair_search_stops_its_worker(stores_dir, fake, monkeypatch):
+    from store.similarity import PairBudget
+
+    saw_cancel, spend = threading.Event(), PairBudget.spend
+
+    def waiting_spend(self: PairBudget, visits: int) -> None:
+        if self.cancel is not None and self.cancel.wait(5):
+            saw_cancel.set()
+        spend(self, visits)  # raises Cancelled now
+
+    monkeypatch.setattr(PairBudget, "spend", waiting_spend)
+    async with Client(serve(stores_dir, fake)) as client:
+        with anyio.move_on_after(0.5):
+            await client.call_tool("find_similar_neurons", {"threshold": 0.0})
+            pytest.fail("the search should still be running")
+        assert await anyio.to_thread.run_sync(saw_cancel.wait, 5)
+        assert not (await client.call_tool("list_models", {})).is_error
+
+
 async def test_subset_mode_finds_neurons_containing_the_targets_behaviour(stores_dir, fake):
     StoreWriter(stores_dir / "test-model.jsonl", "test-model").append(
         [make_graph([((" except", " everyone"), 0.9), ((" but", " everyone"), 0.6), ((" save", " all"), 0.6)],

@@ -161,10 +161,25 @@ PROBE_TOKEN_IDS = ("random ids from the middle of the vocabulary (2%-80% of its 
                    "as in Olsson et al. 2022 and TransformerLens' induction demo")
 SCORING_PATTERN = "scoring the pattern against the neuron"
 FINDING_NEURONS = "running the model (it loads on first use)"
+COMPARING = "comparing token sets"
 
 
 def building(layer: int, neuron: int) -> str:
     return f"building {neuron_id(layer, neuron)}"
+
+
+def pairs_stopped(visited: int, complete_to: float | None, threshold: float, layer: int | None) -> str:
+    """Why an all-pairs answer is partial: the search reached its work cap below some overlap."""
+    if complete_to is None:
+        sure = "none of the pairs listed is sure to be among the most similar"
+    else:
+        sure = (f"every pair with both overlaps >= {complete_to:g} is listed (or ranks below those listed); "
+                f"pairs below {complete_to:g} are the best of those examined, not necessarily of the store")
+    narrow = f"a threshold of at least {complete_to:g}" if complete_to is not None else "a higher threshold"
+    if layer is None:
+        narrow = f"a layer (one layer's pairs), or {narrow}"
+    return (f"the search for pairs down to overlap {threshold:g} stopped after {visited:,} candidate pairs, "
+            f"its limit per call: {sure} (partial: true). For a complete answer pass {narrow}.")
 
 
 NEURON_WITHOUT_LAYER = "pass layer with neuron (or neither, to list the most similar pairs)"
