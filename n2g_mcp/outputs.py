@@ -56,7 +56,8 @@ class ModelInfo(BaseModel):
 
 
 class ListModelsOutput(BaseModel):
-    stores_dir: str = Field(description="the directory the server reads stores from")
+    stores_dir: str | None = Field(description="the directory the server reads stores from; null where it does "
+                                   "not show its folders to clients (over HTTP, unless its operator asks)")
     models: list[ModelInfo]
     problems: list[str] = Field(description="files that are not readable stores")
 

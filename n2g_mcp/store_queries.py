@@ -54,7 +54,8 @@ class StoreQueries(Resolver):
                 corrupt=view.corrupt_reports() if view else [],
                 can_build=note is None, build_note=note,
             ))
-        return ListModelsOutput(stores_dir=str(self.catalog.directory), models=infos, problems=self.catalog.problems)
+        return ListModelsOutput(stores_dir=str(self.catalog.directory) if self.show_paths else None, models=infos,
+                                problems=self.catalog.problems)
 
     def get_graph(self, model: str | None, layer: int, neuron: int) -> GraphDescription:
         model = self.model(model)

@@ -41,6 +41,9 @@ Neuron = tuple[int, int]
 PROBE_SEQUENCES, PROBE_LENGTH, PROBE_SEEDS = 16, 40, (0, 1, 2)
 """The induction probe's default size (``builder.probes.induction``): 16 random sequences of 40 tokens,
 each then repeated, for each of 3 seeds. ablate_neurons' default test is the first seed's."""
+REGEX_CPU_S = 5.0
+"""CPU seconds of its thread a test_hypothesis regex may take over the whole corpus
+(``builder.probes.hypothesis``): the work it takes decides, not how busy the machine is."""
 
 
 def _neurons(pairs: list[tuple[int, int]]) -> list[Neuron]:

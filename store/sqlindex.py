@@ -72,11 +72,13 @@ __all__ = ["ACTIVATING", "CONTEXT", "INDEX_NAME", "PAIR_FLOOR", "STORE_SUFFIXES"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
-in the background commits a file in slices)."""
+in the background commits a file in slices). Version 3: lines are checked as
+``store.lines.check_line`` does now (trie rows, a positive max activation), so an index made by
+an older check, which listed such lines, is made again."""
 FIRST_SLICE, SLICE = 0.25, 2.0
 """Seconds of indexing per committed slice in the background: a short first one, so that a first
 call finds graphs to answer from, then longer ones (each slice re-marks the current graphs)."""

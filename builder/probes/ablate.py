@@ -17,6 +17,7 @@ information without pushing the layer off its usual range.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from builder.forward import Edits, run_layers, token_losses
 from builder.models import LoadedModel
 from builder.probes.induction import LENGTH, SEQUENCES, copy_positions, repeated_sequences
-from store.errors import BadArgument
+from store.errors import BadArgument, Cancelled
 from store.probes import Ablation, AblationMode, NeuronEffect, TokenChange
 
 
@@ -64,7 +65,7 @@ def control_neurons(model: LoadedModel, neurons: Sequence[tuple[int, int]],
 def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | None = None,
            mode: AblationMode = "zero", control: bool = True, means: dict[int, np.ndarray] | None = None,
            sequences: int = SEQUENCES, length: int = LENGTH, seed: int = 0, top: int = 8,
-           each: bool = False) -> Ablation:
+           each: bool = False, cancel: threading.Event | None = None) -> Ablation:
     """Ablate neurons and measure the next-token loss (see the module docstring).
 
     Args:
@@ -78,9 +79,11 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
             seed's sequences); the seed also draws the control.
         top: how many most-changed tokens to report.
         each: also ablate every neuron on its own (one more pass each; the caller caps how many).
+        cancel: checked before every forward pass.
 
     Raises:
         BadArgument: for no neurons, or a text with fewer than two tokens.
+        store.errors.Cancelled: when ``cancel`` is set.
     """
     if not neurons:
         raise BadArgument("no neurons to ablate")
@@ -101,8 +104,10 @@ def ablate(model: LoadedModel, neurons: Sequence[tuple[int, int]], text: str | N
         measured[:, 0] = False  # the first token follows only BOS
 
     def loss_with(chosen: Sequence[tuple[int, int]] | None) -> tuple[float, np.ndarray]:
+        if cancel is not None and cancel.is_set():  # before the mean mode's own pass, too
+            raise Cancelled("the ablation was cancelled")
         edits = None if chosen is None else _edits(model, chosen, mode, means, rows)
-        flat = np.stack(token_losses(model, rows.tolist(), edits))  # (rows, pos)
+        flat = np.stack(token_losses(model, rows.tolist(), edits, cancel=cancel))  # (rows, pos)
         return float(flat[measured].mean()), flat
 
     clean, clean_flat = loss_with(None)
