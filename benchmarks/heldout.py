@@ -42,7 +42,7 @@ def log(message: str) -> None:
 
 
 def cache_folder() -> Path:
-    from builder.models import cache_dir
+    from store.models import cache_dir
     folder = cache_dir() / "heldout"
     folder.mkdir(parents=True, exist_ok=True)
     return folder

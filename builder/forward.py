@@ -20,6 +20,7 @@ saliency stage's) are in ``builder.prefix``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from builder.models import LoadedModel
+from store.errors import Cancelled
 
 def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
     """Row indices grouped so that (rows x longest row) stays under the token budget."""
@@ -276,6 +278,25 @@ def edit_hooks(model: LoadedModel, edits: Edits | None, rows: slice = slice(None
     return hooks
 
 
+def cancellable(model: LoadedModel, hooks: Sequence[tuple[str, object]],
+                cancel: threading.Event | None) -> list[tuple[str, object]]:
+    """``hooks`` (at most one a hook point), with every layer's MLP hook also checking ``cancel``:
+    a set event stops the pass at the next layer with :class:`store.errors.Cancelled`. One pass
+    of a probe can take most of a minute on a busy CPU; a cancel then frees the model in seconds."""
+    if cancel is None:
+        return list(hooks)
+    by_name = dict(hooks)
+
+    def checking(inner: object):
+        def hook(acts: torch.Tensor, hook: object) -> torch.Tensor:
+            if cancel.is_set():
+                raise Cancelled("the model's pass was cancelled")
+            return acts if inner is None else inner(acts, hook)  # type: ignore[operator]
+        return hook
+    names = [model.hook(layer) for layer in range(model.n_layers)]
+    return [(name, checking(by_name.pop(name, None))) for name in names] + list(by_name.items())
+
+
 def _losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``(batch, pos)`` next-token losses of the tokens after BOS, from ``(batch, 1 + pos, vocab)`` logits."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..
@@ -306,11 +327,15 @@ def row_edit_hooks(model: LoadedModel, edits: Sequence[Edits | None]) -> list[tu
 
 
 def edited_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Sequence[Edits | None],
-                  max_batch_tokens: int = 8192) -> list[list[np.ndarray]]:
+                  max_batch_tokens: int = 8192, cancel: threading.Event | None = None) -> list[list[np.ndarray]]:
     """Each row's next-token losses under each of several edits (None: intact), ``[edit][row]``.
 
     Every (edit, row) pair is one row of a batch, so the edits share passes: a pass holds as
     many as the token budget (and, for the logits, :data:`LOGIT_FLOATS`) allows.
+
+    Raises:
+        store.errors.Cancelled: when ``cancel`` is set (checked before every pass, and at every
+            layer within it).
     """
     if model.bos_id is None:
         raise ValueError("next-token losses for token 0 need a BOS token")
@@ -318,8 +343,10 @@ def edited_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Sequ
     out: list[list[np.ndarray]] = [[np.zeros(0, np.float32)] * len(rows) for _ in edits]
     lengths = [len(rows[r]) for _, r in jobs]
     for group in _batches(lengths, _logit_tokens(model, max_batch_tokens)):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the model's passes were cancelled")
         ids = pack(model, [rows[jobs[j][1]] for j in group])
-        hooks = row_edit_hooks(model, [edits[jobs[j][0]] for j in group])
+        hooks = cancellable(model, row_edit_hooks(model, [edits[jobs[j][0]] for j in group]), cancel)
         with torch.inference_mode():
             logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)  # (batch, 1 + pos, vocab)
             loss = _losses(logits, ids)  # (batch, pos)
@@ -330,22 +357,29 @@ def edited_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Sequ
 
 
 def token_losses(model: LoadedModel, rows: Sequence[Sequence[int]], edits: Edits | None = None,
-                 max_batch_tokens: int = 8192) -> list[np.ndarray]:
+                 max_batch_tokens: int = 8192, cancel: threading.Event | None = None) -> list[np.ndarray]:
     """Each row's next-token loss at every position, optionally with neurons set to values.
 
     Entry k of a row is ``-log p(row[k] | BOS, row[:k])``. With ``edits``, the listed neurons'
     activations are replaced at every position (an ablation: zeros, or their mean).
+
+    Raises:
+        store.errors.Cancelled: when ``cancel`` is set (checked before every pass, and at every
+            layer within it).
     """
-    return edited_losses(model, rows, [edits], max_batch_tokens)[0]
+    return edited_losses(model, rows, [edits], max_batch_tokens, cancel)[0]
 
 
-def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]],
-                      layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], np.ndarray]:
+def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]], layers: Sequence[int],
+                      cancel: threading.Event | None = None) -> tuple[dict[int, torch.Tensor], np.ndarray]:
     """One full pass over rows of equal length: every neuron of ``layers`` and the next-token losses.
 
     Returns ``({layer: (batch, pos, d_mlp)}, (batch, pos) losses)``, positions excluding BOS; the
     induction probe reads both (which neurons respond to the copy, and whether the model copies)
     from the same pass. The caller sizes the batch (all rows run at once).
+
+    Raises:
+        store.errors.Cancelled: when ``cancel`` is set (checked at every layer).
     """
     if model.bos_id is None:
         raise ValueError("next-token losses for token 0 need a BOS token")
@@ -361,7 +395,7 @@ def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]],
 
     ids = pack(model, rows)
     with torch.inference_mode():
-        logits = model.bridge.run_with_hooks(ids, fwd_hooks=[(model.hook(layer), hook_for(layer))
-                                                             for layer in layers])
+        hooks = cancellable(model, [(model.hook(layer), hook_for(layer)) for layer in layers], cancel)
+        logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)
         loss = _losses(logits, ids).cpu().numpy()  # (batch, pos)
     return captured, loss

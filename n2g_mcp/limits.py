@@ -45,6 +45,12 @@ MAX_STEER_SCALE = 20.0
 """Largest clamp steer_neurons takes, as a multiple of the neuron's corpus max (either sign)."""
 MAX_SEEDS = 8
 """Most seeds (sets of random sequences) find_induction_neurons merges."""
+MAX_SEED = 2**32 - 1
+"""Largest seed find_induction_neurons and ablate_neurons take."""
+MAX_PAIR_VISITS = 2_000_000
+"""Most candidate pairs one all-pairs find_similar_neurons call visits below the pairs the index
+keeps (``store.similarity.PairBudget``): a few seconds of one core, in memory bounded by its
+limit. Where it is reached the answer says so and how to narrow the search."""
 
 
 ASSUMED_TOKENS_PER_S = 150.0

@@ -52,7 +52,8 @@ class LiveBackend(Protocol):
         ...
 
     def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
-        """The text's token ids and token strings."""
+        """The text's token ids and token strings; once the model is loaded, without waiting for
+        another call's model work (argument checks use it before the model is taken)."""
         ...
 
     def activations(self, spec: ModelSpec, layer: int, neuron: int, text: str) -> tuple[list[str], list[float]]:
@@ -92,9 +93,14 @@ class LiveBackend(Protocol):
         ...
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[Neuron], text: str | None, mode: AblationMode,
-               controls: int, means: dict[int, np.ndarray] | None, seed: int, each: bool) -> Ablation:
+               controls: int, means: dict[int, np.ndarray] | None, seed: int, each: bool,
+               cancel: threading.Event | None = None) -> Ablation:
         """The next-token loss with the neurons ablated, ``controls`` random draws of as many
-        neurons of the same layers, and with ``each`` every neuron's own effect."""
+        neurons of the same layers, and with ``each`` every neuron's own effect.
+
+        Raises:
+            Cancelled: when ``cancel`` was set (checked before every forward pass).
+        """
         ...
 
     def steer(self, spec: ModelSpec, neurons: Sequence[Neuron], values: Sequence[float], prompt: Sequence[int],
@@ -108,8 +114,12 @@ class LiveBackend(Protocol):
         ...
 
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
-                   scan_file: ScanFile) -> HypothesisResult:
-        """A pattern scored as an explanation of the neuron at corpus scale."""
+                   scan_file: ScanFile, cancel: threading.Event | None = None) -> HypothesisResult:
+        """A pattern scored as an explanation of the neuron at corpus scale.
+
+        Raises:
+            Cancelled: when ``cancel`` was set (checked between chunks of the corpus).
+        """
         ...
 
 

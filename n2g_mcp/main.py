@@ -47,6 +47,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"the model tools use when none is named (default: the embedded {DEFAULT_MODEL})")
     parser.add_argument("--allow-hub-models", action="store_true",
                         help="let clients name models on the Hugging Face hub (downloads them)")
+    parser.add_argument("--show-paths", action="store_true",
+                        help="show the server's folders (stores, cache) in answers and errors to HTTP clients "
+                             "too; stdio clients, local users, always see them")
     parser.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level")
     return parser
@@ -76,7 +79,9 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
         # stores (an installed one, not pointed at them) says so where its operator looks.
         log.warning("no stores folder at %s: serving no graphs until some are built; pass --stores DIR "
                     "or set %s=DIR to serve a folder of stores (docs/install.md)", stores, STORES_ENV)
-    server = create_server(stores, live=live, models=models)
+    # A stdio client is a local user, who may see the folders; an HTTP one may be anyone.
+    server = create_server(stores, live=live, models=models,
+                           show_paths=args.transport == "stdio" or args.show_paths)
     log.info("serving stores from %s over %s", stores, args.transport)
     if args.transport == "stdio":
         server.run("stdio")

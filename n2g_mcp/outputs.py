@@ -62,7 +62,8 @@ class ModelInfo(BaseModel):
 
 
 class ListModelsOutput(BaseModel):
-    stores_dir: str = Field(description="the directory the server reads stores from")
+    stores_dir: str | None = Field(description="the directory the server reads stores from; null where it does "
+                                   "not show its folders to clients (over HTTP, unless its operator asks)")
     models: list[ModelInfo]
     problems: list[str] = Field(description="files that are not readable stores")
 
@@ -226,8 +227,9 @@ class SimilarOutput(BaseModel):
         "(its smaller overlap highest), below the threshold; null where any result passes or no graph "
         "shares an activating token with the target")
     warnings: list[str] = Field(default_factory=list)
-    partial: bool = Field(default=False, description="the stores are still being indexed: these results "
-                          "cover only the graphs indexed so far; call again for all")
+    partial: bool = Field(default=False, description="the results are not the whole answer, the warnings say "
+                          "why: the stores are still being indexed (call again for all), or the search for "
+                          "pairs reached its work limit (narrow it as they say)")
 
 
 # --------------------------------------------------------------------- render

@@ -24,6 +24,7 @@ from n2g_mcp.limits import (
     MAX_EACH,
     MAX_NEW_TOKENS,
     MAX_PATTERN_CHARS,
+    MAX_SEED,
     MAX_SEEDS,
     MAX_STEER,
     MAX_STEER_PROMPT_TOKENS,
@@ -63,24 +64,30 @@ class ProbeQueries(Resolver):
     def _probe_spec(self, model: str, doing: str) -> ModelSpec:
         return self.spec(model, doing, text.INSTEAD_OF_PROBING)
 
-    def _encode(self, spec: ModelSpec, value: str) -> tuple[list[int], list[str]]:
-        """A text's ids and tokens, refused where it has none or more than one call runs."""
+    def _encode(self, spec: ModelSpec, value: str, tool: str) -> tuple[list[int], list[str]]:
+        """A text's ids and tokens, refused where it has none or more than one call runs (the
+        tokenizer only: once the model is loaded, this does not wait for another call's model work)."""
         ids, strings = self.live.encode(spec, value)
         if not ids:
             raise BadArgument(text.NO_TOKENS)
         if len(ids) > MAX_COMPARE_TOKENS:
-            raise BadArgument(text.too_many_tokens(len(ids), MAX_COMPARE_TOKENS))
+            raise BadArgument(text.too_many_tokens(len(ids), MAX_COMPARE_TOKENS, tool))
         return ids, strings
+
+    @staticmethod
+    def _check_seed(seed: int) -> None:
+        if not 0 <= seed <= MAX_SEED:
+            raise BadArgument(text.outside("seed", seed, 0, MAX_SEED, text.SEED_MEANING))
 
     def find_neurons(self, model: str | None, value: str, token: str | None = None, position: int | None = None,
                      layers: list[int] | None = None, limit: int = FOUND_NEURONS) -> FindNeuronsOutput:
         """The neurons that fire most at one token of a text, over all requested layers."""
         model = self.model(model)
-        self.check_text(value)
+        spec = self._probe_spec(model, "run the model")
+        self.check_text(value, "find_neurons")
         layers = self.layers(model, layers)
         scan = self.need_scan(model, "find_neurons")
-        spec = self._probe_spec(model, "run the model")
-        ids, strings = self._encode(spec, value)
+        ids, strings = self._encode(spec, value, "find_neurons")
         if token is not None:
             matches = [i for i, t in enumerate(strings) if t == token] or \
                       [i for i, t in enumerate(strings) if normalize(t) == normalize(token)]
@@ -113,10 +120,11 @@ class ProbeQueries(Resolver):
         first, ranked by their rise (``builder.probes.induction``), merged over the
         seeds ``seed .. seed + runs - 1``, with the model's own loss on each copy."""
         model = self.model(model)
+        spec = self._probe_spec(model, "run the induction probe")
         layers = self.layers(model, layers)
         if not 1 <= runs <= MAX_SEEDS:
             raise BadArgument(text.outside("runs", runs, 1, MAX_SEEDS, text.RUNS_MEANING))
-        spec = self._probe_spec(model, "run the induction probe")
+        self._check_seed(seed)
         scan = self.scan_file(model)
         maxes = None if scan is None else {layer: scan.max_activation[layer] for layer in layers}
         seeds = list(range(seed, seed + runs))
@@ -156,31 +164,36 @@ class ProbeQueries(Resolver):
 
     def ablate(self, model: str | None, neurons: list[str], value: str | None = None,
                mode: AblationMode = "zero", control: bool = True, seed: int = PROBE_SEEDS[0],
-               each: bool = False, controls: int = CONTROL_DRAWS,
-               progress: Progress | None = None) -> AblationOutput:
+               each: bool = False, controls: int = CONTROL_DRAWS, progress: Progress | None = None,
+               cancel: threading.Event | None = None) -> AblationOutput:
         """The model's next-token loss with neurons ablated, against ``controls`` random draws of
         as many neurons of the same layers (none without ``control``); with ``each``, every
-        neuron's own effect (at most :data:`MAX_EACH` neurons). Before the passes run,
-        ``progress`` hears how long they should take."""
+        neuron's own effect (at most :data:`MAX_EACH` neurons). Every argument is checked before
+        the model is taken; before the passes run, ``progress`` hears how long they should take,
+        and ``cancel`` stops them (and frees the model)."""
         model = self.model(model)
+        spec = self._probe_spec(model, "ablate neurons")
         pairs = self.neuron_pairs(model, neurons, MAX_ABLATE, "ablate_neurons")
         if each and len(pairs) > MAX_EACH:
             raise BadArgument(text.too_many_each(len(pairs), MAX_EACH))
         if not 1 <= controls <= MAX_CONTROLS:
             raise BadArgument(text.outside("controls", controls, 1, MAX_CONTROLS, text.CONTROLS_MEANING))
         draws = controls if control else 0
+        self._check_seed(seed)
+        text_tokens = None
         if value is not None:
-            self.check_text(value)
+            self.check_text(value, "ablate_neurons")
+            text_tokens = len(self._encode(spec, value, "ablate_neurons")[0])
+            if text_tokens < 2:
+                raise BadArgument(text.TWO_TOKENS)
         means = None
         if mode == "mean":
             scan = self.scan_file(model)
             means = None if scan is None else {layer: scan.mean[layer] for layer, _ in pairs}
-        spec = self._probe_spec(model, "ablate neurons")
-        if value is not None:
-            text_tokens = len(self._encode(spec, value)[0])
-            if progress is not None:  # the count, now the model has read the text (the first message guessed)
-                progress(0, 1, self._ablation_estimate(model, len(pairs), draws, each, text_tokens))
-        r = self.live.ablate(spec, pairs, value, mode, draws, means, seed, each)
+        if text_tokens is not None and progress is not None:
+            # The count, now the tokenizer has read the text (the first message guessed it).
+            progress(0, 1, self._ablation_estimate(model, len(pairs), draws, each, text_tokens))
+        r = self.live.ablate(spec, pairs, value, mode, draws, means, seed, each, cancel=cancel)
         if r.seconds > 0 and r.tokens_run:
             self.rates[model] = r.tokens_run / r.seconds
         return AblationOutput(
@@ -235,14 +248,14 @@ class ProbeQueries(Resolver):
         """Greedy continuations of a prompt, intact and with the neurons clamped to ``scale`` x
         their corpus max at every position (``builder.probes.steer``)."""
         model = self.model(model)
+        spec = self._probe_spec(model, "steer neurons")
         pairs = self.neuron_pairs(model, neurons, MAX_STEER, "steer_neurons")
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise BadArgument(text.outside("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS, "tokens to generate"))
         if not abs(scale) <= MAX_STEER_SCALE:  # also refuses NaN
             raise BadArgument(text.outside("scale", scale, -MAX_STEER_SCALE, MAX_STEER_SCALE, text.SCALE_MEANING))
-        self.check_text(prompt)
+        self.check_text(prompt, "steer_neurons")
         scan = self.need_scan(model, "steer_neurons")
-        spec = self._probe_spec(model, "steer neurons")
         ids, _ = self.live.encode(spec, prompt)
         if not ids:
             raise BadArgument(text.NO_TOKENS)
@@ -261,18 +274,19 @@ class ProbeQueries(Resolver):
             first_difference=first, changes=r.changes)
 
     def hypothesis(self, model: str | None, layer: int, neuron: int, pattern: str,
-                   kind: PatternKind = "regex") -> HypothesisOutput:
-        """A pattern scored as the neuron's explanation on its top, random and matching windows."""
+                   kind: PatternKind = "regex", cancel: threading.Event | None = None) -> HypothesisOutput:
+        """A pattern scored as the neuron's explanation on its top, random and matching windows;
+        ``cancel`` stops it between chunks of the corpus and before the model's pass."""
         model = self.model(model)
+        spec = self._probe_spec(model, "test a hypothesis")
         self.check_range(model, layer, neuron)
         if not pattern:
             raise BadArgument(text.bad_pattern(text.EMPTY_PATTERN))
         if len(pattern) > MAX_PATTERN_CHARS:
             raise BadArgument(text.bad_pattern(text.pattern_too_long(len(pattern), MAX_PATTERN_CHARS)))
         scan = self.need_scan(model, "test_hypothesis")
-        spec = self._probe_spec(model, "test a hypothesis")
         try:
-            r = self.live.hypothesis(spec, layer, neuron, pattern, kind, scan)
+            r = self.live.hypothesis(spec, layer, neuron, pattern, kind, scan, cancel=cancel)
         except BadArgument as exc:
             raise BadArgument(text.bad_pattern(str(exc))) from None
         return HypothesisOutput(

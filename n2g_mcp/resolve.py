@@ -32,7 +32,7 @@ from store.examples import (
     scan_problem,
 )
 from store.graph import NeuronGraph
-from store.models import ModelSpec
+from store.models import ModelSpec, cache_dir
 from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
@@ -52,10 +52,13 @@ class Resolver:
         live: the model side; the real builder by default (loaded on first use).
         models: the models this server may run; the embedded default alone by default.
         pager: signs cursors; a fresh random key by default.
+        show_paths: whether answers and errors may show the server's folders (a local user's, as
+            over stdio); where not, :meth:`shown` words them as "the server's stores folder".
     """
 
     def __init__(self, stores_dir: Path, live: LiveBackend | None = None, models: ServedModels | None = None,
-                 pager: Pager | None = None) -> None:
+                 pager: Pager | None = None, show_paths: bool = True) -> None:
+        self.show_paths = show_paths
         self.models = models if models is not None else ServedModels()
         # Lines of a store whose header lacks the shape are checked against the served models'.
         self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=INDEX_WAIT)
@@ -69,6 +72,31 @@ class Resolver:
     @property
     def default_model(self) -> str:
         return self.models.default_name
+
+    def shown(self, message: str) -> str:
+        """A message as a client may read it: the server's folders named, not shown, unless
+        ``show_paths`` (every error passes through here, ``n2g_mcp.tools.bind``)."""
+        if self.show_paths:
+            return message
+        for folder, name in ((self.catalog.directory, text.STORES_FOLDER), (cache_dir(), text.CACHE_FOLDER),
+                             (Path.home(), text.HOME_FOLDER)):
+            for spelled in dict.fromkeys((str(folder), str(folder.expanduser().resolve()))):
+                if len(spelled) > 1:
+                    message = message.replace(spelled, name)
+        return message
+
+    def unknown(self, model: str) -> str:
+        """Why a model is refused where this server neither runs it nor holds graphs of it: the
+        one wording of every tool."""
+        stored = [(v.model, len(v)) for v in self.catalog.models()]
+        empty = not stored and not self.catalog.problems
+        return text.unknown_model(model, self.models.names(), self.default_model, stored, self.models.allow_hub,
+                                  str(self.catalog.directory) if empty else None)
+
+    def refused(self) -> str:
+        """A note naming the store files this server refused, where any are (they may hold what was asked)."""
+        problems = self.catalog.problems
+        return f" {text.refused_files(problems)}" if problems else ""
 
     def model(self, name: str | None) -> str:
         """The model a call is about: the named one, else the default.
@@ -110,16 +138,16 @@ class Resolver:
         return sorted(set(layers))
 
     @staticmethod
-    def check_text(value: str) -> None:
-        """Refuse an empty or over-long text.
+    def check_text(value: str, tool: str = "predict_activations") -> None:
+        """Refuse an empty or over-long text given to ``tool``.
 
         Raises:
-            BadArgument: saying how to split it.
+            BadArgument: saying what that tool takes and how to shorten it.
         """
         if not value or not value.strip():
-            raise BadArgument(text.empty_text())
+            raise BadArgument(text.empty_text(tool))
         if len(value) > MAX_TEXT_CHARS:
-            raise BadArgument(text.text_too_long(len(value), MAX_TEXT_CHARS))
+            raise BadArgument(text.text_too_long(len(value), MAX_TEXT_CHARS, tool))
 
     # ----------------------------------------------------------------- stores
     def view(self, model: str) -> StoreView:
@@ -131,11 +159,11 @@ class Resolver:
         found = self.catalog.get(model)
         if found is not None:
             return found
-        stored = [(v.model, len(v)) for v in self.catalog.models()]
         if self.models.spec(model) is not None:
+            any_stored = bool(self.catalog.models() or self.catalog.problems)
             raise NotFound(text.no_store_yet(model, str(self.catalog.directory), self.build_call(model, 0, 0),
-                                             any_stored=bool(stored)))
-        raise NotFound(text.unknown_model(model, stored, str(self.catalog.directory)))
+                                             any_stored=any_stored) + self.refused())
+        raise NotFound(self.unknown(model) + self.refused())
 
     def stored(self, model: str, layer: int, neuron: int) -> NeuronGraph | None:
         """A neuron's readable stored graph, or None (none stored, or its line is damaged)."""
@@ -160,7 +188,8 @@ class Resolver:
         if graph is None:
             layers = view.layers()
             hint = layers if self.models.shape(model) is None and layer not in layers else None
-            raise NotFound(text.no_graph(model, layer, neuron, self.build_call(model, layer, neuron), hint))
+            raise NotFound(text.no_graph(model, layer, neuron, self.build_call(model, layer, neuron), hint)
+                           + self.refused())
         return graph, view
 
     def hit(self, model: str, layer: int, neuron: int) -> Hit | None:
@@ -188,9 +217,12 @@ class Resolver:
         """The model to run, where this server can run it.
 
         Raises:
-            Unavailable: for a model this server does not run, or cannot run here.
+            NotFound: for a model this server neither runs nor holds graphs of (:meth:`unknown`).
+            Unavailable: for a stored model this server does not run, or one it cannot run here.
         """
         spec = self.models.spec(model)
+        if spec is None and self.catalog.get(model) is None:
+            raise NotFound(self.unknown(model))
         if spec is None:
             raise Unavailable(text.cannot(doing, model, text.not_served(model), instead))
         reason = self.live.availability(spec)
@@ -236,7 +268,7 @@ class Resolver:
             try:
                 scan = self._scan_at(ref.name)
             except ScanFileError as exc:
-                problem = str(exc)
+                problem = self.shown(str(exc))
         try:
             return resolve(items, scan, problem or scan_problem(ref, scan)), []
         except UnresolvedExamples as exc:

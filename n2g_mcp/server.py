@@ -43,7 +43,8 @@ class _Server(MCPServer):
 
 
 def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: ServedModels | None = None,
-                  prompts_dir: Path | None = None, queries: Queries | None = None) -> MCPServer:
+                  prompts_dir: Path | None = None, queries: Queries | None = None,
+                  show_paths: bool = True) -> MCPServer:
     """The MCP server over a stores directory.
 
     Args:
@@ -53,9 +54,11 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
         models: the models clients may name; the embedded default alone by default.
         prompts_dir: the markdown prompt files to serve (default: the repository's ``prompts/``).
         queries: the query library to serve, where the caller made one (then the three
-            arguments above are not used).
+            arguments above and ``show_paths`` are not used).
+        show_paths: whether answers and errors show the server's folders (to a local user);
+            where not, they name them ("the server's stores folder").
     """
-    q = queries if queries is not None else Queries(Path(stores_dir), live, models)
+    q = queries if queries is not None else Queries(Path(stores_dir), live, models, show_paths=show_paths)
     server = _Server("n2g-mcp", instructions=wording.INSTRUCTIONS)
     register(server, q)
     server.resource("graph://{model}/{layer}/{neuron}", mime_type="application/json",

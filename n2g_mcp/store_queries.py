@@ -6,10 +6,11 @@ of these. Each method answers one tool and returns its result model (``n2g_mcp.o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from n2g_mcp import text
-from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, SEARCH_PAGE
+from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_PAIR_VISITS, SEARCH_PAGE
 from n2g_mcp.outputs import (
     ExampleView,
     GraphDescription,
@@ -29,7 +30,7 @@ from store.graph import Example
 from store.names import neuron_id, parse_neuron_id
 from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
-from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode, PairBudget
 
 
 def split_words(words: Sequence[str]) -> list[str]:
@@ -63,7 +64,8 @@ class StoreQueries(Resolver):
                 corrupt=view.corrupt_reports() if view else [],
                 can_build=note is None, build_note=note,
             ))
-        return ListModelsOutput(stores_dir=str(self.catalog.directory), models=infos, problems=self.catalog.problems)
+        return ListModelsOutput(stores_dir=str(self.catalog.directory) if self.show_paths else None, models=infos,
+                                problems=self.catalog.problems)
 
     def get_graph(self, model: str | None, layer: int, neuron: int) -> GraphDescription:
         model = self.model(model)
@@ -144,8 +146,11 @@ class StoreQueries(Resolver):
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
-                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar",
-                limit: int = SIMILAR_LIMIT) -> SimilarOutput:
+                threshold: float = PAPER_THRESHOLD, mode: Mode = "similar", limit: int = SIMILAR_LIMIT,
+                cancel: threading.Event | None = None) -> SimilarOutput:
+        """Neurons like one target, or without one the most similar pairs; a pair search visits at
+        most :data:`MAX_PAIR_VISITS` candidates (then answers partial, saying how to narrow it) and
+        stops when ``cancel`` is set."""
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
@@ -170,11 +175,14 @@ class StoreQueries(Resolver):
         self.check_range(model, layer)
         view = self.view(model)
         items = []
-        for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer):
+        budget = PairBudget(MAX_PAIR_VISITS, cancel)
+        for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer, budget=budget):
             layer_b, neuron_b = parse_neuron_id(p.b)
             items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
         partial = self.partial(view)
+        if budget.stopped:
+            partial.append(text.pairs_stopped(budget.spent, budget.complete_to, threshold, layer))
         return SimilarOutput(model=model, target=None, layer=layer, mode=mode, threshold=threshold,
                              compared=len(view), neurons=neurons, results=items,
                              warnings=view.corrupt_reports() + partial,

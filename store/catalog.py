@@ -41,7 +41,7 @@ from store.graph import NeuronGraph
 from store.jsonl import CORRUPT_SHOWN, corrupt_report
 from store.lines import LineError, Shape, index_line
 from store.names import file_safe, neuron_id
-from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair
+from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair, PairBudget
 from store.sqlindex import StoreIndex, merge_order
 from store.sqlsearch import Hit, IndexSearch
 
@@ -159,11 +159,13 @@ class StoreView:
         return self._search.similar_to(self.model, target, threshold=threshold, mode=mode, limit=limit)
 
     def similar_pairs(self, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
-                      layer: int | None = None) -> list[Pair]:
+                      layer: int | None = None, budget: PairBudget | None = None) -> list[Pair]:
         """The most similar pairs of the model's graphs (``store.similarity``'s rule): from the
-        kept pairs once they are made (waiting for them), else computed now."""
+        kept pairs once they are made (waiting for them), else computed now, under ``budget``'s
+        cap and cancel event where given."""
         kept = self._catalog.index.wait_for(self.model, pairs=True)
-        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer, kept=kept)
+        return self._search.similar_pairs(self.model, threshold=threshold, limit=limit, layer=layer, kept=kept,
+                                          budget=budget)
 
 
 class Catalog:

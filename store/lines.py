@@ -8,8 +8,10 @@ cut off mid-write.
 
 :func:`check_line` is the one check of a graph line: a JSON object of the store's model, with
 non-negative integer layer and neuron inside the model's shape, token maps of finite numbers, a
-finite ``max_activation`` and a finite or null F1. The index (``store.sqlindex``) keeps what it
-extracts; a full read (``store.jsonl.read_store``) validates the whole graph after it.
+finite ``max_activation`` (positive where the trie has paths: activations are divided by it), a
+trie whose rows make a trie (``store.trie.NeuronTrie.from_rows``: every parent precedes its
+child), and a finite or null F1. The index (``store.sqlindex``) keeps what it extracts, so a line
+it lists can be read; a full read (``store.jsonl.read_store``) validates the whole graph after it.
 :func:`index_line` is the same check for the index, made fast: the whole line's JSON is checked,
 but only the fields the index keeps become Python objects (a line it cannot take so is handed to
 :func:`check_line`, which accepts it or says why not).
@@ -28,6 +30,8 @@ from typing import IO, Any
 import orjson
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
+
+from store.trie import NeuronTrie
 
 Shape = tuple[int, int]
 """``(n_layers, d_mlp)`` of a model."""
@@ -122,6 +126,13 @@ def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
         raise LineError("max_activation is not a finite number")
     if not isinstance(raw.get("trie"), list):
         raise LineError("trie is missing")
+    try:
+        NeuronTrie.from_rows(raw["trie"])
+    except (ValueError, TypeError) as exc:  # TrieFormatError is a ValueError
+        raise LineError(f"trie: {str(exc)[:120]}") from None
+    if raw["max_activation"] <= 0 and len(raw["trie"]) > 1:
+        # A dead neuron's graph (no paths) may keep its non-positive max; a live one divides by it.
+        raise LineError(f"max_activation is {raw['max_activation']:g}, but a graph with paths needs a positive one")
     activating = _token_map(raw.get("activating_tokens", {}), "activating_tokens")
     context = _token_map(raw.get("context_tokens", {}), "context_tokens")
     f1 = None

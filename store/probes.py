@@ -51,6 +51,9 @@ copies apart (as the probe does): shorter repeats ("of the") are ordinary text, 
 NIL_EFFECT = 0.005
 """Nats: a neuron whose own ablation (each=true) raises the loss by no more than this carries
 nothing alone, here."""
+REGEX_CPU_S = 5.0
+"""CPU seconds of its thread a test_hypothesis regex may take over the whole corpus
+(``builder.probes.hypothesis``): the work it takes decides, not how busy the machine is."""
 
 
 def _neurons(pairs: list[tuple[int, int]]) -> list[Neuron]:

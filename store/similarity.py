@@ -21,6 +21,12 @@ compared by normalised key (``store.tokens.normalize``), and the work goes throu
   activating tokens rarest first; two sets sharing at least ``ceil(t * |A|)`` tokens must share
   one among the first ``|A| - ceil(t * |A|) + 1`` tokens of each. Common tokens then rarely make
   candidates, which keeps the count far below N^2 (:func:`candidate_pairs` yields them).
+- All pairs stream into a heap of the best ``limit`` (memory bounded whatever the threshold), and
+  below :data:`DESCENT`'s thresholds the search first tries higher ones: where one already gives
+  ``limit`` pairs, those are the answer for any lower threshold (every pair below ranks after
+  them), at a fraction of the work. A :class:`PairBudget` caps the work (candidate visits), and
+  holds a cancel event: a search that reaches the cap stops with the best pairs found so far and
+  says down to which overlap they are complete.
 
 A repeat node (``store.trie.REPEAT``) counts as one token, ``store.tokens.REPEAT_KEY``, in
 whichever set it stands: two neurons that fire on whatever continues an earlier copy share it,
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import threading
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -43,8 +50,9 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from store.errors import Cancelled
 from store.graph import NeuronGraph
-from store.names import neuron_id
+from store.names import neuron_id, parse_neuron_id
 from store.tokens import TokenKeys, token_keys
 
 Mode = Literal["similar", "subset"]
@@ -55,6 +63,9 @@ PAPER_THRESHOLD = 0.9
 the default threshold of every similarity query, down to the tool's."""
 SIMILAR_LIMIT = 20
 """How many matches or pairs a similarity query returns when not told."""
+DESCENT = (0.5, 0.3, 0.1)
+"""Thresholds an all-pairs search below them tries first, highest first (see the module
+docstring): at threshold 0 every pair sharing any token is a candidate, at 0.5 few are."""
 
 # Thresholds times set sizes are compared as integers; this keeps 0.7 * 10 = 7.000000000000001
 # from demanding 8 shared tokens.
@@ -115,6 +126,82 @@ def _check(threshold: float, limit: int) -> None:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
     if limit < 0:
         raise ValueError(f"limit must be at least 0, got {limit}")
+
+
+class OutOfBudget(Exception):
+    """An all-pairs search reached its :class:`PairBudget` (caught by :func:`similar_pairs`)."""
+
+
+class PairBudget:
+    """The work an all-pairs search may do, and, afterwards, how far it got.
+
+    Work is counted in candidate visits: each entry of a prefix posting list that one graph's
+    tokens lead to (:func:`candidate_pairs`), what the search's time and the pairs it scores grow
+    with. ``cancel`` is checked at every posting list read, so a cancelled call stops at once.
+
+    Args:
+        visits: the most candidate visits; None for no cap.
+        cancel: set to stop the search (it raises :class:`store.errors.Cancelled`).
+    """
+
+    def __init__(self, visits: int | None = None, cancel: threading.Event | None = None) -> None:
+        self.visits, self.cancel = visits, cancel
+        self.spent = 0
+        """Candidate visits made."""
+        self.stopped = False
+        """Whether the search stopped at the cap before it had seen every candidate."""
+        self.complete_to: float | None = None
+        """After a search: every pair whose two overlaps both reach this is in its answer or ranks
+        below all of it; the threshold asked unless :attr:`stopped`, and None where nothing is sure."""
+
+    def spend(self, visits: int) -> None:
+        """Charge ``visits`` candidate visits.
+
+        Raises:
+            Cancelled: where ``cancel`` is set.
+            OutOfBudget: where the cap is passed (:attr:`stopped` is then True).
+        """
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("the similarity search was cancelled")
+        self.spent += visits
+        if self.visits is not None and self.spent > self.visits:
+            self.stopped = True
+            raise OutOfBudget
+
+
+_PairKey = tuple[float, tuple[int, int], tuple[int, int]]
+"""``(smaller overlap, -a, -b)``: larger is better (see :class:`_Best`)."""
+
+
+class _Best:
+    """The best ``limit`` pairs seen, in memory bounded by ``limit``: a min-heap on
+    ``(smaller overlap, -a, -b)`` whose top is the worst pair kept. Each pair is kept once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._heap: list[tuple[_PairKey, float, float]] = []
+        self._kept: set[_PairKey] = set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, a: tuple[int, int], b: tuple[int, int], act: float, ctx: float) -> None:
+        """Offer a pair, ``a`` before ``b``."""
+        key = (min(act, ctx), (-a[0], -a[1]), (-b[0], -b[1]))
+        if key in self._kept or self.limit == 0:
+            return
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, (key, act, ctx))
+        elif key > self._heap[0][0]:
+            self._kept.discard(heapq.heapreplace(self._heap, (key, act, ctx))[0])
+        else:
+            return
+        self._kept.add(key)
+
+    def pairs(self) -> list[Pair]:
+        """The pairs kept, best first: smaller overlap descending, then by the two neurons."""
+        return [Pair(a=neuron_id(-a[0], -a[1]), b=neuron_id(-b[0], -b[1]), activating_overlap=act,
+                     context_overlap=ctx) for (_, a, b), act, ctx in sorted(self._heap, reverse=True)]
 
 
 class Located(Protocol):
@@ -263,7 +350,8 @@ def similar_to(
 
 
 def candidate_pairs(
-    index: TokenIndex, *, threshold: float = PAPER_THRESHOLD, layer: int | None = None
+    index: TokenIndex, *, threshold: float = PAPER_THRESHOLD, layer: int | None = None,
+    budget: PairBudget | None = None,
 ) -> Iterator[tuple[int, int]]:
     """The pairs of index positions ``(i, j)``, ``i < j``, whose overlaps :func:`similar_pairs` computes.
 
@@ -275,6 +363,8 @@ def candidate_pairs(
         index: the graphs.
         threshold: the least activating overlap a pair must be able to reach.
         layer: only graphs of this layer.
+        budget: charged for every candidate visited; the generator raises :class:`OutOfBudget`
+            (or ``Cancelled``) from it.
     """
     live = [
         i for i in range(len(index))
@@ -300,7 +390,10 @@ def candidate_pairs(
         seen: set[int] = set()
         for key in prefixes[i]:
             posting = prefix_postings[key]
-            for j in posting[bisect_right(posting, i):]:
+            after = bisect_right(posting, i)
+            if budget is not None:
+                budget.spend(len(posting) - after)
+            for j in posting[after:]:
                 if j not in seen:
                     seen.add(j)
                     m = size[j]
@@ -310,7 +403,8 @@ def candidate_pairs(
 
 
 def pair_rows(
-    index: TokenIndex, threshold: float, *, layer: int | None = None, positions: Iterable[int] | None = None
+    index: TokenIndex, threshold: float, *, layer: int | None = None, positions: Iterable[int] | None = None,
+    budget: PairBudget | None = None,
 ) -> Iterator[tuple[int, int, float, float]]:
     """``(i, j, activating_overlap, context_overlap)`` for each pair of positions whose two
     overlaps both reach ``threshold``, each unordered pair once.
@@ -321,9 +415,11 @@ def pair_rows(
         layer: only pairs whose two neurons are both in this layer.
         positions: only pairs involving these positions (found through their postings, for
             graphs just added); by default every pair.
+        budget: the all-pairs search's cap and cancel event (see :func:`candidate_pairs`).
     """
     if positions is None:
-        candidates: Iterable[tuple[int, int]] = candidate_pairs(index, threshold=threshold, layer=layer)
+        candidates: Iterable[tuple[int, int]] = candidate_pairs(index, threshold=threshold, layer=layer,
+                                                                budget=budget)
     else:
         def around() -> Iterator[tuple[int, int]]:
             wanted = set(positions)
@@ -351,6 +447,9 @@ def similar_pairs(
     threshold: float = PAPER_THRESHOLD,
     limit: int = SIMILAR_LIMIT,
     layer: int | None = None,
+    budget: PairBudget | None = None,
+    known: Iterable[Pair] = (),
+    known_to: float | None = None,
 ) -> list[Pair]:
     """Pairs of similar neurons in the index: both overlaps at least ``threshold``.
 
@@ -360,23 +459,37 @@ def similar_pairs(
         limit: the most pairs to return.
         layer: only pairs whose two neurons are both in this layer (to find the twins of one
             neuron across layers, use :func:`similar_to`).
+        budget: caps the work and can cancel it; afterwards it says whether the search stopped
+            and down to which overlap the answer is complete (:class:`PairBudget`). None: no cap.
+        known, known_to: pairs found elsewhere (the index's kept ones), every pair scoring at
+            least ``known_to`` among them; they are part of the answer if the search stops.
 
     Returns:
         Each unordered pair once, the smaller of its two overlaps descending, then by the two
-        neurons' (layer, neuron).
+        neurons' (layer, neuron). Where the budget stopped the search: the best of ``known`` and
+        of the pairs found so far.
 
     Raises:
         ValueError: for a threshold outside [0, 1] or a negative limit.
+        Cancelled: where the budget's cancel event was set.
     """
     _check(threshold, limit)
-    found: list[tuple[float, tuple[int, int], tuple[int, int], float, float]] = []
-    for i, j, act_score, ctx_score in pair_rows(index, threshold, layer=layer):
-        gi, gj = index.at(i), index.at(j)
-        a, b = sorted([(gi.layer, gi.neuron), (gj.layer, gj.neuron)])
-        found.append((min(act_score, ctx_score), a, b, act_score, ctx_score))
-
-    best = heapq.nsmallest(limit, found, key=lambda f: (-f[0], f[1], f[2]))
-    return [
-        Pair(a=neuron_id(*a), b=neuron_id(*b), activating_overlap=act, context_overlap=ctx)
-        for _, a, b, act, ctx in best
-    ]
+    budget = budget if budget is not None else PairBudget()
+    done, complete_to = list(known), known_to
+    for step in [s for s in DESCENT if threshold < s and (known_to is None or s < known_to)] + [threshold]:
+        best = _Best(limit)
+        try:
+            for i, j, act_score, ctx_score in pair_rows(index, step, layer=layer, budget=budget):
+                gi, gj = index.at(i), index.at(j)
+                a, b = sorted([(gi.layer, gi.neuron), (gj.layer, gj.neuron)])
+                best.add(a, b, act_score, ctx_score)
+        except OutOfBudget:
+            for p in done:  # complete down to the last finished step: they rank first
+                best.add(parse_neuron_id(p.a), parse_neuron_id(p.b), p.activating_overlap, p.context_overlap)
+            budget.complete_to = complete_to
+            return best.pairs()
+        if len(best) >= limit or step == threshold:
+            budget.complete_to = threshold
+            return best.pairs()
+        done, complete_to = best.pairs(), step
+    raise AssertionError("the last step is the threshold itself, which returns")

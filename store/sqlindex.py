@@ -88,8 +88,10 @@ activation (search ranks by it), and whether a file is indexed to its end (``com
 in the background commits a file in slices). Version 3 keeps the text of a ``.gz`` store in
 compressed blocks (``blocks``) rather than each line compressed alone, postings for every indexed
 line (searches read the current ones), and each file's content hash (``digest``). Version 4
-keeps one ``repeated`` level a graph (``store.tokens.repeat_level``: 2 a repeat path, 1 a token repeated exactly, 0
-neither) where 3 had a case-folded flag and an exact one."""
+keeps one ``repeated`` level a graph (``store.tokens.repeat_level``: 2 a repeat path, 1 a token
+repeated exactly, 0 neither) where 3 had a case-folded flag and an exact one, and checks lines as
+``store.lines.check_line`` does now (trie rows, a positive max activation), so an index that
+listed such lines is made again."""
 FIRST_SLICE, SLICE = 0.25, 4.0
 """Seconds of indexing per committed slice in the background: a short first one, so that every
 model is listed at once, then longer ones (each slice re-marks the current graphs)."""

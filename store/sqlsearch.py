@@ -31,6 +31,7 @@ from store.similarity import (
     Match,
     Mode,
     Pair,
+    PairBudget,
     TokenSets,
     rank_matches,
     similar_pairs,
@@ -232,12 +233,24 @@ class IndexSearch:
             return token_sets(self.index.db, model)
 
     def similar_pairs(self, model: str, *, threshold: float = PAPER_THRESHOLD, limit: int = SIMILAR_LIMIT,
-                      layer: int | None = None, kept: bool = True) -> list[Pair]:
-        """The most similar pairs (``store.similarity.similar_pairs``'s rule): read from the kept
-        pairs at or above ``store.sqlindex.PAIR_FLOOR``, computed for lower thresholds, and for
-        any where the kept pairs are not made yet (``kept`` false)."""
-        if threshold < PAIR_FLOOR or not kept:
-            return similar_pairs(self.token_sets(model), threshold=threshold, limit=limit, layer=layer)
+                      layer: int | None = None, kept: bool = True, budget: PairBudget | None = None) -> list[Pair]:
+        """The most similar pairs (``store.similarity.similar_pairs``'s rule): read from the pairs
+        kept at or above ``store.sqlindex.PAIR_FLOOR``; computed for a lower threshold only where
+        fewer than ``limit`` are kept (otherwise the kept ones are the answer: every pair below the
+        floor ranks after them), and for any where the kept pairs are not made yet (``kept``
+        false), under ``budget``'s cap and cancel event."""
+        if not kept:
+            return similar_pairs(self.token_sets(model), threshold=threshold, limit=limit, layer=layer, budget=budget)
+        kept_pairs = self._kept_pairs(model, max(threshold, PAIR_FLOOR), limit, layer)
+        if threshold >= PAIR_FLOOR or len(kept_pairs) >= limit:
+            if budget is not None:
+                budget.complete_to = threshold
+            return kept_pairs
+        return similar_pairs(self.token_sets(model), threshold=threshold, limit=limit, layer=layer, budget=budget,
+                             known=kept_pairs, known_to=PAIR_FLOOR)
+
+    def _kept_pairs(self, model: str, threshold: float, limit: int, layer: int | None) -> list[Pair]:
+        """The best ``limit`` pairs kept in the index whose overlaps reach ``threshold`` (at least the floor)."""
         where, params = "model=? AND score>=?", [model, threshold]
         if layer is not None:
             where += " AND a_layer=? AND b_layer=?"

@@ -98,6 +98,11 @@ def test_corrupt_lines_are_counted_and_described(tmp_path: Path):
     ({"model": "other"}, "a graph of model 'other' in a store of 'smollm2-135m'"),
     ({"layer": True}, "layer is not a non-negative integer"),
     ({"activating_tokens": {" a": "high"}}, "activating_tokens[' a'] is not a finite number"),
+    # Listed, these lines would be found by search and fail on get_graph.
+    ({"trie": [[-1, "", 0, None], [7, " x", 0, None]]}, "trie: row 1: parent 7 does not precede it"),
+    ({"trie": "[]"}, "trie is missing"),
+    ({"max_activation": 0}, "max_activation is 0, but a graph with paths needs a positive one"),
+    ({"max_activation": -1}, "max_activation is -1, but a graph with paths needs a positive one"),
 ])
 def test_lines_with_bad_values_are_skipped_and_reported(tmp_path: Path, change: dict, reason: str):
     path = tmp_path / "smollm2-135m.jsonl"
@@ -111,11 +116,20 @@ def test_lines_with_bad_values_are_skipped_and_reported(tmp_path: Path, change: 
         f"1 corrupt line(s) skipped in smollm2-135m.jsonl: line 3 ({reason})"]
 
 
+def test_a_dead_neurons_graph_keeps_its_non_positive_max(tmp_path: Path):
+    """The builder stores a neuron that never fired with its own max (0 or below) and no paths."""
+    path = tmp_path / "m.jsonl"
+    dead = make_graph([], layer=0, neuron=3, model="m").model_copy(update={"max_activation": -0.17})
+    StoreWriter(path, "m").append([graph(0, 1), dead])
+    view = Catalog(tmp_path).get("m")
+    assert view.corrupt_lines == 0 and view.get(0, 3).max_activation == -0.17
+
+
 def test_a_line_that_indexed_but_does_not_validate_says_to_rebuild_it(tmp_path: Path):
     path = tmp_path / "m.jsonl"
     StoreWriter(path, "m").append([graph(0, 1)])
     with open(path, "ab") as f:
-        f.write(orjson.dumps(graph(0, 2).model_dump(mode="json") | {"trie": [[7, "x", 0, None]]}) + b"\n")
+        f.write(orjson.dumps(graph(0, 2).model_dump(mode="json") | {"examples": "none"}) + b"\n")
     view = Catalog(tmp_path).get("m")
     with pytest.raises(CorruptGraph, match="L0/N2 cannot be read .* rebuild it"):
         view.get(0, 2)

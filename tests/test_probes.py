@@ -14,7 +14,7 @@ from builder.corpus import make_windows
 from builder.forward import edited_losses, token_losses
 from builder.probes.ablate import ablate, control_sets
 from builder.probes.firing import neurons_at
-from builder.probes.hypothesis import BadPattern, CorpusText, score_hypothesis
+from builder.probes.hypothesis import BadPattern, CorpusText, claims, score_hypothesis
 from builder.probes.induction import (
     ORDINARY_RANGE,
     Moments,
@@ -180,6 +180,26 @@ def test_a_text_without_a_repeated_span_has_no_copies():
         is None  # a 2-token repeat is ordinary text, not a copy
 
 
+@pytest.mark.parametrize("probe", ["ablate", "induction"])
+def test_a_cancel_stops_a_probes_pass_at_the_next_layer(probe):
+    """One pass of a probe can take most of a minute on a busy CPU: a cancel must not wait for it."""
+    model, cancel, layers_run = induction_model(), threading.Event(), []
+    layer_of = model.bridge._layer
+
+    def counted(ids, layer):
+        layers_run.append(layer)
+        cancel.set()  # the client gives up during the first layer
+        return layer_of(ids, layer)
+
+    model.bridge._layer = counted
+    with pytest.raises(Cancelled):
+        if probe == "ablate":
+            ablate(model, [(INDUCT_LAYER, INDUCT)], sequences=4, length=12, each=True, cancel=cancel)
+        else:
+            induction_probe(model, [0, 1], 4, 12, seeds=(0, 1), cancel=cancel)
+    assert layers_run == [0]
+
+
 def test_ablation_rejects_a_one_token_text():
     with pytest.raises(BadArgument, match="two tokens"):
         ablate(induction_model(), [(1, 3)], text="aaa")
@@ -238,6 +258,26 @@ def test_bad_patterns_are_explained(rule_scan, pattern, message):
 def test_a_slow_regex_hits_the_time_limit(rule_scan):
     model, windows, layer_scan, corpus = rule_scan
     big = CorpusText(corpus.text * 20, corpus.starts, corpus.window)
-    with pytest.raises(BadPattern, match="longer than"):
+    with pytest.raises(BadPattern, match="longer than 0.001 s of CPU time"):
         score_hypothesis(model, 0, TOKEN, r"(\w+\s?)+\.$", "regex", layer_scan, windows, big,
-                         timeout=0.001)
+                         cpu_limit=0.001)
+
+
+def test_a_catastrophic_regex_is_refused_at_its_cpu_limit(rule_scan):
+    model, windows, _, corpus = rule_scan
+    with pytest.raises(BadPattern, match="longer than 0.2 s of CPU time"):
+        claims(corpus, model.vocab, windows, r"([\w ]|[\w ][\w ])+\d", "regex", cpu_limit=0.2)
+
+
+def test_the_regex_limit_counts_the_threads_cpu_time_not_the_wall_clock(rule_scan, monkeypatch):
+    """A busy machine stretches the wall clock, not the thread's CPU time: `.` was refused at
+    5 s of wall time under load although it takes 3 s of CPU."""
+    model, windows, _, _ = rule_scan
+    many = np.tile(windows, (40, 1))  # (40 x n_windows, window): `.` takes well over 0.01 s
+    corpus = CorpusText.from_windows(many, model.vocab)
+    monkeypatch.setattr("builder.probes.hypothesis.thread_time", lambda: 0.0)  # CPU time stands still
+    assert claims(corpus, model.vocab, many, ".", "regex", cpu_limit=0.01).all()
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("builder.probes.hypothesis.thread_time", lambda: float(next(ticks)))  # 1 s a look
+    with pytest.raises(BadPattern, match="CPU time"):
+        claims(corpus, model.vocab, many[:1], ".", "regex", cpu_limit=0.5)

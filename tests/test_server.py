@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import numpy as np
+import orjson
 import pydot
 import pytest
 from mcp import Client
@@ -90,6 +91,36 @@ async def test_list_models_counts_graphs_layers_and_says_whether_it_can_build(se
 async def test_list_models_shows_the_default_model_even_before_any_store(tmp_path, fake):
     data = await ok(serve(tmp_path / "none", fake), "list_models")
     assert [(m["model"], m["graphs"]) for m in data["models"]] == [("test-model", 0)]
+
+
+async def test_a_refused_store_file_is_named_wherever_it_would_have_answered(tmp_path, fake):
+    """Only list_models used to say a newer-format store was refused; search and get_graph said
+    to build graphs it may well hold."""
+    path = tmp_path / "test-model.jsonl"
+    write_store(path, "test-model", [make_graph([((" a",), 1.0)], layer=0, neuron=1)])
+    header, body = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(orjson.dumps(orjson.loads(header) | {"version": 99}) + b"\n" + body)
+    server = serve(tmp_path, fake)
+    assert (await ok(server, "list_models"))["problems"]
+    for tool, args in (("search_graphs", {}), ("get_graph", {"layer": 0, "neuron": 1}),
+                       ("find_similar_neurons", {}), ("top_activations", {"layer": 0, "neuron": 1})):
+        message = await error(server, tool, **args)
+        assert "refused" in message and "test-model.jsonl: store format version 99 is newer" in message, tool
+    # And where the model's other stores lack the neuron asked for.
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", [make_graph([((" b",), 1.0)], layer=0, neuron=2)])
+    message = await error(serve(tmp_path, fake), "get_graph", layer=0, neuron=1)
+    assert "No graph for L0/N1" in message and "test-model.jsonl: store format version 99" in message
+
+
+async def test_the_servers_folders_are_named_not_shown_where_the_operator_hides_them(stores_dir, fake):
+    hidden = create_server(stores_dir, live=fake, models=fake.served(), show_paths=False)
+    listed = await call(hidden, "list_models")
+    assert listed.structured_content["stores_dir"] is None
+    assert str(stores_dir) not in listed.content[0].text and "the server's stores folder" in listed.content[0].text
+    message = await error(hidden, "find_neurons", text="a cat")  # needs the scan file, which names its folder
+    assert str(stores_dir) not in message and "the server's stores folder" in message
+    shown = await ok(serve(stores_dir, fake), "list_models")
+    assert shown["stores_dir"] == str(stores_dir)
 
 
 async def test_list_models_marks_its_counts_partial_while_the_stores_are_being_indexed(tmp_path, fake, monkeypatch):
@@ -369,6 +400,35 @@ async def test_without_a_target_the_most_similar_pairs_are_listed(server):
     assert [(r["similar_to"], r["id"]) for r in data["results"]] == [("L0/N2", "L0/N3")]
 
 
+async def test_a_pair_search_past_its_work_limit_answers_partial_and_says_how_to_narrow_it(server, monkeypatch):
+    monkeypatch.setattr("n2g_mcp.store_queries.MAX_PAIR_VISITS", 0)
+    data = await ok(server, "find_similar_neurons", threshold=0.0)
+    assert data["partial"] is True
+    # The pair the index keeps (both overlaps 1.0) is sure, and listed.
+    assert [(r["similar_to"], r["id"]) for r in data["results"]][:1] == [("L0/N2", "L0/N3")]
+    warning = data["warnings"][-1]
+    assert "stopped after" in warning and "pass a layer" in warning and "threshold of at least 0.7" in warning
+
+
+async def test_a_cancelled_pair_search_stops_its_worker(stores_dir, fake, monkeypatch):
+    from store.similarity import PairBudget
+
+    saw_cancel, spend = threading.Event(), PairBudget.spend
+
+    def waiting_spend(self: PairBudget, visits: int) -> None:
+        if self.cancel is not None and self.cancel.wait(5):
+            saw_cancel.set()
+        spend(self, visits)  # raises Cancelled now
+
+    monkeypatch.setattr(PairBudget, "spend", waiting_spend)
+    async with Client(serve(stores_dir, fake)) as client:
+        with anyio.move_on_after(0.5):
+            await client.call_tool("find_similar_neurons", {"threshold": 0.0})
+            pytest.fail("the search should still be running")
+        assert await anyio.to_thread.run_sync(saw_cancel.wait, 5)
+        assert not (await client.call_tool("list_models", {})).is_error
+
+
 async def test_subset_mode_finds_neurons_containing_the_targets_behaviour(stores_dir, fake):
     StoreWriter(stores_dir / "test-model.jsonl", "test-model").append(
         [make_graph([((" except", " everyone"), 0.9), ((" but", " everyone"), 0.6), ((" save", " all"), 0.6)],
@@ -520,6 +580,15 @@ async def test_a_cancelled_build_stops_its_worker_and_writes_nothing(stores_dir)
 
 async def test_build_for_a_model_the_backend_cannot_build_says_why(tmp_path, fake):
     message = await error(serve(tmp_path, fake), "build_graph", layer=0, neuron=0, model="other-lm")
+    assert "Unknown model or store 'other-lm': this server does not run it" in message
+    assert "It runs test-model (default test-model)" in message and "--model NAME=PATH" in message
+
+
+async def test_a_stored_model_the_server_does_not_run_is_read_but_not_built(stores_dir, fake):
+    write_store(stores_dir / "other.jsonl.gz", "other-lm", [make_graph([((" a",), 1.0)], model="other-lm")])
+    server = serve(stores_dir, fake)
+    assert (await ok(server, "get_graph", layer=0, neuron=0, model="other-lm"))["id"] == "L0/N0"
+    message = await error(server, "build_graph", layer=0, neuron=1, model="other-lm")
     assert "Cannot build graphs for other-lm here: this server does not run other-lm" in message
 
 

@@ -4,8 +4,10 @@ find_induction_neurons, ablate_neurons and test_hypothesis, and their explaining
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import anyio
 import jsonschema
 import pytest
 from mcp import Client
@@ -232,8 +234,91 @@ async def test_bad_input_gets_an_explaining_error_and_the_server_carries_on(serv
     assert (await ok(server, "top_activations", layer=0, neuron=0))["total"] == 6
 
 
+@pytest.mark.parametrize("tool, args", [
+    ("find_neurons", {"text": "abc abd"}),
+    ("find_induction_neurons", {}),
+    ("ablate_neurons", {"neurons": ["L0/N1"]}),
+    ("steer_neurons", {"neurons": ["L0/N1"], "prompt": "aaa abb"}),
+    ("test_hypothesis", {"layer": 0, "neuron": 1, "pattern": "a"}),
+    ("build_graph", {"layer": 0, "neuron": 1}),
+    ("search_graphs", {}),
+])
+async def test_an_unknown_model_gets_one_wording_from_every_tool(server, tool, args):
+    """Not `n2g scan --model gpt2`, nor `pass layers`: which models this server runs, and how its
+    operator adds one."""
+    message = await error(server, tool, **args, model="gpt2")
+    assert ("Unknown model or store 'gpt2': this server does not run it and no store holds it. "
+            "It runs induction-oracle (default induction-oracle)") in message
+    assert "--model NAME=PATH" in message and "n2g scan" not in message
+
+
+@pytest.mark.parametrize("tool, args, words, wrong", [
+    ("find_neurons", {"text": "abc " * 5000}, "find_neurons runs at most 4096", "compare"),
+    ("find_neurons", {"text": "a" * 20_001}, "the part that ends at the token", "predict_activations"),
+    ("ablate_neurons", {"neurons": ["L0/N1"], "text": "a" * 20_001}, "call ablate_neurons once per part",
+     "predict_activations"),
+    ("ablate_neurons", {"neurons": ["L0/N1"], "text": "abc " * 5000}, "ablate_neurons runs at most 4096", "compare"),
+    ("steer_neurons", {"neurons": ["L0/N1"], "prompt": "a" * 20_001}, "prompt of at most 256 tokens",
+     "predict_activations"),
+])
+async def test_a_text_too_long_is_refused_in_the_tools_own_limits(server, tool, args, words, wrong):
+    message = await error(server, tool, **args)
+    assert words in message and wrong not in message
+
+
+async def test_a_seed_past_the_schemas_limit_is_refused(server):
+    for tool, args in (("ablate_neurons", {"neurons": ["L0/N1"]}), ("find_induction_neurons", {})):
+        assert "less than or equal to 4294967295" in await error(server, tool, **args, seed=10**30)
+
+
 async def test_the_scan_tools_explain_a_missing_scan(tmp_path: Path):
     backend, models = oracle_backend()
     bare = create_server(tmp_path, live=backend, models=models)
     assert "n2g scan" in await error(bare, "find_neurons", text="abc abd")
     assert "n2g scan" in await error(bare, "steer_neurons", neurons=["L1/N3"], prompt="aaa abb")
+
+
+async def test_a_cancelled_ablation_stops_within_a_pass_and_frees_the_model(oracle_stores: Path):
+    """A client that gives up stops the model work at the next pass; meanwhile an argument error
+    is answered without waiting for the model."""
+    from builder.run.live import LiveModels
+    from n2g_mcp.live import BuilderBackend
+    from n2g_mcp.registry import ServedModels
+
+    model = induction_model()
+    passes, entered, release = [], threading.Event(), threading.Event()
+    forward = model.bridge.run_with_hooks
+
+    def held(ids, fwd_hooks=(), **kwargs):  # every pass waits for the test to release it
+        passes.append(len(fwd_hooks))
+        entered.set()
+        release.wait(10)
+        return forward(ids, fwd_hooks=fwd_hooks, **kwargs)
+
+    model.bridge.run_with_hooks = held
+    models = LiveModels()
+    spec = models.add(model)
+    cancels: list[threading.Event] = []
+    ablate = models.ablate
+
+    def spy(*args, **kwargs):
+        cancels.append(kwargs["cancel"])
+        return ablate(*args, **kwargs)
+
+    models.ablate = spy
+    server = create_server(oracle_stores, live=BuilderBackend(models=models),
+                           models=ServedModels(default=spec, embedded=False))
+    neurons = [f"L{INDUCT_LAYER}/N{INDUCT}", "L1/N0", "L0/N2"]  # each=true: 6 passes in all
+    async with Client(server) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "ablate_neurons", {"neurons": neurons, "each": True})
+            assert await anyio.to_thread.run_sync(entered.wait, 10)
+            tg.cancel_scope.cancel()
+        assert await anyio.to_thread.run_sync(cancels[0].wait, 10)
+        with anyio.fail_after(10):  # the first pass still holds the model
+            refused = await client.call_tool("ablate_neurons", {"neurons": neurons, "text": "abc"})
+        assert refused.is_error and "at least two tokens" in refused.content[0].text
+        release.set()
+        again = await client.call_tool("ablate_neurons", {"neurons": neurons[:1], "control": False})
+    assert not again.is_error
+    assert len(passes) == 1 + 2  # the cancelled call's first pass, then the new call's clean and ablated ones

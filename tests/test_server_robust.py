@@ -130,7 +130,9 @@ async def test_hub_names_are_refused_unless_the_operator_allows_them(stores_dir:
     closed = create_server(stores_dir, live=fake, models=fake.served())
     async with Client(closed) as client:
         result = await client.call_tool("build_graph", {"layer": 0, "neuron": 0, "model": "EleutherAI/pythia-70m"})
-    assert result.is_error and "this server does not run EleutherAI/pythia-70m" in result.content[0].text
+    text = result.content[0].text
+    assert result.is_error and "'EleutherAI/pythia-70m': this server does not run it" in text
+    assert "--allow-hub-models" in text
     opened = create_server(stores_dir, live=fake, models=fake.served(allow_hub=True))
     async with Client(opened) as client:
         result = await client.call_tool("build_graph", {"layer": 0, "neuron": 0, "model": "EleutherAI/pythia-70m"})

@@ -45,6 +45,8 @@ async def test_over_stdio_a_subprocess_searches_builds_predicts_and_survives_err
         assert [r["id"] for r in found.structured_content["results"]] == ["L0/N2", "L0/N3"]
         missing = await client.call_tool("get_graph", {"layer": 2, "neuron": 12})
         assert missing.is_error and "call build_graph(layer=2, neuron=12)" in missing.content[0].text
+        listed = await client.call_tool("list_models", {})  # a local user sees the folders
+        assert listed.structured_content["stores_dir"] == str(stores_dir.resolve())
         built = await client.call_tool("build_graph", {"layer": 2, "neuron": 12})
         assert built.structured_content["built"] is True
         act, ctx = FakeLiveBackend.rule(2, 12)
@@ -106,6 +108,11 @@ async def test_the_command_serves_streamable_http_through_uvicorn(stores_dir):
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("search_graphs", {"repeated": True})
             assert [r["id"] for r in result.structured_content["results"]] == ["L1/N4"]
+            # A client over HTTP may be anyone: the server's folders are not shown to it.
+            listed = await client.call_tool("list_models", {})
+            assert listed.structured_content["stores_dir"] is None
+            missing = await client.call_tool("find_neurons", {"text": "a cat"})
+            assert missing.is_error and str(stores_dir) not in missing.content[0].text
     finally:
         proc.terminate()
         proc.wait(10)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
+import threading
 from itertools import combinations
 
 import pytest
 
+from store.errors import Cancelled
 from store.graph import NeuronGraph
 from store.names import parse_neuron_id
 from store.similarity import (
     Pair,
+    PairBudget,
     candidate_pairs,
     containment,
     overlap,
@@ -193,3 +196,59 @@ def test_similar_pairs_are_ordered_by_smaller_overlap_then_ids() -> None:
 
     assert pairs == sorted(pairs, key=key)
     assert all(parse_neuron_id(p.a) < parse_neuron_id(p.b) for p in pairs)
+
+
+def brute_force_ranked(graphs: list[NeuronGraph], threshold: float) -> list[tuple[str, str]]:
+    """Every pair's ids in the order similar_pairs ranks them (smaller overlap descending, then ids)."""
+    scored = []
+    for g, h in combinations(graphs, 2):
+        (ga, gc), (ha, hc) = token_keys(g), token_keys(h)
+        if ga and ha and not ga.isdisjoint(ha) and min(overlap(ga, ha), overlap(gc, hc)) >= threshold:
+            a, b = sorted([(g.layer, g.neuron), (h.layer, h.neuron)])
+            scored.append((-min(overlap(ga, ha), overlap(gc, hc)), a, b))
+    return [(f"L{a[0]}/N{a[1]}", f"L{b[0]}/N{b[1]}") for _, a, b in sorted(scored)]
+
+
+def test_a_low_threshold_answers_from_a_higher_one_where_it_fills_the_limit() -> None:
+    """At threshold 0 every pair sharing a token is a candidate; when a higher threshold already
+    gives `limit` pairs they are the answer, exact, for a fraction of the work."""
+    graphs = random_graphs(600, seed=7, vocab_size=60)
+    index = GraphIndex(graphs)
+    few, every = PairBudget(), PairBudget()
+    top = similar_pairs(index, threshold=0.0, limit=10, budget=few)
+    assert [(p.a, p.b) for p in top] == brute_force_ranked(graphs, 0.0)[:10]
+    similar_pairs(index, threshold=0.0, limit=10**6, budget=every)
+    assert not few.stopped and few.complete_to == 0.0
+    assert few.spent < every.spent / 5
+
+
+def test_an_all_pairs_search_stops_at_its_budget_with_the_pairs_it_is_sure_of() -> None:
+    graphs = random_graphs(600, seed=7, vocab_size=60)
+    index = GraphIndex(graphs)
+    at_half = PairBudget()
+    assert len(similar_pairs(index, threshold=0.5, limit=10**6, budget=at_half)) < 2000
+    # Enough for the search's first step (0.5), not for the next.
+    budget = PairBudget(visits=at_half.spent + 100)
+    pairs = similar_pairs(index, threshold=0.0, limit=2000, budget=budget)
+    assert budget.stopped and budget.spent <= budget.visits + len(graphs)  # one posting list past the cap
+    assert budget.complete_to == 0.5 and len(pairs) <= 2000
+    # Down to the overlap it reports complete, the answer is the exact one.
+    sure = [(p.a, p.b) for p in pairs if min(p.activating_overlap, p.context_overlap) >= 0.5]
+    assert sure == brute_force_ranked(graphs, 0.5)
+    assert len(pairs) > len(sure)  # and below it, the best pairs found before it stopped
+
+
+def test_pairs_known_from_the_index_stay_in_a_stopped_answer() -> None:
+    graphs = random_graphs(600, seed=7, vocab_size=60)
+    index = GraphIndex(graphs)
+    kept = similar_pairs(index, threshold=0.7, limit=10**6)
+    budget = PairBudget(visits=10)
+    pairs = similar_pairs(index, threshold=0.0, limit=len(kept) + 5, budget=budget, known=kept, known_to=0.7)
+    assert budget.stopped and budget.complete_to == 0.7 and pairs[:len(kept)] == kept
+
+
+def test_a_cancelled_all_pairs_search_stops() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        similar_pairs(GraphIndex(random_graphs(100, seed=8)), threshold=0.0, budget=PairBudget(cancel=cancel))

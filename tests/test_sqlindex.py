@@ -83,6 +83,21 @@ def test_similar_pairs_above_and_below_the_kept_floor_match_the_in_memory_ones(t
             similar_pairs(GraphIndex(graphs), threshold=threshold, limit=10**6, layer=layer)
 
 
+def test_a_low_threshold_is_answered_from_the_kept_pairs_where_they_fill_the_limit(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """Every pair below the kept floor ranks after the kept ones: with `limit` of them kept, the
+    all-pairs search below the floor is not run at all."""
+    graphs = random_graphs(400, seed=4, vocab_size=50)
+    write_store(tmp_path / "test-model.jsonl.gz", "test-model", graphs)
+    view = Catalog(tmp_path).get("test-model")
+    kept = len(view.similar_pairs(threshold=0.7, limit=10**6))
+    assert kept > 5
+    read: list[str] = []
+    monkeypatch.setattr("store.sqlsearch.IndexSearch.token_sets", lambda self, model: read.append(model))
+    assert view.similar_pairs(threshold=0.0, limit=5) == similar_pairs(GraphIndex(graphs), threshold=0.0, limit=5)
+    assert read == []
+
+
 def test_kept_pairs_follow_appends_and_rebuilt_neurons(tmp_path: Path) -> None:
     graphs = random_graphs(300, seed=5, vocab_size=50)
     write_store(tmp_path / "test-model.jsonl.gz", "test-model", graphs)

@@ -19,6 +19,7 @@ information without pushing the layer off its usual range.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ import torch
 from builder.forward import Edits, edited_losses, run_layers
 from builder.models import LoadedModel
 from builder.probes.induction import LENGTH, SEQUENCES, copy_positions, repeated_sequences
-from store.errors import BadArgument
+from store.errors import BadArgument, Cancelled
 from store.probes import CONTROL_DRAWS, MIN_COPY, Ablation, AblationMode, CopyLosses, Neuron, NeuronEffect, TokenChange
 
 
@@ -104,7 +105,7 @@ def control_sets(model: LoadedModel, neurons: Sequence[Neuron], seed: int, draws
 def ablate(model: LoadedModel, neurons: Sequence[Neuron], text: str | None = None,
            mode: AblationMode = "zero", controls: int = CONTROL_DRAWS, means: dict[int, np.ndarray] | None = None,
            sequences: int = SEQUENCES, length: int = LENGTH, seed: int = 0, top: int = 8,
-           each: bool = False) -> Ablation:
+           each: bool = False, cancel: threading.Event | None = None) -> Ablation:
     """Ablate neurons and measure the next-token loss (see the module docstring).
 
     The intact run, the ablation, every control draw and (with ``each``) every neuron alone are
@@ -123,9 +124,11 @@ def ablate(model: LoadedModel, neurons: Sequence[Neuron], text: str | None = Non
             seed's sequences); the seed also draws the controls.
         top: how many most-changed tokens to report.
         each: also ablate every neuron on its own (one more run each; the caller caps how many).
+        cancel: checked before every forward pass, and at every layer within it.
 
     Raises:
         BadArgument: for no neurons, or a text with fewer than two tokens.
+        store.errors.Cancelled: when ``cancel`` is set.
     """
     if not neurons:
         raise BadArgument("no neurons to ablate")
@@ -147,13 +150,16 @@ def ablate(model: LoadedModel, neurons: Sequence[Neuron], text: str | None = Non
         measured[:, 0] = False  # the first token follows only BOS
         copies = repeated_span(ids)
 
+    if cancel is not None and cancel.is_set():  # before the mean mode's own passes, too
+        raise Cancelled("the ablation was cancelled")
     values = _replacements(model, sorted({layer for layer, _ in neurons}), mode, means, rows)
     draws = control_sets(model, neurons, seed, controls)
     alone = [[pair] for pair in neurons] if each else []
     runs = [None, list(neurons), *draws, *alone]
     started, tokens_before = time.perf_counter(), model.tokens_forwarded
     flats = [np.stack(losses) for losses in edited_losses(  # each (rows, pos)
-        model, rows.tolist(), [None if chosen is None else _edits(chosen, values) for chosen in runs])]
+        model, rows.tolist(), [None if chosen is None else _edits(chosen, values) for chosen in runs],
+        cancel=cancel)]
     seconds, tokens_run = time.perf_counter() - started, model.tokens_forwarded - tokens_before
     clean_flat, ablated_flat = flats[0], flats[1]
     clean, ablated = float(clean_flat[measured].mean()), float(ablated_flat[measured].mean())

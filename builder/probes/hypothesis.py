@@ -13,15 +13,23 @@ windows, and the worst mistakes as marked windows:
 A regex claims every token that overlaps one of its matches (zero-width matches claim nothing):
 context that must be present but not claimed goes in a look-around, e.g.
 ``(?<=everyone(?:\s\w+){0,2}) except`` (the ``regex`` package allows variable-length ones);
-``tokens`` claims the tokens equal to one of ``|``-separated tokens, case- and space-folded. Regexes
-run with a time limit (the ``regex`` package's ``timeout``), so a pathological pattern ends with
-an error instead of holding the model.
+``tokens`` claims the tokens equal to one of ``|``-separated tokens, case- and space-folded.
+
+A regex runs over the corpus in chunks of whole windows with a limit of CPU time, the thread's own
+(``time.thread_time``), not the wall clock: a pattern is refused for the work it takes, never
+because the machine is busy (``.`` takes about 3 s of CPU over SmolLM2's corpus, and was refused
+at 5 s of wall time on a loaded machine). Within a chunk the ``regex`` package's wall-clock
+``timeout`` stops a pathological pattern; where it fires before the thread has used its CPU
+time, the chunk is run again with twice the time, so only the CPU spent decides.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from time import thread_time
 
 import numpy as np
 import regex
@@ -29,15 +37,17 @@ import regex
 from builder.forward import neuron_activations
 from builder.models import LoadedModel
 from builder.stages.scan import LayerScan
-from store.errors import BadArgument
+from store.errors import BadArgument, Cancelled
 from store.metrics import FIRING_THRESHOLD, score
-from store.probes import HypothesisResult, MarkedWindow, PatternKind, SetScores
+from store.probes import REGEX_CPU_S, HypothesisResult, MarkedWindow, PatternKind, SetScores
 from store.tokens import normalize
 
 TOP_WINDOWS = 20
 """Top windows the claim is scored on (the paper's top 20)."""
 CONTEXT = 12
 """Tokens shown on each side of a marked token."""
+CHUNK_WINDOWS = 256
+"""Windows of the corpus a regex searches at a time (tens of milliseconds for ``.``)."""
 
 
 class BadPattern(BadArgument, ValueError):
@@ -68,36 +78,77 @@ class CorpusText:
         return cls("".join(parts), np.asarray(starts, dtype=np.int64), windows.shape[1])
 
 
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """A regex, compiled.
+
+    Raises:
+        BadPattern: where it does not compile.
+    """
+    try:
+        return regex.compile(pattern)
+    except regex.error as e:
+        raise BadPattern(f"the regex does not compile: {e}") from None
+
+
+def _too_slow(cpu_limit: float) -> BadPattern:
+    return BadPattern(f"the regex ran longer than {cpu_limit:g} s of CPU time over the corpus; make it more "
+                      "specific (anchor it, avoid nested quantifiers such as (a+)+)")
+
+
+def _spans(compiled: regex.Pattern, text: str, start: int, end: int, cpu_left: float,
+           cpu_limit: float) -> tuple[list[tuple[int, int]], float]:
+    """The non-empty matches in ``text[start:end]`` (look-behinds see before ``start``), and the
+    CPU seconds of this thread they took, failed runs included.
+
+    Raises:
+        BadPattern: where they take more than ``cpu_left``.
+    """
+    spent, wall = 0.0, max(cpu_left, 0.05)
+    while True:
+        began = thread_time()
+        try:
+            spans = [m.span() for m in compiled.finditer(text, start, end, timeout=wall) if m.end() > m.start()]
+            return spans, spent + thread_time() - began
+        except TimeoutError:
+            spent += thread_time() - began
+            if spent >= cpu_left:
+                raise _too_slow(cpu_limit) from None
+            wall *= 2  # the wall clock ran out first: the machine is busy, not the pattern slow
+
+
 def claims(corpus: CorpusText, vocab: Sequence[str], windows: np.ndarray, pattern: str,
-           kind: PatternKind, timeout: float) -> np.ndarray:
+           kind: PatternKind, cpu_limit: float = REGEX_CPU_S, cancel: threading.Event | None = None) -> np.ndarray:
     """``(n_windows, window)`` True where the pattern claims the token.
 
     Raises:
-        BadPattern: the regex does not compile or takes longer than ``timeout`` seconds.
+        BadPattern: the regex does not compile or takes more than ``cpu_limit`` seconds of this
+            thread's CPU time.
+        store.errors.Cancelled: when ``cancel`` is set (checked between chunks).
     """
     if kind == "tokens":
         wanted = {normalize(t) for t in pattern.split("|") if t}
         keys = np.array([normalize(v) in wanted for v in vocab])
         return keys[windows]
-    try:
-        compiled = regex.compile(pattern)
-    except regex.error as e:
-        raise BadPattern(f"the regex does not compile: {e}") from None
-    begin, end = [], []
-    try:
-        for m in compiled.finditer(corpus.text, timeout=timeout):
-            if m.end() > m.start():
-                begin.append(m.start())
-                end.append(m.end())
-    except TimeoutError:
-        raise BadPattern(f"the regex ran longer than {timeout:g} s over the corpus; make it more "
-                         "specific (anchor it, avoid nested quantifiers such as (a+)+)") from None
+    compiled = compile_pattern(pattern)
     n = corpus.starts.size
     diff = np.zeros(n + 1, dtype=np.int64)
-    first = np.searchsorted(corpus.starts, np.asarray(begin, dtype=np.int64), side="right") - 1
-    last = np.searchsorted(corpus.starts, np.asarray(end, dtype=np.int64) - 1, side="right") - 1
-    np.add.at(diff, np.maximum(first, 0), 1)
-    np.add.at(diff, last + 1, -1)
+    # Chunks of whole windows, split where a window begins (its NUL separator ends the one before).
+    bounds = [int(b) for b in corpus.starts[::corpus.window * CHUNK_WINDOWS]] + [len(corpus.text)]
+    spent = 0.0
+    for start, end in pairwise(bounds):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("scoring the pattern was cancelled")
+        spans, cost = _spans(compiled, corpus.text, start, end, cpu_limit - spent, cpu_limit)
+        spent += cost
+        if spent > cpu_limit:
+            raise _too_slow(cpu_limit)
+        if not spans:
+            continue
+        begin, stop = np.asarray(spans, dtype=np.int64).T
+        first = np.searchsorted(corpus.starts, begin, side="right") - 1
+        last = np.searchsorted(corpus.starts, stop - 1, side="right") - 1
+        np.add.at(diff, np.maximum(first, 0), 1)
+        np.add.at(diff, last + 1, -1)
     return (np.cumsum(diff[:-1]) > 0).reshape(windows.shape)
 
 
@@ -109,8 +160,8 @@ def _marked(vocab: Sequence[str], tokens: np.ndarray, position: int) -> str:
 
 def score_hypothesis(model: LoadedModel, layer: int, neuron: int, pattern: str, kind: PatternKind,
                     layer_scan: LayerScan, windows: np.ndarray, corpus: CorpusText,
-                    max_matches: int = 20, seed: int = 0, timeout: float = 5.0,
-                    examples: int = 5) -> HypothesisResult:
+                    max_matches: int = 20, seed: int = 0, cpu_limit: float = REGEX_CPU_S,
+                    examples: int = 5, cancel: threading.Event | None = None) -> HypothesisResult:
     """Score a pattern as an explanation of a neuron (see the module docstring).
 
     Args:
@@ -121,17 +172,19 @@ def score_hypothesis(model: LoadedModel, layer: int, neuron: int, pattern: str, 
         windows: ``(n_windows, window)`` the scanned corpus windows.
         corpus: the same windows as text (:meth:`CorpusText.from_windows`).
         max_matches: matching windows measured (a seeded sample when there are more).
-        timeout: seconds the regex may run over the whole corpus.
+        cpu_limit: CPU seconds (of this thread) the regex may take over the whole corpus.
         examples: false positives and false negatives listed.
+        cancel: checked between chunks of the regex search and before the matching windows' pass.
 
     Raises:
         BadPattern: a bad or slow regex, or a pattern that claims no token of the corpus.
+        store.errors.Cancelled: when ``cancel`` is set.
     """
     model.check_layer(layer)
     model.check_neuron(neuron)
     if not pattern:
         raise BadPattern("the pattern is empty")
-    claimed = claims(corpus, model.vocab, windows, pattern, kind, timeout)  # (n_windows, window)
+    claimed = claims(corpus, model.vocab, windows, pattern, kind, cpu_limit, cancel)  # (n_windows, window)
     matched = np.flatnonzero(claimed.any(axis=1))
     if matched.size == 0:
         raise BadPattern(f"the pattern claims no token of the corpus ({len(windows):,} windows); "
@@ -145,6 +198,8 @@ def score_hypothesis(model: LoadedModel, layer: int, neuron: int, pattern: str, 
     others = np.setdiff1d(matched, np.concatenate([top_ids, random_ids]))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(others, size=min(max_matches, others.size), replace=False))
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("scoring the pattern was cancelled")
     match_traces = np.asarray(neuron_activations(model, layer, windows[sample].tolist(),
                                                  [neuron] * len(sample))) / scale
     match_traces = match_traces.reshape(len(sample), windows.shape[1])

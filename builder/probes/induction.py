@@ -133,7 +133,7 @@ def induction_probe(model: LoadedModel, layers: Sequence[int], sequences: int = 
         max_activation: per layer, ``(d_mlp,)`` each neuron's largest corpus activation (the
             firing threshold's base, and the unit of ``mean_first``/``mean_second``); missing
             layers use the maxima of the first seed's pass.
-        cancel: checked between seeds.
+        cancel: checked between seeds and at every layer of a seed's pass.
 
     Raises:
         store.errors.Cancelled: when ``cancel`` is set.
@@ -151,7 +151,7 @@ def induction_probe(model: LoadedModel, layers: Sequence[int], sequences: int = 
         if cancel is not None and cancel.is_set():
             raise Cancelled("the induction probe was cancelled")
         rows = repeated_sequences(model, sequences, length, seed)
-        acts, losses = layers_and_losses(model, rows.tolist(), layers)  # losses: (sequences, 2 * length)
+        acts, losses = layers_and_losses(model, rows.tolist(), layers, cancel)  # losses: (sequences, 2 * length)
         losses_first.append(losses[:, first_at])
         losses_second.append(losses[:, second_at])
         for layer in layers:

@@ -32,7 +32,7 @@ from builder.forward import long_activations, neuron_activations
 from builder.models import LoadedModel, load_model
 from builder.probes.ablate import ablate
 from builder.probes.firing import neurons_at
-from builder.probes.hypothesis import CorpusText, score_hypothesis
+from builder.probes.hypothesis import CorpusText, compile_pattern, score_hypothesis
 from builder.probes.induction import induction_probe
 from builder.probes.steer import steer
 from builder.run.runner import BuildSource, run_build
@@ -77,6 +77,9 @@ class LiveModels:
         self.config = config or BuildConfig()
         self._lock = threading.Lock()
         """The one lock: held while a model loads and while any request uses one."""
+        self._tokenizing = threading.Lock()
+        """Held while a loaded model's tokenizer encodes (milliseconds): a call's argument checks
+        need its tokens, and must not wait for another request's model work."""
         self._loaded: dict[str, _Loaded] = {}
 
     def add(self, model: LoadedModel) -> ModelSpec:
@@ -102,7 +105,8 @@ class LiveModels:
         """The text's tokens as graphs store them; needs only the tokenizer where it is on disk."""
         loaded = self._loaded.get(spec.name)
         if loaded is not None:
-            return [loaded.model.vocab[i] for i in loaded.model.encode(text)]
+            with self._tokenizing:
+                return [loaded.model.vocab[i] for i in loaded.model.encode(text)]
         if spec.location in EMBEDDED or spec.local:
             return list(load_tokenizer(spec.location).tokens(text))
         with self._lock:  # a hub model: its tokenizer comes with it
@@ -167,11 +171,15 @@ class LiveModels:
             return neurons_at(self._get(spec).model, ids, position, layers, max_activation, limit)
 
     def encode(self, spec: ModelSpec, text: str) -> tuple[list[int], list[str]]:
-        """The text's token ids and strings."""
-        with self._lock:
-            model = self._get(spec).model
-            ids = model.encode(text)
-            return ids, [model.vocab[i] for i in ids]
+        """The text's token ids and strings; once the model is loaded, without waiting for the
+        model (another request may be using it)."""
+        loaded = self._loaded.get(spec.name)
+        if loaded is None:
+            with self._lock:  # loads it
+                loaded = self._get(spec)
+        with self._tokenizing:
+            ids = loaded.model.encode(text)
+        return ids, [loaded.model.vocab[i] for i in ids]
 
     def induction(self, spec: ModelSpec, layers: Sequence[int], sequences: int, length: int, seeds: Sequence[int],
                   max_activation: dict[int, np.ndarray] | None,
@@ -183,10 +191,12 @@ class LiveModels:
 
     def ablate(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], text: str | None,
                mode: AblationMode, controls: int, means: dict[int, np.ndarray] | None, seed: int = 0,
-               each: bool = False) -> Ablation:
-        """Loss with neurons ablated (see :mod:`builder.probes.ablate`)."""
+               each: bool = False, cancel: threading.Event | None = None) -> Ablation:
+        """Loss with neurons ablated (see :mod:`builder.probes.ablate`); ``cancel`` is checked
+        before every forward pass and at every layer, so a cancelled call frees the model at once."""
         with self._lock:
-            return ablate(self._get(spec).model, neurons, text, mode, controls, means, seed=seed, each=each)
+            return ablate(self._get(spec).model, neurons, text, mode, controls, means, seed=seed, each=each,
+                          cancel=cancel)
 
     def steer(self, spec: ModelSpec, neurons: Sequence[tuple[int, int]], values: Sequence[float],
               prompt: Sequence[int], max_new_tokens: int, *, progress: Progress | None = None,
@@ -197,15 +207,18 @@ class LiveModels:
                          cancel=cancel)
 
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
-                   scan_file: ScanFile) -> HypothesisResult:
-        """A pattern scored against the real neuron at corpus scale (see :mod:`builder.probes.hypothesis`)."""
+                   scan_file: ScanFile, cancel: threading.Event | None = None) -> HypothesisResult:
+        """A pattern scored against the real neuron at corpus scale (see :mod:`builder.probes.hypothesis`);
+        a regex that does not compile is refused before the model is taken."""
+        if kind == "regex":
+            compile_pattern(pattern)
         with self._lock:
             loaded = self._get(spec)
             source = self._source(loaded, scan_file)
             # A callback, not a tqdm bar on the server's stderr: the tool reports its own progress.
-            layer_scan = source.layer_scans([layer], [neuron], progress=lambda *_: None)[layer]
+            layer_scan = source.layer_scans([layer], [neuron], progress=lambda *_: None, cancel=cancel)[layer]
             windows = source.windows
             if loaded.corpus is None:
                 loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
             return score_hypothesis(loaded.model, layer, neuron, pattern, kind, layer_scan, windows,
-                                    loaded.corpus)
+                                    loaded.corpus, cancel=cancel)

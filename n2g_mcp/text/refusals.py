@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from n2g_mcp.limits import MAX_STEER_PROMPT_TOKENS
 from n2g_mcp.text.pieces import count, tok, tokens
 from store.names import neuron_id
 
@@ -26,13 +27,26 @@ def no_stores(stores_dir: str) -> str:
             f"with build_graph are kept in {stores_dir}.")
 
 
-def unknown_model(model: str, stored: Sequence[tuple[str, int]], stores_dir: str) -> str:
-    if stored:
-        known = "stores here hold " + ", ".join(f"{m} ({count(n, 'graph')})" for m, n in stored)
-        return (f"Unknown model or store {model[:100]!r}: {known}. Call list_models, or omit model to "
-                "use the default.")
-    return (f"Unknown model or store {model[:100]!r}. Call list_models, or omit model to use the "
-            f"default. {no_stores(stores_dir)}")
+def unknown_model(model: str, served: Sequence[str], default: str, stored: Sequence[tuple[str, int]],
+                  hub: bool, empty_folder: str | None) -> str:
+    """A model this server neither runs nor holds graphs of: the one wording every tool uses
+    (``empty_folder``: the stores folder, where it holds no store file at all)."""
+    held = ("its stores hold " + ", ".join(f"{m} ({count(n, 'graph')})" for m, n in stored)) if stored \
+        else "its stores hold no graphs"
+    add = "restarting it with --model NAME=PATH (a local Hugging Face folder or .gguf file)"
+    if not hub:
+        add += ", or with --allow-hub-models to let clients name models of the Hugging Face hub"
+    message = (f"Unknown model or store {model[:100]!r}: this server does not run it and no store holds it. It "
+               f"runs {', '.join(served)} (default {default}); {held}. Omit model to use the default, or call "
+               f"list_models. The server's operator adds a model by {add}.")
+    return message if empty_folder is None else f"{message} {no_stores(empty_folder)}"
+
+
+def refused_files(problems: Sequence[str]) -> str:
+    """Store files the server could not read, named where they might have answered."""
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return (f"The stores folder holds {count(len(problems), 'file')} this server refused, which may hold it: "
+            f"{shown}. list_models lists them; fix them before building what they may hold.")
 
 
 def no_store_yet(model: str, stores_dir: str, build: str, any_stored: bool = True) -> str:
@@ -49,20 +63,39 @@ def no_graph(model: str, layer: int, neuron: int, build: str, stored_layers: Seq
     return message
 
 
-def empty_text() -> str:
-    return ("text is empty; pass the text to run the neuron on, e.g. a sentence that should make it "
-            "fire and one that should not (one call each)")
+_TEXTS = {
+    # tool: (its text parameter, what to pass, how to shorten it)
+    "predict_activations": ("text", "the text to run the neuron on, e.g. a sentence that should make it fire "
+                            "and one that should not (a list of texts in one call)",
+                            "split it and call predict_activations once per part"),
+    "find_neurons": ("text", "the text with the token to look at",
+                     "pass the part that ends at the token to look at (what fires there depends only on the text "
+                     "before it)"),
+    "ablate_neurons": ("text", "the text to measure the loss on, or omit text for the induction probe's repeated "
+                       "sequences", "split it and call ablate_neurons once per part"),
+    "steer_neurons": ("prompt", "the text to continue",
+                      f"steer_neurons continues a prompt of at most {MAX_STEER_PROMPT_TOKENS} tokens: pass its "
+                      "last part"),
+}
+"""The tools that take a text, and how each is told to pass a usable one."""
 
 
-def text_too_long(chars: int, limit: int) -> str:
-    return (f"text has {chars} characters, over the limit of {limit}; split it and call "
-            "predict_activations once per part")
+def empty_text(tool: str = "predict_activations") -> str:
+    param, what, _ = _TEXTS[tool]
+    return f"{param} is empty; pass {what}"
 
 
-def too_many_tokens(n_tokens: int, limit: int) -> str:
-    return (f"text has {n_tokens} tokens; compare=true runs the real neuron on at most {limit} tokens "
-            "at a time. Split the text and call predict_activations once per part, or pass "
-            "compare=false for the graph's prediction alone.")
+def text_too_long(chars: int, limit: int, tool: str = "predict_activations") -> str:
+    param, _, shorten = _TEXTS[tool]
+    return f"{param} has {chars} characters, over the limit of {limit}; {shorten}"
+
+
+def too_many_tokens(n_tokens: int, limit: int, tool: str = "predict_activations") -> str:
+    if tool == "predict_activations":
+        return (f"text has {n_tokens} tokens; compare=true runs the real neuron on at most {limit} tokens "
+                "at a time. Split the text and call predict_activations once per part, or pass "
+                "compare=false for the graph's prediction alone.")
+    return f"text has {n_tokens} tokens; {tool} runs at most {limit} at a time: {_TEXTS[tool][2]}"
 
 
 def cannot(doing: str, model: str, reason: str, instead: str) -> str:
@@ -133,6 +166,9 @@ def not_served(model: str) -> str:
 
 
 NOT_RUN_HERE = "this server does not run it"
+STORES_FOLDER = "the server's stores folder"
+CACHE_FOLDER = "the server's cache folder"
+HOME_FOLDER = "the server's home folder"
 LAYERS_NEEDED = "pass layers: this model's shape is not known before it loads"
 NO_NEURONS = "pass at least one neuron id, e.g. ['L17/N938']"
 EMPTY_PATTERN = "the pattern is empty"
@@ -151,10 +187,25 @@ PROBE_TOKEN_IDS = ("random ids from the middle of the vocabulary (2%-80% of its 
                    "as in Olsson et al. 2022 and TransformerLens' induction demo")
 SCORING_PATTERN = "scoring the pattern against the neuron"
 FINDING_NEURONS = "running the model (it loads on first use)"
+COMPARING = "comparing token sets"
 
 
 def building(layer: int, neuron: int) -> str:
     return f"building {neuron_id(layer, neuron)}"
+
+
+def pairs_stopped(visited: int, complete_to: float | None, threshold: float, layer: int | None) -> str:
+    """Why an all-pairs answer is partial: the search reached its work cap below some overlap."""
+    if complete_to is None:
+        sure = "none of the pairs listed is sure to be among the most similar"
+    else:
+        sure = (f"every pair with both overlaps >= {complete_to:g} is listed (or ranks below those listed); "
+                f"pairs below {complete_to:g} are the best of those examined, not necessarily of the store")
+    narrow = f"a threshold of at least {complete_to:g}" if complete_to is not None else "a higher threshold"
+    if layer is None:
+        narrow = f"a layer (one layer's pairs), or {narrow}"
+    return (f"the search for pairs down to overlap {threshold:g} stopped after {visited:,} candidate pairs, "
+            f"its limit per call: {sure} (partial: true). For a complete answer pass {narrow}.")
 
 
 NEURON_WITHOUT_LAYER = "pass layer with neuron (or neither, to list the most similar pairs)"
@@ -196,6 +247,8 @@ def outside(name: str, value: float, low: float, high: float, meaning: str) -> s
 WEAK_COPY = "the model barely copies here, so copying neurons may not show"
 RUNS_MEANING = "the seeds seed .. seed + runs - 1 are merged"
 CONTROLS_MEANING = "random draws of as many neurons of the same layers, each one more run of the text"
+SEED_MEANING = "the random sequences' seed; the same seed draws the same sequences"
+TWO_TOKENS = "the text needs at least two tokens to measure a loss; pass a longer one, or omit text"
 SCALE_MEANING = "the clamp as a multiple of the corpus max: 0 silences, 1 holds at the strongest corpus level"
 
 

@@ -24,7 +24,7 @@ from n2g_mcp.outputs import (
 )
 from n2g_mcp.text.explain import via
 from n2g_mcp.text.pieces import count, figures, number, ordinal, tok, tokens, with_warnings
-from n2g_mcp.text.refusals import WEAK_COPY, no_stores
+from n2g_mcp.text.refusals import STORES_FOLDER, WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
 from store.probes import NIL_EFFECT
 from store.similarity import PAPER_THRESHOLD
@@ -32,7 +32,8 @@ from store.similarity import PAPER_THRESHOLD
 
 # --------------------------------------------------------------------- list_models
 def list_models(out: ListModelsOutput) -> str:
-    lines = [f"Stores in {out.stores_dir}:"]
+    where = out.stores_dir or STORES_FOLDER
+    lines = [f"Stores in {where}:"]
     for info in out.models:
         shape = f"{info.n_layers} layers x {info.d_mlp} neurons" if info.n_layers else "shape unknown"
         layers = f"layers {info.layers[0]}-{info.layers[-1]}" if info.layers else "no graphs yet"
@@ -43,7 +44,7 @@ def list_models(out: ListModelsOutput) -> str:
         lines += [f"  Warning: {c}" for c in info.corrupt]
     lines += [f"Unreadable file: {p}" for p in out.problems]
     if not out.problems and not any(info.graphs or info.files for info in out.models):
-        lines.append(no_stores(out.stores_dir))
+        lines.append(no_stores(where))
     return "\n".join(lines)
 
 

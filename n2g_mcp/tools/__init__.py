@@ -63,29 +63,31 @@ TOOLS: tuple[Tool, ...] = (
 
 
 @contextmanager
-def _raising(error: type[Exception]) -> Iterator[None]:
-    """Re-raise the library's errors (:class:`store.errors.N2GError`) as ``error``, same message."""
+def _raising(error: type[Exception], q: Queries) -> Iterator[None]:
+    """Re-raise the library's errors (:class:`store.errors.N2GError`) as ``error``, with the same
+    message as a client may read it (``Queries.shown``: folders named, not shown, where the
+    operator keeps them hidden)."""
     try:
         yield
     except N2GError as exc:
-        raise error(str(exc)) from exc
+        raise error(q.shown(str(exc))) from exc
 
 
 def bind(function: Callable[..., Any], q: Queries,
          error: type[Exception] = ToolError) -> Callable[..., Any]:
     """``function`` as the server calls it: ``q`` passed as its first argument, the rest of its
     signature (which the SDK reads for the input schema) kept, and the library's errors raised
-    as ``error``, whose message the agent reads."""
+    as ``error``, whose message the agent reads (``Queries.shown``)."""
     signature = inspect.signature(function, eval_str=True)
     parameters = list(signature.parameters.values())[1:]
 
     if inspect.iscoroutinefunction(function):
         async def call(**arguments: Any) -> Any:
-            with _raising(error):
+            with _raising(error, q):
                 return await function(q, **arguments)
     else:
         def call(**arguments: Any) -> Any:
-            with _raising(error):
+            with _raising(error, q):
                 return function(q, **arguments)
 
     call.__name__ = call.__qualname__ = function.__name__

@@ -25,6 +25,7 @@ from n2g_mcp.limits import (
     MAX_LIMIT,
     MAX_NEW_TOKENS,
     MAX_PATTERN_CHARS,
+    MAX_SEED,
     MAX_SEEDS,
     MAX_STEER,
     MAX_STEER_PROMPT_TOKENS,
@@ -38,7 +39,7 @@ from n2g_mcp.params import Count, Flag, Layer, Layers, ModelName, Neuron, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
-from store.probes import CONTROL_DRAWS, PROBE_LENGTH, PROBE_SEEDS, PROBE_SEQUENCES, AblationMode, PatternKind
+from store.probes import CONTROL_DRAWS, PROBE_LENGTH, PROBE_SEEDS, PROBE_SEQUENCES, REGEX_CPU_S, AblationMode, PatternKind
 
 
 @describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}")
@@ -61,7 +62,7 @@ async def find_neurons(
     the corpus). Each hit says whether a graph is stored, with its activating tokens and F1.
     Text of at most {max_tokens} tokens."""
     name = q.model(model)
-    q.check_text(text)
+    q.check_text(text, "find_neurons")
     if token is not None and position is not None:
         raise ToolError(wording.TOKEN_OR_POSITION)
 
@@ -81,8 +82,8 @@ async def find_induction_neurons(
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = INDUCTION_NEURONS,
     sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences per seed.")] = PROBE_SEQUENCES,
     length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = PROBE_LENGTH,
-    seed: Annotated[Count, Field(ge=0, description="The first seed; same seeds, same sequences and "
-                                 "ranking.")] = PROBE_SEEDS[0],
+    seed: Annotated[Count, Field(ge=0, le=MAX_SEED, description="The first seed; same seeds, same sequences "
+                                 "and ranking.")] = PROBE_SEEDS[0],
     runs: Annotated[Count, Field(ge=1, le=MAX_SEEDS, description="How many seeds to merge: seed, seed + 1, "
                                  "...; each draws its own sequences.")] = len(PROBE_SEEDS),
 ) -> Annotated[CallToolResult, InductionOutput]:
@@ -106,7 +107,7 @@ async def find_induction_neurons(
     return result(wording.induction(out), out)
 
 
-@describe(max_neurons=MAX_ABLATE, max_each=MAX_EACH, controls=CONTROL_DRAWS)
+@describe(max_neurons=MAX_ABLATE, max_each=MAX_EACH, controls=CONTROL_DRAWS, max_tokens=f"{MAX_COMPARE_TOKENS:,}")
 async def ablate_neurons(
     q: Queries,
     neurons: Annotated[Neurons, Field(max_length=MAX_ABLATE)],
@@ -124,8 +125,8 @@ async def ablate_neurons(
     each: Annotated[Flag, Field(description=f"Also ablate every neuron alone and report each one's own "
                                 f"delta, flagging those that carry nothing alone (at most {MAX_EACH} neurons; "
                                 "one more run of the text each).")] = False,
-    seed: Annotated[Count, Field(ge=0, description="Without text: the probe's seed (0 = the sequences "
-                                 "find_induction_neurons ran first; another for fresh ones).")] = PROBE_SEEDS[0],
+    seed: Annotated[Count, Field(ge=0, le=MAX_SEED, description="Without text: the probe's seed (0 = the "
+                                 "sequences find_induction_neurons ran first; another for fresh ones).")] = PROBE_SEEDS[0],
     model: ModelName = None,
 ) -> Annotated[CallToolResult, AblationOutput]:
     """A causal check: the model's next-token loss with the neurons ablated versus intact
@@ -136,13 +137,14 @@ async def ablate_neurons(
     gets the same split of its copies. each=true adds each neuron's own delta, ablated alone (at
     most {max_each} neurons), and names those that carry nothing alone. A delta that ranks above
     every draw, many spreads beyond their mean, means the neurons carry something the model uses
-    here. Also lists the tokens whose prediction changed most. The first progress message says
-    how long the call should take."""
+    here. Also lists the tokens whose prediction changed most. A text is measured up to
+    {max_tokens} tokens. The first progress message says how long the call should take;
+    cancellable."""
     name = q.model(model)
     first = q.ablate_estimate(name, neurons, text, control, controls, each)
 
     def work(progress: Any, cancel: threading.Event) -> AblationOutput:
-        return q.ablate(name, neurons, text, mode, control, seed, each, controls, progress=progress)
+        return q.ablate(name, neurons, text, mode, control, seed, each, controls, progress=progress, cancel=cancel)
 
     out = await run_in_worker(ctx, work, first)
     return result(wording.ablation(out), out)
@@ -178,7 +180,7 @@ async def steer_neurons(
     return result(wording.steer(out), out)
 
 
-@describe(max_chars=MAX_PATTERN_CHARS)
+@describe(max_chars=MAX_PATTERN_CHARS, regex_cpu=REGEX_CPU_S)
 async def test_hypothesis(
     q: Queries, layer: Layer, neuron: Neuron,
     pattern: Annotated[Annotated[str, Strict()], Field(
@@ -194,11 +196,12 @@ async def test_hypothesis(
     pattern matches", scored with the real activations (precision, recall, F1 on firing
     tokens, correlation) on the neuron's top windows, on random windows, and on corpus windows
     where the pattern matches; lists the worst false positives and false negatives as marked
-    windows. Patterns up to {max_chars} characters; a regex that runs too long is stopped."""
+    windows. Patterns up to {max_chars} characters; a regex that takes more than {regex_cpu:g} s of
+    CPU time over the corpus is refused. Cancellable."""
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> HypothesisOutput:
-        return q.hypothesis(name, layer, neuron, pattern, kind)
+        return q.hypothesis(name, layer, neuron, pattern, kind, cancel=cancel)
 
     out = await run_in_worker(ctx, work, wording.SCORING_PATTERN)
     return result(wording.hypothesis(out), out)

@@ -6,13 +6,15 @@ model. The first argument is the query library, which the server fills in (``n2g
 """
 
 import base64
-from typing import Annotated, Literal
+import threading
+from typing import Annotated, Any, Literal
 
+from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ContentBlock, EmbeddedResource, ImageContent, TextResourceContents
 from pydantic import Field, Strict
 
 from n2g_mcp import text as wording
-from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_LIMIT, MAX_NODES, SEARCH_PAGE
+from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_LIMIT, MAX_NODES, MAX_PAIR_VISITS, SEARCH_PAGE
 from n2g_mcp.outputs import (
     GraphDescription,
     ListModelsOutput,
@@ -23,7 +25,8 @@ from n2g_mcp.outputs import (
 )
 from n2g_mcp.params import Count, Cursor, Flag, Layer, ModelName, Neuron, Tokens
 from n2g_mcp.queries import Queries
-from n2g_mcp.tools.common import result
+from n2g_mcp.tools.common import describe, result
+from n2g_mcp.worker import run_in_worker
 from store.names import parse_neuron_id
 from store.render import NODES_DRAWN, GraphvizMissing, draw
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
@@ -95,8 +98,10 @@ def top_activations(
     return result(wording.top_activations(out), out)
 
 
-def find_similar_neurons(
+@describe(max_visits=f"{MAX_PAIR_VISITS:,}")
+async def find_similar_neurons(
     q: Queries,
+    ctx: Context,
     layer: Annotated[Count | None, Field(ge=0, description="Target neuron's layer; with no neuron, "
                                          "limits the pair listing to this layer.")] = None,
     neuron: Annotated[Count | None, Field(ge=0, description="Target neuron; omit to list the most "
@@ -112,8 +117,14 @@ def find_similar_neurons(
 ) -> Annotated[CallToolResult, SimilarOutput]:
     """Find neurons that behave alike: overlap of their activating and context token sets.
     With layer and neuron, the neurons most like that one; without, the most similar pairs
-    (duplicates) in the store or in one layer. Uses the search index, not all pairs."""
-    out = q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit)
+    (duplicates) in the store or in one layer. Uses the search index, not all pairs: a pair
+    listing at a low threshold examines at most {max_visits} candidate pairs, and where that is
+    not enough answers partial, saying how to narrow it (a layer, a higher threshold)."""
+
+    def work(progress: Any, cancel: threading.Event) -> SimilarOutput:
+        return q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit, cancel=cancel)
+
+    out = await run_in_worker(ctx, work, wording.COMPARING)
     return result(wording.similar(out), out)
 
 
