@@ -172,7 +172,7 @@ def embedding_baseline(cal: Sample, acts: np.ndarray, ridge: float = 10.0) -> np
     id of the class) to the neuron's mean on it, fitted on the sample weighted by counts."""
     from safetensors.numpy import load_file
 
-    from builder.models import cache_dir
+    from store.models import cache_dir
     if "E" not in _EMBED:
         weights = load_file(cache_dir() / "models" / "smollm2-135m" / "model.safetensors")
         E = next(v for k, v in weights.items() if "embed_tokens" in k).astype(np.float64)

@@ -100,6 +100,18 @@ def _finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
+def _check_trie(raw: dict[str, Any]) -> None:
+    """The checks of a line's trie rows and its max activation that a later read relies on: the
+    rows make a trie (``NeuronTrie.from_rows``), and a graph with paths has a positive max (its
+    activations are divided by it; a dead neuron's graph, with none, may keep 0 or below)."""
+    try:
+        NeuronTrie.from_rows(raw["trie"])
+    except (ValueError, TypeError) as exc:  # TrieFormatError is a ValueError
+        raise LineError(f"trie: {str(exc)[:120]}") from None
+    if raw["max_activation"] <= 0 and len(raw["trie"]) > 1:
+        raise LineError(f"max_activation is {raw['max_activation']:g}, but a graph with paths needs a positive one")
+
+
 def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
     """Check a graph line for what every reader relies on, and extract it.
 
@@ -126,13 +138,7 @@ def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
         raise LineError("max_activation is not a finite number")
     if not isinstance(raw.get("trie"), list):
         raise LineError("trie is missing")
-    try:
-        NeuronTrie.from_rows(raw["trie"])
-    except (ValueError, TypeError) as exc:  # TrieFormatError is a ValueError
-        raise LineError(f"trie: {str(exc)[:120]}") from None
-    if raw["max_activation"] <= 0 and len(raw["trie"]) > 1:
-        # A dead neuron's graph (no paths) may keep its non-positive max; a live one divides by it.
-        raise LineError(f"max_activation is {raw['max_activation']:g}, but a graph with paths needs a positive one")
+    _check_trie(raw)
     activating = _token_map(raw.get("activating_tokens", {}), "activating_tokens")
     context = _token_map(raw.get("context_tokens", {}), "context_tokens")
     f1 = None
@@ -223,6 +229,7 @@ def index_line(line: bytes, model: str, shape: Shape | None) -> IndexedLine:
         checked = check_line(line, model, shape)  # says why, or accepts what the fast path does not
         return IndexedLine(checked.layer, checked.neuron, checked.f1,
                            dict(checked.raw.get("activating_tokens", {})), checked.context)
+    _check_trie(raw)  # what a later read of the line relies on, as check_line checks it
     fidelity = raw.get("fidelity")
     return IndexedLine(raw["layer"], raw["neuron"], None if fidelity is None else fidelity["n2g"]["top"]["f1"],
                        raw.get("activating_tokens", {}), list(raw.get("context_tokens", {})))

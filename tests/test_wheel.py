@@ -52,7 +52,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = root / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", env)
     python = env / "bin" / "python"
-    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel)
+    # Without PYTHONPATH: pip would find the checkout on it and take the package as installed.
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel,
+         env=clean_env())
     purelib = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip())
     ours = {sysconfig.get_path("purelib"), *site.getsitepackages()}
     (purelib / "_n2g_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
