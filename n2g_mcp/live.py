@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from store.errors import Unavailable
+from store.effects import OutputEffects
 from store.graph import NeuronGraph
 from store.models import ModelSpec
 from store.probes import (
@@ -104,6 +105,12 @@ class LiveBackend(Protocol):
     def hypothesis(self, spec: ModelSpec, layer: int, neuron: int, pattern: str, kind: PatternKind,
                    scan_file: ScanFile) -> HypothesisResult:
         """A pattern scored as an explanation of the neuron at corpus scale."""
+        ...
+
+    def output_effects(self, spec: ModelSpec, layer: int, neuron: int, windows: Sequence[Sequence[int]],
+                       raised: float, top: int) -> OutputEffects:
+        """The next-token change at the last token of each window (its pivot) with the neuron zeroed
+        and set to ``raised`` there, beside its direct path from the weights."""
         ...
 
 

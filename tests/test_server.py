@@ -35,7 +35,8 @@ pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
                    "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
-                   "ablate_neurons", "steer_neurons", "test_hypothesis"}
+                   "ablate_neurons", "steer_neurons", "test_hypothesis", "find_by_output", "output_effects",
+                   "export_neuron"}
 
 
 @pytest.fixture
@@ -430,7 +431,7 @@ async def test_build_for_a_model_the_backend_cannot_build_says_why(tmp_path, fak
 async def test_the_graph_resource_serves_the_description(server):
     async with Client(server) as client:
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["graph://{model}/{layer}/{neuron}"]
+        assert [t.uri_template for t in templates] == ["graph://{model}/{layer}/{neuron}", "export://{name}"]
         contents = (await client.read_resource("graph://test-model/0/2")).contents
     assert '"id": "L0/N2"' in contents[0].text and contents[0].mime_type == "application/json"
 
