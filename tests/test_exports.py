@@ -1,6 +1,7 @@
 """Answers other tools can take (issue 31): list answers as CSV or JSON lines, attached as MCP
-resources and written under the exports folder, read back into the very answer they came from;
-and a unit's Neuronpedia-like record (export_neuron)."""
+resources and written under the exports folder, read back into the very answer they came from
+(search, similarity, find_by_output over the fake model; the induction probe, find_neurons and
+ablation over the induction oracle); and a unit's Neuronpedia-like record (export_neuron)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from mcp_types import EmbeddedResource, ResourceLink
 
 from n2g_mcp.exports import EXPORTS_ENV, read_export, rows_from_csv, to_csv
 from n2g_mcp.output_results import OutputHit
-from n2g_mcp.outputs import SearchHit, SimilarItem
+from n2g_mcp.outputs import FindHit, InductionHit, SearchHit, SimilarItem
 from n2g_mcp.server import create_server
+from store.probes import NeuronEffect
 from tests.fakes import FakeLiveBackend
 from tests.fake_files import write_rule_files
 
@@ -119,3 +121,34 @@ async def test_an_export_name_with_a_folder_in_it_is_refused(server):
             await client.read_resource("export://..%2Fstores%2Ftest-model.jsonl.gz")
         with pytest.raises(Exception, match="no export named"):
             await client.read_resource("export://nothing.csv")
+
+
+@pytest.fixture(scope="module")
+def oracle_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.induction_oracle import write_oracle_scan
+
+    stores = tmp_path_factory.mktemp("oracle-stores")
+    write_oracle_scan(stores)
+    return stores
+
+
+@pytest.fixture
+def oracle_server(oracle_stores: Path, exports: Path):
+    from tests.induction_oracle import oracle_backend
+
+    backend, models = oracle_backend()
+    return create_server(oracle_stores, live=backend, models=models)
+
+
+async def test_the_probes_answers_export_and_read_back_equal(oracle_server):
+    from tests.induction_oracle import INDUCT, INDUCT_LAYER, PROBE_CALLS
+
+    for tool, rows, row_type in (("find_induction_neurons", "results", InductionHit),
+                                 ("find_neurons", "results", FindHit),
+                                 ("ablate_neurons", "each", NeuronEffect)):
+        out, path, _, _ = await exported(oracle_server, tool, **PROBE_CALLS[tool], format="csv")
+        assert out[rows] and read_export(path, row_type) == out[rows], tool
+    async with Client(oracle_server) as client:
+        result = await client.call_tool("ablate_neurons",
+                                        {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "format": "jsonl"})
+    assert "Exported 0 rows" in result.content[0].text and "pass each=true" in result.content[0].text

@@ -101,6 +101,7 @@ def not_a_token(token: str, model: str) -> str:
             "single tokens with their leading space, e.g. ' import'. find_neurons shows how a text tokenises.")
 
 
+EACH_FOR_EXPORT = "ablate_neurons exports a row per neuron ablated alone: pass each=true."
 INSTEAD_OF_MEASURING = "get_graph and top_activations show its output tokens from the weights without running it."
 NO_OUTPUT_TOKENS = "pass promotes or suppresses (tokens such as ' import')"
 MEASURING_OUTPUT = "measuring the neuron's output on its top windows (the model loads on first use)"

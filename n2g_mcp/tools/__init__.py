@@ -32,13 +32,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 from n2g_mcp.queries import Queries
+from n2g_mcp.text import EACH_FOR_EXPORT
 from n2g_mcp.tools import exports, live, output_side, probes, stores
 from n2g_mcp.tools.common import BUILDS, READ_ONLY
 from n2g_mcp.tools.exports import exportable
 from store.errors import N2GError
-
-
-EACH_HINT = "ablate_neurons exports a row per neuron ablated alone: pass each=true."
 
 
 class Tool(NamedTuple):
@@ -61,7 +59,7 @@ TOOLS: tuple[Tool, ...] = (
     # probing the whole model
     Tool(exportable(probes.find_neurons, "results"), READ_ONLY),
     Tool(exportable(probes.find_induction_neurons, "results"), READ_ONLY),
-    Tool(exportable(probes.ablate_neurons, "each", hint=EACH_HINT), READ_ONLY),
+    Tool(exportable(probes.ablate_neurons, "each", hint=EACH_FOR_EXPORT), READ_ONLY),
     Tool(probes.steer_neurons, READ_ONLY),
     Tool(probes.test_hypothesis, READ_ONLY),
     # what neurons write, and a unit's record for other tools
