@@ -73,6 +73,8 @@ class OutputQueries(Resolver):
         found = self.logit_file(model)
         if found is None:
             raise NotFound(text.no_logits(model, logits_filename(model), str(self.catalog.directory)))
+        if found.model != model:
+            raise NotFound(text.logits_mismatch(found.path.name, found.model, found.shape, model))
         query = ["find_by_output", model, promotes, suppresses, layer, exact, limit]
         offset = self.pager.decode(cursor, query, "find_by_output")
         asked = [(t, "promoted") for t in promotes] + [(t, "suppressed") for t in suppresses]
@@ -81,6 +83,8 @@ class OutputQueries(Resolver):
         if layer is not None:
             keys = {k for k in keys if k[0] == layer}
         scan = self.scan_file(model)
+        if scan is not None and scan.max_activation.shape != found.shape:
+            scan = None  # a scan of another shape cannot say how strongly these neurons fire
         scored = []
         for key in keys:
             strength = sum(abs(m[key][2]) for m in matches) / len(matches)
