@@ -77,3 +77,16 @@ STEER_SCALE = 2.0
 """steer_neurons' clamp, as a multiple of each neuron's corpus max."""
 NEW_TOKENS = 24
 """Tokens steer_neurons generates for each continuation."""
+
+
+# --------------------------------------------------------------------- the output side (issue 31)
+OUTPUT_SHOWN = 10
+"""Promoted and suppressed tokens get_graph, top_activations and output_effects show each way."""
+MAX_EFFECT_WINDOWS = 32
+"""Most top windows output_effects measures on (one forward pass of three rows each)."""
+EFFECT_WINDOWS = 8
+"""Top windows output_effects measures on by default."""
+EFFECT_SCALE = 2.0
+"""output_effects raises the neuron to this multiple of its corpus max at the pivot."""
+EXPORT_WINDOWS = 20
+"""Top windows export_neuron writes by default (at most the scan's top-k)."""

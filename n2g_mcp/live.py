@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from store.errors import Unavailable
+from store.effects import OutputEffects
 from store.graph import NeuronGraph
 from store.models import ModelSpec
 from store.probes import (
@@ -120,6 +121,12 @@ class LiveBackend(Protocol):
         Raises:
             Cancelled: when ``cancel`` was set (checked between chunks of the corpus).
         """
+        ...
+
+    def output_effects(self, spec: ModelSpec, layer: int, neuron: int, windows: Sequence[Sequence[int]],
+                       raised: float, top: int) -> OutputEffects:
+        """The next-token change at the last token of each window (its pivot) with the neuron zeroed
+        and set to ``raised`` there, beside its direct path from the weights."""
         ...
 
 

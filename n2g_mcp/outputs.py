@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
 from store.describe import describe_graph
 from store.graph import Example, NeuronGraph
+from store.logitfile import OutputTokens
 from store.metrics import Figures, Rounded
 from store.probes import (
     MIN_COPY,
@@ -154,6 +155,9 @@ class GraphDescription(GraphSummary):
     baselines_f1: dict[str, Rounded | None] = Field(
         description="F1 of the paper's baselines on the same examples: token_lookup, ngram_lookup")
     examples: list[ExampleView] = Field(description="pruned training examples: the least context that fires it")
+    output: OutputTokens | None = Field(default=None, description="what it writes: the tokens its output "
+                                        "direction promotes and suppresses most (direct path, from the model's "
+                                        "output-token file); null where the server has none")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")
 
 
@@ -261,6 +265,9 @@ class TopActivationsOutput(BaseModel):
                         "or 'graph' (the examples stored with its graph)")
     stats: NeuronStats | None = Field(default=None, description="firing density and quantiles "
                                           "(from the scan)")
+    output: OutputTokens | None = Field(default=None, description="what it writes: the tokens its output "
+                                        "direction promotes and suppresses most (direct path); null where the "
+                                        "server has no output-token file")
     offset: int = Field(default=0, description="position of the first example of this page")
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
     warnings: list[str] = Field(default_factory=list, description="problems with the store (corrupt lines)")

@@ -7,6 +7,7 @@ rooms over one shared resolver (``n2g_mcp.resolve``):
 - ``n2g_mcp.live_queries``: predict (and compare with the real neuron), build;
 - ``n2g_mcp.probe_queries``: the whole-model probes (find_neurons, induction, ablation, hypothesis);
 - ``n2g_mcp.scoring_queries``: score_explanation (a scoring set, then predictions scored on it).
+- ``n2g_mcp.output_queries``: what neurons write (find_by_output, output_effects) and a unit's export.
 
 Each public method answers one tool and returns its result model (``n2g_mcp.outputs``, which
 rounds every number once); a request it cannot answer raises an :mod:`store.errors` error whose
@@ -20,11 +21,12 @@ command line and scripts can use it as it is::
 from __future__ import annotations
 
 from n2g_mcp.live_queries import LiveQueries
+from n2g_mcp.output_queries import OutputQueries
 from n2g_mcp.probe_queries import ProbeQueries
 from n2g_mcp.scoring_queries import ScoringQueries
 from n2g_mcp.store_queries import StoreQueries
 
 
-class Queries(StoreQueries, LiveQueries, ProbeQueries, ScoringQueries):
+class Queries(StoreQueries, LiveQueries, ProbeQueries, ScoringQueries, OutputQueries):
     """Every query the tools answer; see the module docstring and :class:`n2g_mcp.resolve.Resolver`
     for the arguments (stores directory, live backend, served models, cursor signer)."""

@@ -2,21 +2,22 @@
 
 :class:`Resolver` holds the stores (:class:`store.catalog.Catalog`), the models this server may
 run (:class:`n2g_mcp.registry.ServedModels`), the model side (:class:`n2g_mcp.live.LiveBackend`),
-the cursor signer (:class:`n2g_mcp.paging.Pager`) and each model's scan file (read once, again
-when it changes). Its methods resolve a call's arguments (a model name, a layer and neuron, a
+the cursor signer (:class:`n2g_mcp.paging.Pager`) and each model's scan file and output-token
+file (each read once, again when it changes). Its methods resolve a call's arguments (a model name, a layer and neuron, a
 text, a list of layers) into what the queries need, or raise an :mod:`store.errors` error worded
-in ``n2g_mcp.text`` that says what to call next. The three query rooms build on it:
-``store_queries`` (the stores alone), ``live_queries`` (predict, build) and ``probe_queries``
-(the whole-model probes).
+in ``n2g_mcp.text`` that says what to call next. The four query rooms build on it:
+``store_queries`` (the stores alone), ``live_queries`` (predict, build), ``probe_queries``
+(the whole-model probes) and ``output_queries`` (what neurons write).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from n2g_mcp import text
-from n2g_mcp.limits import MAX_TEXT_CHARS
+from n2g_mcp.limits import MAX_TEXT_CHARS, OUTPUT_SHOWN
 from n2g_mcp.live import BuilderBackend, LiveBackend
 from n2g_mcp.paging import Pager
 from n2g_mcp.registry import ServedModels, looks_like_path
@@ -32,10 +33,13 @@ from store.examples import (
     scan_problem,
 )
 from store.graph import NeuronGraph
+from store.logitfile import LogitFile, OutputTokens, logits_filename
 from store.models import ModelSpec, cache_dir
 from store.names import check_range
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
+
+F = TypeVar("F")
 
 INDEX_WAIT = 60.0
 """Seconds a call waits for the part of the store index its answer needs (a model's files; for
@@ -68,6 +72,7 @@ class Resolver:
         self.rates: dict[str, float] = {}
         """Full-model tokens a second each model last ran at (the probes' passes, timed), from
         which long calls estimate their duration."""
+        self._logit_files: dict[str, tuple[float, LogitFile]] = {}
 
     @property
     def default_model(self) -> str:
@@ -241,18 +246,24 @@ class Resolver:
 
     def _scan_at(self, name: str) -> ScanFile | None:
         """The scan file of this name in the stores directory, read once (again if it changes)."""
+        def read(path: Path) -> ScanFile:
+            try:
+                return ScanFile(path)
+            except ScanFileError as exc:
+                raise ScanFileError(text.scan_unreadable(str(exc))) from None
+        return self._read_once(self._scans, name, read)
+
+    def _read_once(self, cache: dict[str, tuple[float, F]], name: str, read: Callable[[Path], F]) -> F | None:
+        """The file ``name`` of the stores directory as ``read`` makes it, read once and again only
+        when it changes; None where there is no such file."""
         path = self.catalog.directory / name
         try:
             mtime = path.stat().st_mtime
         except OSError:
             return None
-        cached = self._scans.get(name)
+        cached = cache.get(name)
         if cached is None or cached[0] != mtime:
-            try:
-                cached = (mtime, ScanFile(path))
-            except ScanFileError as exc:
-                raise ScanFileError(text.scan_unreadable(str(exc))) from None
-            self._scans[name] = cached
+            cached = cache[name] = (mtime, read(path))
         return cached[1]
 
     def examples(self, graph: NeuronGraph,
@@ -284,3 +295,29 @@ class Resolver:
         if scan is None:
             raise NotFound(text.no_scan(model, scan_filename(model), str(self.catalog.directory), tool))
         return scan
+
+    # ----------------------------------------------------------------- what neurons write
+    def logit_file(self, model: str) -> LogitFile | None:
+        """The model's output-token file in the stores directory (``store/logitfile.py``), read
+        once (again if it changes); None where there is none.
+
+        Raises:
+            ScanFileError: for a file that cannot be read (``store.logitfile.LogitFileError``).
+        """
+        return self._read_once(self._logit_files, logits_filename(model), LogitFile)
+
+    def output_tokens(self, model: str, layer: int, neuron: int) -> tuple[OutputTokens | None, list[str]]:
+        """The neuron's promoted and suppressed tokens (None where the model has no readable file of
+        its shape), and a warning where a file is there but cannot serve it."""
+        try:
+            found = self.logit_file(model)
+        except ScanFileError as exc:
+            return None, [str(exc)]
+        if found is None:
+            return None, []
+        shape = self.models.shape(model)
+        if found.model != model or (shape is not None and found.shape != tuple(shape)):
+            return None, [text.logits_mismatch(found.path.name, found.model, found.shape, model)]
+        if not (layer < found.shape[0] and neuron < found.shape[1]):
+            return None, []
+        return found.output(layer, neuron, OUTPUT_SHOWN), []

@@ -3,9 +3,10 @@
 In: a stores directory (or a :class:`n2g_mcp.queries.Queries` made already) and the prompt files
 of ``prompts/``. Out: an :class:`MCPServer` with the tools of ``n2g_mcp.tools`` (list_models,
 search_graphs, get_graph, top_activations, find_similar_neurons, render_graph_dot,
-predict_activations, build_graph and the whole-model probes find_neurons,
-find_induction_neurons, ablate_neurons, steer_neurons, test_hypothesis), the resource
-``graph://{model}/{layer}/{neuron}``, and the workflow prompts.
+predict_activations, build_graph, the whole-model probes find_neurons,
+find_induction_neurons, ablate_neurons, steer_neurons, test_hypothesis, and the output side
+find_by_output, output_effects, export_neuron), the resources ``graph://{model}/{layer}/{neuron}``
+and ``export://{name}`` (answers written as files), and the workflow prompts.
 
 The tools themselves, their table and the one place the library's errors become tool errors are
 in ``n2g_mcp.tools``; this module only builds the library and registers. Argument errors are
@@ -26,7 +27,7 @@ from n2g_mcp.paths import prompts_dir as default_prompts_dir
 from n2g_mcp.prompts import load_prompts
 from n2g_mcp.queries import Queries
 from n2g_mcp.registry import ServedModels
-from n2g_mcp.tools import bind, register, stores
+from n2g_mcp.tools import bind, exports, register, stores
 
 
 class _Server(MCPServer):
@@ -63,6 +64,8 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
     register(server, q)
     server.resource("graph://{model}/{layer}/{neuron}", mime_type="application/json",
                     description=stores.graph_resource.__doc__)(bind(stores.graph_resource, q, ResourceNotFoundError))
+    server.resource("export://{name}", mime_type="text/plain",
+                    description=exports.export_resource.__doc__)(bind(exports.export_resource, q, ResourceNotFoundError))
     for prompt in load_prompts(prompts_dir or default_prompts_dir()):
         server.add_prompt(prompt)
     return server

@@ -73,6 +73,7 @@ class StoreQueries(Resolver):
         fid = graph.fidelity
         trie = graph.graph
         pruned, unresolved = self.examples(graph, graph.pruned)
+        output, unusable = self.output_tokens(model, layer, neuron)
         return GraphDescription(
             **GraphSummary.of(graph).model_dump(),
             hook=graph.hook, max_activation=graph.max_activation,
@@ -82,7 +83,7 @@ class StoreQueries(Resolver):
                 "token_lookup": fid.token_lookup.top.f1, "ngram_lookup": fid.ngram_lookup.top.f1},
             examples=ExampleView.distinct([ExampleView.of(e, graph.max_activation, before=20, after=0)
                                            for e in pruned])[:3],
-            warnings=view.corrupt_reports() + unresolved,
+            output=output, warnings=view.corrupt_reports() + unresolved + unusable,
         )
 
     def top_activations(self, model: str | None, layer: int, neuron: int, limit: int = EXAMPLES_PAGE,
@@ -99,11 +100,12 @@ class StoreQueries(Resolver):
         examples = sorted(stored, key=lambda e: -e.activation)
         page = examples[offset:offset + limit]
         end = offset + len(page)
+        output, unusable = self.output_tokens(model, layer, neuron)
         return TopActivationsOutput(
             id=graph.id, model=model, max_activation=graph.max_activation,
             examples=[ExampleView.of(e, graph.max_activation) for e in page], total=len(examples), offset=offset,
             next_cursor=self.pager.encode(end, query) if end < len(examples) else None,
-            warnings=view.corrupt_reports() + unresolved,
+            output=output, warnings=view.corrupt_reports() + unresolved + unusable,
         )
 
     def _top_from_scan(self, model: str, scan: ScanFile, layer: int, neuron: int, limit: int,
@@ -117,12 +119,13 @@ class StoreQueries(Resolver):
                                    scale) for w in page]
         end = offset + len(page)
         query = ["top_activations", model, layer, neuron, limit]
+        output, unusable = self.output_tokens(model, layer, neuron)
         return TopActivationsOutput(
             id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
             examples=examples, total=total, source="scan",
-            stats=stats,
+            stats=stats, output=output,
             offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
-            warnings=self.warnings(model))
+            warnings=self.warnings(model) + unusable)
 
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                words: Sequence[str] = (), exact: bool = False, layer: int | None = None,

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from n2g_mcp.registry import ServedModels
+from store.effects import EditEffect, OutputEffects, TokenShift
 from store.errors import Cancelled, Unavailable
 from store.graph import (
     Example,
@@ -40,6 +41,7 @@ from store.graph import (
     graph_record,
 )
 from store.jsonl import StoreWriter
+from store.logitfile import OutputTokens, TokenValue
 from store.metrics import score
 from store.models import ModelSpec
 from store.progress import Progress
@@ -130,6 +132,26 @@ class FakeLiveBackend:
         if progress is not None:
             progress(4, 4, "done")
         return graphs
+
+    def output_effects(self, spec: ModelSpec, layer: int, neuron: int, windows: Sequence[Sequence[int]],
+                       raised: float, top: int) -> OutputEffects:
+        """By the rule: the neuron writes its activating word and suppresses its context word, all
+        through the direct path (raising it makes its word likelier; zeroing, less likely)."""
+        self._check(spec)
+        self.calls.append("output_effects")
+        act, ctx = self.rule(layer, neuron)
+        up = TokenShift(token=act, prob_clean=0.2, prob_edited=0.6, logprob_change=1.1, direct=1.0)
+        down = TokenShift(token=act, prob_clean=0.2, prob_edited=0.05, logprob_change=-1.4, direct=1.0)
+
+        def edit(kind: str, value: float, rose: list[TokenShift], fell: list[TokenShift]) -> EditEffect:
+            return EditEffect(kind=kind, value=value, activation_change=value - MAX_ACTIVATION, kl=0.3, rose=rose,
+                              fell=fell, direct_correlation=0.9, direct_overlap=1)  # type: ignore[arg-type]
+
+        return OutputEffects(
+            layer=layer, neuron=neuron, windows=len(windows), activation_clean=MAX_ACTIVATION,
+            static=OutputTokens(promoted=[TokenValue(token=act, value=1.0)],
+                                suppressed=[TokenValue(token=ctx, value=-1.0)], path="the fake's rule"),
+            zeroed=edit("zeroed", 0.0, [], [down]), raised=edit("raised", raised, [up], []))
 
     # ----------------------------------------------------------------- graphs
     def graph(self, model: str, layer: int, neuron: int) -> NeuronGraph:

@@ -37,7 +37,8 @@ pytestmark = pytest.mark.anyio
 
 READ_ONLY_TOOLS = {"list_models", "search_graphs", "get_graph", "top_activations", "find_similar_neurons",
                    "render_graph_dot", "predict_activations", "find_neurons", "find_induction_neurons",
-                   "ablate_neurons", "steer_neurons", "test_hypothesis", "score_explanation"}
+                   "ablate_neurons", "steer_neurons", "test_hypothesis", "score_explanation", "find_by_output",
+                   "output_effects", "export_neuron"}
 
 
 @pytest.fixture
@@ -596,7 +597,7 @@ async def test_a_stored_model_the_server_does_not_run_is_read_but_not_built(stor
 async def test_the_graph_resource_serves_the_description(server):
     async with Client(server) as client:
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["graph://{model}/{layer}/{neuron}"]
+        assert [t.uri_template for t in templates] == ["graph://{model}/{layer}/{neuron}", "export://{name}"]
         contents = (await client.read_resource("graph://test-model/0/2")).contents
     assert '"id": "L0/N2"' in contents[0].text and contents[0].mime_type == "application/json"
 

@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 
 from n2g_mcp.server import create_server
+from tests.fake_files import write_rule_files
 from tests.fakes import FakeLiveBackend
 from tests.induction_oracle import PROBE_CALLS
 
@@ -30,10 +31,14 @@ ONE_CALL_EACH = {
     "render_graph_dot": {"layer": 0, "neuron": 2},
     "predict_activations": {"layer": 0, "neuron": 1, "text": "an apple dog", "compare": True},
     "build_graph": {"layer": 2, "neuron": 3},
+    "export_neuron": {"layer": 0, "neuron": 2},
+    "find_by_output": {"promotes": [" dog"]},
+    "output_effects": {"layer": 0, "neuron": 1, "windows": 2},
 }
-"""One successful call of every tool but the whole-model probes, over the conftest store and the
-fake live model. The probes need a real forward pass: ``PROBE_CALLS`` calls them over the induction
-oracle (``tests/test_server_probes.py`` validates their schemas in process)."""
+"""One successful call of every tool but the whole-model probes, over the conftest store, the fake
+model's output-token and scan files (``tests/fake_files.py``) and the fake live model. The probes
+need a real forward pass: ``PROBE_CALLS`` calls them over the induction oracle
+(``tests/test_server_probes.py`` validates their schemas in process)."""
 
 
 @pytest.fixture
@@ -42,7 +47,8 @@ def server(stores_dir: Path):
     return create_server(stores_dir, live=fake, models=fake.served())
 
 
-async def test_every_tools_structured_output_validates_against_its_published_schema(server):
+async def test_every_tools_structured_output_validates_against_its_published_schema(server, stores_dir):
+    write_rule_files(stores_dir, FakeLiveBackend())
     async with Client(server) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == set(ONE_CALL_EACH) | set(PROBE_CALLS)
@@ -151,6 +157,7 @@ def inspector(stores_dir: Path, *args: str, server: str = "tests.fake_server") -
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="node/npx is not installed, so the Inspector CLI cannot run")
 def test_the_mcp_inspector_lists_and_calls_every_tool_prompt_and_template(stores_dir: Path):
+    write_rule_files(stores_dir, FakeLiveBackend())
     tools = inspector(stores_dir, "--method", "tools/list")["tools"]
     assert {t["name"] for t in tools} == set(ONE_CALL_EACH) | set(PROBE_CALLS)
     calls = [(name, args, "tests.fake_server") for name, args in ONE_CALL_EACH.items()]
@@ -165,4 +172,4 @@ def test_the_mcp_inspector_lists_and_calls_every_tool_prompt_and_template(stores
     assert {"find-induction-neurons", "test-hypothesis", "find-duplicate-neurons", "explain-neuron"} <= {
         p["name"] for p in prompts}
     templates = inspector(stores_dir, "--method", "resources/templates/list")["resourceTemplates"]
-    assert [t["uriTemplate"] for t in templates] == ["graph://{model}/{layer}/{neuron}"]
+    assert [t["uriTemplate"] for t in templates] == ["graph://{model}/{layer}/{neuron}", "export://{name}"]

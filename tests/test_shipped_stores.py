@@ -14,6 +14,7 @@ import pytest
 
 from n2g_mcp.queries import Queries
 from store.jsonl import read_header
+from store.logitfile import LogitFile, logits_filename
 from store.models import DEFAULT_MODEL
 from store.scanfile import ScanFile
 
@@ -60,3 +61,20 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
         assert all("[[" in example.text for example in graph.examples), graph.id
         tops = queries.top_activations(header.model, layer, neuron, limit=2)
         assert tops.examples and "[[" in tops.examples[0].text
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_model_says_what_every_neuron_writes(path: Path, tmp_path: Path) -> None:
+    """Issue 31: each shipped model's output-token file covers all its neurons, under 10 MB, with the
+    scan's vocabulary; the server finds neurons by a promoted token from it alone."""
+    header = read_header(path)
+    logits = REPO_STORES / logits_filename(header.model)
+    f = LogitFile(logits)
+    assert logits.stat().st_size < 10_000_000
+    assert (f.model, f.shape, f.top_k) == (header.model, (header.n_layers, header.shape[1]), 10)
+    assert f.vocab == ScanFile(REPO_STORES / header.scan.name).vocab
+    values = f.values["promoted"].astype(float)
+    assert (values[..., :-1] >= values[..., 1:]).all() and (f.values["suppressed"] <= 0).all()
+    (tmp_path / logits.name).symlink_to(logits)
+    found = Queries(tmp_path).find_by_output([" import"], model=header.model, limit=5)
+    assert found.total > 0 and all(hit.matched[0].strip().lower() == "import" for hit in found.results)

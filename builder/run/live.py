@@ -34,9 +34,11 @@ from builder.probes.ablate import ablate
 from builder.probes.firing import neurons_at
 from builder.probes.hypothesis import CorpusText, compile_pattern, score_hypothesis
 from builder.probes.induction import induction_probe
+from builder.probes.output import output_effects
 from builder.probes.steer import steer
 from builder.run.runner import BuildSource, run_build
 from builder.tokenizer import load_tokenizer
+from store.effects import OutputEffects
 from store.graph import NeuronGraph
 from store.models import EMBEDDED, ModelSpec
 from store.probes import (
@@ -222,3 +224,9 @@ class LiveModels:
                 loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
             return score_hypothesis(loaded.model, layer, neuron, pattern, kind, layer_scan, windows,
                                     loaded.corpus, cancel=cancel)
+
+    def output_effects(self, spec: ModelSpec, layer: int, neuron: int, windows: Sequence[Sequence[int]],
+                       raised: float, top: int) -> OutputEffects:
+        """The neuron zeroed and raised at its windows' pivots (see :mod:`builder.probes.output`)."""
+        with self._lock:
+            return output_effects(self._get(spec).model, layer, neuron, windows, raised, top)

@@ -2,11 +2,13 @@
 
     n2g build --model smollm2-135m --layers 0 --neurons 0-63
     n2g scan                      # every layer's top windows and statistics -> stores/<model>.scan.npz
+    n2g logits                    # every neuron's promoted/suppressed tokens -> stores/<model>.logits.npz
     n2g eval  --store stores/smollm2-135m.jsonl
     n2g store compact stores/smollm2-135m.jsonl stores/smollm2-135m.jsonl.gz
     n2g index                     # the stores' search index, made before the server needs it
 
-One sub-command a module: ``build.py`` (build and scan), ``evaluate.py``, ``store.py``, ``index.py``;
+One sub-command a module: ``build.py`` (build and scan), ``logits.py``, ``evaluate.py``, ``store.py``,
+``index.py``;
 ``ranges.py`` parses the layer and neuron selections. Bad arguments and every
 :class:`store.errors.N2GError` end with one line on stderr and exit status 2, never a traceback.
 Torch is imported only by the commands that run a model, when they run.
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from n2g_mcp.cli.build import add_build_command, add_scan_command
 from n2g_mcp.cli.evaluate import add_eval_command
 from n2g_mcp.cli.index import add_index_command
+from n2g_mcp.cli.logits import add_logits_command
 from n2g_mcp.cli.store import add_store_command
 from n2g_mcp.paths import default_stores_dir
 from store.errors import N2GError
@@ -35,6 +38,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_build_command(sub, default_stores_dir())
     add_scan_command(sub, default_stores_dir())
     add_eval_command(sub, default_stores_dir())
+    add_logits_command(sub, default_stores_dir())
     add_store_command(sub)
     add_index_command(sub, default_stores_dir())
     return parser

@@ -1,7 +1,8 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
 and the wording of errors, in one package (one module a kind: ``pieces``, ``progress``,
-``refusals``, ``summaries``, and ``explain`` for why a prediction fired and for scoring
-explanations; every name is re-exported here, so callers write ``text.no_graph(...)``).
+``refusals``, ``summaries``, ``explain`` for why a prediction fired and for scoring
+explanations, and ``output_side`` for the output-side tools and exports; every name is
+re-exported here, so callers write ``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
 query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
@@ -12,6 +13,7 @@ Conventions: tokens are shown quoted (``' except'``) so leading spaces and newli
 every message that refuses something says what to call next.
 """
 
+from n2g_mcp.text.output_side import *  # noqa: F403
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
 from n2g_mcp.text.explain import *  # noqa: F403
 from n2g_mcp.text.progress import *  # noqa: F403
@@ -33,5 +35,9 @@ find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model
 top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
 at a token of any text, find_induction_neurons runs a behavioural probe across all layers,
 ablate_neurons checks causally that neurons matter, and steer_neurons shows what the model writes
-with neurons clamped on. The prompts walk through these workflows."""
+with neurons clamped on. What a neuron writes: get_graph and top_activations list the tokens its
+output promotes and suppresses (from the weights), find_by_output finds neurons by a promoted
+token, output_effects measures it on the model. List tools take format='csv' or 'jsonl' to hand
+their rows to other tools as a file (export://); export_neuron writes one neuron's record. The
+prompts walk through these workflows."""
 """What the server tells a client on initialize: the map of the tools."""

@@ -23,6 +23,7 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.text.explain import via
+from n2g_mcp.text.output_side import output_line
 from n2g_mcp.text.pieces import count, figures, number, ordinal, tok, tokens, with_warnings
 from n2g_mcp.text.refusals import STORES_FOLDER, WEAK_COPY, no_stores
 from store.metrics import FIRING_THRESHOLD
@@ -71,6 +72,8 @@ def get_graph(d: GraphDescription) -> str:
     if d.examples:
         lines.append("Pruned examples (activating token in [[ ]]):")
         lines += [f"- {e.text!r} -> {e.activation:.2f}" for e in d.examples]
+    if (writes := output_line(d.output)) is not None:
+        lines.append(writes)
     lines.append("Next: top_activations for the full examples, predict_activations to test a hypothesis, "
                  "render_graph_dot to draw it.")
     return with_warnings("\n".join(lines), d.warnings)
@@ -89,6 +92,8 @@ def top_activations(out: TopActivationsOutput) -> str:
                      + ", ".join(f"{k} {v:.3g}" for k, v in st.quantiles.items())
                      + f"; max {st.max_activation:.3g}.")
     lines += [f"{first + i + 1}. {e.activation:.2f} [{e.split or out.source}] {e.text!r}" for i, e in enumerate(out.examples)]
+    if (writes := output_line(out.output)) is not None:
+        lines.append(writes)
     if out.next_cursor:
         lines.append(f"More: call top_activations with cursor={out.next_cursor!r}.")
     return with_warnings("\n".join(lines), out.warnings)

@@ -11,7 +11,11 @@ family:
 - ``live``: predict_activations, build_graph, which run the live model on one neuron;
 - ``scoring``: score_explanation, which scores an explanation in words against the live neuron;
 - ``probes``: find_neurons, find_induction_neurons, ablate_neurons, steer_neurons,
-  test_hypothesis, which probe the whole live model.
+  test_hypothesis, which probe the whole live model;
+- ``output_side``: find_by_output (from the weights) and output_effects (measured), what neurons
+  write;
+- ``exports``: export_neuron, and :func:`~n2g_mcp.tools.exports.exportable`, which gives the list
+  tools their ``format`` option (CSV or JSON lines, attached as resources).
 
 :data:`TOOLS` lists them in the order clients see them, with their annotations;
 :func:`register` adds them to a server over one library, and :func:`bind` is the one place
@@ -29,8 +33,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 from n2g_mcp.queries import Queries
-from n2g_mcp.tools import live, probes, scoring, stores
+from n2g_mcp.text import EACH_FOR_EXPORT
+from n2g_mcp.tools import exports, live, output_side, probes, scoring, stores
 from n2g_mcp.tools.common import BUILDS, READ_ONLY
+from n2g_mcp.tools.exports import exportable
 from store.errors import N2GError
 
 
@@ -43,23 +49,29 @@ class Tool(NamedTuple):
 TOOLS: tuple[Tool, ...] = (
     # reading the stores
     Tool(stores.list_models, READ_ONLY),
-    Tool(stores.search_graphs, READ_ONLY),
+    Tool(exportable(stores.search_graphs, "results"), READ_ONLY),
     Tool(stores.get_graph, READ_ONLY),
-    Tool(stores.top_activations, READ_ONLY),
-    Tool(stores.find_similar_neurons, READ_ONLY),
+    Tool(exportable(stores.top_activations, "examples"), READ_ONLY),
+    Tool(exportable(stores.find_similar_neurons, "results"), READ_ONLY),
     Tool(stores.render_graph_dot, READ_ONLY),
     # the live model, one neuron
     Tool(live.predict_activations, READ_ONLY),
     Tool(live.build_graph, BUILDS),
     Tool(scoring.score_explanation, READ_ONLY),
     # probing the whole model
-    Tool(probes.find_neurons, READ_ONLY),
-    Tool(probes.find_induction_neurons, READ_ONLY),
-    Tool(probes.ablate_neurons, READ_ONLY),
+    Tool(exportable(probes.find_neurons, "results"), READ_ONLY),
+    Tool(exportable(probes.find_induction_neurons, "results"), READ_ONLY),
+    Tool(exportable(probes.ablate_neurons, "each", hint=EACH_FOR_EXPORT), READ_ONLY),
     Tool(probes.steer_neurons, READ_ONLY),
     Tool(probes.test_hypothesis, READ_ONLY),
+    # what neurons write, and a unit's record for other tools
+    Tool(exportable(output_side.find_by_output, "results"), READ_ONLY),
+    Tool(output_side.output_effects, READ_ONLY),
+    Tool(exports.export_neuron, READ_ONLY),
 )
-"""Every tool, in the order clients list them."""
+"""Every tool, in the order clients list them. A tool with the ``format`` option (exportable) writes
+files only under the exports folder, and only when asked; it is still read-only for the stores and
+the model."""
 
 
 @contextmanager
