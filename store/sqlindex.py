@@ -48,26 +48,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from store.examples import ScanRef
-from store.lines import Shape
-from store.models import cache_dir
 from store.errors import StoreFormatError
 from store.jsonl import read_header
-from store.lines import LineError, index_line, iter_lines
+from store.lines import Shape
+from store.models import cache_dir
 from store.sqlfiles import (
     ACTIVATING,
     CONTEXT,
     PAIR_FLOOR,
     STORE_SUFFIXES,
-    FileIndexer,
     FileState,
     file_digest,
     head_hash,
@@ -75,61 +70,21 @@ from store.sqlfiles import (
     merge_order,
     token_sets,
 )
+from store.sqllines import LineReader
+from store.sqlschema import INDEX_NAME, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["ACTIVATING", "CONTEXT", "INDEX_NAME", "PAIR_FLOOR", "STORE_SUFFIXES", "FileState", "StoreIndex",
            "is_store_file", "merge_order", "token_sets"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-"""Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
-with their activations, on each activating posting its share of the graph's strongest
-activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
-in the background commits a file in slices). Version 3 keeps the text of a ``.gz`` store in
-compressed blocks (``blocks``) rather than each line compressed alone, postings for every indexed
-line (searches read the current ones), and each file's content hash (``digest``). Version 4
-keeps one ``repeated`` level a graph (``store.tokens.repeat_level``: 2 a repeat path, 1 a token
-repeated exactly, 0 neither) where 3 had a case-folded flag and an exact one, and checks lines as
-``store.lines.check_line`` does now (trie rows, a positive max activation), so an index that
-listed such lines is made again."""
 FIRST_SLICE, SLICE = 0.25, 4.0
 """Seconds of indexing per committed slice in the background: a short first one, so that every
 model is listed at once, then longer ones (each slice re-marks the current graphs)."""
-INDEX_NAME = ".n2g-index.sqlite"
-
-_SCHEMA = """
-CREATE TABLE files (
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, model TEXT, size INTEGER, mtime_ns INTEGER,
-    head TEXT, indexed_to INTEGER, tail TEXT, lines INTEGER, problem TEXT, scan TEXT,
-    complete INTEGER NOT NULL DEFAULT 1, digest TEXT);
-CREATE TABLE corrupt (file INTEGER NOT NULL, line INTEGER NOT NULL, reason TEXT NOT NULL);
-CREATE INDEX corrupt_file ON corrupt(file, line);
-CREATE TABLE graphs (
-    id INTEGER PRIMARY KEY, file INTEGER NOT NULL, line INTEGER NOT NULL, model TEXT NOT NULL,
-    layer INTEGER NOT NULL, neuron INTEGER NOT NULL, f1 REAL, rank REAL NOT NULL,
-    current INTEGER NOT NULL DEFAULT 0, act TEXT NOT NULL, ctx TEXT NOT NULL,
-    n_act INTEGER NOT NULL, n_ctx INTEGER NOT NULL, repeated INTEGER NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL);
-CREATE INDEX graphs_file ON graphs(file, line);
-CREATE INDEX graphs_neuron ON graphs(model, layer, neuron);
-CREATE INDEX graphs_rank ON graphs(model, current, rank, layer, neuron);
-CREATE TABLE postings (kind INTEGER NOT NULL, key TEXT NOT NULL, graph INTEGER NOT NULL,
-    share REAL NOT NULL DEFAULT 0, PRIMARY KEY (kind, key, graph)) WITHOUT ROWID;
-CREATE TABLE pairs (model TEXT NOT NULL, a INTEGER NOT NULL, b INTEGER NOT NULL,
-    a_layer INTEGER, a_neuron INTEGER, b_layer INTEGER, b_neuron INTEGER,
-    act REAL NOT NULL, ctx REAL NOT NULL, score REAL NOT NULL);
-CREATE INDEX pairs_score ON pairs(model, score DESC, a_layer, a_neuron, b_layer, b_neuron);
-CREATE INDEX pairs_a ON pairs(a);
-CREATE INDEX pairs_b ON pairs(b);
-CREATE TABLE models (model TEXT PRIMARY KEY, pairs_floor REAL);
-CREATE TABLE blocks (file INTEGER NOT NULL, start INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (file, start));
-"""
-_LOCATED = re.compile(rb'"layer"\s*:\s*(\d+)\s*,\s*"neuron"\s*:\s*(\d+)')
-"""Where a line names its neuron, as the writers write it (a line that does not is parsed whole)."""
 
 
 
-class StoreIndex(FileIndexer):
+class StoreIndex(LineReader):
     """The SQLite index of one stores directory; see the module docstring.
 
     Args:
@@ -192,7 +147,7 @@ class StoreIndex(FileIndexer):
                     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
                         if not name.startswith("sqlite_"):
                             db.execute(f"DROP TABLE IF EXISTS {name}")
-                    for statement in _SCHEMA.split(";"):
+                    for statement in SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -522,72 +477,3 @@ class StoreIndex(FileIndexer):
                 log.warning("cannot index %s: %s", path, exc)
                 done_files.add(name)
         return changed, finished, done_files
-
-    # ----------------------------------------------------------------- reading a line
-    def scan(self, graph_id: int) -> ScanRef | None:
-        """The scan file its store's header points a graph's example references into, or None."""
-        with self._lock:
-            row = self.db.execute("SELECT f.scan FROM graphs g JOIN files f ON f.id=g.file WHERE g.id=?",
-                                  (graph_id,)).fetchone()
-        return None if row is None or row[0] is None else ScanRef.model_validate_json(row[0])
-
-    def line(self, graph_id: int) -> bytes:
-        """The stored line of a graph, as written.
-
-        Raises:
-            LookupError: where the graph is no longer in the index.
-            OSError: where its file cannot be read.
-        """
-        with self._lock:
-            row = self.db.execute("SELECT f.name, g.file, g.offset, g.length FROM graphs g JOIN files f "
-                                  "ON f.id=g.file WHERE g.id=?", (graph_id,)).fetchone()
-            if row is None:
-                raise LookupError(f"graph {graph_id} is not in the index")
-            name, file_id, offset, length = row
-            if name.endswith(".gz"):
-                block = self.db.execute("SELECT start, data FROM blocks WHERE file=? AND start<=? "
-                                        "ORDER BY start DESC LIMIT 1", (file_id, offset)).fetchone()
-                if block is None:
-                    raise LookupError(f"graph {graph_id}'s text is not in the index")
-                start, data = block
-        if name.endswith(".gz"):
-            text = zlib.decompress(data)
-            return text[offset - start:offset - start + length]
-        with open(self.directory / name, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
-
-    def find_lines(self, model: str, neurons: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, ScanRef | None]]:
-        """The stored lines of these neurons read from the model's store files themselves, not the
-        index (for a call that could not wait for the index): the last line of each in merge
-        order, checked as the index checks it, with the scan file its store's header names.
-        Costs one pass over the model's files."""
-        found: dict[tuple[int, int], tuple[bytes, ScanRef | None]] = {}
-        if not neurons or not self.directory.is_dir():
-            return found
-        paths = sorted((p for p in self.directory.iterdir() if is_store_file(p)), key=lambda p: merge_order(p.name))
-        for path in paths:
-            try:
-                header = read_header(path)
-            except (StoreFormatError, OSError, ValueError):
-                continue
-            if header.model != model:
-                continue
-            shape = self._shape(header)
-            damage: list[str] = []
-            try:
-                for offset, line, _ in iter_lines(path, damage):
-                    if offset == 0:
-                        continue  # the header
-                    located = _LOCATED.search(line, 0, 400)
-                    if located is not None and (int(located[1]), int(located[2])) not in neurons:
-                        continue
-                    try:
-                        entry = index_line(line, model, shape)
-                    except LineError:
-                        continue
-                    if (entry.layer, entry.neuron) in neurons:
-                        found[(entry.layer, entry.neuron)] = (line, header.scan)
-            except OSError as exc:
-                log.warning("cannot read %s: %s", path, exc)
-        return found

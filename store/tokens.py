@@ -3,13 +3,14 @@
 The reference implementation lowercases Title-case tokens and strips spaces before matching. We
 lowercase every token and strip surrounding whitespace, except that a token made only of
 whitespace (a newline, an indent) keeps its exact form: stripping it would make every whitespace
-token the same empty key.
+token the same empty key. :func:`repeat_lengths` measures how much of a sequence repeats
+earlier text, what a graph's repeat nodes match.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 REPEAT_KEY: Final = "<repeat>"
 """How a repeat node (``store.trie.REPEAT``: "continues an earlier occurrence in the same text")
@@ -150,3 +151,26 @@ def matched_first(tokens: Sequence[str], query: Sequence[str], exact: bool = Fal
     key = _identity if exact else normalize
     wanted = {key(t) for t in query}
     return [t for t in tokens if key(t) in wanted] + [t for t in tokens if key(t) not in wanted]
+
+
+def repeat_lengths(tokens: Sequence[Any], cap: int) -> list[int]:
+    """For every position ``i``, the largest ``n <= cap`` such that the ``n`` tokens ending at
+    ``i`` occurred earlier in the sequence, in order (an earlier copy ending before ``i``); 0
+    where token ``i`` is new.
+
+    If the ``n + 1`` tokens ending at ``i`` occurred earlier, so did the ``n`` ending at ``i``,
+    so the first n-gram not seen before ends the count.
+
+    >>> repeat_lengths(["a", "b", "c", "a", "b", "b", "a"], 3)
+    [0, 0, 0, 1, 2, 1, 1]
+    """
+    seen: list[set[tuple[Any, ...]]] = [set() for _ in range(cap)]  # seen[m]: (m+1)-grams so far
+    out: list[int] = []
+    for i in range(len(tokens)):
+        n = 0
+        while n < cap and n <= i and tuple(tokens[i - n:i + 1]) in seen[n]:
+            n += 1
+        out.append(n)
+        for m in range(min(cap, i + 1)):
+            seen[m].add(tuple(tokens[i - m:i + 1]))
+    return out

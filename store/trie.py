@@ -42,9 +42,9 @@ import enum
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from store.tokens import REPEAT_KEY, normalize
+from store.tokens import REPEAT_KEY, normalize, repeat_lengths
 
 IGNORE: Final = None
 """The token of an ignore node: some token must stand here, but which one does not matter."""
@@ -88,29 +88,6 @@ def label(token: Token) -> str | None:
     (' a', '<repeat>', None)
     """
     return REPEAT_KEY if token is REPEAT else token
-
-
-def repeat_lengths(tokens: Sequence[Any], cap: int) -> list[int]:
-    """For every position ``i``, the largest ``n <= cap`` such that the ``n`` tokens ending at
-    ``i`` occurred earlier in the sequence, in order (an earlier copy ending before ``i``); 0
-    where token ``i`` is new.
-
-    If the ``n + 1`` tokens ending at ``i`` occurred earlier, so did the ``n`` ending at ``i``,
-    so the first n-gram not seen before ends the count.
-
-    >>> repeat_lengths(["a", "b", "c", "a", "b", "b", "a"], 3)
-    [0, 0, 0, 1, 2, 1, 1]
-    """
-    seen: list[set[tuple[Any, ...]]] = [set() for _ in range(cap)]  # seen[m]: (m+1)-grams so far
-    out: list[int] = []
-    for i in range(len(tokens)):
-        n = 0
-        while n < cap and n <= i and tuple(tokens[i - n:i + 1]) in seen[n]:
-            n += 1
-        out.append(n)
-        for m in range(min(cap, i + 1)):
-            seen[m].add(tuple(tokens[i - m:i + 1]))
-    return out
 
 
 @dataclass(eq=False, slots=True)

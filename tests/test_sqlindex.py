@@ -18,7 +18,7 @@ import pytest
 from store.catalog import Catalog
 from store.jsonl import StoreWriter, write_store
 from store.similarity import similar_pairs, similar_to
-from store.sqlindex import SCHEMA_VERSION
+from store.sqlschema import SCHEMA_VERSION
 from store.trie import REPEAT
 from tests.graphs import make_graph
 from tests.reference_index import GraphIndex

@@ -7,14 +7,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from store.tokens import REPEAT_KEY
+from store.tokens import REPEAT_KEY, repeat_lengths
 from store.trie import (
     IGNORE,
     REPEAT,
     NeuronTrie,
     PathNotFound,
     TrieFormatError,
-    repeat_lengths,
 )
 
 GOLDEN = Path(__file__).parent / "data" / "store-v1.jsonl"

@@ -44,7 +44,8 @@ import numpy as np
 from builder.config import FitConfig
 from store.metrics import FIRING_THRESHOLD
 from store.tokens import normalize
-from store.trie import IGNORE, REPEAT, NeuronTrie, Node, Token, repeat_lengths
+from store.tokens import repeat_lengths
+from store.trie import IGNORE, REPEAT, NeuronTrie, Node, Token
 
 BELOW_FIRING = 0.49
 """The END given to a calibrated path that should not predict firing but whose matches' mean

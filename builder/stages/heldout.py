@@ -37,7 +37,8 @@ import numpy as np
 
 from store.metrics import FIRING_THRESHOLD, Scores, mean_defined, score
 from store.tokens import normalize
-from store.trie import IGNORE, REPEAT, MatchRule, NeuronTrie, Token, repeat_lengths
+from store.tokens import repeat_lengths
+from store.trie import IGNORE, REPEAT, MatchRule, NeuronTrie, Token
 
 MIN_FIRING = 5
 """Fewest firing tokens on the held-out text for a neuron to be scored there: below it recall
@@ -78,7 +79,7 @@ class TokenClasses:
 
 def repeat_runs(codes: np.ndarray, cap: int) -> np.ndarray:
     """``(W, P)`` int: per window, how many tokens ending at each position repeat earlier text of
-    the window (``store.trie.repeat_lengths``, up to ``cap``)."""
+    the window (``store.tokens.repeat_lengths``, up to ``cap``)."""
     return np.array([repeat_lengths(row.tolist(), cap) for row in codes], dtype=np.int16).reshape(codes.shape)
 
 
