@@ -194,12 +194,13 @@ class StoreQueries(Resolver):
     def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = NODES_DRAWN) -> RenderOutput:
         model = self.model(model)
         graph, view = self.graph(model, layer, neuron)
+        output, _ = self.output_tokens(model, layer, neuron)
         nodes = max_nodes
-        dot = to_dot(graph, max_nodes=nodes)
+        dot = to_dot(graph, max_nodes=nodes, output=output)
         while len(dot) > MAX_DOT_CHARS and nodes > 1:
             # Too big to hand an agent: redraw with fewer nodes (strongest paths kept).
             nodes = max(1, nodes * 2 // 3)
-            dot = to_dot(graph, max_nodes=nodes)
+            dot = to_dot(graph, max_nodes=nodes, output=output)
         counts = render_summary(graph, max_nodes=nodes)
         return RenderOutput(id=graph.id, model=model, dot=dot, nodes=counts["nodes"],
                             shown_nodes=counts["shown_nodes"], paths=counts["paths"],

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.graph import NeuronGraph, top_f1
+from store.logitfile import OutputTokens
 from store.tokens import REPEAT_KEY
 from store.trie import IGNORE, Node, label
 
@@ -331,12 +332,31 @@ def _legend(title: list[str], repeat: bool) -> str:
     return '<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="2">' + "".join(rows) + "</TABLE>>"
 
 
-def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN) -> str:
+WRITES_SHOWN = 3
+"""Promoted and suppressed tokens a drawing's title names (``store.logitfile``: what it writes)."""
+
+
+def writes_line(output: OutputTokens) -> str:
+    """The title line that says what a neuron writes, from the weights: its top promoted and
+    suppressed tokens, leading spaces visible.
+
+    >>> from store.logitfile import TokenValue
+    >>> writes_line(OutputTokens(promoted=[TokenValue(token=" eye", value=0.9)],
+    ...                          suppressed=[TokenValue(token="ear", value=-0.4)], path="direct"))
+    'writes (direct path): promotes ␣eye; suppresses ear'
+    """
+    def named(values: list) -> str:
+        return ", ".join(display_token(v.token) for v in values[:WRITES_SHOWN]) or "nothing"
+    return f"writes (direct path): promotes {named(output.promoted)}; suppresses {named(output.suppressed)}"
+
+
+def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTokens | None = None) -> str:
     """Graphviz DOT source for a neuron graph, drawn as in the paper with a legend.
 
     Args:
         graph: the neuron's record.
         max_nodes: the most nodes to draw; beyond it the strongest paths that fit are kept.
+        output: what the neuron writes (``store.logitfile``), named in the title where given.
 
     Returns:
         A ``digraph`` whose title names the neuron and model (and its F1, where scored), with a
@@ -355,6 +375,8 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN) -> str:
     f1 = top_f1(graph)
     if f1 is not None:
         title.append(f"F1 {f1:.2f}")
+    if output is not None:
+        title.append(writes_line(output))
     left_out = drawing.total_nodes - len(drawing.nodes)
     note = ""
     if left_out:

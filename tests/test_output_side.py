@@ -21,6 +21,7 @@ from mcp import Client
 from n2g_mcp.server import create_server
 from store.errors import ScanFileError
 from store.logitfile import LOGITS_VERSION, LogitFile, logits_filename, write_logit_file
+from store.render import display_token
 from tests.client import error, ok
 from tests.fake_files import D_MLP, K, N_LAYERS, VOCAB, rule_logits, write_rule_files
 from tests.fakes import MAX_ACTIVATION, FakeLiveBackend
@@ -200,6 +201,15 @@ async def test_get_graph_and_top_activations_say_what_the_neuron_writes(server, 
     assert graph["output"]["promoted"][0] == {"token": act, "value": 2.0}
     assert graph["output"]["suppressed"][0]["token"] == ctx and "rule" in graph["output"]["path"]
     assert top["output"]["promoted"][0]["token"] == fake.rule(3, 9)[0]
+
+
+@pytestmark_anyio
+async def test_the_drawing_names_what_the_neuron_writes(server, fake: FakeLiveBackend, stores_dir: Path):
+    act, ctx = fake.rule(0, 1)
+    dot = (await ok(server, "render_graph_dot", layer=0, neuron=1))["dot"]
+    assert f"promotes {display_token(act)}" in dot and f"suppresses {display_token(ctx)}" in dot
+    (stores_dir / logits_filename("test-model")).unlink()
+    assert "writes" not in (await ok(server, "render_graph_dot", layer=0, neuron=1))["dot"]
 
 
 @pytestmark_anyio
