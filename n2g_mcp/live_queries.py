@@ -89,7 +89,7 @@ class LiveQueries(Resolver):
         if not tokens:
             raise BadArgument(text.NO_TOKENS)
         explained = graph.explain(tokens)
-        predicted = [value for value, _ in explained]
+        predicted = [p for p, _ in explained]
         agreement = score(actual, predicted) if actual is not None else None
         rows = [_row(i, t, predicted[i], None if actual is None else actual[i], explained[i][1])
                 for i, t in enumerate(tokens)
