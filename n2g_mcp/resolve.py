@@ -312,7 +312,7 @@ class Resolver:
         try:
             found = self.logit_file(model)
         except ScanFileError as exc:
-            return None, [str(exc)]
+            return None, [self.shown(str(exc))]
         if found is None:
             return None, []
         shape = self.models.shape(model)

@@ -368,7 +368,8 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTo
     """
     drawing = layout(graph, max_nodes)
     loose = _loose(drawing)
-    order = sorted(n for n in drawing.nodes if n not in set(loose))  # by depth, then token
+    apart = set(loose)
+    order = sorted(n for n in drawing.nodes if n not in apart)  # by depth, then token
     ids = {node: f"n{i}" for i, node in enumerate(order)}
 
     title = [f"{graph.id} · {graph.model}"]

@@ -152,3 +152,22 @@ async def test_the_probes_answers_export_and_read_back_equal(oracle_server):
         result = await client.call_tool("ablate_neurons",
                                         {"neurons": [f"L{INDUCT_LAYER}/N{INDUCT}"], "format": "jsonl"})
     assert "Exported 0 rows" in result.content[0].text and "pass each=true" in result.content[0].text
+
+
+@pytest.mark.parametrize("tool, args", [("search_graphs", {"activating": [" except"], "format": "csv"}),
+                                        ("export_neuron", {"layer": 0, "neuron": 1})])
+async def test_an_export_names_no_server_folder_to_a_client_that_may_not_see_them(
+        stores_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tool: str, args: dict):
+    """Over HTTP folders are hidden unless the operator asks (issue 27): exports too."""
+    monkeypatch.delenv(EXPORTS_ENV, raising=False)
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))  # exports go to $N2G_CACHE/exports
+    fake = FakeLiveBackend()
+    write_rule_files(stores_dir, fake)
+    hidden = create_server(stores_dir, live=fake, models=fake.served(), show_paths=False)
+    async with Client(hidden) as client:
+        result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content[0].text
+    (link,) = [c for c in result.content if isinstance(c, ResourceLink)]
+    words = [result.content[0].text, link.description]
+    assert all(str(tmp_path) not in w for w in words) and "cache" in link.description
+    assert (tmp_path / "cache" / "exports" / link.name).is_file()

@@ -35,8 +35,9 @@ from store.probes import CONTROL_DRAWS, MIN_COPY, Ablation, AblationMode, CopyLo
 
 
 def repeated_span(ids: Sequence[int], shortest: int = MIN_COPY) -> tuple[int, int, int] | None:
-    """The first span of at least ``shortest`` tokens that the text holds twice (the copies not
-    overlapping), grown as long as the copies agree: ``(first_at, second_at, length)``, or None.
+    """The longest span (the first among equals) of at least ``shortest`` tokens that the text
+    holds twice (the copies not overlapping), grown as long as the copies agree:
+    ``(first_at, second_at, length)``, or None.
 
     Copies are looked for from the start; once one is found the search goes on after it, so a
     text that repeats its first half, or holds one pasted passage twice, is found in one sweep.
@@ -66,16 +67,16 @@ def repeated_span(ids: Sequence[int], shortest: int = MIN_COPY) -> tuple[int, in
 def _replacements(model: LoadedModel, layers: Sequence[int], mode: AblationMode,
                   means: dict[int, np.ndarray] | None, rows: np.ndarray) -> dict[int, torch.Tensor]:
     """Per layer, every neuron's ablated value ``(d_mlp,)``: 0, its corpus mean, or (no scan)
-    its mean over the measured text itself (one pass a layer, shared by every ablation)."""
-    values = {}
-    for layer in layers:
-        if mode == "zero":
-            values[layer] = torch.zeros(model.d_mlp)
-        elif means is not None and layer in means:
-            values[layer] = torch.as_tensor(means[layer], dtype=torch.float32)
-        else:
-            acts = run_layers(model, rows.tolist(), [layer])[layer]  # (batch, pos, d_mlp)
-            values[layer] = acts.mean(dim=(0, 1)).float().cpu()
+    its mean over the measured text itself (one pass for every such layer, shared by every
+    ablation)."""
+    if mode == "zero":
+        return {layer: torch.zeros(model.d_mlp) for layer in layers}
+    values = {layer: torch.as_tensor(means[layer], dtype=torch.float32)
+              for layer in layers if means is not None and layer in means}
+    missing = [layer for layer in layers if layer not in values]
+    if missing:
+        acts = run_layers(model, rows.tolist(), missing)  # {layer: (batch, pos, d_mlp)}
+        values |= {layer: acts[layer].mean(dim=(0, 1)).float().cpu() for layer in missing}
     return values
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from builder.stages.heldout import IGNORE, REPEAT, CompiledGraph, TokenClasses, path_mask
+from builder.stages.heldout import MISSING, REPEAT, CompiledGraph, TokenClasses, path_mask
 from store.trie import NeuronTrie
 
 
@@ -159,7 +159,7 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
         mask = path_mask(sample.codes, codes, sample.runs)
         matches = int(mask.sum())
         first = codes[0]
-        backoff = float(means[first]) if first is not REPEAT and first != -1 else float(acts.mean())
+        backoff = float(means[first]) if first is not REPEAT and first != MISSING else float(acts.mean())
         if matches < max(1, config.min_matches):
             ends[path] = {"keep": node.end, "drop": None, "backoff": backoff}[config.unmatched]
             continue
@@ -194,4 +194,4 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
     return out
 
 
-__all__ = ["IGNORE", "CalibrationConfig", "Sample", "calibrate", "default_value", "token_means"]
+__all__ = ["CalibrationConfig", "Sample", "calibrate", "default_value", "token_means"]

@@ -1,6 +1,6 @@
 """Held-out fidelity: graphs scored on every token of documents no build reads (issue 28).
 
-The paper's protocol (``builder.evaluate``) scores a graph on its neuron's own top-activating
+The paper's protocol (``builder.stages.evaluate``) scores a graph on its neuron's own top-activating
 test windows: the top of the neuron's range, where it fires far more often than in ordinary
 text. This module scores it where an agent uses it: on every token of the held-out documents
 (``builder.corpus``, ``part="heldout"``), windows of the scan's length with BOS before each, as
@@ -22,7 +22,7 @@ The floors (baselines a graph must beat):
 - :func:`mean_lookup`: each token maps to the neuron's *mean* normalised activation on it over
   build-split text (a context-free lookup calibrated on ordinary text; unseen tokens get the
   neuron's mean over that text). The issue's floor.
-- the paper's token lookup (``builder.evaluate.ngram_lookup(train, 1)``): each token maps to its
+- the paper's token lookup (``builder.stages.evaluate.ngram_lookup(train, 1)``): each token maps to its
   *largest* activation in the neuron's train top windows.
 
     python benchmarks/heldout.py --layers 1,8,15,22,29 --neurons 64
@@ -36,8 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from store.metrics import FIRING_THRESHOLD, Scores, mean_defined, score
-from store.tokens import normalize
-from store.tokens import repeat_lengths
+from store.tokens import normalize, repeat_lengths
 from store.trie import IGNORE, REPEAT, MatchRule, NeuronTrie, Token
 
 MIN_FIRING = 5

@@ -5,7 +5,7 @@ behaves below its peak (issue 28). Here pivots are sampled from a sample of buil
 across the neuron's activation range (Anthropic's intervals, delphi's quantiles): the range
 ``[low, 1]`` of normalised activation is cut into ``intervals`` equal bins and up to ``per_bin``
 tokens are drawn from each. Each pivot then goes through the paper's stages (pruning, saliency)
-and becomes a path (``builder.fit.snippet_path``); the paths join the graph's candidates, and
+and becomes a path (``builder.stages.fit.snippet_path``); the paths join the graph's candidates, and
 the corpus calibration (``builder.stages.corpus_calibration``) sets their ENDs.
 
 In: the sample's windows ``(W, P)`` and a layer's normalised activations ``(W, P, N)``. Out: per
@@ -51,6 +51,6 @@ def interval_pivots(acts: np.ndarray, intervals: int = 6, per_bin: int = 2, low:
 
 def interval_examples(windows: np.ndarray, raw: np.ndarray, neuron: int,
                       pivots: Sequence[tuple[int, int]]) -> list[TopExample]:
-    """The pivots as examples for ``builder.prune.prune``: the window up to the pivot, with the
+    """The pivots as examples for ``builder.stages.prune.prune``: the window up to the pivot, with the
     neuron's raw activation there (``raw``: ``(W, P)`` raw, not normalised)."""
     return [TopExample(neuron, windows[w].tolist(), p, float(raw[w, p])) for w, p in pivots]

@@ -32,11 +32,16 @@ FormatParam = Annotated[ExportFormat, Field(
     "text itself), for a notebook, a spreadsheet or another tool.")]
 
 
-def _attached(uri: str, name: str, mime: str, body: str, path: str) -> list[ContentBlock]:
-    """A written export as MCP content: a link to read it again, and its text embedded."""
-    return [ResourceLink(type="resource_link", uri=uri, name=name, mime_type=mime, size=len(body.encode()),
-                         description=f"written to {path}"),
-            EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime, text=body))]
+def _written(q: Queries, name: str, body: str, mime: str) -> tuple[str, list[ContentBlock]]:
+    """Write an export under the exports folder: where it lies, as this client may read it
+    (``Queries.shown``: no server folder over HTTP unless the operator asks), and the content that
+    attaches it (a link to read it again, and its text embedded)."""
+    shown = q.shown(str(write_export(name, body)))
+    uri = f"export://{name}"
+    return shown, [
+        ResourceLink(type="resource_link", uri=uri, name=name, mime_type=mime, size=len(body.encode()),
+                     description=f"written to {shown}"),
+        EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime, text=body))]
 
 
 def row_type(function: Callable[..., Any], rows: str) -> type[BaseModel]:
@@ -58,25 +63,24 @@ def exportable(function: Callable[..., Any], rows: str, hint: str | None = None)
     item = row_type(function, rows)
     tool = function.__name__
 
-    def attach(out: CallToolResult, fmt: ExportFormat, arguments: dict[str, Any]) -> CallToolResult:
+    def attach(q: Queries, out: CallToolResult, fmt: ExportFormat, arguments: dict[str, Any]) -> CallToolResult:
         if fmt == "text" or out.structured_content is None:
             return out
         data = out.structured_content[rows]
         body = render(data, item, fmt)
         name = export_name(tool, out.structured_content.get("model"), arguments, fmt)
-        path = write_export(name, body)
+        shown, blocks = _written(q, name, body, MIME[fmt])
         summary = out.content[0].text if isinstance(out.content[0], TextContent) else ""
-        note = wording.exported(len(data), fmt, str(path), hint)
+        note = wording.exported(len(data), fmt, shown, hint)
         return CallToolResult(content=[TextContent(type="text", text=f"{summary}\n{note}"), *out.content[1:],
-                                       *_attached(f"export://{name}", name, MIME[fmt], body, str(path))],
-                              structured_content=out.structured_content)
+                                       *blocks], structured_content=out.structured_content)
 
     if inspect.iscoroutinefunction(function):
         async def call(q: Queries, *args: Any, format: ExportFormat = "text", **kwargs: Any) -> Any:  # noqa: A002
-            return attach(await function(q, *args, **kwargs), format, _arguments(kwargs))
+            return attach(q, await function(q, *args, **kwargs), format, _arguments(kwargs))
     else:
         def call(q: Queries, *args: Any, format: ExportFormat = "text", **kwargs: Any) -> Any:  # noqa: A002
-            return attach(function(q, *args, **kwargs), format, _arguments(kwargs))
+            return attach(q, function(q, *args, **kwargs), format, _arguments(kwargs))
 
     parameter = inspect.Parameter("format", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="text",
                                   annotation=FormatParam)
@@ -107,9 +111,8 @@ def export_neuron(
     out = q.export_neuron(model, layer, neuron, examples)
     body = out.model_dump_json(indent=1)
     name = export_name("export_neuron", out.modelId, {"layer": layer, "neuron": neuron, "examples": examples}, "json")
-    path = write_export(name, body)
-    return result(wording.export_neuron(out, str(path)), out,
-                  _attached(f"export://{name}", name, MIME["json"], body, str(path)))
+    shown, blocks = _written(q, name, body, MIME["json"])
+    return result(wording.export_neuron(out, shown), out, blocks)
 
 
 def export_resource(q: Queries, name: str) -> str:
