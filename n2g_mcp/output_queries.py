@@ -50,7 +50,7 @@ class OutputQueries(Resolver):
         """Each neuron whose ``side`` list holds a spelling of ``token``: its best (spelling, rank, value)."""
         ids = found.token_ids(token, exact)
         if not ids:
-            raise BadArgument(text.not_a_token(token, model))
+            raise BadArgument(text.not_a_token(token, model, exact))
         best: dict[tuple[int, int], tuple[str, int, float]] = {}
         for layer, neuron, rank, value in found.neurons_with(ids, side):
             key = (layer, neuron)

@@ -187,7 +187,8 @@ async def test_find_by_output_finds_the_neurons_that_promote_a_token(server, fak
 @pytestmark_anyio
 async def test_find_by_output_explains_a_word_that_is_not_a_token_and_a_missing_file(server, stores_dir: Path,
                                                                                      fake: FakeLiveBackend):
-    assert "not one token" in await error(server, "find_by_output", promotes=[" zebra"])
+    assert "case- and space-insensitively" in await error(server, "find_by_output", promotes=[" zebra"])
+    assert "spelled exactly" in await error(server, "find_by_output", promotes=[" Dog"], exact=True)
     assert "pass promotes or suppresses" in await error(server, "find_by_output")
     (stores_dir / logits_filename("test-model")).unlink()
     assert "n2g logits --model test-model" in await error(server, "find_by_output", promotes=[" dog"])

@@ -96,9 +96,10 @@ def exported(rows: int, fmt: str, path: str, hint: str | None) -> str:
     return f"Exported {count(rows, 'row')} as {fmt} to {path} (attached as a resource).{note}"
 
 
-def not_a_token(token: str, model: str) -> str:
-    return (f"{tok(token)} is not one token of {model}'s vocabulary (case- and space-insensitively); pass "
-            "single tokens with their leading space, e.g. ' import'. find_neurons shows how a text tokenises.")
+def not_a_token(token: str, model: str, exact: bool = False) -> str:
+    how = "spelled exactly (exact=true)" if exact else "case- and space-insensitively"
+    return (f"{tok(token)} is not one token of {model}'s vocabulary ({how}); pass single tokens with their "
+            "leading space, e.g. ' import'. find_neurons shows how a text tokenises.")
 
 
 EACH_FOR_EXPORT = "ablate_neurons exports a row per neuron ablated alone: pass each=true."

@@ -14,6 +14,7 @@ from mcp_types import CallToolResult
 from pydantic import Field, Strict
 
 from n2g_mcp import text as wording
+from n2g_mcp.limits import MAX_SEED
 from n2g_mcp.params import Count, Layer, ModelName, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.scoring_outputs import ScoreExplanationOutput
@@ -32,7 +33,7 @@ WindowPrediction = (Annotated[list[Value], Field(max_length=SHOWN)]
 async def score_explanation(
     q: Queries, layer: Layer, neuron: Neuron, ctx: Context,
     model: ModelName = None,
-    seed: Annotated[Count, Field(ge=0, le=2**31 - 1, description="Draws the set: the same seed, the same "
+    seed: Annotated[Count, Field(ge=0, le=MAX_SEED, description="Draws the set: the same seed, the same "
                                  "windows; another seed, fresh ones.")] = 0,
     predictions: Annotated[list[WindowPrediction] | None, Field(
         max_length=200, description="Your predicted activation of every token, 0 (silent) to 10 (the "
