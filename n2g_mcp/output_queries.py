@@ -70,11 +70,11 @@ class OutputQueries(Resolver):
         if not 1 <= limit <= MAX_LIMIT:
             raise BadArgument(text.outside("limit", limit, 1, MAX_LIMIT, "results per page"))
         self.check_range(model, layer)
-        found = self.logit_file(model)
+        found, problem = self.served_logit_file(model)
+        if problem is not None:
+            raise NotFound(problem)
         if found is None:
             raise NotFound(text.no_logits(model, logits_filename(model), str(self.catalog.directory)))
-        if found.model != model:
-            raise NotFound(text.logits_mismatch(found.path.name, found.model, found.shape, model))
         query = ["find_by_output", model, promotes, suppresses, layer, exact, limit]
         offset = self.pager.decode(cursor, query, "find_by_output")
         asked = [(t, "promoted") for t in promotes] + [(t, "suppressed") for t in suppresses]

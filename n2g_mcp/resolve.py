@@ -306,18 +306,30 @@ class Resolver:
         """
         return self._read_once(self._logit_files, logits_filename(model), LogitFile)
 
+    def served_logit_file(self, model: str) -> tuple[LogitFile | None, str | None]:
+        """The model's output-token file where it is of this model and shape; else None, and why
+        where a file is there but cannot serve it (None, None: there is none).
+
+        Raises:
+            ScanFileError: for a file that cannot be read.
+        """
+        found = self.logit_file(model)
+        if found is None:
+            return None, None
+        shape = self.models.shape(model)
+        if found.model != model or (shape is not None and found.shape != tuple(shape)):
+            return None, text.logits_mismatch(found.path.name, found.model, found.shape, model)
+        return found, None
+
     def output_tokens(self, model: str, layer: int, neuron: int) -> tuple[OutputTokens | None, list[str]]:
         """The neuron's promoted and suppressed tokens (None where the model has no readable file of
         its shape), and a warning where a file is there but cannot serve it."""
         try:
-            found = self.logit_file(model)
+            found, problem = self.served_logit_file(model)
         except ScanFileError as exc:
             return None, [self.shown(str(exc))]
         if found is None:
-            return None, []
-        shape = self.models.shape(model)
-        if found.model != model or (shape is not None and found.shape != tuple(shape)):
-            return None, [text.logits_mismatch(found.path.name, found.model, found.shape, model)]
+            return None, [] if problem is None else [problem]
         if not (layer < found.shape[0] and neuron < found.shape[1]):
             return None, []
         return found.output(layer, neuron, OUTPUT_SHOWN), []

@@ -195,6 +195,17 @@ async def test_find_by_output_explains_a_word_that_is_not_a_token_and_a_missing_
 
 
 @pytestmark_anyio
+async def test_a_file_of_another_shape_serves_neither_search_nor_graphs(server, stores_dir: Path,
+                                                                         fake: FakeLiveBackend):
+    arrays = {k: v[:, :-1] for k, v in rule_logits(fake).items()}  # one neuron a layer short
+    write_logit_file(stores_dir / logits_filename("test-model"), model="test-model", vocab=VOCAB,
+                     path_note="rule", excluded=1, **arrays)
+    assert "not of test-model's" in await error(server, "find_by_output", promotes=[" dog"])
+    graph = await ok(server, "get_graph", layer=0, neuron=1)
+    assert graph["output"] is None
+
+
+@pytestmark_anyio
 async def test_get_graph_and_top_activations_say_what_the_neuron_writes(server, fake: FakeLiveBackend):
     act, ctx = fake.rule(0, 1)
     graph = await ok(server, "get_graph", layer=0, neuron=1)
