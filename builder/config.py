@@ -41,6 +41,10 @@ class ScanConfig:
     quantiles); a full histogram of every token would cost as much as the forward pass."""
     checkpoint_seconds: float = 600.0
     """A long scan saves its state this often, so a crash resumes instead of starting over."""
+    part: Literal["all", "build"] = "all"
+    """Which documents the scan reads (``builder.corpus``): 'all' (the shipped scans), or 'build',
+    the held-out documents left out, so that no top window a graph trains on comes from them
+    (what ordinary-text builds use)."""
     seed: int = 0
 
 
@@ -249,6 +253,32 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class OrdinaryConfig:
+    """Graphs calibrated on ordinary text (issue 28; ``builder.stages.ordinary``): after the fit,
+    each path's END becomes the neuron's mean over its matches in a uniform sample of build-split
+    windows, context-free and (token, previous token) paths are added where they explain the
+    neuron's variance there, and the graph predicts by its most specific path, the neuron's
+    sample mean where none matches. The defaults are the variant ``proposed_p0_500_200`` of
+    ``benchmarks/heldout_variants.py`` (docs/fidelity.md, held-out section). Off by default
+    until the atlas is rebuilt with it: the paper's top-window F1 falls where it is on."""
+
+    enabled: bool = False
+    """On (``n2g build --ordinary``, which also scans the build split only: ``ScanConfig.part``)."""
+    windows: int = 2000
+    """Build-split windows in the calibration sample (never held-out documents, never the
+    evaluation's random windows); one forward pass serves every neuron of the layer."""
+    token_paths: int = 500
+    """Context-free paths added, those that explain the most variance over the sample first."""
+    bigram_paths: int = 200
+    """(token, previous token) paths added, by variance explained."""
+    bigram_delta: float = 0.05
+    """A pair's mean must differ from its token's by at least this to become a path."""
+    heldout: bool = True
+    """Also score each graph, and the token-lookup floor, on every token of the held-out
+    documents and on the interval protocol drawn from them (``fidelity.heldout``)."""
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything one build needs, saved beside the graphs it makes."""
 
@@ -259,6 +289,7 @@ class BuildConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ordinary: OrdinaryConfig = field(default_factory=OrdinaryConfig)
     neuron_batch: int = 64
     """Neurons built together: their rows share forward passes, and each batch is written to the
     store at once (a crash loses at most one batch)."""

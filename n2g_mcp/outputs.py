@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from n2g_mcp.limits import HIT_TOKENS, TOKENS_SHOWN
 from store.describe import describe_graph
-from store.graph import Example, NeuronGraph
+from store.graph import Example, HeldoutFidelity, NeuronGraph
 from store.logitfile import OutputTokens
 from store.metrics import Figures, Rounded
 from store.probes import (
@@ -93,6 +93,10 @@ class GraphSummary(BaseModel):
         description="N2G on its held-out top-activating examples (the paper's Table 1 measure)")
     fidelity_with_negatives: Figures | None = Field(
         description="N2G on held-out examples plus random text as negatives (harder, more honest)")
+    fidelity_ordinary_text: HeldoutFidelity | None = Field(
+        default=None, description="on ordinary text the build never read (held-out documents): every token, "
+        "and the interval protocol, beside the token-lookup floor a graph must beat; None for graphs built "
+        "before it (n2g build --ordinary)")
     built: bool = Field(default=False, description="true when this call built the graph, false when it was stored")
 
     @classmethod
@@ -107,6 +111,7 @@ class GraphSummary(BaseModel):
             activating_total=len(graph.activating_tokens), context_total=len(graph.context_tokens),
             fidelity=None if fid is None else fid.n2g.top,
             fidelity_with_negatives=None if fid is None else fid.n2g.random,
+            fidelity_ordinary_text=None if fid is None else fid.heldout,
             built=built,
         )
 

@@ -31,19 +31,39 @@ class MethodFidelity(BaseModel):
         "8 after) and measured again on it; None in graphs built before this protocol")
 
 
+class HeldoutScores(BaseModel):
+    """One predictor on the held-out documents (text no build reads)."""
+
+    tokens: Scores = Field(description="every token of the held-out documents")
+    interval: Scores = Field(description="the interval protocol drawn from them (6 top windows, 2 from each of "
+                             "12 activation intervals, 10 random; OpenAI's and Anthropic's scoring set)")
+
+
+class HeldoutFidelity(BaseModel):
+    """The graph and the floor it must beat, on ordinary text."""
+
+    n2g: HeldoutScores
+    floor: HeldoutScores = Field(description="token lookup: each token's mean activation over build-split text")
+
+
 class Fidelity(BaseModel):
-    """N2G and the paper's two baselines, on the same train/test split."""
+    """N2G and the paper's two baselines, on the same train/test split; and on held-out documents."""
 
     n2g: MethodFidelity
     token_lookup: MethodFidelity
     ngram_lookup: MethodFidelity
+    heldout: HeldoutFidelity | None = Field(
+        default=None, description="on ordinary text, held-out documents; None in graphs built before it")
 
 
 class Matching(BaseModel):
     """How the graph matches text when it predicts."""
 
-    rule: MatchRule = Field(default="all", description="'all' paths (paper) or one 'greedy' walk (reference code)")
+    rule: MatchRule = Field(default="all", description="'all' paths (paper), one 'greedy' walk (reference code), "
+                            "or the most 'specific' matching path (graphs calibrated on ordinary text)")
     normalized: bool = Field(default=False, description="match tokens case- and space-insensitively")
+    default: FiniteFloat = Field(default=0.0, description="the prediction where no path matches: 0, or for "
+                                 "graphs calibrated on ordinary text the neuron's mean activation there")
 
 
 class NeuronGraph(BaseModel):
@@ -103,12 +123,12 @@ class NeuronGraph(BaseModel):
 
     def predict(self, tokens: list[str]) -> list[float]:
         """Predicted normalised activation per token, with the graph's own matching rule."""
-        return self.graph.predict(tokens, rule=self.matching.rule)
+        return self.graph.predict(tokens, rule=self.matching.rule, default=self.matching.default)
 
     def explain(self, tokens: list[str]) -> list[tuple[float, Path | None]]:
         """Per token, the prediction and the path that gave it (``NeuronTrie.explain``), with the
         graph's own matching rule."""
-        return self.graph.explain(tokens, rule=self.matching.rule)
+        return self.graph.explain(tokens, rule=self.matching.rule, default=self.matching.default)
 
 
 def graph_record(

@@ -11,6 +11,10 @@ for that token, walk backwards through the preceding tokens along every child th
 exactly or is an IGNORE node, and return the largest end activation met on the way (0 when no
 path matches). The paper collects all matching paths (``rule="all"``); the reference code takes
 one greedy walk, the exact child else the IGNORE child, with no backtracking (``rule="greedy"``).
+Graphs calibrated on ordinary text (issue 28) hold graded ENDs, the neuron's mean activation over
+a path's matches, so a longer path can say "lower here": their rule is ``"specific"``, the END
+of the matching path with the most literal or REPEAT nodes (ties: the largest END), and where no
+path matches they predict a ``default`` (the neuron's mean over ordinary text), not 0.
 
 A third node kind, ``REPEAT``, says "this continues an earlier occurrence in the same text". A
 REPEAT node at depth ``k`` of a path (0 for the activating position) matches position ``i - k``
@@ -70,7 +74,7 @@ them refuses such a row (``TrieFormatError``) instead of matching it as a litera
 
 Token = str | NodeKind | None
 Path = tuple[Token, ...]
-MatchRule = Literal["all", "greedy"]
+MatchRule = Literal["all", "greedy", "specific"]
 
 
 class PathNotFound(KeyError):
@@ -254,54 +258,77 @@ class NeuronTrie(Mapping[Path, float]):
         return repeat_lengths(keys, self._repeat_reach)
 
     def _matching(self, keys: Sequence[Token], lengths: Sequence[int], i: int,
-                  rule: MatchRule) -> Iterator[Node]:
-        """Every node on a path that matches token ``i`` and the tokens before it.
+                  rule: MatchRule) -> Iterator[tuple[Node, int]]:
+        """Every node on a path that matches token ``i`` and the tokens before it, with the number
+        of literal or REPEAT nodes on its path (how specific it is).
 
         ``lengths[i]`` (from :meth:`_lengths`) says how many tokens ending at ``i`` repeat
         earlier text: a REPEAT node at depth ``k`` matches where it exceeds ``k``.
         """
         run = lengths[i]
-        frontier = [n for n in (self._root.children.get(keys[i]),
-                                self._root.children.get(REPEAT) if run > 0 else None) if n is not None]
+        frontier = [(n, 1) for n in (self._root.children.get(keys[i]),
+                                     self._root.children.get(REPEAT) if run > 0 else None) if n is not None]
         if rule == "greedy":
             frontier = frontier[:1]
         yield from frontier
         j = i - 1
         while frontier and j >= 0:
             repeats = run > i - j
-            following: list[Node] = []
-            for node in frontier:
-                options = (node.children.get(keys[j]),
-                           node.children.get(REPEAT) if repeats else None,
-                           node.children.get(IGNORE))
-                matched = [n for n in options if n is not None]
+            following: list[tuple[Node, int]] = []
+            for node, weight in frontier:
+                options = ((node.children.get(keys[j]), weight + 1),
+                           (node.children.get(REPEAT) if repeats else None, weight + 1),
+                           (node.children.get(IGNORE), weight))
+                matched = [(n, w) for n, w in options if n is not None]
                 following += matched[:1] if rule == "greedy" else matched
             yield from following
             frontier = following
             j -= 1
 
-    def predict(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[float]:
+    @staticmethod
+    def _best(ends: Sequence[tuple[Node, int]], rule: MatchRule) -> Node | None:
+        """Of the matched ends (node, specificity), the one that predicts: the largest END, or
+        under ``"specific"`` the most specific path's (ties: the largest END)."""
+        if not ends:
+            return None
+        if rule == "specific":
+            return max(ends, key=lambda nw: (nw[1], nw[0].end))[0]
+        return max(ends, key=lambda nw: nw[0].end)[0]
+
+    def predict(self, tokens: Sequence[str], rule: MatchRule = "all", default: float = 0.0) -> list[float]:
         """Predicted normalised activation for every token of a text.
 
         Args:
             tokens: the text's tokens, as strings, in order.
             rule: ``"all"`` follows every matching path (the paper); ``"greedy"`` follows the
                 exact child else the IGNORE child, never both (the reference code), with a
-                matching REPEAT child preferred to IGNORE.
+                matching REPEAT child preferred to IGNORE; ``"specific"`` follows every path and
+                takes the most specific one's END (graphs with graded ENDs).
+            default: what a token that no path matches gets.
 
         Returns:
             One value per token: the largest end activation of a path that matches the token and
-            the tokens before it, or 0.0.
+            the tokens before it (the most specific path's under ``"specific"``), or ``default``.
+
+        >>> graded = NeuronTrie()
+        >>> graded.insert((" import",), 0.4); graded.insert((" import", " from"), 0.1, (0.5,))
+        >>> graded.predict([" from", " import", " a", " import"], rule="specific", default=0.05)
+        [0.05, 0.1, 0.05, 0.4]
         """
         keys = [self._key(t) for t in tokens]
         lengths = self._lengths(keys)
-        return [max((n.end for n in self._matching(keys, lengths, i, rule) if n.end is not None),
-                    default=0.0) for i in range(len(keys))]
+        out = []
+        for i in range(len(keys)):
+            best = self._best([nw for nw in self._matching(keys, lengths, i, rule) if nw[0].end is not None], rule)
+            out.append(default if best is None else best.end)
+        return out
 
-    def explain(self, tokens: Sequence[str], rule: MatchRule = "all") -> list[tuple[float, Path | None]]:
+    def explain(self, tokens: Sequence[str], rule: MatchRule = "all",
+                default: float = 0.0) -> list[tuple[float, Path | None]]:
         """For every token of a text, its prediction and the path that gave it: the matched path
         (activating token first, then its context going backwards, as :meth:`insert` takes it)
-        whose end is the largest, the longer of equal ends; None where no path matches.
+        whose end predicts (:meth:`predict`'s rule; of equal ends the longer); ``(default,
+        None)`` where no path matches.
 
         The predictions are :meth:`predict`'s; the path says why a token is predicted to fire.
 
@@ -310,10 +337,16 @@ class NeuronTrie(Mapping[Path, float]):
         >>> trie.explain([" everyone", " else", " except", " except"])
         [(0.0, None), (0.0, None), (0.9, (' except', None, ' everyone')), (0.2, (' except',))]
         """
+        keys = [self._key(t) for t in tokens]
+        lengths = self._lengths(keys)
         out: list[tuple[float, Path | None]] = []
-        for ends in self.matches(tokens, rule):
-            best = max(ends, key=lambda n: (n.end, self._depth(n)), default=None)
-            out.append((0.0, None) if best is None else (best.end, self.path_of(best)))
+        for i in range(len(keys)):
+            ends = [nw for nw in self._matching(keys, lengths, i, rule) if nw[0].end is not None]
+            if rule == "specific":
+                best = self._best(ends, rule)
+            else:  # of equal ends, the longer path says more
+                best = max((n for n, _ in ends), key=lambda n: (n.end, self._depth(n)), default=None)
+            out.append((default, None) if best is None else (best.end, self.path_of(best)))
         return out
 
     def _parents(self) -> dict[int, Node]:
@@ -355,7 +388,7 @@ class NeuronTrie(Mapping[Path, float]):
         """
         keys = [self._key(t) for t in tokens]
         lengths = self._lengths(keys)
-        return [[n for n in self._matching(keys, lengths, i, rule) if n.end is not None]
+        return [[n for n, _ in self._matching(keys, lengths, i, rule) if n.end is not None]
                 for i in range(len(keys))]
 
     # ----------------------------------------------------------------- copies and rows

@@ -91,8 +91,9 @@ def _random_trie(rng: random.Random, vocab: list[str]) -> NeuronTrie:
     return trie
 
 
+@pytest.mark.parametrize("rule, default", [("all", 0.0), ("specific", 0.05)])
 @pytest.mark.parametrize("seed", range(20))
-def test_vectorised_prediction_equals_the_tries_own(seed: int) -> None:
+def test_vectorised_prediction_equals_the_tries_own(seed: int, rule: str, default: float) -> None:
     rng = random.Random(seed)
     vocab = [" a", " b", " c", " d", " e"]
     strings = [*vocab, " a"]  # two ids spell " a", as in SmolLM2's vocabulary
@@ -102,8 +103,8 @@ def test_vectorised_prediction_equals_the_tries_own(seed: int) -> None:
     codes = classes.of_id[ids]
     compiled = CompiledGraph.of(trie, classes)
     runs = repeat_runs(codes, max(compiled.reach, 1))
-    got = predict_windows(compiled, codes, runs)
-    expected = np.array([trie.predict([strings[i] for i in row]) for row in ids])
+    got = predict_windows(compiled, codes, runs, rule, default)
+    expected = np.array([trie.predict([strings[i] for i in row], rule, default) for row in ids])
     assert np.allclose(got, expected)
 
 

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from builder.config import BuildConfig
-from builder.corpus import make_windows
+from builder.corpus import heldout_mask, make_windows
 from builder.models import LoadedModel
 from builder.stages.build import build_layer
+from builder.stages.ordinary import CorpusSplit
 from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
+from store.errors import BadArgument
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
 from store.jsonl import StoreWriter, read_store, scan_for
@@ -71,6 +73,7 @@ class BuildSource:
                  scan_file: ScanFile | None = None) -> None:
         self.model, self.config, self.corpus, self.scan_file = model, config, corpus, scan_file
         self._windows: np.ndarray | None = None
+        self._split: CorpusSplit | None = None
         self._scans: dict[int, LayerScan] = {}
         self._referrer: Referrer | None = None
 
@@ -78,12 +81,36 @@ class BuildSource:
     def windows(self) -> np.ndarray:
         """``(n_windows, window)`` token ids, made once."""
         if self._windows is None:
-            if self.scan_file is not None and self.corpus is None:
+            if self.scan_file is not None and self.corpus is None and self.config.scan.part == "all":
                 self._windows = self.scan_file.windows.astype(np.int32)
-            else:
+            else:  # a scan file of the build split only serves where its windows are these
                 self._windows = make_windows(self.model, self.corpus, self.config.scan.window,
-                                             self.config.scan.max_tokens)
+                                             self.config.scan.max_tokens, part=self.config.scan.part)
         return self._windows
+
+    @property
+    def split(self) -> CorpusSplit | None:
+        """Where the held-out documents are (``builder.stages.ordinary.CorpusSplit``), for builds
+        that calibrate on ordinary text; None for the others.
+
+        Raises:
+            BadArgument: where the windows are not the corpus's (a scan file of another corpus).
+        """
+        if self._split is None and self.config.ordinary.enabled:
+            scan = self.config.scan
+            if scan.part == "build":
+                mask = np.zeros(len(self.windows), dtype=bool)
+            else:
+                mask = heldout_mask(self.model, self.corpus, scan.window, scan.max_tokens)
+                if len(mask) != len(self.windows):
+                    raise BadArgument(f"the build's {len(self.windows)} windows are not the corpus's {len(mask)}: "
+                                      "calibrating on ordinary text needs the scan made over the same corpus")
+            try:
+                held = make_windows(self.model, self.corpus, scan.window, part="heldout")
+            except BadArgument:  # a corpus whose held-out documents hold no full window
+                held = np.zeros((0, scan.window), dtype=np.int32)
+            self._split = CorpusSplit(mask, held)
+        return self._split
 
     @property
     def serves(self) -> bool:
@@ -193,7 +220,7 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         built: list[NeuronGraph] = []
         for layer, todo_neurons in todo.items():
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
-                                 writer, progress, cancel, referrer)
+                                 writer, progress, cancel, referrer, source.split)
             source.built(layer)
         if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:

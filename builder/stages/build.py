@@ -37,6 +37,7 @@ from builder.stages.calibration import (
 from builder.stages.evaluate import ShortText, Window, evaluate, short_texts
 from builder.stages.examples import neuron_split, top_examples
 from builder.stages.fit import FitSnippet, TrainText, fit
+from builder.stages.ordinary import CorpusSplit, OrdinaryText, calibrated, heldout_fidelity, ordinary_text
 from builder.stages.prune import Snippet, distinct, prune
 from builder.stages.saliency import mask_token_id, saliency
 from builder.stages.scan import LayerScan
@@ -70,6 +71,8 @@ class Measured:
     repeats: RepeatProbe | None = None
     """The repeated-sequence probe's texts and the layer's activations on them, where the fit
     judges repeat paths."""
+    ordinary: OrdinaryText | None = None
+    """The layer's ordinary-text evidence, where the build calibrates on it (``BuildConfig.ordinary``)."""
 
 
 def check_regime(model: LoadedModel, config: BuildConfig) -> None:
@@ -83,12 +86,13 @@ def check_regime(model: LoadedModel, config: BuildConfig) -> None:
 
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                   windows: np.ndarray, config: BuildConfig, helper: Helper | None,
-                  probe: TokenProbe | None = None, calibration: Calibration | None = None) -> Measured:
+                  probe: TokenProbe | None = None, calibration: Calibration | None = None,
+                  ordinary: OrdinaryText | None = None) -> Measured:
     """Prune, measure and augment the examples of some neurons of one layer, sharing forward
     passes between them. ``probe`` is the layer's token probe, if it has one (made once per
     layer by :func:`~builder.stages.calibration.layer_probe`); ``calibration`` the layer's
     calibration windows (made once per layer by :func:`build_layer`; None: made here, and charged
-    to these neurons)."""
+    to these neurons); ``ordinary`` the layer's ordinary-text evidence (:func:`build_layer`)."""
     check_regime(model, config)
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     live, dead, top = [], [], []
@@ -122,7 +126,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     short = short_texts(model, layer, live, layer_scan, windows, config)
     cost["eval_tokens_forwarded"] = (model.tokens_forwarded - forwarded) // max(1, len(neurons))
     return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost,
-                    short=short, repeats=repeats)
+                    short=short, repeats=repeats, ordinary=ordinary)
 
 
 def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, split_name: str) -> Example:
@@ -179,6 +183,11 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
                         (s.full_activation if config.fit.scale else s.activation) / max_act)
              for s in snippets]
     trie = fit(paths, config.fit, train_top + negatives, firing, probed, repeat_texts)
+    ordinary = measured.ordinary
+    if ordinary is not None:  # ENDs from ordinary text, the neuron's test windows left out
+        trie, default = calibrated(trie, neuron, max_act, layer_scan.windows[test, neuron], ordinary,
+                                   config.ordinary)
+        matching = matching.model_copy(update={"rule": "specific", "default": round(default, 4)})
     examples = [_stored_example(model, windows[layer_scan.windows[j, neuron]], layer_scan.traces[j, neuron], name)
                 for name, part in (("train", train), ("test", test)) for j in part]
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
@@ -204,6 +213,8 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
     graph.fidelity = evaluate(graph.predict, top_windows(vocab, windows, layer_scan, neuron, train),
                               top_windows(vocab, windows, layer_scan, neuron, test), negatives,
                               config.eval.ngram, short)
+    if ordinary is not None:
+        graph.fidelity.heldout = heldout_fidelity(graph.graph, graph.matching.default, neuron, max_act, ordinary)
     return graph
 
 
@@ -221,10 +232,11 @@ def fit_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan
 def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                 windows: np.ndarray, config: BuildConfig, helper: Helper | None,
                 probe: TokenProbe | None = None,
-                calibration: Calibration | None = None) -> list[NeuronGraph]:
+                calibration: Calibration | None = None,
+                ordinary: OrdinaryText | None = None) -> list[NeuronGraph]:
     """Build the graphs of some neurons of one layer, sharing forward passes between them."""
     measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe,
-                             calibration)
+                             calibration, ordinary)
     return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
@@ -246,11 +258,15 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
                 windows: np.ndarray, config: BuildConfig, writer: StoreWriter | None = None,
                 progress: Progress | None = None,
                 cancel: threading.Event | None = None,
-                referrer: Referrer | None = None) -> list[NeuronGraph]:
+                referrer: Referrer | None = None,
+                split: CorpusSplit | None = None) -> list[NeuronGraph]:
     """Build neurons of one layer batch by batch, appending each batch to ``writer``.
 
     ``referrer`` (a scan file serving ``windows``, which the writer's store names) makes the
     stored examples references into it (store format 2); the graphs returned keep their text.
+    ``split`` says where the held-out documents are: the ordinary-text stage never calibrates
+    on them and scores the graphs on them (None: the build's windows hold none, and no held-out
+    fidelity is stored).
 
     Raises:
         Cancelled: when ``cancel`` is set; the batches finished before it are kept.
@@ -263,13 +279,22 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
     # Passes that serve every neuron of the layer run once, not once per batch.
     probe = layer_probe(model, layer, windows, config)
     calibration = calibration_windows(model, layer, layer_scan, windows, config)
+    ordinary = None
+    if config.ordinary.enabled:
+        forwarded = model.tokens_forwarded
+        if split is None:
+            split = CorpusSplit(np.zeros(len(windows), dtype=bool), windows[:0])
+        ordinary = ordinary_text(model, layer, windows, split, layer_scan.random_windows, config.ordinary,
+                                 config.seed)
+        log.info("layer %d: ordinary text, %d tokens forwarded for %d neurons", layer,
+                 model.tokens_forwarded - forwarded, len(neurons))
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
         graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe,
-                             calibration)
+                             calibration, ordinary)
         if writer is not None:
             writer.append(stored_form(graphs, layer_scan, referrer))
         built.extend(graphs)

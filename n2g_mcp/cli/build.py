@@ -41,12 +41,14 @@ def _build_config(args: argparse.Namespace):
 
     config = BuildConfig.paper() if args.paper else BuildConfig()
     sections = {
-        "scan": {"window": args.window, "top_k": args.top_k, "max_tokens": args.max_tokens},
+        "scan": {"window": args.window, "top_k": args.top_k, "max_tokens": args.max_tokens,
+                 "part": "build" if args.ordinary else None},
         "examples": {"pivots": args.pivots},
         "prune": {"enabled": False if args.no_prune else None},
         "saliency": {"mask_token": args.mask_token},
         "augment": {"helper": args.augment, "pivot": args.augment_pivot},
         "fit": {"rule": args.rule, "normalized": args.normalized},
+        "ordinary": {"enabled": args.ordinary},
     }
     for name, values in sections.items():
         given = {k: v for k, v in values.items() if v is not None}
@@ -260,6 +262,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--rule", choices=["all", "greedy"], help="prediction matching rule")
     b.add_argument("--normalized", action=argparse.BooleanOptionalAction,
                    help="match tokens case/space-insensitively (default off: exact)")
+    b.add_argument("--ordinary", action=argparse.BooleanOptionalAction,
+                   help="calibrate each graph on ordinary text (build-split corpus windows; graded ENDs, the "
+                        "most specific path predicts) and score it on the held-out documents, scanning the "
+                        "build split only (default off; docs/fidelity.md, held-out section)")
     b.add_argument("--paper", action="store_true",
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")

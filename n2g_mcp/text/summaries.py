@@ -51,7 +51,7 @@ def list_models(out: ListModelsOutput) -> str:
 
 # --------------------------------------------------------------------- graphs
 def graph_summary(s: GraphSummary) -> str:
-    """Tokens and fidelity of a graph, five lines, the first in words."""
+    """Tokens and fidelity of a graph, five lines (six with ordinary-text figures), the first in words."""
     acts = ", ".join(f"{tok(t)} {v:.2f}" for t, v in list(s.activating_tokens.items())[:10])
     ctx = ", ".join(f"{tok(t)} {v:.2f}" for t, v in list(s.context_tokens.items())[:10])
     return "\n".join([
@@ -61,6 +61,9 @@ def graph_summary(s: GraphSummary) -> str:
         f"masked; above 1, masking drives it below zero): {ctx or 'none'}",
         f"Fidelity on held-out top examples: {figures(s.fidelity)}",
         f"Fidelity with random negatives: {figures(s.fidelity_with_negatives)}",
+        *([] if (o := s.fidelity_ordinary_text) is None else [
+            f"On ordinary text (held-out documents, every token): {figures(o.n2g.tokens)}; "
+            f"token-lookup floor: {figures(o.floor.tokens)}"]),
     ])
 
 

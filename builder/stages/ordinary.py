@@ -1,0 +1,138 @@
+"""Ordinary text in the build (issue 28): graphs calibrated on the corpus and scored on held-out text.
+
+The fit learns paths from a neuron's top windows, where it fires far more often than in ordinary
+text. With ``BuildConfig.ordinary.enabled``, every graph then passes through this stage:
+
+1. :func:`ordinary_text`: one forward pass a layer over a uniform sample of build-split windows
+   (and, for the fidelity, every held-out window), serving all the layer's neurons;
+2. :func:`calibrated`: the neuron's trie with ENDs from its matches in the sample
+   (``builder.stages.corpus_calibration``), the neuron's own test windows left out so the paper's
+   protocol stays honest, and the default the graph predicts where no path matches;
+3. :func:`heldout_fidelity`: the graph and the token-lookup floor on every held-out token and on
+   the interval protocol (``store.graph.HeldoutFidelity``).
+
+Nothing here reads held-out text except the fidelity; no choice is made on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from builder.config import OrdinaryConfig
+from builder.models import LoadedModel
+from builder.stages.corpus_calibration import CalibrationConfig, Sample, calibrate, default_value
+from builder.stages.heldout import (
+    CompiledGraph,
+    TokenClasses,
+    interval_windows,
+    layer_activations,
+    mean_lookup,
+    predict_windows,
+    repeat_runs,
+    score_windows,
+)
+from store.graph import HeldoutFidelity, HeldoutScores
+from store.trie import NeuronTrie
+
+REPEAT_CAP = 8
+"""How far repeat runs are counted on the sample: beyond any fitted repeat path's reach."""
+
+
+@dataclass(frozen=True)
+class CorpusSplit:
+    """Where the held-out documents are, for a build over some corpus windows."""
+
+    heldout: np.ndarray
+    """``(n_windows,)`` bool: which of the build's windows come from held-out documents (none
+    where the build reads the build split only), never calibrated on."""
+    heldout_windows: np.ndarray
+    """``(H, window)`` the held-out documents' windows, which the fidelity scores graphs on."""
+
+
+def calibration_config(config: OrdinaryConfig) -> CalibrationConfig:
+    """The corpus calibration that ``config`` names (``proposed_p0_500_200``: plain means, the
+    neuron's sample mean as the default, token and bigram paths by variance explained)."""
+    return CalibrationConfig(token_paths=True, default=True, token_delta=0.0, token_budget=config.token_paths,
+                             bigram_paths=True, bigram_delta=config.bigram_delta,
+                             bigram_budget=config.bigram_paths)
+
+
+@dataclass(frozen=True)
+class OrdinaryText:
+    """A layer's ordinary-text evidence, raw activations of every neuron."""
+
+    classes: TokenClasses
+    sample_windows: np.ndarray
+    """``(W,)`` indices into the build's windows of the calibration sample."""
+    sample: Sample
+    sample_acts: np.ndarray
+    """``(W, P, d_mlp)`` float16."""
+    heldout: Sample | None
+    heldout_acts: np.ndarray | None
+    """``(H, P, d_mlp)`` float16, or None when no fidelity is asked for."""
+
+
+def sample_windows(n_windows: int, heldout: np.ndarray, exclude: np.ndarray, config: OrdinaryConfig,
+                   seed: int) -> np.ndarray:
+    """``config.windows`` build-split window indices at random (sorted, seeded), never held-out
+    (``heldout``: ``(n_windows,)`` bool) and never in ``exclude`` (the evaluation's random windows).
+
+    >>> sample_windows(10, np.arange(10) < 3, np.array([9]), OrdinaryConfig(windows=4), 0).tolist()
+    [3, 4, 6, 8]
+    """
+    pool = np.setdiff1d(np.flatnonzero(~heldout), exclude)
+    pick = np.random.default_rng([seed, 28]).choice(pool, min(config.windows, len(pool)), replace=False)
+    return np.sort(pick)
+
+
+def ordinary_text(model: LoadedModel, layer: int, windows: np.ndarray, split: CorpusSplit, exclude: np.ndarray,
+                  config: OrdinaryConfig, seed: int) -> OrdinaryText:
+    """The sample of the build's ``windows`` (and the held-out windows when ``config.heldout``)
+    forwarded once to ``layer``."""
+    classes = TokenClasses.of(model.vocab)
+    ids = sample_windows(len(windows), split.heldout, exclude, config, seed)
+    held = split.heldout_windows if config.heldout else split.heldout_windows[:0]
+    acts = layer_activations(model, np.concatenate([windows[ids], held]), [layer])[layer]  # (rows, P, d_mlp)
+
+    def sample(rows: np.ndarray) -> Sample:
+        codes = classes.of_id[rows]
+        return Sample.of(codes, classes, repeat_runs(codes, REPEAT_CAP))
+
+    return OrdinaryText(classes, ids, sample(windows[ids]), acts[:len(ids)],
+                        sample(held) if len(held) else None, acts[len(ids):] if len(held) else None)
+
+
+def calibrated(trie: NeuronTrie, neuron: int, max_act: float, test_windows: np.ndarray, text: OrdinaryText,
+               config: OrdinaryConfig) -> tuple[NeuronTrie, float]:
+    """The neuron's trie calibrated on the sample, less its test windows, and its default."""
+    keep = ~np.isin(text.sample_windows, test_windows)
+    sample = Sample.of(text.sample.codes[keep], text.classes,
+                       None if text.sample.runs is None else text.sample.runs[keep])
+    acts = text.sample_acts[keep, :, neuron].astype(np.float64) / max_act
+    settings = calibration_config(config)
+    return calibrate(trie, sample, acts, settings), default_value(acts, settings)
+
+
+def heldout_fidelity(trie: NeuronTrie, default: float, neuron: int, max_act: float,
+                     text: OrdinaryText) -> HeldoutFidelity | None:
+    """The graph (most specific path, ``default`` where none matches) and the floor on the
+    held-out windows; None when the evidence has none."""
+    if text.heldout is None or text.heldout_acts is None or not len(text.heldout.codes):
+        return None
+    true = text.heldout_acts[:, :, neuron].astype(np.float64) / max_act
+    codes = text.heldout.codes
+    graph = predict_windows(CompiledGraph.of(trie, text.classes), codes, text.heldout.runs, "specific", default)
+    sample_acts = text.sample_acts[:, :, neuron].astype(np.float64)[:, :, None] / max_act
+    floor = mean_lookup(text.sample.codes, sample_acts, len(text.classes))[:, 0][codes]
+    pick = interval_windows(true, seed=neuron)
+
+    def scores(predicted: np.ndarray) -> HeldoutScores:
+        return HeldoutScores(tokens=score_windows(true, predicted), interval=score_windows(true[pick], predicted[pick]))
+
+    return HeldoutFidelity(n2g=scores(graph), floor=scores(floor))
+
+
+__all__ = ["CorpusSplit", "OrdinaryText", "calibrated", "calibration_config", "heldout_fidelity", "ordinary_text",
+           "sample_windows"]

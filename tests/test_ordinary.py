@@ -1,0 +1,121 @@
+"""Oracle tests of the ordinary-text stage (``builder.stages.ordinary``, issue 28): on the rule
+model of ``tests/oracle.py``, graphs calibrated on build-split text must say what each path does
+there, predict by their most specific path, and carry their held-out figures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import orjson
+import pytest
+
+from builder.config import OrdinaryConfig
+from builder.corpus import heldout_mask, make_windows
+from builder.run.runner import BuildSource, run_build
+from store.jsonl import read_store
+from tests.oracle import EXCEPT, HALF, TOKEN, rule_activations, rule_model, write_corpus
+from tests.test_oracle import CONFIG
+
+ORDINARY = dataclasses.replace(CONFIG, scan=dataclasses.replace(CONFIG.scan, part="build"),
+                               ordinary=OrdinaryConfig(enabled=True, windows=400))
+
+
+@pytest.fixture(scope="module")
+def ordinary(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("ordinary")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("N2G_CACHE", str(root / "cache"))
+    model = rule_model()
+    # As JSON lines, one document a line, so that the held-out split (by document) holds some out.
+    lines = write_corpus(root / "corpus.txt").read_text().splitlines()
+    corpus = root / "corpus.jsonl"
+    corpus.write_bytes(b"\n".join(orjson.dumps({"text": t, "source": f"oracle/{i}"}) for i, t in enumerate(lines)))
+    store = root / "store.jsonl"
+    run_build(model, [0], [EXCEPT, TOKEN, HALF], store, ORDINARY, BuildSource(model, ORDINARY, corpus=corpus))
+    yield model, read_store(store), corpus
+    mp.undo()
+
+
+def test_graphs_predict_by_their_most_specific_path_with_the_ordinary_mean_as_default(ordinary) -> None:
+    _, store, _ = ordinary
+    for neuron in (EXCEPT, TOKEN, HALF):
+        graph = store.get(0, neuron)
+        assert graph.matching.rule == "specific"
+        # The neurons are silent on most tokens: the mean is small but not negative.
+        assert 0.0 <= graph.matching.default < 0.2, graph.matching.default
+
+
+def test_a_context_free_token_keeps_its_level(ordinary) -> None:
+    _, store, _ = ordinary
+    assert store.get(0, TOKEN).graph[(" the",)] == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_token_that_fires_only_in_context_is_below_firing_alone_and_fires_in_its_context(ordinary) -> None:
+    # " except" fires only with " everyone" in the 3 tokens before it. Alone, the graph predicts
+    # the token's mean over ordinary text (some of its matches fire): graded, below firing.
+    model, store, _ = ordinary
+    graph = store.get(0, EXCEPT)
+    predicted = {}
+    for text in ("The cat ran except me.", "We saw everyone here except him."):
+        tokens = [model.vocab[i] for i in model.encode(text)]
+        at = tokens.index(" except")
+        predicted[rule_activations(model, text, EXCEPT)[at] >= 0.5] = graph.predict(tokens)[at]
+    assert 0.0 < predicted[False] < 0.5 and predicted[True] >= 0.9, predicted
+
+
+def test_half_neurons_home_is_graded_between_its_two_levels(ordinary) -> None:
+    # " home" fires at 0.8 after " went" anywhere before it, else at 0.45: a path for " home"
+    # alone must hold what it does in ordinary text, between the two, not the top windows' 0.8.
+    _, store, _ = ordinary
+    graph = store.get(0, HALF)
+    assert 0.45 - 0.01 <= graph.graph[(" home",)] <= 0.8 + 0.01
+
+
+def test_held_out_fidelity_is_stored_for_the_graph_and_the_floor(ordinary) -> None:
+    model, store, corpus = ordinary
+    held = len(make_windows(model, corpus, ORDINARY.scan.window, part="heldout"))
+    assert held > 0, "the synthetic corpus should have held-out documents"
+    for neuron in (EXCEPT, TOKEN):
+        fidelity = store.get(0, neuron).fidelity.heldout
+        assert fidelity is not None
+        for scores in (fidelity.n2g, fidelity.floor):
+            assert scores.tokens.tokens == held * ORDINARY.scan.window
+            assert 0 < scores.interval.tokens <= scores.tokens.tokens
+    # The token neuron is its token: graph and floor both perfect on ordinary text.
+    token = store.get(0, TOKEN).fidelity.heldout
+    assert token.n2g.tokens.f1 == pytest.approx(1.0) and token.floor.tokens.f1 == pytest.approx(1.0)
+    # The context neuron is not: the graph must beat the token lookup on precision.
+    context = store.get(0, EXCEPT).fidelity.heldout
+    assert context.n2g.tokens.precision > context.floor.tokens.precision or context.floor.tokens.precision is None
+
+
+def test_calibration_never_reads_held_out_windows(ordinary, monkeypatch) -> None:
+    from builder.stages import ordinary as stage
+
+    model, _, corpus = ordinary
+    mask = heldout_mask(model, corpus, ORDINARY.scan.window)
+    picked = stage.sample_windows(len(mask), mask, np.zeros(0, np.int64), OrdinaryConfig(windows=10_000), 0)
+    assert len(picked) == int((~mask).sum()) and not mask[picked].any()
+
+
+
+def test_get_graphs_summary_shows_the_ordinary_text_figures_beside_the_floor(ordinary) -> None:
+    from n2g_mcp.outputs import GraphSummary
+    from n2g_mcp.text.summaries import graph_summary
+
+    _, store, _ = ordinary
+    graph = store.get(0, EXCEPT)
+    summary = GraphSummary.of(graph)
+    assert summary.fidelity_ordinary_text == graph.fidelity.heldout
+    line = graph_summary(summary).splitlines()[-1]
+    assert line.startswith("On ordinary text") and "floor" in line
+    assert f"precision {graph.fidelity.heldout.n2g.tokens.precision:.2f}" in line
+
+
+def test_an_ordinary_build_scans_the_build_split_only(ordinary) -> None:
+    model, _, corpus = ordinary
+    source = BuildSource(model, ORDINARY, corpus=corpus)
+    held = {row.tobytes() for row in make_windows(model, corpus, ORDINARY.scan.window, part="heldout")}
+    assert held and not any(row.tobytes() in held for row in source.windows)
+    assert len(source.split.heldout_windows) == len(held) and not source.split.heldout.any()
