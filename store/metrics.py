@@ -22,6 +22,9 @@ from pydantic import AfterValidator, BaseModel, Field, FiniteFloat, model_valida
 
 FIRING_THRESHOLD = 0.5
 """Normalised activation at which a token counts as firing (the paper's value)."""
+MIN_FIRING = 5
+"""Fewest firing tokens on a text (the held-out documents) for a neuron to be scored there in
+layer means: below it recall and F1 rest on one or two tokens."""
 DECIMALS = 4
 """Decimals every number of a result keeps, in a tool's answer and in a store line: enough to
 read, few enough to keep results short (full-precision floats were a twelfth of a compressed

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import orjson
+import torch
 import pytest
 
 from builder.config import OrdinaryConfig
@@ -119,3 +120,28 @@ def test_an_ordinary_build_scans_the_build_split_only(ordinary) -> None:
     held = {row.tobytes() for row in make_windows(model, corpus, ORDINARY.scan.window, part="heldout")}
     assert held and not any(row.tobytes() in held for row in source.windows)
     assert len(source.split.heldout_windows) == len(held) and not source.split.heldout.any()
+
+
+def test_stored_graphs_are_scored_on_held_out_text_as_their_records_predict(ordinary) -> None:
+    from builder.stages.ordinary import CorpusSplit, score_stored
+    from n2g_mcp.cli.evaluate import heldout_table
+    from store.metrics import score
+
+    model, _, corpus = ordinary
+    plain = run_build(model, [0], [EXCEPT, TOKEN], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
+    window = CONFIG.scan.window
+    held_windows = make_windows(model, corpus, window, part="heldout")
+    split = CorpusSplit(heldout_mask(model, corpus, window), held_windows)
+    scored = {g.neuron: g for g in score_stored(model, plain, make_windows(model, corpus, window), split,
+                                                np.zeros(0, np.int64), OrdinaryConfig(windows=400), 0)}
+    assert scored[TOKEN].fidelity.heldout.n2g.tokens.f1 == pytest.approx(1.0)
+    # The vectorised scoring is the record's own prediction (rule "all", default 0), token by token.
+    graph = scored[EXCEPT]
+    assert graph.matching.rule == "all"
+    true = np.concatenate([model.bridge.activations(torch.tensor([[model.bos_id, *row]]))[0, 1:, EXCEPT].numpy()
+                           for row in held_windows.tolist()])
+    predicted = np.concatenate([graph.predict([model.vocab[t] for t in row]) for row in held_windows])
+    expected = score(true / graph.max_activation, predicted)
+    assert graph.fidelity.heldout.n2g.tokens == expected
+    table = heldout_table(list(scored.values()), minimum=1)
+    assert table.splitlines()[2].startswith("| 0 | 2 / 2 |")

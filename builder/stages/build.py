@@ -285,7 +285,7 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         if split is None:
             split = CorpusSplit(np.zeros(len(windows), dtype=bool), windows[:0])
         ordinary = ordinary_text(model, layer, windows, split, layer_scan.random_windows, config.ordinary,
-                                 config.seed)
+                                 config.seed, config.fit.normalized)
         log.info("layer %d: ordinary text, %d tokens forwarded for %d neurons", layer,
                  model.tokens_forwarded - forwarded, len(neurons))
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)

@@ -35,13 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store.metrics import FIRING_THRESHOLD, Scores, mean_defined, score
+from store.metrics import FIRING_THRESHOLD, MIN_FIRING, Scores, mean_defined, score
 from store.tokens import normalize, repeat_lengths
 from store.trie import IGNORE, REPEAT, MatchRule, NeuronTrie, Token
 
-MIN_FIRING = 5
-"""Fewest firing tokens on the held-out text for a neuron to be scored there: below it recall
-and F1 rest on one or two tokens."""
 
 MISSING = -1
 """The class of a token string that no vocabulary id spells: it matches nothing."""
@@ -287,12 +284,14 @@ def layer_activations(model, windows: np.ndarray, layers: Sequence[int],
     stopping inside the deepest layer): ``{layer: (W, P, N)}``, ``N`` the neurons asked for at
     that layer (``neurons[layer]``; all where None). Raw activations, not normalised."""
     import torch
+    from tqdm import tqdm
 
     from builder.forward import run_layers
 
     layers = sorted(set(layers))
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in range(0, len(windows), batch):
+    for start in tqdm(range(0, len(windows), batch), desc=f"{len(windows)} windows to layer {max(layers)}",
+                      unit="batch", leave=False):
         acts = run_layers(model, windows[start:start + batch].tolist(), layers)
         for layer in layers:
             a = acts[layer]  # (batch, pos, d_mlp)

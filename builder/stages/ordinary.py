@@ -16,6 +16,7 @@ Nothing here reads held-out text except the fidelity; no choice is made on it.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,9 @@ from builder.stages.heldout import (
     repeat_runs,
     score_windows,
 )
-from store.graph import HeldoutFidelity, HeldoutScores
-from store.trie import NeuronTrie
+from store.graph import HeldoutFidelity, HeldoutScores, NeuronGraph
+from store.progress import Progress
+from store.trie import MatchRule, NeuronTrie
 
 REPEAT_CAP = 8
 """How far repeat runs are counted on the sample: beyond any fitted repeat path's reach."""
@@ -88,10 +90,10 @@ def sample_windows(n_windows: int, heldout: np.ndarray, exclude: np.ndarray, con
 
 
 def ordinary_text(model: LoadedModel, layer: int, windows: np.ndarray, split: CorpusSplit, exclude: np.ndarray,
-                  config: OrdinaryConfig, seed: int) -> OrdinaryText:
+                  config: OrdinaryConfig, seed: int, normalized: bool = False) -> OrdinaryText:
     """The sample of the build's ``windows`` (and the held-out windows when ``config.heldout``)
-    forwarded once to ``layer``."""
-    classes = TokenClasses.of(model.vocab)
+    forwarded once to ``layer``; ``normalized``: the graphs match folded tokens."""
+    classes = TokenClasses.of(model.vocab, normalized)
     ids = sample_windows(len(windows), split.heldout, exclude, config, seed)
     held = split.heldout_windows if config.heldout else split.heldout_windows[:0]
     acts = layer_activations(model, np.concatenate([windows[ids], held]), [layer])[layer]  # (rows, P, d_mlp)
@@ -116,14 +118,19 @@ def calibrated(trie: NeuronTrie, neuron: int, max_act: float, test_windows: np.n
 
 
 def heldout_fidelity(trie: NeuronTrie, default: float, neuron: int, max_act: float,
-                     text: OrdinaryText) -> HeldoutFidelity | None:
-    """The graph (most specific path, ``default`` where none matches) and the floor on the
-    held-out windows; None when the evidence has none."""
+                     text: OrdinaryText, rule: MatchRule = "specific") -> HeldoutFidelity | None:
+    """The graph (predicting by ``rule``, ``default`` where no path matches) and the floor on the
+    held-out windows (``neuron``: the column of ``text``'s activations); None when the evidence
+    has none."""
     if text.heldout is None or text.heldout_acts is None or not len(text.heldout.codes):
         return None
     true = text.heldout_acts[:, :, neuron].astype(np.float64) / max_act
     codes = text.heldout.codes
-    graph = predict_windows(CompiledGraph.of(trie, text.classes), codes, text.heldout.runs, "specific", default)
+    if rule == "greedy":  # the vectorised form follows every path; a greedy graph walks its own way
+        strings = text.heldout.strings
+        graph = np.array([trie.predict([strings[c] for c in row], rule, default) for row in codes])
+    else:
+        graph = predict_windows(CompiledGraph.of(trie, text.classes), codes, text.heldout.runs, rule, default)
     sample_acts = text.sample_acts[:, :, neuron].astype(np.float64)[:, :, None] / max_act
     floor = mean_lookup(text.sample.codes, sample_acts, len(text.classes))[:, 0][codes]
     pick = interval_windows(true, seed=neuron)
@@ -134,5 +141,47 @@ def heldout_fidelity(trie: NeuronTrie, default: float, neuron: int, max_act: flo
     return HeldoutFidelity(n2g=scores(graph), floor=scores(floor))
 
 
+def score_stored(model: LoadedModel, graphs: Sequence[NeuronGraph], windows: np.ndarray, split: CorpusSplit,
+                 exclude: np.ndarray, config: OrdinaryConfig, seed: int, layers_per_pass: int = 6,
+                 progress: Progress | None = None, layers: Collection[int] | None = None) -> list[NeuronGraph]:
+    """Stored graphs with ``fidelity.heldout`` set (``n2g eval --heldout``): each graph as it is
+    (its own rule and default) and the token-lookup floor, on the held-out windows. One pass over
+    the sample and the held-out windows serves ``layers_per_pass`` layers (memory: about 0.2 GB
+    a layer of 1,536 neurons at the default sample); dead neurons' graphs, and those outside
+    ``layers`` where given, are left as they are."""
+    live = [g for g in graphs if g.fidelity is not None and (layers is None or g.layer in layers)]
+    layers = sorted({g.layer for g in live})
+    ids = sample_windows(len(windows), split.heldout, exclude, config, seed)
+    rows = np.concatenate([windows[ids], split.heldout_windows])
+    out: dict[tuple[int, int], NeuronGraph] = {(g.layer, g.neuron): g for g in graphs}
+    done = 0
+    for start in range(0, len(layers), layers_per_pass):
+        chunk = layers[start:start + layers_per_pass]
+        wanted = {layer: np.array(sorted({g.neuron for g in live if g.layer == layer})) for layer in chunk}
+        acts = layer_activations(model, rows, chunk, wanted)  # {layer: (rows, P, n)}
+        for folded in sorted({g.matching.normalized for g in live if g.layer in chunk}):
+            classes = TokenClasses.of(model.vocab, folded)
+
+            def sample(tokens: np.ndarray) -> Sample:
+                codes = classes.of_id[tokens]
+                return Sample.of(codes, classes, repeat_runs(codes, REPEAT_CAP))
+
+            base, held = sample(windows[ids]), sample(split.heldout_windows)
+            for layer in chunk:
+                column = {int(n): i for i, n in enumerate(wanted[layer])}
+                text = OrdinaryText(classes, ids, base, acts[layer][:len(ids)], held, acts[layer][len(ids):])
+                for g in live:
+                    if g.layer != layer or g.matching.normalized != folded:
+                        continue
+                    fidelity = heldout_fidelity(g.graph, g.matching.default, column[g.neuron], g.max_activation,
+                                                text, rule=g.matching.rule)
+                    out[(g.layer, g.neuron)] = g.model_copy(
+                        update={"fidelity": g.fidelity.model_copy(update={"heldout": fidelity})})
+                    done += 1
+                    if progress is not None and done % 256 == 0:
+                        progress(done, len(live), f"scored {done}/{len(live)} graphs on held-out text")
+    return list(out.values())
+
+
 __all__ = ["CorpusSplit", "OrdinaryText", "calibrated", "calibration_config", "heldout_fidelity", "ordinary_text",
-           "sample_windows"]
+           "sample_windows", "score_stored"]

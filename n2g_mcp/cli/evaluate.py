@@ -12,7 +12,7 @@ from store.catalog import store_filename
 from store.errors import BadArgument
 from store.graph import NeuronGraph
 from store.jsonl import Store, describe_corrupt, read_header, read_store
-from store.metrics import mean_defined
+from store.metrics import MIN_FIRING, mean_defined
 from store.models import DEFAULT_MODEL, model_shape
 
 PAPER_TABLE_1 = {
@@ -94,6 +94,67 @@ def margin_table(graphs: Sequence[NeuronGraph]) -> str:
     return "\n".join(lines)
 
 
+def heldout_table(graphs: Sequence[NeuronGraph], minimum: int = MIN_FIRING) -> str:
+    """Per layer, the graphs and the token-lookup floor on the held-out documents: P/R/F1 and r
+    over every token, and r on the interval protocol, means over the neurons that fire there at
+    least ``minimum`` times (how many, of how many scored)."""
+    lines = ["| layer | neurons firing / scored | N2G P / R / F1 | N2G r | floor P / R / F1 | floor r "
+             "| N2G interval r | floor interval r |", "|" + " --- |" * 8]
+    by_layer: dict[int, list] = {}
+    for g in graphs:
+        if g.fidelity is not None and g.fidelity.heldout is not None:
+            by_layer.setdefault(g.layer, []).append(g.fidelity.heldout)
+    for layer in sorted(by_layer):
+        scored = by_layer[layer]
+        firing = [h for h in scored if h.n2g.tokens.firing >= minimum]
+
+        def cell(values) -> str:
+            v = mean_defined(values)
+            return "-" if v is None else f"{v:.2f}"
+
+        def prf(side: str) -> str:
+            return " / ".join(cell(getattr(getattr(h, side).tokens, f) for h in firing)
+                              for f in ("precision", "recall", "f1"))
+
+        lines.append(f"| {layer} | {len(firing)} / {len(scored)} | {prf('n2g')} | "
+                     f"{cell(h.n2g.tokens.correlation for h in firing)} | {prf('floor')} | "
+                     f"{cell(h.floor.tokens.correlation for h in firing)} | "
+                     f"{cell(h.n2g.interval.correlation for h in firing)} | "
+                     f"{cell(h.floor.interval.correlation for h in firing)} |")
+    return "\n".join(lines)
+
+
+def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int] | None = None) -> Store:
+    """Score the store's graphs on the held-out documents with the model, write the figures into
+    the store (``fidelity.heldout``; the file is replaced whole, atomically) and return it again."""
+    import numpy as np
+
+    from builder.config import BuildConfig
+    from builder.corpus import heldout_mask, make_windows
+    from builder.models import load_model
+    from builder.stages.ordinary import CorpusSplit, score_stored
+    from store.jsonl import write_store
+
+    config = BuildConfig()
+    model = load_model(store.model)
+    window = config.scan.window
+    windows = make_windows(model, None, window)
+    split = CorpusSplit(heldout_mask(model, None, window), make_windows(model, None, window, part="heldout"))
+    scan = Path(path).with_name(Path(path).name.split(".jsonl")[0] + ".scan.npz")
+    exclude = np.zeros(0, dtype=np.int64)
+    if scan.is_file():  # never the paper protocol's random negative windows
+        with np.load(scan) as z:
+            exclude = z["random_windows"]
+
+    def progress(done: int, total: int, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    graphs = score_stored(model, list(store), windows, split, exclude, config.ordinary, config.seed,
+                          layers_per_pass, progress, layers)
+    write_store(path, store.model, graphs, shape=store.shape, scan=store.scan)
+    return read_checked(path)
+
+
 def paper_table() -> str:
     """The paper's Table 1 (SoLU-6L) in the same layout, for comparison."""
     lines = ["| layer | " + " | ".join(f"{n} {c}" for _, n in METHODS for c in ("P", "R", "F1")) + " |",
@@ -110,6 +171,9 @@ def read_checked(path: str) -> Store:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     store = read_checked(args.store)
+    if args.heldout:
+        store = score_heldout(args.store, store, args.layers_per_pass,
+                              set(parse_range(args.layers)) if args.layers else None)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -134,6 +198,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"\nN2G against the token lookup (mean F1 on both protocols; goal: a margin of at least "
           f"{MARGIN_GOAL} on both; r with negatives):\n")
     print(margin_table(graphs))
+    if any(g.fidelity is not None and g.fidelity.heldout is not None for g in graphs):
+        print(f"\nHeld-out documents (ordinary text no build read): every token, and the interval protocol; "
+              f"means over the neurons firing there at least {MIN_FIRING} times; floor = each token's mean "
+              "activation over build-split text:\n")
+        print(heldout_table(graphs))
     if args.paper:
         print("\nThe paper's Table 1 (SoLU-6L, Foote et al. 2023):\n")
         print(paper_table())
@@ -146,5 +215,10 @@ def add_eval_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     e.add_argument("--store", default=str(stores_dir / store_filename(DEFAULT_MODEL)))
     e.add_argument("--layers", help="only these layers")
     e.add_argument("--paper", action="store_true", help="also print the paper's Table 1")
+    e.add_argument("--heldout", action="store_true",
+                   help="first score every graph on the held-out documents with the model (one pass a few "
+                        "layers at a time) and write the figures into the store (fidelity.heldout)")
+    e.add_argument("--layers-per-pass", type=int, default=6,
+                   help="with --heldout: layers one model pass serves (memory: ~0.2 GB a layer)")
     e.set_defaults(func=cmd_eval)
     return e
