@@ -215,13 +215,8 @@ def image_attached(kind: str) -> str:
     return f"The drawing is attached as {kind.upper()}."
 
 
-def graphviz_missing(kind: str) -> str:
-    return (f"No {kind.upper()} attached: Graphviz `dot` is not installed on the server (install it with "
-            "`apt-get install graphviz`, or `brew install graphviz`); render the DOT text yourself instead.")
-
-
-def graphviz_failed(kind: str, reason: str) -> str:
-    return f"No {kind.upper()} attached: Graphviz failed ({reason}); the DOT text is still valid above."
+def picture_failed(kind: str, reason: str) -> str:
+    return f"No {kind.upper()} attached ({reason}); the DOT text above is still valid (render it with `dot -Tsvg`)."
 
 
 # --------------------------------------------------------------------- predict
