@@ -78,7 +78,7 @@ class StoreQueries(Resolver):
         pruned, unresolved = self.examples(graph, graph.pruned)
         output, unusable = self.output_tokens(model, layer, neuron)
         return GraphDescription(
-            **GraphSummary.of(graph).model_dump(),
+            **GraphSummary.of(graph, viewer_url=self.link(model, layer, neuron)).model_dump(),
             hook=graph.hook, max_activation=graph.max_activation,
             paths=len(trie), depth=trie.depth(),
             matching=text.matching(graph.matching.rule, graph.matching.normalized),
@@ -146,7 +146,10 @@ class StoreQueries(Resolver):
                                   repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
-        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
+        hits = [SearchHit.of(h, repeated, exact, activating) for h in page]
+        for hit in hits:
+            hit.viewer_url = self.link(model, hit.layer, hit.neuron)
+        return SearchOutput(model=model, results=hits, total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
