@@ -2,7 +2,8 @@
 
     GET  /                                   the models
     GET  /m/<model>?activating=..&context=.. a model: per-layer plots, search (search_graphs)
-    GET  /m/<model>/L<layer>/N<neuron>       a neuron (links: ``n2g_mcp.viewer.links``)
+    GET  /m/<model>/L<layer>/N<neuron>       a neuron (links: ``n2g_mcp.viewer.links``); ?text=..
+                                             runs that text in its predict box as it opens
     GET  /m/<model>/L<layer>/N<neuron>.svg   its graph drawn (render_graph_dot's picture), or .png
     POST /api/predict                        {model, layer, neuron, text, compare}: predict_activations
     GET  /static/<file>                      the style sheet and the one script, from the package
@@ -58,7 +59,8 @@ def viewer_routes(q: Queries) -> list[BaseRoute]:
 
     def neuron(request: Request) -> Response:
         p = request.path_params
-        return html(lambda: neuron_page(pages.neuron(p["model"], p["layer"], p["neuron"])))
+        text = request.query_params.get("text", "")
+        return html(lambda: neuron_page(pages.neuron(p["model"], p["layer"], p["neuron"]), text))
 
     def picture(request: Request) -> Response:
         p = request.path_params

@@ -74,8 +74,8 @@ def _fidelity(fid: Fidelity) -> str:
         for protocol, _ in PROTOCOLS:
             s = getattr(method, protocol)
             cells.append("–" if s is None else
-                         f'<span title="precision {s.precision:.2f}, recall {s.recall:.2f}, correlation '
-                         f'{s.correlation:.2f}, {s.firing} firing of {s.tokens} tokens">{s.f1:.2f}</span>')
+                         f'<span title="precision {number(s.precision)}, recall {number(s.recall)}, correlation '
+                         f'{number(s.correlation)}, {s.firing} firing of {s.tokens} tokens">{number(s.f1)}</span>')
         rows.append(cells)
     return table(["F1 of", *(f'<span title="{e(t)}">{p}</span>' for p, t in PROTOCOLS)], rows, "fidelity")
 
@@ -143,24 +143,25 @@ def _induction(data: NeuronData) -> str:
     return "<h2>Induction probe</h2>" + "".join(parts) if parts else ""
 
 
-def _predict_box(data: NeuronData) -> str:
+def _predict_box(data: NeuronData, text: str) -> str:
     what = ("the graph's prediction beside the real neuron, token by token" if data.can_compare else
             f"the graph's prediction (the real neuron cannot run here: {e(data.compare_note)})")
     return (f'<h2>Try a text</h2><form id="predict" data-model="{e(data.model)}" data-layer="{data.layer}" '
             f'data-neuron="{data.neuron}" data-compare="{"1" if data.can_compare else "0"}">'
-            f'<textarea name="text" rows="3" placeholder="Type text to test the neuron on"></textarea>'
+            f'<textarea name="text" rows="3" placeholder="Type text to test the neuron on">{e(text)}</textarea>'
             f'<button type="submit">predict</button> <span class="hint">{what}</span></form>'
             '<div id="predict-out" aria-live="polite"></div>')
 
 
-def neuron_page(data: NeuronData) -> str:
+def neuron_page(data: NeuronData, text: str = "") -> str:
+    """A neuron's page; ``text`` (the address's ``?text=``) is run in its predict box as it opens."""
     g = data.graph
     head = f"<h1>{e(data.id)} <small>{e(data.model)}</small></h1>"
     nav = " · ".join(neuron_link(data.model, data.layer, n, label) for n, label in
                      ((data.neuron - 1, "previous"), (data.neuron + 1, "next")) if n >= 0)
     body = [head, f"<p>{nav}</p>", _graph_section(data)]
     if g is not None and g.fidelity is not None:
-        body.append(f"<p>F1 {g.fidelity.f1:.2f} on held-out top examples.</p>")
+        body.append(f"<p>F1 {number(g.fidelity.f1)} on held-out top examples.</p>")
     body.append(_windows(data))
     if data.stats is not None:
         body.append(f"<h2>Activations over the corpus</h2><p>Max {data.stats.max_activation:.3f} (raw); fires on "
@@ -170,7 +171,7 @@ def neuron_page(data: NeuronData) -> str:
     if data.fidelity is not None:
         body.append("<h2>Fidelity</h2><p class=\"hint\">F1 on every protocol stored with the graph (hover for "
                     "precision, recall and correlation).</p>" + _fidelity(data.fidelity))
-    body += [_similar(data), _induction(data), _predict_box(data) if g is not None else ""]
+    body += [_similar(data), _induction(data), _predict_box(data, text) if g is not None else ""]
     crumbs = [("models", "/"), (data.model, model_path(data.model)), (data.id, None)]
     return page(f"{data.id} {data.model}", "".join(body), crumbs=crumbs, script=g is not None)
 

@@ -28,8 +28,8 @@
     return div;
   }
 
-  form.addEventListener("submit", async function (event) {
-    event.preventDefault();
+  async function run(event) {
+    if (event) event.preventDefault();
     out.textContent = "running…";
     const body = {
       model: form.dataset.model, layer: Number(form.dataset.layer), neuron: Number(form.dataset.neuron),
@@ -56,5 +56,9 @@
     } catch (error) {
       out.textContent = "the request failed: " + error;
     }
-  });
+  }
+
+  form.addEventListener("submit", run);
+  // A page opened with ?text=... (a link someone shared) runs it at once.
+  if (form.elements.text.value) run();
 })();
