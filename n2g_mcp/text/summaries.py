@@ -76,6 +76,8 @@ def get_graph(d: GraphDescription) -> str:
         lines.append(writes)
     lines.append("Next: top_activations for the full examples, predict_activations to test a hypothesis, "
                  "render_graph_dot to draw it.")
+    if d.viewer_url:
+        lines.append(f"A person can see it at {d.viewer_url} (the viewer: `n2g-mcp view`).")
     return with_warnings("\n".join(lines), d.warnings)
 
 

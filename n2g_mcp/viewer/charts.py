@@ -31,11 +31,13 @@ def _frame(title: str, body: list[str], y_ticks: list[tuple[float, str]], x_labe
 
 
 def layer_plot(rows: Sequence[LayerRow], pick: Callable[[LayerRow], Spread | None], title: str,
-               fmt: str = "{:.2f}") -> str:
-    """Each layer's spread of a figure (``pick``), as boxes from the lower to the upper quartile."""
+               fmt: str = "{:.2f}", top: float | None = None) -> str:
+    """Each layer's spread of a figure (``pick``), as boxes from the lower to the upper quartile,
+    on a scale from 0 to ``top`` (from the data where not given)."""
     spreads = [(r.layer, pick(r)) for r in rows]
-    top = max((s.high for _, s in spreads if s), default=0.0)
-    top = 1.0 if top <= 0 else (1.0 if top > 0.5 and fmt == "{:.2f}" else top * 1.15)
+    if top is None:
+        top = max((max(s.high, s.mean) for _, s in spreads if s), default=0.0) * 1.1
+    top = top if top > 0 else 1.0
     span = HEIGHT - BOTTOM - TOP
 
     def y(v: float) -> float:

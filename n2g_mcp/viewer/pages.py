@@ -54,13 +54,13 @@ def model_page(data: ModelData) -> str:
         body.append('<section id="results"><h2>Search</h2>' + _search_results(data.model, data.search) + "</section>")
     body.append("<h2>Fidelity by layer</h2><p>F1 of each layer's graphs on their held-out top examples: box from "
                 "the lower to the upper quartile, line at the median, dot at the mean.</p>"
-                + layer_plot(data.layers, lambda r: r.f1, "F1 by layer"))
+                + layer_plot(data.layers, lambda r: r.f1, "F1 by layer", top=1.0))
     if data.has_scan:
         body.append("<h2>Firing density by layer</h2><p>Share of corpus tokens at which each neuron fires (&gt;= 0.5 "
                     "of its max), from the model's scan.</p>"
-                    + layer_plot(data.layers, lambda r: r.density, "density by layer", "{:.3f}"))
+                    + layer_plot(data.layers, lambda r: r.density, "density by layer", "{:.2%}"))
     rows = [(str(r.layer), f"{r.graphs:,}", number(r.f1.median if r.f1 else None),
-             number(r.density.median if r.density else None, "{:.4f}"),
+             number(r.density.median if r.density else None, "{:.3%}"),
              neuron_link(data.model, r.layer, 0, "first neuron")) for r in data.layers]
     body.append("<h2>Layers</h2>" + table(["layer", "graphs", "median F1", "median density", ""], rows))
     return page(data.model, "".join(body), crumbs=[("models", "/"), (data.model, None)])
