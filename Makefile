@@ -22,12 +22,17 @@ $(VENV)/.installed: pyproject.toml
 	# Ray, for `n2g build --ray` and its tests. Where it has no wheel (a platform or a Python it
 	# does not support yet) setup carries on and those tests skip, saying why.
 	$(BIN)/pip install -e ".[distributed]" || echo "Ray could not be installed; the tests of n2g build --ray will skip"
-	# Graphviz dot draws the PNG and SVG of render_graph_dot (and their tests). A system package:
-	# installed with apt-get where this runs as root, else setup carries on and those tests skip.
+	# Graphviz dot checks that render_graph_dot's DOT text parses in Graphviz itself (the PNG and SVG
+	# need none), and Debian's chromium runs the viewer's browser tests. System packages: installed
+	# with apt-get where this runs as root, else setup carries on and those tests skip, saying why.
 	@command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; } \
-		|| echo "Graphviz (dot) is not installed and could not be here; install it (apt-get install graphviz," \
-		"brew install graphviz) for PNG/SVG drawings; their tests skip until then"
+		|| echo "Graphviz (dot) is not installed and could not be here (apt-get install graphviz); the test" \
+		"that renders the DOT text with it skips until then"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium is not installed and could not be here (apt-get install chromium); the viewer's" \
+		"browser tests skip until then"
 	touch $@
 
 # The main job: a scripted agent investigation through a real MCP client over stdio, against

@@ -37,6 +37,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult
 
+from n2g_mcp.viewer.links import DEFAULT_VIEWER_URL
 from store.probes import PROBE_LENGTH, PROBE_SEQUENCES
 
 REPEAT_TEXT = ("The old lighthouse keeper wrote in his logbook every night. Years later, his "
@@ -75,6 +76,8 @@ class Investigation:
     def __init__(self, client: Client, out: Any = sys.stdout) -> None:
         self.client, self.out = client, out
         self.findings: list[str] = []
+        self.pages: list[str] = []
+        """The viewer pages the answers linked to (``viewer_url``), first seen first."""
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -105,6 +108,9 @@ class Investigation:
                 raise StepFailed(f"{tool} failed: {_text(result)}")
         elif took > 2:
             self.say(f"   ({took:.1f}s)")
+        url = (result.structured_content or {}).get("viewer_url")
+        if url and url not in self.pages:
+            self.pages.append(url)
         return result
 
     async def run(self, layer: int, neuron: int | None, out_dir: Path) -> None:
@@ -295,6 +301,10 @@ class Investigation:
         self.heading("Findings")
         for line in self.findings:
             self.say(f"- {line}")
+        self.say()
+        self.say("See the neurons in a browser: run `python -m n2g_mcp view` (or `.venv/bin/n2g-mcp view`), then open")
+        for url in self.pages[:5] or [DEFAULT_VIEWER_URL + "/"]:
+            self.say(f"  {url}")
 
 
 async def investigate(stores: Path | None, layer: int, neuron: int | None, out_dir: Path,

@@ -113,7 +113,7 @@ class LiveQueries(Resolver):
             stored = self.stored(model, layer, neuron)
         if not pending([layer], [neuron], set() if stored is None else {(layer, neuron)}, rebuild):
             assert stored is not None
-            return GraphSummary.of(stored)
+            return GraphSummary.of(stored, viewer_url=self.link(model, layer, neuron))
         spec = self.spec(model, "build graphs", text.INSTEAD_OF_BUILDING)
         try:
             graphs = self.live.build(spec, layer, [neuron], self.catalog.writable_path(model),
@@ -123,4 +123,4 @@ class LiveQueries(Resolver):
         graph = next((g for g in graphs if (g.layer, g.neuron) == (layer, neuron)), None)
         if graph is None:
             raise Unavailable(text.no_graph_built(layer, neuron))
-        return GraphSummary.of(graph, built=True)
+        return GraphSummary.of(graph, built=True, viewer_url=self.link(model, layer, neuron))

@@ -4,6 +4,10 @@
     n2g-mcp --transport http --port 8000           # Streamable HTTP on http://127.0.0.1:8000/mcp
     N2G_MCP_TOKEN=secret n2g-mcp --transport http --host 0.0.0.0   # other addresses need a token
     n2g-mcp --model tiny=/models/tiny-llama        # also serve a local model, as "tiny"
+    n2g-mcp view                                   # the browser viewer alone, on http://127.0.0.1:8000/
+
+Over HTTP the viewer's pages are at ``/`` beside ``/mcp``; tools that answer about one neuron link
+to its page (``viewer_url``): over HTTP on this server, over stdio under ``--viewer-url``.
 
 Logs go to stderr only (stdout is the protocol under stdio). Only this module knows which
 transport is in use.
@@ -17,12 +21,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
-from n2g_mcp.auth import TOKEN_ENV, http_app
+from n2g_mcp.auth import TOKEN_ENV, BearerTokenMiddleware, check_exposure, http_app
 from n2g_mcp.live import LiveBackend
 from n2g_mcp.paths import STORES_ENV, default_stores_dir
 from n2g_mcp.registry import ServedModels, parse_model_option
+from n2g_mcp.queries import Queries
 from n2g_mcp.server import create_server
+from n2g_mcp.viewer.app import viewer_app, viewer_routes
+from n2g_mcp.viewer.links import DEFAULT_VIEWER_URL, http_base
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec
 
 log = logging.getLogger("n2g_mcp")
@@ -31,6 +39,9 @@ log = logging.getLogger("n2g_mcp")
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of ``n2g-mcp``."""
     parser = argparse.ArgumentParser(prog="n2g-mcp", description="Serve neuron graphs to AI agents over MCP.")
+    parser.add_argument("command", nargs="?", choices=["serve", "view"], default="serve",
+                        help="serve (default): the MCP server; view: the browser viewer alone, over HTTP "
+                             "(prints its address; opens nothing)")
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio",
                         help="stdio (default, for Claude Code/Desktop) or Streamable HTTP")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
@@ -50,6 +61,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--show-paths", action="store_true",
                         help="show the server's folders (stores, cache) in answers and errors to HTTP clients "
                              "too; stdio clients, local users, always see them")
+    parser.add_argument("--viewer-url", default=DEFAULT_VIEWER_URL, metavar="URL",
+                        help="over stdio, the viewer base the tools' neuron links point to (default "
+                             f"{DEFAULT_VIEWER_URL}, where `n2g-mcp view` serves); 'none' for no links. Over "
+                             "HTTP the links point to this server")
     parser.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level")
     return parser
@@ -80,20 +95,37 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
         log.warning("no stores folder at %s: serving no graphs until some are built; pass --stores DIR "
                     "or set %s=DIR to serve a folder of stores (docs/install.md)", stores, STORES_ENV)
     # A stdio client is a local user, who may see the folders; an HTTP one may be anyone.
-    server = create_server(stores, live=live, models=models,
-                           show_paths=args.transport == "stdio" or args.show_paths)
+    over_http = args.transport == "http" or args.command == "view"
+    links = http_base(args.host, args.port) if over_http else (
+        None if args.viewer_url.lower() == "none" else args.viewer_url)
+    q = Queries(stores, live, models, show_paths=not over_http or args.show_paths, viewer_url=links)
+    try:
+        if over_http:
+            check_exposure(args.host, args.token)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "view":
+        app = viewer_app(q)
+        # The address is this command's output: on stdout (no protocol runs there).
+        _serve(BearerTokenMiddleware(app, args.token) if args.token else app, args,
+               f"n2g-mcp viewer: {links}/" + ("?token=<token> (once; the browser keeps it)" if args.token else ""),
+               sys.stdout)
+        return
+    server = create_server(stores, queries=q)
     log.info("serving stores from %s over %s", stores, args.transport)
     if args.transport == "stdio":
         server.run("stdio")
         return
-    try:
-        app = http_app(server, host=args.host, token=args.token)
-    except ValueError as exc:
-        parser.error(str(exc))
+    app = http_app(server, host=args.host, token=args.token, pages=viewer_routes(q))
+    _serve(app, args, f"n2g-mcp: Streamable HTTP on {links}/mcp" + (" (bearer token required)" if args.token else "")
+           + f"; viewer on {links}/")
+
+
+def _serve(app: object, args: argparse.Namespace, banner: str, stream: TextIO = sys.stderr) -> None:
+    """Run an ASGI app with uvicorn, saying where (on stderr unless told: stdout may be a protocol)."""
     import uvicorn
 
-    print(f"n2g-mcp: Streamable HTTP on http://{args.host}:{args.port}/mcp"
-          + (" (bearer token required)" if args.token else ""), file=sys.stderr)
+    print(banner, file=stream, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
 
 

@@ -38,6 +38,8 @@ from store.scanfile import NeuronStats
 from store.sqlsearch import Hit
 from store.tokens import matched_first, repeated_tokens
 
+VIEWER_URL = ("the neuron's page in the local browser viewer (graph drawn, top activations shaded, "
+              "a box to test text), to hand a person; null where the server links to no viewer")
 HasGraph = Annotated[bool, Field(description="whether a graph is stored for it (get_graph reads it)")]
 Expectation = Literal["fire", "silent"]
 """What predict_activations' caller expects the neuron to do on its text (the test it wrote)."""
@@ -98,10 +100,11 @@ class GraphSummary(BaseModel):
         "and the interval protocol, beside the token-lookup floor a graph must beat; None for graphs built "
         "before it (n2g build --ordinary)")
     built: bool = Field(default=False, description="true when this call built the graph, false when it was stored")
+    viewer_url: str | None = Field(default=None, description=VIEWER_URL)
 
     @classmethod
-    def of(cls, graph: NeuronGraph, built: bool = False) -> GraphSummary:
-        """The summary of a stored or just-built graph."""
+    def of(cls, graph: NeuronGraph, built: bool = False, viewer_url: str | None = None) -> GraphSummary:
+        """The summary of a stored or just-built graph, linking to its page where given."""
         fid = graph.fidelity
         return cls(
             id=graph.id, model=graph.model, layer=graph.layer, neuron=graph.neuron,
@@ -112,7 +115,7 @@ class GraphSummary(BaseModel):
             fidelity=None if fid is None else fid.n2g.top,
             fidelity_with_negatives=None if fid is None else fid.n2g.random,
             fidelity_ordinary_text=None if fid is None else fid.heldout,
-            built=built,
+            built=built, viewer_url=viewer_url,
         )
 
 
@@ -187,6 +190,7 @@ class SearchHit(BaseModel):
         "activation relative to the graph's strongest activating token (mean over the query's tokens; "
         "1.0: the query holds what fires it most); results are ranked by it, then by F1. Null without "
         "activating tokens")
+    viewer_url: str | None = Field(default=None, description=VIEWER_URL)
 
     @classmethod
     def of(cls, hit: Hit, repeated: bool, exact: bool, activating: Sequence[str] = ()) -> SearchHit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Any
 
 from n2g_mcp import text
 from n2g_mcp.limits import (
@@ -60,6 +61,11 @@ from store.tokens import normalize
 
 class ProbeQueries(Resolver):
     """find_neurons, find_induction_neurons, ablate_neurons, steer_neurons and test_hypothesis."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.induction_runs: dict[str, InductionOutput] = {}
+        """Each model's last find_induction_neurons answer (the viewer shows a neuron's place in it)."""
 
     def _probe_spec(self, model: str, doing: str) -> ModelSpec:
         return self.spec(model, doing, text.INSTEAD_OF_PROBING)
@@ -134,11 +140,13 @@ class ProbeQueries(Resolver):
         graphs = self.hits(model, [(r.layer, r.neuron) for r in probe.scores[:limit]])
         results = [InductionHit(**dict(r), has_graph=(r.layer, r.neuron) in graphs)
                    for r in probe.scores[:limit]]
-        return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
-                               seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
-                               loss_first_copy=probe.loss_first, loss_second_copy=probe.loss_second,
-                               threshold_source=text.threshold_source(scan is not None),
-                               results=results, seconds=seconds)
+        out = InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
+                              seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
+                              loss_first_copy=probe.loss_first, loss_second_copy=probe.loss_second,
+                              threshold_source=text.threshold_source(scan is not None),
+                              results=results, seconds=seconds)
+        self.induction_runs[model] = out
+        return out
 
     def neuron_pairs(self, model: str, neurons: list[str], limit: int, tool: str) -> list[tuple[int, int]]:
         """``(layer, neuron)`` pairs of neuron ids, unique, in the order given; each id checked against the model.

@@ -21,6 +21,7 @@ from n2g_mcp.limits import MAX_TEXT_CHARS, OUTPUT_SHOWN
 from n2g_mcp.live import BuilderBackend, LiveBackend
 from n2g_mcp.paging import Pager
 from n2g_mcp.registry import ServedModels, looks_like_path
+from n2g_mcp.viewer.links import neuron_url
 from store.catalog import Catalog, StoreView
 from store.errors import BadArgument, CorruptGraph, NotFound, ScanFileError, Unavailable
 from store.examples import (
@@ -58,11 +59,14 @@ class Resolver:
         pager: signs cursors; a fresh random key by default.
         show_paths: whether answers and errors may show the server's folders (a local user's, as
             over stdio); where not, :meth:`shown` words them as "the server's stores folder".
+        viewer_url: the base URL of the viewer's pages (``n2g_mcp.viewer``), which answers about
+            one neuron link to (``viewer_url`` fields); None: no links.
     """
 
     def __init__(self, stores_dir: Path, live: LiveBackend | None = None, models: ServedModels | None = None,
-                 pager: Pager | None = None, show_paths: bool = True) -> None:
+                 pager: Pager | None = None, show_paths: bool = True, viewer_url: str | None = None) -> None:
         self.show_paths = show_paths
+        self.viewer_url = viewer_url
         self.models = models if models is not None else ServedModels()
         # Lines of a store whose header lacks the shape are checked against the served models'.
         self.catalog = Catalog(Path(stores_dir), shapes=self.models.shape, first_call=INDEX_WAIT)
@@ -116,6 +120,10 @@ class Resolver:
         if self.models.spec(name) is None and looks_like_path(name) and self.catalog.get(name) is None:
             raise BadArgument(text.model_is_a_path())
         return name
+
+    def link(self, model: str, layer: int, neuron: int) -> str | None:
+        """The URL of a neuron's page in the viewer, or None where this server links to none."""
+        return None if self.viewer_url is None else neuron_url(self.viewer_url, model, layer, neuron)
 
     def build_call(self, model: str, layer: int, neuron: int) -> str:
         """The build_graph call an agent makes for a neuron."""

@@ -45,7 +45,7 @@ class _Server(MCPServer):
 
 def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: ServedModels | None = None,
                   prompts_dir: Path | None = None, queries: Queries | None = None,
-                  show_paths: bool = True) -> MCPServer:
+                  show_paths: bool = True, viewer_url: str | None = None) -> MCPServer:
     """The MCP server over a stores directory.
 
     Args:
@@ -58,8 +58,11 @@ def create_server(stores_dir: Path, *, live: LiveBackend | None = None, models: 
             arguments above and ``show_paths`` are not used).
         show_paths: whether answers and errors show the server's folders (to a local user);
             where not, they name them ("the server's stores folder").
+        viewer_url: the viewer's base URL, which answers about one neuron link to (``viewer_url``);
+            None: no links.
     """
-    q = queries if queries is not None else Queries(Path(stores_dir), live, models, show_paths=show_paths)
+    q = queries if queries is not None else Queries(Path(stores_dir), live, models, show_paths=show_paths,
+                                                    viewer_url=viewer_url)
     server = _Server("n2g-mcp", instructions=wording.INSTRUCTIONS)
     register(server, q)
     server.resource("graph://{model}/{layer}/{neuron}", mime_type="application/json",

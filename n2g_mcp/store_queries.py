@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Literal
 
 from n2g_mcp import text
 from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_PAIR_VISITS, SEARCH_PAGE
@@ -28,9 +29,11 @@ from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.graph import Example
 from store.names import neuron_id, parse_neuron_id
+from store.png import to_png
 from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode, PairBudget
+from store.svg import to_svg
 
 
 def split_words(words: Sequence[str]) -> list[str]:
@@ -75,7 +78,7 @@ class StoreQueries(Resolver):
         pruned, unresolved = self.examples(graph, graph.pruned)
         output, unusable = self.output_tokens(model, layer, neuron)
         return GraphDescription(
-            **GraphSummary.of(graph).model_dump(),
+            **GraphSummary.of(graph, viewer_url=self.link(model, layer, neuron)).model_dump(),
             hook=graph.hook, max_activation=graph.max_activation,
             paths=len(trie), depth=trie.depth(),
             matching=text.matching(graph.matching.rule, graph.matching.normalized),
@@ -143,7 +146,10 @@ class StoreQueries(Resolver):
                                   repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
-        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
+        hits = [SearchHit.of(h, repeated, exact, activating) for h in page]
+        for hit in hits:
+            hit.viewer_url = self.link(model, hit.layer, hit.neuron)
+        return SearchOutput(model=model, results=hits, total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
@@ -206,3 +212,14 @@ class StoreQueries(Resolver):
                             shown_nodes=counts["shown_nodes"], paths=counts["paths"],
                             shown_paths=counts["shown_paths"], max_nodes=nodes, requested_max_nodes=max_nodes,
                             warnings=view.corrupt_reports())
+
+    def picture(self, model: str | None, layer: int, neuron: int, fmt: Literal["svg", "png"],
+                max_nodes: int = NODES_DRAWN) -> bytes:
+        """The graph drawn as SVG or PNG (``store.svg``, ``store.png``: no Graphviz), with what the
+        DOT of :meth:`render` holds, up to ``max_nodes`` nodes."""
+        model = self.model(model)
+        graph, _ = self.graph(model, layer, neuron)
+        output, _ = self.output_tokens(model, layer, neuron)
+        if fmt == "png":
+            return to_png(graph, max_nodes=max_nodes, output=output)
+        return to_svg(graph, max_nodes=max_nodes, output=output).encode()

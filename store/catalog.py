@@ -76,6 +76,10 @@ class StoreView:
         """The layers that have at least one graph, ascending."""
         return self._catalog.cached(("layers", self.model), lambda: self._search.layers(self.model))
 
+    def f1_by_layer(self) -> dict[int, list[float]]:
+        """Every scored graph's F1 by layer, ascending (of the graphs indexed so far)."""
+        return self._catalog.cached(("f1_by_layer", self.model), lambda: self._search.f1_by_layer(self.model))
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, tuple) and len(key) == 2 and self.hit(*key) is not None
 

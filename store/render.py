@@ -1,7 +1,9 @@
 """Graphviz DOT text for a neuron graph, drawn the way the paper draws it.
 
 In: a :class:`store.graph.NeuronGraph`. Out: DOT source (``to_dot``) that ``dot -Tsvg`` renders,
-and node and edge counts (``render_summary``) for a caller that wants to say what it drew.
+and node and edge counts (``render_summary``) for a caller that wants to say what it drew. The
+choice of what to draw (``layout``), the colours, title and legend are shared with the pictures
+drawn without Graphviz (``store.layout``, ``store.svg``, ``store.png``).
 
 The paper's drawing (Foote et al. 2023, section 3.2, "Graph Building"):
 
@@ -239,26 +241,36 @@ def _strength(node: DrawnNode, weight: float) -> float:
     return importance_shade(weight)
 
 
-def _fill(node: DrawnNode, weight: float) -> str:
+def fill(node: DrawnNode, weight: float) -> str:
+    """A node's fill colour: red (activating), blue (context) or green (repeat), by strength."""
     depth, token = node
     colour = "green" if token == REPEAT_KEY else "red" if depth == 0 else "blue"
     return _shade(_strength(node, weight), colour)
 
 
-def _node_attrs(node: DrawnNode, weight: float, end: bool) -> str:
+def text_colour(node: DrawnNode, weight: float) -> str:
+    """Black reads well on any red or green, but not on deep blue: white there."""
+    deep = node[0] > 0 and _strength(node, weight) >= 0.6 and node[1] != REPEAT_KEY
+    return "white" if deep else "black"
+
+
+def node_tip(node: DrawnNode, weight: float) -> str:
+    """A node's tooltip: what its number is, and for a repeat node what it matches."""
     depth, token = node
-    repeat = token == REPEAT_KEY
-    what = "activation" if depth == 0 else "importance"
-    tip = f"{what} {weight:.3f}"
-    if repeat:
+    tip = f"{'activation' if depth == 0 else 'importance'} {weight:.3f}"
+    if token == REPEAT_KEY:
         tip = ("any token that continues an earlier copy in the text; " if depth == 0 else
                f"the {depth + 1} tokens ending at the activating one occurred earlier; ") + tip
+    return tip
+
+
+def _node_attrs(node: DrawnNode, weight: float, end: bool) -> str:
+    repeat = node[1] == REPEAT_KEY
     attrs = [
-        f"label={_quote(REPEAT_LABEL if repeat else token, f'{weight:.2f}')}",
-        f'fillcolor="{_fill(node, weight)}"',
-        # Black reads well on any red or green, but not on deep blue.
-        f'fontcolor="{"white" if depth > 0 and _strength(node, weight) >= 0.6 and not repeat else "black"}"',
-        f"tooltip={_quote(tip)}",
+        f"label={_quote(REPEAT_LABEL if repeat else node[1], f'{weight:.2f}')}",
+        f'fillcolor="{fill(node, weight)}"',
+        f'fontcolor="{text_colour(node, weight)}"',
+        f"tooltip={_quote(node_tip(node, weight))}",
     ]
     style = "dashed,filled" + (",bold" if end else "")
     if repeat:
@@ -270,7 +282,7 @@ def _node_attrs(node: DrawnNode, weight: float, end: bool) -> str:
     return ", ".join(attrs)
 
 
-def _loose(drawing: Drawing) -> list[DrawnNode]:
+def loose_nodes(drawing: Drawing) -> list[DrawnNode]:
     """Activating tokens drawn with no context (no edge reaches them), strongest first, where there
     are enough of them to lay out as a table (:data:`LOOSE_MIN`); else none."""
     reached = {dst for _, dst in drawing.edges}
@@ -284,14 +296,14 @@ def _table(nodes: list[DrawnNode], weights: dict[DrawnNode, float]) -> str:
     rows = [f'<TR><TD COLSPAN="{LOOSE_COLUMNS}" BORDER="0"><I>fire in any context ({len(nodes)}; each '
             "ends a path)</I></TD></TR>"]
     for start in range(0, len(nodes), LOOSE_COLUMNS):
-        cells = "".join(f'<TD BGCOLOR="{_fill(n, weights[n])}">{_html(display_token(n[1]))}<BR/>'
+        cells = "".join(f'<TD BGCOLOR="{fill(n, weights[n])}">{_html(display_token(n[1]))}<BR/>'
                         f"{weights[n]:.2f}</TD>" for n in nodes[start:start + LOOSE_COLUMNS])
         rows.append(f"<TR>{cells}</TR>")
     return ('<<TABLE BORDER="0" CELLBORDER="2" CELLSPACING="3" CELLPADDING="4">' + "".join(rows)
             + "</TABLE>>")
 
 
-def _skip_label(gaps: frozenset[int]) -> str:
+def skip_label(gaps: frozenset[int]) -> str:
     """An edge's label: how many positions that do not matter its paths skip (none: no label)."""
     low, high = min(gaps), max(gaps)
     if high == 0:
@@ -313,14 +325,19 @@ LEGEND = (
 """The legend's rows: a sample (a colour, or a word) and what it means."""
 
 
+def legend_rows(repeat: bool) -> list[tuple[str, str]]:
+    """The legend's rows for a drawing, with the repeat row where it holds a repeat node."""
+    rows = list(LEGEND)
+    if repeat:
+        rows.append(("↻", f"{REPEAT_LABEL}: any tokens that continue an earlier copy in the same text"))
+    return rows
+
+
 def _legend(title: list[str], repeat: bool) -> str:
     """The graph's label: its title, then the legend, as an HTML-like table."""
     rows = [f'<TR><TD COLSPAN="2"><B>{_html(line)}</B></TD></TR>' if i == 0 else
             f'<TR><TD COLSPAN="2">{_html(line)}</TD></TR>' for i, line in enumerate(title)]
-    legend = list(LEGEND)
-    if repeat:
-        legend.append(("↻", f"{REPEAT_LABEL}: any tokens that continue an earlier copy in the same text"))
-    for sample, meaning in legend:
+    for sample, meaning in legend_rows(repeat):
         if sample.startswith("#"):
             cell = f'<TD BGCOLOR="{sample}" BORDER="1">token<BR/>0.90</TD>'
         elif sample == "bold":
@@ -350,6 +367,33 @@ def writes_line(output: OutputTokens) -> str:
     return f"writes (direct path): promotes {named(output.promoted)}; suppresses {named(output.suppressed)}"
 
 
+def left_out_note(drawing: Drawing, max_nodes: int) -> str:
+    """What a capped drawing leaves out ("" where it shows everything)."""
+    left_out = drawing.total_nodes - len(drawing.nodes)
+    if not left_out:
+        return ""
+    return (f"{left_out} of {drawing.total_nodes} nodes and {drawing.total_paths - drawing.kept_paths} of "
+            f"{drawing.total_paths} paths left out (max_nodes={max_nodes})")
+
+
+def title_lines(graph: NeuronGraph, drawing: Drawing, max_nodes: int, output: OutputTokens | None) -> list[str]:
+    """A drawing's title, one line each: the neuron and model, its F1 where scored, what it writes
+    where known, and what the drawing leaves out."""
+    title = [f"{graph.id} · {graph.model}"]
+    f1 = top_f1(graph)
+    if f1 is not None:
+        title.append(f"F1 {f1:.2f}")
+    if output is not None:
+        title.append(writes_line(output))
+    note = left_out_note(drawing, max_nodes)
+    return title + ([note] if note else [])
+
+
+def has_repeat(drawing: Drawing) -> bool:
+    """Whether the drawing holds a repeat node (the legend then explains it)."""
+    return any(token == REPEAT_KEY for _, token in drawing.nodes)
+
+
 def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTokens | None = None) -> str:
     """Graphviz DOT source for a neuron graph, drawn as in the paper with a legend.
 
@@ -367,24 +411,12 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTo
         ValueError: if ``max_nodes`` is less than 1.
     """
     drawing = layout(graph, max_nodes)
-    loose = _loose(drawing)
+    loose = loose_nodes(drawing)
     apart = set(loose)
     order = sorted(n for n in drawing.nodes if n not in apart)  # by depth, then token
     ids = {node: f"n{i}" for i, node in enumerate(order)}
-
-    title = [f"{graph.id} · {graph.model}"]
-    f1 = top_f1(graph)
-    if f1 is not None:
-        title.append(f"F1 {f1:.2f}")
-    if output is not None:
-        title.append(writes_line(output))
-    left_out = drawing.total_nodes - len(drawing.nodes)
-    note = ""
-    if left_out:
-        note = (f"{left_out} of {drawing.total_nodes} nodes and "
-                f"{drawing.total_paths - drawing.kept_paths} of {drawing.total_paths} paths "
-                f"left out (max_nodes={max_nodes})")
-        title.append(note)
+    title = title_lines(graph, drawing, max_nodes, output)
+    note = left_out_note(drawing, max_nodes)
 
     lines = [
         f"// N2G neuron graph {_escape(graph.id)} of {_escape(display_token(graph.model))}; "
@@ -394,7 +426,7 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTo
         lines.append(f"// {note}")
     lines += [
         f"digraph {_quote(graph.id)} {{",
-        f"  label={_legend(title, any(token == REPEAT_KEY for _, token in drawing.nodes))};",
+        f"  label={_legend(title, has_repeat(drawing))};",
         "  labelloc=t; labeljust=l; rankdir=LR; fontname=Helvetica;",
         '  node [shape=box, style="rounded,filled", fontname=Helvetica, penwidth=1];',
         "  edge [color=gray40, arrowsize=0.7, fontname=Helvetica, fontsize=10];",
@@ -411,7 +443,7 @@ def to_dot(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN, output: OutputTo
     if loose and not depths:
         lines.append("  { rank=same; loose; }")
     for src, dst in sorted(drawing.edges, key=lambda e: (ids[e[0]], ids[e[1]])):
-        skip = _skip_label(drawing.skips.get((src, dst), frozenset({0})))
+        skip = skip_label(drawing.skips.get((src, dst), frozenset({0})))
         lines.append(f"  {ids[src]} -> {ids[dst]}" + (f" [label={_quote(skip)}]" if skip else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -439,33 +471,3 @@ def render_summary(graph: NeuronGraph, *, max_nodes: int = NODES_DRAWN) -> dict[
         "context_nodes": sum(1 for depth, _ in drawing.nodes if depth > 0),
         "depth": max((depth for depth, _ in drawing.nodes), default=0),
     }
-
-
-# --------------------------------------------------------------------- pictures
-class GraphvizMissing(RuntimeError):
-    """Graphviz's ``dot`` program is not installed here."""
-
-
-def draw(dot: str, fmt: str = "svg", *, timeout: float = 20.0) -> bytes:
-    """The drawing of DOT source as ``png`` or ``svg`` bytes, made by Graphviz's ``dot`` program.
-
-    Raises:
-        GraphvizMissing: where ``dot`` is not on the PATH.
-        RuntimeError: where ``dot`` fails or takes longer than ``timeout`` seconds.
-    """
-    import shutil
-    import subprocess
-
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"fmt must be 'png' or 'svg', got {fmt!r}")
-    program = shutil.which("dot")
-    if program is None:
-        raise GraphvizMissing("Graphviz `dot` is not installed")
-    try:
-        done = subprocess.run([program, f"-T{fmt}"], input=dot.encode(), capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"dot took longer than {timeout:g} s") from exc
-    if done.returncode != 0 or not done.stdout:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()[:1]
-        raise RuntimeError(f"dot exited with status {done.returncode}: {reason[0] if reason else 'no output'}")
-    return done.stdout

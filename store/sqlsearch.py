@@ -118,6 +118,14 @@ class IndexSearch:
         return [rank for (rank,) in self._rows(
             "SELECT rank FROM graphs WHERE model=? AND current=1 ORDER BY rank", (model,))]
 
+    def f1_by_layer(self, model: str) -> dict[int, list[float]]:
+        """Every scored graph's F1, by layer (the viewer's per-layer plot), ascending."""
+        out: dict[int, list[float]] = {}
+        for layer, f1 in self._rows("SELECT layer, f1 FROM graphs WHERE model=? AND current=1 AND f1 IS NOT NULL "
+                                    "ORDER BY layer, f1", (model,)):
+            out.setdefault(layer, []).append(f1)
+        return out
+
     def graph_id(self, model: str, layer: int, neuron: int) -> int | None:
         """The index's id of a neuron's current graph, or None."""
         rows = self._rows("SELECT id FROM graphs WHERE model=? AND layer=? AND neuron=? AND current=1",

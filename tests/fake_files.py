@@ -13,9 +13,7 @@ import numpy as np
 
 from store.logitfile import logits_filename, write_logit_file
 from store.scanfile import scan_filename, write_scan_file
-from tests.fakes import MAX_ACTIVATION, WORDS, FakeLiveBackend
-
-VOCAB = ["<bos>", *WORDS]
+from tests.fakes import MAX_ACTIVATION, VOCAB, WORDS, FakeLiveBackend
 N_LAYERS, D_MLP, K = 4, 64, 3
 
 
@@ -38,7 +36,7 @@ def rule_logits(fake: FakeLiveBackend) -> dict[str, np.ndarray]:
 
 def write_rule_files(stores: Path, fake: FakeLiveBackend) -> None:
     """The fake model's output-token file and a small scan file (random windows, max 4.0 everywhere)."""
-    write_logit_file(stores / logits_filename("test-model"), model="test-model", vocab=VOCAB,
+    write_logit_file(stores / logits_filename("test-model"), model="test-model", vocab=list(VOCAB),
                      path_note="the fake's rule", excluded=1, **rule_logits(fake))
     rng = np.random.default_rng(0)
     windows = rng.integers(1, len(VOCAB), size=(32, 8))
@@ -46,7 +44,7 @@ def write_rule_files(stores: Path, fake: FakeLiveBackend) -> None:
     values = np.broadcast_to(np.linspace(MAX_ACTIVATION, 1.0, 5)[None, :, None], top_window.shape)
     stat = np.full((N_LAYERS, D_MLP), MAX_ACTIVATION)
     write_scan_file(stores / scan_filename("test-model"), model="test-model", hook="blocks.{layer}.mlp.hook_post",
-                    vocab=VOCAB, windows=windows, top_window=top_window,
+                    vocab=list(VOCAB), windows=windows, top_window=top_window,
                     top_position=np.full(top_window.shape, 4), top_value=values, max_activation=stat,
                     density=stat * 0.01, quantiles={0.5: stat * 0.1}, mean=stat * 0.05,
                     random_windows=np.arange(4), seed=0, windows_key="fake")

@@ -51,6 +51,8 @@ from store.trie import IGNORE, NeuronTrie
 WORDS = (" cat", " dog", " tree", " house", " river", " stone", " book", " light",
          " road", " cloud", " apple", " glass", " bird", " sand", " door", " wheel")
 MAX_ACTIVATION = 4.0
+VOCAB = ("<bos>", *WORDS)
+"""The fake's token ids: its scan file's vocabulary (``tests/fake_files.py``)."""
 _TOKEN = re.compile(r" ?[A-Za-z]+| ?\d+| ?[^\sA-Za-z\d]|\s+")
 
 
@@ -113,6 +115,12 @@ class FakeLiveBackend:
         self.calls.append("activations")
         tokens = _TOKEN.findall(text)
         return tokens, self.raw(layer, neuron, tokens)
+
+    def window_activations(self, spec: ModelSpec, layer: int, neuron: int,
+                           rows: Sequence[Sequence[int]]) -> list[list[float]]:
+        self._check(spec)
+        self.calls.append("window_activations")
+        return [self.raw(layer, neuron, [VOCAB[i] for i in row]) for row in rows]
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,

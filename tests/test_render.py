@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import math
 import shutil
 import subprocess
+from xml.etree import ElementTree
 
 import pydot
 import pytest
+from PIL import Image
 
 from store.graph import NeuronGraph
-from store.render import REPEAT_LABEL, render_summary, to_dot
+from store import png
+from store.layout import scene_of
+from store.render import REPEAT_LABEL, display_token, layout, render_summary, to_dot
+from store.svg import to_svg
+from store.tokens import REPEAT_KEY
 from store.trie import IGNORE, REPEAT
 from tests.graphs import make_graph
 
@@ -223,3 +231,79 @@ def test_graphviz_renders_the_dot_as_svg(graph: NeuronGraph) -> None:
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "<svg" in result.stdout
+
+
+# --------------------------------------------------------------------- SVG and PNG without Graphviz
+TRICKY = [
+    FIGURE_1, make_graph([(('q"\\\n', "\t", " "), 1.0)]),
+    make_graph([((f" <w{i}&>",), 0.9) for i in range(6)] + [((" &", '"q" <b>'), 1.0)]),  # a table, escapes
+    make_graph([((REPEAT, REPEAT), 1.0)]),
+]
+
+
+def svg_texts(svg: str) -> list[str]:
+    root = ElementTree.fromstring(svg)
+    return [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+@pytest.mark.parametrize("graph", TRICKY)
+def test_svg_is_well_formed_and_shows_every_drawn_token(graph: NeuronGraph) -> None:
+    svg = to_svg(graph)
+    texts = svg_texts(svg)
+    drawing = layout(graph)
+    for depth, token in drawing.nodes:
+        assert (REPEAT_LABEL if token == REPEAT_KEY else display_token(token)) in texts
+    assert any(t.startswith("activating token:") for t in texts)  # the legend
+
+
+def test_svg_marks_path_ends_bold_and_repeats_as_dashed_ellipses() -> None:
+    svg = to_svg(make_graph([((REPEAT, " the"), 1.0), ((" a",), 0.4)]))
+    root = ElementTree.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    ellipses = list(root.iter(f"{ns}ellipse"))
+    assert ellipses and all(e.get("stroke-dasharray") for e in ellipses)
+    bold = [r for r in root.iter(f"{ns}rect") if r.get("stroke-width") == "3"]
+    assert bold  # the end of ' a', and the legend's sample
+
+
+@pytest.mark.parametrize("graph", [FIGURE_1, TRICKY[2], make_graph(
+    [((f" c{i}", f" m{i % 3}", f" a{i % 2}"), 0.5 + i / 40) for i in range(12)])])
+def test_nodes_do_not_overlap_and_edges_join_neighbouring_columns(graph: NeuronGraph) -> None:
+    scene = scene_of(graph)
+    nodes = [b for b in scene.boxes if b.tip]
+    for i, a in enumerate(nodes):
+        assert 0 <= a.x and a.x + a.w <= scene.width and 0 <= a.y and a.y + a.h <= scene.height
+        for b in nodes[i + 1:]:
+            apart = a.x + a.w <= b.x or b.x + b.w <= a.x or a.y + a.h <= b.y or b.y + b.h <= a.y
+            assert apart, (a, b)
+    for curve in scene.curves:
+        (x0, y0), *_, (x1, y1) = curve.points
+        assert x0 < x1  # context on the left, the token it leads to on the right
+        assert any(abs(b.x + b.w - x0) < 0.01 and b.y <= y0 <= b.y + b.h for b in nodes)
+        assert any(abs(b.x - x1) < 2 and b.y <= y1 <= b.y + b.h for b in nodes)
+
+
+def test_svg_is_the_same_every_time() -> None:
+    assert to_svg(TRICKY[2]) == to_svg(TRICKY[2])
+
+
+@pytest.mark.parametrize("system_font", [True, False], ids=["system-font", "pillow-font"])
+def test_png_is_a_picture_of_the_scene_with_or_without_a_system_font(system_font: bool, monkeypatch,
+                                                                      tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz
+    if not system_font:
+        monkeypatch.setattr(png, "_font_file", lambda: None)
+        png._font.cache_clear()
+    try:
+        data = png.to_png(FIGURE_1)
+    finally:
+        png._font.cache_clear()
+    image = Image.open(io.BytesIO(data))
+    scene = scene_of(FIGURE_1, measure=png._measure)
+    assert image.format == "PNG"
+    assert image.size == (math.ceil(scene.width * png.SCALE), math.ceil(scene.height * png.SCALE))
+    colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 20  # not blank: text, reds and blues
+    reds = sum(n for n, (r, g, b) in colours if r > 200 and g < 120 and b < 120)
+    blues = sum(n for n, (r, g, b) in colours if b > 200 and r < 120 and g < 120)
+    assert reds > 100 and blues > 100

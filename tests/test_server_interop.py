@@ -109,12 +109,14 @@ async def test_a_tampered_or_foreign_cursor_is_refused_and_says_how_to_start_ove
 
 
 # --------------------------------------------------------------------- pictures
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
-                               reason="Graphviz `dot` is not installed (apt-get install graphviz)")
+@pytest.fixture
+def no_graphviz(monkeypatch, tmp_path):
+    """A PATH with no Graphviz on it: the pictures must not need one (a fresh set-up has none)."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert shutil.which("dot") is None
 
 
-@needs_dot
-async def test_render_attaches_a_png_image_when_asked(server):
+async def test_render_attaches_a_png_image_when_asked(server, no_graphviz):
     async with Client(server) as client:
         result = await client.call_tool("render_graph_dot", {"layer": 0, "neuron": 2, "image": "png"})
     text, image = result.content
@@ -123,8 +125,7 @@ async def test_render_attaches_a_png_image_when_asked(server):
     assert result.structured_content["image"] == "png" and "attached as PNG" in text.text
 
 
-@needs_dot
-async def test_render_attaches_svg_as_an_embedded_resource(server):
+async def test_render_attaches_svg_as_an_embedded_resource(server, no_graphviz):
     async with Client(server) as client:
         result = await client.call_tool("render_graph_dot", {"layer": 0, "neuron": 2, "image": "svg"})
     resource = result.content[1].resource
@@ -132,12 +133,18 @@ async def test_render_attaches_svg_as_an_embedded_resource(server):
     assert "␣except" in resource.text  # the leading space shows
 
 
-async def test_without_graphviz_render_says_how_to_install_it(server, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+async def test_without_pillow_a_png_request_says_why_and_keeps_the_dot(server, monkeypatch):
+    import store.png
+
+    def missing() -> None:
+        raise RuntimeError("PNG needs Pillow: pip install pillow (or ask for SVG instead)")
+
+    monkeypatch.setattr(store.png, "_pil", missing)
     async with Client(server) as client:
         result = await client.call_tool("render_graph_dot", {"layer": 0, "neuron": 2, "image": "png"})
     assert not result.is_error and len(result.content) == 1
-    assert "apt-get install graphviz" in result.content[0].text and result.structured_content["image"] is None
+    assert "pip install pillow" in result.content[0].text and result.structured_content["image"] is None
+    assert "digraph" in result.structured_content["dot"]
 
 
 # --------------------------------------------------------------------- the Inspector

@@ -34,6 +34,8 @@ async def test_investigation_searches_builds_tests_compares_and_draws(stores_dir
     assert "activating token alone: real peak 0.25, silent (as expected)" in out
     assert "unrelated control text: real peak 0.00, silent (as expected)" in out
     assert (tmp_path / "out" / "L2_N9.dot").read_text().startswith("// N2G neuron graph L2/N9")
+    # it ends with the built neuron's page in the viewer (a stdio server links to `n2g-mcp view`'s address)
+    assert "  http://127.0.0.1:8000/m/test-model/L2/N9" in out.split("See the neurons in a browser")[1]
 
 
 async def test_investigation_chooses_a_neuron_by_search_when_none_is_given(stores_dir: Path, tmp_path: Path):

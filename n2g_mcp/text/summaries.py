@@ -79,6 +79,8 @@ def get_graph(d: GraphDescription) -> str:
         lines.append(writes)
     lines.append("Next: top_activations for the full examples, predict_activations to test a hypothesis, "
                  "render_graph_dot to draw it.")
+    if d.viewer_url:
+        lines.append(f"A person can see it at {d.viewer_url} (the viewer: `n2g-mcp view`).")
     return with_warnings("\n".join(lines), d.warnings)
 
 
@@ -218,13 +220,8 @@ def image_attached(kind: str) -> str:
     return f"The drawing is attached as {kind.upper()}."
 
 
-def graphviz_missing(kind: str) -> str:
-    return (f"No {kind.upper()} attached: Graphviz `dot` is not installed on the server (install it with "
-            "`apt-get install graphviz`, or `brew install graphviz`); render the DOT text yourself instead.")
-
-
-def graphviz_failed(kind: str, reason: str) -> str:
-    return f"No {kind.upper()} attached: Graphviz failed ({reason}); the DOT text is still valid above."
+def picture_failed(kind: str, reason: str) -> str:
+    return f"No {kind.upper()} attached ({reason}); the DOT text above is still valid (render it with `dot -Tsvg`)."
 
 
 # --------------------------------------------------------------------- predict

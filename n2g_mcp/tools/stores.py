@@ -28,7 +28,7 @@ from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
 from store.names import parse_neuron_id
-from store.render import NODES_DRAWN, GraphvizMissing, draw
+from store.render import NODES_DRAWN
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode
 
 
@@ -128,20 +128,18 @@ async def find_similar_neurons(
     return result(wording.similar(out), out)
 
 
-def _drawing(out: RenderOutput, fmt: str) -> tuple[list[ContentBlock], str]:
+def _drawing(q: Queries, out: RenderOutput, fmt: Literal["png", "svg"]) -> tuple[list[ContentBlock], str]:
     """The drawing as MCP content (PNG as an image, SVG as an embedded resource), and a note."""
+    layer, neuron = parse_neuron_id(out.id)
     try:
-        picture = draw(out.dot, fmt)
-    except GraphvizMissing:
-        return [], wording.graphviz_missing(fmt)
-    except RuntimeError as exc:
-        return [], wording.graphviz_failed(fmt, str(exc))
+        picture = q.picture(out.model, layer, neuron, fmt, out.max_nodes)
+    except RuntimeError as exc:  # PNG without Pillow
+        return [], wording.picture_failed(fmt, str(exc))
     out.image = fmt
     if fmt == "png":
         block: ContentBlock = ImageContent(type="image", data=base64.b64encode(picture).decode(),
                                            mime_type="image/png")
     else:
-        layer, neuron = parse_neuron_id(out.id)
         uri = f"graph://{out.model}/{layer}/{neuron}/svg"
         block = EmbeddedResource(type="resource", resource=TextResourceContents(
             uri=uri, mime_type="image/svg+xml", text=picture.decode()))
@@ -154,7 +152,7 @@ def render_graph_dot(
                                       "strongest paths are kept.")] = NODES_DRAWN,
     image: Annotated[Literal["none", "png", "svg"], Field(
         description="Also attach the drawing: 'png' as an image, 'svg' as an image/svg+xml resource "
-        "(needs Graphviz on the server).")] = "none",
+        "(drawn by the server itself, no Graphviz needed).")] = "none",
 ) -> Annotated[CallToolResult, RenderOutput]:
     """Draw a neuron's graph as Graphviz DOT, as in the paper: activating tokens red, context
     tokens blue (darker = stronger), edges from context to the activating token, bold where
@@ -165,7 +163,7 @@ def render_graph_dot(
     one table, and the title carries a legend. Render the text with `dot -Tsvg`, or pass
     image='png' to get a picture."""
     out = q.render(model, layer, neuron, max_nodes)
-    blocks, note = _drawing(out, image) if image != "none" else ([], None)
+    blocks, note = _drawing(q, out, image) if image != "none" else ([], None)
     summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)
     return result(summary, out, blocks)
 
