@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import indexed_gzip
 
+from store.errors import StoreFormatError
 from store.jsonl import read_header
 from store.lines import Shape
 from store.sqlfiles import PAIR_FLOOR, FileIndexer, FileState, file_digest, head_hash
@@ -235,3 +236,16 @@ def _copy(indexer: FileIndexer, db: sqlite3.Connection, side: Sidecar, store: Pa
                (shift, shift))
     db.execute("INSERT OR REPLACE INTO models(model, pairs_floor) VALUES (?,?)", (model, PAIR_FLOOR))
     return model, True
+
+
+def current_sidecar(store: Path, shapes: Callable[[str], Shape | None] | None = None) -> Sidecar | None:
+    """The store's sidecar where it indexes the store as it is now, whole (None: none, stale, or
+    of a prefix of a plain store that grew: :func:`write_sidecar` makes it again)."""
+    try:
+        indexer = _OneFile(store, shapes)
+        stat = store.stat()
+        state = FileState(stat.st_size, stat.st_mtime_ns)
+        side = usable(store, state, indexer._shape(read_header(store)), lambda row: False)
+    except (StoreFormatError, OSError, ValueError):
+        return None
+    return side if side is not None and side.whole else None
