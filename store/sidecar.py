@@ -7,7 +7,8 @@ the index would hold of that file alone (its checked lines as graphs with their 
 corrupt lines, its similar pairs; for a ``.gz`` store, the access points from which any line is
 read without decompressing the file from its start, not its text), and a ``sidecar`` table that
 ties it to the store: its format version, the store's name, size and content hash, and the shape
-its lines were checked against.
+its lines were checked against (none where neither the header nor the writer knew it: an index
+checking against a shape uses it only where every graph lies inside that shape).
 
 A directory index (``store/sqlindex.py``) meeting a store it has not indexed imports the store's
 sidecar instead of reading the store (a copy between two SQLite files: 0.3 s of CPU for the
@@ -158,6 +159,9 @@ def usable(store: Path, state: FileState, shape: Shape | None, appended: Callabl
             row = db.execute("SELECT id, name, model, size, mtime_ns, head, indexed_to, tail, lines, problem "
                              "FROM files").fetchall()
             floor = db.execute("SELECT pairs_floor FROM models").fetchall()
+            # Checked against no shape, its lines fit this one if none lies outside it.
+            outside = None if shape is None else db.execute(
+                "SELECT count(*) FROM graphs WHERE layer>=? OR neuron>=?", shape).fetchone()[0]
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -165,7 +169,8 @@ def usable(store: Path, state: FileState, shape: Shape | None, appended: Callabl
         return None
     if (meta.get("version") != SIDECAR_VERSION or meta.get("store") != store.name or len(row) != 1
             or floor != [(PAIR_FLOOR,)]
-            or meta.get("shape") != (None if shape is None else f"{shape[0]}x{shape[1]}")):
+            or meta.get("shape") not in {None if shape is None else f"{shape[0]}x{shape[1]}", None}
+            or (meta.get("shape") is None and outside)):
         return None
     if meta.get("size") == state.size:
         try:
