@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from n2g_mcp.auth import TOKEN_ENV, http_app
 from n2g_mcp.live import LiveBackend
 from n2g_mcp.paths import STORES_ENV, default_stores_dir
 from n2g_mcp.registry import ServedModels, parse_model_option
+from n2g_mcp.queries import Queries
 from n2g_mcp.server import create_server
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec
 
@@ -55,6 +57,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _index_now(queries: Queries) -> None:
+    """Bring the stores' index in step (a failure is logged; the first call tries again)."""
+    try:
+        queries.catalog.index.refresh()
+    except Exception:
+        log.exception("indexing %s at start failed", queries.catalog.directory)
+
+
 def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
          models: ServedModels | None = None) -> None:
     """The ``n2g-mcp`` command; ``live`` and ``models`` replace the real model side and the models
@@ -80,8 +90,11 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
         log.warning("no stores folder at %s: serving no graphs until some are built; pass --stores DIR "
                     "or set %s=DIR to serve a folder of stores (docs/install.md)", stores, STORES_ENV)
     # A stdio client is a local user, who may see the folders; an HTTP one may be anyone.
-    server = create_server(stores, live=live, models=models,
-                           show_paths=args.transport == "stdio" or args.show_paths)
+    queries = Queries(stores, live, models, show_paths=args.transport == "stdio" or args.show_paths)
+    server = create_server(stores, queries=queries)
+    # The index is brought in step now, not at the first call: a store never seen is indexed (its
+    # sidecar copied in) while the client starts its session.
+    threading.Thread(target=_index_now, args=(queries,), daemon=True, name="n2g-index-start").start()
     log.info("serving stores from %s over %s", stores, args.transport)
     if args.transport == "stdio":
         server.run("stdio")

@@ -312,6 +312,8 @@ class StoreIndex(LineReader):
             imported, paired = self._import_sidecars(db, current)
             if imported:  # the stores with a sidecar answer now, before any slice
                 self._landed(imported, False, paired)
+                if not self._waiting:  # every model is listed: a call need not wait for a slice
+                    self._first_slice.set()
             deadline = FIRST_SLICE
             while not finished and not self._stop.is_set():
                 _, finished, done = self._sync_once(db, current, time.monotonic() + deadline, new, pairs=False)

@@ -78,3 +78,14 @@ def test_a_shipped_model_says_what_every_neuron_writes(path: Path, tmp_path: Pat
     (tmp_path / logits.name).symlink_to(logits)
     found = Queries(tmp_path).find_by_output([" import"], model=header.model, limit=5)
     assert found.total > 0 and all(hit.matched[0].strip().lower() == "import" for hit in found.results)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_store_ships_its_current_sidecar_index(path: Path) -> None:
+    """Issue 27: a copy of the shipped stores, never seen by a server, answers from its first
+    call: each store's sidecar indexes it as it is (a store rewritten without writing its
+    sidecar again, with `n2g index` or `n2g store compact`, fails here)."""
+    from n2g_mcp.registry import ServedModels
+    from store.sidecar import current_sidecar
+
+    assert current_sidecar(path, ServedModels().shape) is not None
