@@ -132,13 +132,15 @@ def main() -> None:
             if path.name.endswith(SIDECAR_SUFFIX) and args.no_sidecar:
                 continue
             shutil.copy(path, work / path.name)  # a new file: new modification times, never indexed
-        print(f"copied {sorted(p.name for p in work.iterdir())} to {work}", file=sys.stderr)
+        copied = sorted(p.name for p in work.iterdir())
+        print(f"copied {copied} to {work}", file=sys.stderr)
         facts = store_facts(store)
         rows = anyio.run(measure, work, args.code, facts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"never-seen copy of {store.name} ({facts['count']:,} graphs), "
-          f"{'without' if args.no_sidecar else 'with'} its sidecar, code {args.code or ROOT}; "
+          f"{'with' if any(n.endswith(SIDECAR_SUFFIX) for n in copied) else 'without'} its sidecar, "
+          f"code {args.code or ROOT}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| first call | process start to answer, s | the call alone, s | answer |\n| --- | --- | --- | --- |")
     for name, total, alone, verdict in rows:
