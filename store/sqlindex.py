@@ -58,7 +58,6 @@ from store.sqlfiles import (
     PAIR_FLOOR,
     STORE_SUFFIXES,
     FileState,
-    file_digest,
     head_hash,
     is_store_file,
     merge_order,
