@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -70,6 +71,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _index_now(queries: Queries) -> None:
+    """Bring the stores' index in step (a failure is logged; the first call tries again)."""
+    try:
+        queries.catalog.index.refresh()
+    except Exception:
+        log.exception("indexing %s at start failed", queries.catalog.directory)
+
+
 def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
          models: ServedModels | None = None) -> None:
     """The ``n2g-mcp`` command; ``live`` and ``models`` replace the real model side and the models
@@ -104,6 +113,9 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
             check_exposure(args.host, args.token)
     except ValueError as exc:
         parser.error(str(exc))
+    # The index is brought in step now, not at the first call: a store never seen is indexed (its
+    # sidecar copied in) while the client starts its session (or the viewer its first page).
+    threading.Thread(target=_index_now, args=(q,), daemon=True, name="n2g-index-start").start()
     if args.command == "view":
         app = viewer_app(q)
         # The address is this command's output: on stdout (no protocol runs there).

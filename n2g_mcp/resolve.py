@@ -45,7 +45,8 @@ F = TypeVar("F")
 INDEX_WAIT = 60.0
 """Seconds a call waits for the part of the store index its answer needs (a model's files; for
 similar pairs, its pairs) where the stores are being indexed in the background: a never-seen
-store of 46,080 graphs is indexed in seconds. Only past this wait does an answer cover the graphs
+store of 46,080 graphs is indexed in seconds, at once where its sidecar lies beside it
+(``store/sidecar.py``). Only past this wait does an answer cover the graphs
 indexed so far, marked partial; a graph the index has not reached is read from the store files."""
 
 

@@ -121,6 +121,17 @@ class FileIndexer:
             return False
         return tail == head_hash(path, max(0, indexed_to - HEAD_BYTES), min(indexed_to, HEAD_BYTES))
 
+    def _same_bytes(self, name: str, state: FileState, row: tuple) -> bool:
+        """Whether a file indexed whole (``row``: id, name, model, size, mtime_ns, complete,
+        digest) holds the same bytes now that its modification time changed (touched, copied,
+        checked out again): its content hash, taken when it was indexed, says so."""
+        if not row[5] or row[6] is None or row[3] != state.size:
+            return False
+        try:
+            return file_digest(self.directory / name) == row[6]
+        except OSError:
+            return False
+
     @staticmethod
     def _forget(db: sqlite3.Connection, file_id: int) -> None:
         db.execute("DELETE FROM postings WHERE graph IN (SELECT id FROM graphs WHERE file=?)", (file_id,))
@@ -128,6 +139,7 @@ class FileIndexer:
                    "OR b IN (SELECT id FROM graphs WHERE file=?)", (file_id, file_id))
         db.execute("DELETE FROM graphs WHERE file=?", (file_id,))
         db.execute("DELETE FROM blocks WHERE file=?", (file_id,))
+        db.execute("DELETE FROM points WHERE file=?", (file_id,))
         db.execute("DELETE FROM corrupt WHERE file=?", (file_id,))
         db.execute("DELETE FROM files WHERE id=?", (file_id,))
 
@@ -142,9 +154,11 @@ class FileIndexer:
 
     def _index_file(self, db: sqlite3.Connection, path: Path, state: FileState, head: str, *,
                     file_id: int | None = None, start: int = 0, first_line: int = 2,
-                    model: str | None = None, deadline: float | None = None) -> tuple[str | None, bool]:
+                    model: str | None = None, deadline: float | None = None,
+                    text: bool = True) -> tuple[str | None, bool]:
         """Index a file's lines from ``start`` (its whole body for a new file), stopping after the
-        ``deadline``; returns its model, and whether it reached the end."""
+        ``deadline``; returns its model, and whether it reached the end. Without ``text``, a
+        ``.gz`` file's text is not kept (a sidecar keeps access points instead)."""
         compressed = path.name.endswith(".gz")
         try:
             header = read_header(path)
@@ -177,7 +191,7 @@ class FileIndexer:
             # beside the parsing, on another core where there is one. (A slice that may stop
             # in the file hashes it only once it reaches the end.)
             digest = pool.submit(file_digest, path) if deadline is None else None
-            batch = _Batch(db, file_id, model, pool if compressed else None)
+            batch = _Batch(db, file_id, model, pool if compressed and text else None)
             for offset, line, whole in lines:
                 if compressed and offset < start:
                     continue  # a .gz is read from its start: skip to where a slice stopped

@@ -3,44 +3,38 @@
 In: a directory of stores (every ``*.jsonl`` and ``*.jsonl.gz`` file; the header of each names
 its model). Out: an SQLite database (``.n2g-index.sqlite`` beside the stores, or under the cache
 directory where that folder is read-only) holding, per stored line, what search and similarity
-need (layer, neuron, F1, the token spellings, normalised token postings with each activating
-token's share of the graph's strongest activation) and where the full line
-lies (its byte offset in a plain ``.jsonl`` file, or the line itself, compressed, for a ``.gz``
-one). A full graph is parsed and validated only when asked for (:meth:`StoreIndex.line`).
+need (layer, neuron, F1, token spellings, normalised token postings with each activating token's
+share of the graph's strongest activation) and where the full line lies (a byte offset in a
+plain ``.jsonl``; in a ``.gz``, an offset in its text, kept in compressed blocks or read through
+access points). A full graph is parsed and validated only when asked for (:meth:`StoreIndex.line`).
 
 The JSON-lines files stay the format the builder writes and users exchange; the index is a cache
 of them, rebuilt from them at any time:
 
 - :meth:`StoreIndex.sync` compares each file's signature (size and modification time) with the one
-  indexed. An unchanged file is skipped; a file whose bytes are the same (its content hash, taken
-  when it was indexed) keeps its rows; a plain file that only grew (its first bytes and the bytes
-  before the old end unchanged, as when a build appends) has only its new lines indexed; any other
-  change re-indexes the file; a removed file is forgotten. An index that is not an SQLite database
-  (damaged, cut short) is deleted and made again: a stale index is never read.
+  indexed. An unchanged file is skipped; a file whose bytes are the same (its content hash) keeps
+  its rows; a plain file that only grew (a build appended) has only its new lines indexed; any
+  other change re-indexes the file; a removed file is forgotten. An index that is not an SQLite
+  database (damaged, cut short) is deleted and made again: a stale index is never read.
+- A file the index does not hold, beside its sidecar (``store/sidecar.py``: the rows of that file
+  alone, tied to its size and content hash), has the sidecar's rows copied in, not its lines read.
 - **One rule, last line wins**: a neuron's graph is the one on its last line in the last file of
   its model, files in merge order (compressed, shipped stores first, then plain ones, each group
-  by name), so a graph built here overrides a shipped one. :meth:`StoreIndex._mark_current` is the
-  only place this rule is applied to stores on disk.
-- Similar pairs with both overlaps at least :data:`PAIR_FLOOR` are computed when a model's
-  graphs change and kept, so listing duplicates is a range query.
+  by name). :meth:`StoreIndex._mark_current` is the only place this rule is applied.
+- Similar pairs with both overlaps at least :data:`PAIR_FLOOR` are kept, so listing duplicates
+  is a range query.
 - Two processes may open the same index: writes happen in ``BEGIN IMMEDIATE`` transactions (one
-  writer at a time, the other waits and then finds the work done), readers see a consistent
-  snapshot (write-ahead log).
+  writer at a time), readers see a consistent snapshot (write-ahead log).
 - With ``first_call`` (the server), changes are indexed by a background thread on its own
-  connection, one committed slice at a time (its time shared by the files left to index), and
-  a call waits for what its answer needs, up to ``first_call`` seconds: :meth:`StoreIndex.wait_for`
-  a model's files (counts, graphs, searches), with ``pairs`` its similar pairs too. Only past
-  that wait does a reader answer from the graphs indexed so far, and :meth:`StoreIndex.pending`
-  says so; :meth:`StoreIndex.find_lines` then reads a neuron's line from the files themselves. A
-  file a slice stopped in is marked incomplete and indexed on from where it stopped, by this
-  process or the next.
+  connection (sidecars first, then one committed slice at a time), and a call waits for what
+  its answer needs, up to ``first_call`` seconds: :meth:`StoreIndex.wait_for` a model's files,
+  with ``pairs`` its similar pairs too. Only past that wait does a reader answer from the graphs
+  indexed so far (:meth:`StoreIndex.pending` says so), :meth:`StoreIndex.find_lines` reading a
+  neuron's line from the files themselves.
 
-How a file's lines become rows (checked lines, last line wins, postings, pairs) is
-``store/sqlfiles.py``; this module decides when that runs and holds the connection.
-
-Lines are checked when indexed for what the index relies on (a JSON object of this model, layer
-and neuron non-negative integers, token maps of finite numbers, a finite or null F1); a line that
-fails is skipped and reported with its line number and reason, like a line that does not parse.
+How a file's lines become rows (checked lines, postings, pairs) is ``store/sqlfiles.py``; this
+module decides when that runs and holds the connection. A line that fails the checks the index
+relies on is skipped and reported with its line number and reason.
 """
 
 from __future__ import annotations
@@ -64,12 +58,12 @@ from store.sqlfiles import (
     PAIR_FLOOR,
     STORE_SUFFIXES,
     FileState,
-    file_digest,
     head_hash,
     is_store_file,
     merge_order,
     token_sets,
 )
+from store.sidecar import import_sidecar, sidecar_path, usable
 from store.sqllines import LineReader
 from store.sqlschema import INDEX_NAME, SCHEMA, SCHEMA_VERSION
 
@@ -81,7 +75,6 @@ log = logging.getLogger(__name__)
 FIRST_SLICE, SLICE = 0.25, 4.0
 """Seconds of indexing per committed slice in the background: a short first one, so that every
 model is listed at once, then longer ones (each slice re-marks the current graphs)."""
-
 
 
 class StoreIndex(LineReader):
@@ -114,7 +107,7 @@ class StoreIndex(LineReader):
         """Files the worker still has to index (or forget), with their model (None: unreadable)."""
         self._pairs_waiting: set[str] = set()
         """Models whose similar pairs the worker still has to compute."""
-        self._readers = {}
+        self._readers, self._opened = {}, {}
         self.generation = 0
         """Counts the changes this process has seen; caches keyed on it go stale with the stores."""
 
@@ -184,6 +177,7 @@ class StoreIndex(LineReader):
             worker.join()
             self._stop.clear()
         with self._lock:
+            self.close_points()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -271,17 +265,6 @@ class StoreIndex(LineReader):
                 files[name] = None
         return files, stale
 
-    def _same_bytes(self, name: str, state: FileState, row: tuple) -> bool:
-        """Whether a file indexed whole (``row``: id, name, model, size, mtime_ns, complete,
-        digest) holds the same bytes now that its modification time changed (touched, copied,
-        checked out again): its content hash, taken when it was indexed, says so."""
-        if not row[5] or row[6] is None or row[3] != state.size:
-            return False
-        try:
-            return file_digest(self.directory / name) == row[6]
-        except OSError:
-            return False
-
     def wait_for(self, model: str | None = None, pairs: bool = False) -> bool:
         """Wait, at most ``first_call`` seconds, until the files of ``model`` (every model: None)
         are indexed, and with ``pairs`` its similar pairs made; True when they are (at once where
@@ -325,18 +308,16 @@ class StoreIndex(LineReader):
         finished, new = False, {}
         db = self._connect(bulk=True)
         try:
+            imported, paired = self._import_sidecars(db, current)
+            if imported:  # the stores with a sidecar answer now, before any slice
+                self._landed(imported, False, paired)
+                if not self._waiting:  # every model is listed: a call need not wait for a slice
+                    self._first_slice.set()
             deadline = FIRST_SLICE
             while not finished and not self._stop.is_set():
                 _, finished, done = self._sync_once(db, current, time.monotonic() + deadline, new, pairs=False)
                 deadline = SLICE
-                with self._lock:
-                    self.generation += 1
-                with self._state:
-                    for name in done:
-                        self._waiting.pop(name, None)
-                    if finished:
-                        self._waiting.clear()
-                    self._state.notify_all()
+                self._landed(done, finished)
                 self._first_slice.set()
             if finished and not self._stop.is_set():
                 self._make_pairs(db, new)
@@ -358,6 +339,19 @@ class StoreIndex(LineReader):
                 self._state.notify_all()
             self._first_slice.set()
 
+    def _landed(self, done: set[str], finished: bool, paired: set[str] = frozenset()) -> None:
+        """Tell the waiting readers that these files are indexed (all, where ``finished``), and
+        the similar pairs of the ``paired`` models made."""
+        with self._lock:
+            self.generation += 1
+        with self._state:
+            for name in done:
+                self._waiting.pop(name, None)
+            if finished:
+                self._waiting.clear()
+            self._pairs_waiting -= paired
+            self._state.notify_all()
+
     def sync(self, current: dict[str, FileState] | None = None) -> bool:
         """Index new and changed files, forget removed ones; True where the index changed."""
         current = self._stat() if current is None else current
@@ -365,9 +359,35 @@ class StoreIndex(LineReader):
             self.db  # noqa: B018 - the schema is made (or the damaged index replaced) first
             db = self._connect(bulk=True)
             try:
-                return self._sync_once(db, current, None, {})[0]
+                imported = bool(self._import_sidecars(db, current)[0])
+                return self._sync_once(db, current, None, {})[0] or imported
             finally:
                 db.close()
+
+    def _import_sidecars(self, db: sqlite3.Connection, current: dict[str, FileState]) -> tuple[set[str], set[str]]:
+        """Import the usable sidecars (``store/sidecar.py``) of the files the index does not hold
+        as they are; the files imported whole, and the models whose similar pairs came along."""
+        known = {row[1]: row for row in db.execute(
+            "SELECT id, name, model, size, mtime_ns, complete, digest FROM files")}
+        imported, paired = set(), set()
+        for name, state in sorted(current.items(), key=lambda item: merge_order(item[0])):
+            path, row = self.directory / name, known.get(name)
+            if not sidecar_path(path).is_file() or (row is not None and (
+                    (row[3], row[4], row[5]) == (state.size, state.mtime_ns, 1) or self._same_bytes(name, state, row))):
+                continue
+            try:
+                shape = self._shape(read_header(path))
+                head = head_hash(path)
+                side = usable(path, state, shape, lambda old: self._appended(path, old, state, head))
+                found = None if side is None else import_sidecar(self, db, side, path, state)
+            except (StoreFormatError, OSError, ValueError, sqlite3.Error) as exc:
+                log.warning("not using the sidecar of %s: %s", path, exc)
+                continue
+            if found is not None and side is not None and side.whole:
+                imported.add(name)
+                if found[1]:
+                    paired.add(found[0])
+        return imported, paired
 
     def _sync_once(self, db: sqlite3.Connection, current: dict[str, FileState], deadline: float | None,
                    new: dict[str, list[int]], pairs: bool = True) -> tuple[bool, bool, set[str]]:

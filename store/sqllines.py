@@ -1,5 +1,5 @@
 """Reading a graph's stored line back: through the index (a byte range of a plain store, or of
-a ``.gz`` store's text kept in compressed blocks), or from the store files themselves for a call
+a ``.gz`` store's text kept in compressed blocks or read through its access points), or from the store files themselves for a call
 that could not wait for the index.
 
 :class:`LineReader` is a part of :class:`store.sqlindex.StoreIndex`, which holds the connection
@@ -15,10 +15,13 @@ import sqlite3
 import threading
 import zlib
 
+from indexed_gzip import IndexedGzipFile
+
 from store.errors import StoreFormatError
 from store.examples import ScanRef
 from store.jsonl import read_header
 from store.lines import LineError, index_line, iter_lines
+from store.sidecar import open_points
 from store.sqlfiles import FileIndexer, is_store_file, merge_order
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ class LineReader(FileIndexer):
     module docstring)."""
 
     _lock: threading.RLock
+    _opened: dict[tuple[int, int], IndexedGzipFile]
+    """``.gz`` stores opened through their access points, by file id and index generation."""
+    generation: int
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -61,7 +67,7 @@ class LineReader(FileIndexer):
                 block = self.db.execute("SELECT start, data FROM blocks WHERE file=? AND start<=? "
                                         "ORDER BY start DESC LIMIT 1", (file_id, offset)).fetchone()
                 if block is None:
-                    raise LookupError(f"graph {graph_id}'s text is not in the index")
+                    return self._through_points(file_id, name, offset, length)
                 start, data = block
         if name.endswith(".gz"):
             text = zlib.decompress(data)
@@ -69,6 +75,25 @@ class LineReader(FileIndexer):
         with open(self.directory / name, "rb") as f:
             f.seek(offset)
             return f.read(length)
+
+    def _through_points(self, file_id: int, name: str, offset: int, length: int) -> bytes:
+        """A ``.gz`` store's text at ``offset``, read through the access points its sidecar
+        brought (``store/sidecar.py``), the store opened once and kept open. Hold the lock."""
+        opened = self._opened.get((file_id, self.generation))
+        if opened is None:
+            self.close_points()  # the stores may have changed since (a file id may be reused)
+            row = self.db.execute("SELECT data FROM points WHERE file=?", (file_id,)).fetchone()
+            if row is None:
+                raise LookupError(f"the text of {name} at {offset} is not in the index")
+            opened = self._opened[(file_id, self.generation)] = open_points(self.directory / name, row[0])
+        opened.seek(offset)
+        return opened.read(length)
+
+    def close_points(self) -> None:
+        """Close the ``.gz`` stores opened through their access points. Hold the lock."""
+        for opened in self._opened.values():
+            opened.close()
+        self._opened.clear()
 
     def find_lines(self, model: str, neurons: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bytes, ScanRef | None]]:
         """The stored lines of these neurons read from the model's store files themselves, not the

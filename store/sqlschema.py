@@ -4,7 +4,7 @@ An index whose ``PRAGMA user_version`` is not :data:`SCHEMA_VERSION` is dropped 
 from the store files (it is a cache of them; see ``store/sqlindex.py``).
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
@@ -14,7 +14,9 @@ line (searches read the current ones), and each file's content hash (``digest``)
 keeps one ``repeated`` level a graph (``store.tokens.repeat_level``: 2 a repeat path, 1 a token
 repeated exactly, 0 neither) where 3 had a case-folded flag and an exact one, and checks lines as
 ``store.lines.check_line`` does now (trie rows, a positive max activation), so an index that
-listed such lines is made again."""
+listed such lines is made again. Version 5 keeps, for a ``.gz`` store imported from its sidecar
+(``store/sidecar.py``), the access points its lines are read through (``points``) in place of
+its text."""
 
 INDEX_NAME = ".n2g-index.sqlite"
 """The index file's name, beside the stores it indexes."""
@@ -45,4 +47,5 @@ CREATE INDEX pairs_a ON pairs(a);
 CREATE INDEX pairs_b ON pairs(b);
 CREATE TABLE models (model TEXT PRIMARY KEY, pairs_floor REAL);
 CREATE TABLE blocks (file INTEGER NOT NULL, start INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (file, start));
+CREATE TABLE points (file INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """

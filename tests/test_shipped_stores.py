@@ -78,3 +78,15 @@ def test_a_shipped_model_says_what_every_neuron_writes(path: Path, tmp_path: Pat
     (tmp_path / logits.name).symlink_to(logits)
     found = Queries(tmp_path).find_by_output([" import"], model=header.model, limit=5)
     assert found.total > 0 and all(hit.matched[0].strip().lower() == "import" for hit in found.results)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_the_set_up_writes_each_shipped_stores_current_sidecar_index(path: Path) -> None:
+    """Issue 27: a copy of the shipped stores, never seen by a server, answers from its first
+    call: the set-up's `n2g index` writes each store's sidecar, indexing it as it is (sidecars are
+    made, not committed: 42 MB that every rewrite of the store would add to the history again)."""
+    from n2g_mcp.registry import ServedModels
+    from store.sidecar import current_sidecar
+
+    assert current_sidecar(path, ServedModels().shape) is not None, (
+        f"{path.name} has no current sidecar index: run `make setup` (or `n2g index --stores stores`)")

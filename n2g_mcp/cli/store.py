@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 from n2g_mcp.cli.evaluate import read_checked
+from n2g_mcp.registry import ServedModels
 from store.errors import BadArgument
 from store.examples import Referrer, ScanRef, has_refs, scan_ref
 from store.graph import NeuronGraph
 from store.jsonl import Store, describe_corrupt, write_store
+from store.sidecar import write_sidecar
 
 
 def _referenced_scan(stores: list[Store]) -> ScanRef | None:
@@ -73,6 +75,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
         note = f"; examples as references into {scan.name} ({kept} left as text: not found in its windows)"
     count = write_store(args.target, first.model, chosen, shape=first.shape, scan=scan)
     print(f"wrote {count} graphs of {first.model} to {args.target}{note}")
+    sidecar = write_sidecar(Path(args.target), ServedModels().shape)  # a server new to it answers at once
+    if sidecar is not None:
+        print(f"wrote its sidecar index {sidecar}")
     return 0
 
 
