@@ -1,8 +1,9 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
 and the wording of errors, in one package (one module a kind: ``pieces``, ``progress``,
 ``refusals``, ``summaries``, ``explain`` for why a prediction fired and for scoring
-explanations, and ``output_side`` for the output-side tools and exports; every name is
-re-exported here, so callers write ``text.no_graph(...)``).
+explanations, ``neighbours`` for find_similar_neurons' co-activation, and ``output_side`` for
+the output-side tools and exports; every name is re-exported here, so callers write
+``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
 query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
@@ -16,6 +17,7 @@ every message that refuses something says what to call next.
 from n2g_mcp.text.output_side import *  # noqa: F403
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
 from n2g_mcp.text.explain import *  # noqa: F403
+from n2g_mcp.text.neighbours import *  # noqa: F403
 from n2g_mcp.text.progress import *  # noqa: F403
 from n2g_mcp.text.refusals import *  # noqa: F403
 from n2g_mcp.text.summaries import *  # noqa: F403
