@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from n2g_mcp.outputs import Coactivated, CoactiveHit
 from n2g_mcp.text.pieces import count, tokens
-from n2g_mcp.text.refusals import no_scan
 
 COACTIVATING = "finding the neurons that fire with it (the model loads on first use)"
 MODEL_NOT_ASKED = "run_model=false was passed"
@@ -13,8 +12,9 @@ COACTIVATION_NEEDS_TARGET = ("by='coactivation' ranks the neurons that fire with
 
 
 def no_scan_for_coactivation(model: str, filename: str, stores_dir: str) -> str:
-    return (no_scan(model, filename, stores_dir, "co-activation (find_similar_neurons by='coactivation')")
-            + " by='tokens' compares the graphs' token sets without it.")
+    return (f"co-activation needs the whole-model scan of {model} ({filename} in {stores_dir}), which is not "
+            f"there; its operator writes it with `n2g scan --model {model}`. by='tokens' compares the graphs' "
+            "token sets without it.")
 
 
 def no_graph_for_tokens(target: str) -> str:
