@@ -1,4 +1,5 @@
-"""Files of the fake model (``tests/fakes.py``): its output-token file and a small scan file.
+"""Files of the fake model (``tests/fakes.py``): its output-token file and small scan files
+(random, or by its rule).
 
 With them a server over the fake answers find_by_output, output_effects, export_neuron and the
 output lists of get_graph and top_activations; ``tests/data/logits-v1.npz`` is
