@@ -33,7 +33,8 @@ in-context/induction-like neurons); read one with get_graph and top_activations;
 not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
 that should and should not fire it, or at corpus scale with test_hypothesis; score an explanation
 in words with score_explanation (you predict its scoring set, beside the graph); find duplicates with
-find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
+find_similar_neurons (also the neurons that fire with one, whatever their graphs name); draw with
+render_graph_dot. Without a graph, ask the model itself:
 top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
 at a token of any text, find_induction_neurons runs a behavioural probe across all layers,
 ablate_neurons checks causally that neurons matter, and steer_neurons shows what the model writes
