@@ -122,8 +122,8 @@ async def find_similar_neurons(
         "'both': each beside the other. Pairs (no target) are by tokens.")] = "both",
     layers: Annotated[Layers, Field(description="Co-activation: layers to search; omit for every layer.")] = None,
     run_model: Annotated[Flag, Field(
-        description="Co-activation: measure the correlation on the model where it runs here (a fraction of a "
-        "second on a GPU; on a CPU seconds a layer read, about a minute or more for every layer; the model loads "
+        description="Co-activation: measure the correlation on the model where it runs here (quick on a GPU; "
+        "on a CPU seconds a layer read, a minute or more for every layer; the model loads "
         "on first use). false ranks by the scan's shared top windows alone (instant).")] = True,
 ) -> Annotated[CallToolResult, SimilarOutput]:
     """Find neurons that behave alike. With layer and neuron, its neighbours two ways (by='both'):
