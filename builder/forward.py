@@ -79,10 +79,11 @@ def full_depth() -> Iterator[None]:
 
 
 def forward_to(model: LoadedModel, ids: torch.Tensor, layers: Sequence[int],
-               **kwargs: object) -> dict[int, torch.Tensor]:
+               cancel: threading.Event | None = None, **kwargs: object) -> dict[int, torch.Tensor]:
     """Run ``ids`` (BOS included) and return ``{layer: (batch, pos, d_mlp)}`` float32, BOS
     included; the pass ends inside the deepest layer unless :func:`full_depth` is on. Extra
-    keyword arguments (a KV cache, a mask, positions) go to the bridge's forward."""
+    keyword arguments (a KV cache, a mask, positions) go to the bridge's forward; a set
+    ``cancel`` stops the pass at the next layer (:func:`cancellable`)."""
     deepest = max(layers)
     captured: dict[int, torch.Tensor] = {}
 
@@ -97,7 +98,7 @@ def forward_to(model: LoadedModel, ids: torch.Tensor, layers: Sequence[int],
     with torch.inference_mode():
         try:
             model.bridge.run_with_hooks(
-                ids, fwd_hooks=[(model.hook(layer), hook_for(layer)) for layer in layers],
+                ids, fwd_hooks=cancellable(model, [(model.hook(layer), hook_for(layer)) for layer in layers], cancel),
                 stop_at_layer=None if _FULL_DEPTH.get() else deepest + 1, **kwargs,
             )
         except _Done:
@@ -105,18 +106,19 @@ def forward_to(model: LoadedModel, ids: torch.Tensor, layers: Sequence[int],
     return captured
 
 
-def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]],
-               layers: Sequence[int]) -> dict[int, torch.Tensor]:
+def run_layers(model: LoadedModel, rows: Sequence[Sequence[int]], layers: Sequence[int],
+               cancel: threading.Event | None = None) -> dict[int, torch.Tensor]:
     """All neurons of the given layers on a batch of rows: ``{layer: (batch, pos, d_mlp)}``.
 
     Positions exclude the BOS token. The pass ends inside the deepest requested layer: its hook
     raises once it has what it needs, so no later block, and never the unembedding, runs (the
     bridge's ``stop_at_layer`` still runs the unembedding for the last layer, which costs about
     eight blocks' work on SmolLM2: 576 x 49,152 multiply-adds a token). Activations come back as
-    float32 whatever ``model.dtype`` is.
+    float32 whatever ``model.dtype`` is. A set ``cancel`` stops it at the next layer with
+    :class:`store.errors.Cancelled`.
     """
     offset = 0 if model.bos_id is None else 1
-    acts = forward_to(model, pack(model, rows), layers)
+    acts = forward_to(model, pack(model, rows), layers, cancel)
     return {layer: a[:, offset:] for layer, a in acts.items()}
 
 

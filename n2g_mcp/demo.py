@@ -186,13 +186,20 @@ class Investigation:
         self.findings += agreement or ["the real neuron could not be run (see step 4)"]
 
         self.heading("5. Similar neurons")
-        similar = await self.call("find_similar_neurons", required=False, layer=layer, neuron=neuron, threshold=0.5)
+        # Token overlap, and the neurons that fire with it in its layer and those below (the model's
+        # pass stops at the target's layer, which it reads anyway).
+        similar = await self.call("find_similar_neurons", required=False, layer=layer, neuron=neuron, threshold=0.5,
+                                  layers=list(range(layer + 1)), limit=8)
         self.say(_indent(_text(similar)))
         pairs = await self.call("find_similar_neurons", required=False, layer=layer, limit=5)  # the paper's threshold
         self.say(_indent(_text(pairs)))
         if not similar.is_error:
             found = [r["id"] for r in similar.structured_content["results"]]
             self.findings.append(f"neurons like it (overlap >= 0.5): {', '.join(found[:5]) or 'none among the stored graphs'}")
+            coactive = similar.structured_content.get("coactivation")
+            if coactive:
+                self.findings.append("neurons that fire with it: " + (", ".join(
+                    r["id"] for r in coactive["results"][:5]) or "none") + f" ({coactive['source']})")
 
         self.heading("6. Draw the graph")
         render = await self.call("render_graph_dot", layer=layer, neuron=neuron)

@@ -25,6 +25,7 @@ from store.models import ModelSpec
 from store.probes import (
     Ablation,
     AblationMode,
+    Coactivation,
     FiringHit,
     HypothesisResult,
     InductionProbe,
@@ -120,6 +121,18 @@ class LiveBackend(Protocol):
 
         Raises:
             Cancelled: when ``cancel`` was set (checked between chunks of the corpus).
+        """
+        ...
+
+    def coactivation(self, spec: ModelSpec, layer: int, neuron: int, scan_file: ScanFile, layers: Sequence[int],
+                     limit: int, *, progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> Coactivation:
+        """The ``limit`` neurons of ``layers`` most correlated with the neuron over its top windows
+        (from the scan) and as many random build-split windows.
+
+        Raises:
+            BadArgument: where the neuron has no top window to read.
+            Cancelled: when ``cancel`` was set (checked before every pass and at every layer).
         """
         ...
 

@@ -25,6 +25,7 @@ from store.metrics import Figures, Rounded
 from store.probes import (
     MIN_COPY,
     NIL_EFFECT,
+    CoactiveNeuron,
     CopyLosses,
     FiringHit,
     InductionScore,
@@ -41,6 +42,8 @@ from store.tokens import matched_first, repeated_tokens
 VIEWER_URL = ("the neuron's page in the local browser viewer (graph drawn, top activations shaded, "
               "a box to test text), to hand a person; null where the server links to no viewer")
 HasGraph = Annotated[bool, Field(description="whether a graph is stored for it (get_graph reads it)")]
+By = Literal["tokens", "coactivation", "both"]
+"""How find_similar_neurons finds neighbours: graphs' token-set overlap, co-activation, or both."""
 Expectation = Literal["fire", "silent"]
 """What predict_activations' caller expects the neuron to do on its text (the test it wrote)."""
 
@@ -225,6 +228,31 @@ class SimilarItem(BaseModel):
     context_overlap: Rounded = Field(description="overlap of context token sets (containment in subset mode)")
 
 
+class CoactiveHit(CoactiveNeuron):
+    """A neuron that fires with the target, and what its stored graph says."""
+
+    has_graph: HasGraph
+    activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens "
+                                         f"(up to {HIT_TOKENS})")
+    f1: Rounded | None = Field(default=None, description="its graph's F1 on held-out examples")
+
+
+class Coactivated(BaseModel):
+    """The neurons that fire with the target, whatever tokens their graphs name."""
+
+    source: Literal["model", "scan"] = Field(
+        description="'model': Pearson correlation of activations measured on the model; 'scan': ranked by the "
+        "target's top windows (and peak tokens) they share in the whole-model scan, no model run")
+    why_scan: str | None = Field(default=None, description="where source is 'scan', why the model was not run")
+    layers: list[int] = Field(description="layers searched")
+    top_windows: int = Field(description="the target's top windows compared (from the scan)")
+    random_windows: int = Field(default=0, description="random build-split windows read beside them (model)")
+    tokens: int = Field(default=0, description="tokens each correlation is over (model)")
+    heldout_left_out: int = Field(default=0, description="the target's top windows left out: from held-out "
+                                  "documents, which no measure reads")
+    results: list[CoactiveHit] = Field(description="most correlated (model) or most shared (scan) first")
+
+
 class SimilarOutput(BaseModel):
     model: str
     target: str | None = Field(description="the neuron compared against; null when listing similar pairs")
@@ -234,7 +262,13 @@ class SimilarOutput(BaseModel):
     compared: int = Field(default=0, description="graphs compared")
     neurons: int | None = Field(default=None, description="neurons of the model (layers x neurons per "
                                 "layer) where known: compared == neurons means every neuron has a graph here")
-    results: list[SimilarItem]
+    by: By = Field(
+        default="tokens", description="how neighbours were found: token-set overlap (results), co-activation "
+        "(coactivation), or both")
+    results: list[SimilarItem] = Field(description="neurons whose graphs' token sets overlap the target's (by "
+                                       "'tokens' or 'both')")
+    coactivation: Coactivated | None = Field(default=None, description="neurons that fire with the target (by "
+                                             "'coactivation' or 'both'; null where not asked or not measurable)")
     nearest: SimilarItem | None = Field(
         default=None, description="for a target where no neuron reaches the threshold, the closest one found "
         "(its smaller overlap highest), below the threshold; null where any result passes or no graph "

@@ -1,7 +1,9 @@
 """The queries answered from the stores alone: list, read, search, compare, draw.
 
-Nothing here runs a model or imports torch; a server over a prebuilt stores directory answers all
-of these. Each method answers one tool and returns its result model (``n2g_mcp.outputs``).
+Nothing here imports torch; a server over a prebuilt stores directory answers all of these
+(find_similar_neurons' co-activation runs the model where it can, through the live backend, and
+answers from the scan file where it cannot: ``n2g_mcp.coactivation_queries``). Each method
+answers one tool and returns its result model (``n2g_mcp.outputs``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ from n2g_mcp.outputs import (
     RenderOutput,
     SearchHit,
     SearchOutput,
+    By,
     SimilarItem,
     SimilarOutput,
     TopActivationsOutput,
 )
-from n2g_mcp.resolve import Resolver
-from store.errors import BadArgument
+from n2g_mcp.coactivation_queries import CoactivationQueries
+from store.errors import BadArgument, NotFound
 from store.graph import Example
 from store.names import neuron_id, parse_neuron_id
 from store.png import to_png
+from store.progress import Progress
 from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode, PairBudget
@@ -46,7 +50,7 @@ def split_words(words: Sequence[str]) -> list[str]:
     return [w for item in words for w in (item.split() if item.strip() else [item])]
 
 
-class StoreQueries(Resolver):
+class StoreQueries(CoactivationQueries):
     """list_models, get_graph, top_activations, search_graphs, find_similar_neurons, render_graph_dot."""
 
     def list_models(self) -> ListModelsOutput:
@@ -156,29 +160,48 @@ class StoreQueries(Resolver):
 
     def similar(self, model: str | None = None, layer: int | None = None, neuron: int | None = None, *,
                 threshold: float = PAPER_THRESHOLD, mode: Mode = "similar", limit: int = SIMILAR_LIMIT,
-                cancel: threading.Event | None = None) -> SimilarOutput:
+                by: By = "tokens", layers: list[int] | None = None, run_model: bool = True,
+                progress: Progress | None = None, cancel: threading.Event | None = None) -> SimilarOutput:
         """Neurons like one target, or without one the most similar pairs; a pair search visits at
         most :data:`MAX_PAIR_VISITS` candidates (then answers partial, saying how to narrow it) and
-        stops when ``cancel`` is set."""
+        stops when ``cancel`` is set.
+
+        ``by``: ``"tokens"``, token-set overlap of the graphs (the paper's); ``"coactivation"``, the
+        neurons that fire with the target (``n2g_mcp.coactivation_queries``: on the model unless
+        ``run_model`` is false or it cannot run here, else from the scan), over ``layers`` (None:
+        all); ``"both"``, each beside the other, and where one cannot be measured the other alone
+        with a warning saying why. Pairs (no target) are by tokens only."""
         model = self.model(model)
         if neuron is not None and layer is None:
             raise BadArgument(text.NEURON_WITHOUT_LAYER)
+        if neuron is None and by == "coactivation":
+            raise BadArgument(text.COACTIVATION_NEEDS_TARGET)
         shape = self.models.shape(model)
         neurons = None if shape is None else shape[0] * shape[1]
         if neuron is not None:
-            target, view = self.graph(model, layer, neuron)
-            matches = view.similar_to(target, threshold=threshold, mode=mode, limit=limit)
-            # Nothing reaches the threshold: the closest candidate, so the answer says how far off it is.
-            nearest = None if matches or threshold <= 0 else next(
-                iter(view.similar_to(target, threshold=0.0, mode=mode, limit=1)), None)
-            items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
-                                 activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
-                     for m in [*matches, *([nearest] if nearest else [])]]
-            partial = self.partial(view)
-            return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
-                                 neurons=neurons, results=items[:len(matches)],
-                                 nearest=items[-1] if nearest else None,
-                                 warnings=view.corrupt_reports() + partial, partial=bool(partial))
+            assert layer is not None
+            warnings: list[str] = []
+            coactivation = None
+            if by != "tokens":
+                try:
+                    coactivation = self.coactivated(model, layer, neuron, layers=layers, limit=limit,
+                                                    run_model=run_model, progress=progress, cancel=cancel)
+                except NotFound as exc:  # no scan file: "both" still answers by tokens
+                    if by == "coactivation":
+                        raise
+                    warnings.append(text.coactivation_skipped(str(exc)))
+            try:
+                if by != "coactivation":
+                    out = self._similar_to(model, layer, neuron, threshold, mode, limit, neurons)
+                    return out.model_copy(update={"by": "both" if coactivation is not None else "tokens",
+                                                  "coactivation": coactivation, "warnings": out.warnings + warnings})
+            except NotFound:  # no graph: "both" still answers by co-activation
+                if coactivation is None:
+                    raise
+                warnings.append(text.no_graph_for_tokens(neuron_id(layer, neuron)))
+            return SimilarOutput(model=model, target=neuron_id(layer, neuron), mode=mode, threshold=threshold,
+                                 neurons=neurons, by="coactivation", results=[], coactivation=coactivation,
+                                 warnings=self.warnings(model) + warnings)
         if mode == "subset":
             raise BadArgument(text.SUBSET_NEEDS_TARGET)
         self.check_range(model, layer)
@@ -196,6 +219,23 @@ class StoreQueries(Resolver):
                              compared=len(view), neurons=neurons, results=items,
                              warnings=view.corrupt_reports() + partial,
                              partial=bool(partial))
+
+    def _similar_to(self, model: str, layer: int, neuron: int, threshold: float, mode: Mode, limit: int,
+                    neurons: int | None) -> SimilarOutput:
+        """The neurons whose graphs' token sets overlap the target's (the paper's similarity)."""
+        target, view = self.graph(model, layer, neuron)
+        matches = view.similar_to(target, threshold=threshold, mode=mode, limit=limit)
+        # Nothing reaches the threshold: the closest candidate, so the answer says how far off it is.
+        nearest = None if matches or threshold <= 0 else next(
+            iter(view.similar_to(target, threshold=0.0, mode=mode, limit=1)), None)
+        items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
+                             activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
+                 for m in [*matches, *([nearest] if nearest else [])]]
+        partial = self.partial(view)
+        return SimilarOutput(model=model, target=target.id, mode=mode, threshold=threshold, compared=len(view),
+                             neurons=neurons, results=items[:len(matches)],
+                             nearest=items[-1] if nearest else None,
+                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
 
     def render(self, model: str | None, layer: int, neuron: int, max_nodes: int = NODES_DRAWN) -> RenderOutput:
         model = self.model(model)

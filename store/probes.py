@@ -89,6 +89,18 @@ class FiringHit(Located):
     raw_activation: Rounded
 
 
+class CoactiveNeuron(Located):
+    """A neuron that fires with a target (find_similar_neurons' co-activation, ``store.coactivation``)."""
+
+    correlation: Rounded | None = Field(
+        default=None, description="Pearson r of its activation with the target's over every token read "
+        "(the target's top windows and as many random build-split windows); null where ranked from the scan alone")
+    shared_tokens: int = Field(description="of the target's top windows (scan), how many are also among its own "
+                               "top windows with its peak at the same token")
+    shared_windows: int = Field(description="of the target's top windows, how many are also among its own, "
+                                "its peak anywhere in the window")
+
+
 class InductionScore(Located):
     """One neuron's behaviour on the repeated-sequence probe (``builder.probes.induction``)."""
 
@@ -196,6 +208,27 @@ class InductionProbe:
     seeds: list[int]
     tokens: int
     """Tokens per copy measured, over all seeds (each copy's first token excluded)."""
+
+
+@dataclass(frozen=True)
+class Coactivation:
+    """The neurons most correlated with a target on the live model (``builder.probes.coactivation``)."""
+
+    neurons: list[CoactiveNeuron]
+    """Most correlated first; the target itself is never listed."""
+    layers: list[int]
+    """The layers searched."""
+    top_windows: int
+    """The target's top windows read (from the scan; those of held-out documents left out)."""
+    random_windows: int
+    """Random build-split windows read beside them."""
+    tokens: int
+    """Tokens every correlation is over."""
+    heldout_left_out: int = 0
+    """The target's top windows left out because they come from held-out documents."""
+    scan_matches_corpus: bool = True
+    """Whether the scan's windows are the embedded corpus's (where not, held-out top windows cannot
+    be told apart, and none is left out)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Files of the fake model (``tests/fakes.py``): its output-token file and a small scan file.
+"""Files of the fake model (``tests/fakes.py``): its output-token file and small scan files
+(random, or by its rule).
 
 With them a server over the fake answers find_by_output, output_effects, export_neuron and the
 output lists of get_graph and top_activations; ``tests/data/logits-v1.npz`` is
@@ -48,3 +49,30 @@ def write_rule_files(stores: Path, fake: FakeLiveBackend) -> None:
                     top_position=np.full(top_window.shape, 4), top_value=values, max_activation=stat,
                     density=stat * 0.01, quantiles={0.5: stat * 0.1}, mean=stat * 0.05,
                     random_windows=np.arange(4), seed=0, windows_key="fake")
+
+
+def write_rule_scan(stores: Path, fake: FakeLiveBackend, windows: int = 24, width: int = 6, top_k: int = 16,
+                    seed: int = 0) -> np.ndarray:
+    """A scan of the fake model by its rule (unlike :func:`write_rule_files`' random one): random
+    windows of its words, and each neuron's ``top_k`` windows by largest activation (ties: by
+    window), peaking at its first largest token. Returns the windows' token ids."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, len(VOCAB), size=(windows, width))
+    texts = [[VOCAB[i] for i in row] for row in ids]
+    shape = (N_LAYERS, top_k, D_MLP)
+    top_window, top_position, top_value = np.zeros(shape, int), np.zeros(shape, int), np.zeros(shape)
+    largest = np.zeros((N_LAYERS, D_MLP))
+    for layer in range(N_LAYERS):
+        for n in range(D_MLP):
+            acts = np.array([fake.raw(layer, n, row) for row in texts])  # (windows, width)
+            best = acts.max(axis=1)
+            order = np.argsort(-best, kind="stable")[:top_k]
+            top_window[layer, :, n], top_value[layer, :, n] = order, best[order]
+            top_position[layer, :, n] = acts[order].argmax(axis=1)
+            largest[layer, n] = best.max()
+    write_scan_file(stores / scan_filename("test-model"), model="test-model", hook="blocks.{layer}.mlp.hook_post",
+                    vocab=VOCAB, windows=ids, top_window=top_window, top_position=top_position,
+                    top_value=top_value, max_activation=largest, density=largest * 0.01,
+                    quantiles={0.5: largest * 0.0}, mean=largest * 0.05, random_windows=np.arange(4), seed=0,
+                    windows_key="rule")
+    return ids

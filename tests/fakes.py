@@ -29,9 +29,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from n2g_mcp.registry import ServedModels
+from store.coactivation import CorrelationSums, by_correlation
 from store.effects import EditEffect, OutputEffects, TokenShift
-from store.errors import Cancelled, Unavailable
+from store.errors import BadArgument, Cancelled, Unavailable
 from store.graph import (
     Example,
     Fidelity,
@@ -44,7 +47,9 @@ from store.jsonl import StoreWriter
 from store.logitfile import OutputTokens, TokenValue
 from store.metrics import score
 from store.models import ModelSpec
+from store.probes import Coactivation
 from store.progress import Progress
+from store.scanfile import ScanFile
 from store.tokens import normalize
 from store.trie import IGNORE, NeuronTrie
 
@@ -160,6 +165,34 @@ class FakeLiveBackend:
             static=OutputTokens(promoted=[TokenValue(token=act, value=1.0)],
                                 suppressed=[TokenValue(token=ctx, value=-1.0)], path="the fake's rule"),
             zeroed=edit("zeroed", 0.0, [], [down]), raised=edit("raised", raised, [up], []))
+
+    def coactivation(self, spec: ModelSpec, layer: int, neuron: int, scan_file: ScanFile, layers: Sequence[int],
+                     limit: int, *, progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> Coactivation:
+        """By the rule, as the real one measures it: every neuron's correlation with the target over
+        the target's top windows in the scan and as many of the scan's other windows (the first
+        ones: the fake has no held-out split). Sleeps ``delay`` first, then honours ``cancel``."""
+        self._check(spec)
+        self.calls.append("coactivation")
+        time.sleep(self.delay)
+        if cancel is not None and cancel.is_set():
+            self.cancelled.set()
+            raise Cancelled("co-activation cancelled")
+        top = [w for w in scan_file.top(layer, neuron) if w.activation > 0]
+        if not top:
+            raise BadArgument(f"L{layer}/N{neuron} has no top window to correlate over")
+        chosen = {w.window for w in top}
+        others = [i for i in range(len(scan_file.windows)) if i not in chosen][:len(top)]
+        rows = [w.tokens for w in top] + [scan_file.window_tokens(i) for i in others]
+        x = np.array([a for row in rows for a in self.raw(layer, neuron, row)])
+        sums = CorrelationSums()
+        per_layer = {}
+        for each in layers:
+            y = np.array([[a for row in rows for a in self.raw(each, n, row)] for n in range(self.d_mlp)]).T
+            per_layer[each] = (y.sum(0), (y * y).sum(0), x @ y)
+        sums.add(len(x), x.sum(), (x * x).sum(), per_layer)
+        return Coactivation(neurons=by_correlation(sums, (layer, neuron), layers, limit, scan_file),
+                            layers=list(layers), top_windows=len(top), random_windows=len(others), tokens=len(x))
 
     # ----------------------------------------------------------------- graphs
     def graph(self, model: str, layer: int, neuron: int) -> NeuronGraph:

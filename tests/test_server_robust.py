@@ -28,7 +28,7 @@ TOOLS = {
                       "cursor"],
     "get_graph": ["layer", "neuron", "model"],
     "top_activations": ["layer", "neuron", "model", "limit", "cursor"],
-    "find_similar_neurons": ["layer", "neuron", "model", "threshold", "mode", "limit"],
+    "find_similar_neurons": ["layer", "neuron", "model", "threshold", "mode", "limit", "by", "layers", "run_model"],
     "render_graph_dot": ["layer", "neuron", "model", "max_nodes", "image"],
     "predict_activations": ["layer", "neuron", "text", "model", "compare", "expect"],
     "score_explanation": ["layer", "neuron", "model", "seed", "predictions", "set_id", "explanation"],

@@ -31,6 +31,7 @@ from builder.config import BuildConfig
 from builder.forward import long_activations, neuron_activations
 from builder.models import LoadedModel, load_model
 from builder.probes.ablate import ablate
+from builder.probes.coactivation import CorpusSplit, coactivation
 from builder.probes.firing import neurons_at
 from builder.probes.hypothesis import CorpusText, compile_pattern, score_hypothesis
 from builder.probes.induction import induction_probe
@@ -44,6 +45,7 @@ from store.models import EMBEDDED, ModelSpec
 from store.probes import (
     Ablation,
     AblationMode,
+    Coactivation,
     FiringHit,
     HypothesisResult,
     InductionProbe,
@@ -64,6 +66,8 @@ class _Loaded:
     source: BuildSource | None = None
     """The windows and layer scans of its builds (made again when the scan file changes)."""
     corpus: CorpusText | None = None
+    split: CorpusSplit | None = None
+    """The embedded corpus's windows and held-out marks (co-activation's random windows)."""
 
 
 class LiveModels:
@@ -224,6 +228,21 @@ class LiveModels:
                 loaded.corpus = CorpusText.from_windows(windows, loaded.model.vocab)
             return score_hypothesis(loaded.model, layer, neuron, pattern, kind, layer_scan, windows,
                                     loaded.corpus, cancel=cancel)
+
+    def coactivation(self, spec: ModelSpec, layer: int, neuron: int, scan_file: ScanFile, layers: Sequence[int],
+                     limit: int, *, progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> Coactivation:
+        """The neurons most correlated with one (see :mod:`builder.probes.coactivation`); the first
+        call tokenises the embedded corpus for its build split (seconds), kept for later calls."""
+        with self._lock:
+            loaded = self._get(spec, progress)
+            width = int(scan_file.windows.shape[1])
+            if loaded.split is None or loaded.split.windows.shape[1] != width:
+                if progress is not None:
+                    progress(0, 1, "reading the corpus's build split (once)")
+                loaded.split = CorpusSplit.of(loaded.model, width)
+            return coactivation(loaded.model, scan_file, (layer, neuron), layers, limit, loaded.split,
+                                cancel=cancel, progress=progress)
 
     def output_effects(self, spec: ModelSpec, layer: int, neuron: int, windows: Sequence[Sequence[int]],
                        raised: float, top: int) -> OutputEffects:

@@ -1,8 +1,9 @@
 """Everything an agent reads: the server's instructions, the text summary of each tool's result,
 and the wording of errors, in one package (one module a kind: ``pieces``, ``progress``,
 ``refusals``, ``summaries``, ``explain`` for why a prediction fired and for scoring
-explanations, and ``output_side`` for the output-side tools and exports; every name is
-re-exported here, so callers write ``text.no_graph(...)``).
+explanations, ``neighbours`` for find_similar_neurons' co-activation, and ``output_side`` for
+the output-side tools and exports; every name is re-exported here, so callers write
+``text.no_graph(...)``).
 
 In: the result models of ``n2g_mcp.outputs`` (and, where the summary repeats the question, the
 query's arguments). Out: a few lines of plain text. Keeping the words here, apart from the
@@ -16,6 +17,7 @@ every message that refuses something says what to call next.
 from n2g_mcp.text.output_side import *  # noqa: F403
 from n2g_mcp.text.pieces import *  # noqa: F403 - the package is the one home of the words
 from n2g_mcp.text.explain import *  # noqa: F403
+from n2g_mcp.text.neighbours import *  # noqa: F403
 from n2g_mcp.text.progress import *  # noqa: F403
 from n2g_mcp.text.refusals import *  # noqa: F403
 from n2g_mcp.text.summaries import *  # noqa: F403
@@ -31,7 +33,8 @@ in-context/induction-like neurons); read one with get_graph and top_activations;
 not stored with build_graph; test a hypothesis with predict_activations(compare=true) on texts
 that should and should not fire it, or at corpus scale with test_hypothesis; score an explanation
 in words with score_explanation (you predict its scoring set, beside the graph); find duplicates with
-find_similar_neurons; draw with render_graph_dot. Without a graph, ask the model itself:
+find_similar_neurons (also the neurons that fire with one, whatever their graphs name); draw with
+render_graph_dot. Without a graph, ask the model itself:
 top_activations works for every neuron (from the whole-model scan), find_neurons lists what fires
 at a token of any text, find_induction_neurons runs a behavioural probe across all layers,
 ablate_neurons checks causally that neurons matter, and steer_neurons shows what the model writes

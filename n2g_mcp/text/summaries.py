@@ -23,6 +23,7 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.text.explain import via
+from n2g_mcp.text.neighbours import coactivation
 from n2g_mcp.text.output_side import output_line
 from n2g_mcp.text.pieces import count, figures, number, ordinal, tok, tokens, with_warnings
 from n2g_mcp.text.refusals import STORES_FOLDER, WEAK_COPY, no_stores
@@ -173,6 +174,9 @@ def _more_graphs(out: SimilarOutput) -> str:
 
 
 def similar(out: SimilarOutput) -> str:
+    coactive = [] if out.coactivation is None or out.target is None else coactivation(out.coactivation, out.target)
+    if out.by == "coactivation":
+        return with_warnings("\n".join(coactive), out.warnings)
     graphs = count(out.compared, "graph")
     if out.target is not None:
         head = f"Neurons of {out.model} {_overlapping(out)}:"
@@ -193,11 +197,9 @@ def similar(out: SimilarOutput) -> str:
         head = f"The {alike} in {scope} of {out.model} (both overlaps >= {out.threshold}), closest first:"
         none = (f"No two of the {graphs} of {out.model} in {scope} reach overlap {out.threshold}; lower "
                 "threshold to see the closest pairs.")
-    if not out.results:
-        return with_warnings(none, out.warnings)
     lines = [head] + [f"- {i.id} ~ {i.similar_to}: activating {i.activating_overlap:.2f}, "
-                      f"context {i.context_overlap:.2f}" for i in out.results]
-    return with_warnings("\n".join(lines), out.warnings)
+                      f"context {i.context_overlap:.2f}" for i in out.results] if out.results else [none]
+    return with_warnings("\n".join(lines + coactive), out.warnings)
 
 
 # --------------------------------------------------------------------- render

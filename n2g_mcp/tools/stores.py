@@ -16,6 +16,7 @@ from pydantic import Field, Strict
 from n2g_mcp import text as wording
 from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_LIMIT, MAX_NODES, MAX_PAIR_VISITS, SEARCH_PAGE
 from n2g_mcp.outputs import (
+    By,
     GraphDescription,
     ListModelsOutput,
     RenderOutput,
@@ -23,7 +24,7 @@ from n2g_mcp.outputs import (
     SimilarOutput,
     TopActivationsOutput,
 )
-from n2g_mcp.params import Count, Cursor, Flag, Layer, ModelName, Neuron, Tokens
+from n2g_mcp.params import Count, Cursor, Flag, Layer, Layers, ModelName, Neuron, Tokens
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
@@ -114,17 +115,32 @@ async def find_similar_neurons(
         description="'similar': overlap >= threshold both ways; 'subset': the target's tokens are "
         "contained in the other neuron's (it does what the target does, maybe more).")] = "similar",
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Most results.")] = SIMILAR_LIMIT,
+    by: Annotated[By, Field(
+        description="'tokens': overlap of the graphs' token sets (the paper's; needs the target's graph); "
+        "'coactivation': the neurons that fire with the target, whatever their graphs name (Pearson r of "
+        "activations on the model, else shared top windows in the scan; needs the scan file, not a graph); "
+        "'both': each beside the other. Pairs (no target) are by tokens.")] = "both",
+    layers: Annotated[Layers, Field(description="Co-activation: layers to search; omit for every layer.")] = None,
+    run_model: Annotated[Flag, Field(
+        description="Co-activation: false (default) ranks by the scan's shared top windows (instant); true "
+        "measures the Pearson correlation on the model where it runs here, exact but slow on a CPU (seconds "
+        "a layer read, a minute or more for every layer; the model loads on first use): pass layers to "
+        "narrow it.")] = False,
 ) -> Annotated[CallToolResult, SimilarOutput]:
-    """Find neurons that behave alike: overlap of their activating and context token sets.
-    With layer and neuron, the neurons most like that one; without, the most similar pairs
-    (duplicates) in the store or in one layer. Uses the search index, not all pairs: a pair
-    listing at a low threshold examines at most {max_visits} candidate pairs, and where that is
-    not enough answers partial, saying how to narrow it (a layer, a higher threshold)."""
+    """Find neurons that behave alike. With layer and neuron, its neighbours two ways (by='both'):
+    graphs whose activating and context token sets overlap its graph's, and neurons that fire
+    with it (co-activation, as Neuronpedia's correlated neurons: found even where their graphs
+    name other tokens). Without a target, the most similar pairs of graphs (duplicates) in the
+    store or in one layer, from the search index: a pair listing at a low threshold examines at
+    most {max_visits} candidate pairs, and where that is not enough answers partial, saying how
+    to narrow it (a layer, a higher threshold)."""
 
     def work(progress: Any, cancel: threading.Event) -> SimilarOutput:
-        return q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit, cancel=cancel)
+        return q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit, by=by, layers=layers,
+                         run_model=run_model, progress=progress, cancel=cancel)
 
-    out = await run_in_worker(ctx, work, wording.COMPARING)
+    first = wording.COACTIVATING if by != "tokens" and neuron is not None and run_model else wording.COMPARING
+    out = await run_in_worker(ctx, work, first)
     return result(wording.similar(out), out)
 
 
