@@ -113,7 +113,10 @@ def test_correlation_sums_over_batches_match_numpy():
 async def test_coactivation_finds_a_twin_whose_graph_names_other_tokens_and_token_overlap_does_not(server, fake):
     tokens = await ok(server, "find_similar_neurons", layer=0, neuron=1, by="tokens", threshold=0.0)
     assert tokens["results"] == [] and tokens["nearest"] is None and tokens["coactivation"] is None
-    result = await call(server, "find_similar_neurons", layer=0, neuron=1)  # by='both', the default
+    default = await ok(server, "find_similar_neurons", layer=0, neuron=1)  # by='both', from the scan
+    assert default["by"] == "both" and default["coactivation"]["source"] == "scan"
+    assert TWIN in [(h["layer"], h["neuron"]) for h in default["coactivation"]["results"]]
+    result = await call(server, "find_similar_neurons", layer=0, neuron=1, run_model=True)
     data, said = result.structured_content, result.content[0].text
     assert data["by"] == "both" and data["coactivation"]["source"] == "model"
     hits = data["coactivation"]["results"]
@@ -141,7 +144,7 @@ async def test_without_the_model_the_scan_ranks_the_twin_and_says_why(server):
 
 async def test_a_model_that_cannot_run_here_falls_back_to_the_scan(server, fake, monkeypatch):
     monkeypatch.setattr(fake, "availability", lambda spec: "torch is not installed")
-    data = await ok(server, "find_similar_neurons", layer=0, neuron=1, by="coactivation")
+    data = await ok(server, "find_similar_neurons", layer=0, neuron=1, by="coactivation", run_model=True)
     assert data["coactivation"]["source"] == "scan" and data["coactivation"]["why_scan"] == "torch is not installed"
     assert (0, 17) in [(h["layer"], h["neuron"]) for h in data["coactivation"]["results"]]
     assert "coactivation" not in fake.calls
@@ -176,7 +179,7 @@ async def test_a_cancelled_coactivation_stops_its_worker(tmp_path):
     server = create_server(rule_stores(tmp_path / "stores", fake), live=fake, models=fake.served())
     async with Client(server) as client:
         with anyio.move_on_after(0.2):
-            await client.call_tool("find_similar_neurons", {"layer": 0, "neuron": 1})
+            await client.call_tool("find_similar_neurons", {"layer": 0, "neuron": 1, "run_model": True})
             pytest.fail("the co-activation should still be running")
         assert await anyio.to_thread.run_sync(fake.cancelled.wait, 5)
         assert not (await client.call_tool("list_models", {})).is_error
