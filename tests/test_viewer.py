@@ -176,3 +176,18 @@ async def test_tools_about_one_neuron_link_to_its_page(stores_dir, fake) -> None
         built = (await c.call_tool("build_graph", {"layer": 0, "neuron": 2})).structured_content
     assert graph["viewer_url"] == "http://127.0.0.1:8000/m/test-model/L0/N2" == built["viewer_url"]
     assert hits and all(h["viewer_url"].endswith(f"/m/test-model/{h['id']}") for h in hits)
+
+
+def test_the_neuron_pages_fidelity_shows_ordinary_text_beside_the_floor_where_stored() -> None:
+    from n2g_mcp.viewer.pages import _ordinary
+    from store.graph import HeldoutFidelity, HeldoutScores
+    from tests.graphs import fidelity, scores
+
+    plain = fidelity(0.5)
+    assert _ordinary(plain) == ""  # graphs scored before the held-out split show no such table
+    held = plain.model_copy(update={"heldout": HeldoutFidelity(
+        n2g=HeldoutScores(tokens=scores(0.31), interval=scores(0.62)),
+        floor=HeldoutScores(tokens=scores(0.13), interval=scores(0.44)))})
+    html = _ordinary(held)
+    assert "On ordinary text" in html and "token lookup (floor)" in html
+    assert all(f"/ {v}, r" in html for v in ("0.31", "0.62", "0.13", "0.44"))

@@ -80,6 +80,19 @@ def _fidelity(fid: Fidelity) -> str:
     return table(["F1 of", *(f'<span title="{e(t)}">{p}</span>' for p, t in PROTOCOLS)], rows, "fidelity")
 
 
+def _ordinary(fid: Fidelity) -> str:
+    """The graph and the token-lookup floor on held-out documents (issue 28), where stored."""
+    held = fid.heldout
+    if held is None:
+        return ""
+    rows = [[e(name), *(f"{number(s.precision)} / {number(s.recall)} / {number(s.f1)}, r {number(s.correlation)}"
+                        for s in (side.tokens, side.interval))]
+            for name, side in (("N2G", held.n2g), ("token lookup (floor)", held.floor))]
+    return ("<h2>On ordinary text</h2><p class=\"hint\">Held-out documents no build read: every token, and the "
+            "interval protocol (top, every activation interval, random); precision / recall / F1, and "
+            "correlation r.</p>" + table(["predictor", "every token", "interval protocol"], rows, "fidelity"))
+
+
 def _graph_section(data: NeuronData) -> str:
     g = data.graph
     if g is None:
@@ -170,7 +183,7 @@ def neuron_page(data: NeuronData, text: str = "") -> str:
                     + "</p>" + histogram(data.stats))
     if data.fidelity is not None:
         body.append("<h2>Fidelity</h2><p class=\"hint\">F1 on every protocol stored with the graph (hover for "
-                    "precision, recall and correlation).</p>" + _fidelity(data.fidelity))
+                    "precision, recall and correlation).</p>" + _fidelity(data.fidelity) + _ordinary(data.fidelity))
     body += [_similar(data), _induction(data), _predict_box(data, text) if g is not None else ""]
     crumbs = [("models", "/"), (data.model, model_path(data.model)), (data.id, None)]
     return page(f"{data.id} {data.model}", "".join(body), crumbs=crumbs, script=g is not None)
