@@ -184,6 +184,10 @@ class SearchHit(BaseModel):
     context_tokens: list[str] = Field(description=f"most important context tokens (up to {HIT_TOKENS})")
     context_total: int = Field(default=0, description="context tokens in the graph")
     f1: Rounded | None = Field(description="N2G F1 on held-out top examples; null where not scored")
+    ordinary_f1: Rounded | None = Field(
+        default=None, description="F1 on ordinary text (every token of held-out documents); null where not scored")
+    ordinary_r: Rounded | None = Field(
+        default=None, description="correlation with the neuron on ordinary text; null where not scored")
     repeated_tokens: list[str] = Field(
         default_factory=list, description="with repeated=true, its signs of in-context behaviour: "
         "'<repeat>' for a repeat path (fires on what continues an earlier copy), then every token both "
@@ -202,8 +206,8 @@ class SearchHit(BaseModel):
                    activating_tokens=matched_first(hit.activating_tokens, activating, exact)[:HIT_TOKENS],
                    activating_total=len(hit.activating_tokens),
                    context_tokens=hit.context_tokens[:HIT_TOKENS], context_total=len(hit.context_tokens),
-                   f1=hit.f1, repeated_tokens=repeated_tokens(hit) if repeated else [],
-                   explained=hit.explained)
+                   f1=hit.f1, ordinary_f1=hit.ordinary_f1, ordinary_r=hit.ordinary_r,
+                   repeated_tokens=repeated_tokens(hit) if repeated else [], explained=hit.explained)
 
 
 class SearchOutput(BaseModel):

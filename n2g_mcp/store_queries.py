@@ -137,7 +137,7 @@ class StoreQueries(CoactivationQueries):
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *, model: str | None = None,
                words: Sequence[str] = (), exact: bool = False, layer: int | None = None,
                min_f1: float | None = None, repeated: bool = False, limit: int = SEARCH_PAGE,
-               cursor: str | None = None) -> SearchOutput:
+               cursor: str | None = None, min_ordinary_f1: float | None = None) -> SearchOutput:
         model = self.model(model)
         activating, context, words = list(activating), list(context), split_words(words)
         self.check_range(model, layer)
@@ -145,9 +145,11 @@ class StoreQueries(CoactivationQueries):
         query = ["search", model, activating, context, exact, layer, min_f1, repeated, limit]
         if words:  # a cursor of a search without words stays valid as it was
             query.append(words)
+        if min_ordinary_f1 is not None:  # so does one without this filter
+            query.append(["min_ordinary_f1", min_ordinary_f1])
         offset = self.pager.decode(cursor, query, "search_graphs")
         total, page = view.search(activating, context, words=words, exact=exact, layer=layer, min_f1=min_f1,
-                                  repeated=repeated, limit=limit, offset=offset)
+                                  min_ordinary_f1=min_ordinary_f1, repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
         hits = [SearchHit.of(h, repeated, exact, activating) for h in page]

@@ -149,12 +149,13 @@ class StoreView:
     def search(self, activating: Sequence[str] = (), context: Sequence[str] = (), *,
                words: Sequence[str] = (), exact: bool = False, layer: int | None = None,
                min_f1: float | None = None, repeated: bool = False, limit: int | None = None,
-               offset: int = 0) -> tuple[int, list[Hit]]:
+               offset: int = 0, min_ordinary_f1: float | None = None) -> tuple[int, list[Hit]]:
         """Graphs holding every given activating and context token (and every word in either
         role), best F1 first (``store.sqlsearch.IndexSearch.search``)."""
         ranks = self._catalog.cached(("ranks", self.model), lambda: self._search.ranks(self.model))
         return self._search.search(self.model, activating, context, words=words, exact=exact, layer=layer,
-                                   min_f1=min_f1, repeated=repeated, limit=limit, offset=offset,
+                                   min_f1=min_f1, min_ordinary_f1=min_ordinary_f1, repeated=repeated,
+                                   limit=limit, offset=offset,
                                    count=len(self), ranks=ranks)
 
     def similar_to(self, target: NeuronGraph, *, threshold: float = PAPER_THRESHOLD, mode: Mode = "similar",

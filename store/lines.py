@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import orjson
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from store.trie import NeuronTrie
 
@@ -85,6 +85,8 @@ class CheckedLine:
     context: list[str]
     raw: dict[str, Any]
     """The parsed line."""
+    ordinary: tuple[float | None, float | None] = (None, None)
+    """F1 and correlation on held-out documents (``fidelity.heldout.n2g.tokens``), where scored."""
 
 
 def _token_map(raw: Any, field: str) -> list[str]:
@@ -152,7 +154,19 @@ def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
             raise LineError("fidelity n2g.top.f1 is not a finite number")
         if f1 is not None and not math.isfinite(f1):
             f1 = None  # NaN says as little as a missing score
-    return CheckedLine(layer, neuron, f1, activating, context, raw)
+    return CheckedLine(layer, neuron, f1, activating, context, raw, _ordinary(fidelity))
+
+
+def _ordinary(fidelity: Any) -> tuple[float | None, float | None]:
+    """F1 and correlation on held-out documents of a line's fidelity, None where absent or not a
+    finite number (a figure the index ranks by must be one)."""
+    try:
+        tokens = fidelity["heldout"]["n2g"]["tokens"]
+    except (KeyError, TypeError):
+        return None, None
+    if not isinstance(tokens, dict):
+        return None, None
+    return tuple(v if _finite_number(v) else None for v in (tokens.get("f1"), tokens.get("correlation")))
 
 
 # ----------------------------------------------------------------- the index's fast check
@@ -172,6 +186,8 @@ class _Protocol(TypedDict):
 class _Fidelity(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     n2g: _Protocol
+    heldout: NotRequired[Any]
+    """Read by :func:`_ordinary` (older lines have none)."""
 
 
 class _Line(TypedDict, total=False):
@@ -203,6 +219,8 @@ class IndexedLine:
     activating: dict[str, float]
     """Activating tokens and their activations, as stored (strongest first)."""
     context: list[str]
+    ordinary: tuple[float | None, float | None] = (None, None)
+    """F1 and correlation on held-out documents, where scored (:class:`CheckedLine`)."""
 
 
 def index_line(line: bytes, model: str, shape: Shape | None) -> IndexedLine:
@@ -228,8 +246,8 @@ def index_line(line: bytes, model: str, shape: Shape | None) -> IndexedLine:
             or (shape is not None and (raw["layer"] >= shape[0] or raw["neuron"] >= shape[1])):
         checked = check_line(line, model, shape)  # says why, or accepts what the fast path does not
         return IndexedLine(checked.layer, checked.neuron, checked.f1,
-                           dict(checked.raw.get("activating_tokens", {})), checked.context)
+                           dict(checked.raw.get("activating_tokens", {})), checked.context, checked.ordinary)
     _check_trie(raw)  # what a later read of the line relies on, as check_line checks it
     fidelity = raw.get("fidelity")
     return IndexedLine(raw["layer"], raw["neuron"], None if fidelity is None else fidelity["n2g"]["top"]["f1"],
-                       raw.get("activating_tokens", {}), list(raw.get("context_tokens", {})))
+                       raw.get("activating_tokens", {}), list(raw.get("context_tokens", {})), _ordinary(fidelity))

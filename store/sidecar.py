@@ -224,8 +224,9 @@ def _copy(indexer: FileIndexer, db: sqlite3.Connection, side: Sidecar, store: Pa
     # sidecar applied it (its current graphs, and their pairs, are the model's).
     alone = db.execute("SELECT count(*) FROM files WHERE model=? AND id<>?", (model, file_id)).fetchone()[0] == 0
     db.execute("INSERT INTO graphs(id, file, line, model, layer, neuron, f1, rank, current, act, ctx, n_act, n_ctx, "
-               "repeated, offset, length) SELECT id+?, ?, line, model, layer, neuron, f1, rank, current*?, act, ctx, "
-               "n_act, n_ctx, repeated, offset, length FROM side.graphs ORDER BY id", (shift, file_id, alone))
+               "repeated, offset, length, ordinary_f1, ordinary_r) SELECT id+?, ?, line, model, layer, neuron, f1, rank, "
+               "current*?, act, ctx, n_act, n_ctx, repeated, offset, length, ordinary_f1, ordinary_r "
+               "FROM side.graphs ORDER BY id", (shift, file_id, alone))
     db.execute("INSERT INTO postings(kind, key, graph, share) SELECT kind, key, graph+?, share FROM side.postings",
                (shift,))
     db.execute("INSERT INTO corrupt(file, line, reason) SELECT ?, line, reason FROM side.corrupt", (file_id,))

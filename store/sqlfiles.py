@@ -363,7 +363,7 @@ class _Batch:
         self.graphs.append((graph_id, self.file_id, number, self.model, entry.layer, entry.neuron, entry.f1,
                             2.0 if entry.f1 is None else -entry.f1, orjson.dumps(act).decode(),
                             orjson.dumps(entry.context).decode(), len(act_keys), len(ctx_keys),
-                            repeat_level(act, entry.context), offset, length))
+                            repeat_level(act, entry.context), offset, length, *entry.ordinary))
 
     def _postings(self, kind: int, keys: list[int], graphs: list[int], shares: list[float] | None) -> list[tuple]:
         """Postings rows sorted by key, then graph (the order the lines came in)."""
@@ -381,7 +381,7 @@ class _Batch:
         db = self.db
         db.executemany(
             "INSERT INTO graphs(id, file, line, model, layer, neuron, f1, rank, act, ctx, n_act, n_ctx, repeated, "
-            "offset, length) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.graphs)
+            "offset, length, ordinary_f1, ordinary_r) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.graphs)
         db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",
                        self._postings(ACTIVATING, self.act_key, self.act_graph, self.act_share))
         db.executemany("INSERT INTO postings(kind, key, graph, share) VALUES (?,?,?,?)",

@@ -4,7 +4,7 @@ An index whose ``PRAGMA user_version`` is not :data:`SCHEMA_VERSION` is dropped 
 from the store files (it is a cache of them; see ``store/sqlindex.py``).
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version 2 keeps each file's scan reference (store format 2), each graph's activating tokens
 with their activations, on each activating posting its share of the graph's strongest
 activation (search ranks by it), and whether a file is indexed to its end (``complete``: indexing
@@ -16,7 +16,9 @@ repeated exactly, 0 neither) where 3 had a case-folded flag and an exact one, an
 ``store.lines.check_line`` does now (trie rows, a positive max activation), so an index that
 listed such lines is made again. Version 5 keeps, for a ``.gz`` store imported from its sidecar
 (``store/sidecar.py``), the access points its lines are read through (``points``) in place of
-its text."""
+its text. Version 6 keeps each graph's F1 and correlation on held-out documents
+(``fidelity.heldout.n2g.tokens``: ``ordinary_f1``, ``ordinary_r``; null where not scored), which
+search lists and filters by."""
 
 INDEX_NAME = ".n2g-index.sqlite"
 """The index file's name, beside the stores it indexes."""
@@ -33,7 +35,7 @@ CREATE TABLE graphs (
     layer INTEGER NOT NULL, neuron INTEGER NOT NULL, f1 REAL, rank REAL NOT NULL,
     current INTEGER NOT NULL DEFAULT 0, act TEXT NOT NULL, ctx TEXT NOT NULL,
     n_act INTEGER NOT NULL, n_ctx INTEGER NOT NULL, repeated INTEGER NOT NULL,
-    offset INTEGER NOT NULL, length INTEGER NOT NULL);
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, ordinary_f1 REAL, ordinary_r REAL);
 CREATE INDEX graphs_file ON graphs(file, line);
 CREATE INDEX graphs_neuron ON graphs(model, layer, neuron);
 CREATE INDEX graphs_rank ON graphs(model, current, rank, layer, neuron);

@@ -61,19 +61,23 @@ class Hit:
     explained: float | None = None
     """For a search with activating tokens, how much of the graph they explain
     (``store.tokens.explained``); None otherwise."""
+    ordinary_f1: float | None = None
+    ordinary_r: float | None = None
+    """F1 and correlation on held-out documents, where the graph was scored there."""
 
     @property
     def id(self) -> str:
         return neuron_id(self.layer, self.neuron)
 
 
-_HIT_COLUMNS = "g.layer, g.neuron, g.f1, g.act, g.ctx"
+_HIT_COLUMNS = "g.layer, g.neuron, g.f1, g.act, g.ctx, g.ordinary_f1, g.ordinary_r"
 
 
 def _hit(row: tuple) -> Hit:
-    layer, neuron, f1, act, ctx, *score = row
+    layer, neuron, f1, act, ctx, ordinary_f1, ordinary_r, *score = row
     return Hit(layer=layer, neuron=neuron, f1=f1, activating_tokens=list(orjson.loads(act)),
-               context_tokens=orjson.loads(ctx), explained=score[0] if score else None)
+               context_tokens=orjson.loads(ctx), explained=score[0] if score else None,
+               ordinary_f1=ordinary_f1, ordinary_r=ordinary_r)
 
 
 class IndexSearch:
@@ -145,6 +149,7 @@ class IndexSearch:
     # ----------------------------------------------------------------- search
     def search(self, model: str, activating: Sequence[str] = (), context: Sequence[str] = (), *,
                words: Sequence[str] = (), exact: bool = False, layer: int | None = None, min_f1: float | None = None,
+               min_ordinary_f1: float | None = None,
                repeated: bool = False, limit: int | None = None, offset: int = 0,
                count: int | None = None, ranks: Sequence[float] | None = None) -> tuple[int, list[Hit]]:
         """Graphs holding every given activating and context token: those the activating tokens
@@ -155,7 +160,8 @@ class IndexSearch:
         (``store.describe``). ``repeated`` keeps graphs with a repeat node
         (``store.tokens.REPEAT_KEY``) or where some token is both activating and context, spelled
         exactly alike (the paper's search for in-context neurons; ``store.tokens.repeat_level``),
-        those with a repeat node first; graphs with no F1 fall below every ``min_f1``. ``count``
+        those with a repeat node first; graphs with no F1 fall below every ``min_f1``, and graphs
+        not scored on held-out documents below every ``min_ordinary_f1``. ``count``
         and ``ranks`` (the model's :meth:`count` and :meth:`ranks`, where the caller keeps them)
         save a count query for unfiltered and F1-only listings.
 
@@ -181,6 +187,9 @@ class IndexSearch:
         if min_f1 is not None:
             where.append("g.rank<=?")
             params.append(-min_f1)
+        if min_ordinary_f1 is not None:
+            where.append("g.ordinary_f1>=?")
+            params.append(min_ordinary_f1)
         if repeated:
             where.append("g.repeated>0")
         body = f"FROM graphs g {' '.join(joins)} WHERE {' AND '.join(where)}"
@@ -193,7 +202,7 @@ class IndexSearch:
             return self._exact(select, params, activating, context, limit, offset, repeated)
         if not keys and len(where) == 2:
             total = count if count is not None else self.count(model)
-        elif not keys and len(where) == 3 and min_f1 is not None:
+        elif not keys and len(where) == 3 and min_f1 is not None and min_ordinary_f1 is None:
             total = bisect_right(ranks if ranks is not None else self.ranks(model), -min_f1)
         else:
             total = self._rows(f"SELECT count(*) {body}", params)[0][0]
@@ -209,7 +218,7 @@ class IndexSearch:
         for row in self._rows(select, params):
             act, ctx = orjson.loads(row[3]), orjson.loads(row[4])
             if set(activating) <= act.keys() and set(context) <= set(ctx):
-                hit = _hit(row[:5])
+                hit = _hit(row[:7])
                 hits.append(replace(hit, explained=explained(act, activating, exact=True)))
         if activating:
             first = (lambda h: -repeat_level(h.activating_tokens, h.context_tokens)) if repeated else (lambda h: 0)

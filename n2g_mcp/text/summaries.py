@@ -115,7 +115,8 @@ def build(out: GraphSummary) -> str:
 
 # --------------------------------------------------------------------- search
 def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[str], repeated: bool,
-           layer: int | None, min_f1: float | None, words: Sequence[str] = ()) -> str:
+           layer: int | None, min_f1: float | None, words: Sequence[str] = (),
+           min_ordinary_f1: float | None = None) -> str:
     asked = []
     if activating:
         asked.append(f"activating {tokens(activating)}")
@@ -129,6 +130,8 @@ def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[st
         asked.append(f"layer {layer}")
     if min_f1 is not None:
         asked.append(f"F1 >= {min_f1}")
+    if min_ordinary_f1 is not None:
+        asked.append(f"F1 on ordinary text >= {min_ordinary_f1}")
     what = "; ".join(asked) or "all graphs"
     if not out.total:
         lines = [f"No graph of {out.model} matches ({what}) among {count(out.searched, 'graph')}. Try fewer "
@@ -144,7 +147,9 @@ def search(out: SearchOutput, *, activating: Sequence[str], context: Sequence[st
         for hit in out.results:
             rep = f"; repeated {tokens(hit.repeated_tokens, 4)}" if hit.repeated_tokens else ""
             share = f", query at {hit.explained:.2f} of its peak" if hit.explained is not None else ""
-            lines.append(f"- {hit.id} F1 {number(hit.f1)}{share}: fires on "
+            ordinary = ("" if hit.ordinary_f1 is None and hit.ordinary_r is None else
+                        f" (ordinary text: F1 {number(hit.ordinary_f1)}, r {number(hit.ordinary_r)})")
+            lines.append(f"- {hit.id} F1 {number(hit.f1)}{ordinary}{share}: fires on "
                          f"{tokens(hit.activating_tokens, 5, hit.activating_total)}; "
                          f"context {tokens(hit.context_tokens, 5, hit.context_total)}{rep}")
         if out.next_cursor:

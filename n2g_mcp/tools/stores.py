@@ -56,6 +56,9 @@ def search_graphs(
     layer: Annotated[Count | None, Field(ge=0, description="Only neurons of this layer.")] = None,
     min_f1: Annotated[Annotated[float, Strict()] | None, Field(
         ge=0, le=1, description="Only graphs whose F1 on held-out examples is at least this.")] = None,
+    min_ordinary_f1: Annotated[Annotated[float, Strict()] | None, Field(
+        ge=0, le=1, description="Only graphs whose F1 on ordinary text (every token of held-out documents) is at "
+        "least this; graphs not scored there (n2g eval --heldout scores them) are left out.")] = None,
     repeated: Annotated[Flag, Field(
         description="Only graphs showing in-context (induction-like) behaviour, the paper's search: "
         "first those with a repeat path (the token '<repeat>': fires on whatever continues an earlier "
@@ -72,9 +75,9 @@ def search_graphs(
     best F1 first; with no tokens, lists graphs (filtered by layer, min_f1, repeated). Pages
     with cursor. Tokens usually carry their leading space (' the')."""
     out = q.search(activating, context, model=model, words=words, exact=exact, layer=layer, min_f1=min_f1,
-                   repeated=repeated, limit=limit, cursor=cursor)
+                   repeated=repeated, limit=limit, cursor=cursor, min_ordinary_f1=min_ordinary_f1)
     return result(wording.search(out, activating=activating, context=context, repeated=repeated,
-                                 layer=layer, min_f1=min_f1, words=words), out)
+                                 layer=layer, min_f1=min_f1, words=words, min_ordinary_f1=min_ordinary_f1), out)
 
 
 def get_graph(q: Queries, layer: Layer, neuron: Neuron,
