@@ -70,5 +70,6 @@ class CoactivationQueries(Resolver):
             stored = graphs.get((n.layer, n.neuron))
             out.append(CoactiveHit(**dict(n), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
-                                   f1=None if stored is None else stored.f1))
+                                   f1=None if stored is None else stored.f1,
+                                   ordinary_f1=None if stored is None else stored.ordinary_f1))
         return out

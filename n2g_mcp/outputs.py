@@ -239,6 +239,8 @@ class CoactiveHit(CoactiveNeuron):
     activating_tokens: list[str] = Field(default_factory=list, description="its graph's top activating tokens "
                                          f"(up to {HIT_TOKENS})")
     f1: Rounded | None = Field(default=None, description="its graph's F1 on held-out examples")
+    ordinary_f1: Rounded | None = Field(
+        default=None, description="its graph's F1 on ordinary text (every token of held-out documents), where scored")
 
 
 class Coactivated(BaseModel):
