@@ -118,20 +118,21 @@ def calibrated(trie: NeuronTrie, neuron: int, max_act: float, test_windows: np.n
 
 
 def heldout_fidelity(trie: NeuronTrie, default: float, neuron: int, max_act: float,
-                     text: OrdinaryText, rule: MatchRule = "specific") -> HeldoutFidelity | None:
+                     text: OrdinaryText, rule: MatchRule = "specific", column: int | None = None) -> HeldoutFidelity | None:
     """The graph (predicting by ``rule``, ``default`` where no path matches) and the floor on the
-    held-out windows (``neuron``: the column of ``text``'s activations); None when the evidence
-    has none."""
+    held-out windows; None when the evidence has none. ``column``: where ``text``'s activations
+    hold the neuron, if not at ``neuron`` (which also seeds the interval protocol's draw)."""
+    column = neuron if column is None else column
     if text.heldout is None or text.heldout_acts is None or not len(text.heldout.codes):
         return None
-    true = text.heldout_acts[:, :, neuron].astype(np.float64) / max_act
+    true = text.heldout_acts[:, :, column].astype(np.float64) / max_act
     codes = text.heldout.codes
     if rule == "greedy":  # the vectorised form follows every path; a greedy graph walks its own way
         strings = text.heldout.strings
         graph = np.array([trie.predict([strings[c] for c in row], rule, default) for row in codes])
     else:
         graph = predict_windows(CompiledGraph.of(trie, text.classes), codes, text.heldout.runs, rule, default)
-    sample_acts = text.sample_acts[:, :, neuron].astype(np.float64)[:, :, None] / max_act
+    sample_acts = text.sample_acts[:, :, column].astype(np.float64)[:, :, None] / max_act
     floor = mean_lookup(text.sample.codes, sample_acts, len(text.classes))[:, 0][codes]
     pick = interval_windows(true, seed=neuron)
 
@@ -173,8 +174,8 @@ def score_stored(model: LoadedModel, graphs: Sequence[NeuronGraph], windows: np.
                 for g in live:
                     if g.layer != layer or g.matching.normalized != folded:
                         continue
-                    fidelity = heldout_fidelity(g.graph, g.matching.default, column[g.neuron], g.max_activation,
-                                                text, rule=g.matching.rule)
+                    fidelity = heldout_fidelity(g.graph, g.matching.default, g.neuron, g.max_activation,
+                                                text, rule=g.matching.rule, column=column[g.neuron])
                     out[(g.layer, g.neuron)] = g.model_copy(
                         update={"fidelity": g.fidelity.model_copy(update={"heldout": fidelity})})
                     done += 1
