@@ -145,3 +145,31 @@ def test_stored_graphs_are_scored_on_held_out_text_as_their_records_predict(ordi
     assert graph.fidelity.heldout.n2g.tokens == expected
     table = heldout_table(list(scored.values()), minimum=1)
     assert table.splitlines()[2].startswith("| 0 | 2 / 2 |")
+
+
+def test_n2g_eval_heldout_writes_the_figures_into_the_store_and_tables_them(ordinary, tmp_path) -> None:
+    from n2g_mcp.cli.evaluate import heldout_table, score_heldout
+    from store.jsonl import write_store
+
+    model, _, corpus = ordinary
+    plain = run_build(model, [0], [EXCEPT, TOKEN], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
+    path = tmp_path / "plain.jsonl.gz"
+    write_store(path, model.name, plain)
+    scored = score_heldout(str(path), read_store(path), 6, model=model, corpus=corpus)
+    assert all(g.fidelity.heldout is not None for g in scored)
+    assert read_store(path).get(0, TOKEN).fidelity.heldout.n2g.tokens.f1 == pytest.approx(1.0)
+    assert heldout_table(list(scored), minimum=1).splitlines()[2].startswith("| 0 | 2 / 2 |")
+
+
+def test_n2g_eval_heldout_skips_layers_scored_already(ordinary, tmp_path, monkeypatch) -> None:
+    from builder.stages import ordinary as stage
+    from n2g_mcp.cli.evaluate import score_heldout
+    from store.jsonl import write_store
+
+    model, _, corpus = ordinary
+    plain = run_build(model, [0], [TOKEN], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
+    path = tmp_path / "plain.jsonl"
+    write_store(path, model.name, plain)
+    score_heldout(str(path), read_store(path), 6, model=model, corpus=corpus)
+    monkeypatch.setattr(stage, "layer_activations", lambda *a, **k: pytest.fail("layer 0 is scored already"))
+    assert score_heldout(str(path), read_store(path), 6, model=model, corpus=corpus).get(0, TOKEN).fidelity.heldout

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from n2g_mcp.cli.ranges import parse_range
 from store.catalog import store_filename
@@ -124,9 +125,11 @@ def heldout_table(graphs: Sequence[NeuronGraph], minimum: int = MIN_FIRING) -> s
     return "\n".join(lines)
 
 
-def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int] | None = None) -> Store:
-    """Score the store's graphs on the held-out documents with the model, write the figures into
-    the store (``fidelity.heldout``; the file is replaced whole, atomically) and return it again."""
+def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int] | None = None, *,
+                  model: Any = None, corpus: str | Path | None = None) -> Store:
+    """Score the store's graphs on the held-out documents with the model (``model``: the store's,
+    loaded, where None; ``corpus``: the embedded one where None), write the figures into the store
+    (``fidelity.heldout``; the file is replaced whole, atomically) and return it read again."""
     import numpy as np
 
     from builder.config import BuildConfig
@@ -136,10 +139,10 @@ def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int
     from store.jsonl import write_store
 
     config = BuildConfig()
-    model = load_model(store.model)
+    model = load_model(store.model) if model is None else model
     window = config.scan.window
-    windows = make_windows(model, None, window)
-    split = CorpusSplit(heldout_mask(model, None, window), make_windows(model, None, window, part="heldout"))
+    windows = make_windows(model, corpus, window)
+    split = CorpusSplit(heldout_mask(model, corpus, window), make_windows(model, corpus, window, part="heldout"))
     scan = Path(path).with_name(Path(path).name.split(".jsonl")[0] + ".scan.npz")
     exclude = np.zeros(0, dtype=np.int64)
     if scan.is_file():  # never the paper protocol's random negative windows
@@ -149,9 +152,17 @@ def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int
     def progress(done: int, total: int, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    graphs = score_stored(model, list(store), windows, split, exclude, config.ordinary, config.seed,
-                          layers_per_pass, progress, layers)
-    write_store(path, store.model, graphs, shape=store.shape, scan=store.scan)
+    # Layers whose graphs all hold the figures already are done (a run stopped part-way resumes);
+    # each pass's layers are written as soon as they are scored.
+    graphs = list(store)
+    todo = sorted({g.layer for g in graphs if g.fidelity is not None and g.fidelity.heldout is None
+                   and (layers is None or g.layer in layers)})
+    for start in range(0, len(todo), layers_per_pass):
+        chunk = set(todo[start:start + layers_per_pass])
+        graphs = score_stored(model, graphs, windows, split, exclude, config.ordinary, config.seed,
+                              layers_per_pass, progress, chunk)
+        write_store(path, store.model, graphs, shape=store.shape, scan=store.header.scan)
+        print(f"wrote layers {min(chunk)}-{max(chunk)}'s held-out figures into {path}", file=sys.stderr, flush=True)
     return read_checked(path)
 
 
@@ -217,7 +228,8 @@ def add_eval_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     e.add_argument("--paper", action="store_true", help="also print the paper's Table 1")
     e.add_argument("--heldout", action="store_true",
                    help="first score every graph on the held-out documents with the model (one pass a few "
-                        "layers at a time) and write the figures into the store (fidelity.heldout)")
+                        "layers at a time, each pass's layers written into the store, fidelity.heldout, as it "
+                        "ends; layers scored already are skipped, so a stopped run resumes)")
     e.add_argument("--layers-per-pass", type=int, default=6,
                    help="with --heldout: layers one model pass serves (memory: ~0.2 GB a layer)")
     e.set_defaults(func=cmd_eval)
