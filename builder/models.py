@@ -42,7 +42,7 @@ from store.models import (
     embedded_dir,
     hook_name,
 )
-from store.names import check_range
+from store.names import check_range, units_key
 
 if TYPE_CHECKING:
     import torch
@@ -177,6 +177,12 @@ class LoadedModel:
     reads in their place (:meth:`with_units`; ``d_mlp`` is then the dictionary's width)."""
 
     @property
+    def key(self) -> str:
+        """The units key stores and scans file this view's graphs under: the model's name, or
+        ``model@dictionary`` (``store.names.units_key``)."""
+        return units_key(self.name, self.units_name)
+
+    @property
     def units_name(self) -> str:
         """``neurons``, or the dictionary's name: what a graph's units are."""
         return "neurons" if self.units is None else self.units.name
@@ -188,6 +194,21 @@ class LoadedModel:
 
         if dictionary is None:
             return self if self.units is None else replace(self, units=None, d_mlp=self.neuron_width)
+        from store.errors import DictionaryError
+
+        cfg = getattr(self.bridge, "cfg", None)
+        for layer, one in dictionary.layers.items():
+            if layer >= self.n_layers:
+                raise DictionaryError(f"{one.path}: layer {layer}, but {self.name} has layers 0-{self.n_layers - 1}")
+            for hook in {one.hook_in, one.hook_out}:
+                if hook not in self.bridge.hook_dict:
+                    raise DictionaryError(f"{one.path}: hook {hook!r} does not exist in {self.name}")
+            if cfg is not None:  # the width the hook carries: the MLP's inside it, else the stream's
+                inside = one.hook_in.endswith(("mlp.hook_post", "mlp.hook_pre"))
+                want = int(cfg.d_mlp if inside else cfg.d_model)
+                if one.W_enc.shape[0] != want:
+                    raise DictionaryError(f"{one.path}: reads {one.W_enc.shape[0]} inputs at {one.hook_in}, "
+                                          f"but {self.name} has {want} there")
         return replace(self, units=dictionary, d_mlp=dictionary.width)
 
     @property

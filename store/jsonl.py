@@ -267,8 +267,12 @@ def describe_corrupt(store: Store, limit: int = CORRUPT_SHOWN) -> str:
 
 # --------------------------------------------------------------------------- writing
 def dumps(graph: NeuronGraph) -> bytes:
-    """One store line (with its newline) for a graph."""
-    return orjson.dumps(graph.model_dump(mode="json")) + b"\n"
+    """One store line (with its newline) for a graph; a neuron's line says no ``units`` (its
+    lines stay as version-2 readers wrote them), a latent's names its dictionary."""
+    raw = graph.model_dump(mode="json")
+    if raw.get("units") == NEURONS:
+        del raw["units"]
+    return orjson.dumps(raw) + b"\n"
 
 
 def _header_line(model: str, shape: Shape | None, scan: ScanRef | None = None) -> bytes:

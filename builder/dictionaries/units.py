@@ -145,14 +145,6 @@ class Dictionary:
             raise DictionaryError(f"dictionary {self.name!r} has no layer {layer}; it covers layers "
                                   f"{', '.join(map(str, self.layers))}") from None
 
-    def check_model(self, d_in: dict[int, int]) -> None:
-        """Raise :class:`DictionaryError` when a layer's input width is not the model's at its hook."""
-        for layer, one in self.layers.items():
-            want = d_in.get(layer)
-            if want is not None and one.W_enc.shape[0] != want:
-                raise DictionaryError(f"{one.path}: reads {one.W_enc.shape[0]} inputs at {one.hook_in}, "
-                                      f"but model {self.model!r} has {want} there")
-
 
 def latent_edit_hooks(one: DictionaryLayer, edit) -> list[tuple[str, object]]:
     """Forward hooks that run ``edit`` (a neuron-style hook, ``(acts, hook) -> acts`` over
