@@ -4,6 +4,7 @@
     n2g-mcp --transport http --port 8000           # Streamable HTTP on http://127.0.0.1:8000/mcp
     N2G_MCP_TOKEN=secret n2g-mcp --transport http --host 0.0.0.0   # other addresses need a token
     n2g-mcp --model tiny=/models/tiny-llama        # also serve a local model, as "tiny"
+    n2g-mcp --dictionary my-sae=/saes/smollm2      # also serve an SAE's latents, as units="my-sae"
 
 Logs go to stderr only (stdout is the protocol under stdio). Only this module knows which
 transport is in use.
@@ -22,6 +23,7 @@ from n2g_mcp.auth import TOKEN_ENV, http_app
 from n2g_mcp.live import LiveBackend
 from n2g_mcp.paths import STORES_ENV, default_stores_dir
 from n2g_mcp.registry import ServedModels, parse_model_option
+from store.dictionaries import embedded_dictionaries, parse_dictionary_option
 from n2g_mcp.server import create_server
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec
 
@@ -43,6 +45,10 @@ def make_parser() -> argparse.ArgumentParser:
                              "clone, else ~/.local/share/n2g-mcp/stores)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also serve a local model (Hugging Face folder or .gguf) under NAME; repeatable")
+    parser.add_argument("--dictionary", action="append", default=[], metavar="NAME=PATH",
+                        help="also serve a dictionary's latents (an SAE or transcoder folder in SAELens, sparsify "
+                             "or Gemma Scope 2 format; online a Hugging Face repo or saelens:RELEASE/SAE_ID) as "
+                             "units=NAME of the default model, or MODEL@NAME=PATH of another; repeatable")
     parser.add_argument("--default-model", metavar="NAME",
                         help=f"the model tools use when none is named (default: the embedded {DEFAULT_MODEL})")
     parser.add_argument("--allow-hub-models", action="store_true",
@@ -70,9 +76,17 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
     by_name = {spec.name: spec for spec in configured} | {name: ModelSpec.embedded(name) for name in EMBEDDED}
     if args.default_model and args.default_model not in by_name:
         parser.error(f"--default-model {args.default_model!r} is neither embedded nor given with --model")
+    try:
+        dictionaries = [parse_dictionary_option(option, args.default_model or DEFAULT_MODEL)
+                        for option in args.dictionary]
+    except ValueError as exc:
+        parser.error(str(exc))
     if models is None:
         models = ServedModels(default=by_name.get(args.default_model or DEFAULT_MODEL), configured=configured,
-                              allow_hub=args.allow_hub_models)
+                              allow_hub=args.allow_hub_models,
+                              dictionaries=[*embedded_dictionaries(), *dictionaries])
+    elif dictionaries:
+        models.dictionaries.update({d.key: d for d in dictionaries})
     stores = (args.stores or default_stores_dir()).expanduser().resolve()
     if not stores.is_dir():
         # Not an error: the first build_graph makes it. But a server meant to serve prebuilt

@@ -13,7 +13,7 @@ normalised (raw activation / the neuron's largest activation in the corpus) unle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -48,6 +48,14 @@ class ModelInfo(BaseModel):
     """One model: its stores here and whether graphs can be built for it."""
 
     model: str
+    units: str = Field(default="neurons", description="'neurons', or the dictionary whose latents these "
+                       "graphs are: pass it as `units` to every tool (ids then read L7/F12)")
+    quality: dict[str, Any] | None = Field(default=None, description="a dictionary's quality on held-out "
+                                           "text, per layer: fvu (fraction of variance unexplained), l0 "
+                                           "(latents active a token), dead (latents never active), "
+                                           "loss_clean / loss_spliced / loss_zeroed (next-token loss with "
+                                           "the reconstruction spliced in, or the hook zeroed) and "
+                                           "recovered (share of the zeroing's loss the splice wins back)")
     default: bool = Field(description="the model tools use when none is named")
     graphs: int = Field(description="neurons with a graph in the stores")
     layers: list[int] = Field(description="layers that have at least one graph")

@@ -44,7 +44,7 @@ from n2g_mcp.outputs import (
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.models import ModelSpec
-from store.names import neuron_id, parse_neuron_id
+from store.names import keyed_id, parse_neuron_id
 from store.probes import (
     CONTROL_DRAWS,
     NIL_EFFECT,
@@ -197,11 +197,11 @@ class ProbeQueries(Resolver):
         if r.seconds > 0 and r.tokens_run:
             self.rates[model] = r.tokens_run / r.seconds
         return AblationOutput(
-            model=model, neurons=[neuron_id(*p) for p in r.neurons], mode=mode,
+            model=model, neurons=[keyed_id(model, *p) for p in r.neurons], mode=mode,
             measured_on=text.measured_on(value is not None), seed=None if value is not None else seed,
             tokens_measured=r.tokens_measured, loss_clean=r.loss_clean, loss_first_copy=r.loss_first_copy,
             loss_ablated=r.loss_ablated, delta=r.delta,
-            control_draws=len(r.control_deltas), control_neurons=[neuron_id(*p) for p in r.control_neurons],
+            control_draws=len(r.control_deltas), control_neurons=[keyed_id(model, *p) for p in r.control_neurons],
             control_delta=r.control_delta, control_spread=r.control_spread, control_deltas=r.control_deltas,
             rank_among_controls=r.rank, each=r.each, no_effect=[e.id for e in r.each if e.delta <= NIL_EFFECT],
             copies=r.copies, top_changes=r.top_changes, seconds=r.seconds)
@@ -268,7 +268,7 @@ class ProbeQueries(Resolver):
         if first is None and len(r.clean_tokens) != len(r.steered_tokens):
             first = min(len(r.clean_tokens), len(r.steered_tokens))
         return SteerOutput(
-            model=model, neurons=[neuron_id(*p) for p in r.neurons], scale=scale, values=r.values,
+            model=model, neurons=[keyed_id(model, *p) for p in r.neurons], scale=scale, values=r.values,
             prompt_tokens=r.prompt_tokens, max_new_tokens=max_new_tokens, clean_text=r.clean_text,
             steered_text=r.steered_text, clean_tokens=r.clean_tokens, steered_tokens=r.steered_tokens,
             first_difference=first, changes=r.changes)
@@ -290,6 +290,6 @@ class ProbeQueries(Resolver):
         except BadArgument as exc:
             raise BadArgument(text.bad_pattern(str(exc))) from None
         return HypothesisOutput(
-            id=neuron_id(layer, neuron), model=model, pattern=pattern, kind=kind, overall=r.overall, sets=r.sets,
+            id=keyed_id(model, layer, neuron), model=model, pattern=pattern, kind=kind, overall=r.overall, sets=r.sets,
             corpus_windows_matched=r.corpus_windows_matched, false_positives=r.false_positives,
             false_negatives=r.false_negatives)

@@ -27,7 +27,7 @@ from n2g_mcp.outputs import (
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.graph import Example
-from store.names import neuron_id, parse_neuron_id
+from store.names import keyed_id, parse_neuron_id, split_units_key
 from store.render import NODES_DRAWN, render_summary, to_dot
 from store.scanfile import ScanFile
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Mode, PairBudget
@@ -54,8 +54,11 @@ class StoreQueries(Resolver):
             view, spec = views.get(name), self.models.spec(name)
             shape = self.models.shape(name)
             note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
+            base, units = split_units_key(name)
+            served = self.models.dictionaries.get(name)
             infos.append(ModelInfo(
-                model=name, default=name == self.default_model,
+                model=base, units=units, quality=served.quality.get("layers") if served and served.quality else None,
+                default=name == self.default_model,
                 graphs=len(view) if view else 0, layers=view.layers() if view else [],
                 partial=bool(view and view.indexing),
                 n_layers=shape[0] if shape else None, d_mlp=shape[1] if shape else None,
@@ -121,7 +124,7 @@ class StoreQueries(Resolver):
         query = ["top_activations", model, layer, neuron, limit]
         output, unusable = self.output_tokens(model, layer, neuron)
         return TopActivationsOutput(
-            id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
+            id=keyed_id(model, layer, neuron), model=model, max_activation=stats.max_activation,
             examples=examples, total=total, source="scan",
             stats=stats, output=output,
             offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
@@ -143,7 +146,9 @@ class StoreQueries(Resolver):
                                   repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
-        return SearchOutput(model=model, results=[SearchHit.of(h, repeated, exact, activating) for h in page], total=total,
+        hits = [SearchHit.of(h, repeated, exact, activating).model_copy(update={"id": keyed_id(model, h.layer, h.neuron)})
+                for h in page]  # the index's ids say N; a dictionary's latents read F
+        return SearchOutput(model=model, results=hits, total=total,
                             offset=offset, searched=len(view),
                             next_cursor=self.pager.encode(end, query) if end < total else None,
                             warnings=view.corrupt_reports() + partial, partial=bool(partial))
@@ -165,7 +170,7 @@ class StoreQueries(Resolver):
             # Nothing reaches the threshold: the closest candidate, so the answer says how far off it is.
             nearest = None if matches or threshold <= 0 else next(
                 iter(view.similar_to(target, threshold=0.0, mode=mode, limit=1)), None)
-            items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
+            items = [SimilarItem(id=keyed_id(model, m.layer, m.neuron), layer=m.layer, neuron=m.neuron, similar_to=target.id,
                                  activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
                      for m in [*matches, *([nearest] if nearest else [])]]
             partial = self.partial(view)
@@ -181,7 +186,8 @@ class StoreQueries(Resolver):
         budget = PairBudget(MAX_PAIR_VISITS, cancel)
         for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer, budget=budget):
             layer_b, neuron_b = parse_neuron_id(p.b)
-            items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
+            items.append(SimilarItem(id=keyed_id(model, layer_b, neuron_b), layer=layer_b, neuron=neuron_b,
+                                     similar_to=keyed_id(model, *parse_neuron_id(p.a)),
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
         partial = self.partial(view)
         if budget.stopped:

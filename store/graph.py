@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr
 
 from store.examples import Example, ExampleRef, PrunedRef, ScanRef
 from store.metrics import Scores
-from store.names import neuron_id, unit_id, units_key
+from store.names import unit_id, units_key
 from store.trie import MatchRule, NeuronTrie, Path
 
 

@@ -63,6 +63,15 @@ def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
+def keyed_id(key: str, layer: int, index: int) -> str:
+    """A unit's readable id under a units key (``L3/N1024``, or ``L7/F12`` under ``model@units``).
+
+    >>> keyed_id("smollm2-135m@mlp-3k", 7, 12), keyed_id("smollm2-135m", 3, 1024)
+    ('L7/F12', 'L3/N1024')
+    """
+    return unit_id(layer, index, split_units_key(key)[1])
+
+
 def parse_neuron_id(text: str) -> tuple[int, int]:
     """Parse ``L{layer}/N{neuron}`` or ``L{layer}/F{latent}`` (case- and space-insensitive) into
     ``(layer, index)``; which units the index counts is the caller's ``units``.

@@ -1,0 +1,116 @@
+"""Dictionary latents served through MCP, on the real builder over the rule model of ``tests/oracle.py``
+and the rule dictionary of ``tests/dictionary_files.py`` (F0 fires on ' the', F1 on ' except' after
+' everyone', F2 on either, F3 never): list_models lists the dictionary with its quality, and
+search, get_graph, top_activations, predict with compare and build_graph answer for its latents
+(``units="rule-sae"``), never confusing a latent with the neuron of the same index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.config import BuildConfig, EvalConfig, ScanConfig
+from builder.dictionaries.formats import read_folder
+from n2g_mcp.server import create_server
+from store.catalog import store_filename
+from store.dictionaries import spec_at
+from store.scanfile import ScanFile, scan_filename
+from tests.client import error, ok
+from tests.dictionary_files import EITHER, EXCEPT_AFTER_EVERYONE, RULE_HOOK, THE, rule_encoder, write_saelens
+from tests.oracle import rule_model, write_corpus
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
+                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+QUALITY = {"layers": {"0": {"fvu": 0.25, "l0": 1.5, "dead": 1, "latents": 4, "loss_clean": 3.0,
+                            "loss_spliced": 3.1, "loss_zeroed": 4.0, "recovered": 0.9}}}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A stores folder with the rule dictionary's scan and the graphs of F0 and F2, and the
+    dictionary's folder (with a quality.json)."""
+    from builder.corpus import make_windows
+    from builder.run.runner import BuildSource, run_build
+    from builder.stages.scan import export_scan_file, scan
+
+    root = tmp_path_factory.mktemp("latents")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("N2G_CACHE", str(root / "cache"))
+    folder = write_saelens(root / "rule-sae", rule_encoder(), RULE_HOOK)
+    (folder / "quality.json").write_text(json.dumps(QUALITY))
+    neurons = rule_model()
+    model = neurons.with_units(read_folder(folder, "rule-sae", neurons.name))
+    windows = make_windows(model, write_corpus(root / "corpus.txt"), CONFIG.scan.window, CONFIG.scan.max_tokens)
+    stores = root / "stores"
+    path = export_scan_file(model, windows, scan(model, windows, [0], CONFIG.scan, use_cache=False),
+                            stores / scan_filename(model.key), CONFIG.scan)
+    run_build(model, [0], [THE, EITHER], stores / store_filename(model.key), CONFIG,
+              BuildSource(model, CONFIG, scan_file=ScanFile(path)))
+    yield stores, folder
+    mp.undo()
+
+
+@pytest.fixture
+def server(served, tmp_path, monkeypatch):
+    from builder.run.live import LiveModels
+    from n2g_mcp.live import BuilderBackend
+    from n2g_mcp.registry import ServedModels
+
+    stores, folder = served
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    models = LiveModels(config=CONFIG)
+    spec = models.add(rule_model())  # the dictionary itself loads from its folder on first use
+    return create_server(stores, live=BuilderBackend(models=models), models=ServedModels(
+        default=spec, embedded=False, dictionaries=[spec_at("rule-sae", "rule-model", str(folder))]))
+
+
+async def test_list_models_lists_the_dictionary_with_its_quality(server):
+    out = await ok(server, "list_models")
+    [info] = [m for m in out["models"] if m["units"] == "rule-sae"]
+    assert info["model"] == "rule-model" and info["graphs"] == 2 and info["d_mlp"] == 4
+    assert info["quality"]["0"]["fvu"] == 0.25 and info["can_build"]
+    assert [m["graphs"] for m in out["models"] if m["units"] == "neurons"] == [0]
+
+
+async def test_search_and_get_graph_answer_for_latents_by_their_ids(server):
+    found = await ok(server, "search_graphs", activating=[" the"], units="rule-sae")
+    assert sorted(h["id"] for h in found["results"]) == ["L0/F0", "L0/F2"]
+    graph = await ok(server, "get_graph", layer=0, neuron=THE, units="rule-sae")
+    assert graph["id"] == "L0/F0" and list(graph["activating_tokens"]) == [" the"]
+    # The neuron of the same index is another unit: no graph of it is stored.
+    assert "no graph" in (await error(server, "get_graph", layer=0, neuron=THE)).lower()
+
+
+async def test_top_activations_of_a_latent_come_from_its_scan(server):
+    out = await ok(server, "top_activations", layer=0, neuron=EITHER, units="rule-sae", limit=5)
+    assert out["id"] == "L0/F2" and out["source"] == "scan"
+    pivots = {e["pivot_token"] for e in out["examples"]}
+    assert pivots <= {" the", " except"} and pivots
+
+
+async def test_predict_compares_the_graph_with_the_latent_itself(server):
+    out = await ok(server, "predict_activations", layer=0, neuron=EITHER, units="rule-sae", compare=True,
+                   text="We saw everyone except the dog. The cat ran except me.")
+    assert out["id"] == "L0/F2"
+    real = dict(zip(out["tokens"], out["actual"], strict=False))
+    assert real[" the"] == pytest.approx(0.8)  # the TOKEN neuron's 0.8 through F2's encoder row, over its max 1.0
+    fired = [t for t, v in zip(out["tokens"], out["actual"], strict=True) if v >= 0.5]
+    assert fired.count(" except") == 1  # only the one after ' everyone'
+    assert out["agreement"]["f1"] == pytest.approx(1.0)  # the latent's graph predicts it
+
+
+async def test_build_graph_builds_a_latent_into_its_own_store(server, served):
+    stores, _ = served
+    out = await ok(server, "build_graph", layer=0, neuron=EXCEPT_AFTER_EVERYONE, units="rule-sae")
+    assert out["id"] == "L0/F1" and set(out["activating_tokens"]) == {" except"}
+    assert set(out["context_tokens"]) == {" everyone"}
+    assert (stores / "rule-model.rule-sae.jsonl").is_file() and not (stores / "rule-model.jsonl").exists()
+
+
+async def test_an_unknown_dictionary_is_refused_naming_the_ones_there_are(server):
+    message = await error(server, "get_graph", layer=0, neuron=0, units="res-16k")
+    assert "'res-16k' is not a dictionary of rule-model" in message and "'rule-sae'" in message
