@@ -114,3 +114,74 @@ async def test_build_graph_builds_a_latent_into_its_own_store(server, served):
 async def test_an_unknown_dictionary_is_refused_naming_the_ones_there_are(server):
     message = await error(server, "get_graph", layer=0, neuron=0, units="res-16k")
     assert "'res-16k' is not a dictionary of rule-model" in message and "'rule-sae'" in message
+
+
+
+async def test_test_hypothesis_scores_a_pattern_against_a_latent(server):
+    out = await ok(server, "test_hypothesis", layer=0, neuron=THE, units="rule-sae", pattern=" the", kind="tokens")
+    assert out["id"] == "L0/F0"
+
+
+# ----------------------------------------------------------------------------- editing latents
+PERMUTED = [3, 0, 1, 2, 4, 5]
+"""The induction oracle's dictionary at layer 1: latent i is neuron PERMUTED[i], so F0 is the planted
+induction neuron (N3) and F3 is N2, which the model's output does not read."""
+
+
+@pytest.fixture
+def induction_server(tmp_path, monkeypatch):
+    import torch
+
+    from builder.run.live import LiveModels
+    from n2g_mcp.live import BuilderBackend
+    from n2g_mcp.registry import ServedModels
+    from tests.induction_oracle import INDUCT_LAYER, induction_model
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    eye = torch.eye(6)[:, PERMUTED]  # (d_in, M): column i reads neuron PERMUTED[i]
+    folder = write_saelens(tmp_path / "perm", {"W_enc": eye, "b_enc": torch.zeros(6), "W_dec": eye.T.contiguous(),
+                                               "b_dec": torch.zeros(6)}, f"blocks.{INDUCT_LAYER}.mlp.hook_post")
+    models = LiveModels()
+    spec = models.add(induction_model())
+    _scan_both(tmp_path / "stores", induction_model().with_units(read_folder(folder, "perm", spec.name)))
+    return create_server(tmp_path / "stores", live=BuilderBackend(models=models), models=ServedModels(
+        default=spec, embedded=False, dictionaries=[spec_at("perm", spec.name, str(folder))]))
+
+
+def _scan_both(stores: Path, view) -> None:
+    """The oracle's neuron scan and its dictionary's scan (steering reads each one's means)."""
+    import numpy as np
+
+    from builder.config import ScanConfig
+    from builder.stages.scan import export_scan_file, scan
+    from tests.induction_oracle import write_oracle_scan
+
+    write_oracle_scan(stores)
+    windows = np.random.default_rng(0).integers(1, len(view.vocab), size=(40, 16)).astype(np.int32)
+    config = ScanConfig(window=16, top_k=6, random_windows=4, batch_size=8, sample_stride=1)
+    export_scan_file(view, windows, scan(view, windows, [1], config, use_cache=False),
+                     stores / scan_filename(view.key), config)
+
+
+async def test_ablating_a_latent_subtracts_its_decoder_row_and_keeps_the_rest(induction_server):
+    from tests.induction_oracle import INDUCT, INDUCT_LAYER
+
+    neuron = await ok(induction_server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/N{INDUCT}"], control=False)
+    latent = await ok(induction_server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/F0"], units="perm",
+                      control=False)
+    other = await ok(induction_server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/F{INDUCT}"], units="perm",
+                     control=False)
+    assert latent["neurons"] == [f"L{INDUCT_LAYER}/F0"]
+    assert latent["delta"] == pytest.approx(neuron["delta"]) and latent["delta"] > 3
+    assert abs(other["delta"]) < 1e-3  # F3 is N2: nothing the output reads
+    assert latent["loss_clean"] == pytest.approx(neuron["loss_clean"])  # intact: the model's own output
+
+
+async def test_steering_a_latent_to_zero_stops_the_copy(induction_server):
+    from tests.induction_oracle import INDUCT_LAYER
+
+    args = {"prompt": "aaa abb aac aaa", "scale": 0.0, "max_new_tokens": 4}
+    latent = await ok(induction_server, "steer_neurons", neurons=[f"L{INDUCT_LAYER}/F0"], units="perm", **args)
+    neuron = await ok(induction_server, "steer_neurons", neurons=[f"L{INDUCT_LAYER}/N3"], **args)
+    assert latent["neurons"] == [f"L{INDUCT_LAYER}/F0"]
+    assert latent["steered_tokens"] == neuron["steered_tokens"] != neuron["clean_tokens"] == latent["clean_tokens"]

@@ -225,8 +225,10 @@ NO_TOKENS = "the text has no tokens; pass some words"
 
 # --------------------------------------------------------------------- the scan and the probes
 def no_scan(model: str, filename: str, stores_dir: str, tool: str) -> str:
+    base, at, units = model.partition("@")
+    command = (f"n2g scan --model {base} --dictionary {units}=PATH" if at else f"n2g scan --model {model}")
     return (f"{tool} needs the whole-model scan of {model} ({filename} in {stores_dir}), which is "
-            f"not there; its operator writes it with `n2g scan --model {model}`. Use search_graphs and "
+            f"not there; its operator writes it with `{command}`. Use search_graphs and "
             "get_graph on the stored graphs meanwhile.")
 
 
