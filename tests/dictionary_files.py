@@ -53,7 +53,7 @@ def write_saelens(folder: Path, t: dict[str, torch.Tensor], hook: str, *, archit
     tensors = dict(t)
     if threshold is not None:
         tensors["threshold"] = threshold
-    save_file({name: v.contiguous() for name, v in tensors.items()}, str(folder / "sae_weights.safetensors"))
+    save_file({name: v.clone().contiguous() for name, v in tensors.items()}, str(folder / "sae_weights.safetensors"))
     cfg = {"architecture": architecture, "d_in": t["W_enc"].shape[0], "d_sae": t["W_enc"].shape[1],
            "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": hook_out is None,
            "normalize_activations": "none", "metadata": {"hook_name": hook, "model_name": "m",

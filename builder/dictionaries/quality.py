@@ -24,7 +24,7 @@ from builder.forward import _losses, pack
 from builder.models import LoadedModel, load_model
 
 
-def _layer_quality(model: LoadedModel, one: DictionaryLayer, windows: np.ndarray,
+def layer_quality(model: LoadedModel, one: DictionaryLayer, windows: np.ndarray,
                    rows_a_pass: int = 32) -> dict[str, float | int]:
     """One layer's figures over ``windows``."""
     se = var_sum = 0.0
@@ -92,7 +92,7 @@ def measure(model: LoadedModel, folder: Path, max_tokens: int = 40_000, window: 
     dictionary = read_folder(folder, folder.name, model.name)
     windows = make_windows(model, None, window, max_tokens=max_tokens, part="heldout")
     return {"model": model.name, "split": "heldout", "tokens": int(windows.size),
-            "layers": {str(layer): _layer_quality(model, one, windows)
+            "layers": {str(layer): layer_quality(model, one, windows)
                        for layer, one in dictionary.layers.items()}}
 
 
