@@ -20,7 +20,7 @@ from pathlib import Path
 
 from store.dictionaries import DictionarySpec, embedded_dictionaries
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec, local_shape
-from store.names import NEURONS, UNITS_SEP, split_units_key
+from store.names import NEURONS, split_units_key
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 """A hub id: ``name`` or ``org/name``, no leading dot, no other separators."""
@@ -64,10 +64,12 @@ class ServedModels:
         return self.default.name
 
     def names(self) -> list[str]:
-        """The models (and units keys of their dictionaries) this server can run without the hub:
-        the default first, then by name, each model's dictionaries after it."""
-        keys = [*self._known, *(k for k, d in self.dictionaries.items() if d.model in self._known)]
-        return sorted(keys, key=lambda n: (n.split(UNITS_SEP)[0] != self.default_name, n))
+        """The models this server can run without the hub: the default first, then by name."""
+        return sorted(self._known, key=lambda n: (n != self.default_name, n))
+
+    def unit_keys(self) -> list[str]:
+        """The units keys (``model@dictionary``) of the dictionaries of the models it runs."""
+        return sorted(k for k, d in self.dictionaries.items() if d.model in self._known)
 
     def spec(self, name: str) -> ModelSpec | None:
         """The spec of a model (or ``model@dictionary``) a client named, or None where this server

@@ -48,7 +48,8 @@ class StoreQueries(Resolver):
 
     def list_models(self) -> ListModelsOutput:
         views = {v.model: v for v in self.catalog.models()}
-        names = sorted(set(views) | set(self.models.names()), key=lambda m: (m != self.default_model, m))
+        names = sorted(set(views) | set(self.models.names()) | set(self.models.unit_keys()),
+                       key=lambda m: (split_units_key(m)[0] != self.default_model, m))
         infos = []
         for name in names:
             view, spec = views.get(name), self.models.spec(name)

@@ -230,7 +230,7 @@ def test_a_neuron_store_refuses_latent_graphs(tmp_path: Path) -> None:
 
 
 def test_quality_of_an_exact_dictionary_and_of_one_that_drops_the_induction_neuron(tmp_path: Path) -> None:
-    from builder.dictionaries.quality import layer_quality
+    from builder.dictionaries.quality import quality
     from tests.induction_oracle import INDUCT, INDUCT_LAYER, induction_model
 
     model = induction_model()
@@ -241,12 +241,12 @@ def test_quality_of_an_exact_dictionary_and_of_one_that_drops_the_induction_neur
     rng = torch.Generator().manual_seed(0)
     first = torch.randint(1, len(model.vocab), (8, 12), generator=rng)
     windows = torch.cat([first, first], dim=1).numpy()  # repeated halves: the induction neuron carries the loss
-    q = layer_quality(model, exact.layer(INDUCT_LAYER), windows)
+    q = quality(model, exact.layers, windows)[str(INDUCT_LAYER)]
     assert q["fvu"] == pytest.approx(0.0, abs=1e-6) and q["loss_spliced"] == pytest.approx(q["loss_clean"])
     assert q["recovered"] == pytest.approx(1.0) and q["loss_zeroed"] > q["loss_clean"] + 1
     blind = eye.clone()
     blind[INDUCT, INDUCT] = 0.0  # the induction neuron is never encoded: its latent never fires
     lossy = read_folder(write_saelens(tmp_path / "lossy", {"W_enc": blind, "b_enc": torch.zeros(6), "W_dec": eye,
                                                            "b_dec": torch.zeros(6)}, hook), "l", model.name)
-    q = layer_quality(model, lossy.layer(INDUCT_LAYER), windows)
+    q = quality(model, lossy.layers, windows)[str(INDUCT_LAYER)]
     assert q["dead"] >= 1 and q["fvu"] > 0 and q["recovered"] < 0.5

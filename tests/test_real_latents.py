@@ -89,3 +89,19 @@ def test_zeroing_a_latent_subtracts_its_decoder_row_and_ablation_reads_it(neuron
     # The ablation probe's passes read the same edit: zeroing that latent changes the loss.
     clean, ablated = token_losses(model, rows), token_losses(model, rows, {3: ([latent], torch.zeros(1))})
     assert not np.allclose(clean[0], ablated[0])
+
+
+def test_quality_reads_the_real_models_hooks_and_an_exact_splice_changes_no_loss(neurons, tmp_path) -> None:
+    from builder.corpus import make_windows
+    from builder.dictionaries.quality import quality
+
+    # An 'SAE' whose latents are the residual stream's coordinates, both signs: x = relu(x) - relu(-x).
+    eye = torch.eye(576)
+    t = {"W_enc": torch.cat([eye, -eye], dim=1), "b_enc": torch.zeros(1152),
+         "W_dec": torch.cat([eye, -eye], dim=0), "b_dec": torch.zeros(576)}
+    write_saelens(tmp_path / "exact", t, "blocks.2.hook_mlp_out")
+    one = read_folder(tmp_path / "exact", "x", neurons.name).layers
+    windows = make_windows(neurons, None, 16, max_tokens=64, part="heldout")
+    q = quality(neurons, one, windows)["2"]
+    assert q["fvu"] == pytest.approx(0.0, abs=1e-6) and q["loss_spliced"] == pytest.approx(q["loss_clean"], abs=1e-4)
+    assert q["loss_zeroed"] > q["loss_clean"] and q["recovered"] == pytest.approx(1.0, abs=1e-3)
