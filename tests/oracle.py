@@ -26,9 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from builder.config import BuildConfig, EvalConfig, ScanConfig
 from builder.models import LoadedModel
 
 EXCEPT, REPEAT, TOKEN, DEAD, HALF, BIGRAM = 0, 1, 2, 3, 4, 5
+ORACLE_CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
+                            eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+"""The build settings the oracle tests use: short windows, 40 test windows, small batches."""
 D_MLP = 6
 BOS, MASK = "<bos>", "<mask>"
 _SPLIT = re.compile(r" ?\w+|[^\w\s]")

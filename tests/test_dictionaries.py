@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from builder.config import BuildConfig, EvalConfig, ScanConfig
 from builder.dictionaries.formats import read_folder, save_sparsify
 from builder.forward import run_layers
 from builder.run.runner import BuildSource, run_build
@@ -27,10 +26,9 @@ from tests.dictionary_files import (
     write_saelens,
     write_sparsify,
 )
-from tests.oracle import EXCEPT, TOKEN, rule_model, write_corpus
+from tests.oracle import EXCEPT, ORACLE_CONFIG, TOKEN, rule_model, write_corpus
 
-CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
-                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+CONFIG = ORACLE_CONFIG
 
 
 # ----------------------------------------------------------------------------- formats

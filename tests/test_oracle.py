@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
+from builder.config import AugmentConfig, BuildConfig, FitConfig, ScanConfig
 from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
@@ -18,6 +18,7 @@ from store.trie import (
     REPEAT as REPEAT_NODE,  # REPEAT below is the oracle's repeat neuron
 )
 from tests.oracle import (
+    ORACLE_CONFIG,
     BIGRAM,
     DEAD,
     EXCEPT,
@@ -29,8 +30,7 @@ from tests.oracle import (
     write_corpus,
 )
 
-CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
-                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+CONFIG = ORACLE_CONFIG
 
 
 @pytest.fixture(scope="module")

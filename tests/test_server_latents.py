@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.config import BuildConfig, EvalConfig, ScanConfig
 from builder.dictionaries.formats import read_folder
 from n2g_mcp.server import create_server
 from store.catalog import store_filename
@@ -19,12 +18,11 @@ from store.dictionaries import spec_at
 from store.scanfile import ScanFile, scan_filename
 from tests.client import error, ok
 from tests.dictionary_files import EITHER, EXCEPT_AFTER_EVERYONE, RULE_HOOK, THE, rule_encoder, write_saelens
-from tests.oracle import rule_model, write_corpus
+from tests.oracle import ORACLE_CONFIG, rule_model, write_corpus
 
 pytestmark = pytest.mark.anyio
 
-CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
-                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+CONFIG = ORACLE_CONFIG
 QUALITY = {"layers": {"0": {"fvu": 0.25, "l0": 1.5, "dead": 1, "latents": 4, "loss_clean": 3.0,
                             "loss_spliced": 3.1, "loss_zeroed": 4.0, "recovered": 0.9}}}
 

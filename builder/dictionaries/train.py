@@ -27,14 +27,14 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from builder.corpus import make_windows
-from builder.forward import pack
+from builder.forward import run_layers
 from builder.models import LoadedModel
 from store.models import cache_dir
 from store.names import file_safe
@@ -75,10 +75,6 @@ def work_dir(model: LoadedModel, config: TrainConfig) -> Path:
     return cache_dir() / "dictionaries" / file_safe(model.name) / kind
 
 
-class _Done(Exception):
-    """Raised by the deepest hook: no later block is needed."""
-
-
 def collect(model: LoadedModel, config: TrainConfig, rows_a_pass: int = 64) -> dict[int, np.memmap]:
     """Every chosen layer's activations on the build split: ``{layer: (tokens, d_model)}`` float16.
 
@@ -94,30 +90,14 @@ def collect(model: LoadedModel, config: TrainConfig, rows_a_pass: int = 64) -> d
     if all(p.with_suffix(".done").exists() for p in paths.values()):
         return {layer: np.memmap(p, np.float16, "r", shape=shape) for layer, p in paths.items()}
     maps = {layer: np.memmap(p, np.float16, "w+", shape=shape) for layer, p in paths.items()}
-    deepest = max(config.layers)
-    offset = 0 if model.bos_id is None else 1
+    at_hook = replace(model, hook_template=config.hook, units=None)  # reads the hook, not the neurons
     start, t0 = 0, time.time()
     while start < len(windows):
         rows = windows[start:start + rows_a_pass]
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook_for(layer: int):
-            def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
-                captured[layer] = acts[:, offset:].float()
-                if layer == deepest:
-                    raise _Done
-                return acts
-            return capture
-        with torch.inference_mode():
-            try:
-                model.bridge.run_with_hooks(
-                    pack(model, rows.tolist()),
-                    fwd_hooks=[(config.hook.format(layer=la), hook_for(la)) for la in config.layers])
-            except _Done:
-                pass
+        captured = run_layers(at_hook, rows.tolist(), config.layers)  # BOS left out, the pass stopped early
         lo, hi = start * config.window, (start + len(rows)) * config.window
         for layer, acts in captured.items():
-            maps[layer][lo:hi] = acts.reshape(-1, d).numpy().astype(np.float16)
+            maps[layer][lo:hi] = acts.reshape(-1, d).cpu().numpy().astype(np.float16)
         start += len(rows)
         if start % (rows_a_pass * 20) == 0:
             rate = start * config.window / (time.time() - t0)
