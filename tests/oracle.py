@@ -147,3 +147,14 @@ def rule_activations(model: LoadedModel, text: str, neuron: int) -> np.ndarray:
     """What the rule neuron truly does on a text (the oracle's ground truth)."""
     ids = torch.tensor([[model.bos_id, *model.encode(text)]])
     return model.bridge.activations(ids)[0, 1:, neuron].numpy()
+
+
+def oracle_build(model: LoadedModel, root: Path, units: list[int], store_name: str) -> tuple[Path, Path]:
+    """Build ``units`` of layer 0 of a rule model (or a dictionary's view of it) over a fresh
+    synthetic corpus in ``root``, with :data:`ORACLE_CONFIG`; returns ``(store, corpus)``."""
+    from builder.run.runner import BuildSource, run_build
+
+    corpus = write_corpus(root / "corpus.txt")
+    store = root / store_name
+    run_build(model, [0], units, store, ORACLE_CONFIG, BuildSource(model, ORACLE_CONFIG, corpus=corpus))
+    return store, corpus

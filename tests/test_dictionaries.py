@@ -11,7 +11,6 @@ import torch
 
 from builder.dictionaries.formats import read_folder, save_sparsify
 from builder.forward import run_layers
-from builder.run.runner import BuildSource, run_build
 from store.errors import DictionaryError
 from store.jsonl import read_header, read_store
 from tests.dictionary_files import (
@@ -26,10 +25,7 @@ from tests.dictionary_files import (
     write_saelens,
     write_sparsify,
 )
-from tests.oracle import EXCEPT, ORACLE_CONFIG, TOKEN, rule_model, write_corpus
-
-CONFIG = ORACLE_CONFIG
-
+from tests.oracle import EXCEPT, TOKEN, oracle_build, rule_model
 
 # ----------------------------------------------------------------------------- formats
 def _encode_reference(t: dict[str, torch.Tensor], x: torch.Tensor, k: int | None = None,
@@ -170,10 +166,7 @@ def latents(tmp_path_factory: pytest.TempPathFactory):
     neurons = rule_model()
     model = neurons.with_units(read_folder(write_saelens(root / "rule-sae", rule_encoder(), RULE_HOOK), "rule-sae",
                                            neurons.name))
-    corpus = write_corpus(root / "corpus.txt")
-    store = root / "rule-model.rule-sae.jsonl"
-    run_build(model, [0], [THE, EXCEPT_AFTER_EVERYONE, EITHER, NEVER], store, CONFIG,
-              BuildSource(model, CONFIG, corpus=corpus))
+    store, corpus = oracle_build(model, root, [THE, EXCEPT_AFTER_EVERYONE, EITHER, NEVER], "rule-model.rule-sae.jsonl")
     yield model, read_store(store), corpus
     mp.undo()
 

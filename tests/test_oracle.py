@@ -19,6 +19,7 @@ from store.trie import (
 )
 from tests.oracle import (
     ORACLE_CONFIG,
+    oracle_build,
     BIGRAM,
     DEAD,
     EXCEPT,
@@ -39,10 +40,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv("N2G_CACHE", str(root / "cache"))
     model = rule_model()
-    corpus = write_corpus(root / "corpus.txt")
-    store = root / "store.jsonl"
-    run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], store, CONFIG,
-              BuildSource(model, CONFIG, corpus=corpus))
+    store, corpus = oracle_build(model, root, [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], "store.jsonl")
     yield model, read_store(store), corpus
     mp.undo()
 
