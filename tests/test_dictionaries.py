@@ -241,3 +241,36 @@ def test_quality_of_an_exact_dictionary_and_of_one_that_drops_the_induction_neur
                                                            "b_dec": torch.zeros(6)}, hook), "l", model.name)
     q = quality(model, lossy.layers, windows)[str(INDUCT_LAYER)]
     assert q["dead"] >= 1 and q["fvu"] > 0 and q["recovered"] < 0.5
+
+
+def test_a_scan_from_the_training_activations_equals_the_scan_of_the_model(tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from builder.config import ScanConfig
+    from builder.dictionaries.cached import CachedBridge
+    from builder.stages.scan import scan
+    from tests.induction_oracle import INDUCT_LAYER, induction_model
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    hook = f"blocks.{INDUCT_LAYER}.mlp.hook_post"
+    neurons = induction_model()
+    model = neurons.with_units(read_folder(write_saelens(tmp_path / "d", random_tensors(6, 10, seed=5), hook), "d",
+                                           neurons.name))
+    windows = np.random.default_rng(0).integers(1, len(model.vocab), size=(40, 16)).astype(np.int32)
+    at_hook = dataclasses.replace(neurons, hook_template="blocks.{layer}.mlp.hook_post")
+    acts = run_layers(at_hook, windows.tolist(), [INDUCT_LAYER])[INDUCT_LAYER]  # (40, 16, 6)
+    cached = acts[:30].reshape(-1, 6).numpy().astype(np.float16)  # the last 10 windows are not cached
+    bridge = CachedBridge(model.bridge, windows[:30], {hook: cached})
+    config = ScanConfig(window=16, top_k=6, random_windows=4, batch_size=8, sample_stride=1)
+    fast = scan(dataclasses.replace(model, bridge=bridge), windows, [INDUCT_LAYER], config, use_cache=False)
+    real = scan(model, windows, [INDUCT_LAYER], config, use_cache=False)
+    assert bridge.served > 0 and bridge.missed > 0
+    fast_l, real_l = fast[INDUCT_LAYER], real[INDUCT_LAYER]
+    np.testing.assert_allclose(fast_l.values, real_l.values, rtol=2e-3, atol=2e-3)
+    # Ties (these units read the token alone) may pick other windows of equal activation: each
+    # window picked holds the value it is ranked by.
+    peak = model.units.layer(INDUCT_LAYER).encode(acts).amax(dim=1).numpy()  # (windows, latents)
+    picked = np.take_along_axis(peak, fast_l.windows.astype(np.int64), axis=0)  # (k, latents)
+    np.testing.assert_allclose(picked, fast_l.values, rtol=2e-3, atol=2e-3)

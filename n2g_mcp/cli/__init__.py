@@ -42,7 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_logits_command(sub, default_stores_dir())
     add_store_command(sub)
     add_index_command(sub, default_stores_dir())
-    add_dictionary_command(sub)
+    add_dictionary_command(sub, default_stores_dir())
     return parser
 
 
