@@ -53,6 +53,7 @@ from store.probes import (
     PROBE_SEQUENCES,
     AblationMode,
     PatternKind,
+    named,
 )
 from store.progress import Progress
 from store.tokens import normalize
@@ -105,7 +106,7 @@ class ProbeQueries(Resolver):
         graphs = self.hits(model, [(h.layer, h.neuron) for h in found])
         for h in found:
             stored = graphs.get((h.layer, h.neuron))
-            results.append(FindHit(**dict(h), has_graph=stored is not None,
+            results.append(FindHit(**named(model, h), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
                                    activating_total=0 if stored is None else len(stored.activating_tokens),
                                    f1=None if stored is None else stored.f1))
@@ -132,7 +133,7 @@ class ProbeQueries(Resolver):
         probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
         graphs = self.hits(model, [(r.layer, r.neuron) for r in probe.scores[:limit]])
-        results = [InductionHit(**dict(r), has_graph=(r.layer, r.neuron) in graphs)
+        results = [InductionHit(**named(model, r), has_graph=(r.layer, r.neuron) in graphs)
                    for r in probe.scores[:limit]]
         return InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
                                seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
@@ -203,7 +204,8 @@ class ProbeQueries(Resolver):
             loss_ablated=r.loss_ablated, delta=r.delta,
             control_draws=len(r.control_deltas), control_neurons=[keyed_id(model, *p) for p in r.control_neurons],
             control_delta=r.control_delta, control_spread=r.control_spread, control_deltas=r.control_deltas,
-            rank_among_controls=r.rank, each=r.each, no_effect=[e.id for e in r.each if e.delta <= NIL_EFFECT],
+            rank_among_controls=r.rank, each=[e.model_copy(update=named(model, e)) for e in r.each],
+            no_effect=[keyed_id(model, e.layer, e.neuron) for e in r.each if e.delta <= NIL_EFFECT],
             copies=r.copies, top_changes=r.top_changes, seconds=r.seconds)
 
     def ablate_estimate(self, model: str | None, neurons: list[str], value: str | None, control: bool = True,

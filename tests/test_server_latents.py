@@ -183,3 +183,22 @@ async def test_steering_a_latent_to_zero_stops_the_copy(induction_server):
     neuron = await ok(induction_server, "steer_neurons", neurons=[f"L{INDUCT_LAYER}/N3"], **args)
     assert latent["neurons"] == [f"L{INDUCT_LAYER}/F0"]
     assert latent["steered_tokens"] == neuron["steered_tokens"] != neuron["clean_tokens"] == latent["clean_tokens"]
+
+
+async def test_find_neurons_lists_the_latents_firing_at_a_token(server):
+    out = await ok(server, "find_neurons", text="We saw everyone except the", units="rule-sae")
+    ids = [h["id"] for h in out["results"]]
+    assert set(ids[:2]) == {"L0/F0", "L0/F2"} and "L0/F3" not in ids  # ' the': F0 and F2; F3 is dead
+    assert all(h["activation"] == 0 for h in out["results"][2:])
+
+
+async def test_find_induction_neurons_ranks_the_latent_that_reads_the_induction_neuron_first(induction_server):
+    from tests.induction_oracle import INDUCT_LAYER
+
+    out = await ok(induction_server, "find_induction_neurons", units="perm", layers=[INDUCT_LAYER], sequences=6,
+                   length=20, limit=3)
+    assert out["results"][0]["id"] == f"L{INDUCT_LAYER}/F0"
+    each = await ok(induction_server, "ablate_neurons", neurons=[f"L{INDUCT_LAYER}/F0", f"L{INDUCT_LAYER}/F3"],
+                    units="perm", each=True, control=False)
+    assert [e["id"] for e in each["each"]] == [f"L{INDUCT_LAYER}/F0", f"L{INDUCT_LAYER}/F3"]
+    assert each["no_effect"] == [f"L{INDUCT_LAYER}/F3"]
