@@ -73,7 +73,10 @@ class RuleBridge:
         self.tok = tokenizer
         gen = torch.Generator().manual_seed(0)
         self.W_E = torch.randn(len(tokenizer.vocab), d_model, generator=gen)
-        self.hook_dict = {"blocks.0.mlp.hook_post": None}
+        # Every hook reads the rule neurons (run_with_hooks hands each the same activations): the
+        # MLP's input and output are named too, so dictionaries on them (sparsify's layers.0.mlp,
+        # a transcoder) read the rule neurons as well.
+        self.hook_dict = {"blocks.0.mlp.hook_post": None, "blocks.0.hook_mlp_out": None, "blocks.0.mlp.hook_in": None}
 
     def activations(self, ids: torch.Tensor) -> torch.Tensor:
         """``(batch, pos, D_MLP)`` activations of the rule neurons."""

@@ -171,6 +171,23 @@ def latents(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
+@pytest.mark.parametrize("kind", ["sparsify", "gemma-scope", "gemma-scope-transcoder"])
+def test_every_format_builds_the_token_latent_back(kind: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    t = rule_encoder()
+    if kind == "sparsify":  # TopK 2 keeps both latents a rule token fires
+        write_sparsify(tmp_path / "d", 0, t, k=2)
+    else:
+        site = "transcoder" if kind.endswith("transcoder") else "mlp_out"
+        write_gemma_scope(tmp_path / "d", site, 0, t, torch.full((4,), 0.1))
+    neurons = rule_model()
+    model = neurons.with_units(read_folder(tmp_path / "d", kind, neurons.name))
+    store, _ = oracle_build(model, tmp_path, [THE], "s.jsonl")
+    graph = read_store(store).get(0, THE)
+    assert graph.id == "L0/F0" and list(graph.graph) == [(" the",)]
+    assert graph.hook == ("blocks.0.mlp.hook_in" if kind.endswith("transcoder") else "blocks.0.hook_mlp_out")
+
+
 def test_latents_are_the_encoder_over_the_hook(latents) -> None:
     model, _, _ = latents
     rows = [model.encode("We saw everyone except the dog.")]

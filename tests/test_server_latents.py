@@ -202,3 +202,27 @@ async def test_find_induction_neurons_ranks_the_latent_that_reads_the_induction_
                     units="perm", each=True, control=False)
     assert [e["id"] for e in each["each"]] == [f"L{INDUCT_LAYER}/F0", f"L{INDUCT_LAYER}/F3"]
     assert each["no_effect"] == [f"L{INDUCT_LAYER}/F3"]
+
+
+async def test_a_sparsify_folder_serves_the_same_way_with_the_dictionary_option(tmp_path, monkeypatch):
+    from builder.run.live import LiveModels
+    from n2g_mcp.live import BuilderBackend
+    from n2g_mcp.registry import ServedModels
+    from store.dictionaries import parse_dictionary_option
+    from tests.dictionary_files import write_sparsify
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    write_sparsify(tmp_path / "sp", 0, rule_encoder(), k=2)  # layers.0.mlp: TopK 2 after ReLU
+    option = parse_dictionary_option(f"rule-sp={tmp_path / 'sp'}", "rule-model")  # what n2g-mcp --dictionary reads
+    models = LiveModels(config=CONFIG)
+    spec = models.add(rule_model())
+    server = create_server(tmp_path / "stores", live=BuilderBackend(models=models), models=ServedModels(
+        default=spec, embedded=False, dictionaries=[option]))
+    [info] = [m for m in (await ok(server, "list_models"))["models"] if m["units"] == "rule-sp"]
+    assert info["d_mlp"] == 4 and info["graphs"] == 0 and info["quality"] is None
+    built = await ok(server, "build_graph", layer=0, neuron=EITHER, units="rule-sp")
+    # Built over the embedded corpus (no scan here), where ' everyone ... except' is rare: ' the' leads.
+    assert built["id"] == "L0/F2" and list(built["activating_tokens"])[0] == " the"
+    assert (tmp_path / "stores" / "rule-model.rule-sp.jsonl").is_file()
+    again = await ok(server, "get_graph", layer=0, neuron=EITHER, units="rule-sp")
+    assert again["activating_tokens"] == built["activating_tokens"]
