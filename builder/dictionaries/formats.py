@@ -216,13 +216,14 @@ def read_folder(folder: Path, name: str, model: str) -> Dictionary:
 def load_dictionary(spec: str, name: str, model: str) -> Dictionary:
     """A dictionary from a local folder, else (online) a Hugging Face repo or a SAELens release id.
 
-    ``spec`` is a folder path; ``owner/repo`` (downloaded with ``huggingface_hub``); or
-    ``saelens:RELEASE/SAE_ID`` (SAELens' pretrained directory, which needs ``sae-lens``
+    ``spec`` is a folder path; ``owner/repo`` or ``owner/repo/folder`` (that folder only,
+    downloaded with ``huggingface_hub``); or ``saelens:RELEASE/SAE_ID`` (SAELens' pretrained directory, which needs ``sae-lens``
     installed). The online paths are not exercised offline.
     """
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith(("/", ".", "~")):
         return read_folder(path, name, model)
+    sub = ""
     if spec.startswith("saelens:"):
         release, _, sae_id = spec.removeprefix("saelens:").partition("/")
         try:
@@ -230,10 +231,11 @@ def load_dictionary(spec: str, name: str, model: str) -> Dictionary:
         except ImportError as exc:
             raise DictionaryError(f"{spec}: SAELens release ids need `pip install sae-lens` "
                                   "(or download the folder and pass its path)") from exc
-        repo, folder_name = get_repo_id_and_folder_name(release, sae_id)
-        spec, pattern = repo, f"{folder_name}/*"
-    else:
-        pattern = None
+        spec, sub = get_repo_id_and_folder_name(release, sae_id)
+    elif spec.count("/") > 1:  # owner/repo/folder...: that folder of the repo only
+        owner, repo, sub = spec.split("/", 2)
+        spec = f"{owner}/{repo}"
+    pattern = f"{sub.strip('/')}/*" if sub else None
     try:
         from huggingface_hub import snapshot_download
 
@@ -241,7 +243,7 @@ def load_dictionary(spec: str, name: str, model: str) -> Dictionary:
     except Exception as exc:  # the hub's errors are many; all mean "not fetched"
         raise DictionaryError(f"{spec}: not a local folder, and fetching it from the Hugging Face hub "
                               f"failed ({str(exc).splitlines()[0][:160]})") from exc
-    return read_folder(Path(local), name, model)
+    return read_folder(Path(local) / sub.strip("/") if sub else Path(local), name, model)
 
 
 def save_sparsify(folder: Path, tensors: dict[str, torch.Tensor], *, k: int, transcode: bool,
