@@ -90,7 +90,7 @@ def add_dictionary_command(sub: argparse._SubParsersAction, stores_dir: Path) ->
     t.add_argument("--model", default=DEFAULT_MODEL)
     t.add_argument("--layers", help="comma-separated layers (default 7,15,19,25)")
     t.add_argument("--latents", type=int, help="latents a layer (default 3072)")
-    t.add_argument("--epochs", type=int, help="passes over the build split (default 4)")
+    t.add_argument("--epochs", type=int, help="passes over the build split (default 3)")
     t.add_argument("--out", help="folder of sparsify hookpoint folders (default dictionaries/<model>/mlp-<n>k)")
     t.add_argument("--device")
     t.set_defaults(func=cmd_train)
