@@ -26,8 +26,10 @@ if [[ "${1:-}" == "ship" ]]; then
     $n2g store compact --scan-file "$scan" "${sources[@]}" "$atlas" "$shipped"
     exit 0
 fi
-$n2g -v dictionary train --out "$folder"
-[[ -f "$folder/quality.json" ]] || $n2g dictionary quality "$folder" --max-tokens 16000
+for layer in ${layers//,/ }; do
+    [[ -f "$folder/layers.$layer.mlp/sae.safetensors" ]] || { $n2g -v dictionary train --out "$folder"; break; }
+done
+[[ -f "$folder/quality.json" ]] || $n2g dictionary quality "$folder" --max-tokens 8192
 [[ -f "$scan" ]] || $n2g -v dictionary scan "$folder"
 build() { $n2g build --dictionary "$name=$folder" --layers "$layers" --store "$atlas" --scan-file "$scan" "$@"; }
 if [[ "${1:-}" == "sample" ]]; then
