@@ -291,3 +291,29 @@ def test_a_scan_from_the_training_activations_equals_the_scan_of_the_model(tmp_p
     peak = model.units.layer(INDUCT_LAYER).encode(acts).amax(dim=1).numpy()  # (windows, latents)
     picked = np.take_along_axis(peak, fast_l.windows.astype(np.int64), axis=0)  # (k, latents)
     np.testing.assert_allclose(picked, fast_l.values, rtol=2e-3, atol=2e-3)
+
+
+def test_the_trainer_learns_a_planted_dictionary_and_saves_it_reading_raw_activations(tmp_path: Path) -> None:
+    import numpy as np
+
+    from builder.dictionaries.train import TrainConfig, folded, train_layer
+
+    rng = np.random.default_rng(0)
+    atoms = rng.standard_normal((8, 16))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    picks = np.stack([rng.choice(8, 2, replace=False) for _ in range(6000)])  # two atoms a token
+    x = (rng.uniform(5, 20, (6000, 2, 1)) * atoms[picks]).sum(1) + 3.0  # an offset b_dec must learn
+    config = TrainConfig(num_latents=16, k=2, epochs=20, batch=200, lr=3e-3, warmup=10, dead_tokens=2000)
+    sae, scale, record = train_layer(x.astype(np.float16), config, tmp_path / "ck.pt")
+    assert record["history"][-1]["fvu"] < 0.1 and scale > 1
+    save_sparsify(tmp_path / "layers.0", folded(sae, scale), k=2, transcode=False)
+    one = read_folder(tmp_path, "planted", "m").layer(0)
+    raw = torch.tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        x_hat = one.decode(one.encode(raw))
+        pre = torch.relu((raw / scale - sae.b_dec) @ sae.encoder.weight.T + sae.encoder.bias)
+    fvu = float((raw - x_hat).pow(2).sum() / (raw - raw.mean(0)).pow(2).sum())
+    assert fvu < 0.1, "the saved dictionary reconstructs raw activations (the scale folded in)"
+    top = pre.topk(2, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values) * scale
+    torch.testing.assert_close(one.encode(raw), z, rtol=2e-2, atol=2e-2)  # float16 weights on disk

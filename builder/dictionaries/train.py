@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -298,4 +297,4 @@ def train(model: LoadedModel, config: TrainConfig, out: Path,
 def approx_megabytes(config: TrainConfig, d: int) -> float:
     """Size of the saved dictionary at float16, in MB (the 30 MB budget check)."""
     per_layer = 2 * config.num_latents * d + config.num_latents + d
-    return len(config.layers) * per_layer * 2 / 1e6 if math.isfinite(d) else 0.0
+    return len(config.layers) * per_layer * 2 / 1e6
