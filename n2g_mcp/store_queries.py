@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from n2g_mcp import text
 from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_PAIR_VISITS, SEARCH_PAGE
 from n2g_mcp.outputs import (
+    DictionaryInfo,
     ExampleView,
     GraphDescription,
     GraphSummary,
@@ -25,6 +27,7 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.resolve import Resolver
+from store.catalog import StoreView
 from store.errors import BadArgument
 from store.graph import Example
 from store.names import keyed_id, parse_neuron_id, split_units_key
@@ -48,28 +51,30 @@ class StoreQueries(Resolver):
 
     def list_models(self) -> ListModelsOutput:
         views = {v.model: v for v in self.catalog.models()}
-        names = sorted(set(views) | set(self.models.names()) | set(self.models.unit_keys()),
-                       key=lambda m: (split_units_key(m)[0] != self.default_model, m))
+        keys = set(views) | set(self.models.names()) | set(self.models.unit_keys())
+        bases = sorted({split_units_key(k)[0] for k in keys}, key=lambda m: (m != self.default_model, m))
         infos = []
-        for name in names:
-            view, spec = views.get(name), self.models.spec(name)
-            shape = self.models.shape(name)
-            note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
-            base, units = split_units_key(name)
-            served = self.models.dictionaries.get(name)
-            infos.append(ModelInfo(
-                model=base, units=units, quality=served.quality.get("layers") if served and served.quality else None,
-                default=name == self.default_model,
-                graphs=len(view) if view else 0, layers=view.layers() if view else [],
-                partial=bool(view and view.indexing),
-                n_layers=shape[0] if shape else None, d_mlp=shape[1] if shape else None,
-                files=view.files if view else [],
-                corrupt_lines=view.corrupt_lines if view else 0,
-                corrupt=view.corrupt_reports() if view else [],
-                can_build=note is None, build_note=note,
-            ))
+        for base in bases:
+            dictionaries = []
+            for key in sorted(k for k in keys if split_units_key(k)[0] == base and k != base):
+                served = self.models.dictionaries.get(key)
+                quality = served.quality.get("layers") if served and served.quality else None
+                dictionaries.append(DictionaryInfo(units=split_units_key(key)[1], quality=quality,
+                                                   **self._stored(key, views.get(key))))
+            infos.append(ModelInfo(model=base, default=base == self.default_model, dictionaries=dictionaries,
+                                   **self._stored(base, views.get(base))))
         return ListModelsOutput(stores_dir=str(self.catalog.directory) if self.show_paths else None, models=infos,
                                 problems=self.catalog.problems)
+
+    def _stored(self, key: str, view: StoreView | None) -> dict[str, Any]:
+        """What list_models says of one units key's stores and whether it can be built here."""
+        spec, shape = self.models.spec(key), self.models.shape(key)
+        note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
+        return {"graphs": len(view) if view else 0, "layers": view.layers() if view else [],
+                "partial": bool(view and view.indexing),
+                "n_layers": shape[0] if shape else None, "d_mlp": shape[1] if shape else None,
+                "files": view.files if view else [], "corrupt_lines": view.corrupt_lines if view else 0,
+                "corrupt": view.corrupt_reports() if view else [], "can_build": note is None, "build_note": note}
 
     def get_graph(self, model: str | None, layer: int, neuron: int) -> GraphDescription:
         model = self.model(model)

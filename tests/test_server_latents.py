@@ -16,7 +16,7 @@ from n2g_mcp.server import create_server
 from store.catalog import store_filename
 from store.dictionaries import spec_at
 from store.scanfile import ScanFile, scan_filename
-from tests.client import error, ok
+from tests.client import call, error, ok
 from tests.dictionary_files import EITHER, EXCEPT_AFTER_EVERYONE, RULE_HOOK, THE, rule_encoder, write_saelens
 from tests.oracle import ORACLE_CONFIG, rule_model, write_corpus
 
@@ -68,10 +68,14 @@ def server(served, tmp_path, monkeypatch):
 
 async def test_list_models_lists_the_dictionary_with_its_quality(server):
     out = await ok(server, "list_models")
-    [info] = [m for m in out["models"] if m["units"] == "rule-sae"]
-    assert info["model"] == "rule-model" and info["graphs"] == 2 and info["d_mlp"] == 4
+    [model] = out["models"]  # one entry a model, its dictionaries inside it
+    [info] = model["dictionaries"]
+    assert model["model"] == "rule-model" and model["graphs"] == 0 and model["d_mlp"] == 6
+    assert info["units"] == "rule-sae" and info["graphs"] == 2 and info["d_mlp"] == 4
     assert info["quality"]["0"]["fvu"] == 0.25 and info["can_build"]
-    assert [m["graphs"] for m in out["models"] if m["units"] == "neurons"] == [0]
+    said = await call(server, "list_models")
+    assert "units='rule-sae' (a dictionary, 4 latents a layer): 2 graphs, layers 0" in said.content[0].text
+    assert "L0: FVU 0.25, L0 1.5, dead 1/4" in said.content[0].text
 
 
 async def test_search_and_get_graph_answer_for_latents_by_their_ids(server):
@@ -218,7 +222,7 @@ async def test_a_sparsify_folder_serves_the_same_way_with_the_dictionary_option(
     spec = models.add(rule_model())
     server = create_server(tmp_path / "stores", live=BuilderBackend(models=models), models=ServedModels(
         default=spec, embedded=False, dictionaries=[option]))
-    [info] = [m for m in (await ok(server, "list_models"))["models"] if m["units"] == "rule-sp"]
+    [info] = [d for m in (await ok(server, "list_models"))["models"] for d in m["dictionaries"]]
     assert info["d_mlp"] == 4 and info["graphs"] == 0 and info["quality"] is None
     built = await ok(server, "build_graph", layer=0, neuron=EITHER, units="rule-sp")
     # Built over the embedded corpus (no scan here), where ' everyone ... except' is rare: ' the' leads.

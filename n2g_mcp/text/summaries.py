@@ -36,18 +36,19 @@ def list_models(out: ListModelsOutput) -> str:
     where = out.stores_dir or STORES_FOLDER
     lines = [f"Stores in {where}:"]
     for info in out.models:
-        latents = info.units != "neurons"
-        width = f"{info.d_mlp} {'latents' if latents else 'neurons'}"
-        shape = f"{info.n_layers} layers x {width}" if info.n_layers else "shape unknown"
+        shape = f"{info.n_layers} layers x {info.d_mlp} neurons" if info.n_layers else "shape unknown"
         layers = f"layers {info.layers[0]}-{info.layers[-1]}" if info.layers else "no graphs yet"
         build = "can build" if info.can_build else f"cannot build ({info.build_note})"
         so_far = " so far (still indexing: call again in a minute for all)" if info.partial else ""
-        name = f"{info.model} units={info.units!r} (a dictionary's latents)" if latents else info.model
-        lines.append(f"- {name}{' (default)' if info.default else ''}: {info.graphs} graphs{so_far}, "
+        lines.append(f"- {info.model}{' (default)' if info.default else ''}: {info.graphs} graphs{so_far}, "
                      f"{layers}; {shape}; {build}")
-        lines += [f"  L{layer}: FVU {q.get('fvu')}, L0 {q.get('l0')}, dead {q.get('dead')}/{q.get('latents')}, "
-                  f"loss {q.get('loss_clean')} clean -> {q.get('loss_spliced')} spliced ({q.get('recovered')} "
-                  "of the zeroed loss recovered)" for layer, q in (info.quality or {}).items()]
+        for d in info.dictionaries:
+            span = f"layers {', '.join(map(str, d.layers))}" if d.layers else "no graphs yet"
+            lines.append(f"  - units={d.units!r} (a dictionary, {d.d_mlp or '?'} latents a layer): {d.graphs} "
+                         f"graphs, {span}")
+            lines += [f"    L{layer}: FVU {q.get('fvu')}, L0 {q.get('l0')}, dead {q.get('dead')}/{q.get('latents')}, "
+                      f"loss {q.get('loss_clean')} clean -> {q.get('loss_spliced')} spliced ({q.get('recovered')} "
+                      "of the zeroed loss recovered)" for layer, q in (d.quality or {}).items()]
         lines += [f"  Warning: {c}" for c in info.corrupt]
     lines += [f"Unreadable file: {p}" for p in out.problems]
     if not out.problems and not any(info.graphs or info.files for info in out.models):
