@@ -2,6 +2,11 @@
 
     python benchmarks/heldout.py [--layers 1,8,15,22,29] [--neurons 64] [--build-windows 2000]
                                  [--variants shipped,floor,...] [--top]
+    python benchmarks/heldout.py --dictionary mlp-3k=dictionaries/smollm2-135m/mlp-3k --layers 7,15,19,25
+
+With ``--dictionary NAME=PATH`` the units are that dictionary's latents: its store
+(``stores/smollm2-135m.NAME.jsonl.gz``) and scan, latents sampled as neurons are (issue 29's
+neurons-against-latents comparison).
 
 Three model passes, each cached under ``$N2G_CACHE/heldout/`` (so variants rerun without one):
 
@@ -35,6 +40,22 @@ sys.path.insert(0, str(ROOT))
 
 STORE = ROOT / "stores" / "smollm2-135m.jsonl.gz"
 SCAN = ROOT / "stores" / "smollm2-135m.scan.npz"
+KEY = "smollm2-135m"
+"""The units key measured (``smollm2-135m@NAME`` with ``--dictionary``); names the cache files."""
+DICTIONARY: tuple[str, str] | None = None
+"""``(name, folder)`` of ``--dictionary``."""
+
+
+def load_units():
+    """SmolLM2, reading the dictionary's latents with ``--dictionary``."""
+    from builder.models import load_model
+
+    model = load_model("smollm2-135m")
+    if DICTIONARY is None:
+        return model
+    from builder.dictionaries.formats import load_dictionary
+
+    return model.with_units(load_dictionary(DICTIONARY[1], DICTIONARY[0], model.name))
 
 
 def log(message: str) -> None:
@@ -52,17 +73,17 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
     """The three passes (cached): see the module docstring."""
     from builder.corpus import heldout_mask, make_windows
     from builder.stages.heldout import fires_enough, layer_activations
-    from builder.models import load_model
+    from store.names import file_safe
 
     key = hashlib.sha1(repr((layers, n_neurons, build_windows, seed)).encode()).hexdigest()[:10]
-    path = cache_folder() / f"smollm2-135m-{key}.npz"
-    top_path = cache_folder() / f"smollm2-135m-{key}-top.npz"  # per layer: ...-test{layer}.npz
+    path = cache_folder() / f"{file_safe(KEY)}-{key}.npz"
+    top_path = cache_folder() / f"{file_safe(KEY)}-{key}-top.npz"  # per layer: ...-test{layer}.npz
     scan = np.load(SCAN)
     max_act = scan["max_activation"]  # (L, d)
     windows = scan["windows"].astype(np.int64)  # (n, 64)
     model = None
     if not path.exists():
-        model = load_model("smollm2-135m")
+        model = load_units()
         mask = heldout_mask(model, None, windows.shape[1])
         assert (make_windows(model, None, windows.shape[1]) == windows).all(), "scan windows differ"
         held = np.flatnonzero(mask)
@@ -101,7 +122,7 @@ def gather(layers: list[int], n_neurons: int, build_windows: int, seed: int, top
         path_l = top_path.with_name(top_path.name.replace("-top", f"-test{layer}"))
         if top and not path_l.exists():
             records = records or shipped_graphs(layers, {la: data[f"neurons_{la}"] for la in layers})
-            model = model or load_model("smollm2-135m")
+            model = model or load_units()
             neurons = data[f"neurons_{layer}"]
             # Each graph's own test windows (10 of its top 20, as stored in its record).
             tests = [sorted(row[0] for row in records[(layer, int(n))]["examples"] if row[3] == "test")
@@ -135,17 +156,17 @@ def interval_snippets(data: dict, layers: list[int], key: str, intervals: int, p
 
     from builder.config import BuildConfig
     from builder.stages.intervals import interval_examples, interval_pivots
-    from builder.models import load_model
+    from store.names import file_safe
     from builder.stages.prune import prune
     from builder.stages.saliency import mask_token_id, saliency
     from benchmarks.heldout_variants import calibration_split
 
     tag = "-".join(map(str, layers))
-    path = cache_folder() / f"smollm2-135m-{key}-intervals-{intervals}x{per_bin}-L{tag}.pkl"
+    path = cache_folder() / f"{file_safe(KEY)}-{key}-intervals-{intervals}x{per_bin}-L{tag}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     config = BuildConfig()
-    model = load_model("smollm2-135m")
+    model = load_units()
     vocab = model.vocab
     windows = data["windows"][data["build"]]
     cal, _ = calibration_split(len(windows))
@@ -204,7 +225,16 @@ def main() -> None:
                         "variants ('0' to skip their pass)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names")
     parser.add_argument("--no-validation", action="store_true", help="skip the build-split validation columns")
+    parser.add_argument("--dictionary", metavar="NAME=PATH", help="measure a dictionary's latents instead")
     args = parser.parse_args()
+    if args.dictionary:
+        global STORE, SCAN, KEY, DICTIONARY
+        from store.catalog import store_filename
+        from store.scanfile import scan_filename
+
+        name, _, folder = args.dictionary.partition("=")
+        DICTIONARY, KEY = (name, folder), f"smollm2-135m@{name}"
+        STORE, SCAN = ROOT / "stores" / (store_filename(KEY) + ".gz"), ROOT / "stores" / scan_filename(KEY)
     layers = [int(x) for x in args.layers.split(",")]
     data = gather(layers, args.neurons, args.build_windows, args.seed, args.top)
     if args.gather_only:

@@ -30,6 +30,7 @@ import torch
 
 from builder.models import LoadedModel
 from store.errors import Cancelled
+from store.models import hook_name
 
 def _batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
     """Row indices grouped so that (rows x longest row) stays under the token budget."""
@@ -89,7 +90,7 @@ def forward_to(model: LoadedModel, ids: torch.Tensor, layers: Sequence[int],
 
     def hook_for(layer: int):
         def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
-            captured[layer] = acts.float()  # (batch, pos, d_mlp)
+            captured[layer] = model.read(layer, acts).float()  # (batch, pos, units)
             if layer == deepest and not _FULL_DEPTH.get():
                 raise _Done
             return acts
@@ -274,9 +275,9 @@ def edit_hooks(model: LoadedModel, edits: Edits | None, rows: slice = slice(None
         index = torch.as_tensor(list(neurons), dtype=torch.long)
 
         def replace(acts: torch.Tensor, hook: object, index=index, values=values) -> torch.Tensor:
-            acts[rows, :, index.to(acts.device)] = values.to(acts.device, acts.dtype)  # (batch, pos, d_mlp)
+            acts[rows, :, index.to(acts.device)] = values.to(acts.device, acts.dtype)  # (batch, pos, units)
             return acts
-        hooks.append((model.hook(layer), replace))
+        hooks += model.unit_hooks(layer, replace)
     return hooks
 
 
@@ -295,7 +296,7 @@ def cancellable(model: LoadedModel, hooks: Sequence[tuple[str, object]],
                 raise Cancelled("the model's pass was cancelled")
             return acts if inner is None else inner(acts, hook)  # type: ignore[operator]
         return hook
-    names = [model.hook(layer) for layer in range(model.n_layers)]
+    names = [hook_name(model.hook_template, layer) for layer in range(model.n_layers)]  # the neurons' hooks, whatever the units
     return [(name, checking(by_name.pop(name, None))) for name in names] + list(by_name.items())
 
 
@@ -324,7 +325,7 @@ def row_edit_hooks(model: LoadedModel, edits: Sequence[Edits | None]) -> list[tu
             device = acts.device  # (batch, pos, d_mlp); the indexed view is (edits, pos)
             acts[at_rows.to(device), :, at_neurons.to(device)] = values.to(device, acts.dtype)[:, None]
             return acts
-        hooks.append((model.hook(layer), replace))
+        hooks += model.unit_hooks(layer, replace)
     return hooks
 
 
@@ -391,7 +392,7 @@ def layers_and_losses(model: LoadedModel, rows: Sequence[Sequence[int]], layers:
 
     def hook_for(layer: int):
         def capture(acts: torch.Tensor, hook: object) -> torch.Tensor:
-            captured[layer] = acts[:, 1:].float()  # (batch, pos, d_mlp)
+            captured[layer] = model.read(layer, acts[:, 1:]).float()  # (batch, pos, units)
             return acts
         return capture
 

@@ -42,10 +42,12 @@ from store.models import (
     embedded_dir,
     hook_name,
 )
-from store.names import check_range
+from store.names import check_range, units_key
 
 if TYPE_CHECKING:
     import torch
+
+    from builder.dictionaries.units import Dictionary
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +172,79 @@ class LoadedModel:
     saliency stage run the prefix its masked variants share once (``builder.prefix``)."""
     tokens_forwarded: int = 0
     """Padded tokens run through the model so far (benchmarks read it)."""
+    units: Dictionary | None = None
+    """The unit source: None for the MLP neurons, else a dictionary whose latents every pass
+    reads in their place (:meth:`with_units`; ``d_mlp`` is then the dictionary's width)."""
+
+    @property
+    def key(self) -> str:
+        """The units key stores and scans file this view's graphs under: the model's name, or
+        ``model@dictionary`` (``store.names.units_key``)."""
+        return units_key(self.name, self.units_name)
+
+    @property
+    def units_name(self) -> str:
+        """``neurons``, or the dictionary's name: what a graph's units are."""
+        return "neurons" if self.units is None else self.units.name
+
+    def with_units(self, dictionary: Dictionary | None) -> LoadedModel:
+        """This model reading a dictionary's latents instead of its neurons (None: the neurons);
+        the bridge is shared, so the two views cost one model's memory."""
+        from dataclasses import replace
+
+        if dictionary is None:
+            return self if self.units is None else replace(self, units=None, d_mlp=self.neuron_width)
+        from store.errors import DictionaryError
+
+        cfg = getattr(self.bridge, "cfg", None)
+        for layer, one in dictionary.layers.items():
+            if layer >= self.n_layers:
+                raise DictionaryError(f"{one.path}: layer {layer}, but {self.name} has layers 0-{self.n_layers - 1}")
+            for hook in {one.hook_in, one.hook_out}:
+                if hook not in self.bridge.hook_dict:
+                    raise DictionaryError(f"{one.path}: hook {hook!r} does not exist in {self.name}")
+            if cfg is not None:  # the width the hook carries: the MLP's inside it, else the stream's
+                inside = one.hook_in.endswith(("mlp.hook_post", "mlp.hook_pre"))
+                want = int(cfg.d_mlp if inside else cfg.d_model)
+                if one.W_enc.shape[0] != want:
+                    raise DictionaryError(f"{one.path}: reads {one.W_enc.shape[0]} inputs at {one.hook_in}, "
+                                          f"but {self.name} has {want} there")
+        return replace(self, units=dictionary, d_mlp=dictionary.width)
+
+    @property
+    def neuron_width(self) -> int:
+        """Neurons a layer (``d_mlp`` is a dictionary's width under :meth:`with_units`)."""
+        return int(self.bridge.cfg.d_mlp) if self.units is not None else self.d_mlp
 
     def hook(self, layer: int) -> str:
-        """The hook name of one layer's neurons."""
+        """The hook name of one layer's units (a dictionary's input hook for latents)."""
+        if self.units is not None:
+            return self.units.layer(layer).hook_in
         return hook_name(self.hook_template, layer)
 
+    def read(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        """The units' activations from what :meth:`hook` captured: the hook's own activations for
+        neurons, the dictionary's encoder applied to them for latents."""
+        return acts if self.units is None else self.units.layer(layer).encode(acts)
+
+    def unit_hooks(self, layer: int, edit: Any) -> list[tuple[str, Any]]:
+        """Forward hooks running ``edit`` (``(acts, hook) -> acts`` over ``(batch, pos, units)``) on
+        one layer's units: at the neurons' hook, or on a dictionary's latents with the change
+        written back through its decoder (``builder.dictionaries.units.latent_edit_hooks``)."""
+        if self.units is None:
+            return [(self.hook(layer), edit)]
+        from builder.dictionaries.units import latent_edit_hooks
+
+        return latent_edit_hooks(self.units.layer(layer), edit)
+
     def check_layer(self, layer: int) -> None:
-        """Raise BadArgument for a layer the model does not have (``store.names.check_range``'s words)."""
+        """Raise BadArgument for a layer the model (or its dictionary) does not have."""
         check_range(self.name, (self.n_layers, self.d_mlp), layer=layer)
+        if self.units is not None:
+            self.units.layer(layer)
 
     def check_neuron(self, neuron: int) -> None:
-        """Raise BadArgument for a neuron index the model does not have."""
+        """Raise BadArgument for a neuron (or latent) index the model does not have."""
         check_range(self.name, (self.n_layers, self.d_mlp), neuron=neuron)
 
     def encode(self, text: str) -> list[int]:

@@ -5,6 +5,7 @@
     N2G_MCP_TOKEN=secret n2g-mcp --transport http --host 0.0.0.0   # other addresses need a token
     n2g-mcp --model tiny=/models/tiny-llama        # also serve a local model, as "tiny"
     n2g-mcp view                                   # the browser viewer alone, on http://127.0.0.1:8000/
+    n2g-mcp --dictionary my-sae=/saes/smollm2      # also serve an SAE's latents, as units="my-sae"
 
 Over HTTP the viewer's pages are at ``/`` beside ``/mcp``; tools that answer about one neuron link
 to its page (``viewer_url``): over HTTP on this server, over stdio under ``--viewer-url``.
@@ -32,6 +33,7 @@ from n2g_mcp.queries import Queries
 from n2g_mcp.server import create_server
 from n2g_mcp.viewer.app import viewer_app, viewer_routes
 from n2g_mcp.viewer.links import DEFAULT_VIEWER_URL, http_base
+from store.dictionaries import embedded_dictionaries, parse_dictionary_option
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec
 
 log = logging.getLogger("n2g_mcp")
@@ -55,6 +57,10 @@ def make_parser() -> argparse.ArgumentParser:
                              "clone, else ~/.local/share/n2g-mcp/stores)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also serve a local model (Hugging Face folder or .gguf) under NAME; repeatable")
+    parser.add_argument("--dictionary", action="append", default=[], metavar="NAME=PATH",
+                        help="also serve a dictionary's latents (an SAE or transcoder folder in SAELens, sparsify "
+                             "or Gemma Scope 2 format; online a Hugging Face repo or saelens:RELEASE/SAE_ID) as "
+                             "units=NAME of the default model, or MODEL@NAME=PATH of another; repeatable")
     parser.add_argument("--default-model", metavar="NAME",
                         help=f"the model tools use when none is named (default: the embedded {DEFAULT_MODEL})")
     parser.add_argument("--allow-hub-models", action="store_true",
@@ -94,9 +100,17 @@ def main(argv: Sequence[str] | None = None, *, live: LiveBackend | None = None,
     by_name = {spec.name: spec for spec in configured} | {name: ModelSpec.embedded(name) for name in EMBEDDED}
     if args.default_model and args.default_model not in by_name:
         parser.error(f"--default-model {args.default_model!r} is neither embedded nor given with --model")
+    try:
+        dictionaries = [parse_dictionary_option(option, args.default_model or DEFAULT_MODEL)
+                        for option in args.dictionary]
+    except ValueError as exc:
+        parser.error(str(exc))
     if models is None:
         models = ServedModels(default=by_name.get(args.default_model or DEFAULT_MODEL), configured=configured,
-                              allow_hub=args.allow_hub_models)
+                              allow_hub=args.allow_hub_models,
+                              dictionaries=[*embedded_dictionaries(), *dictionaries])
+    elif dictionaries:
+        models.dictionaries.update({d.key: d for d in dictionaries})
     stores = (args.stores or default_stores_dir()).expanduser().resolve()
     if not stores.is_dir():
         # Not an error: the first build_graph makes it. But a server meant to serve prebuilt

@@ -35,7 +35,7 @@ from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument, NotFound
 from store.logitfile import LogitFile, Side, logits_filename
 from store.models import hook_name
-from store.names import neuron_id
+from store.names import keyed_id
 
 HIT_OUTPUT_TOKENS = 5
 """Promoted and suppressed tokens a find_by_output hit lists."""
@@ -96,7 +96,7 @@ class OutputQueries(Resolver):
         for _, (lay, n), strength, at_max in page:
             stored = self.hit(model, lay, n)
             hits.append(OutputHit(
-                id=neuron_id(lay, n), layer=lay, neuron=n, matched=[m[(lay, n)][0] for m in matches],
+                id=keyed_id(model, lay, n), layer=lay, neuron=n, matched=[m[(lay, n)][0] for m in matches],
                 ranks=[m[(lay, n)][1] for m in matches], strength=strength, at_max=at_max,
                 promoted=[t.token for t in found.tokens(lay, n, "promoted", HIT_OUTPUT_TOKENS)],
                 suppressed=[t.token for t in found.tokens(lay, n, "suppressed", HIT_OUTPUT_TOKENS)],
@@ -125,10 +125,10 @@ class OutputQueries(Resolver):
         top_value = float(scan.max_activation[layer, neuron])
         top = scan.top(layer, neuron, limit=windows)
         if top_value <= 0 or not top:
-            raise BadArgument(text.dead_neuron(neuron_id(layer, neuron), model))
+            raise BadArgument(text.dead_neuron(keyed_id(model, layer, neuron), model))
         rows = [[int(t) for t in scan.windows[w.window][:w.pivot + 1]] for w in top]
         r = self.live.output_effects(spec, layer, neuron, rows, scale * top_value, OUTPUT_SHOWN)
-        return OutputEffectsOutput(**r.model_dump(), id=neuron_id(layer, neuron), model=model, scale=scale,
+        return OutputEffectsOutput(**r.model_dump(), id=keyed_id(model, layer, neuron), model=model, scale=scale,
                                    max_activation=top_value)
 
     # ----------------------------------------------------------------- export_neuron
@@ -140,7 +140,7 @@ class OutputQueries(Resolver):
         scan = self.scan_file(model)
         graph = self.stored(model, layer, neuron)
         if scan is None and graph is None:
-            raise NotFound(text.nothing_to_export(model, neuron_id(layer, neuron),
+            raise NotFound(text.nothing_to_export(model, keyed_id(model, layer, neuron),
                                                   self.build_call(model, layer, neuron)))
         output, _ = self.output_tokens(model, layer, neuron)
         if scan is not None:
@@ -166,7 +166,7 @@ class OutputQueries(Resolver):
                 scores={} if figures is None else {"precision": figures.precision, "recall": figures.recall,
                                                    "f1": figures.f1, "correlation": figures.correlation}))
         logits = logits_filename(model) if output is not None else None
-        return NeuronExport(modelId=model, layer=layer, index=neuron, id=neuron_id(layer, neuron), hookName=hook,
+        return NeuronExport(modelId=model, layer=layer, index=neuron, id=keyed_id(model, layer, neuron), hookName=hook,
                             maxActApprox=top, frac_firing=density, **output_fields(output),
                             activations=activations, explanations=explanations,
                             source=text.export_source(scan is not None, logits, graph is not None))

@@ -13,7 +13,7 @@ normalised (raw activation / the neuron's largest activation in the corpus) unle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -49,22 +49,43 @@ Expectation = Literal["fire", "silent"]
 
 
 # --------------------------------------------------------------------- list_models
-class ModelInfo(BaseModel):
-    """One model: its stores here and whether graphs can be built for it."""
+class StoredUnits(BaseModel):
+    """A model's units (its neurons, or one dictionary's latents): their stores here and whether
+    their graphs can be built."""
 
-    model: str
-    default: bool = Field(description="the model tools use when none is named")
-    graphs: int = Field(description="neurons with a graph in the stores")
+    graphs: int = Field(description="units with a graph in the stores")
     layers: list[int] = Field(description="layers that have at least one graph")
     partial: bool = Field(default=False, description="the stores are still being indexed: graphs and layers "
                           "count only the graphs indexed so far; call again in a minute")
     n_layers: int | None = Field(description="layers of the model, where known without loading it")
-    d_mlp: int | None = Field(description="neurons per layer, where known without loading it")
-    files: list[str] = Field(description="store files holding this model, in merge order (later wins)")
+    d_mlp: int | None = Field(description="units per layer (neurons, or a dictionary's latents), where known "
+                              "without loading it")
+    files: list[str] = Field(description="store files holding them, in merge order (later wins)")
     corrupt_lines: int = Field(description="store lines skipped because they do not parse")
     corrupt: list[str] = Field(description="which lines were skipped and why")
     can_build: bool = Field(description="whether build_graph and predict_activations(compare=true) work here")
     build_note: str | None = Field(description="why not, where they do not")
+
+
+class DictionaryInfo(StoredUnits):
+    """One of a model's dictionaries (SAE or transcoder latents)."""
+
+    units: str = Field(description="its name: pass it as `units` to every tool (ids then read L7/F12)")
+    quality: dict[str, Any] | None = Field(default=None, description="its quality on held-out text, per "
+                                           "layer: fvu (fraction of variance unexplained), l0 (latents "
+                                           "active a token), dead (latents never active), loss_clean / "
+                                           "loss_spliced / loss_zeroed (next-token loss with the "
+                                           "reconstruction spliced in, or the hook zeroed) and recovered "
+                                           "(share of the zeroing's loss the splice wins back)")
+
+
+class ModelInfo(StoredUnits):
+    """One model: its neurons' stores, its dictionaries, and whether graphs can be built for it."""
+
+    model: str
+    default: bool = Field(description="the model tools use when none is named")
+    dictionaries: list[DictionaryInfo] = Field(default_factory=list, description="its dictionaries served or "
+                                               "stored here, each with its own graphs and quality")
 
 
 class ListModelsOutput(BaseModel):

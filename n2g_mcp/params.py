@@ -24,3 +24,19 @@ Layers = Annotated[list[Annotated[int, Strict(), Field(ge=0)]] | None, Field(
     max_length=200, description="Layers to include; omit for every layer of the model.")]
 Neurons = Annotated[Annotated[list[Annotated[str, Strict(), Field(max_length=40)]], BeforeValidator(_one_or_many)],
                     Field(min_length=1, description="Neuron ids such as 'L17/N938'.")]
+UnitsName = Annotated[Annotated[str, Strict()] | None, Field(
+    max_length=100, description="'neurons' (the default: the MLP's neurons) or the name of one of the "
+    "model's dictionaries (SAE or transcoder latents; list_models lists them with their quality), e.g. "
+    "'mlp-3k'. With a dictionary, `neuron` is a latent's index and ids read 'L7/F12'.")]
+
+
+def unit_model(model: str | None, units: str | None) -> str | None:
+    """The model argument a query takes for ``units``: the model itself for neurons, else its
+    units key ``model@units`` (``@units`` alone: the server's default model's dictionary).
+
+    >>> unit_model("smollm2-135m", "mlp-3k"), unit_model(None, "neurons"), unit_model(None, "mlp-3k")
+    ('smollm2-135m@mlp-3k', None, '@mlp-3k')
+    """
+    if units is None or not units.strip() or units.strip() == "neurons":
+        return model
+    return f"{(model or '').strip()}@{units.strip()}"

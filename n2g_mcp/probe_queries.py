@@ -45,7 +45,7 @@ from n2g_mcp.outputs import (
 from n2g_mcp.resolve import Resolver
 from store.errors import BadArgument
 from store.models import ModelSpec
-from store.names import neuron_id, parse_neuron_id
+from store.names import keyed_id, parse_neuron_id
 from store.probes import (
     CONTROL_DRAWS,
     NIL_EFFECT,
@@ -54,6 +54,7 @@ from store.probes import (
     PROBE_SEQUENCES,
     AblationMode,
     PatternKind,
+    named,
 )
 from store.progress import Progress
 from store.tokens import normalize
@@ -111,7 +112,7 @@ class ProbeQueries(Resolver):
         graphs = self.hits(model, [(h.layer, h.neuron) for h in found])
         for h in found:
             stored = graphs.get((h.layer, h.neuron))
-            results.append(FindHit(**dict(h), has_graph=stored is not None,
+            results.append(FindHit(**named(model, h), has_graph=stored is not None,
                                    activating_tokens=[] if stored is None else stored.activating_tokens[:HIT_TOKENS],
                                    activating_total=0 if stored is None else len(stored.activating_tokens),
                                    f1=None if stored is None else stored.f1))
@@ -138,7 +139,7 @@ class ProbeQueries(Resolver):
         probe = self.live.induction(spec, layers, sequences, length, seeds, maxes, cancel)
         seconds = time.perf_counter() - started
         graphs = self.hits(model, [(r.layer, r.neuron) for r in probe.scores[:limit]])
-        results = [InductionHit(**dict(r), has_graph=(r.layer, r.neuron) in graphs)
+        results = [InductionHit(**named(model, r), has_graph=(r.layer, r.neuron) in graphs)
                    for r in probe.scores[:limit]]
         out = InductionOutput(model=model, layers=layers, sequences=sequences, length=length, seed=seed,
                               seeds=probe.seeds, token_ids=text.PROBE_TOKEN_IDS,
@@ -205,13 +206,14 @@ class ProbeQueries(Resolver):
         if r.seconds > 0 and r.tokens_run:
             self.rates[model] = r.tokens_run / r.seconds
         return AblationOutput(
-            model=model, neurons=[neuron_id(*p) for p in r.neurons], mode=mode,
+            model=model, neurons=[keyed_id(model, *p) for p in r.neurons], mode=mode,
             measured_on=text.measured_on(value is not None), seed=None if value is not None else seed,
             tokens_measured=r.tokens_measured, loss_clean=r.loss_clean, loss_first_copy=r.loss_first_copy,
             loss_ablated=r.loss_ablated, delta=r.delta,
-            control_draws=len(r.control_deltas), control_neurons=[neuron_id(*p) for p in r.control_neurons],
+            control_draws=len(r.control_deltas), control_neurons=[keyed_id(model, *p) for p in r.control_neurons],
             control_delta=r.control_delta, control_spread=r.control_spread, control_deltas=r.control_deltas,
-            rank_among_controls=r.rank, each=r.each, no_effect=[e.id for e in r.each if e.delta <= NIL_EFFECT],
+            rank_among_controls=r.rank, each=[e.model_copy(update=named(model, e)) for e in r.each],
+            no_effect=[keyed_id(model, e.layer, e.neuron) for e in r.each if e.delta <= NIL_EFFECT],
             copies=r.copies, top_changes=r.top_changes, seconds=r.seconds)
 
     def ablate_estimate(self, model: str | None, neurons: list[str], value: str | None, control: bool = True,
@@ -276,7 +278,7 @@ class ProbeQueries(Resolver):
         if first is None and len(r.clean_tokens) != len(r.steered_tokens):
             first = min(len(r.clean_tokens), len(r.steered_tokens))
         return SteerOutput(
-            model=model, neurons=[neuron_id(*p) for p in r.neurons], scale=scale, values=r.values,
+            model=model, neurons=[keyed_id(model, *p) for p in r.neurons], scale=scale, values=r.values,
             prompt_tokens=r.prompt_tokens, max_new_tokens=max_new_tokens, clean_text=r.clean_text,
             steered_text=r.steered_text, clean_tokens=r.clean_tokens, steered_tokens=r.steered_tokens,
             first_difference=first, changes=r.changes)
@@ -298,6 +300,6 @@ class ProbeQueries(Resolver):
         except BadArgument as exc:
             raise BadArgument(text.bad_pattern(str(exc))) from None
         return HypothesisOutput(
-            id=neuron_id(layer, neuron), model=model, pattern=pattern, kind=kind, overall=r.overall, sets=r.sets,
+            id=keyed_id(model, layer, neuron), model=model, pattern=pattern, kind=kind, overall=r.overall, sets=r.sets,
             corpus_windows_matched=r.corpus_windows_matched, false_positives=r.false_positives,
             false_negatives=r.false_negatives)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
+from store.dictionaries import DictionarySpec, embedded_dictionaries
 from store.models import DEFAULT_MODEL, EMBEDDED, ModelSpec, local_shape
+from store.names import NEURONS, split_units_key
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 """A hub id: ``name`` or ``org/name``, no leading dot, no other separators."""
@@ -43,13 +46,17 @@ class ServedModels:
     """
 
     def __init__(self, default: ModelSpec | None = None, configured: Iterable[ModelSpec] = (),
-                 allow_hub: bool = False, embedded: bool = True) -> None:
+                 allow_hub: bool = False, embedded: bool = True,
+                 dictionaries: Iterable[DictionarySpec] | None = None) -> None:
         self._known: dict[str, ModelSpec] = {name: ModelSpec.embedded(name) for name in EMBEDDED if embedded}
         for spec in configured:
             self._known[spec.name] = spec
         self.default = default if default is not None else self._known.get(DEFAULT_MODEL) or ModelSpec.embedded()
         self._known[self.default.name] = self.default
         self.allow_hub = allow_hub
+        found = embedded_dictionaries() if dictionaries is None and embedded else list(dictionaries or ())
+        self.dictionaries: dict[str, DictionarySpec] = {d.key: d for d in found}
+        """The dictionaries served, by units key (``model@name``), of models this server runs."""
 
     @property
     def default_name(self) -> str:
@@ -60,8 +67,20 @@ class ServedModels:
         """The models this server can run without the hub: the default first, then by name."""
         return sorted(self._known, key=lambda n: (n != self.default_name, n))
 
+    def unit_keys(self) -> list[str]:
+        """The units keys (``model@dictionary``) of the dictionaries of the models it runs."""
+        return sorted(k for k, d in self.dictionaries.items() if d.model in self._known)
+
     def spec(self, name: str) -> ModelSpec | None:
-        """The spec of a model a client named, or None where this server cannot run it."""
+        """The spec of a model (or ``model@dictionary``) a client named, or None where this server
+        cannot run it."""
+        model, units = split_units_key(name)
+        if units != NEURONS:
+            base, found = self.spec(model), self.dictionaries.get(name)
+            if base is None or found is None:
+                return None
+            shape = (base.shape[0], found.width) if base.shape and found.width else None
+            return replace(base, units=units, dictionary=found.location, shape=shape)
         known = self._known.get(name)
         if known is not None:
             return known
@@ -70,9 +89,16 @@ class ServedModels:
         return None
 
     def shape(self, name: str) -> tuple[int, int] | None:
-        """``(n_layers, d_mlp)`` where known without loading the model."""
+        """``(n_layers, d_mlp)`` (a dictionary's: its width) where known without loading the model."""
+        if split_units_key(name)[1] != NEURONS:
+            spec = self.spec(name)
+            return None if spec is None else spec.shape
         known = self._known.get(name)
         return None if known is None else known.shape
+
+    def units_of(self, model: str) -> list[str]:
+        """The names of a model's dictionaries."""
+        return sorted(d.name for d in self.dictionaries.values() if d.model == model)
 
 
 def parse_model_option(text: str) -> ModelSpec:

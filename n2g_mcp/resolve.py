@@ -36,7 +36,7 @@ from store.examples import (
 from store.graph import NeuronGraph
 from store.logitfile import LogitFile, OutputTokens, logits_filename
 from store.models import ModelSpec, cache_dir
-from store.names import check_range
+from store.names import NEURONS, UNITS_SEP, check_range, split_units_key
 from store.scanfile import ScanFile, scan_filename
 from store.sqlsearch import Hit
 
@@ -118,6 +118,16 @@ class Resolver:
         if name is None or not name.strip():
             return self.default_model
         name = name.strip()
+        if name.startswith(UNITS_SEP):  # units without a model: the default model's dictionary
+            name = self.default_model + name
+        base, units = split_units_key(name)
+        if units != NEURONS:
+            if self.models.spec(name) is None and self.catalog.get(name) is None:
+                known = sorted({*self.models.units_of(base),
+                                *(split_units_key(v.model)[1] for v in self.catalog.models()
+                                  if split_units_key(v.model)[0] == base)} - {NEURONS})
+                raise BadArgument(text.unknown_units(base, units, known))
+            return name
         if self.models.spec(name) is None and looks_like_path(name) and self.catalog.get(name) is None:
             raise BadArgument(text.model_is_a_path())
         return name

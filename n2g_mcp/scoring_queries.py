@@ -21,7 +21,7 @@ from n2g_mcp.scoring_outputs import KindScores, Miss, ScoreExplanationOutput, Se
 from store.errors import BadArgument
 from store.examples import ExampleRef, PrunedRef, scan_problem
 from store.graph import NeuronGraph
-from store.names import neuron_id
+from store.names import keyed_id
 from store.progress import Progress
 from store.scanfile import ScanFile
 from store.scoring import NothingToScore, ScoringSet, draw_set, score_set
@@ -119,7 +119,7 @@ class ScoringQueries(Resolver):
         try:
             drawn = draw_set(scan, layer, neuron, seed, measure, exclude=_graph_windows(graph, scan))
         except NothingToScore as exc:
-            raise BadArgument(text.nothing_to_score(neuron_id(layer, neuron), str(exc))) from exc
+            raise BadArgument(text.nothing_to_score(keyed_id(model, layer, neuron), str(exc))) from exc
         with self._sets_lock:
             self._sets[key] = drawn
             while len(self._sets) > SETS_KEPT:
@@ -138,7 +138,7 @@ class ScoringQueries(Resolver):
         if set_id is not None and set_id != scoring.id:
             raise BadArgument(text.set_changed(set_id, scoring.id, seed))
         out = ScoreExplanationOutput(
-            id=neuron_id(layer, neuron), model=model, seed=seed, set_id=scoring.id, explanation=explanation,
+            id=keyed_id(model, layer, neuron), model=model, seed=seed, set_id=scoring.id, explanation=explanation,
             counts=scoring.counts(), empty_intervals=[f"{a:g}-{b:g}" for a, b in scoring.empty_intervals],
             has_graph=graph is not None)
         if predictions is None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from n2g_mcp import text
 from n2g_mcp.limits import EXAMPLES_PAGE, MAX_DOT_CHARS, MAX_PAIR_VISITS, SEARCH_PAGE
 from n2g_mcp.outputs import (
+    DictionaryInfo,
     ExampleView,
     GraphDescription,
     GraphSummary,
@@ -29,9 +30,10 @@ from n2g_mcp.outputs import (
     TopActivationsOutput,
 )
 from n2g_mcp.coactivation_queries import CoactivationQueries
+from store.catalog import StoreView
 from store.errors import BadArgument, NotFound
 from store.graph import Example
-from store.names import neuron_id, parse_neuron_id
+from store.names import keyed_id, neuron_id, parse_neuron_id, split_units_key
 from store.png import to_png
 from store.progress import Progress
 from store.render import NODES_DRAWN, render_summary, to_dot
@@ -55,24 +57,30 @@ class StoreQueries(CoactivationQueries):
 
     def list_models(self) -> ListModelsOutput:
         views = {v.model: v for v in self.catalog.models()}
-        names = sorted(set(views) | set(self.models.names()), key=lambda m: (m != self.default_model, m))
+        keys = set(views) | set(self.models.names()) | set(self.models.unit_keys())
+        bases = sorted({split_units_key(k)[0] for k in keys}, key=lambda m: (m != self.default_model, m))
         infos = []
-        for name in names:
-            view, spec = views.get(name), self.models.spec(name)
-            shape = self.models.shape(name)
-            note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
-            infos.append(ModelInfo(
-                model=name, default=name == self.default_model,
-                graphs=len(view) if view else 0, layers=view.layers() if view else [],
-                partial=bool(view and view.indexing),
-                n_layers=shape[0] if shape else None, d_mlp=shape[1] if shape else None,
-                files=view.files if view else [],
-                corrupt_lines=view.corrupt_lines if view else 0,
-                corrupt=view.corrupt_reports() if view else [],
-                can_build=note is None, build_note=note,
-            ))
+        for base in bases:
+            dictionaries = []
+            for key in sorted(k for k in keys if split_units_key(k)[0] == base and k != base):
+                served = self.models.dictionaries.get(key)
+                quality = served.quality.get("layers") if served and served.quality else None
+                dictionaries.append(DictionaryInfo(units=split_units_key(key)[1], quality=quality,
+                                                   **self._stored(key, views.get(key))))
+            infos.append(ModelInfo(model=base, default=base == self.default_model, dictionaries=dictionaries,
+                                   **self._stored(base, views.get(base))))
         return ListModelsOutput(stores_dir=str(self.catalog.directory) if self.show_paths else None, models=infos,
                                 problems=self.catalog.problems)
+
+    def _stored(self, key: str, view: StoreView | None) -> dict[str, Any]:
+        """What list_models says of one units key's stores and whether it can be built here."""
+        spec, shape = self.models.spec(key), self.models.shape(key)
+        note = text.NOT_RUN_HERE if spec is None else self.live.availability(spec)
+        return {"graphs": len(view) if view else 0, "layers": view.layers() if view else [],
+                "partial": bool(view and view.indexing),
+                "n_layers": shape[0] if shape else None, "d_mlp": shape[1] if shape else None,
+                "files": view.files if view else [], "corrupt_lines": view.corrupt_lines if view else 0,
+                "corrupt": view.corrupt_reports() if view else [], "can_build": note is None, "build_note": note}
 
     def get_graph(self, model: str | None, layer: int, neuron: int) -> GraphDescription:
         model = self.model(model)
@@ -128,7 +136,7 @@ class StoreQueries(CoactivationQueries):
         query = ["top_activations", model, layer, neuron, limit]
         output, unusable = self.output_tokens(model, layer, neuron)
         return TopActivationsOutput(
-            id=neuron_id(layer, neuron), model=model, max_activation=stats.max_activation,
+            id=keyed_id(model, layer, neuron), model=model, max_activation=stats.max_activation,
             examples=examples, total=total, source="scan",
             stats=stats, output=output,
             offset=offset, next_cursor=self.pager.encode(end, query) if end < total else None,
@@ -152,7 +160,8 @@ class StoreQueries(CoactivationQueries):
                                   min_ordinary_f1=min_ordinary_f1, repeated=repeated, limit=limit, offset=offset)
         end = offset + len(page)
         partial = self.partial(view)
-        hits = [SearchHit.of(h, repeated, exact, activating) for h in page]
+        hits = [SearchHit.of(h, repeated, exact, activating).model_copy(update={"id": keyed_id(model, h.layer, h.neuron)})
+                for h in page]  # the index's ids say N; a dictionary's latents read F
         for hit in hits:
             hit.viewer_url = self.link(model, hit.layer, hit.neuron)
         return SearchOutput(model=model, results=hits, total=total,
@@ -212,7 +221,8 @@ class StoreQueries(CoactivationQueries):
         budget = PairBudget(MAX_PAIR_VISITS, cancel)
         for p in view.similar_pairs(threshold=threshold, limit=limit, layer=layer, budget=budget):
             layer_b, neuron_b = parse_neuron_id(p.b)
-            items.append(SimilarItem(id=p.b, layer=layer_b, neuron=neuron_b, similar_to=p.a,
+            items.append(SimilarItem(id=keyed_id(model, layer_b, neuron_b), layer=layer_b, neuron=neuron_b,
+                                     similar_to=keyed_id(model, *parse_neuron_id(p.a)),
                                      activating_overlap=p.activating_overlap, context_overlap=p.context_overlap))
         partial = self.partial(view)
         if budget.stopped:
@@ -230,7 +240,7 @@ class StoreQueries(CoactivationQueries):
         # Nothing reaches the threshold: the closest candidate, so the answer says how far off it is.
         nearest = None if matches or threshold <= 0 else next(
             iter(view.similar_to(target, threshold=0.0, mode=mode, limit=1)), None)
-        items = [SimilarItem(id=m.id, layer=m.layer, neuron=m.neuron, similar_to=target.id,
+        items = [SimilarItem(id=keyed_id(model, m.layer, m.neuron), layer=m.layer, neuron=m.neuron, similar_to=target.id,
                              activating_overlap=m.activating_overlap, context_overlap=m.context_overlap)
                  for m in [*matches, *([nearest] if nearest else [])]]
         partial = self.partial(view)

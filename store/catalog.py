@@ -40,7 +40,7 @@ from store.examples import ScanRef
 from store.graph import NeuronGraph
 from store.jsonl import CORRUPT_SHOWN, corrupt_report
 from store.lines import LineError, Shape, index_line
-from store.names import file_safe, neuron_id
+from store.names import NEURONS, file_safe, neuron_id, split_units_key
 from store.similarity import PAPER_THRESHOLD, SIMILAR_LIMIT, Match, Mode, Pair, PairBudget
 from store.sqlindex import StoreIndex, merge_order
 from store.sqlsearch import Hit, IndexSearch
@@ -50,12 +50,16 @@ GRAPH_CACHE = 64
 
 
 def store_filename(model: str) -> str:
-    """The file name of a model's writable store: the model name with unsafe characters replaced.
+    """The file name of a model's (or units key's) writable store: unsafe characters replaced, a
+    dictionary's name after the model's.
 
     >>> store_filename("smollm2-135m"), store_filename("NeelNanda/SoLU_6L")
     ('smollm2-135m.jsonl', 'NeelNanda_SoLU_6L.jsonl')
+    >>> store_filename("smollm2-135m@mlp-3k")
+    'smollm2-135m.mlp-3k.jsonl'
     """
-    return f"{file_safe(model)}.jsonl"
+    model, units = split_units_key(model)
+    return f"{file_safe(model)}.jsonl" if units == NEURONS else f"{file_safe(model)}.{file_safe(units)}.jsonl"
 
 
 class StoreView:

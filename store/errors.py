@@ -18,7 +18,8 @@ with status 2. Torch-free, so every layer can import it.
         ├── StoreFormatError (ValueError)  not a store this code reads
         ├── StoreMismatch             a store of another model or shape than the one at hand
         ├── CorruptGraph              a stored line that indexed but does not validate
-        └── ScanFileError (ValueError)     a scan file that cannot be read
+        ├── ScanFileError (ValueError)     a scan file that cannot be read
+        └── DictionaryError (ValueError)   a dictionary (SAE, transcoder) file of the wrong format or shape
 """
 
 from __future__ import annotations
@@ -74,3 +75,8 @@ class CorruptGraph(StoreError):
 
 class ScanFileError(StoreError, ValueError):
     """A scan file that cannot be read (missing, damaged, another format or a newer version)."""
+
+
+class DictionaryError(StoreError, ValueError):
+    """A dictionary (SAE or transcoder) file that cannot be read: missing, of another format, or
+    of a shape that does not fit the model; the message names the file and what is wrong."""

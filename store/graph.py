@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr
 
 from store.examples import Example, ExampleRef, PrunedRef, ScanRef
 from store.metrics import Scores
-from store.names import neuron_id
+from store.names import unit_id, units_key
 from store.trie import MatchRule, NeuronTrie, Path
 
 
@@ -75,6 +75,8 @@ class NeuronGraph(BaseModel):
     layer: int = Field(ge=0)
     neuron: int = Field(ge=0)
     hook: str = Field(description="hook point whose activations were read")
+    units: str = Field(default="neurons", description="'neurons', or the dictionary whose latent "
+                       "this is (then `neuron` is the latent's index)")
     max_activation: FiniteFloat = Field(description="largest activation seen in the corpus (the normaliser)")
     activating_tokens: dict[str, FiniteFloat] = Field(
         default_factory=dict, description="activating token -> largest normalised activation"
@@ -112,8 +114,13 @@ class NeuronGraph(BaseModel):
 
     @property
     def id(self) -> str:
-        """The neuron's readable id, e.g. ``L3/N1024``."""
-        return neuron_id(self.layer, self.neuron)
+        """The unit's readable id, e.g. ``L3/N1024`` (a latent: ``L7/F12``)."""
+        return unit_id(self.layer, self.neuron, self.units)
+
+    @property
+    def key(self) -> str:
+        """The units key its store files it under (``store.names.units_key``)."""
+        return units_key(self.model, self.units)
 
     @cached_property
     def graph(self) -> NeuronTrie:

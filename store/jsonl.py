@@ -48,18 +48,21 @@ from store.errors import Busy, StoreError, StoreFormatError, StoreMismatch
 from store.examples import ScanRef, has_refs
 from store.graph import NeuronGraph
 from store.lines import LineError, Shape, check_line, iter_lines
+from store.names import NEURONS, split_units_key, units_key
 
 log = logging.getLogger(__name__)
 
 FORMAT = "n2g-store"
-VERSION = 2
+VERSION = 3
 """The newest store format version this code reads and writes.
 
 Version 1 gained the optional header fields ``n_layers`` and ``d_mlp``; readers of version 1
 ignore header fields they do not know, so old and new version-1 stores read both ways. Version 2
 adds the header's ``scan`` and lets examples be references into it; a version-1 reader would
 read references as broken examples, so a store holding them says version 2 (and one without a
-scan says version 1, readable by both)."""
+scan says version 1, readable by both). Version 3 adds the header's ``units``: the dictionary whose
+latents the graphs are (each line says it too); only such stores say version 3, so a neuron
+store stays readable by version-2 readers."""
 
 
 BOM = b"\xef\xbb\xbf"
@@ -77,6 +80,13 @@ class StoreHeader(BaseModel):
     d_mlp: int | None = Field(default=None, ge=1, description="neurons per layer, where known")
     scan: ScanRef | None = Field(default=None, description="the scan file example references point "
                                  "into (version 2)")
+    units: str | None = Field(default=None, description="the dictionary whose latents the graphs "
+                              "are (version 3); absent: the model's neurons")
+
+    @property
+    def key(self) -> str:
+        """The units key of its graphs: the model, or ``model@dictionary`` (``store.names.units_key``)."""
+        return units_key(self.model, self.units)
 
     @property
     def shape(self) -> Shape | None:
@@ -105,8 +115,8 @@ class Store:
 
     @property
     def model(self) -> str:
-        """The model every graph of this store belongs to."""
-        return self.header.model
+        """The units key every graph of this store belongs to (the model, for neurons)."""
+        return self.header.key
 
     def get(self, layer: int, neuron: int) -> NeuronGraph | None:
         """The graph of one neuron, or None."""
@@ -216,7 +226,7 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
         if not line.strip():
             continue
         try:
-            graph = _parse_graph(line, header.model, store.shape)
+            graph = _parse_graph(line, header.key, store.shape)
         except LineError as exc:
             torn = not ended
             reason = str(exc)[:200]
@@ -257,13 +267,19 @@ def describe_corrupt(store: Store, limit: int = CORRUPT_SHOWN) -> str:
 
 # --------------------------------------------------------------------------- writing
 def dumps(graph: NeuronGraph) -> bytes:
-    """One store line (with its newline) for a graph."""
-    return orjson.dumps(graph.model_dump(mode="json")) + b"\n"
+    """One store line (with its newline) for a graph; a neuron's line says no ``units`` (its
+    lines stay as version-2 readers wrote them), a latent's names its dictionary."""
+    raw = graph.model_dump(mode="json")
+    if raw.get("units") == NEURONS:
+        del raw["units"]
+    return orjson.dumps(raw) + b"\n"
 
 
 def _header_line(model: str, shape: Shape | None, scan: ScanRef | None = None) -> bytes:
     n_layers, d_mlp = shape if shape is not None else (None, None)
-    header = StoreHeader(version=2 if scan is not None else 1, model=model,
+    model, units = split_units_key(model)
+    version = 3 if units != NEURONS else 2 if scan is not None else 1
+    header = StoreHeader(version=version, model=model, units=None if units == NEURONS else units,
                          created=datetime.now(UTC).isoformat(timespec="seconds"),
                          n_layers=n_layers, d_mlp=d_mlp, scan=scan)
     return orjson.dumps(header.model_dump(exclude_none=True)) + b"\n"
@@ -388,8 +404,8 @@ class StoreWriter:
                 self._store_scan = scan
             else:
                 header = read_header(self.path)
-                if header.model != model:
-                    raise StoreMismatch(f"{self.path} holds graphs of {header.model}, not {model}")
+                if header.key != model:
+                    raise StoreMismatch(f"{self.path} holds graphs of {header.key}, not {model}")
                 if shape is not None and header.shape not in (None, tuple(shape)):
                     raise StoreMismatch(f"{self.path} holds graphs of a model of shape {header.shape} "
                                      f"(layers, neurons), not {tuple(shape)}")

@@ -31,12 +31,18 @@ import orjson
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from store.names import units_key
 from store.trie import NeuronTrie
 
 Shape = tuple[int, int]
 """``(n_layers, d_mlp)`` of a model."""
 
 _CHUNK = 1 << 20
+
+
+def _key(raw: dict[str, Any]) -> str:
+    """The units key a line's graph belongs to: its model, or ``model@units`` for a latent."""
+    return units_key(str(raw.get("model")), raw.get("units"))
 
 
 class LineError(ValueError):
@@ -126,8 +132,8 @@ def check_line(line: bytes, model: str, shape: Shape | None) -> CheckedLine:
         raise LineError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
     if not isinstance(raw, dict):
         raise LineError("not a JSON object")
-    if raw.get("model") != model:
-        raise LineError(f"a graph of model {str(raw.get('model'))[:80]!r} in a store of {model!r}")
+    if not isinstance(raw.get("model"), str) or _key(raw) != model:
+        raise LineError(f"a graph of model {str(_key(raw))[:80]!r} in a store of {model!r}")
     layer, neuron = raw.get("layer"), raw.get("neuron")
     for name, value in (("layer", layer), ("neuron", neuron)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -196,6 +202,7 @@ class _Line(TypedDict, total=False):
 
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     model: str
+    units: str
     layer: int
     neuron: int
     max_activation: float
@@ -241,7 +248,7 @@ def index_line(line: bytes, model: str, shape: Shape | None) -> IndexedLine:
             raw = _LINE.validate_json(line)
         except ValidationError:
             pass
-    if raw is None or any(field not in raw for field in _REQUIRED) or raw["model"] != model \
+    if raw is None or any(field not in raw for field in _REQUIRED) or _key(raw) != model \
             or raw["layer"] < 0 or raw["neuron"] < 0 \
             or (shape is not None and (raw["layer"] >= shape[0] or raw["neuron"] >= shape[1])):
         checked = check_line(line, model, shape)  # says why, or accepts what the fast path does not

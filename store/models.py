@@ -162,7 +162,23 @@ class ModelSpec:
     location: str
     local: bool = False
     shape: tuple[int, int] | None = None
-    """``(n_layers, d_mlp)`` where known without loading the model."""
+    """``(n_layers, d_mlp)`` where known without loading the model (a dictionary's width for latents)."""
+    units: str = "neurons"
+    """``neurons``, or the dictionary whose latents the live model reads in their place."""
+    dictionary: str | None = None
+    """Where that dictionary is (``store.dictionaries.DictionarySpec.location``)."""
+
+    @property
+    def key(self) -> str:
+        """The units key of what this spec runs: the name, or ``name@units``."""
+        return self.name if self.units == "neurons" else f"{self.name}@{self.units}"
+
+    def neurons(self) -> ModelSpec:
+        """The same model reading its neurons."""
+        from dataclasses import replace
+
+        return self if self.units == "neurons" else replace(self, units="neurons", dictionary=None,
+                                                            shape=None)
 
     @classmethod
     def embedded(cls, name: str = DEFAULT_MODEL) -> ModelSpec:

@@ -1,4 +1,5 @@
-"""Neuron ids (``L3/N1024``) and their ranges: the one place that writes, parses and checks them."""
+"""Unit ids (``L3/N1024`` a neuron, ``L7/F12`` a dictionary latent) and their ranges: the one
+place that writes, parses and checks them, and the one key of a model's units (``units_key``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,42 @@ import re
 
 from store.errors import OutOfRange
 
-_ID = re.compile(r"^\s*L(\d+)\s*/\s*N(\d+)\s*$", re.IGNORECASE)
+_ID = re.compile(r"^\s*L(\d+)\s*/\s*[NF](\d+)\s*$", re.IGNORECASE)
+
+NEURONS = "neurons"
+"""The units of a model's MLP neurons (the default); any other name is a dictionary's."""
+UNITS_SEP = "@"
+"""Joins a model and a dictionary in a units key: ``smollm2-135m@mlp-3k``."""
+
+
+def units_key(model: str, units: str | None = None) -> str:
+    """The one key of a model's units, under which stores, indexes and catalogs file graphs: the
+    model's name for its neurons, ``model@units`` for a dictionary's latents (so a neuron's graph
+    and a latent's are never filed together).
+
+    >>> units_key("smollm2-135m"), units_key("smollm2-135m", "mlp-3k")
+    ('smollm2-135m', 'smollm2-135m@mlp-3k')
+    """
+    return model if units in (None, NEURONS) else f"{model}{UNITS_SEP}{units}"
+
+
+def split_units_key(key: str) -> tuple[str, str]:
+    """``(model, units)`` of a units key.
+
+    >>> split_units_key("smollm2-135m@mlp-3k"), split_units_key("smollm2-135m")
+    (('smollm2-135m', 'mlp-3k'), ('smollm2-135m', 'neurons'))
+    """
+    model, sep, units = key.rpartition(UNITS_SEP)
+    return (model, units) if sep and model else (key, NEURONS)
+
+
+def unit_id(layer: int, index: int, units: str | None = None) -> str:
+    """A unit's readable id: ``L3/N1024`` for a neuron, ``L7/F12`` for a dictionary latent.
+
+    >>> unit_id(3, 1024), unit_id(7, 12, "mlp-3k")
+    ('L3/N1024', 'L7/F12')
+    """
+    return neuron_id(layer, index) if units in (None, NEURONS) else f"L{layer}/F{index}"
 
 
 def neuron_id(layer: int, neuron: int) -> str:
@@ -27,8 +63,18 @@ def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
+def keyed_id(key: str, layer: int, index: int) -> str:
+    """A unit's readable id under a units key (``L3/N1024``, or ``L7/F12`` under ``model@units``).
+
+    >>> keyed_id("smollm2-135m@mlp-3k", 7, 12), keyed_id("smollm2-135m", 3, 1024)
+    ('L7/F12', 'L3/N1024')
+    """
+    return unit_id(layer, index, split_units_key(key)[1])
+
+
 def parse_neuron_id(text: str) -> tuple[int, int]:
-    """Parse ``L{layer}/N{neuron}`` (case- and space-insensitive) into ``(layer, neuron)``.
+    """Parse ``L{layer}/N{neuron}`` or ``L{layer}/F{latent}`` (case- and space-insensitive) into
+    ``(layer, index)``; which units the index counts is the caller's ``units``.
 
     >>> parse_neuron_id("l2/n117")
     (2, 117)
@@ -38,7 +84,7 @@ def parse_neuron_id(text: str) -> tuple[int, int]:
     """
     match = _ID.match(text)
     if match is None:
-        raise ValueError(f"not a neuron id: {text!r}; expected the form 'L3/N1024'")
+        raise ValueError(f"not a neuron id: {text!r}; expected the form 'L3/N1024' (or 'L7/F12' for a latent)")
     return int(match.group(1)), int(match.group(2))
 
 

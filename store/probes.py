@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from store.metrics import Figures, Rounded, Scores
-from store.names import neuron_id
+from store.names import keyed_id, neuron_id
 
 PatternKind = Literal["regex", "tokens"]
 """How test_hypothesis reads a pattern: a regular expression over the text, or ``|``-separated tokens."""
@@ -324,3 +324,9 @@ class HypothesisResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer", int(self.layer))
         object.__setattr__(self, "neuron", int(self.neuron))
+
+
+def named(key: str, item: Located) -> dict[str, Any]:
+    """An item's fields with its id written under a units key (``L7/F12`` for a latent): the
+    probes name units by their indices, the query knows which units they are."""
+    return {**dict(item), "id": keyed_id(key, item.layer, item.neuron)}

@@ -27,6 +27,11 @@ array               shape, dtype            meaning
 ``random_windows``  (r,) int32              indices of the random negative windows
 ==================  ======================  =====================================================
 
+Version 2 (a dictionary's scan, ``<model>.<units>.scan.npz``) adds ``meta.units`` (the
+dictionary's name) and ``meta.layers`` (the layers it covers; the arrays keep every layer, zeros
+elsewhere, so a layer indexes them as in a neuron scan, and ``d`` is the dictionary's width). A
+neuron scan is still written as version 1.
+
 A loader refuses an unknown format or a newer version with a clear error.
 """
 
@@ -45,20 +50,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from store.errors import ScanFileError
 from store.metrics import Rounded
-from store.names import file_safe, neuron_id
+from store.names import NEURONS, file_safe, neuron_id, split_units_key, units_key
 
 SCAN_FORMAT = "n2g-scan"
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 SCAN_SUFFIX = ".scan.npz"
 
 
 def scan_filename(model: str) -> str:
     """The file name of a model's scan in a stores directory.
 
-    >>> scan_filename("smollm2-135m")
-    'smollm2-135m.scan.npz'
+    >>> scan_filename("smollm2-135m"), scan_filename("smollm2-135m@mlp-3k")
+    ('smollm2-135m.scan.npz', 'smollm2-135m.mlp-3k.scan.npz')
     """
-    return file_safe(model) + SCAN_SUFFIX
+    model, units = split_units_key(model)
+    return file_safe(model) + ("" if units == NEURONS else "." + file_safe(units)) + SCAN_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ def write_scan_file(path: str | os.PathLike[str], *, model: str, hook: str, voca
                     windows: np.ndarray, top_window: np.ndarray, top_position: np.ndarray,
                     top_value: np.ndarray, max_activation: np.ndarray, density: np.ndarray,
                     quantiles: dict[float, np.ndarray], mean: np.ndarray,
-                    random_windows: np.ndarray, seed: int, windows_key: str) -> Path:
+                    random_windows: np.ndarray, seed: int, windows_key: str,
+                    units: str | None = None, layers: list[int] | None = None) -> Path:
     """Write a scan file (through a temporary file, so a crash leaves none half written).
 
     Args:
@@ -114,6 +121,8 @@ def write_scan_file(path: str | os.PathLike[str], *, model: str, hook: str, voca
         quantiles: ``{q: (L, d)}`` raw activation quantiles.
         random_windows: ``(r,)`` indices of the random negative windows.
         seed, windows_key: how the windows and negatives were chosen (for reuse checks).
+        units, layers: a dictionary's name and the layers it covers (version 2; the arrays
+            still hold every layer, zeros where it has none); None: the model's neurons.
     """
     path = Path(path)
     n_layers, k, d = top_window.shape
@@ -122,6 +131,7 @@ def write_scan_file(path: str | os.PathLike[str], *, model: str, hook: str, voca
             "window": int(windows.shape[1]), "top_k": int(k), "n_layers": int(n_layers),
             "d_mlp": int(d), "seed": int(seed), "windows_key": windows_key,
             "tokens": int(windows.size), "quantiles": qs,
+            **({"version": 2, "units": units, "layers": [int(x) for x in layers or []]} if units else {}),
             "created": datetime.now(UTC).isoformat(timespec="seconds")}
     arrays = {
         "meta": _json_bytes(meta),
@@ -185,6 +195,16 @@ class ScanFile:
     @property
     def model(self) -> str:
         return str(self.meta["model"])
+
+    @property
+    def units(self) -> str:
+        """``neurons``, or the dictionary whose latents were scanned (version 2)."""
+        return str(self.meta.get("units") or "neurons")
+
+    @property
+    def key(self) -> str:
+        """The units key of what was scanned (``store.names.units_key``)."""
+        return units_key(self.model, self.units)
 
     @property
     def n_layers(self) -> int:

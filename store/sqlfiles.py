@@ -147,8 +147,8 @@ class FileIndexer:
         """The shape lines are checked against: the header's, else the caller's, else an embedded model's."""
         if header.shape is not None:
             return header.shape
-        known = self.shapes(header.model) if self.shapes is not None else None
-        if known is None and header.model in EMBEDDED:
+        known = self.shapes(header.key) if self.shapes is not None else None
+        if known is None and header.key in EMBEDDED:
             known = (EMBEDDED[header.model].n_layers, EMBEDDED[header.model].d_mlp)
         return known
 
@@ -171,7 +171,7 @@ class FileIndexer:
                         else f"{path.name}: {reason}"))
             return None, True
         if file_id is None:
-            model = header.model
+            model = header.key
             scan = None if header.scan is None else header.scan.model_dump_json()
             file_id = db.execute("INSERT INTO files(name, model, lines, scan) VALUES (?,?,1,?)",
                                  (path.name, model, scan)).lastrowid

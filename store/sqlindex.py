@@ -260,7 +260,7 @@ class StoreIndex(LineReader):
             if row is not None and (row[3], row[4]) == (state.size, state.mtime_ns) and row[5]:
                 continue
             try:
-                files[name] = read_header(self.directory / name).model
+                files[name] = read_header(self.directory / name).key
             except (StoreFormatError, OSError, ValueError):
                 files[name] = None
         return files, stale

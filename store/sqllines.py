@@ -109,7 +109,7 @@ class LineReader(FileIndexer):
                 header = read_header(path)
             except (StoreFormatError, OSError, ValueError):
                 continue
-            if header.model != model:
+            if header.key != model:
                 continue
             shape = self._shape(header)
             damage: list[str] = []

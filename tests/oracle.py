@@ -26,9 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from builder.config import BuildConfig, EvalConfig, ScanConfig
 from builder.models import LoadedModel
 
 EXCEPT, REPEAT, TOKEN, DEAD, HALF, BIGRAM = 0, 1, 2, 3, 4, 5
+ORACLE_CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
+                            eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+"""The build settings the oracle tests use: short windows, 40 test windows, small batches."""
 D_MLP = 6
 BOS, MASK = "<bos>", "<mask>"
 _SPLIT = re.compile(r" ?\w+|[^\w\s]")
@@ -69,7 +73,10 @@ class RuleBridge:
         self.tok = tokenizer
         gen = torch.Generator().manual_seed(0)
         self.W_E = torch.randn(len(tokenizer.vocab), d_model, generator=gen)
-        self.hook_dict = {"blocks.0.mlp.hook_post": None}
+        # Every hook reads the rule neurons (run_with_hooks hands each the same activations): the
+        # MLP's input and output are named too, so dictionaries on them (sparsify's layers.0.mlp,
+        # a transcoder) read the rule neurons as well.
+        self.hook_dict = {"blocks.0.mlp.hook_post": None, "blocks.0.hook_mlp_out": None, "blocks.0.mlp.hook_in": None}
 
     def activations(self, ids: torch.Tensor) -> torch.Tensor:
         """``(batch, pos, D_MLP)`` activations of the rule neurons."""
@@ -143,3 +150,14 @@ def rule_activations(model: LoadedModel, text: str, neuron: int) -> np.ndarray:
     """What the rule neuron truly does on a text (the oracle's ground truth)."""
     ids = torch.tensor([[model.bos_id, *model.encode(text)]])
     return model.bridge.activations(ids)[0, 1:, neuron].numpy()
+
+
+def oracle_build(model: LoadedModel, root: Path, units: list[int], store_name: str) -> tuple[Path, Path]:
+    """Build ``units`` of layer 0 of a rule model (or a dictionary's view of it) over a fresh
+    synthetic corpus in ``root``, with :data:`ORACLE_CONFIG`; returns ``(store, corpus)``."""
+    from builder.run.runner import BuildSource, run_build
+
+    corpus = write_corpus(root / "corpus.txt")
+    store = root / store_name
+    run_build(model, [0], units, store, ORACLE_CONFIG, BuildSource(model, ORACLE_CONFIG, corpus=corpus))
+    return store, corpus

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from builder.config import AugmentConfig, BuildConfig, EvalConfig, FitConfig, ScanConfig
+from builder.config import AugmentConfig, BuildConfig, FitConfig, ScanConfig
 from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
 from store.trie import IGNORE
@@ -18,6 +18,8 @@ from store.trie import (
     REPEAT as REPEAT_NODE,  # REPEAT below is the oracle's repeat neuron
 )
 from tests.oracle import (
+    ORACLE_CONFIG,
+    oracle_build,
     BIGRAM,
     DEAD,
     EXCEPT,
@@ -29,8 +31,7 @@ from tests.oracle import (
     write_corpus,
 )
 
-CONFIG = BuildConfig(scan=ScanConfig(window=16, top_k=60, random_windows=10),
-                     eval=EvalConfig(top=40, train=20, extra_train=20), neuron_batch=2)
+CONFIG = ORACLE_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv("N2G_CACHE", str(root / "cache"))
     model = rule_model()
-    corpus = write_corpus(root / "corpus.txt")
-    store = root / "store.jsonl"
-    run_build(model, [0], [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], store, CONFIG,
-              BuildSource(model, CONFIG, corpus=corpus))
+    store, corpus = oracle_build(model, root, [EXCEPT, REPEAT, TOKEN, DEAD, BIGRAM], "store.jsonl")
     yield model, read_store(store), corpus
     mp.undo()
 

@@ -1,7 +1,7 @@
 """The shipped stores of ``stores/``, read as the server reads them, without the model: every
-layer of each model holds graphs (every neuron, once, for the default model), each store names
-the scan file beside it, and a graph's examples (references into that scan, store format 2) come
-back as text."""
+layer of each model holds graphs (every neuron, once, for the default model; every layer of a
+dictionary's latents, store format 3), each store names the scan file beside it, and a graph's
+examples (references into that scan, store format 2) come back as text."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from store.scanfile import ScanFile
 
 REPO_STORES = Path(__file__).resolve().parents[1] / "stores"
 SHIPPED = sorted(REPO_STORES.glob("*.jsonl.gz"))
+NEURON_STORES = [path for path in SHIPPED if read_header(path).units is None]
+"""The stores of neurons: what the output-token files describe (a dictionary's latents have none yet)."""
 LEAST_PER_LAYER = 64
 """The fewest graphs a layer of a shipped model holds (issue 16: >= 64 seeded neurons a layer)."""
 
@@ -33,7 +35,7 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
     header = read_header(path)
     assert header.scan is not None and header.shape is not None
     scan = ScanFile(REPO_STORES / header.scan.name)
-    assert scan.meta["windows_key"] == header.scan.windows_key and scan.model == header.model
+    assert scan.meta["windows_key"] == header.scan.windows_key and scan.key == header.key
     with gzip.open(path, "rb") as lines:
         head, *graphs = lines
     per_layer: Counter[int] = Counter()
@@ -45,7 +47,8 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
         per_layer[layer] += 1
         neurons.add((layer, graph["neuron"]))
         firsts.setdefault(layer, line)
-    assert sorted(per_layer) == list(range(header.n_layers))
+    # A dictionary's store covers the layers it has (its scan names them), a neuron store every layer.
+    assert sorted(per_layer) == scan.meta.get("layers", list(range(header.n_layers)))
     assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
     assert len(neurons) == len(graphs), "a neuron is stored twice"
     if header.model == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
@@ -56,14 +59,14 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
     queries = Queries(tmp_path)
     for layer, line in firsts.items():
         neuron = orjson.loads(line)["neuron"]
-        graph = queries.get_graph(header.model, layer, neuron)
+        graph = queries.get_graph(header.key, layer, neuron)
         assert not graph.warnings and graph.examples, graph.id
         assert all("[[" in example.text for example in graph.examples), graph.id
-        tops = queries.top_activations(header.model, layer, neuron, limit=2)
+        tops = queries.top_activations(header.key, layer, neuron, limit=2)
         assert tops.examples and "[[" in tops.examples[0].text
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NEURON_STORES, ids=lambda p: p.name)
 def test_a_shipped_model_says_what_every_neuron_writes(path: Path, tmp_path: Path) -> None:
     """Issue 31: each shipped model's output-token file covers all its neurons, under 10 MB, with the
     scan's vocabulary; the server finds neurons by a promoted token from it alone."""

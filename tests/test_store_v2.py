@@ -157,10 +157,10 @@ def test_a_store_of_text_is_written_as_version_1(tmp_path: Path, v1_store: Path)
     assert read_header(v1_store).version == 1 and read_header(v1_store).scan is None
 
 
-def test_a_newer_version_than_2_is_refused(tmp_path: Path):
-    path = tmp_path / "v3.jsonl"
-    path.write_bytes(orjson.dumps({"format": "n2g-store", "version": 3, "model": MODEL, "created": "x"}) + b"\n")
-    with pytest.raises(StoreFormatError, match="version 3 is newer"):
+def test_a_newer_version_than_3_is_refused(tmp_path: Path):
+    path = tmp_path / "v4.jsonl"
+    path.write_bytes(orjson.dumps({"format": "n2g-store", "version": 4, "model": MODEL, "created": "x"}) + b"\n")
+    with pytest.raises(StoreFormatError, match="version 4 is newer"):
         read_store(path)
 
 

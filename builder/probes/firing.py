@@ -44,7 +44,8 @@ def neurons_at(model: LoadedModel, ids: Sequence[int], position: int, layers: Se
         a = acts[layer][0, -1].cpu().numpy()  # (d_mlp,)
         base = max_activation[layer]
         norm = np.where(base > 0, a / np.where(base > 0, base, 1), -np.inf)
-        rows += [(float(norm[n]), layer, n, float(a[n])) for n in np.argsort(-norm)[:limit]]
+        rows += [(float(norm[n]), layer, n, float(a[n])) for n in np.argsort(-norm)[:limit]
+                 if np.isfinite(norm[n])]  # a dead unit is never listed, even where a layer has few
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
     return [FiringHit(layer=layer, neuron=n, activation=norm, raw_activation=act)
             for norm, layer, n, act in rows[:limit]]

@@ -43,7 +43,7 @@ def _pivot_logprobs(model: LoadedModel, layer: int, neuron: int, ids: Sequence[i
 
     rows = pack(model, [list(ids)] * 3)  # (3, 1 + pos)
     with torch.inference_mode():
-        logits = model.bridge.run_with_hooks(rows, fwd_hooks=[(model.hook(layer), edit)])
+        logits = model.bridge.run_with_hooks(rows, fwd_hooks=model.unit_hooks(layer, edit))
     return torch.log_softmax(logits[:, -1, :len(model.vocab)].float(), dim=-1).cpu(), seen[0]  # (3, d_vocab)
 
 

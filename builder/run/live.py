@@ -89,14 +89,26 @@ class LiveModels:
         self._loaded: dict[str, _Loaded] = {}
 
     def add(self, model: LoadedModel) -> ModelSpec:
-        """Serve a model already loaded (by a script or a test); returns the spec that names it."""
+        """Serve a model already loaded (by a script or a test; a dictionary view of one serves its
+        latents); returns the spec that names it."""
         with self._lock:
-            self._loaded[model.name] = _Loaded(model)
-        return ModelSpec(name=model.name, location=model.name, shape=(model.n_layers, model.d_mlp))
+            self._loaded[model.key] = _Loaded(model)
+        units = model.units_name
+        return ModelSpec(name=model.name, location=model.name, shape=(model.n_layers, model.d_mlp), units=units,
+                         dictionary=None if model.units is None else model.units.source)
 
     def _get(self, spec: ModelSpec, progress: Progress | None = None) -> _Loaded:
-        """The loaded model; the caller holds the lock, so each model loads once."""
-        loaded = self._loaded.get(spec.name)
+        """The loaded model (a dictionary's view of it for a units spec); the caller holds the
+        lock, so each model and each dictionary loads once."""
+        if spec.units != "neurons" and spec.key not in self._loaded:
+            from builder.dictionaries.formats import load_dictionary
+
+            base = self._get(spec.neurons(), progress).model
+            if progress is not None:
+                progress(0, 1, f"loading dictionary {spec.units} of {spec.name}")
+            dictionary = load_dictionary(spec.dictionary or "", spec.units, spec.name)
+            self._loaded[spec.key] = _Loaded(base.with_units(dictionary))
+        loaded = self._loaded.get(spec.key)
         if loaded is None:
             if progress is not None:
                 progress(0, 1, f"loading {spec.name} (once; can take a minute)")

@@ -204,8 +204,8 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         offer = source.scan_ref if refer else None
         if refer is None and source.scan_file is not None:
             offer = scan_for(store_path, source.scan_file.path, source.scan_ref)
-        writer = (_StampingWriter(store_path, model.name, shape, stamp or {}, scan=offer) if stamp or as_stored
-                  else StoreWriter(store_path, model.name, shape, scan=offer))
+        writer = (_StampingWriter(store_path, model.key, shape, stamp or {}, scan=offer) if stamp or as_stored
+                  else StoreWriter(store_path, model.key, shape, scan=offer))
     try:
         stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
         todo = pending(layers, requested, stored, rebuild)

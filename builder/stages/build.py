@@ -141,7 +141,7 @@ def _dead_graph(model: LoadedModel, layer: int, neuron: int, max_act: float,
     # A neuron the scan never saw has max -inf; stores hold finite numbers only.
     finite = float(max_act) if np.isfinite(max_act) else 0.0
     return graph_record(model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer),
-                        max_activation=finite, trie=NeuronTrie(), matching=Matching(),
+                        units=model.units_name, max_activation=finite, trie=NeuronTrie(), matching=Matching(),
                         build={"config": config.to_dict(), "dead": True})
 
 
@@ -195,8 +195,8 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
                       importances=[round(float(v), 3) for v in s.importances])
               for s in snippets if s.parent < 0]
     graph = graph_record(
-        model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer), max_activation=max_act,
-        trie=trie, matching=matching, examples=sorted(examples, key=lambda e: -e.activation),
+        model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer), units=model.units_name,
+        max_activation=max_act, trie=trie, matching=matching, examples=sorted(examples, key=lambda e: -e.activation),
         pruned=pruned,
         build={"config": config.to_dict(), "snippets": len(snippets),
                "augmented": sum(s.parent >= 0 for s in snippets), "per_neuron": measured.cost},

@@ -108,7 +108,8 @@ class LayerScan:
 def _regime(model: LoadedModel) -> str:
     """The end of a cache folder's name: the hook, and the numeric type unless float32 (so
     float32 caches keep the names they had before the type was a choice)."""
-    hook = file_safe(model.hook_template)
+    hook = file_safe(model.hook_template) if model.units is None else \
+        f"units-{file_safe(model.units.name)}-{model.units.fingerprint}"
     return hook if model.dtype == "float32" else f"{hook}-{model.dtype}"
 
 
@@ -287,22 +288,30 @@ def export_scan_file(model: LoadedModel, windows: np.ndarray, scans: dict[int, L
                      path: Path, config: ScanConfig) -> Path:
     """Write every layer's scan as one compact, torch-free file (``store/scanfile.py``)."""
     layers = sorted(scans)
-    if layers != list(range(model.n_layers)):
-        raise ValueError(f"a scan file needs every layer of {model.name}; got {layers}")
-    top_value = np.stack([scans[layer].values for layer in layers])  # (L, k, d)
-    top_position = np.stack([scans[layer].traces.argmax(axis=2) for layer in layers])
+    covered = list(range(model.n_layers)) if model.units is None else sorted(model.units.layers)
+    if layers != covered:
+        raise ValueError(f"a scan file needs every layer of {model.name} {model.units_name} "
+                         f"({covered}); got {layers}")
     missing = [layer for layer in layers if scans[layer].density is None]
     if missing:
         raise ValueError(f"layers {missing} were scanned without statistics; scan them again")
+    first = scans[layers[0]]
+
+    def stacked(get) -> np.ndarray:
+        """``(n_layers, ...)`` of one field, zeros at the layers a dictionary does not cover."""
+        parts = {layer: np.asarray(get(scans[layer])) for layer in layers}
+        blank = np.zeros_like(parts[layers[0]])
+        return np.stack([parts.get(layer, blank) for layer in range(model.n_layers)])
+    top_value = stacked(lambda s: s.values)  # (L, k, d)
     return write_scan_file(
-        path, model=model.name, hook=model.hook_template, vocab=model.vocab, windows=windows,
-        top_window=np.stack([scans[layer].windows for layer in layers]),
-        top_position=top_position, top_value=top_value,
-        max_activation=top_value[:, 0], density=np.stack([scans[layer].density for layer in layers]),
-        quantiles={q: np.stack([scans[layer].quantiles[q] for layer in layers]) for q in QUANTILES},
-        mean=np.stack([scans[layer].random_traces.mean(axis=(0, 1)) for layer in layers]),
-        random_windows=scans[layers[0]].random_windows, seed=config.seed,
-        windows_key=windows_key(windows))
+        path, model=model.name, hook=model.hook_template if model.units is None else
+        ",".join(model.units.layer(layer).hook_in for layer in layers), vocab=model.vocab, windows=windows,
+        top_window=stacked(lambda s: s.windows), top_position=stacked(lambda s: s.traces.argmax(axis=2)),
+        top_value=top_value, max_activation=top_value[:, 0], density=stacked(lambda s: s.density),
+        quantiles={q: stacked(lambda s, q=q: s.quantiles[q]) for q in QUANTILES},
+        mean=stacked(lambda s: s.random_traces.mean(axis=(0, 1))),
+        random_windows=first.random_windows, seed=config.seed, windows_key=windows_key(windows),
+        units=None if model.units is None else model.units.name, layers=layers)
 
 
 def layer_scans_from_file(model: LoadedModel, scan_file: ScanFile, layers: Sequence[int],

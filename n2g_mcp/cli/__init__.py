@@ -8,7 +8,7 @@
     n2g index                     # the stores' search index, made before the server needs it
 
 One sub-command a module: ``build.py`` (build and scan), ``logits.py``, ``evaluate.py``, ``store.py``,
-``index.py``;
+``index.py``, ``dictionary.py``;
 ``ranges.py`` parses the layer and neuron selections. Bad arguments and every
 :class:`store.errors.N2GError` end with one line on stderr and exit status 2, never a traceback.
 Torch is imported only by the commands that run a model, when they run.
@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from n2g_mcp.cli.build import add_build_command, add_scan_command
+from n2g_mcp.cli.dictionary import add_dictionary_command
 from n2g_mcp.cli.evaluate import add_eval_command
 from n2g_mcp.cli.index import add_index_command
 from n2g_mcp.cli.logits import add_logits_command
@@ -41,6 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_logits_command(sub, default_stores_dir())
     add_store_command(sub)
     add_index_command(sub, default_stores_dir())
+    add_dictionary_command(sub, default_stores_dir())
     return parser
 
 

@@ -67,6 +67,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_ray_options(args)
     name = args.name or args.model
     shape = model_shape(args.model)
+    dictionary = _dictionary(args, name)
+    if dictionary is not None:
+        name = dictionary.key  # the stores and scans of its latents: <model>.<dictionary>.jsonl
+        shape = (shape[0], dictionary.width) if shape and dictionary.width else None
     requested = _requested(args, name, shape)
     resolve_corpus(args.corpus)
     store = Path(args.store) if args.store else Path(args.stores_dir) / store_filename(name)
@@ -76,6 +80,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
     if args.ray is not None:
+        if dictionary is not None:
+            raise BadArgument("--dictionary builds run here, not on Ray workers: drop --ray")
         (neurons,) = set(map(_as_key, requested.values()))
         return _build_on_ray(args, list(requested), None if neurons is None else list(neurons), store, config,
                              scan_path)
@@ -121,8 +127,9 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
     from builder.run.runner import BuildSource, run_build
 
     started = time.perf_counter()
-    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=config.dtype)
-    scan_file = _scan_file(scan_path, model.name)
+    model = _with_dictionary(args, load_model(args.model, hook=args.hook, device=args.device, as_name=args.name,
+                                              dtype=config.dtype))
+    scan_file = _scan_file(scan_path, model.key)
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
     graphs = []
@@ -165,8 +172,30 @@ def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int
     return 0
 
 
+def _dictionary(args: argparse.Namespace, model: str):
+    """The ``--dictionary NAME=PATH`` given (a ``store.dictionaries.DictionarySpec``), or None."""
+    from store.dictionaries import parse_dictionary_option
+
+    if not getattr(args, "dictionary", None):
+        return None
+    try:
+        return parse_dictionary_option(args.dictionary, model)
+    except ValueError as exc:
+        raise BadArgument(str(exc)) from None
+
+
+def _with_dictionary(args: argparse.Namespace, model):
+    """The loaded model reading the ``--dictionary``'s latents in place of its neurons (or as it is)."""
+    spec = _dictionary(args, model.name)
+    if spec is None:
+        return model
+    from builder.dictionaries.formats import load_dictionary
+
+    return model.with_units(load_dictionary(spec.location, spec.name, model.name))
+
+
 def _scan_file(path: Path, model: str):
-    """The scan file at ``path`` where it is one of ``model`` (else None: the build scans)."""
+    """The scan file at ``path`` where it is one of ``model`` (a units key; else None: the build scans)."""
     from store.scanfile import ScanFile, ScanFileError
 
     if not path.is_file():
@@ -175,7 +204,7 @@ def _scan_file(path: Path, model: str):
         found = ScanFile(path)
     except ScanFileError as exc:
         raise BadArgument(str(exc)) from None
-    return found if found.model == model else None
+    return found if found.key == model else None
 
 
 def _add_ray_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -276,6 +305,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--scan-file", help="a whole-model scan to take windows and top windows from "
                                        "(default: stores/<model>.scan.npz where it exists; with "
                                        "--corpus, used only where it was made over that corpus)")
+    b.add_argument("--dictionary", metavar="NAME=PATH",
+                   help="build graphs of a dictionary's latents (an SAE or transcoder folder in SAELens, "
+                        "sparsify or Gemma Scope 2 format) instead of neurons; --neurons then counts latents, "
+                        "the store is stores/<model>.<NAME>.jsonl")
     _add_ray_options(b, "build")
     b.add_argument("--unit-neurons", type=int,
                    help="with --ray: neurons of one layer a work unit (256); a killed worker loses "
@@ -295,20 +328,26 @@ def cmd_scan(args: argparse.Namespace) -> int:
     resolve_corpus(args.corpus)
     if args.top_k < 1 or args.window < 2:
         raise BadArgument("--top-k must be at least 1 and --window at least 2")
-    out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(args.name or args.model)
+    dictionary = _dictionary(args, args.name or args.model)
+    key = dictionary.key if dictionary is not None else args.name or args.model
+    out = Path(args.out) if args.out else Path(args.stores_dir) / scan_filename(key)
     config = ScanConfig(window=args.window, top_k=args.top_k, max_tokens=args.max_tokens)
     if args.ray is not None:
+        if dictionary is not None:
+            raise BadArgument("--dictionary scans run here, not on Ray workers: drop --ray")
         return _scan_on_ray(args, out, config)
-    model = load_model(args.model, hook=args.hook, device=args.device, as_name=args.name, dtype=args.dtype)
+    model = _with_dictionary(args, load_model(args.model, hook=args.hook, device=args.device, as_name=args.name,
+                                              dtype=args.dtype))
     windows = make_windows(model, args.corpus, config.window, config.max_tokens)
     started = time.perf_counter()
-    scans = scan(model, windows, list(range(model.n_layers)), config)
+    layers = list(range(model.n_layers)) if model.units is None else sorted(model.units.layers)
+    scans = scan(model, windows, layers, config)
     seconds = time.perf_counter() - started
     export_scan_file(model, windows, scans, out, config)
-    print(f"scanned {windows.size:,} tokens through {model.n_layers} layers in {seconds:.0f} s "
+    print(f"scanned {windows.size:,} tokens through {len(layers)} layers in {seconds:.0f} s "
           f"({windows.size / seconds:,.0f} tokens/s; cached layers are not scanned again)")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): top {config.top_k} windows, max, firing "
-          f"density and quantiles of all {model.n_layers * model.d_mlp:,} neurons")
+          f"density and quantiles of all {len(layers) * model.d_mlp:,} {model.units_name}")
     return 0
 
 
@@ -352,6 +391,9 @@ def add_scan_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
     s.add_argument("--dtype", choices=DTYPES,
                    help=f"numeric type of the model for the scan ({BuildConfig.dtype})")
     s.add_argument("--max-tokens", type=int, help="scan at most this many corpus tokens")
+    s.add_argument("--dictionary", metavar="NAME=PATH",
+                   help="scan a dictionary's latents (its layers) instead of the neurons, into "
+                        "stores/<model>.<NAME>.scan.npz")
     _add_ray_options(s, "scan")
     s.add_argument("--span-windows", type=int,
                    help="with --ray: corpus windows a work unit (2048)")

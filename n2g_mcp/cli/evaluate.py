@@ -177,7 +177,7 @@ def paper_table() -> str:
 
 def read_checked(path: str) -> Store:
     """A store, its lines checked against its model's shape where the header lacks it."""
-    return read_store(path, shape=model_shape(read_header(path).model))
+    return read_store(path, shape=model_shape(read_header(path).key))  # a dictionary's: none (its header says)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -38,8 +38,8 @@ def _to_refs(graphs: list[NeuronGraph], scan_path: Path, model: str) -> tuple[li
     from store.scanfile import ScanFile
 
     scan = ScanFile(scan_path)
-    if scan.model != model:
-        raise BadArgument(f"{scan_path} is a scan of {scan.model}, not {model}")
+    if scan.key != model:
+        raise BadArgument(f"{scan_path} is a scan of {scan.key}, not {model}")
     referrer = Referrer(scan)
     out, kept = [], 0
     for graph in graphs:

@@ -18,6 +18,14 @@ def model_is_a_path() -> str:
             "models its operator configured. Call list_models to see them.")
 
 
+def unknown_units(model: str, units: str, known: list[str]) -> str:
+    """A dictionary this server neither serves nor holds graphs of, for a model: the ones it has."""
+    have = (f"its dictionaries here: {', '.join(repr(k) for k in known)}" if known
+            else "it has no dictionary here (its operator adds one with n2g-mcp --dictionary NAME=PATH)")
+    return (f"units={units!r} is not a dictionary of {model}; {have}. Use units='neurons' (the default) "
+            "for the MLP's neurons; list_models lists every model's dictionaries.")
+
+
 def no_stores(stores_dir: str) -> str:
     """The stores folder holds no store at all (an installed server not pointed at any, say):
     where the server looked, and how its operator points it at stores."""
@@ -217,8 +225,10 @@ NO_TOKENS = "the text has no tokens; pass some words"
 
 # --------------------------------------------------------------------- the scan and the probes
 def no_scan(model: str, filename: str, stores_dir: str, tool: str) -> str:
+    base, at, units = model.partition("@")
+    command = (f"n2g scan --model {base} --dictionary {units}=PATH" if at else f"n2g scan --model {model}")
     return (f"{tool} needs the whole-model scan of {model} ({filename} in {stores_dir}), which is "
-            f"not there; its operator writes it with `n2g scan --model {model}`. Use search_graphs and "
+            f"not there; its operator writes it with `{command}`. Use search_graphs and "
             "get_graph on the stored graphs meanwhile.")
 
 

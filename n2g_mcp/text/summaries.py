@@ -43,6 +43,13 @@ def list_models(out: ListModelsOutput) -> str:
         so_far = " so far (still indexing: call again in a minute for all)" if info.partial else ""
         lines.append(f"- {info.model}{' (default)' if info.default else ''}: {info.graphs} graphs{so_far}, "
                      f"{layers}; {shape}; {build}")
+        for d in info.dictionaries:
+            span = f"layers {', '.join(map(str, d.layers))}" if d.layers else "no graphs yet"
+            lines.append(f"  - units={d.units!r} (a dictionary, {d.d_mlp or '?'} latents a layer): {d.graphs} "
+                         f"graphs, {span}")
+            lines += [f"    L{layer}: FVU {q.get('fvu')}, L0 {q.get('l0')}, dead {q.get('dead')}/{q.get('latents')}, "
+                      f"loss {q.get('loss_clean')} clean -> {q.get('loss_spliced')} spliced ({q.get('recovered')} "
+                      "of the zeroed loss recovered)" for layer, q in (d.quality or {}).items()]
         lines += [f"  Warning: {c}" for c in info.corrupt]
     lines += [f"Unreadable file: {p}" for p in out.problems]
     if not out.problems and not any(info.graphs or info.files for info in out.models):

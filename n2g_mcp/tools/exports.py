@@ -22,7 +22,7 @@ from n2g_mcp import text as wording
 from n2g_mcp.exports import MIME, ExportFormat, export_name, export_path, render, write_export
 from n2g_mcp.limits import EXPORT_WINDOWS, MAX_LIMIT
 from n2g_mcp.output_results import NeuronExport
-from n2g_mcp.params import Count, Layer, ModelName, Neuron
+from n2g_mcp.params import Count, Layer, ModelName, UnitsName, unit_model, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import result
 
@@ -99,7 +99,7 @@ def _arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_neuron(
-    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None,
+    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None, units: UnitsName = None,
     examples: Annotated[Count, Field(ge=1, le=MAX_LIMIT,
                                      description="Top corpus windows to include.")] = EXPORT_WINDOWS,
 ) -> Annotated[CallToolResult, NeuronExport]:
@@ -108,6 +108,7 @@ def export_neuron(
     suppresses (pos_str/pos_values, neg_str/neg_values), its N2G graph as an explanation with its
     held-out scores, firing density and max activation. Written as JSON under the exports folder
     and attached as a resource, to hand to a notebook or another tool."""
+    model = unit_model(model, units)
     out = q.export_neuron(model, layer, neuron, examples)
     body = out.model_dump_json(indent=1)
     name = export_name("export_neuron", out.modelId, {"layer": layer, "neuron": neuron, "examples": examples}, "json")

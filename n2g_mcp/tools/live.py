@@ -16,7 +16,7 @@ from pydantic import Field, Strict
 from n2g_mcp import text as wording
 from n2g_mcp.limits import MAX_COMPARE_TOKENS, MAX_FIRING_ROWS, MAX_TEXT_CHARS, MAX_TEXTS
 from n2g_mcp.outputs import Expectation, GraphSummary, PredictOutput
-from n2g_mcp.params import Flag, Layer, ModelName, Neuron
+from n2g_mcp.params import Flag, Layer, ModelName, UnitsName, unit_model, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
@@ -31,7 +31,7 @@ async def predict_activations(
         f"{MAX_COMPARE_TOKENS} tokens with compare=true); or a list of up to {MAX_TEXTS} texts, "
         f"together within the same limits, each answered on its own in results.")],
     ctx: Context,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     compare: Annotated[Flag, Field(
         description="Also run the real neuron on the text and report how well the graph agrees "
         "(needs the model; slower).")] = False,
@@ -46,6 +46,7 @@ async def predict_activations(
     it fires). compare=true takes at most {max_tokens} tokens; split longer texts. Test a
     hypothesis with texts that should and should not make the neuron fire: pass up to
     {max_texts} of them as a list in one call, saying with expect which the texts test."""
+    model = unit_model(model, units)
     name = q.model(model)
     q.graph(name, layer, neuron)  # fail fast, before any thread or model
     q.check_texts(text)
@@ -59,13 +60,14 @@ async def predict_activations(
 
 
 async def build_graph(
-    q: Queries, layer: Layer, neuron: Neuron, ctx: Context, model: ModelName = None,
+    q: Queries, layer: Layer, neuron: Neuron, ctx: Context, model: ModelName = None, units: UnitsName = None,
     rebuild: Annotated[Flag, Field(description="Build again even if the store has this neuron.")] = False,
 ) -> Annotated[CallToolResult, GraphSummary]:
     """Build a neuron's graph with the live model and add it to the store (returns the stored
     graph if there is one, unless rebuild=true). Slow: seconds to minutes, more the first
     time (the model loads and the corpus is scanned for the layer); reports progress and can be
     cancelled."""
+    model = unit_model(model, units)
     name = q.model(model)
     q.check_range(name, layer, neuron)
 

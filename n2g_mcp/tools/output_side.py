@@ -16,7 +16,7 @@ from pydantic import Field, Strict
 from n2g_mcp import text as wording
 from n2g_mcp.limits import EFFECT_SCALE, EFFECT_WINDOWS, MAX_EFFECT_WINDOWS, MAX_LIMIT, MAX_STEER_SCALE, SEARCH_PAGE
 from n2g_mcp.output_results import FindByOutputOutput, OutputEffectsOutput
-from n2g_mcp.params import Count, Cursor, Flag, Layer, ModelName, Neuron, Tokens
+from n2g_mcp.params import Count, Cursor, Flag, Layer, ModelName, UnitsName, unit_model, Neuron, Tokens
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
@@ -29,7 +29,7 @@ def find_by_output(
         "(one token may be given as a string). Case- and space-insensitive unless exact=true.")] = [],  # noqa: B006
     suppresses: Annotated[Tokens, Field(
         max_length=20, description="Tokens it must suppress, all of them.")] = [],  # noqa: B006 - pydantic copies
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     layer: Annotated[Count | None, Field(ge=0, description="Only neurons of this layer.")] = None,
     exact: Annotated[Flag, Field(description="Match token spellings exactly (case and spaces).")] = False,
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Results per page.")] = SEARCH_PAGE,
@@ -40,6 +40,7 @@ def find_by_output(
     unembedding (direct path; no model run), for every neuron of the model, graph or not. Ranked by
     the logit change at the neuron's strongest corpus activation. Each hit lists its other promoted
     tokens and, where a graph is stored, what makes it fire. Pages with cursor."""
+    model = unit_model(model, units)
     out = q.find_by_output(promotes, suppresses, model=model, layer=layer, exact=exact, limit=limit, cursor=cursor)
     return result(wording.find_by_output(out), out)
 
@@ -52,7 +53,7 @@ async def output_effects(
     scale: Annotated[float, Strict(), Field(
         ge=-MAX_STEER_SCALE, le=MAX_STEER_SCALE,
         description="The raised edit sets the neuron to scale x its corpus max.")] = EFFECT_SCALE,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
 ) -> Annotated[CallToolResult, OutputEffectsOutput]:
     """Measure what a neuron writes: on its own top corpus windows ({default} by default, at most
     {most}), the model's next-token distribution at the token where it fires, intact, with the
@@ -61,6 +62,7 @@ async def output_effects(
     change matches the direct path's prediction from the weights (direct_correlation near 1: the
     promoted/suppressed tokens of get_graph describe it; near 0: it acts through later layers).
     Runs the model; deterministic."""
+    model = unit_model(model, units)
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> OutputEffectsOutput:

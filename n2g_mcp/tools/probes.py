@@ -35,7 +35,7 @@ from n2g_mcp.limits import (
     STEER_SCALE,
 )
 from n2g_mcp.outputs import AblationOutput, FindNeuronsOutput, HypothesisOutput, InductionOutput, SteerOutput
-from n2g_mcp.params import Count, Flag, Layer, Layers, ModelName, Neuron, Neurons
+from n2g_mcp.params import Count, Flag, Layer, Layers, ModelName, UnitsName, unit_model, Neuron, Neurons
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
@@ -54,13 +54,14 @@ async def find_neurons(
     position: Annotated[Count | None, Field(
         description="Index of the token instead of token=; -1 is the last.")] = None,
     layers: Layers = None,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = FOUND_NEURONS,
 ) -> Annotated[CallToolResult, FindNeuronsOutput]:
     """Which neurons fire at a token of any text: one forward pass through all requested
     layers, neurons ranked by activation / their corpus max (1.0 = as strongly as anywhere in
     the corpus). Each hit says whether a graph is stored, with its activating tokens and F1.
     Text of at most {max_tokens} tokens."""
+    model = unit_model(model, units)
     name = q.model(model)
     q.check_text(text, "find_neurons")
     if token is not None and position is not None:
@@ -78,7 +79,7 @@ async def find_induction_neurons(
     q: Queries,
     ctx: Context,
     layers: Layers = None,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Neurons to return.")] = INDUCTION_NEURONS,
     sequences: Annotated[Count, Field(ge=1, le=64, description="Random sequences per seed.")] = PROBE_SEQUENCES,
     length: Annotated[Count, Field(ge=4, le=128, description="Tokens per sequence (before its copy).")] = PROBE_LENGTH,
@@ -98,6 +99,7 @@ async def find_induction_neurons(
     deterministic for a seed list; cancellable; the first progress message says how long it
     should take. Follow up with ablate_neurons (each=true) for causal evidence, steer_neurons,
     and top_activations to read them."""
+    model = unit_model(model, units)
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> InductionOutput:
@@ -127,7 +129,7 @@ async def ablate_neurons(
                                 "one more run of the text each).")] = False,
     seed: Annotated[Count, Field(ge=0, le=MAX_SEED, description="Without text: the probe's seed (0 = the "
                                  "sequences find_induction_neurons ran first; another for fresh ones).")] = PROBE_SEEDS[0],
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
 ) -> Annotated[CallToolResult, AblationOutput]:
     """A causal check: the model's next-token loss with the neurons ablated versus intact
     (at most {max_neurons} neurons), and, with control=true, the same for {controls} random draws
@@ -140,6 +142,7 @@ async def ablate_neurons(
     here. Also lists the tokens whose prediction changed most. A text is measured up to
     {max_tokens} tokens. The first progress message says how long the call should take;
     cancellable."""
+    model = unit_model(model, units)
     name = q.model(model)
     first = q.ablate_estimate(name, neurons, text, control, controls, each)
 
@@ -163,7 +166,7 @@ async def steer_neurons(
         "strongest corpus level, 0 silences it, larger or negative pushes beyond.")] = STEER_SCALE,
     max_new_tokens: Annotated[Count, Field(ge=1, le=MAX_NEW_TOKENS, description="Tokens to generate "
                                            "for each continuation.")] = NEW_TOKENS,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
 ) -> Annotated[CallToolResult, SteerOutput]:
     """What does the model write with these neurons on? Greedy generation from the prompt,
     clean and with the listed neurons (at most {max_neurons}) clamped to scale x their corpus
@@ -171,6 +174,7 @@ async def steer_neurons(
     steered_text, with the positions whose next-token prediction changed most (KL, read on
     the clean text). Prompt at most {max_prompt} tokens, at most {max_new} new tokens; stops
     at an end-of-text token. Deterministic; reports progress and can be cancelled."""
+    model = unit_model(model, units)
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> SteerOutput:
@@ -190,7 +194,7 @@ async def test_hypothesis(
         "kind='tokens': tokens separated by '|', e.g. ' import| from' (case/space-insensitive).")],
     ctx: Context,
     kind: Annotated[PatternKind, Field(description="How to read pattern.")] = "regex",
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
 ) -> Annotated[CallToolResult, HypothesisOutput]:
     """Check an explanation at corpus scale: the claim "the neuron fires on the tokens the
     pattern matches", scored with the real activations (precision, recall, F1 on firing
@@ -198,6 +202,7 @@ async def test_hypothesis(
     where the pattern matches; lists the worst false positives and false negatives as marked
     windows. Patterns up to {max_chars} characters; a regex that takes more than {regex_cpu:g} s of
     CPU time over the corpus is refused. Cancellable."""
+    model = unit_model(model, units)
     name = q.model(model)
 
     def work(progress: Any, cancel: threading.Event) -> HypothesisOutput:

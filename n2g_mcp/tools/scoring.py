@@ -15,7 +15,7 @@ from pydantic import Field, Strict
 
 from n2g_mcp import text as wording
 from n2g_mcp.limits import MAX_SEED
-from n2g_mcp.params import Count, Layer, ModelName, Neuron
+from n2g_mcp.params import Count, Layer, ModelName, UnitsName, unit_model, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.scoring_outputs import ScoreExplanationOutput
 from n2g_mcp.scoring_queries import SCALE
@@ -32,7 +32,7 @@ WindowPrediction = (Annotated[list[Value], Field(max_length=SHOWN)]
 @describe(top=TOP, per_interval=PER_INTERVAL, random=RANDOM, out_of_context=OUT_OF_CONTEXT, shown=SHOWN)
 async def score_explanation(
     q: Queries, layer: Layer, neuron: Neuron, ctx: Context,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     seed: Annotated[Count, Field(ge=0, le=MAX_SEED, description="Draws the set: the same seed, the same "
                                  "windows; another seed, fresh ones.")] = 0,
     predictions: Annotated[list[WindowPrediction] | None, Field(
@@ -57,6 +57,7 @@ async def score_explanation(
     (OpenAI's score) and per kind of window, the windows you predicted worst, and the stored
     graph's score on the same tokens, so you see whether your words beat the graph. Needs the
     model's scan file and the live model."""
+    model = unit_model(model, units)
     name = q.model(model)
     q.check_range(name, layer, neuron)
     q.need_scan(name, "score_explanation")  # fail fast, before any thread or model

@@ -24,7 +24,7 @@ from n2g_mcp.outputs import (
     SimilarOutput,
     TopActivationsOutput,
 )
-from n2g_mcp.params import Count, Cursor, Flag, Layer, Layers, ModelName, Neuron, Tokens
+from n2g_mcp.params import Count, Cursor, Flag, Layer, Layers, ModelName, Neuron, Tokens, UnitsName, unit_model
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
@@ -48,7 +48,7 @@ def search_graphs(
     context: Annotated[Tokens, Field(
         max_length=20, description="Tokens that must appear in the neuron's context (earlier tokens "
         "that make it fire), all of them.")] = [],  # noqa: B006 - pydantic copies defaults
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     words: Annotated[Tokens, Field(
         max_length=20, description="Words the graph must name, each as an activating or a context "
         "token, either role (case- and space-insensitive, whole tokens): the tokens its description "
@@ -74,6 +74,7 @@ def search_graphs(
     strongest: `explained`), then best F1; each hit lists the matched tokens first. Otherwise
     best F1 first; with no tokens, lists graphs (filtered by layer, min_f1, repeated). Pages
     with cursor. Tokens usually carry their leading space (' the')."""
+    model = unit_model(model, units)
     out = q.search(activating, context, model=model, words=words, exact=exact, layer=layer, min_f1=min_f1,
                    repeated=repeated, limit=limit, cursor=cursor, min_ordinary_f1=min_ordinary_f1)
     return result(wording.search(out, activating=activating, context=context, repeated=repeated,
@@ -81,16 +82,17 @@ def search_graphs(
 
 
 def get_graph(q: Queries, layer: Layer, neuron: Neuron,
-              model: ModelName = None) -> Annotated[CallToolResult, GraphDescription]:
+              model: ModelName = None, units: UnitsName = None) -> Annotated[CallToolResult, GraphDescription]:
     """Describe one neuron's stored graph: activating tokens with activations, context tokens
     with importances, fidelity (and the paper's baselines), and pruned examples showing the
     least context that fires it."""
+    model = unit_model(model, units)
     out = q.get_graph(model, layer, neuron)
     return result(wording.get_graph(out), out)
 
 
 def top_activations(
-    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None,
+    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None, units: UnitsName = None,
     limit: Annotated[Count, Field(ge=1, le=MAX_LIMIT, description="Examples per page.")] = EXAMPLES_PAGE,
     cursor: Cursor = None,
 ) -> Annotated[CallToolResult, TopActivationsOutput]:
@@ -98,6 +100,7 @@ def top_activations(
     marked [[like this]]: for any neuron of any layer from the model's whole-corpus scan, with
     its firing density and activation quantiles (source 'scan'); where no scan is served, from
     its stored graph, marking whether each window built the graph (train) or scored it (test)."""
+    model = unit_model(model, units)
     out = q.top_activations(model, layer, neuron, limit, cursor)
     return result(wording.top_activations(out), out)
 
@@ -110,7 +113,7 @@ async def find_similar_neurons(
                                          "limits the pair listing to this layer.")] = None,
     neuron: Annotated[Count | None, Field(ge=0, description="Target neuron; omit to list the most "
                                           "similar pairs in the store.")] = None,
-    model: ModelName = None,
+    model: ModelName = None, units: UnitsName = None,
     threshold: Annotated[Annotated[float, Strict()], Field(
         ge=0, le=1, description="Least overlap of both the activating and the context token sets "
         f"(the paper uses {PAPER_THRESHOLD}).")] = PAPER_THRESHOLD,
@@ -137,6 +140,7 @@ async def find_similar_neurons(
     store or in one layer, from the search index: a pair listing at a low threshold examines at
     most {max_visits} candidate pairs, and where that is not enough answers partial, saying how
     to narrow it (a layer, a higher threshold)."""
+    model = unit_model(model, units)
 
     def work(progress: Any, cancel: threading.Event) -> SimilarOutput:
         return q.similar(model, layer, neuron, threshold=threshold, mode=mode, limit=limit, by=by, layers=layers,
@@ -166,7 +170,7 @@ def _drawing(q: Queries, out: RenderOutput, fmt: Literal["png", "svg"]) -> tuple
 
 
 def render_graph_dot(
-    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None,
+    q: Queries, layer: Layer, neuron: Neuron, model: ModelName = None, units: UnitsName = None,
     max_nodes: Annotated[Count, Field(ge=1, le=MAX_NODES, description="Most nodes to draw; the "
                                       "strongest paths are kept.")] = NODES_DRAWN,
     image: Annotated[Literal["none", "png", "svg"], Field(
@@ -181,6 +185,7 @@ def render_graph_dot(
     '… n' on an edge means n tokens that do not matter, tokens that fire in any context sit in
     one table, and the title carries a legend. Render the text with `dot -Tsvg`, or pass
     image='png' to get a picture."""
+    model = unit_model(model, units)
     out = q.render(model, layer, neuron, max_nodes)
     blocks, note = _drawing(q, out, image) if image != "none" else ([], None)
     summary = wording.render(out, max_dot_chars=MAX_DOT_CHARS, max_nodes_allowed=MAX_NODES, image_note=note)

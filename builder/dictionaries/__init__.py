@@ -1,0 +1,1 @@
+"""Sparse dictionaries (SAEs and transcoders) as unit sources beside a model's MLP neurons."""
