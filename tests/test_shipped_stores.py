@@ -51,7 +51,7 @@ def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path
     assert sorted(per_layer) == scan.meta.get("layers", list(range(header.n_layers)))
     assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
     assert len(neurons) == len(graphs), "a neuron is stored twice"
-    if header.model == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
+    if header.key == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
         assert len(neurons) == header.n_layers * header.shape[1], per_layer
     # The server over the store's first graph of each layer and the scan file it refers into.
     (tmp_path / path.name).write_bytes(gzip.compress(head + b"".join(firsts.values())))
