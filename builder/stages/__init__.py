@@ -21,4 +21,6 @@ default (``benchmarks/heldout.py``):
 - ``corpus_calibration``: each path's END from its matches over a sample of the build split,
   token and bigram paths chosen by the variance they explain, a default value.
 - ``intervals``: pivots drawn from every activation interval, beside the top windows.
+- ``ordinary``: the two in the build (``n2g build --ordinary``: one pass a layer, each graph
+  calibrated and scored on held-out text) and stored graphs scored there (``n2g eval --heldout``).
 """
