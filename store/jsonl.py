@@ -29,11 +29,9 @@ is not JSON (a write cut off mid-line).
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import logging
 import os
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,10 +42,11 @@ from typing import IO, Literal
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
-from store.errors import Busy, StoreError, StoreFormatError, StoreMismatch
+from store.errors import StoreError, StoreFormatError, StoreMismatch
 from store.examples import ScanRef, has_refs
 from store.graph import NeuronGraph
 from store.lines import LineError, Shape, check_line, iter_lines
+from store.locking import check_not_locked, lock
 from store.names import NEURONS, split_units_key, units_key
 
 log = logging.getLogger(__name__)
@@ -319,40 +318,6 @@ def scan_for(store_path: str | os.PathLike[str], scan_path: str | os.PathLike[st
     return ref if header.scan == ref else None
 
 
-def _locked_message(path: Path) -> str:
-    return (f"{path} is being written by another process (an `n2g build`, or a build through "
-            "n2g-mcp); wait for it to finish, or write to another store file")
-
-
-def _lock(fd: int, path: Path, wait: float) -> None:
-    """Take an exclusive advisory lock on ``fd``, waiting up to ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise Busy(_locked_message(path)) from None
-            time.sleep(0.2)
-
-
-def check_not_locked(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`Busy` if a writer holds ``path`` now.
-
-    A quick check before slow work (loading a model); the writer still takes the lock for real.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        _lock(fd, path, 0.0)
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def _is_json_object(line: bytes) -> bool:
     try:
         return isinstance(orjson.loads(line.removeprefix(BOM)), dict)
@@ -397,7 +362,7 @@ class StoreWriter:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._close = weakref.finalize(self, os.close, self._fd)
         try:
-            _lock(self._fd, self.path, wait)
+            lock(self._fd, self.path, wait)
             if os.fstat(self._fd).st_size == 0:
                 self._write(_header_line(model, shape, scan))
                 self.shape, self.scan = shape, scan

@@ -11,10 +11,9 @@ for that token, walk backwards through the preceding tokens along every child th
 exactly or is an IGNORE node, and return the largest end activation met on the way (0 when no
 path matches). The paper collects all matching paths (``rule="all"``); the reference code takes
 one greedy walk, the exact child else the IGNORE child, with no backtracking (``rule="greedy"``).
-Graphs calibrated on ordinary text (issue 28) hold graded ENDs, the neuron's mean activation over
-a path's matches, so a longer path can say "lower here": their rule is ``"specific"``, the END
-of the matching path with the most literal or REPEAT nodes (ties: the largest END), and where no
-path matches they predict a ``default`` (the neuron's mean over ordinary text), not 0.
+Graphs calibrated on ordinary text (issue 28) hold graded ENDs (the neuron's mean over a path's
+matches), so their rule is ``"specific"``: the END of the matching path with the most literal or
+REPEAT nodes (ties: the largest), and a ``default`` where none matches (their mean), not 0.
 
 A third node kind, ``REPEAT``, says "this continues an earlier occurrence in the same text". A
 REPEAT node at depth ``k`` of a path (0 for the activating position) matches position ``i - k``
@@ -289,59 +288,42 @@ class NeuronTrie(Mapping[Path, float]):
     def _best(ends: Sequence[tuple[Node, int]], rule: MatchRule) -> Node | None:
         """Of the matched ends (node, specificity), the one that predicts: the largest END, or
         under ``"specific"`` the most specific path's (ties: the largest END)."""
-        if not ends:
-            return None
-        if rule == "specific":
-            return max(ends, key=lambda nw: (nw[1], nw[0].end))[0]
-        return max(ends, key=lambda nw: nw[0].end)[0]
+        key = (lambda nw: (nw[1], nw[0].end)) if rule == "specific" else (lambda nw: nw[0].end)
+        return max(ends, key=key, default=(None, 0))[0]
 
     def predict(self, tokens: Sequence[str], rule: MatchRule = "all", default: float = 0.0) -> list[float]:
         """Predicted normalised activation for every token of a text.
 
         Args:
             tokens: the text's tokens, as strings, in order.
-            rule: ``"all"`` follows every matching path (the paper); ``"greedy"`` follows the
-                exact child else the IGNORE child, never both (the reference code), with a
-                matching REPEAT child preferred to IGNORE; ``"specific"`` follows every path and
-                takes the most specific one's END (graphs with graded ENDs).
+            rule: ``"all"`` follows every matching path (the paper); ``"greedy"`` the exact child
+                else a matching REPEAT child else the IGNORE child, never two (the reference code);
+                ``"specific"`` every path, the most specific one's END (graphs with graded ENDs).
             default: what a token that no path matches gets.
 
         Returns:
-            One value per token: the largest end activation of a path that matches the token and
-            the tokens before it (the most specific path's under ``"specific"``), or ``default``.
+            One value per token: the END of the rule's path among those matching it, or ``default``.
 
         >>> graded = NeuronTrie()
         >>> graded.insert((" import",), 0.4); graded.insert((" import", " from"), 0.1, (0.5,))
         >>> graded.predict([" from", " import", " a", " import"], rule="specific", default=0.05)
         [0.05, 0.1, 0.05, 0.4]
         """
-        keys = [self._key(t) for t in tokens]
-        lengths = self._lengths(keys)
-        out = []
-        for i in range(len(keys)):
-            best = self._best([nw for nw in self._matching(keys, lengths, i, rule) if nw[0].end is not None], rule)
-            out.append(default if best is None else best.end)
-        return out
+        return [default if (best := self._best(ends, rule)) is None else best.end for ends in self._ends(tokens, rule)]
 
     def explain(self, tokens: Sequence[str], rule: MatchRule = "all",
                 default: float = 0.0) -> list[tuple[float, Path | None]]:
-        """For every token of a text, its prediction and the path that gave it: the matched path
-        (activating token first, then its context going backwards, as :meth:`insert` takes it)
-        whose end predicts (:meth:`predict`'s rule; of equal ends the longer); ``(default,
-        None)`` where no path matches.
-
-        The predictions are :meth:`predict`'s; the path says why a token is predicted to fire.
+        """For every token of a text, its prediction and the path that gave it (why it fires), as
+        :meth:`insert` takes paths: :meth:`predict`'s path (of equal ends the longer), else
+        ``(default, None)``.
 
         >>> trie = NeuronTrie()
         >>> trie.insert((" except", IGNORE, " everyone"), 0.9, (0.0, 0.95)); trie.insert((" except",), 0.2)
         >>> trie.explain([" everyone", " else", " except", " except"])
         [(0.0, None), (0.0, None), (0.9, (' except', None, ' everyone')), (0.2, (' except',))]
         """
-        keys = [self._key(t) for t in tokens]
-        lengths = self._lengths(keys)
         out: list[tuple[float, Path | None]] = []
-        for i in range(len(keys)):
-            ends = [nw for nw in self._matching(keys, lengths, i, rule) if nw[0].end is not None]
+        for ends in self._ends(tokens, rule):
             if rule == "specific":
                 best = self._best(ends, rule)
             else:  # of equal ends, the longer path says more
@@ -386,9 +368,13 @@ class NeuronTrie(Mapping[Path, float]):
         >>> [[n.end for n in ends] for ends in trie.matches([" a", " b", " b"])]
         [[], [0.2, 0.9], [0.2]]
         """
+        return [[n for n, _ in ends] for ends in self._ends(tokens, rule)]
+
+    def _ends(self, tokens: Sequence[str], rule: MatchRule) -> list[list[tuple[Node, int]]]:
+        """For every token of a text, the path ends matching it, each with its specificity."""
         keys = [self._key(t) for t in tokens]
         lengths = self._lengths(keys)
-        return [[n for n, _ in self._matching(keys, lengths, i, rule) if n.end is not None]
+        return [[nw for nw in self._matching(keys, lengths, i, rule) if nw[0].end is not None]
                 for i in range(len(keys))]
 
     # ----------------------------------------------------------------- copies and rows

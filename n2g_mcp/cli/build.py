@@ -23,7 +23,7 @@ from pathlib import Path
 from n2g_mcp.cli.ranges import parse_range, sample
 from store.catalog import store_filename
 from store.errors import BadArgument
-from store.jsonl import check_not_locked
+from store.locking import check_not_locked
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
 from store.names import check_range, parse_neuron_id
 from store.scanfile import scan_filename
