@@ -173,3 +173,10 @@ def test_n2g_eval_heldout_skips_layers_scored_already(ordinary, tmp_path, monkey
     score_heldout(str(path), read_store(path), 6, model=model, corpus=corpus)
     monkeypatch.setattr(stage, "layer_activations", lambda *a, **k: pytest.fail("layer 0 is scored already"))
     assert score_heldout(str(path), read_store(path), 6, model=model, corpus=corpus).get(0, TOKEN).fidelity.heldout
+
+
+def test_each_graph_records_its_share_of_the_ordinary_text_pass(ordinary) -> None:
+    _, store, _ = ordinary
+    windows = ORDINARY.ordinary.windows  # the sample (fewer where the corpus has fewer) and held-out windows
+    shares = {store.get(0, n).build["per_neuron"]["ordinary_tokens_forwarded"] for n in (EXCEPT, TOKEN, HALF)}
+    assert len(shares) == 1 and 0 < shares.pop() <= (windows + 100) * (ORDINARY.scan.window + 1)

@@ -14,6 +14,7 @@ scans and the store come from the runner (``builder.run.runner``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -199,7 +200,9 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
         max_activation=max_act, trie=trie, matching=matching, examples=sorted(examples, key=lambda e: -e.activation),
         pruned=pruned,
         build={"config": config.to_dict(), "snippets": len(snippets),
-               "augmented": sum(s.parent >= 0 for s in snippets), "per_neuron": measured.cost},
+               "augmented": sum(s.parent >= 0 for s in snippets),
+               "per_neuron": measured.cost if ordinary is None else
+               {**measured.cost, "ordinary_tokens_forwarded": ordinary.tokens_per_neuron}},
     )
     # A graph that predicts no firing on the very windows it was built from explains nothing:
     # say so in the record rather than let its zeros pass for a finding.
@@ -286,8 +289,8 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
             split = CorpusSplit(np.zeros(len(windows), dtype=bool), windows[:0])
         ordinary = ordinary_text(model, layer, windows, split, layer_scan.random_windows, config.ordinary,
                                  config.seed, config.fit.normalized)
-        log.info("layer %d: ordinary text, %d tokens forwarded for %d neurons", layer,
-                 model.tokens_forwarded - forwarded, len(neurons))
+        ordinary = dataclasses.replace(ordinary, tokens_per_neuron=(model.tokens_forwarded - forwarded)
+                                       // max(1, len(neurons)))
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
     for start in range(0, len(neurons), config.neuron_batch):
         if cancel is not None and cancel.is_set():

@@ -74,6 +74,8 @@ class OrdinaryText:
     heldout: Sample | None
     heldout_acts: np.ndarray | None
     """``(H, P, d_mlp)`` float16, or None when no fidelity is asked for."""
+    tokens_per_neuron: int = 0
+    """Tokens the pass forwarded, shared among the neurons it serves (the build sets it)."""
 
 
 def sample_windows(n_windows: int, heldout: np.ndarray, exclude: np.ndarray, config: OrdinaryConfig,
