@@ -91,6 +91,12 @@ def sample_windows(n_windows: int, heldout: np.ndarray, exclude: np.ndarray, con
     return np.sort(pick)
 
 
+def _sample(classes: TokenClasses, tokens: np.ndarray) -> Sample:
+    """Token windows ``(W, P)`` as a calibration sample: their classes and repeat runs."""
+    codes = classes.of_id[tokens]
+    return Sample.of(codes, classes, repeat_runs(codes, REPEAT_CAP))
+
+
 def ordinary_text(model: LoadedModel, layer: int, windows: np.ndarray, split: CorpusSplit, exclude: np.ndarray,
                   config: OrdinaryConfig, seed: int, normalized: bool = False) -> OrdinaryText:
     """The sample of the build's ``windows`` (and the held-out windows when ``config.heldout``)
@@ -100,20 +106,17 @@ def ordinary_text(model: LoadedModel, layer: int, windows: np.ndarray, split: Co
     held = split.heldout_windows if config.heldout else split.heldout_windows[:0]
     acts = layer_activations(model, np.concatenate([windows[ids], held]), [layer])[layer]  # (rows, P, d_mlp)
 
-    def sample(rows: np.ndarray) -> Sample:
-        codes = classes.of_id[rows]
-        return Sample.of(codes, classes, repeat_runs(codes, REPEAT_CAP))
-
-    return OrdinaryText(classes, ids, sample(windows[ids]), acts[:len(ids)],
-                        sample(held) if len(held) else None, acts[len(ids):] if len(held) else None)
+    return OrdinaryText(classes, ids, _sample(classes, windows[ids]), acts[:len(ids)],
+                        _sample(classes, held) if len(held) else None, acts[len(ids):] if len(held) else None)
 
 
 def calibrated(trie: NeuronTrie, neuron: int, max_act: float, test_windows: np.ndarray, text: OrdinaryText,
                config: OrdinaryConfig) -> tuple[NeuronTrie, float]:
     """The neuron's trie calibrated on the sample, less its test windows, and its default."""
     keep = ~np.isin(text.sample_windows, test_windows)
-    sample = Sample.of(text.sample.codes[keep], text.classes,
-                       None if text.sample.runs is None else text.sample.runs[keep])
+    # The class strings are the sample's (``Sample.of`` would spell every class again, per neuron).
+    sample = Sample(text.sample.codes[keep], text.classes,
+                    None if text.sample.runs is None else text.sample.runs[keep], text.sample.strings)
     acts = text.sample_acts[keep, :, neuron].astype(np.float64) / max_act
     settings = calibration_config(config)
     return calibrate(trie, sample, acts, settings), default_value(acts, settings)
@@ -165,11 +168,7 @@ def score_stored(model: LoadedModel, graphs: Sequence[NeuronGraph], windows: np.
         for folded in sorted({g.matching.normalized for g in live if g.layer in chunk}):
             classes = TokenClasses.of(model.vocab, folded)
 
-            def sample(tokens: np.ndarray) -> Sample:
-                codes = classes.of_id[tokens]
-                return Sample.of(codes, classes, repeat_runs(codes, REPEAT_CAP))
-
-            base, held = sample(windows[ids]), sample(split.heldout_windows)
+            base, held = _sample(classes, windows[ids]), _sample(classes, split.heldout_windows)
             for layer in chunk:
                 column = {int(n): i for i, n in enumerate(wanted[layer])}
                 text = OrdinaryText(classes, ids, base, acts[layer][:len(ids)], held, acts[layer][len(ids):])
