@@ -56,6 +56,12 @@ class Variant:
     embedding: bool = False
     """The default where no path matches is a ridge map from the token's embedding (fitted on
     the sample's token means), not one value."""
+    clusters: int = 0
+    """The default where no path matches is the neuron's mean over the token's class among this
+    many k-means clusters of the token embeddings (the paper's "abstract token classes"); 0: none."""
+    floor_default: bool = False
+    """The default is the floor's own lookup (every token's sample mean): an upper bound that no
+    compact graph stores, showing what the paths add over the floor."""
 
 
 BASE = CalibrationConfig()
@@ -131,6 +137,42 @@ VARIANTS: dict[str, Variant] = {
         "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
                          token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
         rule="specific", note="proposed_p0_500_200 + the paths of pivots from 6 activation intervals (2 each)"),
+    "proposed_p0_500_200_tmin1": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, token_min=1,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", note="proposed_p0_500_200, token paths from tokens seen once"),
+    "proposed_clusters256_500_200": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", clusters=256,
+        note="proposed_p0_500_200, the default the neuron's mean over the token's embedding cluster (256)"),
+    "proposed_clusters1024_500_200": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", clusters=1024, note="... 1,024 clusters"),
+    "proposed_clusters1024_200_100": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
+                         token_budget=200, bigram_paths=True, bigram_delta=0.05, bigram_budget=100),
+        rule="specific", clusters=1024, note="... 1,024 clusters, 200 token and 100 bigram paths"),
+    **{f"proposed_p0_500_200_share{int(x * 100)}": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, share=x,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", note=f"proposed_p0_500_200, the fewest paths explaining {x:.0%} of the candidates' variance")
+       for x in (0.8, 0.9, 0.95)},
+    **{f"proposed_clusters1024_500_200_share{int(x * 100)}": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, share=x,
+                         token_budget=500, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", clusters=1024, note=f"proposed_clusters1024_500_200, {x:.0%} of the variance")
+       for x in (0.8, 0.9)},
+    **{f"proposed_p0_{t}_{b}": Variant(
+        "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
+                         token_budget=t, bigram_paths=True, bigram_delta=0.05, bigram_budget=b),
+        rule="specific", note=f"proposed_p0 with {t} token and {b} bigram paths")
+       for t, b in ((300, 100), (200, 50), (300, 200))},
+    "floor_plus_paths": Variant(
+        "graph", replace(BASE, default=True, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
+        rule="specific", floor_default=True,
+        note="upper bound: the floor's whole lookup as the default, the recalibrated paths and 200 bigrams"),
     "recal_intervals": Variant("graph", BASE, note="recal + the interval pivots' paths"),
     "proposed_p0_500_200_min5": Variant(
         "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0, min_matches=5,
@@ -170,16 +212,7 @@ _EMBED: dict = {}
 def embedding_baseline(cal: Sample, acts: np.ndarray, ridge: float = 10.0) -> np.ndarray:
     """``(classes,)`` a linear map from each token class's embedding (the model's W_E, the first
     id of the class) to the neuron's mean on it, fitted on the sample weighted by counts."""
-    from safetensors.numpy import load_file
-
-    from store.models import cache_dir
-    if "E" not in _EMBED:
-        weights = load_file(cache_dir() / "models" / "smollm2-135m" / "model.safetensors")
-        E = next(v for k, v in weights.items() if "embed_tokens" in k).astype(np.float64)
-        first = np.zeros(len(cal.classes), dtype=np.int64)
-        first[cal.classes.of_id[::-1]] = np.arange(len(cal.classes.of_id))[::-1]
-        _EMBED["E"] = E[first]  # (classes, d)
-    E = _EMBED["E"]
+    E = _embeddings(cal.classes)
     key = (cal.codes.shape, int(cal.codes.sum()))  # the Gram matrix depends on the windows only
     counts, means = token_means(cal, acts)
     seen = np.flatnonzero(counts)
@@ -189,6 +222,51 @@ def embedding_baseline(cal: Sample, acts: np.ndarray, ridge: float = 10.0) -> np
     mean = float(acts.mean())
     coef = _EMBED[key] @ (E[seen].T @ (counts[seen] * (means[seen] - mean)))
     return E @ coef + mean
+
+
+def _embeddings(classes) -> np.ndarray:
+    """``(classes, d)`` the model's W_E row of each token class's first id."""
+    from safetensors.numpy import load_file
+
+    from store.models import cache_dir
+    if "E" not in _EMBED:
+        weights = load_file(cache_dir() / "models" / "smollm2-135m" / "model.safetensors")
+        E = next(v for k, v in weights.items() if "embed_tokens" in k).astype(np.float64)
+        first = np.zeros(len(classes), dtype=np.int64)
+        first[classes.of_id[::-1]] = np.arange(len(classes.of_id))[::-1]
+        _EMBED["E"] = E[first]
+    return _EMBED["E"]
+
+
+def token_clusters(classes, k: int, iterations: int = 25, seed: int = 0) -> np.ndarray:
+    """``(classes,)`` each token class's k-means cluster of the (unit-normalised) embeddings."""
+    key = ("clusters", k)
+    if key not in _EMBED:
+        X = _embeddings(classes).astype(np.float32)
+        X /= np.linalg.norm(X, axis=1, keepdims=True) + 1e-8
+        rng = np.random.default_rng(seed)
+        centres = X[rng.choice(len(X), k, replace=False)]
+        for _ in range(iterations):
+            label = np.argmax(X @ centres.T, axis=1)  # cosine: rows are unit length
+            sums = np.zeros_like(centres)
+            np.add.at(sums, label, X)
+            counts = np.bincount(label, minlength=k)
+            empty = counts == 0
+            centres = np.where(empty[:, None], X[rng.choice(len(X), k)], sums / np.maximum(counts, 1)[:, None])
+            centres /= np.linalg.norm(centres, axis=1, keepdims=True) + 1e-8
+        _EMBED[key] = np.argmax(X @ centres.T, axis=1)
+    return _EMBED[key]
+
+
+def cluster_baseline(cal: Sample, acts: np.ndarray, k: int, prior: float = 10.0) -> np.ndarray:
+    """``(classes,)`` the neuron's mean over each token's cluster in the sample, shrunk toward its
+    overall mean by ``prior`` pseudo-tokens."""
+    label = token_clusters(cal.classes, k)
+    flat = label[cal.codes.reshape(-1)]
+    counts = np.bincount(flat, minlength=k)
+    sums = np.bincount(flat, weights=acts.reshape(-1), minlength=k)
+    mean = float(acts.mean())
+    return ((sums + prior * mean) / (counts + prior))[label]
 
 
 def _vocab() -> list[str]:
@@ -208,6 +286,10 @@ def _predictor(variant: Variant, trie: NeuronTrie, cal: Sample, cal_acts: np.nda
         lookup = max_lookup(*train)
         return (lambda codes, runs: apply_lookup(lookup, codes)), None
     baseline = embedding_baseline(cal, cal_acts) if variant.embedding else None
+    if variant.clusters:
+        baseline = cluster_baseline(cal, cal_acts, variant.clusters)
+    if variant.floor_default:
+        baseline = mean_lookup(cal.codes, cal_acts[:, :, None], len(classes))[:, 0]
     graph = trie if variant.config is None else calibrate(trie, cal, cal_acts, variant.config, baseline)
     compiled = CompiledGraph.of(graph, classes)
     default = 0.0 if variant.config is None else default_value(cal_acts, variant.config)

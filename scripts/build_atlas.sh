@@ -37,6 +37,14 @@ print(','.join(neuron_id(r.layer, r.neuron) for r in probe.scores[:${2:-50}]))")
     echo "the probe's best ${2:-50}: $ids"
     time "$n2g" build --ids "$ids" --rebuild --store "${atlas%.jsonl}.induction.jsonl" --scan-file "$scan"
     "$n2g" store compact --scan-file "$scan" "$shipped" "${atlas%.jsonl}.induction.jsonl" "$shipped"
+elif [[ "${1:-}" == "ordinary" ]]; then
+    # Issue 28: the shipped graphs' fitted paths calibrated on ordinary text and scored on the
+    # held-out documents (the prune, saliency and fit stages are the default's, so only the
+    # calibration runs). Each layer range has its own file, so ranges build side by side:
+    #   scripts/build_atlas.sh ordinary 0-17 & scripts/build_atlas.sh ordinary 18-29
+    range="${2:-0-29}"
+    time "$n2g" build --ordinary --paths-from "$shipped" --layers "$range" --scan-file "$scan" \
+        --store "${atlas%.jsonl}.ordinary.L$range.jsonl"
 elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"

@@ -8,7 +8,8 @@
 #
 # Training keeps its activations and checkpoints under $N2G_CACHE/dictionaries; the build appends
 # to $N2G_ATLAS (default $N2G_CACHE/atlas/smollm2-135m.mlp-3k.jsonl, outside the work tree), and
-# latents already there are skipped, so running it again goes on from there.
+# latents already there are skipped, so running it again goes on from there (on a fresh machine
+# it begins from the shipped graphs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
@@ -31,6 +32,10 @@ for layer in ${layers//,/ }; do
 done
 [[ -f "$folder/quality.json" ]] || $n2g dictionary quality "$folder" --max-tokens 8192
 [[ -f "$scan" ]] || $n2g -v dictionary scan "$folder"
+if [[ ! -e "$atlas" && -f "$shipped" ]]; then
+    # A fresh machine: begin from the committed graphs, so the build goes on from them.
+    gzip -dc "$shipped" > "$atlas.part" && mv "$atlas.part" "$atlas"
+fi
 build() { $n2g build --dictionary "$name=$folder" --layers "$layers" --store "$atlas" --scan-file "$scan" "$@"; }
 if [[ "${1:-}" == "sample" ]]; then
     build --sample "${2:-32}"

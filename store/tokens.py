@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
+ACTIVATING_MIN: Final = 0.1
+"""A token counts as activating where the graph expects at least this share of the neuron's max
+on it (a graph calibrated on ordinary text holds many tokens it expects little of)."""
+
 REPEAT_KEY: Final = "<repeat>"
 """How a repeat node (``store.trie.REPEAT``: "continues an earlier occurrence in the same text")
 is named in a graph's activating and context token maps, and so in searches and similarity. It

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from store.tokens import REPEAT_KEY, normalize, repeat_lengths
+from store.tokens import ACTIVATING_MIN, REPEAT_KEY, normalize, repeat_lengths
 
 IGNORE: Final = None
 """The token of an ignore node: some token must stand here, but which one does not matter."""
@@ -230,9 +230,9 @@ class NeuronTrie(Mapping[Path, float]):
 
     # ----------------------------------------------------------------- summaries
     def activating_tokens(self) -> dict[str, float]:
-        """Activating tokens with their largest normalised activation, strongest first (a
-        REPEAT wildcard as ``REPEAT_KEY``)."""
-        tokens = {label(c.token): c.importance for c in self._root.children.values() if c.token}
+        """Activating tokens (``ACTIVATING_MIN`` and up; REPEAT as ``REPEAT_KEY``), strongest first."""
+        tokens = {label(c.token): c.importance for c in self._root.children.values()
+                  if c.token and c.importance >= ACTIVATING_MIN}
         return dict(sorted(tokens.items(), key=lambda kv: -kv[1]))
 
     def context_tokens(self) -> dict[str, float]:

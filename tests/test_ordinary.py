@@ -52,6 +52,16 @@ def test_a_context_free_token_keeps_its_level(ordinary) -> None:
     assert store.get(0, TOKEN).graph[(" the",)] == pytest.approx(1.0, abs=0.01)
 
 
+def test_activating_tokens_are_those_the_calibrated_graph_expects_to_fire(ordinary) -> None:
+    # The graph holds context-free paths for many tokens the neuron is a little above or below its
+    # mean on; only " the" (TOKEN's rule) and " except" (in context) reach the activating level.
+    _, store, _ = ordinary
+    token, context = store.get(0, TOKEN), store.get(0, EXCEPT)
+    assert len(token.graph) > 5 and list(token.activating_tokens) == [" the"]
+    assert token.activating_tokens[" the"] == pytest.approx(1.0, abs=0.01)
+    assert " except" in context.activating_tokens and context.activating_tokens[" except"] >= 0.5
+
+
 def test_a_token_that_fires_only_in_context_is_below_firing_alone_and_fires_in_its_context(ordinary) -> None:
     # " except" fires only with " everyone" in the 3 tokens before it. Alone, the graph predicts
     # the token's mean over ordinary text (some of its matches fire): graded, below firing.
@@ -180,3 +190,34 @@ def test_each_graph_records_its_share_of_the_ordinary_text_pass(ordinary) -> Non
     windows = ORDINARY.ordinary.windows  # the sample (fewer where the corpus has fewer) and held-out windows
     shares = {store.get(0, n).build["per_neuron"]["ordinary_tokens_forwarded"] for n in (EXCEPT, TOKEN, HALF)}
     assert len(shares) == 1 and 0 < shares.pop() <= (windows + 100) * (ORDINARY.scan.window + 1)
+
+
+def test_reused_paths_are_calibrated_to_the_graph_a_full_ordinary_build_makes(ordinary, tmp_path,
+                                                                              monkeypatch) -> None:
+    """``n2g build --ordinary --paths-from``: a stored graph's fitted paths, calibrated and scored
+    without pruning, measuring or fitting anything again, are the graph a whole ordinary build
+    over the same windows makes."""
+    from builder.stages import build as stages
+    from n2g_mcp.cli.build import _reusable
+    from store.jsonl import write_store
+
+    model, _, corpus = ordinary
+    whole = dataclasses.replace(ORDINARY, scan=CONFIG.scan)  # the whole corpus's windows, as the plain build's
+    fresh = {g.neuron: g for g in run_build(model, [0], [EXCEPT, HALF], None, whole,
+                                            BuildSource(model, whole, corpus=corpus))}
+    plain = run_build(model, [0], [EXCEPT, HALF], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus))
+    other = plain[1].model_copy(update={"build": {**plain[1].build, "config": {
+        **plain[1].build["config"], "prune": {**plain[1].build["config"]["prune"], "enabled": False}}}})
+    path = tmp_path / "plain.jsonl"
+    write_store(path, model.name, [plain[0], other])
+    reuse = _reusable(path, model.name, whole, {0})
+    assert set(reuse) == {(0, EXCEPT)}  # HALF's paths were made with other stage settings
+
+    monkeypatch.setattr(stages, "fit", lambda *a, **k: pytest.fail("a reused graph is not fitted again"))
+    graph = run_build(model, [0], [EXCEPT], None, whole, BuildSource(model, whole, corpus=corpus), reuse=reuse)[0]
+    expected = fresh[EXCEPT]
+    assert graph.graph.to_rows() == expected.graph.to_rows()
+    assert graph.matching == expected.matching and graph.fidelity == expected.fidelity
+    assert graph.build["paths_from"]["config"] == plain[0].build["config"]
+    with pytest.raises(Exception, match="--ordinary"):
+        run_build(model, [0], [EXCEPT], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus), reuse=reuse)

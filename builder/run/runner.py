@@ -11,6 +11,7 @@ loses at most the batch in flight, and a new run skips what is stored (resume).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from builder.config import BuildConfig
 from builder.corpus import heldout_mask, make_windows
 from builder.models import LoadedModel
 from builder.stages.build import build_layer
-from builder.stages.ordinary import CorpusSplit
+from builder.stages.ordinary import CorpusSplit, OrdinaryText, ordinary_texts
 from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.errors import BadArgument
 from store.examples import Referrer, ScanRef, scan_ref
@@ -35,6 +36,10 @@ from store.progress import Progress
 from store.scanfile import ScanFile
 
 log = logging.getLogger(__name__)
+
+ORDINARY_LAYERS_PER_PASS = 6
+"""Layers whose ordinary-text sample one forward pass serves in a many-layer build (memory: about
+0.6 GB a layer of 1,536 neurons), rather than one pass to each layer."""
 
 
 class _StampingWriter(StoreWriter):
@@ -158,12 +163,25 @@ class BuildSource:
         return out
 
 
+def _ordinary_chunk(model: LoadedModel, chunk: Sequence[tuple[int, Sequence[int]]],
+                    scans: Mapping[int, LayerScan], source: BuildSource, config: BuildConfig) -> dict[int, OrdinaryText]:
+    """The ordinary-text evidence of a few layers from one pass, charged to the neurons built."""
+    layers = [layer for layer, _ in chunk]
+    split = source.split or CorpusSplit(np.zeros(len(source.windows), dtype=bool), source.windows[:0])
+    forwarded = model.tokens_forwarded
+    texts = ordinary_texts(model, layers, source.windows, split, scans[layers[0]].random_windows, config.ordinary,
+                           config.seed, config.fit.normalized)
+    share = (model.tokens_forwarded - forwarded) // max(1, sum(len(neurons) for _, neurons in chunk))
+    return {layer: dataclasses.replace(text, tokens_per_neuron=share) for layer, text in texts.items()}
+
+
 def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
               store_path: Path | None, config: BuildConfig, source: BuildSource | None = None,
               rebuild: bool = False, progress: Progress | None = None,
               cancel: threading.Event | None = None,
               stamp: Mapping[str, Any] | None = None, refer: bool | None = None,
-              as_stored: bool = False) -> list[NeuronGraph]:
+              as_stored: bool = False,
+              reuse: Mapping[tuple[int, int], NeuronGraph] | None = None) -> list[NeuronGraph]:
     """Build the requested neurons of each layer into a store; returns the graphs built.
 
     Args:
@@ -185,6 +203,9 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         as_stored: return the graphs as the store holds them (references, where it names the
             scan) rather than with their text: a distributed worker sends the driver the very
             lines of its shard.
+        reuse: stored graphs by ``(layer, neuron)`` whose fitted paths are kept, only calibrated on
+            ordinary text and scored (``n2g build --ordinary --paths-from STORE``): the stages
+            that read top windows are not run again for them.
 
     Raises:
         store.errors.Busy: if another writer holds the store.
@@ -218,9 +239,14 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         # scan, or without one, gets text: its header cannot change).
         referrer = source.referrer() if writer is not None and writer.scan is not None else None
         built: list[NeuronGraph] = []
-        for layer, todo_neurons in todo.items():
+        texts: dict[int, OrdinaryText] = {}
+        for at, (layer, todo_neurons) in enumerate(todo.items()):
+            if config.ordinary.enabled and layer not in texts:
+                texts = _ordinary_chunk(model, list(todo.items())[at:at + ORDINARY_LAYERS_PER_PASS], scans,
+                                        source, config)
+            kept = {n: g for (at_layer, n), g in (reuse or {}).items() if at_layer == layer}
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
-                                 writer, progress, cancel, referrer, source.split)
+                                 writer, progress, cancel, referrer, source.split, kept, texts.pop(layer, None))
             source.built(layer)
         if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ from builder.stages.calibration import (
 from builder.stages.evaluate import ShortText, Window, evaluate, short_texts
 from builder.stages.examples import neuron_split, top_examples
 from builder.stages.fit import FitSnippet, TrainText, fit
-from builder.stages.ordinary import CorpusSplit, OrdinaryText, calibrated, heldout_fidelity, ordinary_text
+from builder.stages.ordinary import CorpusSplit, OrdinaryText, calibrated, heldout_fidelity, ordinary_texts
 from builder.stages.prune import Snippet, distinct, prune
 from builder.stages.saliency import mask_token_id, saliency
 from builder.stages.scan import LayerScan
@@ -74,6 +74,9 @@ class Measured:
     judges repeat paths."""
     ordinary: OrdinaryText | None = None
     """The layer's ordinary-text evidence, where the build calibrates on it (``BuildConfig.ordinary``)."""
+    reused: Mapping[int, NeuronGraph] = field(default_factory=dict)
+    """Per neuron, a stored graph whose fitted paths it keeps (``n2g build --paths-from``): its
+    examples are not pruned, measured or fitted again, only calibrated and scored."""
 
 
 def check_regime(model: LoadedModel, config: BuildConfig) -> None:
@@ -88,12 +91,15 @@ def check_regime(model: LoadedModel, config: BuildConfig) -> None:
 def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_scan: LayerScan,
                   windows: np.ndarray, config: BuildConfig, helper: Helper | None,
                   probe: TokenProbe | None = None, calibration: Calibration | None = None,
-                  ordinary: OrdinaryText | None = None) -> Measured:
+                  ordinary: OrdinaryText | None = None, reused: Mapping[int, NeuronGraph] | None = None) -> Measured:
     """Prune, measure and augment the examples of some neurons of one layer, sharing forward
     passes between them. ``probe`` is the layer's token probe, if it has one (made once per
     layer by :func:`~builder.stages.calibration.layer_probe`); ``calibration`` the layer's
     calibration windows (made once per layer by :func:`build_layer`; None: made here, and charged
-    to these neurons); ``ordinary`` the layer's ordinary-text evidence (:func:`build_layer`)."""
+    to these neurons); ``ordinary`` the layer's ordinary-text evidence (:func:`build_layer`);
+    ``reused`` the neurons whose fitted paths come from stored graphs (none of them is pruned,
+    measured or fitted here)."""
+    reused = {n: g for n, g in (reused or {}).items() if n in neurons}
     check_regime(model, config)
     started, forwarded = time.perf_counter(), model.tokens_forwarded
     live, dead, top = [], [], []
@@ -103,7 +109,8 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
             dead.append(n)
             continue
         live.append(n)
-        top.extend(top_examples(layer_scan, windows, config, layer, n))
+        if n not in reused:
+            top.extend(top_examples(layer_scan, windows, config, layer, n))
 
     mtok = config.max_batch_tokens
     mask = mask_token_id(model, config.saliency.mask_token)
@@ -117,7 +124,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
         by_neuron[s.neuron].append(s)
     if calibration is None:
         calibration = calibration_windows(model, layer, layer_scan, windows, config)
-    repeats = repeat_probe(model, layer, config) if live else None
+    repeats = repeat_probe(model, layer, config) if set(live) - set(reused) else None  # the fit's only
     elapsed = time.perf_counter() - started
     cost: dict[str, float] = {
         "seconds": round(elapsed / max(1, len(neurons)), 3),
@@ -127,7 +134,7 @@ def measure_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_
     short = short_texts(model, layer, live, layer_scan, windows, config)
     cost["eval_tokens_forwarded"] = (model.tokens_forwarded - forwarded) // max(1, len(neurons))
     return Measured(snippets=by_neuron, dead=dead, calibration=calibration, probe=probe, cost=cost,
-                    short=short, repeats=repeats, ordinary=ordinary)
+                    short=short, repeats=repeats, ordinary=ordinary, reused=reused)
 
 
 def _stored_example(model: LoadedModel, window: np.ndarray, trace: np.ndarray, split_name: str) -> Example:
@@ -183,7 +190,9 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
     paths = [FitSnippet([vocab[t] for t in s.tokens], s.importances,
                         (s.full_activation if config.fit.scale else s.activation) / max_act)
              for s in snippets]
-    trie = fit(paths, config.fit, train_top + negatives, firing, probed, repeat_texts)
+    prior = measured.reused.get(neuron)
+    trie = fit(paths, config.fit, train_top + negatives, firing, probed, repeat_texts) if prior is None \
+        else prior.graph
     ordinary = measured.ordinary
     if ordinary is not None:  # ENDs from ordinary text, the neuron's test windows left out
         trie, default = calibrated(trie, neuron, max_act, layer_scan.windows[test, neuron], ordinary,
@@ -194,13 +203,15 @@ def neuron_graph(model: LoadedModel, layer: int, neuron: int, layer_scan: LayerS
     pruned = [Example(tokens=[vocab[t] for t in s.tokens], pivot=len(s.tokens) - 1,
                       activation=round(s.activation, 4), split="train",
                       importances=[round(float(v), 3) for v in s.importances])
-              for s in snippets if s.parent < 0]
+              for s in snippets if s.parent < 0] if prior is None else list(prior.pruned)
+    origin = {"snippets": len(snippets), "augmented": sum(s.parent >= 0 for s in snippets)} if prior is None else \
+        {"snippets": prior.build.get("snippets"), "augmented": prior.build.get("augmented"),
+         "paths_from": {"config": prior.build.get("config")}}  # how the kept paths were made
     graph = graph_record(
         model=model.name, layer=layer, neuron=neuron, hook=model.hook(layer), units=model.units_name,
         max_activation=max_act, trie=trie, matching=matching, examples=sorted(examples, key=lambda e: -e.activation),
         pruned=pruned,
-        build={"config": config.to_dict(), "snippets": len(snippets),
-               "augmented": sum(s.parent >= 0 for s in snippets),
+        build={"config": config.to_dict(), **origin,
                "per_neuron": measured.cost if ordinary is None else
                {**measured.cost, "ordinary_tokens_forwarded": ordinary.tokens_per_neuron}},
     )
@@ -236,10 +247,12 @@ def build_batch(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
                 windows: np.ndarray, config: BuildConfig, helper: Helper | None,
                 probe: TokenProbe | None = None,
                 calibration: Calibration | None = None,
-                ordinary: OrdinaryText | None = None) -> list[NeuronGraph]:
-    """Build the graphs of some neurons of one layer, sharing forward passes between them."""
+                ordinary: OrdinaryText | None = None,
+                reused: Mapping[int, NeuronGraph] | None = None) -> list[NeuronGraph]:
+    """Build the graphs of some neurons of one layer, sharing forward passes between them
+    (``reused``: see :func:`measure_batch`)."""
     measured = measure_batch(model, layer, neurons, layer_scan, windows, config, helper, probe,
-                             calibration, ordinary)
+                             calibration, ordinary, reused)
     return fit_batch(model, layer, neurons, layer_scan, windows, config, measured)
 
 
@@ -262,33 +275,41 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
                 progress: Progress | None = None,
                 cancel: threading.Event | None = None,
                 referrer: Referrer | None = None,
-                split: CorpusSplit | None = None) -> list[NeuronGraph]:
+                split: CorpusSplit | None = None,
+                reused: Mapping[int, NeuronGraph] | None = None,
+                ordinary: OrdinaryText | None = None) -> list[NeuronGraph]:
     """Build neurons of one layer batch by batch, appending each batch to ``writer``.
 
     ``referrer`` (a scan file serving ``windows``, which the writer's store names) makes the
     stored examples references into it (store format 2); the graphs returned keep their text.
     ``split`` says where the held-out documents are: the ordinary-text stage never calibrates
     on them and scores the graphs on them (None: the build's windows hold none, and no held-out
-    fidelity is stored).
+    fidelity is stored). ``reused``: per neuron, a stored graph whose fitted paths are kept and
+    only calibrated on ordinary text and scored (``n2g build --paths-from``; needs
+    ``config.ordinary.enabled``). ``ordinary``: the layer's ordinary-text evidence where the
+    caller forwarded it already, with other layers' (made here where the build asks for it).
 
     Raises:
         Cancelled: when ``cancel`` is set; the batches finished before it are kept.
+        BadArgument: where graphs are reused without the ordinary-text stage.
     """
     for n in neurons:
         model.check_neuron(n)
     check_regime(model, config)
+    if reused and not config.ordinary.enabled:
+        raise BadArgument("reusing stored graphs' paths only makes sense with the ordinary-text calibration "
+                          "(--ordinary): without it the build would store the same graphs again")
     built: list[NeuronGraph] = []
     helper = make_helper(config.augment.helper, model, config.max_batch_tokens)
     # Passes that serve every neuron of the layer run once, not once per batch.
     probe = layer_probe(model, layer, windows, config)
     calibration = calibration_windows(model, layer, layer_scan, windows, config)
-    ordinary = None
-    if config.ordinary.enabled:
+    if config.ordinary.enabled and ordinary is None:
         forwarded = model.tokens_forwarded
         if split is None:
             split = CorpusSplit(np.zeros(len(windows), dtype=bool), windows[:0])
-        ordinary = ordinary_text(model, layer, windows, split, layer_scan.random_windows, config.ordinary,
-                                 config.seed, config.fit.normalized)
+        ordinary = ordinary_texts(model, [layer], windows, split, layer_scan.random_windows, config.ordinary,
+                                  config.seed, config.fit.normalized)[layer]
         ordinary = dataclasses.replace(ordinary, tokens_per_neuron=(model.tokens_forwarded - forwarded)
                                        // max(1, len(neurons)))
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)
@@ -297,7 +318,7 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
             raise Cancelled(f"cancelled after {len(built)} of {len(neurons)} neurons of layer {layer}")
         batch = list(neurons[start:start + config.neuron_batch])
         graphs = build_batch(model, layer, batch, layer_scan, windows, config, helper, probe,
-                             calibration, ordinary)
+                             calibration, ordinary, reused)
         if writer is not None:
             writer.append(stored_form(graphs, layer_scan, referrer))
         built.extend(graphs)

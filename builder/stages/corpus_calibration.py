@@ -73,6 +73,10 @@ class CalibrationConfig:
     bigram_delta: float = 0.15
     bigram_budget: int | None = None
     """At most this many bigram paths, by count x (pair mean - token mean)^2."""
+    share: float | None = None
+    """Within the budgets, only the fewest token (and bigram) paths that explain this share of
+    the variance all candidates explain (None: up to the budgets): a neuron whose sample activity
+    sits on a few tokens gets a small graph."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +125,21 @@ def _bigram_paths(sample: Sample, acts: np.ndarray, means: np.ndarray,
         gain = np.where(keep, counts * (mean - means[token]) ** 2, -1.0)
         top = np.argsort(-gain, kind="stable")[:config.bigram_budget]
         keep = np.zeros_like(keep)
+        top = top[:_enough(gain[top], config.share)]
         keep[top] = gain[top] >= 0
     return [((sample.strings[t], sample.strings[p]), float(m))
             for t, p, m in zip(token[keep], (uniq % n)[keep], mean[keep], strict=True)]
+
+
+def _enough(gains: np.ndarray, share: float | None) -> int:
+    """How many of ``gains`` (sorted largest first) reach ``share`` of their positive total (all
+    of them where ``share`` is None)."""
+    if share is None:
+        return len(gains)
+    cumulative = np.cumsum(np.maximum(gains, 0.0))
+    if not len(cumulative) or cumulative[-1] <= 0:
+        return 0
+    return int(np.searchsorted(cumulative, share * cumulative[-1]) + 1)
 
 
 def default_value(acts: np.ndarray, config: CalibrationConfig) -> float:
@@ -181,7 +197,8 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
         shrunk = (means[chosen] * counts[chosen] + config.prior * base_c) / (counts[chosen] + config.prior)
         if config.token_budget is not None:
             gain = counts[chosen] * (shrunk - base_c) ** 2
-            keep = np.argsort(-gain, kind="stable")[:config.token_budget]
+            keep = np.argsort(-gain, kind="stable")
+            keep = keep[:min(config.token_budget, _enough(gain[keep], config.share))]
             chosen, shrunk = chosen[keep], shrunk[keep]
         for c, value in zip(chosen, shrunk, strict=True):
             token = sample.strings[c]
@@ -191,6 +208,14 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
         for path, mean in _bigram_paths(sample, acts, means, config):
             if path not in out:
                 out.insert(path, mean, [1.0])
+    # An activating token's importance is its largest activation; here, the largest END of a path
+    # through it (never below 0), so the graph's activating tokens are those it expects to fire.
+    best: dict = {}
+    for path, node in out.walk():
+        if node.end is not None:
+            best[path[0]] = max(best.get(path[0], 0.0), node.end)
+    for token, value in best.items():
+        out.node((token,)).importance = value
     return out
 
 

@@ -17,16 +17,21 @@ before any model loads.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+import orjson
 
 from n2g_mcp.cli.ranges import parse_range, sample
 from store.catalog import store_filename
 from store.errors import BadArgument
+from store.examples import resolve
+from store.jsonl import read_store
 from store.locking import check_not_locked
 from store.models import DEFAULT_HOOK, DEFAULT_MODEL, model_shape
 from store.names import check_range, parse_neuron_id
-from store.scanfile import scan_filename
+from store.scanfile import ScanFile, scan_filename
 
 
 # --------------------------------------------------------------------------- build
@@ -42,7 +47,8 @@ def _build_config(args: argparse.Namespace):
     config = BuildConfig.paper() if args.paper else BuildConfig()
     sections = {
         "scan": {"window": args.window, "top_k": args.top_k, "max_tokens": args.max_tokens,
-                 "part": "build" if args.ordinary else None},
+                 # Reused paths were learned from the whole-corpus scan: read the same windows.
+                 "part": "build" if args.ordinary and not args.paths_from else None},
         "examples": {"pivots": args.pivots},
         "prune": {"enabled": False if args.no_prune else None},
         "saliency": {"mask_token": args.mask_token},
@@ -79,9 +85,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.scan_file and not scan_path.is_file():
         raise BadArgument(f"no scan file at {scan_path}; write one with `n2g scan`")
     check_not_locked(store)  # before the slow model load; the build takes the lock for real
+    if args.paths_from and not config.ordinary.enabled:
+        raise BadArgument("--paths-from keeps stored graphs' paths to calibrate them on ordinary text: add --ordinary")
     if args.ray is not None:
-        if dictionary is not None:
-            raise BadArgument("--dictionary builds run here, not on Ray workers: drop --ray")
+        if dictionary is not None or args.paths_from:
+            raise BadArgument("--dictionary and --paths-from builds run here, not on Ray workers: drop --ray")
         (neurons,) = set(map(_as_key, requested.values()))
         return _build_on_ray(args, list(requested), None if neurons is None else list(neurons), store, config,
                              scan_path)
@@ -132,14 +140,15 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
     scan_file = _scan_file(scan_path, model.key)
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
+    reuse = _reusable(Path(args.paths_from), model.key, config, set(requested)) if args.paths_from else None
     graphs = []
     if len(set(map(_as_key, requested.values()))) == 1:
         # One selection for every layer: one run, which gathers every layer's traces in one pass.
         graphs = run_build(model, list(requested), next(iter(requested.values())), store, config, source,
-                           rebuild=args.rebuild)
+                           rebuild=args.rebuild, reuse=reuse)
     else:
         for layer, neurons in requested.items():
-            graphs += run_build(model, [layer], neurons, store, config, source, rebuild=args.rebuild)
+            graphs += run_build(model, [layer], neurons, store, config, source, rebuild=args.rebuild, reuse=reuse)
     seconds = time.perf_counter() - loaded
     print(f"built {len(graphs)} graphs into {store} in {seconds:.1f} s "
           f"(model load {loaded - started:.1f} s); {model.tokens_forwarded:,} tokens forwarded")
@@ -147,6 +156,36 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
         print(f"{len(graphs) / seconds:.2f} neurons/s, "
               f"{model.tokens_forwarded / len(graphs):,.0f} tokens forwarded per neuron (scan included)")
     return 0
+
+
+STAGES = ("examples", "prune", "saliency", "augment", "fit")
+"""The config sections that make a graph's paths: a stored graph built with the same ones has the
+paths this build would fit, so ``--paths-from`` may keep them."""
+
+
+def _reusable(path: Path, key: str, config, layers: set[int]) -> dict:
+    """The graphs of the store at ``path`` whose paths this build would fit (same model, same
+    stage settings, alive, not calibrated already), by ``(layer, neuron)``, in ``layers``; the
+    others are built from their examples."""
+    if not path.is_file():
+        raise BadArgument(f"no store at {path} to take paths from")
+    store = read_store(path)
+    if store.model != key:
+        raise BadArgument(f"{path} holds {store.model}'s graphs, not {key}'s")
+    wanted = config.to_dict()
+    # Through JSON, as the stored configs were (tuples read back as lists).
+    wanted = {name: orjson.loads(orjson.dumps(wanted[name])) for name in STAGES}
+    ref = store.header.scan
+    scan = ScanFile(path.parent / ref.name) if ref is not None else None  # the pruned examples' text
+    out = {}
+    for g in store:
+        made = g.build.get("config") or {}
+        fitted = not (made.get("ordinary") or {}).get("enabled")  # a calibrated graph holds more than its fit
+        if g.layer in layers and g.fidelity is not None and fitted and all(made.get(n) == wanted[n] for n in STAGES):
+            # As text: the new store may name another scan file, or none.
+            out[(g.layer, g.neuron)] = g.model_copy(update={"pruned": resolve(g.pruned, scan)})
+    print(f"keeping the fitted paths of {len(out):,} graphs of {path} (of {len(store.graphs):,})", file=sys.stderr)
+    return out
 
 
 def _build_on_ray(args: argparse.Namespace, layers: list[int], neurons: list[int] | None,
@@ -295,6 +334,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                    help="calibrate each graph on ordinary text (build-split corpus windows; graded ENDs, the "
                         "most specific path predicts) and score it on the held-out documents, scanning the "
                         "build split only (default off; docs/fidelity.md, held-out section)")
+    b.add_argument("--paths-from", metavar="STORE",
+                   help="with --ordinary: keep the fitted paths of this store's graphs built with the same stage "
+                        "settings (prune, saliency, augment, fit) and only calibrate and score them; the others "
+                        "are built from their examples (how the shipped atlas was recalibrated)")
     b.add_argument("--paper", action="store_true",
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")
