@@ -5,6 +5,8 @@
 #
 #   scripts/build_atlas.sh 0-3        # build these layers (default: all 30), resumable
 #   scripts/build_atlas.sh ship       # merge what is built into the shipped store, and report
+#   scripts/build_atlas.sh ordinary 0-16  # the shipped graphs calibrated on ordinary text (issue 28)
+#   scripts/build_atlas.sh ship-ordinary  # ... shipped as stores/smollm2-135m.ordinary-L<a>-<b>.jsonl.gz
 #   scripts/build_atlas.sh induction 50   # the induction probe's best 50, rebuilt (so they carry
 #                                         # repeat paths before their layers are built), shipped
 #
@@ -42,9 +44,31 @@ elif [[ "${1:-}" == "ordinary" ]]; then
     # held-out documents (the prune, saliency and fit stages are the default's, so only the
     # calibration runs). Each layer range has its own file, so ranges build side by side:
     #   scripts/build_atlas.sh ordinary 0-17 & scripts/build_atlas.sh ordinary 18-29
+    # The calibrated graphs ship as stores/smollm2-135m.ordinary-L<first>-<last>.jsonl.gz beside the
+    # fitted ones, which they override in the server (a later file wins); on a fresh machine a
+    # range begins from the shipped parts, so the build goes on from what was committed.
     range="${2:-0-29}"
-    time "$n2g" build --ordinary --paths-from "$shipped" --layers "$range" --scan-file "$scan" \
-        --store "${atlas%.jsonl}.ordinary.L$range.jsonl"
+    part="${atlas%.jsonl}.ordinary.L$range.jsonl"
+    # The scan beside the part, so its examples are references and the shipped parts' lines read.
+    ln -sf "$PWD/$scan" "$(dirname "$atlas")/$(basename "$scan")"
+    if [[ ! -e "$part" ]]; then  # the committed parts' graphs, under the first part's header
+        first=1
+        for piece in stores/smollm2-135m.ordinary-L*.jsonl.gz; do
+            [[ -f "$piece" ]] || continue
+            gzip -dc "$piece" | tail -n +$((first ? 1 : 2)) >> "$part.tmp"; first=0
+        done
+        [[ -e "$part.tmp" ]] && mv "$part.tmp" "$part"
+    fi
+    time "$n2g" build --ordinary --paths-from "$shipped" --layers "$range" --scan-file "$scan" --store "$part"
+elif [[ "${1:-}" == "ship-ordinary" ]]; then
+    # Five layers a file (about 50 MB: a calibrated graph holds ~650 paths), so no file passes 100 MB.
+    parts=("${atlas%.jsonl}".ordinary.L*.jsonl)
+    for first in $(seq 0 5 25); do
+        last=$((first + 4)); name=$(printf "stores/smollm2-135m.ordinary-L%02d-%02d.jsonl.gz" "$first" "$last")
+        "$n2g" store compact --layers "$first-$last" --scan-file "$scan" "${parts[@]}" "$name" \
+            && "$n2g" eval --store "$name" | sed -n '/Held-out documents/,$p' \
+            || echo "layers $first-$last: nothing built yet"
+    done
 elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"

@@ -89,6 +89,19 @@ def test_compact_merges_several_stores_the_later_winning(tmp_path, capsys) -> No
     assert merged.get(first.layer, first.neuron).max_activation == newer.max_activation
 
 
+def test_compact_layers_writes_one_part_of_a_store(tmp_path, capsys) -> None:
+    golden = read_store(GOLDEN)
+    graphs = list(golden)
+    moved = graphs[0].model_copy(update={"layer": graphs[0].layer + 1})  # a second layer
+    source = tmp_path / "whole.jsonl"
+    write_store(source, golden.model, [*graphs, moved], shape=golden.shape)
+    target = tmp_path / "part.jsonl.gz"
+    assert main(["store", "compact", "--layers", str(moved.layer), str(source), str(target)]) == 0
+    assert [(g.layer, g.neuron) for g in read_store(target)] == [(moved.layer, moved.neuron)]
+    assert main(["store", "compact", "--layers", "9", str(source), str(tmp_path / "none.jsonl")]) == 2
+    assert "no graphs of layers 9" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- defaults, stated once
 def test_n2g_scan_takes_its_window_and_top_k_from_the_scan_config(tmp_path, monkeypatch) -> None:
     import builder.config

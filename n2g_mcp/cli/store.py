@@ -2,6 +2,7 @@
 
     n2g store compact stores/a.jsonl stores/b.jsonl stores/all.jsonl.gz
     n2g store compact --scan-file stores/smollm2-135m.scan.npz old.jsonl.gz stores/smollm2-135m.jsonl.gz
+    n2g store compact --layers 0-4 atlas.jsonl stores/smollm2-135m.ordinary-L00-04.jsonl.gz   # one part
 
 With ``--scan-file`` the target is store format 2: every text example found in the scan's windows
 becomes a reference (``store/examples.py``; one that is not found stays text), and the header names
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from n2g_mcp.cli.evaluate import read_checked
+from n2g_mcp.cli.ranges import parse_range
 from n2g_mcp.registry import ServedModels
 from store.errors import BadArgument
 from store.examples import Referrer, ScanRef, has_refs, scan_ref
@@ -65,6 +67,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
     first = stores[0]
     scan = _referenced_scan(stores)
     chosen = list(graphs.values())
+    if args.layers:  # a part of a store too large for one file (a server reads a model's parts as one)
+        wanted = set(parse_range(args.layers))
+        chosen = [g for g in chosen if g.layer in wanted]
+        if not chosen:
+            raise BadArgument(f"the sources hold no graphs of layers {args.layers}")
     note = ""
     if args.scan_file:
         chosen, target_scan, kept = _to_refs(chosen, Path(args.scan_file), first.model)
@@ -92,5 +99,6 @@ def add_store_command(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     c.add_argument("--scan-file", help="the model's scan file (e.g. stores/<model>.scan.npz): store the "
                                        "examples as references into it (format 2), the scan kept beside "
                                        "the target under the same name")
+    c.add_argument("--layers", help="only these layers' graphs, e.g. 0-4 (a store shipped in parts)")
     c.set_defaults(func=cmd_compact)
     return s
