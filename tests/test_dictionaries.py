@@ -11,7 +11,7 @@ import torch
 
 from builder.dictionaries.formats import read_folder, save_sparsify
 from builder.forward import run_layers
-from store.errors import DictionaryError
+from store.errors import BadArgument, DictionaryError
 from store.jsonl import read_header, read_store
 from tests.dictionary_files import (
     EITHER,
@@ -226,6 +226,14 @@ def test_a_latent_that_never_fires_is_stored_dead_and_the_store_names_the_dictio
     header = read_header(store.path)
     assert (header.model, header.units, header.version, header.key) == ("rule-model", "rule-sae", 3,
                                                                         "rule-model@rule-sae")
+
+
+def test_scoring_a_store_of_latents_on_held_out_text_needs_their_dictionary(latents) -> None:
+    from n2g_mcp.cli.evaluate import score_heldout
+
+    _, store, _ = latents
+    with pytest.raises(BadArgument, match="rule-sae latents .* pass --dictionary rule-sae=PATH"):
+        score_heldout(str(store.path), store, 6)
 
 
 def test_a_neuron_store_refuses_latent_graphs(tmp_path: Path) -> None:

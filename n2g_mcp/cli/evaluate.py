@@ -125,21 +125,42 @@ def heldout_table(graphs: Sequence[NeuronGraph], minimum: int = MIN_FIRING) -> s
     return "\n".join(lines)
 
 
+def _units_model(store: Store, dictionary: str | None) -> Any:
+    """The store's model, reading its dictionary's latents where the store holds latents (the
+    ``dictionary`` given as ``NAME=PATH``, else the embedded one of that name)."""
+    from builder.models import load_model
+    from store.dictionaries import embedded_dictionaries, parse_dictionary_option
+
+    name, units = store.header.model, store.header.units
+    if units is None:
+        return load_model(name)
+    specs = [parse_dictionary_option(dictionary, name)] if dictionary else embedded_dictionaries()
+    spec = next((s for s in specs if s.name == units and s.model == name), None)
+    if spec is None:
+        raise BadArgument(f"the store holds {name}'s {units} latents and no dictionary of that name is "
+                          f"{'given' if dictionary else 'embedded'}: pass --dictionary {units}=PATH")
+    from builder.dictionaries.formats import load_dictionary
+
+    model = load_model(name)
+    return model.with_units(load_dictionary(spec.location, spec.name, model.name))
+
+
 def score_heldout(path: str, store: Store, layers_per_pass: int, layers: set[int] | None = None, *,
-                  model: Any = None, corpus: str | Path | None = None) -> Store:
+                  model: Any = None, corpus: str | Path | None = None, dictionary: str | None = None) -> Store:
     """Score the store's graphs on the held-out documents with the model (``model``: the store's,
-    loaded, where None; ``corpus``: the embedded one where None), write the figures into the store
-    (``fidelity.heldout``; the file is replaced whole, atomically) and return it read again."""
+    loaded, where None, reading the latents of a dictionary's store, ``dictionary`` as
+    ``NAME=PATH`` or the embedded one; ``corpus``: the embedded one where None), write the figures
+    into the store (``fidelity.heldout``; the file is replaced whole, atomically) and return it read
+    again."""
     import numpy as np
 
     from builder.config import BuildConfig
     from builder.corpus import heldout_mask, make_windows
-    from builder.models import load_model
     from builder.stages.ordinary import CorpusSplit, score_stored
     from store.jsonl import write_store
 
     config = BuildConfig()
-    model = load_model(store.model) if model is None else model
+    model = _units_model(store, dictionary) if model is None else model
     window = config.scan.window
     windows = make_windows(model, corpus, window)
     split = CorpusSplit(heldout_mask(model, corpus, window), make_windows(model, corpus, window, part="heldout"))
@@ -184,7 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = read_checked(args.store)
     if args.heldout:
         store = score_heldout(args.store, store, args.layers_per_pass,
-                              set(parse_range(args.layers)) if args.layers else None)
+                              set(parse_range(args.layers)) if args.layers else None, dictionary=args.dictionary)
     if report := describe_corrupt(store):
         print(report, file=sys.stderr)
     graphs = list(store)
@@ -232,5 +253,8 @@ def add_eval_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argpa
                         "ends; layers scored already are skipped, so a stopped run resumes)")
     e.add_argument("--layers-per-pass", type=int, default=6,
                    help="with --heldout: layers one model pass serves (memory: ~0.2 GB a layer)")
+    e.add_argument("--dictionary", metavar="NAME=PATH",
+                   help="with --heldout on a store of latents: the dictionary that reads them (default: the "
+                        "embedded one the store names)")
     e.set_defaults(func=cmd_eval)
     return e
