@@ -296,8 +296,15 @@ def test_n2g_build_takes_a_gguf_file(gemma3_gguf, corpus: Path, tmp_path: Path, 
 
 def test_n2g_build_ids_builds_the_named_neurons_of_each_layer(gemma3_gguf, corpus: Path, tmp_path: Path,
                                                                monkeypatch) -> None:
+    import builder.run.runner as runner
+
     monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    passes = []
+    scan = runner.scan
+    monkeypatch.setattr(runner, "scan", lambda model, windows, layers, *a, **k: passes.append(layers) or
+                        scan(model, windows, layers, *a, **k))
     store = tmp_path / "tiny.jsonl"
     assert main(["build", "--model", str(gemma3_gguf[1]), "--name", "tiny-gguf", "--corpus", str(corpus),
                  "--ids", "L1/N5,L0/N2,l1/n3", "--store", str(store), "--device", "cpu"]) == 0
     assert sorted((g.layer, g.neuron) for g in read_store(store)) == [(0, 2), (1, 3), (1, 5)]
+    assert passes == [[0, 1]]  # other neurons in each layer, still one scan of both layers

@@ -175,7 +175,7 @@ def _ordinary_chunk(model: LoadedModel, chunk: Sequence[tuple[int, Sequence[int]
     return {layer: dataclasses.replace(text, tokens_per_neuron=share) for layer, text in texts.items()}
 
 
-def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | None,
+def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | Mapping[int, Sequence[int] | None] | None,
               store_path: Path | None, config: BuildConfig, source: BuildSource | None = None,
               rebuild: bool = False, progress: Progress | None = None,
               cancel: threading.Event | None = None,
@@ -187,7 +187,8 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
     Args:
         model: the loaded model.
         layers: layers to build.
-        neurons: neuron indices (None: every neuron of each layer).
+        neurons: neuron indices (None: every neuron of each layer), or per layer (a build of other
+            neurons in each layer still gathers every layer's traces in one pass).
         store_path: the ``.jsonl`` store to append to (None: build without storing).
         config: stage settings.
         source: the windows and scans to read (default: the embedded corpus, scanned).
@@ -214,8 +215,10 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
     """
     for layer in layers:
         model.check_layer(layer)
-    requested = list(range(model.d_mlp)) if neurons is None else list(neurons)
-    for n in requested:
+    per_layer = neurons if isinstance(neurons, Mapping) else dict.fromkeys(layers, neurons)
+    requested = {layer: list(range(model.d_mlp)) if per_layer.get(layer) is None else list(per_layer[layer])
+                 for layer in layers}
+    for n in {n for ns in requested.values() for n in ns}:
         model.check_neuron(n)
     source = source if source is not None else BuildSource(model, config)
     shape = (model.n_layers, model.d_mlp)
@@ -229,7 +232,9 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
                   else StoreWriter(store_path, model.key, shape, scan=offer))
     try:
         stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
-        todo = pending(layers, requested, stored, rebuild)
+        todo: dict[int, list[int]] = {}
+        for layer in layers:
+            todo.update(pending([layer], requested[layer], stored, rebuild))
         if not todo:
             log.info("every requested neuron is already in %s", store_path)
             return []

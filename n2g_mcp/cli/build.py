@@ -141,14 +141,11 @@ def _build_here(args: argparse.Namespace, requested: dict[int, list[int] | None]
     loaded = time.perf_counter()
     source = BuildSource(model, config, corpus=args.corpus, scan_file=scan_file)
     reuse = _reusable(Path(args.paths_from), model.key, config, set(requested)) if args.paths_from else None
-    graphs = []
-    if len(set(map(_as_key, requested.values()))) == 1:
-        # One selection for every layer: one run, which gathers every layer's traces in one pass.
-        graphs = run_build(model, list(requested), next(iter(requested.values())), store, config, source,
-                           rebuild=args.rebuild, reuse=reuse)
-    else:
-        for layer, neurons in requested.items():
-            graphs += run_build(model, [layer], neurons, store, config, source, rebuild=args.rebuild, reuse=reuse)
+    if reuse is not None and not (args.ids or args.neurons or args.sample):  # the neurons the store holds
+        requested = {layer: sorted(n for at, n in reuse if at == layer) for layer in requested}
+        requested = {layer: neurons for layer, neurons in requested.items() if neurons}
+    # One run for every layer, which gathers every layer's traces in one pass.
+    graphs = run_build(model, list(requested), requested, store, config, source, rebuild=args.rebuild, reuse=reuse)
     seconds = time.perf_counter() - loaded
     print(f"built {len(graphs)} graphs into {store} in {seconds:.1f} s "
           f"(model load {loaded - started:.1f} s); {model.tokens_forwarded:,} tokens forwarded")
@@ -337,7 +334,8 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
     b.add_argument("--paths-from", metavar="STORE",
                    help="with --ordinary: keep the fitted paths of this store's graphs built with the same stage "
                         "settings (prune, saliency, augment, fit) and only calibrate and score them; the others "
-                        "are built from their examples (how the shipped atlas was recalibrated)")
+                        "are built from their examples (how the shipped atlas was recalibrated). Without "
+                        "--neurons, --ids or --sample: the neurons of the layers asked that the store holds")
     b.add_argument("--paper", action="store_true",
                    help="the paper's method where our defaults differ (10 train windows, argmax "
                         "pivots, context augmentation, uncalibrated fit); other options apply on top")
