@@ -6,6 +6,7 @@ examples (references into that scan, store format 2) come back as text."""
 from __future__ import annotations
 
 import gzip
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from store.scanfile import ScanFile
 
 REPO_STORES = Path(__file__).resolve().parents[1] / "stores"
 SHIPPED = sorted(REPO_STORES.glob("*.jsonl.gz"))
-NEURON_STORES = [path for path in SHIPPED if read_header(path).units is None]
-"""The stores of neurons: what the output-token files describe (a dictionary's latents have none yet)."""
+NEURON_STORES = sorted({read_header(path).model: path for path in SHIPPED if read_header(path).units is None}.values())
+"""A store of each model's neurons: what the output-token files describe (a dictionary's latents have
+none yet)."""
 LEAST_PER_LAYER = 64
 """The fewest graphs a layer of a shipped model holds (issue 16: >= 64 seeded neurons a layer)."""
 
@@ -30,29 +32,51 @@ def test_two_model_families_ship() -> None:
     assert {read_header(path).model for path in SHIPPED} >= {"smollm2-135m", "gemma3-270m"}
 
 
+def _lines(path: Path) -> tuple[bytes, list[bytes]]:
+    with gzip.open(path, "rb") as lines:
+        head, *graphs = lines
+    return head, graphs
+
+
+def _parts(key: str) -> list[Path]:
+    return [path for path in SHIPPED if read_header(path).key == key]
+
+
+@pytest.mark.parametrize("key", sorted({read_header(path).key for path in SHIPPED}))
+def test_a_shipped_model_covers_every_layer(key: str) -> None:
+    """A model's stores together (a calibrated atlas ships in parts, ``<model>.ordinary-L<a>-<b>``,
+    over the fitted one) hold every layer; the default model every neuron; each part its layers."""
+    per_layer: Counter[int] = Counter()
+    neurons: set[tuple[int, int]] = set()
+    header = read_header(_parts(key)[0])
+    scan = ScanFile(REPO_STORES / header.scan.name)
+    for path in _parts(key):
+        layers = {orjson.loads(line)["layer"] for line in _lines(path)[1]}
+        if (named := re.search(r"-L(\d+)-(\d+)\.jsonl\.gz$", path.name)) is not None:
+            assert layers <= set(range(int(named[1]), int(named[2]) + 1)), path.name
+        for line in _lines(path)[1]:
+            graph = orjson.loads(line)
+            if (graph["layer"], graph["neuron"]) not in neurons:
+                per_layer[graph["layer"]] += 1
+                neurons.add((graph["layer"], graph["neuron"]))
+    # A dictionary's stores cover the layers it has (its scan names them), a neuron store every layer.
+    assert sorted(per_layer) == scan.meta.get("layers", list(range(header.n_layers)))
+    assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
+    if key == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
+        assert len(neurons) == header.n_layers * header.shape[1], per_layer
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_a_shipped_store_covers_every_layer_and_resolves_its_examples(path: Path, tmp_path: Path) -> None:
+def test_a_shipped_store_resolves_its_examples(path: Path, tmp_path: Path) -> None:
     header = read_header(path)
     assert header.scan is not None and header.shape is not None
     scan = ScanFile(REPO_STORES / header.scan.name)
     assert scan.meta["windows_key"] == header.scan.windows_key and scan.key == header.key
-    with gzip.open(path, "rb") as lines:
-        head, *graphs = lines
-    per_layer: Counter[int] = Counter()
-    neurons: set[tuple[int, int]] = set()
+    head, graphs = _lines(path)
     firsts: dict[int, bytes] = {}  # each layer's first line
     for line in graphs:
-        graph = orjson.loads(line)
-        layer = graph["layer"]
-        per_layer[layer] += 1
-        neurons.add((layer, graph["neuron"]))
-        firsts.setdefault(layer, line)
-    # A dictionary's store covers the layers it has (its scan names them), a neuron store every layer.
-    assert sorted(per_layer) == scan.meta.get("layers", list(range(header.n_layers)))
-    assert min(per_layer.values()) >= LEAST_PER_LAYER, per_layer
-    assert len(neurons) == len(graphs), "a neuron is stored twice"
-    if header.key == DEFAULT_MODEL:  # the atlas (issue 15): every neuron of the default model
-        assert len(neurons) == header.n_layers * header.shape[1], per_layer
+        firsts.setdefault(orjson.loads(line)["layer"], line)
+    assert len({(g["layer"], g["neuron"]) for g in map(orjson.loads, graphs)}) == len(graphs), "a neuron twice"
     # The server over the store's first graph of each layer and the scan file it refers into.
     (tmp_path / path.name).write_bytes(gzip.compress(head + b"".join(firsts.values())))
     (tmp_path / header.scan.name).symlink_to(REPO_STORES / header.scan.name)
