@@ -60,6 +60,10 @@ def test_activating_tokens_are_those_the_calibrated_graph_expects_to_fire(ordina
     assert len(token.graph) > 5 and list(token.activating_tokens) == [" the"]
     assert token.activating_tokens[" the"] == pytest.approx(1.0, abs=0.01)
     assert " except" in context.activating_tokens and context.activating_tokens[" except"] >= 0.5
+    # A (token, previous) path's context weighs what it adds to the token's own mean: " everyone"
+    # (measured by saliency) leads, the contexts the sample merely shifts a little follow far below.
+    ranked = list(context.context_tokens.items())
+    assert ranked[0] == (" everyone", pytest.approx(1.0)) and all(v < 0.5 for _, v in ranked[1:])
 
 
 def test_a_token_that_fires_only_in_context_is_below_firing_alone_and_fires_in_its_context(ordinary) -> None:

@@ -207,7 +207,10 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
     if config.bigram_paths:
         for path, mean in _bigram_paths(sample, acts, means, config):
             if path not in out:
-                out.insert(path, mean, [1.0])
+                # The context's importance as saliency measures it: the share of the pair's mean
+                # that goes without it (back to the token's own mean); none where it lowers it.
+                alone = float(means[sample.classes.index[path[0]]])
+                out.insert(path, mean, [max(0.0, (mean - alone) / mean) if mean > 0 else 0.0])
     # An activating token's importance is its largest activation; here, the largest END of a path
     # through it (never below 0), so the graph's activating tokens are those it expects to fire.
     best: dict = {}
