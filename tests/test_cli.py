@@ -149,3 +149,19 @@ def test_the_dtype_asked_reaches_the_model_loader_on_ray_workers(command, tmp_pa
         assert main([command, *where, "--ray", "--dtype", dtype]) == 0
     assert [load.keywords["dtype"] for load in loads] == list(DTYPES)
 
+
+
+def test_the_ordinary_text_budgets_asked_reach_the_build_config(tmp_path, monkeypatch) -> None:
+    import builder.run.distributed
+
+    configs = []
+
+    def fake_build(load, layers, neurons, store, config, *args, **kw):
+        configs.append(config)
+        return builder.run.distributed.DistributedResult(appended=0, units=0)
+
+    monkeypatch.setattr(builder.run.distributed, "run_distributed", fake_build)
+    assert main(["build", "--store", str(tmp_path / "s.jsonl"), "--ray", "--ordinary", "--token-paths", "2000",
+                 "--bigram-paths", "50"]) == 0
+    ordinary = configs[0].ordinary
+    assert (ordinary.enabled, ordinary.token_paths, ordinary.bigram_paths) == (True, 2000, 50)

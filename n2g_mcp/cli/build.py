@@ -54,7 +54,7 @@ def _build_config(args: argparse.Namespace):
         "saliency": {"mask_token": args.mask_token},
         "augment": {"helper": args.augment, "pivot": args.augment_pivot},
         "fit": {"rule": args.rule, "normalized": args.normalized},
-        "ordinary": {"enabled": args.ordinary},
+        "ordinary": {"enabled": args.ordinary, "token_paths": args.token_paths, "bigram_paths": args.bigram_paths},
     }
     for name, values in sections.items():
         given = {k: v for k, v in values.items() if v is not None}
@@ -293,7 +293,7 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
 
     ``stores_dir`` is where ``--store`` defaults to ``<model>.jsonl``.
     """
-    from builder.config import DTYPES, BuildConfig, ScanConfig
+    from builder.config import DTYPES, BuildConfig, OrdinaryConfig, ScanConfig
 
     b = sub.add_parser("build", help="build neuron graphs into a store")
     b.add_argument("--model", default=DEFAULT_MODEL,
@@ -331,6 +331,10 @@ def add_build_command(sub: argparse._SubParsersAction, stores_dir: Path) -> argp
                    help="calibrate each graph on ordinary text (build-split corpus windows; graded ENDs, the "
                         "most specific path predicts) and score it on the held-out documents, scanning the "
                         "build split only (default off; docs/fidelity.md, held-out section)")
+    b.add_argument("--token-paths", type=int, help="with --ordinary: context-free paths a graph may add "
+                   f"({OrdinaryConfig.token_paths}; more for a layer whose neurons are nearly token functions)")
+    b.add_argument("--bigram-paths", type=int,
+                   help=f"with --ordinary: (token, previous token) paths a graph may add ({OrdinaryConfig.bigram_paths})")
     b.add_argument("--paths-from", metavar="STORE",
                    help="with --ordinary: keep the fitted paths of this store's graphs built with the same stage "
                         "settings (prune, saliency, augment, fit) and only calibrate and score them; the others "
