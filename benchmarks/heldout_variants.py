@@ -168,7 +168,7 @@ VARIANTS: dict[str, Variant] = {
         "graph", replace(BASE, token_paths=True, default=True, token_delta=0.0,
                          token_budget=t, bigram_paths=True, bigram_delta=0.05, bigram_budget=b),
         rule="specific", note=f"proposed_p0 with {t} token and {b} bigram paths")
-       for t, b in ((300, 100), (200, 50), (300, 200))},
+       for t, b in ((300, 100), (200, 50), (300, 200), (1000, 200), (2000, 200), (4000, 200))},
     "floor_plus_paths": Variant(
         "graph", replace(BASE, default=True, bigram_paths=True, bigram_delta=0.05, bigram_budget=200),
         rule="specific", floor_default=True,
