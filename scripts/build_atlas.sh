@@ -62,13 +62,31 @@ elif [[ "${1:-}" == "ordinary" ]]; then
     time "$n2g" build --ordinary --paths-from "$shipped" --layers "$range" --scan-file "$scan" --store "$part"
 elif [[ "${1:-}" == "ship-ordinary" ]]; then
     # Five layers a file (about 50 MB: a calibrated graph holds ~650 paths), so no file passes 100 MB.
-    parts=("${atlas%.jsonl}".ordinary.L*.jsonl)
-    for first in $(seq 0 5 25); do
-        last=$((first + 4)); name=$(printf "stores/smollm2-135m.ordinary-L%02d-%02d.jsonl.gz" "$first" "$last")
-        "$n2g" store compact --layers "$first-$last" --scan-file "$scan" "${parts[@]}" "$name" \
-            && "$n2g" eval --store "$name" | sed -n '/Held-out documents/,$p' \
-            || echo "layers $first-$last: nothing built yet"
+    # The parts' lines are sorted into the five-layer groups first (one read of each part), then
+    # each group is compacted into its shipped file.
+    groups=$(mktemp -d)
+    .venv/bin/python - "$groups" "${atlas%.jsonl}".ordinary.L*.jsonl <<'PY'
+import re, sys
+from pathlib import Path
+out, parts = Path(sys.argv[1]), sys.argv[2:]
+files = {}
+for part in parts:
+    with open(part, "rb") as lines:
+        header = next(lines)
+        for line in lines:
+            group = int(re.search(rb'"layer":(\d+)', line[:200])[1]) // 5
+            if group not in files:
+                files[group] = open(out / f"L{group * 5:02d}-{group * 5 + 4:02d}.jsonl", "wb")
+                files[group].write(header)
+            files[group].write(line)
+for f in files.values():
+    f.close()
+PY
+    for group in "$groups"/L*.jsonl; do
+        "$n2g" store compact --scan-file "$scan" "$group" "stores/smollm2-135m.ordinary-$(basename "$group").gz"
     done
+    rm -r "$groups"
+    .venv/bin/python benchmarks/calibrated_atlas.py
 elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"

@@ -98,7 +98,7 @@ def test_vectorised_prediction_equals_the_tries_own(seed: int, rule: str, defaul
     vocab = [" a", " b", " c", " d", " e"]
     strings = [*vocab, " a"]  # two ids spell " a", as in SmolLM2's vocabulary
     classes = TokenClasses.of(strings)
-    trie = _random_trie(rng, vocab)
+    trie = _random_trie(rng, [*vocab, " z"])  # " z" is no token of the text's vocabulary
     ids = np.array([[rng.randrange(len(strings)) for _ in range(12)] for _ in range(6)])
     codes = classes.of_id[ids]
     compiled = CompiledGraph.of(trie, classes)

@@ -140,6 +140,21 @@ class CompiledGraph:
         return cls(paths, np.asarray(ends, dtype=np.float64), reach)
 
 
+def _apply(out: np.ndarray, best: np.ndarray, mask: np.ndarray, end: float | np.ndarray, weight: int,
+           rule: MatchRule | str) -> None:
+    """Where ``mask``, a path of ``weight`` literal tokens ending at ``end`` (one value, or one a
+    position) into the predictions ``out`` (in place; ``best``: the weight that set each)."""
+    value = np.broadcast_to(end, out.shape)
+    if rule == "specific":
+        better = mask & (weight > best)
+        tie = mask & (weight == best)
+        out[better] = value[better]
+        out[tie] = np.maximum(out[tie], value[tie])
+        best[better] = weight
+    else:
+        np.maximum(out, np.where(mask, value, -np.inf), out=out)
+
+
 def predict_windows(graph: CompiledGraph, codes: np.ndarray, runs: np.ndarray | None = None,
                     rule: MatchRule | str = "all", default: float | np.ndarray = 0.0) -> np.ndarray:
     """``(W, P)`` predicted normalised activation of every token.
@@ -161,19 +176,22 @@ def predict_windows(graph: CompiledGraph, codes: np.ndarray, runs: np.ndarray | 
             table[c] = max(table[c], end)
         out = table[codes]
         best[np.isfinite(out)] = 1
-    for path, end in zip(graph.paths, graph.ends, strict=True):
-        if len(path) == 1 and isinstance(path[0], int):
+    # So do (token, previous token) paths (a calibrated graph holds hundreds): one sorted lookup.
+    paired = {i for i, path in enumerate(graph.paths) if codes.shape[1] > 1 and len(path) == 2
+              and all(isinstance(c, int) and c != MISSING for c in path)}
+    pairs = [(graph.paths[i], graph.ends[i]) for i in sorted(paired)]
+    if pairs:
+        n = max(int(codes.max()), *(max(path) for path, _ in pairs)) + 1
+        keys = np.array([path[0] * n + path[1] for path, _ in pairs], dtype=np.int64)
+        order = np.argsort(keys)
+        keys, values = keys[order], np.array([end for _, end in pairs])[order]
+        seen = codes[:, 1:].astype(np.int64) * n + codes[:, :-1]
+        at = np.minimum(np.searchsorted(keys, seen), len(keys) - 1)
+        _apply(out[:, 1:], best[:, 1:], keys[at] == seen, values[at], 2, rule)
+    for i, (path, end) in enumerate(zip(graph.paths, graph.ends, strict=True)):
+        if len(path) == 1 and isinstance(path[0], int) or i in paired:
             continue
-        mask = path_mask(codes, path, runs)
-        if rule == "specific":
-            weight = sum(c is not IGNORE for c in path)
-            better = mask & (weight > best)
-            tie = mask & (weight == best)
-            out[better] = end
-            out[tie] = np.maximum(out[tie], end)
-            best[better] = weight
-        else:
-            np.maximum(out, np.where(mask, end, -np.inf), out=out)
+        _apply(out, best, path_mask(codes, path, runs), end, sum(c is not IGNORE for c in path), rule)
     unmatched = np.isneginf(out)
     out[unmatched] = default if np.isscalar(default) else np.asarray(default)[codes[unmatched]]
     return out
