@@ -261,3 +261,17 @@ def test_a_path_with_too_few_sample_matches_keeps_its_top_window_end() -> None:
     trie.insert((" b", " a"), 0.9, [0.9])  # two matches in the sample, mean 0.2
     assert calibrate(trie, sample, acts)[(" b", " a")] == pytest.approx(0.2)
     assert calibrate(trie, sample, acts, CalibrationConfig(min_matches=3))[(" b", " a")] == 0.9
+
+
+def test_pairs_found_once_for_a_sample_calibrate_its_windows_as_found_afresh(rule_sample) -> None:
+    """The build finds the sample's (token, previous) pairs once a layer and leaves out each
+    neuron's test windows by rows; the bigram paths are those of the rows' own pairs."""
+    _, windows, sample, acts = rule_sample
+    keep = np.arange(len(windows)) % 3 != 0
+    config = CalibrationConfig(token_paths=True, default=True, token_delta=0.0, token_budget=20,
+                               bigram_paths=True, bigram_delta=0.02, bigram_budget=15)
+    for neuron in (EXCEPT, HALF):
+        a = acts[keep, :, neuron]
+        shared = calibrate(NeuronTrie(), sample.with_pairs().rows(keep), a, config)
+        fresh = calibrate(NeuronTrie(), Sample.of(sample.codes[keep], sample.classes), a, config)
+        assert shared.to_rows() == fresh.to_rows() and any(len(p) == 2 for p in shared)

@@ -28,7 +28,7 @@ stake the whole prediction on one token's activation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -90,6 +90,9 @@ class Sample:
     """``(W, P)`` repeat runs (``builder.stages.heldout.repeat_runs``), where graphs have REPEAT nodes."""
     strings: tuple[str, ...] = ()
     """The string of each class (for the paths added), as :meth:`of` sets it."""
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+    """The (token, previous token) pairs, where found once for many neurons (:meth:`with_pairs`):
+    their sorted keys, and ``(W, P - 1)`` each position's index into them."""
 
     @classmethod
     def of(cls, codes: np.ndarray, classes: TokenClasses, runs: np.ndarray | None = None) -> Sample:
@@ -97,6 +100,17 @@ class Sample:
         for s, c in classes.index.items():
             strings[c] = s
         return cls(codes, classes, runs, tuple(strings))
+
+    def with_pairs(self) -> Sample:
+        """This sample with its pairs found (for a sample many neurons calibrate on)."""
+        pair = self.codes[:, 1:].astype(np.int64) * len(self.classes) + self.codes[:, :-1]
+        keys, inverse = np.unique(pair, return_inverse=True)
+        return replace(self, pairs=(keys, inverse.reshape(pair.shape)))
+
+    def rows(self, keep: np.ndarray) -> Sample:
+        """The windows where ``keep`` (``(W,)`` bool), sharing the pairs found."""
+        return replace(self, codes=self.codes[keep], runs=None if self.runs is None else self.runs[keep],
+                       pairs=None if self.pairs is None else (self.pairs[0], self.pairs[1][keep]))
 
 
 def token_means(sample: Sample, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,23 +126,33 @@ def token_means(sample: Sample, acts: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _bigram_paths(sample: Sample, acts: np.ndarray, means: np.ndarray,
                   config: CalibrationConfig) -> list[tuple[tuple[str, str], float]]:
     """``((token, previous), mean)`` of the pairs whose mean departs from the token's."""
-    codes = sample.codes
     n = len(sample.classes)
-    pair = (codes[:, 1:].astype(np.int64) * n + codes[:, :-1]).reshape(-1)
     values = acts[:, 1:].reshape(-1).astype(np.float64)
-    uniq, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=values)
-    mean = sums / counts
+    uniq, inverse = sample.pairs if sample.pairs is not None else sample.with_pairs().pairs
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=len(uniq))
+    sums = np.bincount(inverse, weights=values, minlength=len(uniq))
+    mean = sums / np.maximum(counts, 1)
     token = uniq // n
     keep = (counts >= config.bigram_min) & (np.abs(mean - means[token]) >= config.bigram_delta)
     if config.bigram_budget is not None:
         gain = np.where(keep, counts * (mean - means[token]) ** 2, -1.0)
-        top = np.argsort(-gain, kind="stable")[:config.bigram_budget]
+        top = _largest(gain, config.bigram_budget)
         keep = np.zeros_like(keep)
         top = top[:_enough(gain[top], config.share)]
         keep[top] = gain[top] >= 0
     return [((sample.strings[t], sample.strings[p]), float(m))
             for t, p, m in zip(token[keep], (uniq % n)[keep], mean[keep], strict=True)]
+
+
+def _largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest values, largest first (ties: the lower index first)."""
+    if 0 < k < len(values):  # a partition first: sorting ~60k pairs for each neuron cost more
+        cut = values[np.argpartition(-values, k - 1)[k - 1]]  # the k-th largest
+        above = np.flatnonzero(values > cut)
+        chosen = np.concatenate([above, np.flatnonzero(values == cut)[:k - len(above)]])
+        return chosen[np.lexsort((chosen, -values[chosen]))]
+    return np.argsort(-values, kind="stable")[:max(k, 0)]
 
 
 def _enough(gains: np.ndarray, share: float | None) -> int:
@@ -197,7 +221,7 @@ def calibrate(trie: NeuronTrie, sample: Sample, acts: np.ndarray,
         shrunk = (means[chosen] * counts[chosen] + config.prior * base_c) / (counts[chosen] + config.prior)
         if config.token_budget is not None:
             gain = counts[chosen] * (shrunk - base_c) ** 2
-            keep = np.argsort(-gain, kind="stable")
+            keep = _largest(gain, len(gain))
             keep = keep[:min(config.token_budget, _enough(gain[keep], config.share))]
             chosen, shrunk = chosen[keep], shrunk[keep]
         for c, value in zip(chosen, shrunk, strict=True):

@@ -108,7 +108,7 @@ def ordinary_texts(model: LoadedModel, layers: Sequence[int], windows: np.ndarra
     ids = sample_windows(len(windows), split.heldout, exclude, config, seed)
     held = split.heldout_windows if config.heldout else split.heldout_windows[:0]
     acts = layer_activations(model, np.concatenate([windows[ids], held]), layers)  # {layer: (rows, P, d_mlp)}
-    sample, heldout = _sample(classes, windows[ids]), _sample(classes, held) if len(held) else None
+    sample, heldout = _sample(classes, windows[ids]).with_pairs(), _sample(classes, held) if len(held) else None
     return {layer: OrdinaryText(classes, ids, sample, a[:len(ids)], heldout, a[len(ids):] if len(held) else None)
             for layer, a in acts.items()}
 
@@ -117,9 +117,7 @@ def calibrated(trie: NeuronTrie, neuron: int, max_act: float, test_windows: np.n
                config: OrdinaryConfig) -> tuple[NeuronTrie, float]:
     """The neuron's trie calibrated on the sample, less its test windows, and its default."""
     keep = ~np.isin(text.sample_windows, test_windows)
-    # The class strings are the sample's (``Sample.of`` would spell every class again, per neuron).
-    sample = Sample(text.sample.codes[keep], text.classes,
-                    None if text.sample.runs is None else text.sample.runs[keep], text.sample.strings)
+    sample = text.sample.rows(keep)  # the class strings and pairs are the sample's, found once
     acts = text.sample_acts[keep, :, neuron].astype(np.float64) / max_act
     settings = calibration_config(config)
     return calibrate(trie, sample, acts, settings), default_value(acts, settings)
