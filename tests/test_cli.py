@@ -151,7 +151,7 @@ def test_the_dtype_asked_reaches_the_model_loader_on_ray_workers(command, tmp_pa
 
 
 
-def test_the_ordinary_text_budgets_asked_reach_the_build_config(tmp_path, monkeypatch) -> None:
+def test_the_ordinary_text_budgets_and_short_texts_asked_reach_the_build_config(tmp_path, monkeypatch) -> None:
     import builder.run.distributed
 
     configs = []
@@ -163,5 +163,7 @@ def test_the_ordinary_text_budgets_asked_reach_the_build_config(tmp_path, monkey
     monkeypatch.setattr(builder.run.distributed, "run_distributed", fake_build)
     assert main(["build", "--store", str(tmp_path / "s.jsonl"), "--ray", "--ordinary", "--token-paths", "2000",
                  "--bigram-paths", "50"]) == 0
+    assert main(["build", "--store", str(tmp_path / "s.jsonl"), "--ray", "--no-short-texts"]) == 0
     ordinary = configs[0].ordinary
     assert (ordinary.enabled, ordinary.token_paths, ordinary.bigram_paths) == (True, 2000, 50)
+    assert (configs[0].eval.short_before, configs[1].eval.short_before, configs[1].eval.short_after) == (24, 0, 0)
