@@ -259,8 +259,9 @@ class OrdinaryConfig:
     windows, context-free and (token, previous token) paths are added where they explain the
     neuron's variance there, and the graph predicts by its most specific path, the neuron's
     sample mean where none matches. The defaults are the variant ``proposed_p0_500_200`` of
-    ``benchmarks/heldout_variants.py`` (docs/fidelity.md, held-out section). Off by default
-    until the atlas is rebuilt with it: the paper's top-window F1 falls where it is on."""
+    ``benchmarks/heldout_variants.py`` (docs/fidelity.md, held-out section). The served SmolLM2
+    atlas is calibrated with it (``n2g build --ordinary --paths-from``); off by default for other
+    builds, since its pass takes minutes for a few neurons on a CPU."""
 
     enabled: bool = False
     """On (``n2g build --ordinary``, which also scans the build split only: ``ScanConfig.part``)."""
