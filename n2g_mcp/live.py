@@ -25,6 +25,7 @@ from store.models import ModelSpec
 from store.probes import (
     Ablation,
     AblationMode,
+    BuildMethod,
     Coactivation,
     FiringHit,
     HypothesisResult,
@@ -70,9 +71,9 @@ class LiveBackend(Protocol):
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
-              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-        """Build graphs (stored or not: the caller applied ``store.pending``), append them to
-        ``store_path`` and return them.
+              scan_file: ScanFile | None = None, method: BuildMethod = "ordinary") -> list[NeuronGraph]:
+        """Build graphs by ``method`` (stored or not: the caller applied ``store.pending``),
+        append them to ``store_path`` and return them.
 
         Raises:
             Cancelled: when ``cancel`` was set.

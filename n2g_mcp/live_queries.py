@@ -18,6 +18,7 @@ from store.graph import NeuronGraph
 from store.metrics import FIRING_THRESHOLD, score
 from store.models import ModelSpec
 from store.pending import pending
+from store.probes import BuildMethod
 from store.progress import Progress
 from store.trie import Path, label
 
@@ -99,10 +100,11 @@ class LiveQueries(Resolver):
                               firing=rows[:MAX_FIRING_ROWS], firing_total=len(rows), expect=expect,
                               as_expected=None if expect is None else fired == (expect == "fire"))
 
-    def build(self, model: str | None, layer: int, neuron: int, rebuild: bool = False, *,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> GraphSummary:
-        """Build one neuron's graph, or return the stored one (``store.pending``'s rule over every
-        store of the model, so a shipped graph is not built again)."""
+    def build(self, model: str | None, layer: int, neuron: int, rebuild: bool = False,
+              method: BuildMethod = "ordinary", *, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> GraphSummary:
+        """Build one neuron's graph by ``method``, or return the stored one (``store.pending``'s
+        rule over every store of the model, so a shipped graph is not built again)."""
         model = self.model(model)
         self.check_range(model, layer, neuron)
         stored = self.stored(model, layer, neuron)
@@ -117,7 +119,8 @@ class LiveQueries(Resolver):
         spec = self.spec(model, "build graphs", text.INSTEAD_OF_BUILDING)
         try:
             graphs = self.live.build(spec, layer, [neuron], self.catalog.writable_path(model),
-                                     progress=progress, cancel=cancel, scan_file=self.scan_file(model))
+                                     progress=progress, cancel=cancel, scan_file=self.scan_file(model),
+                                     method=method)
         except Cancelled as exc:
             raise Cancelled(text.build_cancelled(layer, neuron, str(exc))) from exc
         graph = next((g for g in graphs if (g.layer, g.neuron) == (layer, neuron)), None)

@@ -36,6 +36,10 @@ PatternKind = Literal["regex", "tokens"]
 """How test_hypothesis reads a pattern: a regular expression over the text, or ``|``-separated tokens."""
 AblationMode = Literal["zero", "mean"]
 """How a neuron is ablated: set to 0, or to its mean over random corpus windows."""
+BuildMethod = Literal["ordinary", "fitted"]
+"""How a live build makes a graph: ``ordinary``, the served atlas's method (the fitted paths
+calibrated on ordinary text, scored on held-out documents too: ``builder.stages.ordinary``), or
+``fitted``, the paper's (fitted on the top windows only: faster, describes the top of the range)."""
 Neuron = tuple[int, int]
 """``(layer, neuron)``."""
 PROBE_SEQUENCES, PROBE_LENGTH, PROBE_SEEDS = 16, 40, (0, 1, 2)

@@ -78,6 +78,8 @@ class FakeLiveBackend:
         self.n_layers, self.d_mlp, self.delay = n_layers, d_mlp, delay
         self.calls: list[str] = []
         """What was asked, in order (``"tokens"``, ``"activations"``, ``"build"``)."""
+        self.methods: list[str] = []
+        """Each build's method, in order."""
         self.cancelled = threading.Event()
         """Set when a build saw its cancel event."""
 
@@ -129,10 +131,11 @@ class FakeLiveBackend:
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
-              scan_file: object = None) -> list[NeuronGraph]:
+              scan_file: object = None, method: str = "ordinary") -> list[NeuronGraph]:
         self._check(spec)
         model = spec.name
         self.calls.append("build")
+        self.methods.append(method)
         for step, what in enumerate(("scan", "prune", "saliency", "fit")):
             if cancel is not None and cancel.is_set():
                 self.cancelled.set()

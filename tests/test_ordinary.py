@@ -12,6 +12,7 @@ import torch
 import pytest
 
 from builder.config import OrdinaryConfig
+from builder.stages.ordinary import ordinary_texts
 from builder.corpus import heldout_mask, make_windows
 from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
@@ -225,3 +226,34 @@ def test_reused_paths_are_calibrated_to_the_graph_a_full_ordinary_build_makes(or
     assert graph.build["paths_from"]["config"] == plain[0].build["config"]
     with pytest.raises(Exception, match="--ordinary"):
         run_build(model, [0], [EXCEPT], None, CONFIG, BuildSource(model, CONFIG, corpus=corpus), reuse=reuse)
+
+
+def test_the_live_runtime_builds_by_the_atlas_method_and_keeps_the_layers_pass(tmp_path, monkeypatch) -> None:
+    # build_graph's default: the served atlas's method; the pass over ordinary text runs once for
+    # a layer's builds, and a 'fitted' build skips it.
+    import builder.run.live as live
+    import builder.run.runner as runner
+    from store.models import ModelSpec
+
+    monkeypatch.setenv("N2G_CACHE", str(tmp_path / "cache"))
+    model = rule_model()
+    monkeypatch.setattr(live, "load_model", lambda location, **options: model)
+    passes = []
+
+    def counted(*args, **kwargs):
+        passes.append(args[1])
+        return ordinary_texts(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "ordinary_texts", counted)
+    runtime = live.LiveModels(config=dataclasses.replace(CONFIG, ordinary=OrdinaryConfig(windows=400)))
+    spec, store = ModelSpec(name="rule-model", location="rule-model"), tmp_path / "rule-model.jsonl"
+    (token,) = runtime.build(spec, 0, [TOKEN], store)
+    (context,) = runtime.build(spec, 0, [EXCEPT], store)
+    (fitted,) = runtime.build(spec, 0, [HALF], store, method="fitted")
+    assert passes == [[0]]
+    for graph in (token, context):
+        assert graph.matching.rule == "specific" and graph.fidelity.heldout is not None
+        assert graph.build["config"]["ordinary"]["enabled"] is True
+    assert token.graph[(" the",)] == pytest.approx(1.0, abs=0.01)
+    assert fitted.matching.rule != "specific" and fitted.fidelity.heldout is None
+    assert fitted.build["config"]["ordinary"]["enabled"] is False

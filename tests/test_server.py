@@ -537,6 +537,14 @@ async def test_build_returns_the_stored_graph_unless_asked_to_rebuild(server, fa
     assert fake.calls == ["build"]
 
 
+async def test_build_runs_the_atlas_method_unless_the_fitted_one_is_asked_for(server, fake):
+    await ok(server, "build_graph", layer=2, neuron=7)
+    await ok(server, "build_graph", layer=2, neuron=8, method="fitted")
+    assert fake.methods == ["ordinary", "fitted"]
+    message = await error(server, "build_graph", layer=2, neuron=9, method="paper")
+    assert "method" in message and fake.methods == ["ordinary", "fitted"]
+
+
 async def test_build_reports_increasing_progress(stores_dir):
     server = serve(stores_dir, FakeLiveBackend(delay=0.3))
     updates: list[tuple[float, float | None, str | None]] = []

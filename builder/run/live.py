@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from store.models import EMBEDDED, ModelSpec
 from store.probes import (
     Ablation,
     AblationMode,
+    BuildMethod,
     Coactivation,
     FiringHit,
     HypothesisResult,
@@ -76,11 +77,14 @@ class LiveModels:
     Args:
         device: where models run (default: cuda if available).
         config: the build configuration (default: ``BuildConfig()``); models load in its ``dtype``.
+            A build by the ``ordinary`` method runs it with its ordinary-text stage on.
     """
 
     def __init__(self, device: str | None = None, config: BuildConfig | None = None) -> None:
         self.device = device
         self.config = config or BuildConfig()
+        # A source over this config serves both methods: the method changes only the stages.
+        self._ordinary = replace(self.config, ordinary=replace(self.config.ordinary, enabled=True))
         self._lock = threading.Lock()
         """The one lock: held while a model loads and while any request uses one."""
         self._tokenizing = threading.Lock()
@@ -158,17 +162,19 @@ class LiveModels:
     def _source(self, loaded: _Loaded, scan_file: ScanFile | None) -> BuildSource:
         """The model's build source over this scan file, kept while the file stays the same."""
         if loaded.source is None or loaded.source.scan_file is not scan_file:
-            loaded.source = BuildSource(loaded.model, self.config, scan_file=scan_file)
+            loaded.source = BuildSource(loaded.model, self.config, scan_file=scan_file, keep_ordinary=True)
         return loaded.source
 
     def build(self, spec: ModelSpec, layer: int, neurons: Sequence[int], store_path: Path, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
-              scan_file: ScanFile | None = None) -> list[NeuronGraph]:
-        """Build graphs for neurons of one layer and append them to a store, stored or not (the
-        caller applied ``store.pending``: see ``builder.run.runner.run_build``).
+              scan_file: ScanFile | None = None, method: BuildMethod = "ordinary") -> list[NeuronGraph]:
+        """Build graphs for neurons of one layer by ``method`` and append them to a store, stored
+        or not (the caller applied ``store.pending``: see ``builder.run.runner.run_build``).
 
         With the model's scan file, the neurons' top windows come from it (seconds); without,
-        the first build of a layer scans the corpus (minutes on a CPU).
+        the first build of a layer scans the corpus (minutes on a CPU). The ``ordinary`` method's
+        pass over the calibration sample and the held-out documents (about 200k tokens to the
+        layer) is kept for the layer's next build.
 
         Raises:
             store.errors.Cancelled: when ``cancel`` is set (checked between batches).
@@ -177,7 +183,8 @@ class LiveModels:
         """
         with self._lock:
             loaded = self._get(spec, progress)
-            return run_build(loaded.model, [layer], list(neurons), store_path, self.config,
+            return run_build(loaded.model, [layer], list(neurons), store_path,
+                             self._ordinary if method == "ordinary" else self.config,
                              self._source(loaded, scan_file), rebuild=True, progress=progress,
                              cancel=cancel)
 

@@ -72,15 +72,19 @@ class BuildSource:
         scan_file: the model's whole-model scan; with the default corpus its windows are the
             corpus (no tokenising), and where it serves (same windows, enough top windows) each
             layer's top windows are read from it and only their traces measured again.
+        keep_ordinary: keep the last layer's ordinary-text evidence for the next build of that
+            layer (a live server's one-neuron builds; about 0.6 GB for 1,536 neurons).
     """
 
     def __init__(self, model: LoadedModel, config: BuildConfig, corpus: str | Path | None = None,
-                 scan_file: ScanFile | None = None) -> None:
+                 scan_file: ScanFile | None = None, keep_ordinary: bool = False) -> None:
         self.model, self.config, self.corpus, self.scan_file = model, config, corpus, scan_file
+        self.keep_ordinary = keep_ordinary
         self._windows: np.ndarray | None = None
         self._split: CorpusSplit | None = None
         self._scans: dict[int, LayerScan] = {}
         self._referrer: Referrer | None = None
+        self._ordinary: tuple[tuple[Any, ...], OrdinaryText] | None = None
 
     @property
     def windows(self) -> np.ndarray:
@@ -94,14 +98,14 @@ class BuildSource:
         return self._windows
 
     @property
-    def split(self) -> CorpusSplit | None:
-        """Where the held-out documents are (``builder.stages.ordinary.CorpusSplit``), for builds
-        that calibrate on ordinary text; None for the others.
+    def split(self) -> CorpusSplit:
+        """Where the held-out documents are (``builder.stages.ordinary.CorpusSplit``), which builds
+        that calibrate on ordinary text read (made on first use).
 
         Raises:
             BadArgument: where the windows are not the corpus's (a scan file of another corpus).
         """
-        if self._split is None and self.config.ordinary.enabled:
+        if self._split is None:
             scan = self.config.scan
             if scan.part == "build":
                 mask = np.zeros(len(self.windows), dtype=bool)
@@ -138,6 +142,24 @@ class BuildSource:
             self._referrer = Referrer(self.scan_file)
         return self._referrer
 
+    def ordinary_texts(self, chunk: Sequence[tuple[int, Sequence[int]]], scans: Mapping[int, LayerScan],
+                       config: BuildConfig, progress: Progress | None = None,
+                       cancel: threading.Event | None = None) -> dict[int, OrdinaryText]:
+        """The ordinary-text evidence of a few layers (neurons to build, by layer) from one pass,
+        charged to the neurons built; with ``keep_ordinary``, a one-layer build's evidence is
+        kept for the next (its charge stays what the pass cost)."""
+        layers = [layer for layer, _ in chunk]
+        key = (tuple(layers), config.ordinary, config.seed, config.fit.normalized)
+        if self._ordinary is not None and self._ordinary[0] == key:
+            return {layers[0]: self._ordinary[1]}
+        forwarded = self.model.tokens_forwarded
+        texts = ordinary_texts(self.model, layers, self.windows, self.split, scans[layers[0]].random_windows,
+                               config.ordinary, config.seed, config.fit.normalized, progress, cancel)
+        share = (self.model.tokens_forwarded - forwarded) // max(1, sum(len(neurons) for _, neurons in chunk))
+        texts = {layer: dataclasses.replace(text, tokens_per_neuron=share) for layer, text in texts.items()}
+        self._ordinary = (key, texts[layers[0]]) if self.keep_ordinary and len(layers) == 1 else None
+        return texts
+
     def built(self, layer: int) -> None:
         """The build of a layer finished: the traces kept for its resume are no longer needed."""
         if self.serves:
@@ -161,18 +183,6 @@ class BuildSource:
                 self._scans.update(made)
             out.update(made)
         return out
-
-
-def _ordinary_chunk(model: LoadedModel, chunk: Sequence[tuple[int, Sequence[int]]],
-                    scans: Mapping[int, LayerScan], source: BuildSource, config: BuildConfig) -> dict[int, OrdinaryText]:
-    """The ordinary-text evidence of a few layers from one pass, charged to the neurons built."""
-    layers = [layer for layer, _ in chunk]
-    split = source.split or CorpusSplit(np.zeros(len(source.windows), dtype=bool), source.windows[:0])
-    forwarded = model.tokens_forwarded
-    texts = ordinary_texts(model, layers, source.windows, split, scans[layers[0]].random_windows, config.ordinary,
-                           config.seed, config.fit.normalized)
-    share = (model.tokens_forwarded - forwarded) // max(1, sum(len(neurons) for _, neurons in chunk))
-    return {layer: dataclasses.replace(text, tokens_per_neuron=share) for layer, text in texts.items()}
 
 
 def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] | Mapping[int, Sequence[int] | None] | None,
@@ -247,11 +257,12 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         texts: dict[int, OrdinaryText] = {}
         for at, (layer, todo_neurons) in enumerate(todo.items()):
             if config.ordinary.enabled and layer not in texts:
-                texts = _ordinary_chunk(model, list(todo.items())[at:at + ORDINARY_LAYERS_PER_PASS], scans,
-                                        source, config)
+                texts = source.ordinary_texts(list(todo.items())[at:at + ORDINARY_LAYERS_PER_PASS], scans, config,
+                                              progress, cancel)
             kept = {n: g for (at_layer, n), g in (reuse or {}).items() if at_layer == layer}
             built += build_layer(model, layer, todo_neurons, scans[layer], source.windows, config,
-                                 writer, progress, cancel, referrer, source.split, kept, texts.pop(layer, None))
+                                 writer, progress, cancel, referrer,
+                                 source.split if config.ordinary.enabled else None, kept, texts.pop(layer, None))
             source.built(layer)
         if stamp and writer is None:  # the stamping writer stamps what it writes
             for graph in built:

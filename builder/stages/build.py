@@ -309,7 +309,7 @@ def build_layer(model: LoadedModel, layer: int, neurons: Sequence[int], layer_sc
         if split is None:
             split = CorpusSplit(np.zeros(len(windows), dtype=bool), windows[:0])
         ordinary = ordinary_texts(model, [layer], windows, split, layer_scan.random_windows, config.ordinary,
-                                  config.seed, config.fit.normalized)[layer]
+                                  config.seed, config.fit.normalized, progress, cancel)[layer]
         ordinary = dataclasses.replace(ordinary, tokens_per_neuron=(model.tokens_forwarded - forwarded)
                                        // max(1, len(neurons)))
     bar = tqdm(total=len(neurons), unit="neuron", desc=f"layer {layer}", disable=progress is not None)

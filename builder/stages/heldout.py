@@ -30,12 +30,15 @@ The floors (baselines a graph must beat):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from store.errors import Cancelled
 from store.metrics import FIRING_THRESHOLD, MIN_FIRING, Scores, mean_defined, score
+from store.progress import Progress
 from store.tokens import normalize, repeat_lengths
 from store.trie import IGNORE, REPEAT, MatchRule, NeuronTrie, Token
 
@@ -297,10 +300,16 @@ class LayerMeans:
 # --------------------------------------------------------------------------- the model pass
 def layer_activations(model, windows: np.ndarray, layers: Sequence[int],
                       neurons: dict[int, np.ndarray] | None = None,
-                      batch: int = 32, dtype: type = np.float16) -> dict[int, np.ndarray]:
+                      batch: int = 32, dtype: type = np.float16, progress: Progress | None = None,
+                      cancel: threading.Event | None = None) -> dict[int, np.ndarray]:
     """Every window's activations at the given layers in one pass per batch (BOS before each,
     stopping inside the deepest layer): ``{layer: (W, P, N)}``, ``N`` the neurons asked for at
-    that layer (``neurons[layer]``; all where None). Raw activations, not normalised."""
+    that layer (``neurons[layer]``; all where None). Raw activations, not normalised.
+    ``progress(done, total, message)`` replaces the tqdm bar; ``cancel`` is checked between batches.
+
+    Raises:
+        store.errors.Cancelled: when ``cancel`` is set.
+    """
     import torch
     from tqdm import tqdm
 
@@ -308,8 +317,13 @@ def layer_activations(model, windows: np.ndarray, layers: Sequence[int],
 
     layers = sorted(set(layers))
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    for start in tqdm(range(0, len(windows), batch), desc=f"{len(windows)} windows to layer {max(layers)}",
-                      unit="batch", leave=False):
+    desc = f"{len(windows)} windows to layer {max(layers)}"
+    for start in tqdm(range(0, len(windows), batch), desc=desc, unit="batch", leave=False,
+                      disable=progress is not None):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled during the pass over {desc}")
+        if progress is not None:
+            progress(start, len(windows), f"ordinary text: {desc}")
         acts = run_layers(model, windows[start:start + batch].tolist(), layers)
         for layer in layers:
             a = acts[layer]  # (batch, pos, d_mlp)

@@ -16,6 +16,7 @@ Nothing here reads held-out text except the fidelity; no choice is made on it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -99,15 +100,18 @@ def _sample(classes: TokenClasses, tokens: np.ndarray) -> Sample:
 
 def ordinary_texts(model: LoadedModel, layers: Sequence[int], windows: np.ndarray, split: CorpusSplit,
                    exclude: np.ndarray, config: OrdinaryConfig, seed: int,
-                   normalized: bool = False) -> dict[int, OrdinaryText]:
+                   normalized: bool = False, progress: Progress | None = None,
+                   cancel: threading.Event | None = None) -> dict[int, OrdinaryText]:
     """The sample of the build's ``windows`` (and the held-out windows when ``config.heldout``)
     forwarded once to the deepest of ``layers``, serving every neuron of each (memory: about
     0.6 GB a layer of 1,536 neurons at the default sample); ``normalized``: the graphs match folded
-    tokens. The caller charges the pass to the neurons it builds (``tokens_per_neuron``)."""
+    tokens. The caller charges the pass to the neurons it builds (``tokens_per_neuron``).
+    ``progress`` and ``cancel``: see :func:`builder.stages.heldout.layer_activations`."""
     classes = TokenClasses.of(model.vocab, normalized)
     ids = sample_windows(len(windows), split.heldout, exclude, config, seed)
     held = split.heldout_windows if config.heldout else split.heldout_windows[:0]
-    acts = layer_activations(model, np.concatenate([windows[ids], held]), layers)  # {layer: (rows, P, d_mlp)}
+    acts = layer_activations(model, np.concatenate([windows[ids], held]), layers,  # {layer: (rows, P, d_mlp)}
+                             progress=progress, cancel=cancel)
     sample, heldout = _sample(classes, windows[ids]).with_pairs(), _sample(classes, held) if len(held) else None
     return {layer: OrdinaryText(classes, ids, sample, a[:len(ids)], heldout, a[len(ids):] if len(held) else None)
             for layer, a in acts.items()}

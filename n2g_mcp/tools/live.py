@@ -20,6 +20,7 @@ from n2g_mcp.params import Flag, Layer, ModelName, UnitsName, unit_model, Neuron
 from n2g_mcp.queries import Queries
 from n2g_mcp.tools.common import describe, result
 from n2g_mcp.worker import run_in_worker
+from store.probes import BuildMethod
 
 
 @describe(max_tokens=f"{MAX_COMPARE_TOKENS:,}", max_texts=MAX_TEXTS)
@@ -62,17 +63,22 @@ async def predict_activations(
 async def build_graph(
     q: Queries, layer: Layer, neuron: Neuron, ctx: Context, model: ModelName = None, units: UnitsName = None,
     rebuild: Annotated[Flag, Field(description="Build again even if the store has this neuron.")] = False,
+    method: Annotated[BuildMethod, Field(
+        description="'ordinary' (default): the served atlas's method, the paths calibrated on ordinary "
+        "text so the graph predicts the neuron there, with held-out figures; 'fitted': the paper's, "
+        "fitted on the top windows only (faster; describes the top of the neuron's range).")] = "ordinary",
 ) -> Annotated[CallToolResult, GraphSummary]:
     """Build a neuron's graph with the live model and add it to the store (returns the stored
     graph if there is one, unless rebuild=true). Slow: seconds to minutes, more the first
-    time (the model loads and the corpus is scanned for the layer); reports progress and can be
+    time at a layer (the model loads, the corpus is scanned for the layer, and the 'ordinary'
+    method's pass over ~200k tokens of ordinary text runs once); reports progress and can be
     cancelled."""
     model = unit_model(model, units)
     name = q.model(model)
     q.check_range(name, layer, neuron)
 
     def work(progress: Any, cancel: threading.Event) -> GraphSummary:
-        return q.build(name, layer, neuron, rebuild, progress=progress, cancel=cancel)
+        return q.build(name, layer, neuron, rebuild, method, progress=progress, cancel=cancel)
 
     out = await run_in_worker(ctx, work, wording.building(layer, neuron))
     return result(wording.build(out), out)
