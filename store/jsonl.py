@@ -33,7 +33,7 @@ import gzip
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,13 +198,16 @@ def read_header(path: str | os.PathLike[str]) -> StoreHeader:
     return _parse_header(_first_line(path), path)
 
 
-def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Store:
+def read_store(path: str | os.PathLike[str], shape: Shape | None = None,
+               layers: Collection[int] | None = None) -> Store:
     """Read a whole store; lines that fail are skipped and listed in ``Store.corrupt``.
 
     Args:
         path: a ``.jsonl`` or ``.jsonl.gz`` store.
         shape: ``(n_layers, d_mlp)`` of the model, used where the header does not record it, so
             that a line with a layer or neuron the model lacks is skipped too.
+        layers: only the graphs of these layers (None: all); other lines are passed over
+            unchecked, so a few layers of a large store cost their own memory only.
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -222,7 +225,7 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
     store = Store(path=path, header=header, shape=header.shape or shape)
     number, torn = 1, False
     for number, (line, ended) in enumerate(lines, start=2):  # noqa: B007 - number is used below
-        if not line.strip():
+        if not line.strip() or (layers is not None and _layer_of(line) not in layers):
             continue
         try:
             graph = _parse_graph(line, header.key, store.shape)
@@ -240,6 +243,38 @@ def read_store(path: str | os.PathLike[str], shape: Shape | None = None) -> Stor
         store.corrupt += [CorruptLine(line=number if torn else number + 1, reason=reason)
                           for reason in damage]
     return store
+
+
+def _layer_of(line: bytes) -> int | None:
+    """A graph line's layer, or None where the line does not say (read unchecked)."""
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return raw.get("layer") if isinstance(raw, dict) else None
+
+
+def stored_neurons(path: str | os.PathLike[str], shape: Shape | None = None) -> set[tuple[int, int]]:
+    """``(layer, neuron)`` of every line of a store that passes the line check
+    (``store.lines.check_line``), without making the graphs: what a resumed build skips, at a
+    small share of :func:`read_store`'s memory (a part of 33,600 calibrated graphs takes GBs as
+    graphs).
+
+    Raises:
+        FileNotFoundError, StoreFormatError: as :func:`read_store`.
+    """
+    path = Path(path)
+    header = read_header(path)
+    out: set[tuple[int, int]] = set()
+    lines = iter_lines(path, [])
+    next(lines, None)  # the header
+    for _, line, _ in lines:
+        try:
+            checked = check_line(line, header.key, header.shape or shape)
+        except LineError:
+            continue
+        out.add((checked.layer, checked.neuron))
+    return out
 
 
 CORRUPT_SHOWN = 5

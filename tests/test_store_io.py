@@ -17,6 +17,7 @@ from store.jsonl import (
     dumps,
     read_header,
     read_store,
+    stored_neurons,
     write_store,
 )
 from tests.graphs import make_graph
@@ -59,6 +60,16 @@ def test_corrupt_lines_are_skipped_counted_and_named(tmp_path) -> None:
         f.write(b"not json\n" + orjson.dumps({"model": "m", "layer": 0}) + b"\n")
     store = read_store(path)
     assert len(store) == 1 and [c.line for c in store.corrupt] == [3, 4]
+
+
+def test_stored_neurons_are_the_graphs_a_read_keeps_and_a_read_of_some_layers_keeps_those(tmp_path) -> None:
+    path = tmp_path / "s.jsonl"
+    StoreWriter(path, "m").append([make_graph([((" a",), 0.9)], layer=layer, neuron=neuron, model="m")
+                                   for layer, neuron in ((0, 1), (1, 2), (2, 3))])
+    with open(path, "ab") as f:  # a bad line and a torn one are not stored
+        f.write(orjson.dumps({"model": "m", "layer": 1, "neuron": 5}) + b'\n{"model": "m", "layer": 2, "neu')
+    assert stored_neurons(path) == set(read_store(path).graphs) == {(0, 1), (1, 2), (2, 3)}
+    assert sorted(read_store(path, layers={1, 2}).graphs) == [(1, 2), (2, 3)]
 
 
 def test_newer_format_version_is_refused_with_a_clear_error(tmp_path) -> None:

@@ -29,7 +29,7 @@ from builder.stages.scan import LayerScan, forget_traces, scan, scan_file_serves
 from store.errors import BadArgument
 from store.examples import Referrer, ScanRef, scan_ref
 from store.graph import NeuronGraph
-from store.jsonl import StoreWriter, read_store, scan_for
+from store.jsonl import StoreWriter, scan_for, stored_neurons
 from store.lines import Shape
 from store.pending import pending
 from store.progress import Progress
@@ -241,7 +241,7 @@ def run_build(model: LoadedModel, layers: Sequence[int], neurons: Sequence[int] 
         writer = (_StampingWriter(store_path, model.key, shape, stamp or {}, scan=offer) if stamp or as_stored
                   else StoreWriter(store_path, model.key, shape, scan=offer))
     try:
-        stored = set(read_store(store_path, shape).graphs) if writer is not None and not rebuild else set()
+        stored = stored_neurons(store_path, shape) if writer is not None and not rebuild else set()
         todo: dict[int, list[int]] = {}
         for layer in layers:
             todo.update(pending([layer], requested[layer], stored, rebuild))

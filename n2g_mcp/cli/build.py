@@ -167,7 +167,7 @@ def _reusable(path: Path, key: str, config, layers: set[int]) -> dict:
     others are built from their examples."""
     if not path.is_file():
         raise BadArgument(f"no store at {path} to take paths from")
-    store = read_store(path)
+    store = read_store(path, layers=layers)
     if store.model != key:
         raise BadArgument(f"{path} holds {store.model}'s graphs, not {key}'s")
     wanted = config.to_dict()
@@ -179,10 +179,11 @@ def _reusable(path: Path, key: str, config, layers: set[int]) -> dict:
     for g in store:
         made = g.build.get("config") or {}
         fitted = not (made.get("ordinary") or {}).get("enabled")  # a calibrated graph holds more than its fit
-        if g.layer in layers and g.fidelity is not None and fitted and all(made.get(n) == wanted[n] for n in STAGES):
+        if g.fidelity is not None and fitted and all(made.get(n) == wanted[n] for n in STAGES):
             # As text: the new store may name another scan file, or none.
             out[(g.layer, g.neuron)] = g.model_copy(update={"pruned": resolve(g.pruned, scan)})
-    print(f"keeping the fitted paths of {len(out):,} graphs of {path} (of {len(store.graphs):,})", file=sys.stderr)
+    print(f"keeping the fitted paths of {len(out):,} graphs of {path} (of its {len(store.graphs):,} at these layers)",
+          file=sys.stderr)
     return out
 
 
