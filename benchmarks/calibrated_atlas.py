@@ -1,7 +1,7 @@
 """The calibrated atlas against the fitted one it was made from, layer by layer (issue 28).
 
-    python benchmarks/calibrated_atlas.py [--fitted stores/smollm2-135m.jsonl.gz]
-                                          [--calibrated 'stores/smollm2-135m.ordinary-L*.jsonl.gz']
+    python benchmarks/calibrated_atlas.py [--model smollm2-135m] [--fitted stores/<model>.jsonl.gz]
+                                          [--calibrated 'stores/<model>.ordinary-L*.jsonl.gz']
 
 Reads the two stores only (no model): for every neuron both hold, the paper's top-window F1, and
 on the held-out documents (every token; means over the neurons firing there at least
@@ -30,11 +30,14 @@ def _cell(values, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+HEADER = ["| layer | neurons | top-window F1, fitted -> calibrated | held-out P / R / F1, fitted | held-out P / R / F1, "
+          "calibrated | r, fitted -> calibrated | floor r | interval r, calibrated / floor | paths a graph | "
+          "ordinary-text tokens a neuron |", "|" + " --- |" * 10]
+
+
 def rows(fitted: dict[tuple[int, int], NeuronGraph], calibrated: dict[tuple[int, int], NeuronGraph]) -> list[str]:
-    """The table's lines."""
-    out = ["| layer | neurons | top-window F1, fitted -> calibrated | held-out P / R / F1, fitted | held-out P / R / F1, "
-           "calibrated | r, fitted -> calibrated | floor r | interval r, calibrated / floor | paths a graph | "
-           "ordinary-text tokens a neuron |", "|" + " --- |" * 10]
+    """The table's lines of the calibrated graphs' layers (below :data:`HEADER`)."""
+    out = []
     for layer in sorted({layer for layer, _ in calibrated}):
         pairs = [(fitted[k], g) for k, g in calibrated.items() if k[0] == layer and k in fitted
                  and g.fidelity is not None and fitted[k].fidelity is not None]
@@ -59,16 +62,20 @@ def rows(fitted: dict[tuple[int, int], NeuronGraph], calibrated: dict[tuple[int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fitted", default=str(ROOT / "stores" / "smollm2-135m.jsonl.gz"))
-    parser.add_argument("--calibrated", default=str(ROOT / "stores" / "smollm2-135m.ordinary-L*.jsonl.gz"))
+    parser.add_argument("--model", default="smollm2-135m", help="the stores' model (default: %(default)s)")
+    parser.add_argument("--fitted", help="default: stores/<model>.jsonl.gz")
+    parser.add_argument("--calibrated", help="a glob; default: 'stores/<model>.ordinary-L*.jsonl.gz'")
     args = parser.parse_args()
-    fitted = read_store(args.fitted).graphs
-    calibrated: dict[tuple[int, int], NeuronGraph] = {}
-    for path in sorted(glob.glob(args.calibrated)):
-        calibrated.update(read_store(path).graphs)
-    if not calibrated:
-        raise SystemExit(f"no calibrated graphs in {args.calibrated}")
-    print("\n".join(rows(fitted, calibrated)))
+    fitted_path = args.fitted or str(ROOT / "stores" / f"{args.model}.jsonl.gz")
+    pattern = args.calibrated or str(ROOT / "stores" / f"{args.model}.ordinary-L*.jsonl.gz")
+    parts = sorted(glob.glob(pattern))
+    if not parts:
+        raise SystemExit(f"no calibrated graphs in {pattern}")
+    print("\n".join(HEADER))
+    for path in parts:  # a part and the fitted graphs of its layers at a time: the whole atlas is GBs as graphs
+        calibrated = read_store(path).graphs
+        fitted = read_store(fitted_path, layers={layer for layer, _ in calibrated}).graphs
+        print("\n".join(rows(fitted, calibrated)), flush=True)
 
 
 if __name__ == "__main__":

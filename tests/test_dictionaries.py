@@ -325,3 +325,25 @@ def test_the_trainer_learns_a_planted_dictionary_and_saves_it_reading_raw_activa
     top = pre.topk(2, dim=-1)
     z = torch.zeros_like(pre).scatter(-1, top.indices, top.values) * scale
     torch.testing.assert_close(one.encode(raw), z, rtol=2e-2, atol=2e-2)  # float16 weights on disk
+
+
+def test_latent_graphs_calibrate_on_ordinary_text_as_neuron_graphs_do(latents, tmp_path: Path) -> None:
+    # The ordinary-text stage reads the dictionary's latents (the pass, the calibration, the
+    # held-out figures), so a latent store can be calibrated as the neuron atlas is.
+    import orjson
+
+    from builder.run.runner import BuildSource, run_build
+    from tests.test_ordinary import ORDINARY
+
+    model, _, corpus = latents
+    documents = tmp_path / "corpus.jsonl"  # one document a line, so the held-out split holds some out
+    documents.write_bytes(b"\n".join(orjson.dumps({"text": t, "source": f"oracle/{i}"})
+                                     for i, t in enumerate(corpus.read_text().splitlines())))
+    out = tmp_path / "calibrated.jsonl"
+    run_build(model, [0], [THE, EXCEPT_AFTER_EVERYONE], out, ORDINARY, BuildSource(model, ORDINARY, corpus=documents))
+    store = read_store(out)
+    token, context = store.get(0, THE), store.get(0, EXCEPT_AFTER_EVERYONE)
+    assert token.id == "L0/F0" and token.units == "rule-sae" and token.matching.rule == "specific"
+    assert token.graph[(" the",)] == pytest.approx(1.0, abs=0.01) and list(token.activating_tokens) == [" the"]
+    assert " except" in context.activating_tokens and next(iter(context.context_tokens)) == " everyone"
+    assert token.fidelity.heldout is not None and token.fidelity.heldout.n2g.tokens.f1 == pytest.approx(1.0)
