@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import orjson
 import torch
 
 from builder.config import BuildConfig, EvalConfig, ScanConfig
@@ -138,11 +139,22 @@ def _sentence(rng: random.Random) -> str:
     return "We" + "".join(words) + "."
 
 
+def _documents(documents: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(_sentence(rng) for _ in range(12)) for _ in range(documents)]
+
+
 def write_corpus(path: Path, documents: int = 120, seed: int = 0) -> Path:
     """A synthetic corpus for the rule model: short sentences, some with the EXCEPT pattern."""
-    rng = random.Random(seed)
-    lines = [" ".join(_sentence(rng) for _ in range(12)) for _ in range(documents)]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(_documents(documents, seed)))
+    return path
+
+
+def write_documents(path: Path, documents: int = 120, seed: int = 0) -> Path:
+    """:func:`write_corpus`'s text as JSON lines, one document a line, so that the held-out split
+    (by document) holds some out."""
+    path.write_bytes(b"\n".join(orjson.dumps({"text": t, "source": f"oracle/{i}"})
+                                for i, t in enumerate(_documents(documents, seed))))
     return path
 
 

@@ -25,7 +25,7 @@ from tests.dictionary_files import (
     write_saelens,
     write_sparsify,
 )
-from tests.oracle import EXCEPT, TOKEN, oracle_build, rule_model
+from tests.oracle import EXCEPT, TOKEN, oracle_build, rule_model, write_documents
 
 # ----------------------------------------------------------------------------- formats
 def _encode_reference(t: dict[str, torch.Tensor], x: torch.Tensor, k: int | None = None,
@@ -330,15 +330,11 @@ def test_the_trainer_learns_a_planted_dictionary_and_saves_it_reading_raw_activa
 def test_latent_graphs_calibrate_on_ordinary_text_as_neuron_graphs_do(latents, tmp_path: Path) -> None:
     # The ordinary-text stage reads the dictionary's latents (the pass, the calibration, the
     # held-out figures), so a latent store can be calibrated as the neuron atlas is.
-    import orjson
-
     from builder.run.runner import BuildSource, run_build
     from tests.test_ordinary import ORDINARY
 
-    model, _, corpus = latents
-    documents = tmp_path / "corpus.jsonl"  # one document a line, so the held-out split holds some out
-    documents.write_bytes(b"\n".join(orjson.dumps({"text": t, "source": f"oracle/{i}"})
-                                     for i, t in enumerate(corpus.read_text().splitlines())))
+    model, _, _ = latents
+    documents = write_documents(tmp_path / "corpus.jsonl")
     out = tmp_path / "calibrated.jsonl"
     run_build(model, [0], [THE, EXCEPT_AFTER_EVERYONE], out, ORDINARY, BuildSource(model, ORDINARY, corpus=documents))
     store = read_store(out)

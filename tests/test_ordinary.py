@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import orjson
 import torch
 import pytest
 
@@ -16,7 +15,7 @@ from builder.stages.ordinary import ordinary_texts
 from builder.corpus import heldout_mask, make_windows
 from builder.run.runner import BuildSource, run_build
 from store.jsonl import read_store
-from tests.oracle import EXCEPT, HALF, TOKEN, rule_activations, rule_model, write_corpus
+from tests.oracle import EXCEPT, HALF, TOKEN, rule_activations, rule_model, write_documents
 from tests.test_oracle import CONFIG
 
 ORDINARY = dataclasses.replace(CONFIG, scan=dataclasses.replace(CONFIG.scan, part="build"),
@@ -29,10 +28,7 @@ def ordinary(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
     mp.setenv("N2G_CACHE", str(root / "cache"))
     model = rule_model()
-    # As JSON lines, one document a line, so that the held-out split (by document) holds some out.
-    lines = write_corpus(root / "corpus.txt").read_text().splitlines()
-    corpus = root / "corpus.jsonl"
-    corpus.write_bytes(b"\n".join(orjson.dumps({"text": t, "source": f"oracle/{i}"}) for i, t in enumerate(lines)))
+    corpus = write_documents(root / "corpus.jsonl")
     store = root / "store.jsonl"
     run_build(model, [0], [EXCEPT, TOKEN, HALF], store, ORDINARY, BuildSource(model, ORDINARY, corpus=corpus))
     yield model, read_store(store), corpus
