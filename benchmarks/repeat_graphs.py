@@ -14,6 +14,11 @@ largest activation it had there). Beside them, each graph's own held-out F1 on t
 10 test top windows, and with 20 random windows as negatives), since repeat paths may cost
 precision on natural text. Prints one markdown row per neuron and variant, and the means;
 nothing is stored.
+
+    python benchmarks/repeat_graphs.py --shipped
+
+scores the shipped graphs of the same neurons instead, building none: the fitted atlas
+(``stores/smollm2-135m.jsonl.gz``) against the served ones (the calibrated parts over it, issue 28).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the fresh test sequences")
     parser.add_argument("--sequences", type=int, default=24)
     parser.add_argument("--length", type=int, default=48)
+    parser.add_argument("--shipped", action="store_true", help="score the shipped graphs, fitted and served")
     args = parser.parse_args()
 
     from builder.forward import run_layers
@@ -61,14 +67,16 @@ def main() -> None:
     layers = _layers(args.layers)
     maxima = {layer: scan_file.max_activation[layer] for layer in layers}
     ranked = induction_probe(model, layers, max_activation=maxima).scores[:args.top]
+    rows = repeated_sequences(model, args.sequences, args.length, args.seed)  # (seq, 2 * length)
+    acts = run_layers(model, rows.tolist(), sorted({r.layer for r in ranked}))
+    texts = [[model.vocab[t] for t in row] for row in rows]
+    if args.shipped:
+        shipped(ranked, {layer: a.cpu().numpy() / maxima[layer] for layer, a in acts.items()}, texts)
+        return
     base = BuildConfig()
     variants = {"without repeats": dataclasses.replace(base, fit=dataclasses.replace(base.fit, repeats=False)),
                 "with repeats": base}
     source = BuildSource(model, base, scan_file=scan_file)
-
-    rows = repeated_sequences(model, args.sequences, args.length, args.seed)  # (seq, 2 * length)
-    acts = run_layers(model, rows.tolist(), sorted({r.layer for r in ranked}))
-    texts = [[model.vocab[t] for t in row] for row in rows]
 
     print("| neuron | probe score | variant | paths | repeat paths | P | R | F1 | lookup F1 | "
           "corpus F1 | corpus F1 with negatives |")
@@ -111,6 +119,37 @@ def main() -> None:
               f"{len(defined)} of {len(values)} neurons that fire there")
     for name, values in corpus.items():
         print(f"mean corpus F1 with negatives, {name}: {mean_defined(values):.3f}")
+
+
+def shipped(ranked, truth: dict[int, np.ndarray], texts: list[list[str]]) -> None:
+    """The shipped graphs of the ranked neurons on the fresh repeated text (``truth``: normalised
+    activations by layer, ``(seq, 2 * length, d_mlp)``): the fitted atlas's and the served ones."""
+    import glob
+
+    from store.jsonl import read_store
+    from store.trie import REPEAT
+
+    layers = {r.layer for r in ranked}
+    fitted = read_store(STORES / "smollm2-135m.jsonl.gz", layers=layers).graphs
+    served = dict(fitted)
+    for part in sorted(glob.glob(str(STORES / "smollm2-135m.ordinary-L*.jsonl.gz"))):
+        served.update(read_store(part, layers=layers).graphs)
+    print("| neuron | probe score | graph | paths | repeat paths | P | R | F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    results: dict[str, list[float | None]] = {"fitted": [], "served": []}
+    for r in ranked:
+        true = truth[r.layer][:, :, r.neuron].ravel()
+        for name, graphs in (("fitted", fitted), ("served", served)):
+            graph = graphs[(r.layer, r.neuron)]
+            s = score(true, np.concatenate([graph.predict(t) for t in texts]))
+            results[name].append(s.f1)
+            kind = "calibrated" if graph.matching.rule == "specific" else "fitted"
+            cells = " | ".join("-" if v is None else f"{v:.2f}" for v in (s.precision, s.recall, s.f1))
+            print(f"| {graph.id} | {r.score:.2f} | {name} ({kind}) | {len(graph.graph)} | "
+                  f"{sum(REPEAT in p for p in graph.graph)} | {cells} |", flush=True)
+    for name, values in results.items():
+        print(f"mean F1 on fresh repeated text, {name}: top 10 {mean_defined(values[:10]) or 0.0:.3f}, "
+              f"top {len(values)} {mean_defined(values) or 0.0:.3f}")
 
 
 if __name__ == "__main__":
