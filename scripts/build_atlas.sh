@@ -7,6 +7,10 @@
 #   scripts/build_atlas.sh ship       # merge what is built into the shipped store, and report
 #   scripts/build_atlas.sh ordinary 0-16  # the shipped graphs calibrated on ordinary text (issue 28)
 #   scripts/build_atlas.sh ship-ordinary  # ... shipped as stores/smollm2-135m.ordinary-L<a>-<b>.jsonl.gz
+#
+# N2G_MODEL names another model with a shipped store and scan (default smollm2-135m), e.g.
+#   N2G_MODEL=gemma3-270m scripts/build_atlas.sh ordinary 0-17   # Gemma's shipped graphs, calibrated
+#   N2G_MODEL=gemma3-270m scripts/build_atlas.sh ship-ordinary
 #   scripts/build_atlas.sh induction 50   # the induction probe's best 50, rebuilt (so they carry
 #                                         # repeat paths before their layers are built), shipped
 #
@@ -20,9 +24,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n2g=".venv/bin/n2g"
-atlas="${N2G_ATLAS:-${N2G_CACHE:-$HOME/.cache/n2g-mcp}/atlas/smollm2-135m.jsonl}"
-scan="stores/smollm2-135m.scan.npz"
-shipped="stores/smollm2-135m.jsonl.gz"
+model="${N2G_MODEL:-smollm2-135m}"
+atlas="${N2G_ATLAS:-${N2G_CACHE:-$HOME/.cache/n2g-mcp}/atlas/$model.jsonl}"
+scan="stores/$model.scan.npz"
+shipped="stores/$model.jsonl.gz"
 mkdir -p "$(dirname "$atlas")"
 if [[ "${1:-}" == "induction" ]]; then
     ids=$(.venv/bin/python -c "
@@ -31,20 +36,20 @@ from builder.probes.induction import induction_probe
 from builder.models import load_model
 from store.names import neuron_id
 from store.scanfile import ScanFile
-model = load_model('smollm2-135m')
+model = load_model('$model')
 scan = ScanFile(Path('$scan'))
 layers = range(model.n_layers)
 probe = induction_probe(model, layers, max_activation={layer: scan.max_activation[layer] for layer in layers})
 print(','.join(neuron_id(r.layer, r.neuron) for r in probe.scores[:${2:-50}]))")
     echo "the probe's best ${2:-50}: $ids"
-    time "$n2g" build --ids "$ids" --rebuild --store "${atlas%.jsonl}.induction.jsonl" --scan-file "$scan"
+    time "$n2g" build --model "$model" --ids "$ids" --rebuild --store "${atlas%.jsonl}.induction.jsonl" --scan-file "$scan"
     "$n2g" store compact --scan-file "$scan" "$shipped" "${atlas%.jsonl}.induction.jsonl" "$shipped"
 elif [[ "${1:-}" == "ordinary" ]]; then
     # Issue 28: the shipped graphs' fitted paths calibrated on ordinary text and scored on the
     # held-out documents (the prune, saliency and fit stages are the default's, so only the
     # calibration runs). Each layer range has its own file, so ranges build side by side:
     #   scripts/build_atlas.sh ordinary 0-17 & scripts/build_atlas.sh ordinary 18-29
-    # The calibrated graphs ship as stores/smollm2-135m.ordinary-L<first>-<last>.jsonl.gz beside the
+    # The calibrated graphs ship as stores/<model>.ordinary-L<first>-<last>.jsonl.gz beside the
     # fitted ones, which they override in the server (a later file wins); on a fresh machine a
     # range begins from the shipped parts, so the build goes on from what was committed.
     range="${2:-0-29}"
@@ -53,7 +58,7 @@ elif [[ "${1:-}" == "ordinary" ]]; then
     ln -sf "$PWD/$scan" "$(dirname "$atlas")/$(basename "$scan")"
     if [[ ! -e "$part" ]]; then  # the committed parts' graphs, under the first part's header
         first=1
-        for piece in stores/smollm2-135m.ordinary-L*.jsonl.gz; do
+        for piece in stores/"$model".ordinary-L*.jsonl.gz; do
             [[ -f "$piece" ]] || continue
             gzip -dc "$piece" | tail -n +$((first ? 1 : 2)) >> "$part.tmp"; first=0
         done
@@ -61,7 +66,7 @@ elif [[ "${1:-}" == "ordinary" ]]; then
     fi
     # Without the short-text protocol: measuring the cut test windows again was 97% of a layer-20
     # neuron's calibration (the fitted atlas keeps those figures).
-    time "$n2g" build --ordinary --paths-from "$shipped" --no-short-texts --layers "$range" --scan-file "$scan" \
+    time "$n2g" build --model "$model" --ordinary --paths-from "$shipped" --no-short-texts --layers "$range" --scan-file "$scan" \
         --store "$part"
 elif [[ "${1:-}" == "ship-ordinary" ]]; then
     # Five layers a file (about 50 MB: a calibrated graph holds ~650 paths), so no file passes 100 MB.
@@ -86,10 +91,10 @@ for f in files.values():
     f.close()
 PY
     for group in "$groups"/L*.jsonl; do
-        "$n2g" store compact --scan-file "$scan" "$group" "stores/smollm2-135m.ordinary-$(basename "$group").gz"
+        "$n2g" store compact --scan-file "$scan" "$group" "stores/$model.ordinary-$(basename "$group").gz"
     done
     rm -r "$groups"
-    .venv/bin/python benchmarks/calibrated_atlas.py
+    .venv/bin/python benchmarks/calibrated_atlas.py --model "$model"
 elif [[ "${1:-}" == "ship" ]]; then
     "$n2g" store compact --scan-file "$scan" "$shipped" "$atlas" "$shipped"
     "$n2g" eval --store "$atlas"
@@ -115,5 +120,5 @@ print(f"atlas begun with {kept:,} shipped graphs built with today's method")
 PY
         mv "$atlas.part" "$atlas"
     fi
-    time "$n2g" build --layers "${1:-0-29}" --store "$atlas" --scan-file "$scan"
+    time "$n2g" build --model "$model" --layers "${1:-0-29}" --store "$atlas" --scan-file "$scan"
 fi
