@@ -260,8 +260,9 @@ class OrdinaryConfig:
     neuron's variance there, and the graph predicts by its most specific path, the neuron's
     sample mean where none matches. The defaults are the variant ``proposed_p0_500_200`` of
     ``benchmarks/heldout_variants.py`` (docs/fidelity.md, held-out section). The served SmolLM2
-    atlas is calibrated with it (``n2g build --ordinary --paths-from``); off by default for other
-    builds, since its pass takes minutes for a few neurons on a CPU."""
+    atlas is calibrated with it (``n2g build --ordinary --paths-from``) and ``build_graph`` builds
+    with it unless asked for the fitted method; off by default for ``n2g build``, whose fitted
+    graphs a later ``--ordinary --paths-from`` run calibrates (the atlas's two steps)."""
 
     enabled: bool = False
     """On (``n2g build --ordinary``, which also scans the build split only: ``ScanConfig.part``)."""
