@@ -107,7 +107,11 @@ async def test_predict_compares_the_graph_with_the_latent_itself(server):
 
 async def test_build_graph_builds_a_latent_into_its_own_store(server, served):
     stores, _ = served
-    out = await ok(server, "build_graph", layer=0, neuron=EXCEPT_AFTER_EVERYONE, units="rule-sae")
+    # The scan is of another corpus than the embedded one, so its held-out documents are unknown:
+    # the calibrated method says so and names the fitted one, which builds.
+    message = await error(server, "build_graph", layer=0, neuron=EXCEPT_AFTER_EVERYONE, units="rule-sae")
+    assert "not the corpus's" in message and "method='fitted'" in message
+    out = await ok(server, "build_graph", layer=0, neuron=EXCEPT_AFTER_EVERYONE, units="rule-sae", method="fitted")
     assert out["id"] == "L0/F1" and set(out["activating_tokens"]) == {" except"}
     assert set(out["context_tokens"]) == {" everyone"}
     assert (stores / "rule-model.rule-sae.jsonl").is_file() and not (stores / "rule-model.jsonl").exists()

@@ -40,6 +40,7 @@ from builder.probes.steer import steer
 from builder.run.runner import BuildSource, run_build
 from builder.tokenizer import load_tokenizer
 from store.effects import OutputEffects
+from store.errors import BadArgument
 from store.graph import NeuronGraph
 from store.models import EMBEDDED, ModelSpec
 from store.probes import (
@@ -183,10 +184,15 @@ class LiveModels:
         """
         with self._lock:
             loaded = self._get(spec, progress)
+            source = self._source(loaded, scan_file)
+            if method == "ordinary":
+                try:
+                    source.split  # noqa: B018 - the held-out documents must be found in the scan's windows
+                except BadArgument as exc:
+                    raise BadArgument(f"{exc}; method='fitted' builds the graph from its top windows alone") from None
             return run_build(loaded.model, [layer], list(neurons), store_path,
                              self._ordinary if method == "ordinary" else self.config,
-                             self._source(loaded, scan_file), rebuild=True, progress=progress,
-                             cancel=cancel)
+                             source, rebuild=True, progress=progress, cancel=cancel)
 
     # ----------------------------------------------------------------- probes of the live model
     def neurons_at(self, spec: ModelSpec, ids: Sequence[int], position: int, layers: Sequence[int],
