@@ -91,7 +91,15 @@ for f in files.values():
     f.close()
 PY
     for group in "$groups"/L*.jsonl; do
-        "$n2g" store compact --scan-file "$scan" "$group" "stores/$model.ordinary-$(basename "$group").gz"
+        out="stores/$model.ordinary-$(basename "$group").gz"
+        "$n2g" store compact --scan-file "$scan" "$group" "$groups/new.gz"
+        # A part whose graphs did not change is kept as committed (its header's date would differ).
+        if [[ -f "$out" ]] && cmp -s <(gzip -dc "$out" | tail -n +2) <(gzip -dc "$groups/new.gz" | tail -n +2); then
+            echo "$out: no graph changed, kept"
+            rm "$groups/new.gz"
+        else
+            mv "$groups/new.gz" "$out"
+        fi
     done
     rm -r "$groups"
     .venv/bin/python benchmarks/calibrated_atlas.py --model "$model"
