@@ -7,12 +7,12 @@
 #   scripts/build_atlas.sh ship       # merge what is built into the shipped store, and report
 #   scripts/build_atlas.sh ordinary 0-16  # the shipped graphs calibrated on ordinary text (issue 28)
 #   scripts/build_atlas.sh ship-ordinary  # ... shipped as stores/smollm2-135m.ordinary-L<a>-<b>.jsonl.gz
+#   scripts/build_atlas.sh induction 50   # the induction probe's best 50, rebuilt (so they carry
+#                                         # repeat paths before their layers are built), shipped
 #
 # N2G_MODEL names another model with a shipped store and scan (default smollm2-135m), e.g.
 #   N2G_MODEL=gemma3-270m scripts/build_atlas.sh ordinary 0-17   # Gemma's shipped graphs, calibrated
 #   N2G_MODEL=gemma3-270m scripts/build_atlas.sh ship-ordinary
-#   scripts/build_atlas.sh induction 50   # the induction probe's best 50, rebuilt (so they carry
-#                                         # repeat paths before their layers are built), shipped
 #
 # The build appends to $N2G_ATLAS (default: under $N2G_CACHE, outside the work tree, so a later
 # session on the same machine resumes it); neurons already there are skipped. Where there is no
